@@ -1,0 +1,157 @@
+"""The linear VAE and its beta-ELBO: exact (from the data moments) and Monte Carlo.
+
+Lucas et al. 2019, Section 4.2 and Appendix C; THEORY.md, "Linear VAE: the ELBO in closed form".
+Decoder ``p(x|z) = N(W z + mu, sigma2 I_d)``, encoder ``q(z|x) = N(V (x - mu), diag(D))``,
+prior ``N(0, I_k)``; ``mu`` is the decoder bias, shared with the encoder.  All values are
+averages over the data in nats per datapoint.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from linear_vae.ppca import LOG_2PI
+
+
+class LinearVAE(NamedTuple):
+    """Parameters of the linear VAE (a JAX pytree).
+
+    Attributes
+    ----------
+    W : (d, k) decoder weights.
+    mu : (d,) decoder bias (its optimum is the sample mean); the encoder centres with it too.
+    V : (k, d) encoder weights.
+    log_D : (k,) log of the encoder's diagonal variances (the log keeps ``D > 0``).
+    """
+
+    W: jax.Array
+    mu: jax.Array
+    V: jax.Array
+    log_D: jax.Array
+
+
+class DataStats(NamedTuple):
+    """What the exact ELBO needs of the data: mean, 1/N covariance ``S`` and ``tr S`` (a pytree)."""
+
+    mean: jax.Array
+    cov: jax.Array
+    trace: jax.Array
+
+    @classmethod
+    def from_moments(cls, mean, cov) -> "DataStats":
+        cov = jnp.asarray(cov, dtype=jnp.float64)
+        return cls(jnp.asarray(mean, dtype=jnp.float64), cov, jnp.trace(cov))
+
+
+def elbo_terms(params: LinearVAE, sigma2, stats: DataStats):
+    """Expected log-likelihood and per-dimension KL, averaged over the data, in closed form.
+
+    With ``A = I - W V`` and ``delta = mean - mu`` (THEORY.md; Lucas et al. Appendix C):
+
+    ``E log p(x|z) = -d/2 log(2 pi sigma2)
+                     - 1/(2 sigma2) [ tr(A S A^T) + ||A delta||^2 + sum_j D_j ||w_j||^2 ]``
+
+    ``KL_j = 1/2 [ D_j + (V S V^T)_jj + (V delta)_j^2 - 1 - log D_j ]``.
+
+    ``A`` (d x d) is never formed: with ``P = V S`` (k x d),
+    ``tr(A S A^T) = tr S - 2 tr(W P) + tr((W^T W)(P V^T))``, so a step costs O(d^2 k) for ``P``
+    plus O(d k^2), instead of O(d^3).
+
+    Returns
+    -------
+    expected_log_lik : scalar.
+    kl_per_dim : (k,) average KL of each latent dimension.
+    """
+    W, mu, V, log_D = params
+    d = W.shape[0]
+    D = jnp.exp(log_D)
+    delta = stats.mean - mu
+    P = V @ stats.cov                       # (k, d): the only O(d^2 k) product
+    PVt = P @ V.T                           # (k, k) = V S V^T
+    WtW = W.T @ W                           # (k, k)
+    trace_ASA = stats.trace - 2.0 * jnp.sum(W * P.T) + jnp.sum(WtW * PVt)
+    V_delta = V @ delta
+    A_delta = delta - W @ V_delta
+    reconstruction_error = trace_ASA + A_delta @ A_delta + jnp.sum(D * jnp.diag(WtW))
+    expected_log_lik = -0.5 * d * (LOG_2PI + jnp.log(sigma2)) - reconstruction_error / (2.0 * sigma2)
+    kl_per_dim = 0.5 * (D + jnp.diag(PVt) + V_delta**2 - 1.0 - log_D)
+    return expected_log_lik, kl_per_dim
+
+
+def exact_elbo(params: LinearVAE, sigma2, beta, stats: DataStats):
+    """The beta-ELBO ``E_q log p(x|z) - beta KL(q(z|x) || p(z))``, exact, per datapoint (nats)."""
+    expected_log_lik, kl_per_dim = elbo_terms(params, sigma2, stats)
+    return expected_log_lik - beta * jnp.sum(kl_per_dim)
+
+
+def kl_per_datapoint(params: LinearVAE, X):
+    """``KL_i(x) = 1/2 [ D_i + (v_i^T (x - mu))^2 - 1 - log D_i ]`` for every sample: (N, k).
+
+    The per-example, per-dimension KL that the (epsilon, delta)-collapse measure thresholds
+    (Lucas et al. Section 6, THEORY.md "Posterior collapse as measured").
+    """
+    D = jnp.exp(params.log_D)
+    means = (X - params.mu) @ params.V.T
+    return 0.5 * (D + means**2 - 1.0 - params.log_D)
+
+
+def monte_carlo_elbo(params: LinearVAE, sigma2, beta, X, key, n_samples: int = 1):
+    """Reparameterised Monte-Carlo estimate of the beta-ELBO on the rows of ``X``.
+
+    ``z = V (x - mu) + sqrt(D) * eps``, ``eps ~ N(0, I_k)`` (the standard deviation, not the
+    variance, multiplies ``eps``; Kingma & Welling 2013, Section 2.4), ``n_samples`` draws per
+    datapoint; the reconstruction term is estimated, the Gaussian KL is analytic (the estimator
+    of Kingma & Welling eq. 10).  Unbiased for :func:`exact_elbo` on the same data.
+    """
+    W, mu, V, log_D = params
+    d = W.shape[0]
+    centred = X - mu
+    means = centred @ V.T                                           # (N, k)
+    eps = jax.random.normal(key, (n_samples,) + means.shape, dtype=means.dtype)
+    z = means + jnp.exp(0.5 * log_D) * eps                          # (S, N, k)
+    residual = centred - z @ W.T                                    # (S, N, d)
+    log_lik = -0.5 * d * (LOG_2PI + jnp.log(sigma2)) - jnp.sum(residual**2, axis=-1) / (2.0 * sigma2)
+    kl = jnp.sum(kl_per_datapoint(params, X), axis=-1)              # (N,)
+    return jnp.mean(log_lik) - beta * jnp.mean(kl)
+
+
+def optimal_encoder(W, sigma2, beta):
+    """The encoder maximising the beta-ELBO for a fixed decoder ``W``.
+
+    ``M = W^T W + beta sigma2 I``, ``V = M^{-1} W^T``, ``D_j = beta sigma2 / (||w_j||^2 + beta sigma2)``
+    (THEORY.md; Lucas et al. Appendix C, setting the gradients in ``V`` and ``D`` to zero).
+    With beta = 1 the ELBO then equals ``MLL(W) - E KL(q || p(z|x))``, and equals the MLL iff
+    ``W^T W`` is diagonal.  Returns ``(V, D)``.
+    """
+    W = jnp.asarray(W)
+    t = beta * sigma2
+    M = W.T @ W + t * jnp.eye(W.shape[1], dtype=W.dtype)
+    V = jnp.linalg.solve(M, W.T)
+    D = t / (jnp.sum(W**2, axis=0) + t)
+    return V, D
+
+
+def with_optimal_encoder(W, mu, sigma2, beta) -> LinearVAE:
+    """A :class:`LinearVAE` with decoder ``(W, mu)`` and its :func:`optimal_encoder`."""
+    V, D = optimal_encoder(W, sigma2, beta)
+    return LinearVAE(jnp.asarray(W), jnp.asarray(mu), V, jnp.log(D))
+
+
+def elbo_gap_optimal_encoder(W, sigma2):
+    """``MLL(W) - ELBO(W, optimal encoder)`` at beta = 1: ``1/2 [sum_j log M_jj - log det M]``.
+
+    ``M = W^T W + sigma2 I`` (THEORY.md "Useful identities"; Hadamard's inequality makes it
+    >= 0, with equality iff ``W^T W`` is diagonal).
+    """
+    W = jnp.asarray(W)
+    M = W.T @ W + sigma2 * jnp.eye(W.shape[1], dtype=W.dtype)
+    return 0.5 * (jnp.sum(jnp.log(jnp.diag(M))) - jnp.linalg.slogdet(M)[1])
+
+
+def as_numpy(params: LinearVAE) -> LinearVAE:
+    """Copy a parameter pytree to host numpy float64 arrays."""
+    return LinearVAE(*(np.asarray(p, dtype=np.float64) for p in params))

@@ -1,0 +1,137 @@
+"""The global optimum of the linear VAE's beta-ELBO in closed form, and when each dimension collapses.
+
+Lucas et al. 2019, Section 4.2 and Appendix C; THEORY.md "Global maximum of the beta-ELBO".
+Everything depends on the data only through the eigenvalues ``lambda_1 >= ... >= lambda_d`` of
+``S`` (and the eigenvectors, for the parameters), and on ``(beta, sigma2)`` only through
+``t = beta * sigma2`` for the location of the optimum.
+
+Ties.  Latent dimension ``i`` is *active* iff ``lambda_i > beta sigma2`` strictly.  At
+``lambda_i == beta sigma2`` the optimal column has norm ``sqrt(lambda_i - t) = 0`` either way, so
+the value and parameters are continuous there and the dimension counts as collapsed.  Repeated
+eigenvalues give a continuum of optima (any rotation within the eigenspace); we return the one
+aligned with the canonically signed eigenvectors of :func:`linear_vae.moments.eigen_decomposition`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from linear_vae.elbo import LinearVAE
+from linear_vae.ppca import LOG_2PI, mll_in_eigenbasis
+from linear_vae.validation import check_positive
+
+
+class BetaElboOptimum(NamedTuple):
+    """The global maximum of the beta-ELBO at fixed ``(beta, sigma2)`` (per datapoint, nats).
+
+    Attributes
+    ----------
+    beta, sigma2 : the KL weight and observation variance it was computed for.
+    active : (k,) bool, ``lambda_i > beta sigma2``.
+    column_variances : (k,) ``||w_i||^2 = max(lambda_i - beta sigma2, 0)``.
+    encoder_variances : (k,) ``D_i = min(beta sigma2 / lambda_i, 1)`` (1 when collapsed).
+    kl_per_dim : (k,) ``1/2 log(lambda_i / (beta sigma2))`` if active, else 0.
+    elbo : the optimal beta-ELBO.
+    mll : log marginal likelihood of the optimal decoder, ``N(mu, W W^T + sigma2 I)``, with the
+        same ``sigma2``; equals ``elbo`` at beta = 1 (the bound is tight).
+    """
+
+    beta: float
+    sigma2: float
+    active: np.ndarray
+    column_variances: np.ndarray
+    encoder_variances: np.ndarray
+    kl_per_dim: np.ndarray
+    elbo: float
+    mll: float
+
+    @property
+    def active_dims(self) -> int:
+        """``#{i <= k : lambda_i > beta sigma2}``."""
+        return int(np.sum(self.active))
+
+    def parameters(self, mean: np.ndarray, eigenvectors: np.ndarray) -> LinearVAE:
+        """Optimal ``(W, mu, V, log D)``: ``w_i = u_i sqrt(max(lambda_i - t, 0))``, ``mu`` = sample mean,
+        ``v_i = u_i sqrt(l_i) / (l_i + t)`` (the optimal encoder, diagonal ``M``), ``D`` as above."""
+        k = len(self.active)
+        t = self.beta * self.sigma2
+        U = eigenvectors[:, :k]
+        W = U * np.sqrt(self.column_variances)
+        V = (U * (np.sqrt(self.column_variances) / (self.column_variances + t))).T
+        return LinearVAE(W, np.asarray(mean, dtype=np.float64), V, np.log(self.encoder_variances))
+
+
+def collapse_thresholds(eigenvalues, latent_dim: int, sigma2: float) -> np.ndarray:
+    """``beta_i* = lambda_i / sigma2`` for ``i <= k``: latent dimension ``i`` collapses once
+    ``beta >= beta_i*`` (THEORY.md; Lucas et al. Section 4.2)."""
+    return np.asarray(eigenvalues[:latent_dim], dtype=np.float64) / sigma2
+
+
+def beta_elbo_optimum(eigenvalues, latent_dim: int, beta: float, sigma2: float) -> BetaElboOptimum:
+    """Closed-form global maximum of the beta-ELBO at fixed ``sigma2``.
+
+    With ``t = beta sigma2`` and ``m`` active dimensions (Lucas et al. Appendix C; THEORY.md):
+
+    ``ELBO* = -d/2 log(2 pi sigma2) - beta m / 2 - sum_{i not active} lambda_i / (2 sigma2)
+              - beta/2 sum_{i active} log(lambda_i / t)``,
+
+    where "not active" runs over all ``d`` eigenvalues, ``i > k`` included.
+    """
+    beta = check_positive("beta", beta)
+    sigma2 = check_positive("sigma2", sigma2)
+    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+    d = len(eigenvalues)
+    t = beta * sigma2
+    top = eigenvalues[:latent_dim]
+    active = top > t
+    m = int(active.sum())
+    kl_per_dim = np.where(active, 0.5 * np.log(np.where(active, top, t) / t), 0.0)
+    not_active_sum = eigenvalues.sum() - top[active].sum()
+    elbo = (-0.5 * d * (LOG_2PI + np.log(sigma2)) - 0.5 * beta * m
+            - not_active_sum / (2.0 * sigma2) - beta * kl_per_dim.sum())
+    column_variances = np.maximum(top - t, 0.0)
+    encoder_variances = np.where(active, t / np.where(active, top, 1.0), 1.0)
+    mll = mll_in_eigenbasis(eigenvalues, column_variances, sigma2)
+    return BetaElboOptimum(beta, sigma2, active, column_variances, encoder_variances,
+                           kl_per_dim, float(elbo), mll)
+
+
+def learned_sigma2(eigenvalues, latent_dim: int, beta: float = 1.0) -> float:
+    """The ``sigma2`` maximising the optimal beta-ELBO: ``sum_{i not active} lambda_i / (d - beta m)``.
+
+    Setting the derivative of :func:`beta_elbo_optimum`'s value in ``sigma2`` to zero with the
+    active set held fixed (THEORY.md "Learned sigma2 with beta != 1"); the active set must be
+    consistent with the ``sigma2`` it produces (``lambda_m > beta sigma2 >= lambda_{m+1}``) and
+    ``d > beta m``.  The value is continuously differentiable in ``sigma2`` (at a breakpoint
+    ``sigma2 = lambda_m / beta`` the one-sided derivatives agree) and tends to -inf at both ends,
+    so its maximiser is a stationary point of one segment: we evaluate every consistent ``m``
+    and keep the best.
+    At beta = 1 with all ``k`` active this is the pPCA MLE ``mean(lambda_{k+1..d})``.
+
+    Raises ``ValueError`` when the candidate is 0 (the data have rank <= k).
+    """
+    beta = check_positive("beta", beta)
+    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+    d = len(eigenvalues)
+    top = eigenvalues[:latent_dim]
+    total = eigenvalues.sum()
+    best = None
+    for m in range(latent_dim + 1):
+        if d - beta * m <= 0:
+            break
+        sigma2 = (total - top[:m].sum()) / (d - beta * m)
+        if not sigma2 > 0:
+            raise ValueError(
+                f"the learned sigma2 is 0: the data have rank <= {latent_dim} (the latent dimension), "
+                "so the likelihood is unbounded; pass a fixed --sigma2 or a smaller --latent-dim")
+        t = beta * sigma2
+        consistent = (m == 0 or top[m - 1] > t) and (m == latent_dim or top[m] <= t)
+        if consistent:
+            value = beta_elbo_optimum(eigenvalues, latent_dim, beta, sigma2).elbo
+            if best is None or value > best[0]:
+                best = (value, sigma2)
+    if best is None:  # unreachable: some segment always holds the maximiser (see above)
+        raise ValueError(f"no learned sigma2 exists with beta = {beta} and d = {d}; pass a fixed --sigma2")
+    return float(best[1])

@@ -1,0 +1,189 @@
+"""Probabilistic PCA: the log marginal likelihood, its optima and its stationary points.
+
+Tipping & Bishop, *Probabilistic Principal Component Analysis*, JRSS-B 1999 (T&B), and
+Lucas et al. 2019, Section 4 / Appendix A; THEORY.md, "pPCA".  The model is
+``x ~ N(mu, C)`` with ``C = W W^T + sigma2 I_d``; every likelihood is the average over the data
+in nats per datapoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Iterator, NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+def log_marginal_likelihood(W, sigma2, cov, mean_offset=None):
+    """Average log marginal likelihood of the data under ``N(b, W W^T + sigma2 I)``.
+
+    ``MLL = -1/2 [ d log 2pi + log|C| + tr(C^{-1} S) + delta^T C^{-1} delta ]``
+    (T&B eq. 4; THEORY.md "pPCA"), where ``delta = mean - b`` is ``mean_offset`` (zero when the
+    bias is the sample mean).  Computed through the k x k matrix ``M = W^T W + sigma2 I`` by the
+    matrix-determinant lemma and the Woodbury identity, never a d x d inverse:
+
+    ``log|C| = (d - k) log sigma2 + log|M|``,
+    ``tr(C^{-1} S) = [tr S - tr(M^{-1} W^T S W)] / sigma2``.
+
+    Cost O(d^2 k) for ``S W``.  Differentiable in ``W`` and ``sigma2`` (JAX).
+
+    Parameters
+    ----------
+    W : (d, k) decoder weights.
+    sigma2 : observation-noise variance, > 0.
+    cov : (d, d) data covariance ``S`` (1/N normalisation).
+    mean_offset : optional (d,) sample mean minus decoder bias.
+    """
+    W = jnp.asarray(W)
+    d, k = W.shape
+    M = W.T @ W + sigma2 * jnp.eye(k, dtype=W.dtype)
+    chol = jnp.linalg.cholesky(M)
+    logdet_C = (d - k) * jnp.log(sigma2) + 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
+    SW = cov @ W
+    trace_term = jnp.trace(cov) - jnp.trace(_solve_psd(chol, W.T @ SW))
+    if mean_offset is not None:
+        Wt_delta = W.T @ mean_offset
+        trace_term = trace_term + mean_offset @ mean_offset - Wt_delta @ _solve_psd(chol, Wt_delta)
+    return -0.5 * (d * LOG_2PI + logdet_C + trace_term / sigma2)
+
+
+def _solve_psd(chol, rhs):
+    """Solve ``M x = rhs`` given the lower Cholesky factor of ``M``."""
+    y = jnp.linalg.solve(jnp.tril(chol), rhs)
+    return jnp.linalg.solve(jnp.tril(chol).T, y)
+
+
+def mll_in_eigenbasis(eigenvalues, column_variances, sigma2) -> float:
+    """MLL when the columns of ``W`` lie along eigenvectors of ``S``.
+
+    With ``w_i = u_i sqrt(l_i)`` for ``i <= k``, ``C`` has eigenvalues ``c_i = l_i + sigma2``
+    (``i <= k``) and ``sigma2`` (``i > k``) along the ``u_i``, so
+    ``MLL = -1/2 [ d log 2pi + sum_i log c_i + sum_i lambda_i / c_i ]`` (T&B Section 3.2).
+    At the learned-sigma2 MLE with all ``k`` columns used this is
+    ``-1/2 [ d log 2pi + sum_{i<=k} log lambda_i + (d-k) log sigma2 + d ]``.
+    """
+    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+    c = np.full_like(eigenvalues, float(sigma2))
+    k = len(column_variances)
+    c[:k] += np.asarray(column_variances, dtype=np.float64)
+    return float(-0.5 * (len(eigenvalues) * LOG_2PI + np.sum(np.log(c)) + np.sum(eigenvalues / c)))
+
+
+class PPCAOptimum(NamedTuple):
+    """A global maximum of the pPCA likelihood, ``W = U_k diag(sqrt(column_variances))``.
+
+    ``column_variances[i] = max(lambda_i - sigma2, 0)``: zero means column ``i`` is collapsed.
+    """
+
+    sigma2: float
+    column_variances: np.ndarray
+    mll: float
+
+    def weights(self, eigenvectors: np.ndarray) -> np.ndarray:
+        """The decoder ``W`` (d, k) with the principal directions as columns (``R = I``)."""
+        k = len(self.column_variances)
+        return eigenvectors[:, :k] * np.sqrt(self.column_variances)
+
+
+def mle_sigma2(eigenvalues, latent_dim: int) -> float:
+    """Maximum-likelihood noise variance ``sigma2* = mean(lambda_{k+1..d})`` (T&B eq. 8).
+
+    Raises ``ValueError`` when it is 0: the data have rank <= k, so the likelihood is unbounded.
+    """
+    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+    tail = eigenvalues[latent_dim:]
+    sigma2 = float(tail.mean()) if tail.size else 0.0
+    if not sigma2 > 0:
+        raise ValueError(
+            f"the learned sigma2 is 0: the data have rank <= {latent_dim} (the latent dimension), "
+            "so the likelihood is unbounded; pass a fixed --sigma2 or a smaller --latent-dim")
+    return sigma2
+
+
+def ppca_optimum(eigenvalues, latent_dim: int, sigma2: float | None = None) -> PPCAOptimum:
+    """Global maximum of the MLL over ``W`` (and over ``sigma2`` when it is ``None``).
+
+    ``W* = U_k (Lambda_k - sigma2 I)_+^{1/2} R`` (T&B eq. 7, with the columns of eigenvalue
+    ``<= sigma2`` set to zero at a fixed ``sigma2``, Lucas et al. Appendix A); with learned
+    ``sigma2`` it is :func:`mle_sigma2`.  We return ``R = I``.
+    """
+    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+    if sigma2 is None:
+        sigma2 = mle_sigma2(eigenvalues, latent_dim)
+    column_variances = np.maximum(eigenvalues[:latent_dim] - sigma2, 0.0)
+    return PPCAOptimum(float(sigma2), column_variances, mll_in_eigenbasis(eigenvalues, column_variances, sigma2))
+
+
+def collapsed_curvature(eigenvalues, sigma2: float) -> np.ndarray:
+    """Curvature of the MLL along a zero column moving in direction ``u_i``.
+
+    ``d^2 MLL / d eps^2 = (lambda_i - sigma2) / sigma2^2`` for ``W = eps u_i e_c^T`` with ``u_i``
+    unused (THEORY.md "pPCA"; derivation: along ``u_i`` the MLL is
+    ``-1/2 [log(sigma2 + eps^2) + lambda_i / (sigma2 + eps^2)]``).  Positive: the collapsed point is
+    a saddle that gradient ascent escapes along ``u_i``; negative: stable in that direction.
+    """
+    return (np.asarray(eigenvalues, dtype=np.float64) - sigma2) / sigma2**2
+
+
+class StationaryPoint(NamedTuple):
+    """A stationary point of the MLL in ``W`` at fixed ``sigma2`` (up to rotation ``R``).
+
+    Attributes
+    ----------
+    directions : indices (0-based, ascending) of the eigenvectors used as columns; the other
+        ``k - len(directions)`` columns are zero.
+    is_global_max : whether it is a global maximum (every other stationary point is a saddle:
+        the MLL has no other local maxima).
+    column_variances : (k,) ``||w_c||^2``: ``lambda_j - sigma2`` for the used directions, then 0.
+    collapsed_curvatures : curvature of the MLL for a zero column moving along each unused
+        direction (``(lambda_i - sigma2)/sigma2^2``, :func:`collapsed_curvature`); empty if no
+        column is zero.
+    """
+
+    directions: tuple[int, ...]
+    is_global_max: bool
+    column_variances: np.ndarray
+    collapsed_curvatures: np.ndarray
+
+    def weights(self, eigenvectors: np.ndarray) -> np.ndarray:
+        """``W`` (d, k): columns ``u_j sqrt(lambda_j - sigma2)`` for the used ``j``, then zeros."""
+        d = eigenvectors.shape[0]
+        W = np.zeros((d, len(self.column_variances)))
+        for c, j in enumerate(self.directions):
+            W[:, c] = eigenvectors[:, j] * np.sqrt(self.column_variances[c])
+        return W
+
+
+def stationary_points(eigenvalues, latent_dim: int, sigma2: float) -> Iterator[StationaryPoint]:
+    """Enumerate the stationary points of the MLL in ``W`` at fixed ``sigma2``.
+
+    T&B Appendix A / Lucas et al. Lemma 1: the columns of a stationary ``W`` (up to ``R``) are
+    either zero or ``u_j sqrt(lambda_j - sigma2)`` for distinct ``j`` with ``lambda_j > sigma2``.
+    There is one per subset of those usable directions of size ``<= k``, so the count grows
+    combinatorially: iterate lazily.
+
+    Classification (Lucas et al. Section 4.1).  A point is a global maximum iff its used
+    eigenvalues are the ``min(k, #{lambda > sigma2})`` largest; otherwise it is a saddle:
+    either a zero column has an unused ``lambda_i > sigma2`` to grow along (curvature
+    ``(lambda_i - sigma2)/sigma2^2 > 0``), or a used ``u_j`` can rotate towards an unused ``u_i``
+    with ``lambda_i > lambda_j``.  Ties: a direction with ``lambda_j == sigma2`` is not usable
+    (its column would be zero anyway); equal eigenvalues make the global maximum a continuum
+    (any rotation within the eigenspace), so the test compares eigenvalues, not indices.
+    """
+    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+    usable = [j for j in range(len(eigenvalues)) if eigenvalues[j] > sigma2]
+    n_best = min(latent_dim, len(usable))
+    best = np.sort(eigenvalues[usable])[::-1][:n_best]
+    for size in range(n_best + 1):
+        for directions in itertools.combinations(usable, size):
+            used = eigenvalues[list(directions)]
+            column_variances = np.zeros(latent_dim)
+            column_variances[:size] = used - sigma2
+            unused = np.setdiff1d(np.arange(len(eigenvalues)), directions)
+            curvatures = (collapsed_curvature(eigenvalues[unused], sigma2)
+                          if size < latent_dim else np.zeros(0))
+            is_global_max = size == n_best and np.array_equal(np.sort(used)[::-1], best)
+            yield StationaryPoint(tuple(directions), bool(is_global_max), column_variances, curvatures)
