@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from linear_vae.datasets import validate_data
 from linear_vae.moments import Moments, Spectrum, compute_moments, eigen_decomposition
 from linear_vae.optimum import (BetaElboOptimum, beta_elbo_optimum, collapse_thresholds, learned_sigma2,
                                threshold_distance)
@@ -59,6 +60,7 @@ def analyze(X: np.ndarray, latent_dim: int, beta: float = 1.0, sigma2: float | N
     (:func:`linear_vae.optimum.learned_sigma2`; the pPCA MLE at beta = 1).
     Raises ``ValueError`` for bad arguments (see :mod:`linear_vae.validation`).
     """
+    validate_data(X)
     X = np.asarray(X, dtype=np.float64)
     latent_dim = check_latent_dim(latent_dim, X.shape[1])
     beta = check_positive("beta", beta)

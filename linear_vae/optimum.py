@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from linear_vae.elbo import LinearVAE
-from linear_vae.ppca import LOG_2PI, mll_in_eigenbasis
+from linear_vae.ppca import LOG_2PI, mll_in_eigenbasis, rank_tolerance
 from linear_vae.validation import check_positive
 
 
@@ -85,13 +85,13 @@ def beta_elbo_optimum(eigenvalues, latent_dim: int, beta: float, sigma2: float) 
     d = len(eigenvalues)
     t = beta * sigma2
     top = eigenvalues[:latent_dim]
-    active = top > t
+    active = top / sigma2 > beta  # the same float expression as collapse_thresholds, so beta = threshold collapses
     m = int(active.sum())
     kl_per_dim = np.where(active, 0.5 * np.log(np.where(active, top, t) / t), 0.0)
     not_active_sum = eigenvalues.sum() - top[active].sum()
     elbo = (-0.5 * d * (LOG_2PI + np.log(sigma2)) - 0.5 * beta * m
             - not_active_sum / (2.0 * sigma2) - beta * kl_per_dim.sum())
-    column_variances = np.maximum(top - t, 0.0)
+    column_variances = np.where(active, np.maximum(top - t, 0.0), 0.0)
     encoder_variances = np.where(active, t / np.where(active, top, 1.0), 1.0)
     mll = mll_in_eigenbasis(eigenvalues, column_variances, sigma2)
     return BetaElboOptimum(beta, sigma2, active, column_variances, encoder_variances,
@@ -122,12 +122,11 @@ def learned_sigma2(eigenvalues, latent_dim: int, beta: float = 1.0) -> float:
         if d - beta * m <= 0:
             break
         sigma2 = (total - top[:m].sum()) / (d - beta * m)
-        if not sigma2 > 0:
+        if not sigma2 > rank_tolerance(eigenvalues):
             raise ValueError(
                 f"the learned sigma2 is 0: the data have rank <= {latent_dim} (the latent dimension), "
                 "so the likelihood is unbounded; pass a fixed --sigma2 or a smaller --latent-dim")
-        t = beta * sigma2
-        consistent = (m == 0 or top[m - 1] > t) and (m == latent_dim or top[m] <= t)
+        consistent = (m == 0 or top[m - 1] / sigma2 > beta) and (m == latent_dim or top[m] / sigma2 <= beta)
         if consistent:
             value = beta_elbo_optimum(eigenvalues, latent_dim, beta, sigma2).elbo
             if best is None or value > best[0]:

@@ -101,6 +101,14 @@ class PPCAOptimum(NamedTuple):
         return eigenvectors[:, :k] * np.sqrt(self.column_variances)
 
 
+def rank_tolerance(eigenvalues) -> float:
+    """Eigenvalues at or below ``10 d eps lambda_1`` are round-off of an exact zero (float64 ``eigh``
+    of a d x d matrix is accurate to about ``d eps ||S||``): a learned sigma2 that small means the
+    data have rank <= k."""
+    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+    return float(10 * len(eigenvalues) * np.finfo(np.float64).eps * eigenvalues[0])
+
+
 def mle_sigma2(eigenvalues, latent_dim: int) -> float:
     """Maximum-likelihood noise variance ``sigma2* = mean(lambda_{k+1..d})`` (T&B eq. 8).
 
@@ -109,7 +117,7 @@ def mle_sigma2(eigenvalues, latent_dim: int) -> float:
     eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
     tail = eigenvalues[latent_dim:]
     sigma2 = float(tail.mean()) if tail.size else 0.0
-    if not sigma2 > 0:
+    if not sigma2 > rank_tolerance(eigenvalues):
         raise ValueError(
             f"the learned sigma2 is 0: the data have rank <= {latent_dim} (the latent dimension), "
             "so the likelihood is unbounded; pass a fixed --sigma2 or a smaller --latent-dim")

@@ -4,7 +4,10 @@ The trainer maximises the beta-ELBO of :mod:`linear_vae.elbo`, either
 
 * ``objective="exact"``: the closed-form ELBO from the data moments (full batch; a step costs
   O(d^2 k), independent of N), or
-* ``objective="stochastic"``: the reparameterised Monte-Carlo ELBO on minibatches,
+* ``objective="stochastic"``: the reparameterised Monte-Carlo ELBO on minibatches, or
+* ``objective="mll"``: no VAE at all, the pPCA log marginal likelihood of the decoder (pPCA fitted
+  by gradient ascent; the encoder is left untouched), the baseline of the escape and
+  identifiability experiments,
 
 with optax (Adam by default, SGD available), fixed or learned ``sigma2`` (``log sigma2`` is a
 parameter, so it stays positive; ``D`` is parameterised by ``log D`` for the same reason).
@@ -36,7 +39,7 @@ from linear_vae.moments import Moments, Spectrum
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.validation import check_latent_dim, check_positive
 
-OBJECTIVES = ("exact", "stochastic")
+OBJECTIVES = ("exact", "stochastic", "mll")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "exponential")
 INITS = ("random", "collapsed")
@@ -51,7 +54,8 @@ class TrainConfig(NamedTuple):
     latent_dim : k.
     steps : gradient steps (a multiple of ``log_every``).
     log_every : record metrics every this many steps.
-    objective : "exact" (closed-form ELBO from S) or "stochastic" (minibatch Monte Carlo).
+    objective : "exact" (closed-form ELBO from S), "stochastic" (minibatch Monte Carlo) or
+        "mll" (the pPCA marginal likelihood of the decoder alone).
     optimizer : "adam" (default) or "sgd" (plain gradient ascent, no momentum).
     learning_rate : peak step size.
     schedule : "constant", "cosine" (decay to 0 over ``steps``) or "exponential" (to 1e-2 of
@@ -208,12 +212,15 @@ def init_state(config: TrainConfig, hyper: Hyper, data: TrainData) -> TrainState
 
 
 def negative_objective(trainable: Trainable, hyper: Hyper, data: TrainData, key, config: TrainConfig):
-    """``-beta-ELBO`` of ``config.objective`` (exact, or a minibatch Monte-Carlo estimate)."""
+    """The negative objective: ``-beta-ELBO`` (exact, or a minibatch Monte-Carlo estimate), or ``-MLL``."""
     log_sigma2 = trainable.log_sigma2 if config.learn_sigma2 else jax.lax.stop_gradient(trainable.log_sigma2)
     sigma2 = jnp.exp(log_sigma2)
     if config.objective == "exact":
         expected_log_lik, kl_per_dim = elbo_terms(trainable.params, sigma2, data.stats)
         return -(expected_log_lik - hyper.beta * jnp.sum(kl_per_dim))
+    if config.objective == "mll":
+        params = trainable.params
+        return -log_marginal_likelihood(params.W, sigma2, data.stats.cov, data.stats.mean - params.mu)
     key_batch, key_eps = jax.random.split(key)
     rows = jax.random.choice(key_batch, data.X.shape[0], (config.batch_size,), replace=False)
     return -monte_carlo_elbo(trainable.params, sigma2, hyper.beta, data.X[rows], key_eps, config.mc_samples)

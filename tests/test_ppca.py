@@ -9,8 +9,9 @@ second directional derivatives) of the objective itself.
 
 from __future__ import annotations
 
+from math import comb
+
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -245,7 +246,6 @@ def test_mll_gradient_vanishes_at_every_enumerated_stationary_point(sigma2):
     points = list(stationary_points(LAMBDA_SMALL, K_SMALL, sigma2))
     n_usable = int(np.sum(LAMBDA_SMALL > sigma2))
     # One point per subset of the usable directions of size <= k (independent count).
-    from math import comb
     assert len(points) == sum(comb(n_usable, r) for r in range(min(K_SMALL, n_usable) + 1))
     for point in points:
         W = point.weights(U_SMALL)

@@ -1,0 +1,89 @@
+"""Run an experiment, save its numbers (JSON) and its figure (PNG) side by side, atomically.
+
+Each experiment module in :mod:`linear_vae.experiments` defines ``NAME``, ``TITLE``, ``CONFIG``
+(the full budget), ``QUICK`` (overrides for smoke runs and CI), ``run(config, progress) -> dict``
+(every number the figure plots) and ``plot(results, config) -> Figure``.  The scripts in
+``experiments/`` and ``linear-vae reproduce`` both call :func:`run_experiment`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from linear_vae.io import atomic_write_json
+from linear_vae.plotting import save_png
+
+#: Experiment modules in figure order.
+EXPERIMENTS = (
+    "collapse_threshold",
+    "kl_per_dim",
+    "training_curves",
+    "landscape",
+    "latent_dim",
+    "escape_time",
+    "identifiability",
+    "collapse_fraction",
+)
+
+
+def load(name: str):
+    """The experiment module called ``name`` (``ValueError`` listing the choices if unknown)."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
+    return importlib.import_module(f"linear_vae.experiments.{name}")
+
+
+def versions() -> dict:
+    """Versions of Python and of the libraries that produced a result."""
+    import jax
+    import matplotlib
+    import numpy
+    import optax
+
+    import linear_vae
+
+    return {"python": platform.python_version(), "linear_vae": linear_vae.__version__, "jax": jax.__version__,
+            "optax": optax.__version__, "numpy": numpy.__version__, "matplotlib": matplotlib.__version__}
+
+
+def experiment_config(name: str, quick: bool) -> dict:
+    """The full configuration of ``name``, with its ``QUICK`` overrides when ``quick``."""
+    module = load(name)
+    return {**module.CONFIG, **(module.QUICK if quick else {})}
+
+
+def run_experiment(name: str, out_dir="figures", quick: bool = False,
+                   progress: Callable[[str], None] | None = None, command: str | None = None) -> dict:
+    """Run ``name``, write ``out_dir/name.json`` and ``out_dir/name.png``, return the JSON payload."""
+    module = load(name)
+    config = experiment_config(name, quick)
+    start = time.perf_counter()
+    results = module.run(config, progress=progress)
+    seconds = time.perf_counter() - start
+    payload = {
+        "name": name,
+        "title": module.TITLE,
+        "quick": quick,
+        "command": command or " ".join(["linear-vae", "reproduce", "--only", name] + (["--quick"] if quick else [])),
+        "config": config,
+        "versions": versions(),
+        "seconds": seconds,
+        "results": results,
+    }
+    out_dir = Path(out_dir)
+    fig = module.plot(results, config)
+    save_png(fig, out_dir / f"{name}.png")
+    atomic_write_json(out_dir / f"{name}.json", payload)
+    return payload
+
+
+def script_main(name: str) -> None:
+    """Entry point of ``experiments/<name>.py``: ``python experiments/<name>.py [--quick] [--out DIR]``."""
+    from linear_vae.cli import main
+
+    sys.exit(main(["reproduce", "--only", name, *sys.argv[1:]]))

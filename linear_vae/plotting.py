@@ -1,0 +1,48 @@
+"""Shared figure style and atomic PNG writing for every experiment (one place, not one per script).
+
+Colours are the Okabe-Ito palette (distinguishable with every common colour-vision deficiency);
+the closed-form prediction is always drawn as a line and trained results as markers, so that
+agreement is visible at a glance.
+"""
+
+from __future__ import annotations
+
+import io as _io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from linear_vae.io import atomic_write_bytes  # noqa: E402
+
+#: Okabe & Ito (2008) colour-blind-safe palette.
+COLORS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+PREDICTION_STYLE = {"linestyle": "-", "linewidth": 1.8}
+TRAINED_STYLE = {"linestyle": "none", "marker": "o", "markersize": 5, "markerfacecolor": "none", "markeredgewidth": 1.4}
+
+plt.rcParams.update({
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 8.5,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.prop_cycle": matplotlib.cycler(color=COLORS),
+})
+
+
+def new_figure(ncols: int = 1, nrows: int = 1, width: float = 5.2, height: float = 3.8, **kwargs):
+    """A figure of ``nrows x ncols`` panels, each ``width x height`` inches, laid out without overlaps."""
+    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), layout="constrained", squeeze=False,
+                        **kwargs)
+
+
+def save_png(fig, path) -> None:
+    """Render ``fig`` to PNG in memory, then write it atomically (an interrupted run keeps the old file)."""
+    buffer = _io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
