@@ -237,6 +237,34 @@ def cmd_verify(args) -> int:
     return 0 if outcome["passed"] else 1
 
 
+def cmd_reproduce(args) -> int:
+    """Regenerate the paper's figures (PNG) with the numbers behind each (JSON)."""
+    import time
+
+    from linear_vae.experiments.runner import EXPERIMENTS, load, run_experiment
+
+    names = args.only or list(EXPERIMENTS)
+    for name in names:
+        load(name)  # unknown names fail before anything runs
+    total_start = time.perf_counter()
+    for index, name in enumerate(names, 1):
+        start = time.perf_counter()
+
+        def progress(message: str, name=name, index=index) -> None:
+            if not args.quiet:
+                print(f"\r[{index}/{len(names)}] {message}", end="", file=sys.stderr, flush=True)
+
+        progress(f"{name}: running")
+        payload = run_experiment(name, out_dir=args.out, quick=args.quick, progress=progress)
+        if not args.quiet:
+            print(f"\r[{index}/{len(names)}] {name}: wrote {args.out}/{name}.png and .json "
+                  f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+        del payload
+    if not args.quiet:
+        print(f"reproduce: {len(names)} figure(s) in {time.perf_counter() - total_start:.1f} s", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="linear-vae", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -281,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     verify.add_argument("--quiet", action="store_true", help="no progress on stderr")
     verify.set_defaults(func=cmd_verify)
+
+    reproduce = sub.add_parser("reproduce", help=cmd_reproduce.__doc__, description=cmd_reproduce.__doc__)
+    reproduce.add_argument("--quick", action="store_true", help="small budgets (CI and smoke runs)")
+    reproduce.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
+    reproduce.add_argument("--out", default="figures", help="output folder (default: figures)")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    reproduce.set_defaults(func=cmd_reproduce)
     return parser
 
 

@@ -28,7 +28,6 @@ import time
 from typing import Callable, NamedTuple
 
 import jax
-import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -232,8 +231,10 @@ def train_step(state: TrainState, hyper: Hyper, data: TrainData, config: TrainCo
     loss, grads = jax.value_and_grad(negative_objective)(state.trainable, hyper, data, key_step, config)
     updates, opt_state = make_optimizer(config).update(grads, state.opt_state, state.trainable)
     trainable = optax.apply_updates(state.trainable, updates)
-    finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(jax.flatten_util.ravel_pytree(trainable)[0]))
-    first_bad = jnp.where((state.first_nonfinite_step < 0) & ~finite, state.step, state.first_nonfinite_step)
+    # A non-finite parameter makes the next objective non-finite, so watching the objective suffices
+    # (the metrics recorded after the last step are checked by train_sweep as well).
+    first_bad = jnp.where((state.first_nonfinite_step < 0) & ~jnp.isfinite(loss), state.step,
+                          state.first_nonfinite_step)
     return TrainState(trainable, opt_state, key, state.step + 1, first_bad)
 
 
@@ -343,7 +344,7 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
     for done in range(0, total_records, chunk):
         state, history = compiled_run(state, hyper, data)
         histories.append(history)
-        _raise_if_nonfinite(state, hyper, n_configs)
+        _raise_if_nonfinite(state, history, hyper, n_configs)
         if progress:
             progress((done + chunk) * config.log_every, config.steps)
     history = _concatenate_histories(histories) if len(histories) > 1 else histories[0]
@@ -357,8 +358,10 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
                        np.exp(host(state.trainable.log_sigma2)), host(history), seconds, compile_seconds)
 
 
-def _raise_if_nonfinite(state: TrainState, hyper: Hyper, n_configs: int) -> None:
+def _raise_if_nonfinite(state: TrainState, history: History, hyper: Hyper, n_configs: int) -> None:
     bad = np.asarray(state.first_nonfinite_step)[:n_configs]
+    last_elbo = np.asarray(history.elbo)[:n_configs, -1]
+    bad = np.where((bad < 0) & ~np.isfinite(last_elbo), np.asarray(state.step)[:n_configs], bad)
     if np.any(bad >= 0):
         i = int(np.argmax(bad >= 0))
         raise NonFiniteError(
