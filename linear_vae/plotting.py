@@ -48,12 +48,13 @@ def save_png(fig, path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def log_axis(ax, which: str = "x") -> None:
-    """Log scale with plain-number labels at 1, 2, 5 x 10^n (no crowded minor-tick labels)."""
+def log_axis(ax, which: str = "x", subs=(1.0, 2.0, 5.0)) -> None:
+    """Log scale with plain-number labels at ``subs`` x 10^n (default 1, 2, 5; pass ``(1.0,)`` for
+    decades only on axes spanning more than about three decades) and no minor-tick labels."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     axis = ax.xaxis if which == "x" else ax.yaxis
     (ax.set_xscale if which == "x" else ax.set_yscale)("log")
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axis.set_minor_formatter(NullFormatter())

@@ -22,15 +22,21 @@ FIGURES = Path(__file__).resolve().parent.parent / "figures"
 
 
 @functools.lru_cache(maxsize=None)
-def reference_eigenvalues(data: str, n, subset_seed: int) -> np.ndarray:
-    """Eigenvalues of the 1/N covariance by numpy alone (descending, clipped at 0)."""
+def _reference(data: str, n, subset_seed: int):
     X = load_data(data, n=n, subset_seed=subset_seed).X
-    return np.clip(np.linalg.eigvalsh(np.cov(X.T, bias=True))[::-1], 0, None)
+    centred = X - X.mean(axis=0)
+    lam, U = np.linalg.eigh(centred.T @ centred / len(X))
+    return X, np.clip(lam[::-1], 0, None), U[:, ::-1]
+
+
+def reference(config: dict):
+    """Data, eigenvalues (descending, clipped at 0) and eigenvectors of the 1/N covariance, by numpy alone."""
+    return _reference(config["data"], config.get("n"), config.get("subset_seed", 0))
 
 
 def eigenvalues_for(payload: dict) -> np.ndarray:
-    config = payload["config"]
-    lam = reference_eigenvalues(config["data"], config.get("n"), config.get("subset_seed", 0))
+    """The reference eigenvalues, after checking the ones the JSON records against them."""
+    _, lam, _ = reference(payload["config"])
     recorded = np.array(payload["results"]["eigenvalues"])
     # float64 eigh of a 784 x 784 covariance: agreement to ~1e-12 of lambda_1; 1e-9 leaves room.
     np.testing.assert_allclose(recorded, lam[: len(recorded)], rtol=0, atol=1e-9 * lam[0])
@@ -80,9 +86,122 @@ def check_kl_per_dim(payload: dict, strict: bool) -> None:
     np.testing.assert_allclose(trained[ok], predicted[ok], atol=1e-3 if strict else 0.2)
 
 
+def check_escape_time(payload: dict, strict: bool) -> None:
+    config, r = payload["config"], payload["results"]
+    lam = eigenvalues_for(payload)
+    gaps, s2 = np.array(r["gaps"]), np.array(r["sigma2s"])
+    np.testing.assert_allclose(s2, lam[0] - gaps, rtol=1e-12)
+    assert gaps.max() <= lam[0] - lam[1] + 1e-12          # u_1 is the only ascent direction
+    c = (lam[0] - s2) / s2**2                              # MLL curvature along the zero column
+    np.testing.assert_allclose(r["mll_curvature"], c, rtol=1e-9)
+    # ELBO: positive eigenvalue of the (w, v) Hessian block [[-1/s2, lam/s2], [lam/s2, -lam]].
+    tr, det = -(1 / s2 + lam[0]), lam[0] * (s2 - lam[0]) / s2**2
+    mu = 0.5 * (tr + np.sqrt(tr**2 - 4 * det))
+    np.testing.assert_allclose(r["elbo_growth_rate"], mu, rtol=1e-9)
+    np.testing.assert_allclose(r["elbo_growth_rate_hessian"], mu, rtol=1e-6)  # autodiff Hessian, float64
+    assert np.all(mu < c) and np.all(mu > 0.9 * c)
+    f, lr = r["fraction"], config["sgd_learning_rate"]
+
+    def flow(u0, scale):
+        """Escape steps of the exact 1-D gradient flow of the MLL (time rescaled by ``scale``)."""
+        a = gaps
+        uT = f * a
+        return 0.5 * ((s2**2 / a) * np.log(uT / u0) + (lam[0] ** 2 / a) * np.log((a - u0) / (a - uT))
+                      - (uT - u0)) / (lr * scale)
+
+    np.testing.assert_allclose(r["runs"]["sgd_mll"]["predicted_escape_steps"],
+                               flow(r["initial_amplitude_sq_mll"], 1.0), rtol=1e-9)
+    np.testing.assert_allclose(r["runs"]["sgd_exact"]["predicted_escape_steps"],
+                               flow(np.array(r["initial_amplitude_sq_elbo"]), mu / c), rtol=1e-9)
+    np.testing.assert_allclose(r["initial_amplitude_sq_elbo"], r["initial_amplitude_sq_mll"], rtol=1e-2)
+    for key in ("sgd_mll", "sgd_exact"):
+        run = r["runs"][key]
+        assert run["escaped"]
+        # Discrete steps of size lr against the continuous flow: 2% (measured 0.2% and 0.9%).
+        np.testing.assert_allclose(run["escape_steps"], run["predicted_escape_steps"], rtol=0.02)
+        assert abs(run["fitted_slope"] - run["predicted_slope"]) < 0.02
+        assert -1.25 < run["predicted_slope"] < -0.9
+    assert np.all(np.array(r["runs"]["sgd_exact"]["escape_steps"]) > np.array(r["runs"]["sgd_mll"]["escape_steps"]))
+    adam = [v for key, v in r["runs"].items() if key.startswith("adam")]
+    assert adam
+    for run in adam:
+        assert run["escaped"]
+        assert run["fitted_slope"] > r["runs"]["sgd_mll"]["fitted_slope"] + 1.0   # far flatter than -1
+    if strict:
+        assert gaps[-1] / gaps[0] >= 50
+        for run in adam:
+            assert run["max_to_min_escape_ratio"] < 5 < 50 < r["runs"]["sgd_mll"]["max_to_min_escape_ratio"]
+
+
+def check_identifiability(payload: dict, strict: bool) -> None:
+    config, r = payload["config"], payload["results"]
+    lam = eigenvalues_for(payload)
+    k = config["latent_dim"]
+    s2 = lam[k:].mean()
+    mll = -0.5 * (len(lam) * np.log(2 * np.pi) + np.log(lam[:k]).sum() + (len(lam) - k) * np.log(s2) + len(lam))
+    np.testing.assert_allclose(r["mle_sigma2"], s2, rtol=1e-9)
+    np.testing.assert_allclose(r["mle_mll"], mll, rtol=1e-10)
+    np.testing.assert_allclose(r["predicted_column_norms_sq"], lam[:k] - s2, rtol=1e-9)
+    vae, ppca = r["models"]["vae"], r["models"]["ppca"]
+    for model in (vae, ppca):   # both reach the MLE's likelihood and the principal subspace
+        np.testing.assert_allclose(model["final_mll"], mll, rtol=0, atol=1e-8)
+        np.testing.assert_allclose(model["final_sigma2"], s2, rtol=1e-6)
+        assert max(model["subspace_angle_deg"]) < 1e-3
+    np.testing.assert_allclose(vae["final_elbo"], vae["final_mll"], rtol=0, atol=1e-8)   # the bound is tight
+    assert max(vae["off_diagonal_ratio"]) < 1e-6
+    assert min(vae["min_cosine_with_matched_eigenvector"]) > 1 - 1e-6
+    for seed in vae["per_seed"]:
+        assert seed["matched_eigenvector"] == list(range(k))
+        np.testing.assert_allclose(seed["column_norms_sq"], lam[:k] - s2, rtol=1e-6)
+        wtw = np.array(seed["wtw"])
+        np.testing.assert_allclose(wtw, np.diag(np.diag(wtw)), atol=1e-6)
+    assert min(ppca["off_diagonal_ratio"]) > 0.05           # rotated: pPCA alone is not identifiable
+    assert max(ppca["min_cosine_with_matched_eigenvector"]) < 0.99
+
+
+def check_collapse_fraction(payload: dict, strict: bool) -> None:
+    config, r = payload["config"], payload["results"]
+    X, lam, U = reference(config)
+    eigenvalues_for(payload)
+    k, delta = config["latent_dim"], config["delta"]
+    eps, curve_eps = np.array(r["epsilons"]), np.array(r["curve_epsilons"])
+    proj = (X - X.mean(0)) @ U[:, :k]
+    for p in r["panels"]:
+        s2 = p["sigma2"]
+        m = int((lam[:k] > s2).sum())
+        assert p["predicted_active_dims"] == m and p["predicted_collapsed_fraction"] == (k - m) / k
+        # Closed-form KL_i(x) at the optimum, from numpy's eigh, independent of the package.
+        active = lam[:k] > s2
+        D = np.where(active, s2 / lam[:k], 1.0)
+        coef = np.where(active, (lam[:k] - s2) / lam[:k] ** 2, 0.0)
+        KL = 0.5 * (D + coef * proj**2 - 1 - np.log(D))
+
+        def fraction(epsilons):
+            return np.array([(np.mean(KL < e, axis=0) >= 1 - delta).mean() for e in epsilons])
+
+        np.testing.assert_allclose(p["closed_form_fraction"], fraction(eps), atol=1e-12)
+        np.testing.assert_allclose(p["curve_closed_form_fraction"], fraction(curve_eps), atol=1e-12)
+        assert p["closed_form_fraction"][0] == (k - m) / k    # smallest epsilon: exactly the collapsed count
+        np.testing.assert_allclose(p["closed_form_kl_quantiles"], np.sort(np.quantile(KL, 1 - delta, axis=0)),
+                                   rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(p["closed_form_mean_kl_per_dim"],
+                                   np.sort(np.where(active, 0.5 * np.log(lam[:k] / s2), 0.0)), rtol=1e-9, atol=1e-12)
+        assert p["trained_active_dims"] == m
+        trained_q, closed_q = np.array(p["trained_kl_quantiles"]), np.array(p["closed_form_kl_quantiles"])
+        assert trained_q[: k - m].max(initial=0) < (1e-6 if strict else 1e-4)     # collapsed dimensions: KL ~ 0
+        if strict:   # a quick run is still rotating among close eigenvalues, which moves the quantiles
+            np.testing.assert_allclose(trained_q[k - m:], closed_q[k - m:], rtol=0.05)
+        np.testing.assert_allclose(p["trained_mean_kl_per_dim"], p["closed_form_mean_kl_per_dim"],
+                                   atol=1e-3 if strict else 0.2)
+        assert p["max_abs_difference"] <= (0 if strict else 1 / k) + 1e-12, (s2, p["max_abs_difference"])
+
+
 CHECKS = {
     "collapse_threshold": check_collapse_threshold,
     "kl_per_dim": check_kl_per_dim,
+    "escape_time": check_escape_time,
+    "identifiability": check_identifiability,
+    "collapse_fraction": check_collapse_fraction,
 }
 
 

@@ -159,7 +159,7 @@ def plot(results: dict, config: dict):
 
     ax = axes[1, 1]
     seeds = np.array(results["seeds"])
-    floor = 1e-12                                      # an exactly diagonal W^T W would sit at the floor
+    floor = 1e-16                                      # below float64 round-off: an exactly diagonal W^T W sits here
     for model, key, color, marker in ((vae, "vae", COLORS[0], "o"), (ppca, "ppca", COLORS[1], "s")):
         worst = max(abs(m) for m in model["mll_minus_mle"])
         ax.plot(seeds, np.maximum(model["off_diagonal_ratio"], floor), marker, color=color, markersize=7,
