@@ -196,12 +196,99 @@ def check_collapse_fraction(payload: dict, strict: bool) -> None:
         assert p["max_abs_difference"] <= (0 if strict else 1 / k) + 1e-12, (s2, p["max_abs_difference"])
 
 
+def optimal_elbo(lam: np.ndarray, k: int, sigma2: float) -> float:
+    """THEORY.md's value of the optimal ELBO (beta = 1) at fixed sigma2, written out independently."""
+    active = np.zeros(len(lam), bool)
+    active[:k] = lam[:k] > sigma2
+    return (-0.5 * len(lam) * np.log(2 * np.pi * sigma2) - 0.5 * active.sum() - lam[~active].sum() / (2 * sigma2)
+            - 0.5 * np.log(lam[active] / sigma2).sum())
+
+
+def mle(lam: np.ndarray, k: int) -> tuple[float, float]:
+    """Tipping & Bishop's learned sigma2 and MLL (all k directions used)."""
+    d = len(lam)
+    s2 = lam[k:].mean()
+    return s2, -0.5 * (d * np.log(2 * np.pi) + np.log(lam[:k]).sum() + (d - k) * np.log(s2) + d)
+
+
+def check_training_curves(payload: dict, strict: bool) -> None:
+    config, r = payload["config"], payload["results"]
+    lam = eigenvalues_for(payload)
+    k = config["latent_dim"]
+    s2, mll = mle(lam, k)
+    np.testing.assert_allclose(r["mle_sigma2"], s2, rtol=1e-9)
+    np.testing.assert_allclose(r["mle_mll"], mll, rtol=1e-10)
+    exact, stochastic = r["curves"]["exact"], r["curves"]["stochastic"]
+    for curve in (exact, stochastic):
+        # ELBO <= MLL at every record (the bound), both <= the MLE; float64 round-off ~1e-9 on ~400 nats.
+        assert min(np.array(curve["mll"]) - np.array(curve["elbo"])) >= -1e-9
+        np.testing.assert_allclose(curve["final_elbo_gap"], mll - curve["final_elbo"], rtol=0, atol=1e-9)
+        assert curve["final_mll_gap"] >= -1e-9 and curve["final_elbo_gap"] >= curve["final_mll_gap"] - 1e-9
+        assert curve["active_dims"] == curve["predicted_active_dims"] == int((lam[:k] > s2).sum())
+        assert curve["elbo"][0] < curve["elbo"][-1] - 100      # it did train
+    # Exact objective: full budget within 1e-3 nats of the MLE (measured 5e-5), sigma2 to 1e-6;
+    # stochastic: 0.5 nats (measured 0.24; minibatch noise with one sample of z), sigma2 to 1%.
+    assert exact["final_elbo_gap"] < (1e-3 if strict else 0.2)
+    assert abs(exact["final_sigma2"] / s2 - 1) < (1e-6 if strict else 1e-4)
+    assert stochastic["final_elbo_gap"] < (0.5 if strict else 5.0)
+    assert abs(stochastic["final_sigma2"] / s2 - 1) < (0.01 if strict else 0.15)
+
+
+def check_landscape(payload: dict, strict: bool) -> None:
+    config, r = payload["config"], payload["results"]
+    lam = eigenvalues_for(payload)
+    s2 = np.array(config["sigma2s"])
+    direction_lam = lam[np.array(config["directions"])]
+    np.testing.assert_allclose(r["direction_eigenvalues"], direction_lam, rtol=1e-12)
+    predicted = (direction_lam[None, :] - s2[:, None]) / s2[:, None] ** 2
+    np.testing.assert_allclose(r["predicted_curvature"], predicted, rtol=1e-12)
+    # Central differences with step 1e-3 on a quartic-free quadratic leading term: error ~1e-7 measured.
+    np.testing.assert_allclose(r["fitted_curvature_mll"], predicted, atol=1e-5)
+    np.testing.assert_allclose(r["fitted_curvature_elbo"], predicted, atol=1e-5)
+    # Saddle along both, along one, local maximum: the signs of the curvatures per sigma2.
+    assert [tuple(np.sign(p)) for p in predicted] == [(1, 1), (1, -1), (-1, -1)]
+    assert r["max_change_mll"][0] > 0 and r["max_change_mll"][1] > 0 and r["max_change_mll"][2] <= 1e-12
+    assert r["max_abs_elbo_minus_mll"] < 1e-9     # the zero column stays orthogonal: the bound is tight
+    centre = len(r["axis"]) // 2
+    assert all(abs(change[centre][centre]) < 1e-12 for change in r["mll_change"])
+
+
+def check_latent_dim(payload: dict, strict: bool) -> None:
+    config, r = payload["config"], payload["results"]
+    lam = eigenvalues_for(payload)
+    for series in r["series"]:
+        closed, trained = series["closed_form"], series["trained"]
+        ks = closed["latent_dims"]
+        if series["sigma2_learned"]:
+            expected = [mle(lam, k)[1] for k in ks]
+            np.testing.assert_array_equal(closed["active_dims"], ks)
+        else:
+            s2 = series["sigma2"]
+            expected = [optimal_elbo(lam, k, s2) for k in ks]
+            np.testing.assert_array_equal(closed["active_dims"], [min(k, int((lam > s2).sum())) for k in ks])
+        np.testing.assert_allclose(closed["elbo"], expected, rtol=1e-10)
+        np.testing.assert_allclose(closed["mll"], expected, rtol=1e-10)    # beta = 1: ELBO = MLL at the optimum
+        np.testing.assert_array_equal(trained["active_dims"], trained["predicted_active_dims"])
+        for k, elbo, mll_value, predicted in zip(trained["latent_dims"], trained["elbo"], trained["mll"],
+                                                 trained["predicted_elbo"]):
+            np.testing.assert_allclose(predicted, expected[ks.index(k)], rtol=1e-10)
+            # Never above the optimum; 5,000 Adam steps get within 0.02 nats (measured 0.012).
+            assert -1e-9 <= predicted - elbo < (0.02 if strict else 0.2)
+            assert mll_value >= elbo - 1e-9
+        if series["sigma2_learned"]:
+            np.testing.assert_allclose(trained["sigma2"], [mle(lam, k)[0] for k in trained["latent_dims"]],
+                                       rtol=1e-3 if strict else 1e-2)
+
+
 CHECKS = {
     "collapse_threshold": check_collapse_threshold,
     "kl_per_dim": check_kl_per_dim,
     "escape_time": check_escape_time,
     "identifiability": check_identifiability,
     "collapse_fraction": check_collapse_fraction,
+    "training_curves": check_training_curves,
+    "landscape": check_landscape,
+    "latent_dim": check_latent_dim,
 }
 
 

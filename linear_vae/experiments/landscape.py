@@ -44,12 +44,12 @@ CONFIG = {
     "extent": 1.2,                        # a, b in [-extent, extent]
     "grid_points": 41,                    # odd, so (0, 0) lies on the grid
     "fd_step": 1e-3,                      # central second difference for the curvature at (0, 0)
-    "basis": "eigen",                     # evaluate in the eigenbasis of S (diagonal S); both objectives are rotation invariant
+    "basis": "eigen",                     # evaluate where S is diagonal; both objectives are rotation invariant
 }
 QUICK = {"grid_points": 21}
 
 
-def stationary_decoder(eigenvalues, sigma2, latent_dim):
+def stationary_column_norms_of(eigenvalues, sigma2, latent_dim):
     """Column norms of the collapsed stationary point ``W0``: ``sqrt(lambda_1 - sigma2)``, then zeros."""
     if not eigenvalues[0] > sigma2:
         raise ValueError(f"sigma2 = {sigma2} must lie below lambda_1 = {eigenvalues[0]:.6g} (column 0 is used)")
@@ -83,7 +83,7 @@ def run(config: dict, progress=None) -> dict:
     i, j = config["directions"]
     sigma2s = np.asarray(config["sigma2s"], dtype=np.float64)
     for s in sigma2s:
-        stationary_decoder(eigenvalues, s, k)
+        stationary_column_norms_of(eigenvalues, s, k)
     if config["basis"] == "eigen":
         U, cov, mean = np.eye(problem.dataset.d), eigenvalues, problem.moments.mean @ problem.spectrum.eigenvectors
     else:
@@ -123,7 +123,7 @@ def run(config: dict, progress=None) -> dict:
         "directions": [i, j],
         "direction_eigenvalues": eigenvalues[[i, j]].tolist(),
         "lambda_1": float(eigenvalues[0]),
-        "stationary_column_norms": [stationary_decoder(eigenvalues, s, k).tolist() for s in sigma2s],
+        "stationary_column_norms": [stationary_column_norms_of(eigenvalues, s, k).tolist() for s in sigma2s],
         "axis": axis.tolist(),
         "mll_at_stationary_point": mll0.tolist(),
         "elbo_at_stationary_point": elbo0.tolist(),
@@ -134,7 +134,8 @@ def run(config: dict, progress=None) -> dict:
         "predicted_curvature": predicted.tolist(),                # (lambda_i - sigma2) / sigma2^2, [sigma2][direction]
         "fitted_curvature_mll": fitted_mll.tolist(),              # central second difference at (0, 0), step fd_step
         "fitted_curvature_elbo": fitted_elbo.tolist(),
-        "max_curvature_error": float(max(np.max(np.abs(fitted_mll - predicted)), np.max(np.abs(fitted_elbo - predicted)))),
+        "max_curvature_error": float(max(np.max(np.abs(fitted_mll - predicted)),
+                                         np.max(np.abs(fitted_elbo - predicted)))),
         "max_abs_elbo_minus_mll": float(np.max(np.abs(elbo[:, :n_grid] - mll[:, :n_grid]))),
         "max_change_mll": np.max(mll_grid, axis=(1, 2)).tolist(),  # <= 0 only at a local maximum
         "regime": regimes,
@@ -195,18 +196,20 @@ def plot(results: dict, config: dict):
         computed = np.concatenate([results["slice_mll"][col][0], results["slice_mll"][col][1]])
         pad = 0.08 * (computed.max() - computed.min())
         ax.set_ylim(computed.min() - pad, computed.max() + pad)   # the local quadratic may leave the frame
-        ax.set_xlabel(f"perturbation of column 2 (a along {names[0]}, b along {names[1]})")
+        ax.set_xlabel(f"a (along {names[0]}) or b (along {names[1]})")
         ax.set_ylabel("change from W0 (nats per datapoint)")
         ax.yaxis.get_major_formatter().set_powerlimits((-2, 2))
         ax.set_title(rf"slices, $\sigma^2$ = {sigma2:g}")
     from matplotlib.lines import Line2D
 
     handles, labels = axes[1, 0].get_legend_handles_labels()
-    handles += [Line2D([], [], color="k", linewidth=1.2), Line2D([], [], color=COLORS[7], linestyle="--", linewidth=1.2),
+    handles += [Line2D([], [], color="k", linewidth=1.2),
+                Line2D([], [], color=COLORS[7], linestyle="--", linewidth=1.2),
                 Line2D([], [], color="k", marker="*", markersize=10, linestyle="none")]
     labels += ["computed MLL change = 0 (contours)", "closed-form quadratic = 0 (contours)", "stationary point W0"]
     fig.legend(handles, labels, loc="outside lower center", ncol=3)
-    fig.suptitle(f"Around the collapsed stationary point W0 (column 1 = u{_sub(0)}·sqrt(λ{_sub(0)} − σ²), column 2 = 0), "
-                 f"{results['data']} data, d = {results['d']}\nperturbed to column 2 = a u{_sub(i)} + b u{_sub(j)}; the ELBO with the "
-                 f"optimal encoder equals the MLL on this slice (the columns stay orthogonal)")
+    fig.suptitle(f"Around the collapsed stationary point W0 (column 1 = u{_sub(0)}·sqrt(λ{_sub(0)} − σ²), "
+                 f"column 2 = 0), {results['data']} data, d = {results['d']}\n"
+                 f"perturbed to column 2 = a u{_sub(i)} + b u{_sub(j)}; the ELBO with the optimal encoder equals "
+                 f"the MLL on this slice (the columns stay orthogonal)")
     return fig
