@@ -125,20 +125,14 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
-def _training_setup(args, latent_dim: int, learn_sigma2: bool):
-    """Load the data once and build what the trainer and the comparison need."""
-    from linear_vae.moments import compute_moments, eigen_decomposition
-    from linear_vae.train import TrainConfig, TrainData
+def _train_config(args, latent_dim: int, learn_sigma2: bool):
+    """The :class:`~linear_vae.train.TrainConfig` the training options describe."""
+    from linear_vae.train import TrainConfig
 
-    dataset = _load(args)
-    moments = compute_moments(dataset.X)
-    spectrum = eigen_decomposition(moments.cov)
-    config = TrainConfig(latent_dim=latent_dim, steps=args.steps, log_every=args.log_every,
-                         objective=args.objective, optimizer=args.optimizer, learning_rate=args.lr,
-                         schedule=args.schedule, batch_size=args.batch_size, mc_samples=args.mc_samples,
-                         learn_sigma2=learn_sigma2, init_scale=args.init_scale).validate(dataset.d, dataset.n)
-    data = TrainData.build(dataset.X, moments, spectrum)
-    return dataset, moments, spectrum, config, data
+    return TrainConfig(latent_dim=latent_dim, steps=args.steps, log_every=args.log_every,
+                       objective=args.objective, optimizer=args.optimizer, learning_rate=args.lr,
+                       schedule=args.schedule, batch_size=args.batch_size, mc_samples=args.mc_samples,
+                       learn_sigma2=learn_sigma2, init_scale=args.init_scale)
 
 
 def _default_sigma2_init(args, spectrum) -> float:
@@ -169,21 +163,20 @@ def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2):
     """Train the Cartesian product of ``betas x sigma2s x seeds`` in one compiled call and compare."""
     import itertools
 
-    from linear_vae.compare import compare_sweep
-    from linear_vae.train import train_sweep
+    from linear_vae.compare import Problem, train_and_compare
     from linear_vae.validation import check_positive
 
     for beta in betas:
         check_positive("beta", beta)
-    dataset, moments, spectrum, config, data = _training_setup(args, latent_dim, learn_sigma2)
+    problem = Problem.from_dataset(_load(args))
     if learn_sigma2:
-        sigma2s = [_default_sigma2_init(args, spectrum)]
+        sigma2s = [_default_sigma2_init(args, problem.spectrum)]
     else:
         sigma2s = [check_positive("sigma2", s) for s in sigma2s]
-    grid = list(itertools.product(betas, sigma2s, seeds))
-    b, s, r = (list(column) for column in zip(*grid))
-    result = train_sweep(data, config, b, s, r, progress=_progress(args))
-    return dataset, compare_sweep(result, spectrum, moments, dataset.X)
+    b, s, r = (list(column) for column in zip(*itertools.product(betas, sigma2s, seeds)))
+    _, reports = train_and_compare(problem, _train_config(args, latent_dim, learn_sigma2), b, s, r,
+                                   progress=_progress(args))
+    return problem.dataset, reports
 
 
 def _print_reports(reports: list[dict], as_json: bool, single: bool = False) -> None:

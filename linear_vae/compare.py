@@ -10,14 +10,35 @@ eigenvalue (near a threshold the saddle is flat and convergence slow).
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import numpy as np
 
 from linear_vae.collapse import (DEFAULT_DELTA, DEFAULT_EPSILON, active_by_column_norm, encoder_kl_matrix,
                                  epsilon_delta_collapsed)
+from linear_vae.datasets import Dataset
 from linear_vae.elbo import LinearVAE
-from linear_vae.moments import Moments, Spectrum
+from linear_vae.moments import Moments, Spectrum, compute_moments, eigen_decomposition
 from linear_vae.optimum import beta_elbo_optimum, learned_sigma2, threshold_distance
-from linear_vae.train import SweepResult
+from linear_vae.train import SweepResult, TrainConfig, TrainData, train_sweep
+
+
+class Problem(NamedTuple):
+    """A data set with its moments and eigen-decomposition, computed once and shared by training and
+    the closed form."""
+
+    dataset: Dataset
+    moments: Moments
+    spectrum: Spectrum
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset) -> "Problem":
+        moments = compute_moments(dataset.X)
+        return cls(dataset, moments, eigen_decomposition(moments.cov))
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        return self.spectrum.eigenvalues
 
 
 def max_principal_angle_deg(A: np.ndarray, B: np.ndarray) -> float:
@@ -82,3 +103,13 @@ def compare_sweep(result: SweepResult, spectrum: Spectrum, moments: Moments, X: 
                       sweep_seconds=result.seconds, compile_seconds=result.compile_seconds)
         reports.append(report)
     return reports
+
+
+def train_and_compare(problem: Problem, config: TrainConfig, betas, sigma2s, seeds,
+                      progress: Callable[[int, int], None] | None = None) -> tuple[SweepResult, list[dict]]:
+    """Train one sweep (one compiled call, in ``config.basis``) and compare every configuration
+    with the closed form: the one path from data to trained-versus-analytic reports."""
+    config = config.validate(problem.dataset.d, problem.dataset.n)
+    data = TrainData.build(problem.dataset.X, problem.moments, problem.spectrum, config.basis)
+    result = train_sweep(data, config, betas, sigma2s, seeds, progress=progress)
+    return result, compare_sweep(result, problem.spectrum, problem.moments, problem.dataset.X)

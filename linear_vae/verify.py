@@ -25,10 +25,9 @@ from typing import Callable
 
 import numpy as np
 
-from linear_vae.compare import compare_sweep
+from linear_vae.compare import Problem, train_and_compare
 from linear_vae.datasets import Dataset
-from linear_vae.moments import compute_moments, eigen_decomposition
-from linear_vae.train import TrainConfig, TrainData, train_sweep
+from linear_vae.train import TrainConfig
 from linear_vae.validation import check_latent_dim, check_positive
 
 VERIFY_DEFAULTS = {"latent_dim": 8, "steps": 20000, "learning_rate": 1e-2, "gap_tolerance": 1e-4,
@@ -82,20 +81,18 @@ def run_verification(dataset: Dataset, latent_dim: int, sigma2: float | None = N
     latent_dim = check_latent_dim(latent_dim, dataset.d)
     check_positive("gap tolerance", gap_tolerance, "--gap-tol")
     check_positive("angle tolerance", angle_tolerance_deg, "--angle-tol")
-    moments = compute_moments(dataset.X)
-    spectrum = eigen_decomposition(moments.cov)
-    eigenvalues = spectrum.eigenvalues
+    problem = Problem.from_dataset(dataset)
+    eigenvalues = problem.eigenvalues
     if sigma2 is None:
         sigma2 = float(np.median(eigenvalues[:latent_dim]))
     sigma2 = check_positive("sigma2", sigma2)
     far, near = plan_betas(eigenvalues, latent_dim, sigma2)
     betas = far + near
-    config = TrainConfig(latent_dim=latent_dim, steps=steps, learning_rate=learning_rate).validate(dataset.d, dataset.n)
-    data = TrainData.build(dataset.X, moments, spectrum)
-    fixed = train_sweep(data, config, betas, [sigma2] * len(betas), [seed] * len(betas), progress=progress)
-    learned = train_sweep(data, config._replace(learn_sigma2=True), [1.0], [float(eigenvalues.mean())], [seed],
-                          progress=progress)
-    reports = compare_sweep(fixed, spectrum, moments, dataset.X) + compare_sweep(learned, spectrum, moments, dataset.X)
+    config = TrainConfig(latent_dim=latent_dim, steps=steps, learning_rate=learning_rate)
+    _, fixed = train_and_compare(problem, config, betas, [sigma2] * len(betas), [seed] * len(betas), progress)
+    _, learned = train_and_compare(problem, config._replace(learn_sigma2=True), [1.0], [float(eigenvalues.mean())],
+                                   [seed], progress)
+    reports = fixed + learned
     for report in reports:
         report["kind"] = "near" if report["nearest_threshold_distance"] < NEAR else "far"
         report["reasons"] = judge(report, gap_tolerance, angle_tolerance_deg)
