@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.flatten_util import ravel_pytree
@@ -45,17 +44,6 @@ _elbo_grad = jax.jit(jax.grad(exact_elbo))
 _elbo_batch = jax.jit(jax.vmap(exact_elbo, in_axes=(0, None, None, None)))
 _mll = jax.jit(log_marginal_likelihood)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_blas_thread():
-    """Run this module's LAPACK calls on one BLAS thread.
-
-    On a 2-core machine shared with other processes (or with JAX's own thread pool), OpenBLAS's
-    busy-waiting worker threads made a 784 x 784 eigh / 1000 x 784 SVD ~30x slower (measured:
-    5 s instead of 0.16 s); one thread is as fast for matrices this size.  Results are unchanged.
-    """
-    with threadpool_limits(limits=1):
-        yield
 
 
 # --------------------------------------------------------------------------------------------

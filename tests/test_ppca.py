@@ -14,7 +14,6 @@ from math import comb
 import jax
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.decomposition import PCA
@@ -32,17 +31,6 @@ from linear_vae.ppca import (
 
 LOG_2PI = np.log(2 * np.pi)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_blas_thread():
-    """Run this module's LAPACK calls on one BLAS thread.
-
-    On a 2-core machine shared with other processes (or with JAX's own thread pool), OpenBLAS's
-    busy-waiting worker threads made a 784 x 784 eigh / 1000 x 784 SVD ~30x slower (measured:
-    5 s instead of 0.16 s); one thread is as fast for matrices this size.  Results are unchanged.
-    """
-    with threadpool_limits(limits=1):
-        yield
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 import linear_vae  # noqa: F401
 from linear_vae.datasets import load_data, load_mnist
@@ -26,17 +25,6 @@ from linear_vae.optimum import beta_elbo_optimum, learned_sigma2
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.precision import assert_float64
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_blas_thread():
-    """Run this module's LAPACK calls on one BLAS thread.
-
-    On a 2-core machine shared with other processes (or with JAX's own thread pool), OpenBLAS's
-    busy-waiting worker threads made a 784 x 784 eigh / 1000 x 784 SVD ~30x slower (measured:
-    5 s instead of 0.16 s); one thread is as fast for matrices this size.  Results are unchanged.
-    """
-    with threadpool_limits(limits=1):
-        yield
 
 
 @pytest.fixture(scope="module")
