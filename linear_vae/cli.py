@@ -90,13 +90,18 @@ def _parse_values(text: str, name: str, cast=float) -> list:
     """``a,b,c`` (a list) or ``START:STOP:NUM`` (NUM log-spaced values, for betas and sigma2s)."""
     import numpy as np
 
+    problem = f"cannot read {name} {text!r}; give a list a,b,c or a log-spaced range START:STOP:NUM with NUM >= 1"
     try:
         if ":" in text:
             start, stop, num = text.split(":")
-            return [cast(v) for v in np.geomspace(float(start), float(stop), int(num))]
-        return [cast(v) for v in text.split(",") if v.strip()]
+            values = [cast(v) for v in np.geomspace(float(start), float(stop), int(num))]
+        else:
+            values = [cast(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"cannot read {name} {text!r}; give a list a,b,c or a log-spaced range START:STOP:NUM") from None
+        raise ValueError(problem) from None
+    if not values:
+        raise ValueError(problem)
+    return values
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:

@@ -321,12 +321,10 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
     :class:`NonFiniteError` naming the first step and configuration whose objective or
     parameters were not finite.
     """
+    _check_sweep(config, data, betas, sigma2s, seeds)
     hyper = Hyper(jnp.asarray(betas, dtype=jnp.float64), jnp.asarray(sigma2s, dtype=jnp.float64),
                   jnp.asarray(seeds, dtype=jnp.uint32))
     n_configs = hyper.beta.shape[0]
-    for values, name in ((betas, "beta"), (sigma2s, "sigma2")):
-        for v in np.atleast_1d(values):
-            check_positive(name, v)
     sharding, padded = _sweep_sharding(n_configs)
     if padded != n_configs:
         hyper = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], padded - n_configs)]), hyper)
@@ -358,6 +356,23 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
 
     return SweepResult(config, host(hyper), data.to_data_basis(host(state.trainable.params)),
                        np.exp(host(state.trainable.log_sigma2)), host(history), seconds, compile_seconds)
+
+
+def _check_sweep(config: TrainConfig, data: TrainData, betas, sigma2s, seeds) -> None:
+    """One-line ``ValueError`` for sweeps that cannot run: mismatched lengths, bad values, wrong basis."""
+    lengths = {len(np.atleast_1d(v)) for v in (betas, sigma2s, seeds)}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(f"betas, sigma2s and seeds must be non-empty and of equal length, got lengths "
+                         f"{[len(np.atleast_1d(v)) for v in (betas, sigma2s, seeds)]}")
+    for values, name in ((betas, "beta"), (sigma2s, "sigma2")):
+        for v in np.atleast_1d(values):
+            check_positive(name, v)
+    for seed in np.atleast_1d(seeds):
+        if int(seed) != seed or not 0 <= int(seed) < 2**32:
+            raise ValueError(f"seed {seed} is out of range; pass an integer seed between 0 and {2**32 - 1}")
+    if (config.basis == "eigen") != (data.rotation is not None):
+        raise ValueError(f"the config trains in the {config.basis!r} basis but the data were built in the other; "
+                         f"build them with TrainData.build(..., basis={config.basis!r})")
 
 
 def _raise_if_nonfinite(state: TrainState, history: History, hyper: Hyper, n_configs: int) -> None:
