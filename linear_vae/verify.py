@@ -12,8 +12,8 @@ The sweep (one compiled call at a fixed ``sigma2``, plus one learned-``sigma2`` 
 * "near" configurations, 0.5% above and below one threshold.  There the collapsed saddle is
   almost flat and convergence slow, so they are judged only on what the theory promises
   everywhere: the trained beta-ELBO never exceeds the closed-form optimum.
-* learned sigma2 at beta = 1 must reach the pPCA MLE: ``sigma2`` within ``1e-4`` relative and
-  the gap within ``gap_tolerance``.
+* learned sigma2 at beta = 1 (trained for ``LEARNED_STEPS_FACTOR`` times the steps) must reach the
+  pPCA MLE: ``sigma2`` within ``1e-4`` relative and the gap within ``gap_tolerance``.
 
 Every configuration also must not exceed its optimum by more than float64 round-off
 (``1e-9 (1 + |optimum|)``).
@@ -34,6 +34,10 @@ VERIFY_DEFAULTS = {"latent_dim": 8, "steps": 20000, "learning_rate": 1e-2, "gap_
                    "angle_tolerance_deg": 1.0}
 #: Relative distance of ``beta sigma2`` to the nearest eigenvalue below which a configuration is "near".
 NEAR = 0.02
+#: The learned-sigma2 run gets this many times the steps of the sweep: at the small MLE sigma2 of
+#: image data (0.038 on the shipped MNIST, K = 8) the rotation of the columns onto the eigenvectors
+#: is the slowest mode (measured: gap 4.5e-4 nats after 20,000 steps, 2e-11 after 60,000).
+LEARNED_STEPS_FACTOR = 3
 #: Relative tolerance on the learned sigma2 against the pPCA MLE.
 SIGMA2_TOLERANCE = 1e-4
 
@@ -90,8 +94,8 @@ def run_verification(dataset: Dataset, latent_dim: int, sigma2: float | None = N
     betas = far + near
     config = TrainConfig(latent_dim=latent_dim, steps=steps, learning_rate=learning_rate)
     _, fixed = train_and_compare(problem, config, betas, [sigma2] * len(betas), [seed] * len(betas), progress)
-    _, learned = train_and_compare(problem, config._replace(learn_sigma2=True), [1.0], [float(eigenvalues.mean())],
-                                   [seed], progress)
+    learned_config = config._replace(learn_sigma2=True, steps=LEARNED_STEPS_FACTOR * steps)
+    _, learned = train_and_compare(problem, learned_config, [1.0], [float(eigenvalues.mean())], [seed], progress)
     reports = fixed + learned
     for report in reports:
         report["kind"] = "near" if report["nearest_threshold_distance"] < NEAR else "far"
@@ -108,7 +112,7 @@ def run_verification(dataset: Dataset, latent_dim: int, sigma2: float | None = N
 def format_table(outcome: dict) -> str:
     """The pass/fail table printed by ``linear-vae verify``."""
     lines = [f"verify: {outcome['data']} (n = {outcome['n']}, d = {outcome['d']}), K = {outcome['latent_dim']}, "
-             f"{outcome['steps']} Adam steps on the exact ELBO",
+             f"{outcome['steps']} Adam steps on the exact ELBO ({LEARNED_STEPS_FACTOR * outcome['steps']} with learned sigma2)",
              f"{'beta':>9} {'sigma2':>9} {'kind':>4} {'dist':>7} {'gap':>10} {'active':>6} {'pred':>4} {'angle':>6}  status"]
     for r in outcome["configs"]:
         angle = "-" if r["max_principal_angle_deg"] is None else f"{r['max_principal_angle_deg']:.2f}"
