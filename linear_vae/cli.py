@@ -255,9 +255,9 @@ def cmd_reproduce(args) -> int:
         progress(f"{name}: running")
         payload = run_experiment(name, out_dir=args.out, quick=args.quick, progress=progress)
         if not args.quiet:
-            print(f"\r[{index}/{len(names)}] {name}: wrote {args.out}/{name}.png and .json "
+            written = ", ".join(payload["figures"] + [f"{name}.json"])
+            print(f"\r[{index}/{len(names)}] {name}: wrote {written} in {args.out}/ "
                   f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
-        del payload
     if not args.quiet:
         print(f"reproduce: {len(names)} figure(s) in {time.perf_counter() - total_start:.1f} s", file=sys.stderr)
     return 0

@@ -519,6 +519,25 @@ def random_subset(dataset: Dataset, n: int, seed: int = 0) -> Dataset:
     return dataclasses.replace(dataset, X=dataset.X[idx], labels=labels)
 
 
+def train_heldout_split(dataset: Dataset, n_train: int, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """Split the rows by a seeded permutation into ``n_train`` training rows and the rest held out.
+
+    ``np.random.default_rng(seed).permutation(N)``: the first ``n_train`` indices train, the others
+    are held out; each part is kept in file order.
+    """
+    n_train = _as_count(n_train, "n_train")
+    if not 2 <= n_train <= dataset.n - 2:
+        raise ValueError(f"n_train = {n_train} must leave at least 2 rows on each side of the {dataset.n} samples")
+    order = np.random.default_rng(seed).permutation(dataset.n)
+
+    def part(rows):
+        rows = np.sort(rows)
+        labels = None if dataset.labels is None else dataset.labels[rows]
+        return dataclasses.replace(dataset, X=dataset.X[rows], labels=labels)
+
+    return part(order[:n_train]), part(order[n_train:])
+
+
 def load_data(
     source: str,
     n: int | None = None,

@@ -280,6 +280,39 @@ def check_latent_dim(payload: dict, strict: bool) -> None:
                                        rtol=1e-3 if strict else 1e-2)
 
 
+def check_deep_vae(payload: dict, strict: bool) -> None:
+    config, r = payload["config"], payload["results"]
+    X = load_data(config["data"]).X
+    train_rows = np.sort(np.random.default_rng(config["split_seed"]).permutation(len(X))[: config["n_train"]])
+    centred = X[train_rows] - X[train_rows].mean(axis=0)
+    lam = np.clip(np.linalg.eigvalsh(centred.T @ centred / len(train_rows))[::-1], 0, None)
+    np.testing.assert_allclose(r["eigenvalues"], lam[: len(r["eigenvalues"])], rtol=0, atol=1e-9 * lam[0])
+    k = config["latent_dim"]
+    linear = r["linear"]
+    np.testing.assert_array_equal(linear["predicted_active_dims"], [int((lam[:k] > s).sum()) for s in linear["sigma2"]])
+    runs = {(run["kind"], run["sigma2"]): run for run in r["runs"]}
+    fixed = sorted((run for run in r["runs"] if run["kind"] == "fixed"), key=lambda run: run["sigma2"])
+    # The direction of the effect: more active dimensions at the smallest sigma2 than at the largest,
+    # and never more as sigma2 grows by a factor of 10 (the linear count is monotone in sigma2).
+    assert fixed[0]["active_dims"] > fixed[-1]["active_dims"]
+    for small, large in zip(fixed, fixed[1:]):
+        if large["sigma2"] >= 10 * small["sigma2"]:
+            assert large["active_dims"] <= small["active_dims"]
+    # Learned sigma2 from a large start: it decreases, and keeps more dimensions than that sigma2 fixed.
+    for run in (run for run in r["runs"] if run["kind"] == "learned"):
+        assert 0 < run["final_sigma2"]
+        if run["sigma2"] >= max(config["fixed_sigma2s"]):
+            assert run["final_sigma2"] < run["sigma2"]
+            assert run["active_dims"] > runs[("fixed", run["sigma2"])]["active_dims"]
+    for run in r["runs"]:
+        fraction = np.array(run["collapsed_fraction"])
+        assert np.all(np.diff(fraction) >= 0) and fraction[-1] <= 1    # more collapse at larger epsilon
+        assert abs(fraction[np.searchsorted(r["epsilons"], r["epsilon"])] * k - (k - run["active_dims"])) <= 1
+    if strict:
+        # Trained linear VAEs on the same digits match the closed-form count (5,000 exact-ELBO steps).
+        np.testing.assert_array_equal(linear["trained_active_dims"], linear["predicted_active_dims"])
+
+
 CHECKS = {
     "collapse_threshold": check_collapse_threshold,
     "kl_per_dim": check_kl_per_dim,
@@ -289,6 +322,7 @@ CHECKS = {
     "training_curves": check_training_curves,
     "landscape": check_landscape,
     "latent_dim": check_latent_dim,
+    "deep_vae": check_deep_vae,
 }
 
 
@@ -305,8 +339,8 @@ def quick_runs(tmp_path_factory):
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_quick_experiment_agrees_with_closed_form(name, quick_runs):
     out, payloads = quick_runs
-    assert (out / f"{name}.png").stat().st_size > 10_000
     payload = json.loads((out / f"{name}.json").read_text())
+    assert payload["figures"] and all((out / png).stat().st_size > 10_000 for png in payload["figures"])
     assert payload == json.loads(json.dumps(payloads[name]))
     assert payload["config"] == experiment_config(name, quick=True)
     assert payload["quick"] is True and payload["versions"]["jax"]
@@ -316,7 +350,7 @@ def test_quick_experiment_agrees_with_closed_form(name, quick_runs):
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_committed_figure_agrees_with_closed_form(name):
     payload = json.loads((FIGURES / f"{name}.json").read_text())
-    assert (FIGURES / f"{name}.png").exists()
+    assert all((FIGURES / png).exists() for png in payload.get("figures", [f"{name}.png"]))
     assert payload["quick"] is False
     assert payload["config"] == experiment_config(name, quick=False), "figure is stale: rerun linear-vae reproduce"
     CHECKS[name](payload, strict=True)

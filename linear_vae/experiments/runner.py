@@ -2,7 +2,8 @@
 
 Each experiment module in :mod:`linear_vae.experiments` defines ``NAME``, ``TITLE``, ``CONFIG``
 (the full budget), ``QUICK`` (overrides for smoke runs and CI), ``run(config, progress) -> dict``
-(every number the figure plots) and ``plot(results, config) -> Figure``.  The scripts in
+(every number the figure plots) and ``plot(results, config)``, which returns a Figure (saved as
+``NAME.png``) or a dict of them (saved as ``NAME_KEY.png``).  The scripts in
 ``experiments/`` and ``linear-vae reproduce`` both call :func:`run_experiment`.
 """
 
@@ -28,6 +29,7 @@ EXPERIMENTS = (
     "escape_time",
     "identifiability",
     "collapse_fraction",
+    "deep_vae",
 )
 
 
@@ -76,10 +78,19 @@ def run_experiment(name: str, out_dir="figures", quick: bool = False,
         "results": results,
     }
     out_dir = Path(out_dir)
-    fig = module.plot(results, config)
-    save_png(fig, out_dir / f"{name}.png")
+    figures = figure_paths(name, module.plot(results, config))
+    payload["figures"] = sorted(figures)
+    for path, fig in figures.items():
+        save_png(fig, out_dir / path)
     atomic_write_json(out_dir / f"{name}.json", payload)
     return payload
+
+
+def figure_paths(name: str, figures) -> dict:
+    """``{file name: figure}``: ``NAME.png`` for one figure, ``NAME_KEY.png`` for a dict of them."""
+    if isinstance(figures, dict):
+        return {f"{name}_{key}.png": fig for key, fig in figures.items()}
+    return {f"{name}.png": figures}
 
 
 def script_main(name: str) -> None:

@@ -1,0 +1,252 @@
+"""A deep (non-linear) Gaussian VAE in JAX, trained on the stochastic ELBO, one configuration
+written once and a grid of configurations trained by ``vmap``.
+
+Lucas et al. 2019, Section 6: the linear analysis predicts that in deep VAEs a larger observation
+noise ``sigma2`` collapses more latent dimensions, learning ``sigma2`` mitigates it, and KL
+annealing only delays it.  This module is the deep counterpart of :mod:`linear_vae.train`:
+
+* encoder: an MLP ``x -> (mean, log variance)`` of ``q(z|x) = N(mean, diag(exp(log variance)))``;
+* decoder: an MLP ``z -> mean`` of ``p(x|z) = N(mean, sigma2 I)``, ``sigma2`` one scalar, fixed or
+  learned through ``log sigma2`` with its own learning rate (as in the paper);
+* objective: the reparameterised beta-ELBO on minibatches (one sample of ``z``, analytic KL), with
+  ``beta`` warmed up linearly from 0 to 1 over ``warmup`` steps for KL annealing (0: no annealing).
+
+Precision: the networks train in **float32** for speed (stated here and in the README; the
+linear science paths stay float64).  The configurations of a grid differ in ``sigma2`` (the
+fixed value, or the initial one), ``learn_sigma2`` (a 0/1 mask on the gradient of ``log
+sigma2``), ``warmup`` and ``seed``, so fixed, learned and annealed settings share one compiled
+program.  With ``hidden=()`` and ``activation="identity"`` the model is a linear VAE whose encoder
+variance may depend on ``x`` (it does not at the optimum), which the tests compare with the closed
+form.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from linear_vae.train import NonFiniteError
+
+DTYPE = jnp.float32
+LOG_2PI = math.log(2.0 * math.pi)
+ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "identity": lambda x: x}
+
+
+class DeepConfig(NamedTuple):
+    """Everything that fixes the compiled program (hashable, shared by the whole grid).
+
+    Attributes
+    ----------
+    latent_dim : k.
+    hidden : hidden-layer widths of the encoder; the decoder mirrors them.
+    activation : "relu", "tanh" or "identity".
+    steps, log_every : gradient steps, and how often metrics are recorded.
+    batch_size : minibatch size (rows drawn uniformly with replacement).
+    learning_rate : Adam step size of the networks.
+    sigma2_learning_rate : Adam step size of ``log sigma2`` when it is learned.
+    """
+
+    latent_dim: int = 32
+    hidden: tuple[int, ...] = (512, 256)
+    activation: str = "relu"
+    steps: int = 6000
+    log_every: int = 200
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    sigma2_learning_rate: float = 3e-3
+
+    def validate(self, d: int, n: int) -> "DeepConfig":
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if self.latent_dim < 1 or self.steps < 1 or self.steps % self.log_every:
+            raise ValueError(f"need latent_dim >= 1 and steps ({self.steps}) a multiple of log_every ({self.log_every})")
+        if not 1 <= self.batch_size <= n:
+            raise ValueError(f"batch size {self.batch_size} must be between 1 and the {n} training samples")
+        return self
+
+
+class DeepHyper(NamedTuple):
+    """Per-configuration values (scalars; arrays when batched)."""
+
+    sigma2: jax.Array        # fixed sigma2, or the initial value when learned
+    learn_sigma2: jax.Array  # 1.0 to learn log sigma2, 0.0 to keep it fixed
+    warmup: jax.Array        # KL-annealing steps (beta = min(1, step / warmup)); 0: beta = 1 throughout
+    seed: jax.Array
+
+
+class DeepVAE(NamedTuple):
+    """Parameters: lists of ``(weight, bias)`` layers and ``log sigma2`` (a pytree)."""
+
+    encoder: list
+    decoder: list
+    log_sigma2: jax.Array
+
+
+def init_mlp(key, sizes: list[int]) -> list:
+    """Layers ``sizes[i] -> sizes[i+1]`` with LeCun-normal weights (variance 1/fan-in) and zero biases."""
+    keys = jax.random.split(key, len(sizes) - 1)
+    return [(jax.random.normal(k, (m, n), DTYPE) / math.sqrt(m), jnp.zeros(n, DTYPE))
+            for k, m, n in zip(keys, sizes[:-1], sizes[1:])]
+
+
+def mlp(layers: list, x, activation: str):
+    """Apply the layers, with ``activation`` between them (not after the last)."""
+    act = ACTIVATIONS[activation]
+    for i, (weight, bias) in enumerate(layers):
+        x = x @ weight + bias
+        if i < len(layers) - 1:
+            x = act(x)
+    return x
+
+
+def init_params(config: DeepConfig, d: int, hyper: DeepHyper) -> DeepVAE:
+    key_enc, key_dec = jax.random.split(jax.random.key(hyper.seed))
+    k, hidden = config.latent_dim, list(config.hidden)
+    return DeepVAE(init_mlp(key_enc, [d] + hidden + [2 * k]), init_mlp(key_dec, [k] + hidden[::-1] + [d]),
+                   jnp.log(hyper.sigma2).astype(DTYPE))
+
+
+def encode(params: DeepVAE, x, config: DeepConfig):
+    """``q(z|x)``: mean and log variance, each (..., k)."""
+    out = mlp(params.encoder, x, config.activation)
+    return out[..., : config.latent_dim], out[..., config.latent_dim:]
+
+
+def kl_per_dim(mean, log_var):
+    """``KL(N(mean, exp(log_var)) || N(0, 1))`` per example and dimension (Kingma & Welling, App. B)."""
+    return 0.5 * (jnp.exp(log_var) + mean**2 - 1.0 - log_var)
+
+
+def elbo_terms(params: DeepVAE, x, key, config: DeepConfig):
+    """One-sample reparameterised estimate of ``E_q log p(x|z)`` per example, and the analytic KL per
+    example and dimension: ``z = mean + exp(log_var / 2) * eps``."""
+    mean, log_var = encode(params, x, config)
+    z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape, DTYPE)
+    reconstruction = mlp(params.decoder, z, config.activation)
+    d = x.shape[-1]
+    log_lik = (-0.5 * d * (LOG_2PI + params.log_sigma2)
+               - jnp.sum((x - reconstruction) ** 2, axis=-1) / (2.0 * jnp.exp(params.log_sigma2)))
+    return log_lik, kl_per_dim(mean, log_var)
+
+
+def beta_at(step, warmup):
+    """KL weight of linear warm-up: ``min(1, step / warmup)``, and 1 without warm-up."""
+    return jnp.where(warmup > 0, jnp.minimum(1.0, step / jnp.maximum(warmup, 1.0)), 1.0).astype(DTYPE)
+
+
+def make_optimizer(config: DeepConfig) -> optax.GradientTransformation:
+    """Adam on the networks and, with its own step size, on ``log sigma2``."""
+    labels = lambda params: DeepVAE(jax.tree.map(lambda _: "net", params.encoder),  # noqa: E731
+                                    jax.tree.map(lambda _: "net", params.decoder), "sigma2")
+    return optax.multi_transform({"net": optax.adam(config.learning_rate),
+                                  "sigma2": optax.adam(config.sigma2_learning_rate)}, labels)
+
+
+class DeepState(NamedTuple):
+    params: DeepVAE
+    opt_state: optax.OptState
+    key: jax.Array
+    step: jax.Array
+    first_nonfinite_step: jax.Array
+
+
+class DeepHistory(NamedTuple):
+    """Recorded every ``log_every`` steps on the held-out data (leading axes: [configuration,] record)."""
+
+    step: jax.Array
+    beta: jax.Array
+    train_elbo: jax.Array       # one-sample ELBO on a fixed slice of the training data
+    heldout_elbo: jax.Array     # one-sample ELBO on the held-out data
+    kl_per_dim: jax.Array       # (k,) held-out average KL of each latent dimension
+    sigma2: jax.Array
+
+
+def train_step(state: DeepState, hyper: DeepHyper, X, config: DeepConfig) -> DeepState:
+    key, key_rows, key_eps = jax.random.split(state.key, 3)
+    rows = jax.random.randint(key_rows, (config.batch_size,), 0, X.shape[0])
+    beta = beta_at(state.step, hyper.warmup)
+
+    def negative_elbo(params):
+        log_lik, kl = elbo_terms(params, X[rows], key_eps, config)
+        return -(jnp.mean(log_lik) - beta * jnp.mean(jnp.sum(kl, axis=-1)))
+
+    loss, grads = jax.value_and_grad(negative_elbo)(state.params)
+    grads = grads._replace(log_sigma2=grads.log_sigma2 * hyper.learn_sigma2)
+    updates, opt_state = make_optimizer(config).update(grads, state.opt_state, state.params)
+    bad = jnp.where((state.first_nonfinite_step < 0) & ~jnp.isfinite(loss), state.step, state.first_nonfinite_step)
+    return DeepState(optax.apply_updates(state.params, updates), opt_state, key, state.step + 1, bad)
+
+
+def measure(state: DeepState, hyper: DeepHyper, X_train_slice, X_heldout, config: DeepConfig) -> DeepHistory:
+    key_train, key_heldout = jax.random.split(jax.random.fold_in(jax.random.key(0), state.step))
+    beta = beta_at(state.step, hyper.warmup)
+
+    def elbo(X, key):
+        log_lik, kl = elbo_terms(state.params, X, key, config)
+        return jnp.mean(log_lik) - beta * jnp.mean(jnp.sum(kl, axis=-1)), jnp.mean(kl, axis=0)
+
+    train_elbo, _ = elbo(X_train_slice, key_train)
+    heldout_elbo, kl = elbo(X_heldout, key_heldout)
+    return DeepHistory(state.step, beta, train_elbo, heldout_elbo, kl, jnp.exp(state.params.log_sigma2))
+
+
+def run(config: DeepConfig, hyper: DeepHyper, X_train, X_heldout):
+    """Train one configuration: ``lax.scan`` over records, ``fori_loop`` over the steps between them."""
+    params = init_params(config, X_train.shape[1], hyper)
+    key = jax.random.fold_in(jax.random.key(hyper.seed), 1)
+    state = DeepState(params, make_optimizer(config).init(params), key, jnp.zeros((), int), -jnp.ones((), int))
+    X_train_slice = X_train[: X_heldout.shape[0]]
+
+    def record(state, _):
+        state = jax.lax.fori_loop(0, config.log_every, lambda _, s: train_step(s, hyper, X_train, config), state)
+        return state, measure(state, hyper, X_train_slice, X_heldout, config)
+
+    return jax.lax.scan(record, state, None, length=config.steps // config.log_every)
+
+
+class DeepResult(NamedTuple):
+    """Final parameters, histories and held-out per-example KL of every configuration (numpy)."""
+
+    config: DeepConfig
+    hyper: DeepHyper
+    params: DeepVAE
+    history: DeepHistory
+    heldout_kl: np.ndarray   # (C, N_heldout, k) per-example, per-dimension KL at the end
+    seconds: float
+    compile_seconds: float
+
+
+def train_grid(config: DeepConfig, hyper: DeepHyper, X_train: np.ndarray, X_heldout: np.ndarray,
+               progress: Callable[[str], None] | None = None) -> DeepResult:
+    """Train every configuration of ``hyper`` (1-D arrays of equal length) in one compiled call."""
+    config.validate(X_train.shape[1], X_train.shape[0])
+    hyper = DeepHyper(jnp.asarray(hyper.sigma2, DTYPE), jnp.asarray(hyper.learn_sigma2, DTYPE),
+                      jnp.asarray(hyper.warmup, DTYPE), jnp.asarray(hyper.seed, jnp.uint32))
+    X_train = jnp.asarray(X_train, DTYPE)
+    X_heldout = jnp.asarray(X_heldout, DTYPE)
+    grid = jax.jit(jax.vmap(lambda h, a, b: run(config, h, a, b), in_axes=(0, None, None)))
+    start = time.perf_counter()
+    compiled = grid.lower(hyper, X_train, X_heldout).compile()
+    compile_seconds = time.perf_counter() - start
+    if progress:
+        progress(f"training {hyper.sigma2.shape[0]} deep VAEs for {config.steps} steps")
+    start = time.perf_counter()
+    state, history = compiled(hyper, X_train, X_heldout)
+    jax.block_until_ready(history)
+    seconds = time.perf_counter() - start
+    bad = np.asarray(state.first_nonfinite_step)
+    if np.any(bad >= 0):
+        i = int(np.argmax(bad >= 0))
+        raise NonFiniteError(f"deep VAE training diverged: non-finite ELBO at step {int(bad[i])} of configuration {i} "
+                             f"(sigma2 = {float(hyper.sigma2[i]):.4g}, learned = {bool(hyper.learn_sigma2[i])}, "
+                             f"warmup = {int(hyper.warmup[i])}); lower the learning rate")
+    mean, log_var = jax.vmap(lambda p: encode(p, X_heldout, config))(state.params)
+    heldout_kl = np.asarray(kl_per_dim(mean, log_var), dtype=np.float64)
+    host = lambda tree: jax.tree.map(np.asarray, tree)  # noqa: E731
+    return DeepResult(config, host(hyper), host(state.params), host(history), heldout_kl, seconds, compile_seconds)
