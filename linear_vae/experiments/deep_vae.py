@@ -131,7 +131,7 @@ def plot(results: dict, config: dict) -> dict:
 
 
 def plot_collapse_fraction(results: dict, config: dict):
-    fig, axes = new_figure(width=6.6, height=4.2)
+    fig, axes = new_figure(width=8.4, height=4.2)
     ax = axes[0, 0]
     fixed = [r for r in results["runs"] if r["kind"] == "fixed"]
     for i, r in enumerate(fixed):
@@ -146,7 +146,7 @@ def plot_collapse_fraction(results: dict, config: dict):
     ax.set_ylabel(r"fraction of latent dimensions $(\epsilon, \delta)$-collapsed")
     ax.set_ylim(-0.03, 1.03)
     ax.set_title(rf"Deep VAE (MLP {config['hidden']}, K = {config['latent_dim']}), held-out MNIST, $\delta$ = 0.01")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8.5)
     return fig
 
 
