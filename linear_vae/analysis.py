@@ -1,7 +1,10 @@
 """Closed-form analysis of a data set: what the theory predicts for a linear VAE trained on it.
 
 This is what ``linear-vae analyze`` prints; it is built only from the functions of
-:mod:`linear_vae.moments`, :mod:`linear_vae.ppca` and :mod:`linear_vae.optimum`.
+:mod:`linear_vae.moments`, :mod:`linear_vae.ppca` and :mod:`linear_vae.optimum`.  The closed form
+needs of ``S`` only its top ``k + 1`` eigenpairs, ``tr S`` and ``d``
+(:func:`linear_vae.ppca.spectrum_totals`), so data with many features (``d > N``) are analysed
+from the data matrix without forming the d x d ``S`` (:func:`linear_vae.moments.top_eigenpairs`).
 """
 
 from __future__ import annotations
@@ -11,17 +14,23 @@ from typing import NamedTuple
 import numpy as np
 
 from linear_vae.datasets import validate_data
-from linear_vae.moments import Moments, Spectrum, compute_moments, eigen_decomposition
+from linear_vae.moments import Moments, Spectrum, TopSpectrum, compute_moments, eigen_decomposition, top_eigenpairs
 from linear_vae.optimum import (BetaElboOptimum, beta_elbo_optimum, collapse_thresholds, learned_sigma2,
                                threshold_distance)
 from linear_vae.validation import check_latent_dim, check_positive
 
 
 class Analysis(NamedTuple):
-    """The closed-form optimum of the beta-ELBO on one data set, with the data's moments."""
+    """The closed-form optimum of the beta-ELBO on one data set, with the data's moments.
+
+    ``spectrum`` is the full :class:`~linear_vae.moments.Spectrum` of ``S`` (solver ``"full"``,
+    with ``moments.cov = S``) or its top ``min(k + 1, d)`` eigenpairs with ``tr S`` and ``d``, a
+    :class:`~linear_vae.moments.TopSpectrum` (solver ``"top"``, with ``moments.cov = None``); both
+    have ``eigenvalues``, ``eigenvectors``, ``trace`` and ``dim``, and give the same report.
+    """
 
     moments: Moments
-    spectrum: Spectrum
+    spectrum: Spectrum | TopSpectrum
     latent_dim: int
     sigma2_learned: bool
     optimum: BetaElboOptimum
@@ -36,13 +45,13 @@ class Analysis(NamedTuple):
         eigenvalues = self.spectrum.eigenvalues
         return {
             "n": int(self.moments.n),
-            "d": int(len(eigenvalues)),
+            "d": int(self.spectrum.dim),
             "latent_dim": self.latent_dim,
             "beta": opt.beta,
             "sigma2": opt.sigma2,
             "sigma2_learned": self.sigma2_learned,
             "eigenvalues": eigenvalues[: self.latent_dim + 1].tolist(),
-            "total_variance": float(eigenvalues.sum()),
+            "total_variance": float(self.spectrum.trace),
             "elbo": opt.elbo,
             "mll": opt.mll,
             "active_dims": opt.active_dims,
@@ -53,29 +62,47 @@ class Analysis(NamedTuple):
         }
 
 
-def analyze(X: np.ndarray, latent_dim: int, beta: float = 1.0, sigma2: float | None = None) -> Analysis:
+def analyze(X: np.ndarray, latent_dim: int, beta: float = 1.0, sigma2: float | None = None, *,
+            solver: str = "auto") -> Analysis:
     """Closed-form optimum of the beta-ELBO of a linear VAE with ``latent_dim`` latents on ``X``.
 
     ``sigma2=None`` means sigma2 is learned: its closed-form optimum
     (:func:`linear_vae.optimum.learned_sigma2`; the pPCA MLE at beta = 1).
+
+    ``solver``: ``"full"`` forms the d x d ``S`` and all its eigenpairs
+    (:func:`~linear_vae.moments.compute_moments`, :func:`~linear_vae.moments.eigen_decomposition`;
+    memory O(N d + d^2), time O(N d^2 + d^3)); ``"top"`` takes the top ``k + 1`` eigenpairs and
+    ``tr S`` from the data matrix (:func:`~linear_vae.moments.top_eigenpairs`: the N x N Gram
+    matrix when ``d > N``; memory O(N d + N^2 + d k), time O(N^2 d + N^3)); ``"auto"`` (the
+    default) is ``"top"`` iff ``d > N``, i.e. ``S`` is formed only when it is no larger than ``X``.
+    The two agree to float64 round-off (measured <= 1e-11 relative on every number of the report).
     Raises ``ValueError`` for bad arguments (see :mod:`linear_vae.validation`).
     """
     validate_data(X)
     X = np.asarray(X, dtype=np.float64)
-    latent_dim = check_latent_dim(latent_dim, X.shape[1])
+    n, d = X.shape
+    latent_dim = check_latent_dim(latent_dim, d)
     beta = check_positive("beta", beta)
     if sigma2 is not None:
         sigma2 = check_positive("sigma2", sigma2)
-    moments = compute_moments(X)
-    spectrum = eigen_decomposition(moments.cov)
+    if solver not in ("auto", "full", "top"):
+        raise ValueError(f"unknown solver {solver!r}; use 'auto', 'full' or 'top'")
+    if solver == "top" or solver == "auto" and d > n:
+        moments = Moments(mean=X.mean(axis=0), cov=None, n=n)
+        spectrum = top_eigenpairs(X, min(latent_dim + 1, d))
+    else:
+        moments = compute_moments(X)
+        spectrum = eigen_decomposition(moments.cov)
     return analyze_spectrum(moments, spectrum, latent_dim, beta, sigma2)
 
 
-def analyze_spectrum(moments: Moments, spectrum: Spectrum, latent_dim: int, beta: float,
+def analyze_spectrum(moments: Moments, spectrum: Spectrum | TopSpectrum, latent_dim: int, beta: float,
                      sigma2: float | None) -> Analysis:
-    """:func:`analyze` for precomputed moments and eigen-decomposition."""
+    """:func:`analyze` for precomputed moments and eigen-decomposition (full, or the top ``k + 1``
+    eigenpairs with ``tr S`` and ``d``)."""
     learned = sigma2 is None
+    totals = {"trace": spectrum.trace, "dim": spectrum.dim}
     if learned:
-        sigma2 = learned_sigma2(spectrum.eigenvalues, latent_dim, beta)
-    optimum = beta_elbo_optimum(spectrum.eigenvalues, latent_dim, beta, sigma2)
+        sigma2 = learned_sigma2(spectrum.eigenvalues, latent_dim, beta, **totals)
+    optimum = beta_elbo_optimum(spectrum.eigenvalues, latent_dim, beta, sigma2, **totals)
     return Analysis(moments, spectrum, latent_dim, learned, optimum)

@@ -472,7 +472,7 @@ def _matrix_dataset(array: np.ndarray, name: str) -> Dataset:
             f"{name} holds a {array.ndim}-D array of shape {array.shape}; "
             "reshape to (samples, features)"
         )
-    return Dataset(X=array.astype(np.float64), labels=None, name=name, is_image=False)
+    return Dataset(X=array.astype(np.float64, copy=False), labels=None, name=name, is_image=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 Lucas et al. 2019, Section 4.2 and Appendix C; THEORY.md "Global maximum of the beta-ELBO".
 Everything depends on the data only through the eigenvalues ``lambda_1 >= ... >= lambda_d`` of
 ``S`` (and the eigenvectors, for the parameters), and on ``(beta, sigma2)`` only through
-``t = beta * sigma2`` for the location of the optimum.
+``t = beta * sigma2`` for the location of the optimum.  Of the eigenvalues beyond the top ``k`` only
+their sum and number enter, so every function takes either the full spectrum or the top ``m >= k``
+eigenvalues with ``trace = tr S`` and ``dim = d`` (:func:`linear_vae.ppca.spectrum_totals`; from
+:func:`linear_vae.moments.top_eigenpairs` when ``d`` is too large to form ``S``).
 
 Ties.  Latent dimension ``i`` is *active* iff ``lambda_i > beta sigma2`` strictly.  At
 ``lambda_i == beta sigma2`` the optimal column has norm ``sqrt(lambda_i - t) = 0`` either way, so
@@ -19,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from linear_vae.elbo import LinearVAE
-from linear_vae.ppca import LOG_2PI, mll_in_eigenbasis, rank_tolerance
+from linear_vae.ppca import LOG_2PI, mll_in_eigenbasis, rank_tolerance, spectrum_totals
 from linear_vae.validation import check_positive
 
 
@@ -69,7 +72,8 @@ def collapse_thresholds(eigenvalues, latent_dim: int, sigma2: float) -> np.ndarr
     return np.asarray(eigenvalues[:latent_dim], dtype=np.float64) / sigma2
 
 
-def beta_elbo_optimum(eigenvalues, latent_dim: int, beta: float, sigma2: float) -> BetaElboOptimum:
+def beta_elbo_optimum(eigenvalues, latent_dim: int, beta: float, sigma2: float, *, trace=None,
+                      dim=None) -> BetaElboOptimum:
     """Closed-form global maximum of the beta-ELBO at fixed ``sigma2``.
 
     With ``t = beta sigma2`` and ``m`` active dimensions (Lucas et al. Appendix C; THEORY.md):
@@ -77,28 +81,29 @@ def beta_elbo_optimum(eigenvalues, latent_dim: int, beta: float, sigma2: float) 
     ``ELBO* = -d/2 log(2 pi sigma2) - beta m / 2 - sum_{i not active} lambda_i / (2 sigma2)
               - beta/2 sum_{i active} log(lambda_i / t)``,
 
-    where "not active" runs over all ``d`` eigenvalues, ``i > k`` included.
+    where "not active" runs over all ``d`` eigenvalues, ``i > k`` included: their sum is
+    ``tr S - sum_{i active} lambda_i`` (active dimensions are a prefix of ``1..k``).  ``eigenvalues``:
+    the full spectrum, or its top ``m >= k`` with ``trace`` and ``dim`` (:func:`linear_vae.ppca.spectrum_totals`).
     """
     beta = check_positive("beta", beta)
     sigma2 = check_positive("sigma2", sigma2)
-    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
-    d = len(eigenvalues)
+    eigenvalues, trace, d = spectrum_totals(eigenvalues, trace, dim, latent_dim)
     t = beta * sigma2
     top = eigenvalues[:latent_dim]
     active = top / sigma2 > beta  # the same float expression as collapse_thresholds, so beta = threshold collapses
     m = int(active.sum())
     kl_per_dim = np.where(active, 0.5 * np.log(np.where(active, top, t) / t), 0.0)
-    not_active_sum = eigenvalues.sum() - top[active].sum()
+    not_active_sum = trace - top[active].sum()
     elbo = (-0.5 * d * (LOG_2PI + np.log(sigma2)) - 0.5 * beta * m
             - not_active_sum / (2.0 * sigma2) - beta * kl_per_dim.sum())
     column_variances = np.where(active, np.maximum(top - t, 0.0), 0.0)
     encoder_variances = np.where(active, t / np.where(active, top, 1.0), 1.0)
-    mll = mll_in_eigenbasis(eigenvalues, column_variances, sigma2)
+    mll = mll_in_eigenbasis(eigenvalues, column_variances, sigma2, trace=trace, dim=d)
     return BetaElboOptimum(beta, sigma2, active, column_variances, encoder_variances,
                            kl_per_dim, float(elbo), mll)
 
 
-def learned_sigma2(eigenvalues, latent_dim: int, beta: float = 1.0) -> float:
+def learned_sigma2(eigenvalues, latent_dim: int, beta: float = 1.0, *, trace=None, dim=None) -> float:
     """The ``sigma2`` maximising the optimal beta-ELBO: ``sum_{i not active} lambda_i / (d - beta m)``.
 
     Setting the derivative of :func:`beta_elbo_optimum`'s value in ``sigma2`` to zero with the
@@ -109,26 +114,28 @@ def learned_sigma2(eigenvalues, latent_dim: int, beta: float = 1.0) -> float:
     so its maximiser is a stationary point of one segment: we evaluate every consistent ``m``
     and keep the best.
     At beta = 1 with all ``k`` active this is the pPCA MLE ``mean(lambda_{k+1..d})``.
+    ``eigenvalues``: the full spectrum, or its top ``m >= k`` with ``trace`` and ``dim``
+    (:func:`linear_vae.ppca.spectrum_totals`).
 
-    Raises ``ValueError`` when the candidate is 0 (the data have rank <= k).
+    Raises ``ValueError`` when the candidate is 0 (the data have rank <= k), up to round-off
+    (:func:`linear_vae.ppca.rank_tolerance`).
     """
     beta = check_positive("beta", beta)
-    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
-    d = len(eigenvalues)
+    eigenvalues, total, d = spectrum_totals(eigenvalues, trace, dim, latent_dim)
     top = eigenvalues[:latent_dim]
-    total = eigenvalues.sum()
+    tolerance = rank_tolerance(eigenvalues, d)
     best = None
     for m in range(latent_dim + 1):
         if d - beta * m <= 0:
             break
         sigma2 = (total - top[:m].sum()) / (d - beta * m)
-        if not sigma2 > rank_tolerance(eigenvalues):
+        if not sigma2 > tolerance:
             raise ValueError(
                 f"the learned sigma2 is 0: the data have rank <= {latent_dim} (the latent dimension), "
                 "so the likelihood is unbounded; pass a fixed --sigma2 or a smaller --latent-dim")
         consistent = (m == 0 or top[m - 1] / sigma2 > beta) and (m == latent_dim or top[m] / sigma2 <= beta)
         if consistent:
-            value = beta_elbo_optimum(eigenvalues, latent_dim, beta, sigma2).elbo
+            value = beta_elbo_optimum(eigenvalues, latent_dim, beta, sigma2, trace=total, dim=d).elbo
             if best is None or value > best[0]:
                 best = (value, sigma2)
     if best is None:  # unreachable: some segment always holds the maximiser (see above)

@@ -69,20 +69,51 @@ def _solve_psd(chol, rhs):
     return jnp.linalg.solve(jnp.tril(chol).T, y)
 
 
-def mll_in_eigenbasis(eigenvalues, column_variances, sigma2) -> float:
+def spectrum_totals(eigenvalues, trace=None, dim=None, latent_dim: int = 0) -> tuple[np.ndarray, float, int]:
+    """``(eigenvalues, tr S, d)``: what the closed forms need of the spectrum of ``S``.
+
+    The optimum, the learned sigma2 and the MLL of a model whose ``k`` columns lie along the top
+    eigenvectors depend on the eigenvalues beyond the top ``k`` only through their sum
+    ``tr S - sum_{i<=k} lambda_i`` and their number ``d - k`` (every formula of THEORY.md "pPCA" and
+    "Global maximum of the beta-ELBO" sums over them with one weight).  So each closed form takes
+    either the full spectrum alone (``trace = sum_i lambda_i``, ``d = len(eigenvalues)``) or the
+    top ``m >= k`` eigenvalues with ``trace`` and ``dim`` (:class:`linear_vae.moments.TopSpectrum`,
+    from :func:`linear_vae.moments.top_eigenpairs` without forming the d x d ``S``).
+
+    Raises ``ValueError`` if only one of ``trace``, ``dim`` is given or if fewer than
+    ``min(latent_dim, d)`` eigenvalues are.
+    """
+    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+    if (trace is None) != (dim is None):
+        raise ValueError("pass both trace and dim (top eigenvalues only) or neither (the full spectrum)")
+    if trace is None:
+        trace, dim = float(np.sum(eigenvalues)), len(eigenvalues)
+    if not min(latent_dim, dim) <= len(eigenvalues) <= dim:
+        raise ValueError(f"{len(eigenvalues)} eigenvalues given for latent dimension {latent_dim} and d = {dim}; "
+                         f"pass between min(k, d) and d of them")
+    return eigenvalues, float(trace), int(dim)
+
+
+def mll_in_eigenbasis(eigenvalues, column_variances, sigma2, *, trace=None, dim=None) -> float:
     """MLL when the columns of ``W`` lie along eigenvectors of ``S``.
 
     With ``w_i = u_i sqrt(l_i)`` for ``i <= k``, ``C`` has eigenvalues ``c_i = l_i + sigma2``
     (``i <= k``) and ``sigma2`` (``i > k``) along the ``u_i``, so
-    ``MLL = -1/2 [ d log 2pi + sum_i log c_i + sum_i lambda_i / c_i ]`` (T&B Section 3.2).
+    ``MLL = -1/2 [ d log 2pi + sum_i log c_i + sum_i lambda_i / c_i ]`` (T&B Section 3.2)
+    ``= -1/2 [ d log 2pi + sum_{i<=k} (log c_i + lambda_i / c_i) + (d-k) log sigma2
+    + (tr S - sum_{i<=k} lambda_i) / sigma2 ]``, the form computed here: ``eigenvalues`` is the full
+    spectrum or its top ``m >= k`` with ``trace`` and ``dim`` (:func:`spectrum_totals`).
     At the learned-sigma2 MLE with all ``k`` columns used this is
     ``-1/2 [ d log 2pi + sum_{i<=k} log lambda_i + (d-k) log sigma2 + d ]``.
     """
-    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
-    c = np.full_like(eigenvalues, float(sigma2))
     k = len(column_variances)
-    c[:k] += np.asarray(column_variances, dtype=np.float64)
-    return float(-0.5 * (len(eigenvalues) * LOG_2PI + np.sum(np.log(c)) + np.sum(eigenvalues / c)))
+    eigenvalues, trace, d = spectrum_totals(eigenvalues, trace, dim, k)
+    sigma2 = float(sigma2)
+    top = eigenvalues[:k]
+    c = np.asarray(column_variances, dtype=np.float64) + sigma2
+    log_det = np.sum(np.log(c)) + (d - k) * np.log(sigma2)
+    fit = np.sum(top / c) + (trace - np.sum(top)) / sigma2
+    return float(-0.5 * (d * LOG_2PI + log_det + fit))
 
 
 class PPCAOptimum(NamedTuple):
@@ -101,12 +132,14 @@ class PPCAOptimum(NamedTuple):
         return eigenvectors[:, :k] * np.sqrt(self.column_variances)
 
 
-def rank_tolerance(eigenvalues) -> float:
+def rank_tolerance(eigenvalues, dim: int | None = None) -> float:
     """Eigenvalues at or below ``10 d eps lambda_1`` are round-off of an exact zero (float64 ``eigh``
     of a d x d matrix is accurate to about ``d eps ||S||``): a learned sigma2 that small means the
-    data have rank <= k."""
+    data have rank <= k.  ``dim``: ``d`` when ``eigenvalues`` is only the top of the spectrum (from
+    the N x N Gram matrix when ``N < d``, accurate to ``N eps ||S||``, so the bound still holds)."""
     eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
-    return float(10 * len(eigenvalues) * np.finfo(np.float64).eps * eigenvalues[0])
+    d = len(eigenvalues) if dim is None else dim
+    return float(10 * d * np.finfo(np.float64).eps * eigenvalues[0])
 
 
 def mle_sigma2(eigenvalues, latent_dim: int) -> float:
