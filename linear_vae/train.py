@@ -62,9 +62,9 @@ class TrainConfig(NamedTuple):
     batch_size : minibatch size of the stochastic objective.
     mc_samples : Monte-Carlo samples of z per datapoint (stochastic objective).
     learn_sigma2 : learn ``log sigma2`` (``sigma2`` of the sweep is then its initial value).
-    init : "random" (small Gaussian weights) or "collapsed" (the fixed-sigma2 optimum with the
-        ``collapsed_columns`` zeroed, the optimal encoder for it, plus a perturbation of size
-        ``init_scale``: the start of the escape experiments).
+    init : "random" (small Gaussian decoder weights, encoder at the prior) or "collapsed" (the
+        fixed-sigma2 optimum with the ``collapsed_columns`` zeroed, the optimal encoder for it,
+        plus a perturbation of size ``init_scale``: the start of the escape experiments).
     init_scale : standard deviation of the random initial weights / of the perturbation.
     collapsed_columns : latent dimensions set to zero by ``init="collapsed"``.
     basis : "data" (train on the data as given) or "eigen" (rotate the data once into the
@@ -190,10 +190,12 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 def initial_parameters(config: TrainConfig, hyper: Hyper, data: TrainData, key) -> LinearVAE:
     """Initial ``(W, mu, V, log D)`` for ``config.init`` (see :class:`TrainConfig`)."""
     d, k = data.eigenvectors.shape[0], config.latent_dim
-    key_w, key_v = jax.random.split(key)
+    key_w, _ = jax.random.split(key)
     noise_w = config.init_scale * jax.random.normal(key_w, (d, k))
-    noise_v = config.init_scale * jax.random.normal(key_v, (k, d))
     if config.init == "random":
+        # The encoder starts at the prior (V = 0, D = 1): V then only ever grows along directions
+        # the data vary in (its gradient is proportional to W^T S), which keeps Adam from leaving
+        # slowly decaying noise along the near-null directions of S.
         return LinearVAE(noise_w, jnp.zeros(d), jnp.zeros((k, d)), jnp.zeros(k))
     keep = jnp.ones(k).at[jnp.asarray(config.collapsed_columns, dtype=int)].set(0.0)
     t = hyper.beta * hyper.sigma2

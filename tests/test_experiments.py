@@ -254,7 +254,7 @@ def check_landscape(payload: dict, strict: bool) -> None:
 
 
 def check_latent_dim(payload: dict, strict: bool) -> None:
-    config, r = payload["config"], payload["results"]
+    r = payload["results"]
     lam = eigenvalues_for(payload)
     for series in r["series"]:
         closed, trained = series["closed_form"], series["trained"]
