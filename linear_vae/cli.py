@@ -1,4 +1,6 @@
-"""The ``linear-vae`` command line.
+"""linear-vae: posterior collapse in the linear VAE, in closed form and by gradient training.
+
+The ``linear-vae`` command line.
 
 Every command reads data with the same options (``--data``, ``--n``, ``--subset-seed``,
 ``--key``), and ``--sigma2 S`` fixes the observation variance while omitting it means sigma2 is
