@@ -28,6 +28,11 @@
 
 3. Cost against problem size: time per step per configuration and XLA compiled memory
    (``memory_analysis``) against d, k and the number of configurations, with fitted exponents.
+
+Known problem (open): section 3 hangs at random in XLA's CPU runtime (``block_until_ready`` at
+0% CPU, seen with py-spy, also in a fresh process and when blocking on the metrics only); it runs
+in a subprocess with a 600 s timeout so that the other sections still complete.  ``--quick`` has
+completed every time.
 """
 
 from __future__ import annotations
@@ -225,8 +230,10 @@ def step_cost(d: int, k: int, c: int, repeats: int, rng) -> dict:
     compiled = run.lower(state, hyper, data).compile()
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
-    jax.block_until_ready(compiled(state, hyper, data))
-    seconds = median_time(lambda: compiled(state, hyper, data), repeats)
+    # Block on the metrics only: blocking on the returned state's typed PRNG keys hung in XLA at
+    # 0% CPU (PRNGKeyArray.block_until_ready, seen with py-spy), as train_sweep never does.
+    jax.block_until_ready(compiled(state, hyper, data)[1])
+    seconds = median_time(lambda: compiled(state, hyper, data)[1], repeats)
     per = seconds / (steps * c)
     return {"d": d, "k": k, "configs": c, "steps_timed": steps, "seconds_per_step_per_config": per,
             "gflops_per_second": step_flops(d, k) / per / 1e9, "compile_seconds": compile_s,
@@ -412,13 +419,19 @@ def main() -> None:
     import json
     import subprocess
 
-    out = subprocess.run([sys.executable, __file__, "--scaling-only"] + (["--quick"] if q else []),
-                         capture_output=True, text=True, timeout=900, check=True)
-    res["scaling"] = json.loads(out.stdout.strip().splitlines()[-1])
+    try:
+        out = subprocess.run([sys.executable, __file__, "--scaling-only"] + (["--quick"] if q else []),
+                             capture_output=True, text=True, timeout=600, check=True)
+        res["scaling"] = json.loads(out.stdout.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        res["scaling"] = {"error": "the scaling section did not finish in 600 s"}
     scale = res["scaling"]
     atomic_write_json(args.out + ".partial", res)
-    print(f"[{time.perf_counter() - T0:6.1f}s] scaling exponents d {scale['exponent_d_all']:.2f} "
-          f"(large {scale['exponent_d_large']}), k {scale['exponent_k']:.2f}", flush=True)
+    if "error" in scale:
+        print(f"[{time.perf_counter() - T0:6.1f}s] scaling: {scale['error']}", flush=True)
+    else:
+        print(f"[{time.perf_counter() - T0:6.1f}s] scaling exponents d {scale['exponent_d_all']:.2f} "
+              f"(large {scale['exponent_d_large']}), k {scale['exponent_k']:.2f}", flush=True)
 
     # ---- PyTorch baselines (imported only now: with torch's thread pool loaded from the start,
     # the JAX scaling runs above hung twice at 0% CPU)
@@ -609,6 +622,10 @@ def markdown(res: dict) -> str:
               f"{bd['VS_product'] * 1e3:.2f} / {bd['objective'] * 1e3:.2f} / {bd['value_and_grad'] * 1e3:.2f} / "
               f"{bd['train_step'] * 1e3:.2f} ms |"]
     sc = res["scaling"]
+    if "error" in sc:
+        sc = {"vs_d": [], "vs_k": [], "vs_configs": [], "exponent_d_all": float("nan"), "exponent_d_large": None,
+              "exponent_k": float("nan"), "exponent_configs_total_time": float("nan")}
+        lines += ["", f"Cost against problem size: {res['scaling']['error']}."]
     lines += ["", "## Cost against problem size (random data, one configuration unless varied)", "",
               "| varied | d | k | configs | µs / step / config | GFLOP/s | XLA temp + args (MB) |", "|---|---|---|---|---|---|---|"]
     for name, key in (("d", "vs_d"), ("k", "vs_k"), ("configs", "vs_configs")):
