@@ -14,3 +14,21 @@ def _single_blas_thread():
     """
     with threadpool_limits(limits=1):
         yield
+
+
+@pytest.fixture(scope="session")
+def closed_form_active_epsilon_delta():
+    """``f(problem, k, beta, sigma2)``: latent dimensions of the closed-form optimal encoder that are
+    not (epsilon, delta)-collapsed on ``problem.X`` (the reference for a trained model's count).
+
+    ``problem`` has ``eigenvalues``, ``moments``, ``spectrum`` and ``X``.
+    """
+    from linear_vae.collapse import encoder_kl_matrix, epsilon_delta_collapsed
+    from linear_vae.optimum import beta_elbo_optimum
+
+    def active(problem, k, beta, sigma2):
+        optimum = beta_elbo_optimum(problem.eigenvalues, k, beta, sigma2)
+        params = optimum.parameters(problem.moments.mean, problem.spectrum.eigenvectors)
+        return k - int(epsilon_delta_collapsed(encoder_kl_matrix(params, problem.X)).sum())
+
+    return active

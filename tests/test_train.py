@@ -32,7 +32,6 @@ import pytest
 import linear_vae  # noqa: F401  (float64 switch)
 import linear_vae.train as train_module
 from linear_vae.cli import main
-from linear_vae.collapse import encoder_kl_matrix, epsilon_delta_collapsed
 from linear_vae.compare import compare_sweep
 from linear_vae.datasets import make_synthetic
 from linear_vae.elbo import DataStats, LinearVAE, exact_elbo
@@ -171,12 +170,9 @@ def test_principal_angle_to_top_eigenvectors_below_0p1_degree(main_sweep):
     assert max(angles) < ANGLE_TOL_DEG, angles
 
 
-def test_epsilon_delta_active_count_equals_that_of_the_closed_form_optimum_encoder(synthetic, main_sweep):
+def test_epsilon_delta_active_count_equals_that_of_the_closed_form_optimum_encoder(synthetic, main_sweep, closed_form_active_epsilon_delta):
     for r in main_sweep[1]:
-        optimum = beta_elbo_optimum(synthetic.eigenvalues, K, r["beta"], r["sigma2"])
-        params = optimum.parameters(synthetic.moments.mean, synthetic.spectrum.eigenvectors)
-        collapsed = epsilon_delta_collapsed(encoder_kl_matrix(params, synthetic.X))
-        assert r["active_dims_epsilon_delta"] == K - int(collapsed.sum()), r
+        assert r["active_dims_epsilon_delta"] == closed_form_active_epsilon_delta(synthetic, K, r["beta"], r["sigma2"]), r
 
 
 def test_decoder_bias_converges_to_the_sample_mean(main_sweep, learned_sweep):

@@ -15,11 +15,9 @@ import numpy as np
 import pytest
 
 import linear_vae  # noqa: F401  (float64 switch)
-from linear_vae.collapse import encoder_kl_matrix, epsilon_delta_collapsed
 from linear_vae.compare import compare_sweep
 from linear_vae.datasets import load_data
 from linear_vae.moments import compute_moments, eigen_decomposition
-from linear_vae.optimum import beta_elbo_optimum
 from linear_vae.ppca import mle_sigma2, ppca_optimum
 from linear_vae.train import TrainConfig, TrainData, train_sweep
 
@@ -93,12 +91,9 @@ def test_mnist_active_dims_by_column_norm_exactly_as_predicted(mnist, mnist_swee
         assert r["active_dims"] == predicted, r
 
 
-def test_mnist_epsilon_delta_active_count_equals_that_of_the_closed_form_optimum_encoder(mnist, mnist_sweep):
+def test_mnist_epsilon_delta_active_count_equals_that_of_the_closed_form_optimum_encoder(mnist, mnist_sweep, closed_form_active_epsilon_delta):
     for r in mnist_sweep[1]:
-        optimum = beta_elbo_optimum(mnist.eigenvalues, K, r["beta"], r["sigma2"])
-        params = optimum.parameters(mnist.moments.mean, mnist.spectrum.eigenvectors)
-        collapsed = epsilon_delta_collapsed(encoder_kl_matrix(params, mnist.X))
-        assert r["active_dims_epsilon_delta"] == K - int(collapsed.sum()), r
+        assert r["active_dims_epsilon_delta"] == closed_form_active_epsilon_delta(mnist, K, r["beta"], r["sigma2"]), r
 
 
 def test_mnist_principal_angle_below_0p1_degree_and_columns_are_eigenvectors(mnist, mnist_sweep):
