@@ -90,3 +90,21 @@ def test_step_flops_counts_the_products_of_one_step():
 
     # d = 784, k = 32: 4 k d^2 + 12 d k^2 + 4 d k, the number the README quotes (88.4 MFLOP).
     assert step_flops(784, 32) == 4 * 32 * 784**2 + 12 * 784 * 32**2 + 4 * 784 * 32 == 88_410_112
+
+
+def test_a_method_short_of_the_tolerance_gives_a_lower_bound_on_the_ratio(bench):
+    # The data-basis sweep never reaches 1e-5 (it spent 2 + 98 s); the eigenbasis reaches it at 40 s.
+    def sweep(hit, compile_s, train_s):
+        return {"time_to_accuracy": {"0.01": {"seconds": 10.0, "step": 100}, "1e-05": hit},
+                "compile_seconds": compile_s, "train_seconds": train_s,
+                "steps_needed_per_config": {"0.01": [100, 200], "1e-05": [300, None]}}
+
+    res = {"optimiser": {"steps": 1000}, "problem": {"betas": [1.0, 2.0]},
+           "sweep_data": sweep(None, 2.0, 98.0), "sweep_eigen": sweep({"seconds": 40.0, "step": 800}, 1.0, 49.0),
+           "python_loop_train_single": {"compile_seconds": 1.0, "seconds_per_run_median": 50.0}}
+    t_data = bench.time_to_accuracy(res, "ours_sweep_data", "1e-05")
+    assert t_data == {"seconds": 100.0, "at_least": True}
+    # The loop: 300 steps of configuration 0, the whole 1000-step schedule of configuration 1.
+    assert bench.time_to_accuracy(res, "loop", "1e-05") == {"seconds": 1.0 + 1300 * 0.05, "at_least": True}
+    assert bench.time_to_accuracy(res, "loop", "0.01") == {"seconds": 1.0 + 300 * 0.05, "at_least": False}
+    assert bench.time_to_accuracy(res, "b", "0.01") is None  # no PyTorch results
