@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from linear_vae import spd
 from linear_vae.ppca import LOG_2PI, covariance_times, covariance_trace
 
 
@@ -134,7 +135,7 @@ def optimal_encoder(W, sigma2, beta):
     W = jnp.asarray(W)
     t = beta * sigma2
     M = W.T @ W + t * jnp.eye(W.shape[1], dtype=W.dtype)
-    V = jnp.linalg.solve(M, W.T)
+    V = spd.solve(spd.cholesky(M), W.T)
     D = t / (jnp.sum(W**2, axis=0) + t)
     return V, D
 
@@ -153,7 +154,7 @@ def elbo_gap_optimal_encoder(W, sigma2):
     """
     W = jnp.asarray(W)
     M = W.T @ W + sigma2 * jnp.eye(W.shape[1], dtype=W.dtype)
-    return 0.5 * (jnp.sum(jnp.log(jnp.diag(M))) - jnp.linalg.slogdet(M)[1])
+    return 0.5 * (jnp.sum(jnp.log(jnp.diag(M))) - spd.log_det(spd.cholesky(M)))
 
 
 def as_numpy(params: LinearVAE) -> LinearVAE:

@@ -14,6 +14,8 @@ from typing import Iterator, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from linear_vae import spd
+
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 
@@ -52,21 +54,15 @@ def log_marginal_likelihood(W, sigma2, cov, mean_offset=None):
     W = jnp.asarray(W)
     d, k = W.shape
     M = W.T @ W + sigma2 * jnp.eye(k, dtype=W.dtype)
-    chol = jnp.linalg.cholesky(M)
-    logdet_C = (d - k) * jnp.log(sigma2) + 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
+    chol = spd.cholesky(M)
+    logdet_C = (d - k) * jnp.log(sigma2) + spd.log_det(chol)
     cov = jnp.asarray(cov)
     SW = covariance_times(cov, W)
-    trace_term = covariance_trace(cov) - jnp.trace(_solve_psd(chol, W.T @ SW))
+    trace_term = covariance_trace(cov) - jnp.trace(spd.solve(chol, W.T @ SW))
     if mean_offset is not None:
         Wt_delta = W.T @ mean_offset
-        trace_term = trace_term + mean_offset @ mean_offset - Wt_delta @ _solve_psd(chol, Wt_delta)
+        trace_term = trace_term + mean_offset @ mean_offset - Wt_delta @ spd.solve(chol, Wt_delta)
     return -0.5 * (d * LOG_2PI + logdet_C + trace_term / sigma2)
-
-
-def _solve_psd(chol, rhs):
-    """Solve ``M x = rhs`` given the lower Cholesky factor of ``M``."""
-    y = jnp.linalg.solve(jnp.tril(chol), rhs)
-    return jnp.linalg.solve(jnp.tril(chol).T, y)
 
 
 def spectrum_totals(eigenvalues, trace=None, dim=None, latent_dim: int = 0) -> tuple[np.ndarray, float, int]:
