@@ -125,6 +125,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
                        help=f"minibatch size of the stochastic objective (default {defaults.batch_size})")
     group.add_argument("--mc-samples", type=int, default=defaults.mc_samples,
                        help="Monte-Carlo samples of z per datapoint (stochastic objective)")
+    group.add_argument("--basis", choices=("data", "eigen"), default=defaults.basis,
+                       help="train on the data as given or rotated into the eigenbasis of S (the same "
+                            "ELBO, cheaper steps; Adam's trajectory differs; results are reported in the "
+                            f"data basis) (default {defaults.basis})")
     group.add_argument("--init-scale", type=float, default=defaults.init_scale,
                        help=f"standard deviation of the initial decoder weights (default {defaults.init_scale})")
     group.add_argument("--sigma2-init", type=float, default=None,
@@ -139,7 +143,7 @@ def _train_config(args, latent_dim: int, learn_sigma2: bool):
     return TrainConfig(latent_dim=latent_dim, steps=args.steps, log_every=args.log_every,
                        objective=args.objective, optimizer=args.optimizer, learning_rate=args.lr,
                        schedule=args.schedule, batch_size=args.batch_size, mc_samples=args.mc_samples,
-                       learn_sigma2=learn_sigma2, init_scale=args.init_scale)
+                       learn_sigma2=learn_sigma2, init_scale=args.init_scale, basis=args.basis)
 
 
 def _default_sigma2_init(args, spectrum) -> float:
