@@ -9,16 +9,28 @@ The trainer maximises the beta-ELBO of :mod:`linear_vae.elbo`, either
   by gradient ascent; the encoder is left untouched), the baseline of the escape and
   identifiability experiments,
 
-with optax (Adam by default, SGD available), fixed or learned ``sigma2`` (``log sigma2`` is a
-parameter, so it stays positive; ``D`` is parameterised by ``log D`` for the same reason).
+with fixed or learned ``sigma2`` (``log sigma2`` is a parameter, so it stays positive; ``D`` is
+parameterised by ``log D`` for the same reason).  Optimisers:
+
+* ``"newton"`` (default, exact objective only): trust-region Newton on the projected objective of
+  :mod:`linear_vae.newton`, which converges to the closed-form optimum to round-off on any
+  spectrum and stops once converged;
+* ``"adam"`` and ``"sgd"`` (optax): what practitioners use, for the escape-time and training-curve
+  experiments and for the stochastic objective.
+
+Every run ends with a convergence diagnosis that never looks at the closed form
+(:func:`linear_vae.newton.diagnose`): the predicted gain of exact block maximisation plus a
+Newton step, and a Lanczos check for an ascent direction.  With ``stop_when_converged`` the
+sweep is also diagnosed between chunks and stops once every configuration has converged.
 
 Data flow.  :func:`train_sweep` takes the data, a static :class:`TrainConfig` (shapes, step
 counts, optimiser) and arrays of per-configuration values (``beta``, ``sigma2``, ``seed``).  It
 ``vmap``s :func:`init_state` and :func:`run_steps` over those arrays and ``jit``s them once, so a
 sweep over beta, sigma2 and seeds is one compiled program; changing the values never
 recompiles.  Steps run under ``lax.scan``; metrics are recorded every ``log_every`` steps.  The
-scan is cut into a few equal chunks, each a call of the same compiled function, only so that
-progress can be shown; on several devices the configuration axis is sharded across them.
+scan is cut into equal chunks, each a call of the same compiled function, so that progress can
+be shown and convergence checked between them; a configuration that has converged is frozen.
+On several devices the configuration axis is sharded across them.
 """
 
 from __future__ import annotations
@@ -33,13 +45,19 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from linear_vae import newton
 from linear_vae.elbo import DataStats, LinearVAE, elbo_terms, monte_carlo_elbo, optimal_encoder
 from linear_vae.moments import Moments, Spectrum
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.validation import check_latent_dim, check_positive
 
 OBJECTIVES = ("exact", "stochastic", "mll")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("newton", "adam", "sgd")
+#: ``(steps, log_every, basis)`` when a :class:`TrainConfig` leaves them unset: Newton iterations are
+#: few and costly (each is recorded; the eigenbasis makes them O(d k^2)), gradient steps many and cheap.
+OPTIMIZER_DEFAULTS = {"newton": (500, 1, "eigen"), "adam": (20000, 100, "data"), "sgd": (20000, 100, "data")}
+#: Newton iterations between two convergence checks.
+NEWTON_CHECK_EVERY = 5
 SCHEDULES = ("constant", "cosine", "exponential")
 INITS = ("random", "collapsed")
 BASES = ("data", "eigen")
@@ -51,12 +69,14 @@ class TrainConfig(NamedTuple):
     Attributes
     ----------
     latent_dim : k.
-    steps : gradient steps (a multiple of ``log_every``).
-    log_every : record metrics every this many steps.
+    steps : the most optimiser steps (a multiple of ``log_every``); a run that converges stops
+        sooner when ``stop_when_converged``.  Default from :data:`OPTIMIZER_DEFAULTS`.
+    log_every : record metrics every this many steps (default from :data:`OPTIMIZER_DEFAULTS`).
     objective : "exact" (closed-form ELBO from S), "stochastic" (minibatch Monte Carlo) or
         "mll" (the pPCA marginal likelihood of the decoder alone).
-    optimizer : "adam" (default) or "sgd" (plain gradient ascent, no momentum).
-    learning_rate : peak step size.
+    optimizer : "newton" (default; exact objective only, see :mod:`linear_vae.newton`), "adam" or
+        "sgd" (plain gradient ascent, no momentum).
+    learning_rate : peak step size (Adam and SGD).
     schedule : "constant", "cosine" (decay to 0 over ``steps``) or "exponential" (to 1e-2 of
         the peak over ``steps``).
     batch_size : minibatch size of the stochastic objective.
@@ -70,14 +90,17 @@ class TrainConfig(NamedTuple):
     basis : "data" (train on the data as given) or "eigen" (rotate the data once into the
         eigenbasis of ``S``, where ``S`` is diagonal and a step of the exact objective costs
         O(d k^2) instead of O(d^2 k); the ELBO is invariant to the rotation, plain gradient
-        ascent's trajectory is too, Adam's is not).  Results are rotated back to the data basis.
+        ascent's and Newton's trajectories are too, Adam's is not).  Results are rotated back to
+        the data basis.  Default from :data:`OPTIMIZER_DEFAULTS`.
+    stop_when_converged : diagnose between chunks and stop once every configuration has
+        converged (off for experiments that need the whole trajectory).
     """
 
     latent_dim: int
-    steps: int = 20000
-    log_every: int = 100
+    steps: int | None = None
+    log_every: int | None = None
     objective: str = "exact"
-    optimizer: str = "adam"
+    optimizer: str = "newton"
     learning_rate: float = 1e-2
     schedule: str = "cosine"
     batch_size: int = 100
@@ -86,10 +109,22 @@ class TrainConfig(NamedTuple):
     init: str = "random"
     init_scale: float = 1e-2
     collapsed_columns: tuple[int, ...] = ()
-    basis: str = "data"
+    basis: str | None = None
+    stop_when_converged: bool = True
+
+    def resolved(self) -> "TrainConfig":
+        """The config with ``steps``, ``log_every`` and ``basis`` filled in from the optimiser's defaults."""
+        if self.optimizer not in OPTIMIZER_DEFAULTS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        steps, log_every, basis = OPTIMIZER_DEFAULTS[self.optimizer]
+        return self._replace(steps=steps if self.steps is None else self.steps,
+                             log_every=log_every if self.log_every is None else self.log_every,
+                             basis=basis if self.basis is None else self.basis)
 
     def validate(self, d: int, n: int) -> "TrainConfig":
-        """Raise ``ValueError`` (one line, what to change) for an impossible configuration."""
+        """Raise ``ValueError`` (one line, what to change) for an impossible configuration; returns
+        the :meth:`resolved` config."""
+        self = self.resolved()
         check_latent_dim(self.latent_dim, d)
         for name, value, allowed in (("objective", self.objective, OBJECTIVES),
                                      ("optimizer", self.optimizer, OPTIMIZERS),
@@ -97,6 +132,9 @@ class TrainConfig(NamedTuple):
                                      ("basis", self.basis, BASES)):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+        if self.optimizer == "newton" and self.objective == "stochastic":
+            raise ValueError("the newton optimizer needs the exact objective; pass --optimizer adam for "
+                             "--objective stochastic")
         if self.steps < 1 or self.log_every < 1 or self.steps % self.log_every:
             raise ValueError(f"--steps {self.steps} must be a positive multiple of --log-every {self.log_every}")
         check_positive("learning rate", self.learning_rate, "--lr")
@@ -160,10 +198,11 @@ class Trainable(NamedTuple):
 
 class TrainState(NamedTuple):
     trainable: Trainable
-    opt_state: optax.OptState
+    opt_state: optax.OptState        # optax's state, or :class:`linear_vae.newton.NewtonState`
     key: jax.Array
-    step: jax.Array
+    step: jax.Array                  # steps taken (frozen once converged)
     first_nonfinite_step: jax.Array  # -1 while every objective value has been finite
+    converged: jax.Array             # set by the convergence check between chunks; freezes the state
 
 
 class History(NamedTuple):
@@ -179,6 +218,8 @@ class History(NamedTuple):
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     """The optax optimiser and learning-rate schedule of ``config`` (minimising the negative ELBO)."""
+    if config.optimizer == "newton":
+        raise ValueError("the newton optimizer is not an optax transformation (see linear_vae.newton)")
     lr = config.learning_rate
     if config.schedule == "cosine":
         lr = optax.cosine_decay_schedule(lr, config.steps)
@@ -192,6 +233,10 @@ def initial_parameters(config: TrainConfig, hyper: Hyper, data: TrainData, key) 
     d, k = data.eigenvectors.shape[0], config.latent_dim
     key_w, _ = jax.random.split(key)
     noise_w = config.init_scale * jax.random.normal(key_w, (d, k))
+    if config.optimizer == "newton" and data.rotation is not None:
+        # Newton's trajectory is invariant to the basis, so draw the start in the data basis too:
+        # --basis data and --basis eigen then train the same model, at different cost.
+        noise_w = data.rotation.T @ noise_w
     if config.init == "random":
         # The encoder starts at the prior (V = 0, D = 1): V then only ever grows along directions
         # the data vary in (its gradient is proportional to W^T S), which keeps Adam from leaving
@@ -207,9 +252,26 @@ def initial_parameters(config: TrainConfig, hyper: Hyper, data: TrainData, key) 
 def init_state(config: TrainConfig, hyper: Hyper, data: TrainData) -> TrainState:
     """The state before the first step of one configuration (``seed`` fixes every random draw)."""
     key_init, key_train = jax.random.split(jax.random.key(hyper.seed))
-    trainable = Trainable(initial_parameters(config, hyper, data, key_init), jnp.log(hyper.sigma2))
-    opt_state = make_optimizer(config).init(trainable)
-    return TrainState(trainable, opt_state, key_train, jnp.zeros((), int), -jnp.ones((), int))
+    params = initial_parameters(config, hyper, data, key_init)
+    trainable = Trainable(params, jnp.log(hyper.sigma2))
+    if config.optimizer == "newton":
+        opt_state = newton.init_newton(_newton_vector(trainable, config), data.stats)
+    else:
+        opt_state = make_optimizer(config).init(trainable)
+    return TrainState(trainable, opt_state, key_train, jnp.zeros((), int), -jnp.ones((), int),
+                      jnp.zeros((), bool))
+
+
+def _newton_vector(trainable: Trainable, config: TrainConfig):
+    return newton.pack(trainable.params.W, trainable.log_sigma2, config.learn_sigma2)
+
+
+def projected_problem(trainable: Trainable, hyper: Hyper, data: TrainData, config: TrainConfig) -> newton.Problem:
+    """``-Phi`` of :mod:`linear_vae.newton` for this configuration (beta = 1 for the MLL objective,
+    whose projected objective is the MLL itself)."""
+    beta = 1.0 if config.objective == "mll" else hyper.beta
+    return newton.make_problem(trainable.params.W.shape, config.learn_sigma2, trainable.log_sigma2, beta,
+                               data.stats)
 
 
 def negative_objective(trainable: Trainable, hyper: Hyper, data: TrainData, key, config: TrainConfig):
@@ -230,21 +292,61 @@ def negative_objective(trainable: Trainable, hyper: Hyper, data: TrainData, key,
 
 
 def train_step(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> TrainState:
-    """One optimiser step; records the first step whose objective is not finite."""
+    """One optimiser step (none once converged); records the first step whose objective is not finite."""
     key, key_step = jax.random.split(state.key)
-    loss, grads = jax.value_and_grad(negative_objective)(state.trainable, hyper, data, key_step, config)
-    updates, opt_state = make_optimizer(config).update(grads, state.opt_state, state.trainable)
-    trainable = optax.apply_updates(state.trainable, updates)
+    if config.optimizer == "newton":
+        problem = projected_problem(state.trainable, hyper, data, config)
+        x = _newton_vector(state.trainable, config)
+        loss = problem.f(x)
+        x, opt_state = newton.newton_step(x, state.opt_state, problem)
+        W, log_sigma2 = newton.unpack(x, state.trainable.params.W.shape, state.trainable.log_sigma2,
+                                      config.learn_sigma2)
+        trainable = Trainable(state.trainable.params._replace(W=W), log_sigma2)
+    else:
+        loss, grads = jax.value_and_grad(negative_objective)(state.trainable, hyper, data, key_step, config)
+        updates, opt_state = make_optimizer(config).update(grads, state.opt_state, state.trainable)
+        trainable = optax.apply_updates(state.trainable, updates)
     # A non-finite parameter makes the next objective non-finite, so watching the objective suffices
     # (the metrics recorded after the last step are checked by train_sweep as well).
     first_bad = jnp.where((state.first_nonfinite_step < 0) & ~jnp.isfinite(loss), state.step,
                           state.first_nonfinite_step)
-    return TrainState(trainable, opt_state, key, state.step + 1, first_bad)
+    stepped = TrainState(trainable, opt_state, key, state.step + 1, first_bad, state.converged)
+    return jax.tree.map(lambda old, new: jnp.where(state.converged, old, new), state, stepped)
 
 
-def measure(state: TrainState, hyper: Hyper, data: TrainData) -> History:
-    """Exact beta-ELBO, pPCA MLL, per-dimension KL, column norms and sigma2 of the current state."""
-    params = state.trainable.params
+def model(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> LinearVAE:
+    """The linear VAE a state stands for: its parameters, or for Newton the represented VAE
+    (:func:`linear_vae.newton.represented_vae`: rotated decoder, optimal encoder, bias at the mean)."""
+    if config.optimizer != "newton":
+        return state.trainable.params
+    beta = 1.0 if config.objective == "mll" else hyper.beta
+    return newton.represented_vae(state.trainable.params.W, data.stats.mean, jnp.exp(state.trainable.log_sigma2),
+                                  beta)
+
+
+def diagnose(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> newton.Diagnosis:
+    """The closed-form-free convergence test (:func:`linear_vae.newton.diagnose`) of the current model.
+
+    The block gain compares the projected objective with the objective actually trained: the
+    exact beta-ELBO (also for the stochastic objective, whose convergence is judged on the exact
+    one) or, for ``objective="mll"``, the MLL with the current bias.
+    """
+    params = model(state, hyper, data, config)
+    sigma2 = jnp.exp(state.trainable.log_sigma2)
+    if config.objective == "mll":
+        current = log_marginal_likelihood(params.W, sigma2, data.stats.cov, data.stats.mean - params.mu)
+    else:
+        expected_log_lik, kl_per_dim = elbo_terms(params, sigma2, data.stats)
+        current = expected_log_lik - hyper.beta * jnp.sum(kl_per_dim)
+    problem = projected_problem(state.trainable, hyper, data, config)
+    x = _newton_vector(state.trainable, config)
+    block_gain = -problem.f(x) - current
+    return newton.diagnose(x, problem, block_gain, jax.random.fold_in(state.key, 1))
+
+
+def measure(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> History:
+    """Exact beta-ELBO, pPCA MLL, per-dimension KL, column norms and sigma2 of the current :func:`model`."""
+    params = model(state, hyper, data, config)
     sigma2 = jnp.exp(state.trainable.log_sigma2)
     expected_log_lik, kl_per_dim = elbo_terms(params, sigma2, data.stats)
     mll = log_marginal_likelihood(params.W, sigma2, data.stats.cov, data.stats.mean - params.mu)
@@ -257,13 +359,19 @@ def run_steps(state: TrainState, hyper: Hyper, data: TrainData, config: TrainCon
 
     def one_record(state, _):
         state = jax.lax.fori_loop(0, config.log_every, lambda _, s: train_step(s, hyper, data, config), state)
-        return state, measure(state, hyper, data)
+        return state, measure(state, hyper, data, config)
 
     return jax.lax.scan(one_record, state, None, length=n_records)
 
 
 class SweepResult(NamedTuple):
-    """Final parameters and histories of every configuration of a sweep (numpy, leading axis C)."""
+    """Final parameters, histories and convergence of every configuration of a sweep (numpy, leading axis C).
+
+    ``history`` holds the records up to the last chunk run (fewer than ``config.steps /
+    config.log_every`` when every configuration converged sooner).  ``diagnosis`` is the
+    convergence test after the last step; ``checks`` lists ``(steps, predicted_gain per
+    configuration)`` for every test made (between chunks and at the end), for convergence rates.
+    """
 
     config: TrainConfig
     hyper: Hyper
@@ -272,6 +380,13 @@ class SweepResult(NamedTuple):
     history: History
     seconds: float          # training wall time, compilation excluded
     compile_seconds: float
+    steps_used: np.ndarray  # (C,) steps taken before converging (or all of them)
+    diagnosis: newton.Diagnosis
+    checks: list
+
+    @property
+    def converged(self) -> np.ndarray:
+        return np.asarray(self.diagnosis.converged, dtype=bool)
 
 
 class NonFiniteError(ValueError):
@@ -284,6 +399,14 @@ def _chunks(n_records: int, target: int) -> int:
     goal = max(1, n_records // max(target, 1))
     divisors = [c for c in range(1, n_records + 1) if n_records % c == 0]
     return min(divisors, key=lambda c: abs(c - goal))
+
+
+def _records_per_chunk(config: TrainConfig, total_records: int, n_chunks: int, progress) -> int:
+    """Newton is checked every :data:`NEWTON_CHECK_EVERY` iterations; gradient methods in ``n_chunks``
+    chunks when they are checked or show progress, else in one."""
+    if config.optimizer == "newton" and config.stop_when_converged:
+        return _chunks(total_records, max(1, total_records * config.log_every // NEWTON_CHECK_EVERY))
+    return _chunks(total_records, n_chunks if (progress or config.stop_when_converged) else 1)
 
 
 def _sweep_sharding(n_configs: int):
@@ -300,17 +423,31 @@ def _concatenate_histories(parts):
     return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *parts)
 
 
+def _after_check(state: TrainState, diagnosis: newton.Diagnosis, config: TrainConfig) -> TrainState:
+    """Freeze converged configurations; hand Newton an ascent direction where it sits at a saddle
+    (negligible predicted gain, but an ascent direction of ``Phi``)."""
+    state = state._replace(converged=state.converged | diagnosis.converged)
+    if config.optimizer != "newton":
+        return state
+    at_saddle = ~diagnosis.converged & (diagnosis.predicted_gain <= newton.GAIN_TOL)
+    escape = jnp.where(at_saddle, diagnosis.ascent, state.opt_state.escape)
+    return state._replace(opt_state=state.opt_state._replace(escape=escape))
+
+
 _COMPILED: dict = {}
 
 
 def _compiled_sweep(config: TrainConfig, n_records: int):
-    """``jit(vmap(init_state))`` and ``jit(vmap(run_steps))`` for a static config (cached)."""
+    """``jit(vmap(...))`` of :func:`init_state`, :func:`run_steps`, :func:`diagnose` and the
+    post-check update for a static config (cached: a sweep's values never recompile)."""
     cache_key = (config, n_records)
     if cache_key not in _COMPILED:
         init = jax.jit(jax.vmap(lambda h, data: init_state(config, h, data), in_axes=(0, None)))
         run = jax.jit(jax.vmap(lambda s, h, data: run_steps(s, h, data, config, n_records),
                                in_axes=(0, 0, None)), donate_argnums=0)
-        _COMPILED[cache_key] = (init, run)
+        check = jax.jit(jax.vmap(lambda s, h, data: diagnose(s, h, data, config), in_axes=(0, 0, None)))
+        update = jax.jit(jax.vmap(lambda s, g: _after_check(s, g, config)))
+        _COMPILED[cache_key] = (init, run, check, update)
     return _COMPILED[cache_key]
 
 
@@ -319,10 +456,15 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
     """Train one linear VAE per entry of ``betas``, ``sigma2s``, ``seeds`` (equal-length 1-D) at once.
 
     One compiled call trains every configuration (``vmap`` over the three arrays); ``progress``
-    is called as ``progress(steps_done, steps_total)`` between chunks.  Raises
+    is called as ``progress(steps_done, steps_total)`` between chunks.  With
+    ``config.stop_when_converged`` the sweep is diagnosed between chunks and stops once every
+    configuration has converged; it is always diagnosed after its last step.  Raises
     :class:`NonFiniteError` naming the first step and configuration whose objective or
     parameters were not finite.
     """
+    if config.basis is None:  # the basis the data were built in
+        config = config._replace(basis="data" if data.rotation is None else "eigen")
+    config = config.resolved()
     _check_sweep(config, data, betas, sigma2s, seeds)
     hyper = Hyper(jnp.asarray(betas, dtype=jnp.float64), jnp.asarray(sigma2s, dtype=jnp.float64),
                   jnp.asarray(seeds, dtype=jnp.uint32))
@@ -334,21 +476,31 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
         hyper = jax.device_put(hyper, sharding)
 
     total_records = config.steps // config.log_every
-    chunk = _chunks(total_records, n_chunks if progress else 1)
-    init, run = _compiled_sweep(config, chunk)
+    chunk = _records_per_chunk(config, total_records, n_chunks, progress)
+    init, run, check, update = _compiled_sweep(config, chunk)
     start = time.perf_counter()
     state = init(hyper, data)
     compiled_run = run.lower(state, hyper, data).compile()
+    compiled_check = check.lower(state, hyper, data).compile()
+    compiled_update = update.lower(state, compiled_check(state, hyper, data)).compile()
     compile_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    histories = []
+    histories, checks = [], []
+    diagnosis = None
     for done in range(0, total_records, chunk):
         state, history = compiled_run(state, hyper, data)
         histories.append(history)
         _raise_if_nonfinite(state, history, hyper, n_configs)
+        last_chunk = done + chunk >= total_records
+        if config.stop_when_converged or last_chunk:
+            diagnosis = compiled_check(state, hyper, data)
+            state = compiled_update(state, diagnosis)
+            checks.append(((done + chunk) * config.log_every, np.asarray(diagnosis.predicted_gain)[:n_configs]))
         if progress:
             progress((done + chunk) * config.log_every, config.steps)
+        if config.stop_when_converged and bool(np.all(np.asarray(state.converged))):
+            break
     history = _concatenate_histories(histories) if len(histories) > 1 else histories[0]
     jax.block_until_ready(history)
     seconds = time.perf_counter() - start
@@ -356,8 +508,9 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
     def host(tree):
         return jax.tree.map(lambda a: np.asarray(a)[:n_configs], tree)
 
-    return SweepResult(config, host(hyper), data.to_data_basis(host(state.trainable.params)),
-                       np.exp(host(state.trainable.log_sigma2)), host(history), seconds, compile_seconds)
+    params = host(jax.vmap(lambda s, h: model(s, h, data, config))(state, hyper))
+    return SweepResult(config, host(hyper), data.to_data_basis(params), np.exp(host(state.trainable.log_sigma2)),
+                       host(history), seconds, compile_seconds, host(state.step), host(diagnosis), checks)
 
 
 def _check_sweep(config: TrainConfig, data: TrainData, betas, sigma2s, seeds) -> None:
@@ -393,7 +546,7 @@ def train_single(data: TrainData, config: TrainConfig, beta: float, sigma2: floa
     """One configuration without ``vmap`` (the baseline a sweep is compared with): returns the
     final :class:`TrainState` and :class:`History` as device arrays."""
     hyper = Hyper(jnp.float64(beta), jnp.float64(sigma2), jnp.uint32(seed))
-    return _single(config, hyper, data)
+    return _single(config.resolved(), hyper, data)
 
 
 def _single_impl(config, hyper, data):
