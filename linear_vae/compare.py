@@ -6,6 +6,19 @@ sigma2 was learned), their gap ``optimal - trained`` in nats per datapoint, the 
 dimensions measured two ways against the prediction, the largest principal angle between the
 trained and the predicted active subspace, and the distance of ``beta sigma2`` to the nearest
 eigenvalue (near a threshold the saddle is flat and convergence slow).
+
+The gap splits in two (docs/theory.md, "Training to the optimum"), through the projected
+objective ``Phi(W, sigma2)`` of :mod:`linear_vae.newton` (the beta-ELBO maximised over the bias,
+the encoder and the latent rotation; the pPCA MLL at beta = 1): the decoder gap
+``ELBO* - Phi(W, sigma2)`` (invariant to ``W -> W R``) and the inference gap
+``Phi(W, sigma2) - ELBO``, which sum to ``gap``.  At beta = 1 they are the likelihood gap
+``MLL* - MLL(W, sigma2)`` and ``MLL(W, sigma2) - ELBO``.
+
+Every report carries a verdict with three outcomes, kept apart on purpose: ``"agrees"`` (the
+run converged by its own closed-form-free test and lands on the closed form), ``"not
+converged"`` (it cannot vouch for its end point; the report gives the measured rate and the
+steps that rate would need) and ``"disagrees"`` (it converged, yet the closed form says
+otherwise: a failure of the theory or of the code).
 """
 
 from __future__ import annotations
@@ -17,10 +30,16 @@ import numpy as np
 from linear_vae.collapse import (DEFAULT_DELTA, DEFAULT_EPSILON, active_by_column_norm, encoder_kl_matrix,
                                  epsilon_delta_collapsed)
 from linear_vae.datasets import Dataset
-from linear_vae.elbo import LinearVAE
+from linear_vae.elbo import DataStats, LinearVAE
 from linear_vae.moments import Moments, Spectrum, compute_moments, eigen_decomposition
+from linear_vae.newton import GAIN_TOL, projected_elbo
 from linear_vae.optimum import beta_elbo_optimum, learned_sigma2, threshold_distance
+from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.train import SweepResult, TrainConfig, TrainData, train_sweep
+
+#: Default largest gap (nats per datapoint) of a converged run that agrees with the closed form.
+GAP_TOL = 1e-6
+VERDICTS = ("agrees", "not converged", "disagrees")
 
 
 class Problem(NamedTuple):
@@ -75,6 +94,8 @@ def compare_one(params: LinearVAE, sigma2: float, beta: float, sigma2_learned: b
     m = optimum.active_dims
     strongest = np.argsort(column_norms_sq)[::-1][:m]
     angle = max_principal_angle_deg(params.W[:, strongest], spectrum.eigenvectors[:, :m]) if m else None
+    mll = float(log_marginal_likelihood(params.W, sigma2, moments.cov, moments.mean - params.mu))
+    projected = float(projected_elbo(params.W, np.log(sigma2), beta, DataStats.from_moments(moments.mean, moments.cov)))
     return {
         "beta": float(beta),
         "sigma2": float(sigma2),
@@ -83,6 +104,10 @@ def compare_one(params: LinearVAE, sigma2: float, beta: float, sigma2_learned: b
         "elbo": float(final_elbo),
         "optimal_elbo": optimum.elbo,
         "gap": optimum.elbo - float(final_elbo),
+        "mll": mll,
+        "optimal_mll": optimum.mll,
+        "decoder_gap": optimum.elbo - projected,
+        "inference_gap": projected - float(final_elbo),
         "active_dims": int(active_by_column_norm(column_norms_sq, beta, sigma2).sum()),
         "active_dims_epsilon_delta": int(k - epsilon_delta_collapsed(encoder_kl_matrix(params, X), epsilon, delta).sum()),
         "predicted_active_dims": m,
@@ -94,18 +119,85 @@ def compare_one(params: LinearVAE, sigma2: float, beta: float, sigma2_learned: b
     }
 
 
+def convergence_rate(result: SweepResult, i: int, gain_tol: float = GAIN_TOL) -> tuple[float | None, int | None]:
+    """``(rate, steps_needed)`` of configuration ``i``: the measured factor by which the remaining
+    gain shrinks per step, and the further steps that rate would need to bring it below
+    ``gain_tol`` (``None`` where it cannot be measured, or for the steps when it is not shrinking).
+
+    From the predicted gains of the last two convergence checks where both are finite; otherwise
+    (far from a maximum the Newton model is indefinite) from the last three recorded ELBOs,
+    whose increments ``delta`` shrink by ``r`` per record and leave ``delta r / (1 - r)`` to gain.
+    """
+    points = [(steps, float(gains[i])) for steps, gains in result.checks if np.isfinite(gains[i]) and gains[i] > 0]
+    if len(points) >= 2 and points[-1][0] > points[-2][0]:
+        (s0, g0), (s1, remaining) = points[-2], points[-1]
+        rate = (remaining / g0) ** (1.0 / (s1 - s0))
+    else:
+        elbo = result.history.elbo[i]
+        if len(elbo) < 3:
+            return None, None
+        step_gap = result.config.log_every
+        first, second = elbo[-2] - elbo[-3], elbo[-1] - elbo[-2]
+        if not (first > 0 and second > 0):
+            return None, None
+        per_record = second / first
+        rate = per_record ** (1.0 / step_gap)
+        if not per_record < 1.0:
+            return float(rate), None
+        remaining = second * per_record / (1.0 - per_record)
+    if not rate < 1.0:
+        return float(rate), None
+    return float(rate), max(0, int(np.ceil(np.log(gain_tol / remaining) / np.log(rate))))
+
+
+def verdict(report: dict, gap_tol: float = GAP_TOL) -> tuple[str, list[str]]:
+    """``(verdict, reasons)`` of one report (see the module docstring).
+
+    ``"not converged"`` whenever the run's own test failed, whatever the gap; otherwise
+    ``"disagrees"`` when the gap exceeds ``gap_tol``, the trained ELBO exceeds the optimum by
+    more than float64 round-off (``1e-9 (1 + |ELBO*|)``), or the active count differs.
+    """
+    if not report["converged"]:
+        rate, needed = report.get("convergence_rate"), report.get("steps_needed")
+        measured = ("rate not measured" if rate is None else f"gain shrinking x{rate:.4g} per step" +
+                    (f", about {needed} more steps at that rate" if needed is not None else ", not shrinking"))
+        return "not converged", [f"predicted gain {report['predicted_gain']:.2e} after {report['steps_used']} steps "
+                                 f"({measured})"]
+    reasons = []
+    if report["gap"] > gap_tol:
+        reasons.append(f"gap {report['gap']:.2e} > {gap_tol:.0e}")
+    if report["gap"] < -1e-9 * (1.0 + abs(report["optimal_elbo"])):
+        reasons.append(f"trained ELBO exceeds the optimum by {-report['gap']:.2e}")
+    if report["active_dims"] != report["predicted_active_dims"]:
+        reasons.append(f"{report['active_dims']} active dimensions, predicted {report['predicted_active_dims']}")
+    return ("disagrees" if reasons else "agrees"), reasons
+
+
 def compare_sweep(result: SweepResult, spectrum: Spectrum, moments: Moments, X: np.ndarray,
-                  epsilon: float = DEFAULT_EPSILON, delta: float = DEFAULT_DELTA) -> list[dict]:
-    """:func:`compare_one` for every configuration of a sweep, with its seed, steps and timings."""
+                  epsilon: float = DEFAULT_EPSILON, delta: float = DEFAULT_DELTA,
+                  gap_tol: float = GAP_TOL) -> list[dict]:
+    """:func:`compare_one` for every configuration of a sweep, with its seed, steps, timings,
+    convergence (``converged``, ``steps_used``, ``predicted_gain``, ``grad_norm`` of the projected
+    objective in ``(vec W, log sigma2)``, ``ascent_curvature``, ``convergence_rate``,
+    ``steps_needed``) and :func:`verdict`."""
     reports = []
     n_configs = len(result.sigma2)
+    diagnosis = result.diagnosis
     for i in range(n_configs):
         params = LinearVAE(*(p[i] for p in result.params))
         report = compare_one(params, result.sigma2[i], result.hyper.beta[i], result.config.learn_sigma2,
                              result.history.elbo[i, -1], spectrum, moments, X, epsilon, delta)
+        rate, needed = convergence_rate(result, i)
         report.update(seed=int(result.hyper.seed[i]), steps=result.config.steps,
-                      objective=result.config.objective, seconds=result.seconds / n_configs,
-                      sweep_seconds=result.seconds, compile_seconds=result.compile_seconds)
+                      steps_used=int(result.steps_used[i]), optimizer=result.config.optimizer,
+                      objective=result.config.objective, converged=bool(diagnosis.converged[i]),
+                      predicted_gain=float(diagnosis.predicted_gain[i]),
+                      grad_norm=float(diagnosis.grad_norm[i]),
+                      ascent_curvature=float(diagnosis.ascent_curvature[i]),
+                      convergence_rate=rate, steps_needed=needed,
+                      seconds=result.seconds / n_configs, sweep_seconds=result.seconds,
+                      compile_seconds=result.compile_seconds)
+        report["verdict"], report["reasons"] = verdict(report, gap_tol)
         reports.append(report)
     return reports
 

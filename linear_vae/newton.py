@@ -335,16 +335,16 @@ class Diagnosis(NamedTuple):
         encoder and the latent rotation by their maximisers (0 for the Newton optimiser).
     grad_norm : Euclidean norm of the gradient of ``Phi`` in ``(vec W, log sigma2)`` (the latter
         only when sigma2 is learned), in the basis the data are given in.
-    lowest_curvature : largest Lanczos Ritz value of the Hessian of ``Phi`` (positive: an ascent
+    ascent_curvature : largest Lanczos Ritz value of the Hessian of ``Phi`` (positive: an ascent
         direction), relative to the Hessian's spectral radius.
-    ascent : the unit ascent direction found (meaningful when ``lowest_curvature > curvature_tol``).
-    converged : ``predicted_gain <= gain_tol`` and ``lowest_curvature <= curvature_tol``.
+    ascent : the unit ascent direction found (meaningful when ``ascent_curvature > curvature_tol``).
+    converged : ``predicted_gain <= gain_tol`` and ``ascent_curvature <= curvature_tol``.
     """
 
     predicted_gain: jax.Array
     block_gain: jax.Array
     grad_norm: jax.Array
-    lowest_curvature: jax.Array
+    ascent_curvature: jax.Array
     ascent: jax.Array
     converged: jax.Array
 

@@ -61,7 +61,8 @@ def run(config: dict, progress=None) -> dict:
     n = len(sigma2s)
     epsilons = np.geomspace(*config["epsilons"][:2], int(config["epsilons"][2]))
     curve_epsilons = np.geomspace(epsilons[0], epsilons[-1], 400)
-    train_config = TrainConfig(latent_dim=k, steps=config["steps"], learning_rate=config["learning_rate"])
+    train_config = TrainConfig(latent_dim=k, steps=config["steps"], learning_rate=config["learning_rate"],
+                               optimizer="adam", stop_when_converged=False)
     result, reports = train(problem, train_config, np.ones(n), sigma2s, [config["seed"]] * n,
                             basis=config["basis"], progress=progress, label=NAME)
     X = problem.dataset.X

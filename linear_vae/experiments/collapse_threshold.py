@@ -43,7 +43,8 @@ def active_curve(eigenvalues, latent_dim, t_grid):
 def run(config: dict, progress=None) -> dict:
     problem = load_problem(config)
     k = config["latent_dim"]
-    train_config = TrainConfig(latent_dim=k, steps=config["steps"], learning_rate=config["learning_rate"])
+    train_config = TrainConfig(latent_dim=k, steps=config["steps"], learning_rate=config["learning_rate"],
+                               optimizer="adam", stop_when_converged=False)
     betas = np.geomspace(*config["betas"][:2], int(config["betas"][2]))
     sigma2s = np.geomspace(*config["sigma2s"][:2], int(config["sigma2s"][2]))
     n_beta = len(betas)

@@ -91,7 +91,8 @@ def run(config: dict, progress=None) -> dict:
     if progress:
         progress("training linear VAEs on the same digits")
     sigma2s = list(config["fixed_sigma2s"])
-    linear_config = TrainConfig(latent_dim=k, steps=config["linear_steps"], basis=config["linear_basis"])
+    linear_config = TrainConfig(latent_dim=k, steps=config["linear_steps"], basis=config["linear_basis"],
+                                optimizer="adam", stop_when_converged=False)
     _, linear_reports = train_and_compare(problem, linear_config, np.ones(len(sigma2s)), sigma2s,
                                           np.full(len(sigma2s), config["seed"]))
     eigenvalues = problem.eigenvalues

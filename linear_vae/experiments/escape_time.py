@@ -164,7 +164,8 @@ def run(config: dict, progress=None) -> dict:
                            steps=config["sgd_steps" if sgd else "adam_steps"], log_every=config["log_every"],
                            learning_rate=config["sgd_learning_rate" if sgd else "adam_learning_rate"],
                            schedule="constant", init="collapsed", init_scale=config["init_scale"],
-                           collapsed_columns=tuple(config["collapsed_columns"]), basis=config["basis"])
+                           collapsed_columns=tuple(config["collapsed_columns"]), basis=config["basis"],
+                           stop_when_converged=False)
 
     # The initial decoder is the same for every sigma2 (the perturbation depends on the seed only).
     data = TrainData.build(problem.dataset.X, problem.moments, problem.spectrum, config["basis"])

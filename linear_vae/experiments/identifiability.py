@@ -84,7 +84,8 @@ def run(config: dict, progress=None) -> dict:
     models = {}
     for key, (objective, _) in MODELS.items():
         train_config = TrainConfig(latent_dim=k, steps=config["steps"], learning_rate=config["learning_rate"],
-                                   objective=objective, learn_sigma2=True, init_scale=config["init_scale"])
+                                   objective=objective, learn_sigma2=True, init_scale=config["init_scale"],
+                                   optimizer="adam", stop_when_converged=False)
         result, reports = train(problem, train_config, np.ones(n), np.full(n, config["sigma2_init"]), seeds,
                                 basis=config["basis"], progress=progress, label=f"{NAME} {key}")
         per_seed = [column_summary(result.params.W[i], U, problem.eigenvalues[:k]) for i in range(n)]

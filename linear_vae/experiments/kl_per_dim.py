@@ -41,7 +41,8 @@ def run(config: dict, progress=None) -> dict:
     problem = load_problem(config)
     k, sigma2 = config["latent_dim"], config["sigma2"]
     betas = np.geomspace(*config["betas"][:2], int(config["betas"][2]))
-    train_config = TrainConfig(latent_dim=k, steps=config["steps"], learning_rate=config["learning_rate"])
+    train_config = TrainConfig(latent_dim=k, steps=config["steps"], learning_rate=config["learning_rate"],
+                               optimizer="adam", stop_when_converged=False)
     result, reports = train(problem, train_config, betas, np.full(len(betas), sigma2), [config["seed"]] * len(betas),
                             basis=config["basis"], progress=progress, label=NAME)
     trained_kl = np.sort(result.history.kl_per_dim[:, -1, :], axis=1)[:, ::-1]

@@ -75,7 +75,8 @@ def run(config: dict, progress=None) -> dict:
             "predicted_active_dims", "gap", "nearest_threshold_distance")
     trained = [{"latent_dims": trained_dims, **{key: [] for key in keys}} for _ in settings]
     for k in trained_dims:
-        base = TrainConfig(latent_dim=k, steps=config["steps"], learning_rate=config["learning_rate"])
+        base = TrainConfig(latent_dim=k, steps=config["steps"], learning_rate=config["learning_rate"],
+                           optimizer="adam", stop_when_converged=False)
         sweeps = [(base, [1.0] * len(fixed), fixed),                                   # fixed sigma2, vmapped
                   (base._replace(learn_sigma2=True), [1.0], [config["initial_sigma2"]])]  # learned sigma2
         reports, histories = [], []

@@ -53,7 +53,8 @@ def run(config: dict, progress=None) -> dict:
     for objective in OBJECTIVES:
         train_config = TrainConfig(latent_dim=k, steps=config[f"{objective}_steps"], log_every=config["log_every"],
                                    objective=objective, learning_rate=config["learning_rate"],
-                                   schedule=config["schedule"], batch_size=config["batch_size"], learn_sigma2=True)
+                                   schedule=config["schedule"], batch_size=config["batch_size"], learn_sigma2=True,
+                                   optimizer="adam", stop_when_converged=False)
         result, (report,) = train(problem, train_config, [1.0], [config["initial_sigma2"]], [config["seed"]],
                                   basis=config["basis"], progress=progress, label=f"{NAME} ({objective})")
         h = result.history
