@@ -107,28 +107,34 @@ def _parse_values(text: str, name: str, cast=float) -> list:
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    from linear_vae.train import TrainConfig
+    from linear_vae.train import OBJECTIVES, OPTIMIZER_DEFAULTS, OPTIMIZERS, SCHEDULES, TrainConfig
 
     defaults = TrainConfig(latent_dim=1)
+    per_optimizer = "; ".join(f"{name} {values[0]}" for name, values in OPTIMIZER_DEFAULTS.items())
     group = parser.add_argument_group("training")
-    group.add_argument("--objective", choices=("exact", "stochastic"), default=defaults.objective,
-                       help="exact ELBO from the covariance (full batch) or stochastic minibatch ELBO")
-    group.add_argument("--steps", type=int, default=defaults.steps, help=f"gradient steps (default {defaults.steps})")
-    group.add_argument("--log-every", type=int, default=defaults.log_every,
-                       help=f"record metrics every this many steps (default {defaults.log_every})")
+    group.add_argument("--objective", choices=OBJECTIVES[:2], default=defaults.objective,
+                       help="exact ELBO from the covariance (full batch) or stochastic minibatch ELBO "
+                            f"(default {defaults.objective})")
+    group.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                       help="newton: trust-region Newton on the projected objective, converges to round-off and "
+                            "stops when converged (exact objective only); adam, sgd: optax gradient methods "
+                            "(default: newton for the exact objective, adam for the stochastic one)")
+    group.add_argument("--steps", type=int, default=None,
+                       help=f"the most optimiser steps; a converged run stops sooner (default: {per_optimizer})")
+    group.add_argument("--log-every", type=int, default=None,
+                       help="record metrics every this many steps (default: 1 for newton, 100 otherwise)")
     group.add_argument("--lr", type=float, default=defaults.learning_rate,
-                       help=f"peak learning rate (default {defaults.learning_rate})")
-    group.add_argument("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer)
-    group.add_argument("--schedule", choices=("constant", "cosine", "exponential"), default=defaults.schedule,
-                       help=f"learning-rate schedule (default {defaults.schedule})")
+                       help=f"peak learning rate of adam and sgd (default {defaults.learning_rate})")
+    group.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
+                       help=f"learning-rate schedule of adam and sgd (default {defaults.schedule})")
     group.add_argument("--batch-size", type=int, default=defaults.batch_size,
                        help=f"minibatch size of the stochastic objective (default {defaults.batch_size})")
     group.add_argument("--mc-samples", type=int, default=defaults.mc_samples,
-                       help="Monte-Carlo samples of z per datapoint (stochastic objective)")
-    group.add_argument("--basis", choices=("data", "eigen"), default=defaults.basis,
+                       help=f"Monte-Carlo samples of z per datapoint, stochastic objective (default {defaults.mc_samples})")
+    group.add_argument("--basis", choices=("data", "eigen"), default=None,
                        help="train on the data as given or rotated into the eigenbasis of S (the same "
-                            "ELBO, cheaper steps; Adam's trajectory differs; results are reported in the "
-                            f"data basis) (default {defaults.basis})")
+                            "ELBO, cheaper steps; Adam's trajectory differs, Newton's does not; results are "
+                            "reported in the data basis) (default: eigen for newton, data otherwise)")
     group.add_argument("--init-scale", type=float, default=defaults.init_scale,
                        help=f"standard deviation of the initial decoder weights (default {defaults.init_scale})")
     group.add_argument("--sigma2-init", type=float, default=None,
@@ -140,8 +146,9 @@ def _train_config(args, latent_dim: int, learn_sigma2: bool):
     """The :class:`~linear_vae.train.TrainConfig` the training options describe."""
     from linear_vae.train import TrainConfig
 
+    optimizer = args.optimizer or ("newton" if args.objective == "exact" else "adam")
     return TrainConfig(latent_dim=latent_dim, steps=args.steps, log_every=args.log_every,
-                       objective=args.objective, optimizer=args.optimizer, learning_rate=args.lr,
+                       objective=args.objective, optimizer=optimizer, learning_rate=args.lr,
                        schedule=args.schedule, batch_size=args.batch_size, mc_samples=args.mc_samples,
                        learn_sigma2=learn_sigma2, init_scale=args.init_scale, basis=args.basis)
 
@@ -154,20 +161,35 @@ def _default_sigma2_init(args, spectrum) -> float:
     return float(spectrum.eigenvalues.mean())
 
 
-def _progress(args):
-    """A progress printer on stderr that stays silent for runs shorter than about two seconds."""
-    import time
+class _Progress:
+    """Training progress on stderr, silent for runs shorter than about two seconds.
 
-    if args.quiet:
-        return None
-    start = time.perf_counter()
+    Called as ``progress(steps_done, steps_total)``; :meth:`close` ends the line when a run that
+    converged stopped before its budget.
+    """
 
-    def report(done: int, total: int) -> None:
-        if time.perf_counter() - start > 2.0:
+    def __init__(self):
+        import time
+
+        self._clock = time.perf_counter
+        self._start = self._clock()
+        self._open = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._clock() - self._start > 2.0:
             end = "\n" if done == total else ""
             print(f"\rtraining: {done}/{total} steps ({100 * done // total}%)", end=end, file=sys.stderr, flush=True)
+            self._open = done != total
 
-    return report
+    def close(self) -> None:
+        if self._open:
+            print(" (converged)", file=sys.stderr, flush=True)
+            self._open = False
+
+
+def _progress(args):
+    """A :class:`_Progress` printer, or ``None`` with ``--quiet``."""
+    return None if args.quiet else _Progress()
 
 
 def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2):
@@ -185,8 +207,11 @@ def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2):
     else:
         sigma2s = [check_positive("sigma2", s) for s in sigma2s]
     b, s, r = (list(column) for column in zip(*itertools.product(betas, sigma2s, seeds)))
+    progress = _progress(args)
     _, reports = train_and_compare(problem, _train_config(args, latent_dim, learn_sigma2), b, s, r,
-                                   progress=_progress(args))
+                                   progress=progress)
+    if progress:
+        progress.close()
     return problem.dataset, reports
 
 
@@ -194,16 +219,27 @@ def _print_reports(reports: list[dict], as_json: bool, single: bool = False) -> 
     if as_json:
         print(io.dumps(reports[0] if single else reports))
         return
-    header = f"{'beta':>10} {'sigma2':>10} {'seed':>4} {'ELBO':>14} {'optimum':>14} {'gap':>10} {'active':>6} {'pred':>4} {'angle':>7} {'dist':>7}"
+    header = (f"{'beta':>10} {'sigma2':>10} {'seed':>4} {'ELBO':>14} {'optimum':>14} {'gap':>10} {'decoder':>10} "
+              f"{'inference':>10} {'active':>6} {'pred':>4} {'angle':>7} {'dist':>7} {'steps':>6}  verdict")
     print(header)
     for r in reports:
         angle = "-" if r["max_principal_angle_deg"] is None else f"{r['max_principal_angle_deg']:.2f}"
-        print(f"{r['beta']:>10.4g} {r['sigma2']:>10.4g} {r['seed']:>4} {r['elbo']:>14.6f} {r['optimal_elbo']:>14.6f} "
-              f"{r['gap']:>10.2e} {r['active_dims']:>6} {r['predicted_active_dims']:>4} {angle:>7} "
-              f"{r['nearest_threshold_distance']:>7.3f}")
-    print(f"(nats per datapoint; gap = optimum - trained; angle in degrees; dist = |lambda - beta sigma2| / "
-          f"(beta sigma2); {reports[0]['steps']} steps, {reports[0]['sweep_seconds']:.2f} s training, "
-          f"{reports[0]['compile_seconds']:.2f} s compilation)")
+        print(f"{r['beta']:>10.4g} {r['sigma2']:>10.4g} {r['seed']:>4} {_fixed(r['elbo'])} {_fixed(r['optimal_elbo'])} "
+              f"{r['gap']:>10.2e} {r['decoder_gap']:>10.2e} {r['inference_gap']:>10.2e} {r['active_dims']:>6} "
+              f"{r['predicted_active_dims']:>4} {angle:>7} {r['nearest_threshold_distance']:>7.3f} "
+              f"{r['steps_used']:>6}  {r['verdict']}" + (f" ({'; '.join(r['reasons'])})" if r["reasons"] else ""))
+    first = reports[0]
+    print(f"(nats per datapoint; gap = optimum - trained = decoder + inference; angle in degrees; dist = "
+          f"|lambda - beta sigma2| / (beta sigma2); {first['optimizer']}, steps used of at most {first['steps']}; "
+          f"{first['sweep_seconds']:.2f} s training, {first['compile_seconds']:.2f} s compilation)")
+    print("verdict: agrees = converged by the trainer's own test and on the closed form; not converged = "
+          "the trainer cannot vouch for its end point; disagrees = converged yet off the closed form")
+
+
+def _fixed(value: float) -> str:
+    """A 14-character ELBO column: fixed point when it fits, else scientific (a runaway value stays readable)."""
+    text = f"{value:>14.6f}"
+    return text if len(text) <= 14 else f"{value:>14.6e}"
 
 
 def cmd_train(args) -> int:
@@ -226,14 +262,17 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    """Train a sweep chosen from the data's spectrum and check it against the closed form (exit 1 on mismatch)."""
+    """Train a sweep chosen from the data's spectrum and check it against the closed form (exit 1 when it
+    disagrees or did not converge)."""
     from linear_vae.verify import run_verification
 
     dataset = _load(args)
-    outcome = run_verification(dataset, args.latent_dim, sigma2=args.sigma2, steps=args.steps,
-                               learning_rate=args.lr, gap_tolerance=args.gap_tol,
-                               angle_tolerance_deg=args.angle_tol, seed=args.seed,
-                               progress=_progress(args))
+    progress = _progress(args)
+    outcome = run_verification(dataset, args.latent_dim, sigma2=args.sigma2, optimizer=args.optimizer,
+                               steps=args.steps, learning_rate=args.lr, gap_tolerance=args.gap_tol,
+                               angle_tolerance_deg=args.angle_tol, seed=args.seed, progress=progress)
+    if progress:
+        progress.close()
     if args.json:
         print(io.dumps(outcome))
     else:
@@ -303,13 +342,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"number of latent dimensions K (default {VERIFY_DEFAULTS['latent_dim']})")
     verify.add_argument("--sigma2", type=float, default=None,
                         help="fixed sigma2 of the beta sweep (default: chosen from the spectrum)")
-    verify.add_argument("--steps", type=int, default=VERIFY_DEFAULTS["steps"])
-    verify.add_argument("--lr", type=float, default=VERIFY_DEFAULTS["learning_rate"])
+    from linear_vae.train import OPTIMIZER_DEFAULTS, OPTIMIZERS
+
+    verify.add_argument("--optimizer", choices=OPTIMIZERS, default=VERIFY_DEFAULTS["optimizer"],
+                        help=f"optimiser of the sweep (default {VERIFY_DEFAULTS['optimizer']})")
+    verify.add_argument("--steps", type=int, default=None,
+                        help="the most optimiser steps per configuration; a converged run stops sooner (default: "
+                             + "; ".join(f"{name} {values[0]}" for name, values in OPTIMIZER_DEFAULTS.items()) + ")")
+    verify.add_argument("--lr", type=float, default=VERIFY_DEFAULTS["learning_rate"],
+                        help=f"peak learning rate of adam and sgd (default {VERIFY_DEFAULTS['learning_rate']})")
     verify.add_argument("--gap-tol", type=float, default=VERIFY_DEFAULTS["gap_tolerance"],
-                        help="largest accepted gap optimum - trained, nats per datapoint, away from thresholds")
+                        help="largest accepted gap optimum - trained, nats per datapoint, away from thresholds "
+                             f"(default {VERIFY_DEFAULTS['gap_tolerance']:g})")
     verify.add_argument("--angle-tol", type=float, default=VERIFY_DEFAULTS["angle_tolerance_deg"],
-                        help="largest accepted principal angle (degrees) away from thresholds")
-    verify.add_argument("--seed", type=int, default=0)
+                        help="largest accepted principal angle (degrees) away from thresholds "
+                             f"(default {VERIFY_DEFAULTS['angle_tolerance_deg']:g})")
+    verify.add_argument("--seed", type=int, default=0, help="seed of the initialisation (default 0)")
     verify.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     verify.add_argument("--quiet", action="store_true", help="no progress on stderr")
     verify.set_defaults(func=cmd_verify)

@@ -481,9 +481,9 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
     start = time.perf_counter()
     state = init(hyper, data)
     compiled_run = run.lower(state, hyper, data).compile()
-    compiled_check = check.lower(state, hyper, data).compile()
-    compiled_update = update.lower(state, compiled_check(state, hyper, data)).compile()
     compile_seconds = time.perf_counter() - start
+    layout = jax.tree.map(lambda a: a.sharding, state)
+    compiled_check = compiled_update = None
 
     start = time.perf_counter()
     histories, checks = [], []
@@ -494,8 +494,17 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
         _raise_if_nonfinite(state, history, hyper, n_configs)
         last_chunk = done + chunk >= total_records
         if config.stop_when_converged or last_chunk:
+            if compiled_check is None:  # compiled for the state as the run leaves it (its sharding)
+                compiling = time.perf_counter()
+                compiled_check = check.lower(state, hyper, data).compile()
+                compiled_update = update.lower(state, compiled_check.out_info).compile()
+                compiling = time.perf_counter() - compiling
+                compile_seconds += compiling
+                start += compiling
             diagnosis = compiled_check(state, hyper, data)
             state = compiled_update(state, diagnosis)
+        if sharding is not None:  # the next chunk's program expects the layout it was compiled for
+            state = jax.device_put(state, layout)
             checks.append(((done + chunk) * config.log_every, np.asarray(diagnosis.predicted_gain)[:n_configs]))
         if progress:
             progress((done + chunk) * config.log_every, config.steps)

@@ -46,8 +46,9 @@ TIMING_KEYS = {"seconds", "sweep_seconds", "compile_seconds"}
 REPORT_KEYS = {"elbo", "optimal_elbo", "gap", "active_dims", "predicted_active_dims", "max_principal_angle_deg",
                "nearest_threshold_distance", "sigma2", "steps", "seconds", "compile_seconds"}
 
-# Tolerances that come from the issue (the contract the trainer is judged by).
-GAP_TOL = 1e-5             # nats per datapoint: trained optimum within 1e-5 of the closed form
+# Tolerances of the trainer's contract.
+GAP_TOL = 1e-6             # nats per datapoint: a converged default run is within 1e-6 of the closed form
+ADAM_GAP_TOL = 1e-5        # nats per datapoint: Adam's budget in the eigenbasis test below
 ANGLE_TOL_DEG = 0.1        # largest principal angle between trained and predicted subspaces
 COSINE_TOL = 0.9999        # each active column parallel to its eigenvector
 SIGMA2_REL_TOL = 1e-4      # learned sigma2 against the pPCA MLE
@@ -91,7 +92,7 @@ SEED_TWIN = 4  # the configuration repeated with another seed (4 active dimensio
 
 @pytest.fixture(scope="module")
 def main_sweep(synthetic):
-    """The exact objective at the DEFAULT step budget (TrainConfig defaults), 9 betas x seed 0,
+    """The exact objective with the DEFAULT optimiser (TrainConfig defaults: Newton), 9 betas x seed 0,
     plus configuration SEED_TWIN again with seed 1: 10 configurations in one compiled call (the
     same program as ``linear-vae verify``'s fixed-sigma2 sweep, which also has 10)."""
     betas = main_sweep_betas(synthetic.eigenvalues)
@@ -130,11 +131,15 @@ def test_main_sweep_betas_are_at_least_2_percent_from_every_threshold_and_span_t
     assert len({r["beta"] for r in reports}) >= 8
 
 
-def test_exact_objective_gap_at_most_1e5_nats_at_default_step_budget(main_sweep):
+def test_default_training_converges_and_agrees_within_1e6_nats(main_sweep):
     result, reports = main_sweep
-    assert result.config == TrainConfig(latent_dim=K)  # the default budget: 20000 Adam steps, cosine
+    # the defaults, resolved: Newton, at most 500 iterations, every one recorded, in the data's basis
+    assert result.config == TrainConfig(latent_dim=K).resolved()._replace(basis="data")
     gaps = [r["gap"] for r in reports]
     assert max(gaps) <= GAP_TOL, gaps
+    assert all(r["converged"] and r["verdict"] == "agrees" for r in reports), reports
+    # it stopped because it converged, long before its budget
+    assert max(r["steps_used"] for r in reports) < result.config.steps
 
 
 def test_trained_elbo_never_exceeds_the_optimum(main_sweep, learned_sweep):
@@ -237,16 +242,22 @@ def test_result_arrays_are_float64(main_sweep, learned_sweep):
         assert result.hyper.beta.dtype == np.float64 and result.hyper.sigma2.dtype == np.float64
 
 
-def test_history_records_every_log_every_steps(main_sweep):
+def test_history_records_every_log_every_steps_until_the_sweep_stops(main_sweep):
     result, _ = main_sweep
     config = result.config
-    n_records = config.steps // config.log_every
+    n_records = result.history.elbo.shape[1]
+    # the sweep stopped once every configuration had converged (frozen configurations keep
+    # recording their final state): every step any configuration used is recorded, no more chunks
+    assert max(result.steps_used) <= n_records * config.log_every < config.steps
     assert result.history.elbo.shape == (10, n_records)
     assert result.history.column_norms_sq.shape == (10, n_records, K)
-    np.testing.assert_array_equal(result.history.step[0], np.arange(1, n_records + 1) * config.log_every)
+    # each configuration's step count: one record per log_every steps until it converged, then frozen
+    for i, used in enumerate(result.steps_used):
+        np.testing.assert_array_equal(result.history.step[i],
+                                      np.minimum(np.arange(1, n_records + 1) * config.log_every, used))
     # the last record is the final state (XLA's and numpy's sums differ by an ulp or two)
     np.testing.assert_allclose(result.history.column_norms_sq[:, -1], np.sum(result.params.W**2, axis=1),
-                               rtol=1e-14, atol=0)
+                               rtol=1e-14, atol=1e-15)  # atol: collapsed columns are round-off, ~1e-24
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,28 +308,29 @@ def test_different_seeds_reach_the_same_optimum(main_sweep, learned_sweep):
     a, b = SEED_TWIN, 9
     assert reports[a]["beta"] == reports[b]["beta"] and reports[a]["seed"] != reports[b]["seed"]
     assert abs(reports[a]["elbo"] - reports[b]["elbo"]) <= SEED_ELBO_TOL
-    # W is determined up to column sign and order; after matching, the two runs agree to 4e-16
-    # (observed).  1e-6 on O(1) entries is far above round-off and far below the O(1) differences
-    # to any other stationary point or to an unmatched column order.
+    # W is determined up to column sign and order; the trained model orders its columns by norm and
+    # signs them canonically, so the two runs agree without matching (1e-6 on O(1) entries is far
+    # above round-off and far below the O(1) differences to any other stationary point)
     W_a, W_b = result.params.W[a], result.params.W[b]
-    np.testing.assert_allclose(match_columns(W_a, W_b), W_a, atol=1e-6)
-    assert not np.allclose(W_a, W_b, atol=1e-3)  # the seeds really gave different orders/signs...
+    np.testing.assert_allclose(W_b, W_a, atol=1e-6)
+    assert not np.allclose(result.history.elbo[a, 0], result.history.elbo[b, 0])  # ... from different starts
     # ... and learned sigma2 from three seeds and initial sigma2s lands on one optimum
     learned, lreports = learned_sweep
     elbos = [r["elbo"] for r in lreports]
     assert max(elbos) - min(elbos) <= SEED_ELBO_TOL
+    # the runs stop at a predicted gain of 1e-8 nats, which fixes W only to about
+    # sqrt(2 x 1e-8 / smallest curvature) ~ 1e-4 (observed 2e-6); other stationary points are O(1) away
     for i in (1, 2):
-        np.testing.assert_allclose(match_columns(learned.params.W[0], learned.params.W[i]), learned.params.W[0],
-                                   atol=1e-6)
+        np.testing.assert_allclose(learned.params.W[i], learned.params.W[0], atol=1e-4)
 
 
 # --------------------------------------------------------------------------------------------
 # Claim: vmapped sweep = the same configuration alone; values never recompile; sharding
 # --------------------------------------------------------------------------------------------
 
-#: A short configuration, equal field by field to what ``linear-vae train -k 4 --steps 2000``
-#: builds, so the CLI tests reuse its compiled program.
-SHORT = TrainConfig(latent_dim=4, steps=2000)
+#: A short Adam configuration (its objective is traced through ``negative_objective``, which the
+#: trace counter below watches).
+SHORT = TrainConfig(latent_dim=4, steps=2000, optimizer="adam")
 SWEEP_A = ([0.5, 2.0, 5.0], [1.0, 1.5, 0.7], [0, 3, 5])   # 3 configurations (odd: padding on 2 devices)
 SWEEP_B = ([0.7, 3.0, 4.0], [0.9, 1.1, 0.6], [1, 2, 9])   # same count, other values
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
@@ -399,7 +411,7 @@ SHARDED_SCRIPT = textwrap.dedent("""
     spectrum = eigen_decomposition(moments.cov)
     data = train.TrainData.build(ds.X, moments, spectrum)
     sharding, padded = train._sweep_sharding(3)
-    result = train.train_sweep(data, train.TrainConfig(latent_dim=4, steps=2000), *{sweep})
+    result = train.train_sweep(data, train.TrainConfig(latent_dim=4, steps=2000, optimizer="adam"), *{sweep})
     np.savez(sys.argv[1], device_count=jax.device_count(), padded=padded, sharded=sharding is not None,
              W=result.params.W, mu=result.params.mu, V=result.params.V, log_D=result.params.log_D,
              sigma2=result.sigma2, elbo=result.history.elbo, beta=result.hyper.beta)
@@ -494,23 +506,26 @@ def test_sweep_json_one_entry_per_configuration_with_log_range_betas(capsys):
         assert report["seed"] == seed and report["steps"] == 200
 
 
-def test_verify_synthetic_passes(capsys):
+def test_verify_synthetic_agrees(capsys):
     status, out, err = run_cli(capsys, ["verify", "--data", "synthetic", "--quiet"])
     assert status == 0, out
     assert err == ""
-    assert out.strip().splitlines()[-1] == "PASSED"
+    assert out.strip().splitlines()[-1].startswith("AGREES")
 
 
-def test_verify_exits_1_when_far_configurations_cannot_converge(capsys):
+def test_verify_stopped_early_says_not_converged_and_exits_1(capsys):
     # 100 Adam steps from a 1e-2 initialisation cannot grow columns of norm ~2 (lr 1e-2 per step,
-    # cosine-decayed): the far configurations miss the optimum by far more than 1e-4 nats
-    status, out, err = run_cli(capsys, ["verify", "--data", "synthetic", "--steps", "100", "--quiet", "--json"])
+    # cosine-decayed): the far configurations are far from the optimum, and the verdict must put
+    # that on the optimiser ("not converged"), not on the theory ("disagrees")
+    status, out, err = run_cli(capsys, ["verify", "--data", "synthetic", "--optimizer", "adam", "--steps", "100",
+                                        "--quiet", "--json"])
     assert status == 1 and err == ""
     outcome = json.loads(out)
-    assert outcome["passed"] is False
-    failed_far = [c for c in outcome["configs"] if c["kind"] == "far" and c["status"] == "FAIL"]
-    assert failed_far and all(any("gap" in reason for reason in c["reasons"]) for c in failed_far)
-    assert outcome["table"].splitlines()[-1] == "FAILED"
+    assert outcome["passed"] is False and outcome["verdict"] == "not converged"
+    far = [c for c in outcome["configs"] if c["kind"] == "far"]
+    assert all(c["status"] == "not converged" and not c["converged"] for c in far)
+    assert all(c["status"] != "disagrees" for c in outcome["configs"])
+    assert outcome["table"].splitlines()[-1].startswith("NOT CONVERGED")
 
 
 BAD_INPUTS = {
@@ -518,7 +533,9 @@ BAD_INPUTS = {
     "train beta negative": ["train", "--beta", "-1", "--sigma2", "1"],
     "train sigma2 0": ["train", "--sigma2", "0"],
     "train latent dim > d": ["train", "-k", "21", "--sigma2", "1"],
-    "train steps not multiple of log-every": ["train", "--sigma2", "1", "--steps", "150"],
+    "train steps not multiple of log-every": ["train", "--sigma2", "1", "--optimizer", "adam", "--steps", "150"],
+    "train newton with stochastic objective": ["train", "--sigma2", "1", "--objective", "stochastic",
+                                               "--optimizer", "newton"],
     "train batch larger than data": ["train", "--sigma2", "1", "--objective", "stochastic", "--batch-size", "2001"],
     "train lr 0": ["train", "--sigma2", "1", "--lr", "0"],
     "sweep beta 0": ["sweep", "--betas", "0,1", "--sigma2s", "1"],
@@ -530,7 +547,7 @@ BAD_INPUTS = {
     "sweep batch larger than data": ["sweep", "--sigma2s", "1", "--objective", "stochastic", "--batch-size", "5000"],
     "verify latent dim > d": ["verify", "-k", "21"],
     "verify sigma2 0": ["verify", "--sigma2", "0"],
-    "verify steps not multiple of 100": ["verify", "--steps", "150"],
+    "verify adam steps not multiple of 100": ["verify", "--optimizer", "adam", "--steps", "150"],
     "verify gap tolerance 0": ["verify", "--gap-tol", "0"],
 }
 
@@ -586,7 +603,7 @@ def test_progress_goes_to_stderr_only_on_long_runs(capsys, monkeypatch):
         return real() + 3.0 * len(calls)
 
     monkeypatch.setattr(time, "perf_counter", slow_clock)
-    status, out, err = run_cli(capsys, TRAIN_ARGV[:-1])  # without --quiet
+    status, out, err = run_cli(capsys, TRAIN_ARGV[:-1] + ["--optimizer", "adam"])  # without --quiet
     assert status == 0
     assert "training:" not in out
     json.loads(out)  # stdout is exactly the JSON report
@@ -640,7 +657,7 @@ def test_nonfinite_training_through_cli_exits_2_with_one_line(capsys):
 #: the escape follows the saddle's curvature (lambda_1 - t) / t^2 rather than Adam's normalised
 #: steps, and metrics every 10 steps show the start.
 COLLAPSED = TrainConfig(latent_dim=4, init="collapsed", collapsed_columns=(0,), init_scale=1e-6, log_every=10,
-                        optimizer="sgd", learning_rate=1e-2, schedule="constant")
+                        optimizer="sgd", learning_rate=1e-2, schedule="constant", stop_when_converged=False)
 # (beta, sigma2): t = 1 < lambda_1 = 8 (a saddle: column 0 must escape along u_1), and
 # t = 12 > lambda_1 twice, through beta = 1 and through beta = 4 (every column collapsed: a maximum)
 COLLAPSED_RUNS = ([1.0, 1.0, 4.0], [1.0, 12.0, 3.0], [0, 1, 2])
@@ -718,7 +735,7 @@ def test_stochastic_objective_exact_elbo_within_1e2_nats_of_optimum(synthetic, s
 # The eigenbasis option (TrainConfig.basis = "eigen", TrainData.build(..., basis="eigen"))
 # --------------------------------------------------------------------------------------------
 
-EIGEN = TrainConfig(latent_dim=K, basis="eigen")
+EIGEN = TrainConfig(latent_dim=K, basis="eigen", optimizer="adam")
 
 
 @pytest.fixture(scope="module")
@@ -732,7 +749,7 @@ def test_eigenbasis_training_reaches_the_optimum_in_the_data_basis(synthetic, ei
     # parameters come back rotated to the data basis, so the comparison with the data's
     # eigenvectors and mean is the same as for the main sweep (same tolerances, same reasons)
     for r in compare_sweep(result, synthetic.spectrum, synthetic.moments, synthetic.X):
-        assert r["gap"] <= GAP_TOL and never_above_optimum(r["gap"], r["optimal_elbo"]), r
+        assert r["gap"] <= ADAM_GAP_TOL and never_above_optimum(r["gap"], r["optimal_elbo"]), r
         assert r["active_dims"] == r["predicted_active_dims"], r
         assert r["predicted_active_dims"] == 0 or r["max_principal_angle_deg"] < ANGLE_TOL_DEG, r
         assert r["bias_error"] < 1e-8, r
@@ -744,7 +761,7 @@ def test_cli_basis_option_trains_in_the_eigenbasis(capsys, synthetic, eigen_data
     # is not rotation invariant), so the option is neither ignored nor mis-wired.
     betas, steps = [0.5, 2.0], 500
     argv = ["sweep", "--data", "synthetic", "-k", str(K), "--betas", "0.5,2", "--sigma2s", str(SIGMA2),
-            "--steps", str(steps), "--json", "--quiet"]
+            "--steps", str(steps), "--optimizer", "adam", "--json", "--quiet"]
     elbos = {}
     for basis in ("eigen", "data"):
         status, out, err = run_cli(capsys, argv + ["--basis", basis])
@@ -755,10 +772,29 @@ def test_cli_basis_option_trains_in_the_eigenbasis(capsys, synthetic, eigen_data
     assert np.abs(elbos["eigen"] - elbos["data"]).max() > 1e-6
 
 
+def test_newton_trains_the_same_model_in_either_basis(capsys):
+    # Newton's steps are invariant to an orthogonal change of basis and its start is drawn in the
+    # data basis either way, so --basis changes the cost only: same model to round-off, and the
+    # gap's two parts agree to 1e-10 nats (the issue's contract for the split)
+    argv = ["sweep", "--data", "synthetic", "-k", str(K), "--betas", "0.5,2", "--sigma2s", str(SIGMA2),
+            "--json", "--quiet"]
+    runs = {}
+    for basis in ("eigen", "data"):
+        status, out, err = run_cli(capsys, argv + ["--basis", basis])
+        assert status == 0 and err == ""
+        runs[basis] = json.loads(out)
+    for eigen, data in zip(runs["eigen"], runs["data"]):
+        for key in ("gap", "decoder_gap", "inference_gap", "elbo"):
+            assert abs(eigen[key] - data[key]) <= 1e-10, (key, eigen[key], data[key])
+        # collapsed columns are ~1e-22 in both: compare on the scale of the active ones
+        np.testing.assert_allclose(eigen["column_norms_sq"], data["column_norms_sq"], rtol=1e-8, atol=1e-12)
+        assert eigen["verdict"] == data["verdict"] == "agrees"
+
+
 def test_config_basis_is_honoured_or_a_mismatched_data_basis_is_rejected(synthetic, eigen_data):
     # The data's basis is fixed when TrainData is built; a config asking for the other basis must be
     # rejected rather than silently trained in the wrong one.
-    config = TrainConfig(latent_dim=4, steps=500, basis="eigen")
+    config = TrainConfig(latent_dim=4, steps=500, basis="eigen", optimizer="adam")
     try:
         mismatched = train_sweep(synthetic.data, config, [1.0], [1.0], [0])
     except ValueError:
