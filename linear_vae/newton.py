@@ -175,6 +175,7 @@ class CGResult(NamedTuple):
     step: jax.Array
     negative_curvature: jax.Array  # a direction of curvature <= 0 was met
     iterations: jax.Array
+    solved: jax.Array              # the residual reached the tolerance (or CG met zero curvature there)
 
 
 def _to_boundary(z, p, radius):
@@ -201,6 +202,7 @@ def steihaug_cg(hvp, g, radius, max_iterations: int = CG_MAX_ITERATIONS) -> CGRe
         negative: jax.Array
         i: jax.Array
         scale: jax.Array  # largest curvature p^T H p / p^T p met so far
+        solved: jax.Array
 
     def body(c: Carry) -> Carry:
         Hp = hvp(c.p)
@@ -221,12 +223,12 @@ def steihaug_cg(hvp, g, radius, max_iterations: int = CG_MAX_ITERATIONS) -> CGRe
         z = jnp.where(flat, c.z, jnp.where(negative | outside, boundary, z_next))
         p_next = -r_next + (r_next @ r_next) / rr * c.p
         return Carry(z, r_next, p_next, negative | flat | outside | converged, c.negative | negative, c.i + 1,
-                     scale)
+                     scale, flat | converged)
 
     start = Carry(jnp.zeros_like(g), g, -g, g_norm <= 0, jnp.asarray(False), jnp.asarray(0),
-                  jnp.asarray(0.0, g.dtype))
+                  jnp.asarray(0.0, g.dtype), g_norm <= 0)
     end = jax.lax.while_loop(lambda c: ~c.done & (c.i < max_iterations), body, start)
-    return CGResult(end.z, end.negative, end.i)
+    return CGResult(end.z, end.negative, end.i, end.solved)
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,7 +332,8 @@ class Diagnosis(NamedTuple):
     ----------
     predicted_gain : ``block_gain + 1/2 g^T H^{-1} g`` (nats per datapoint): what exact block
         maximisation plus a full Newton step on ``Phi`` would add (inf where the Newton model
-        has negative curvature, i.e. far from a maximum).
+        has negative curvature, i.e. far from a maximum, or conjugate gradients did not solve
+        it within :data:`CG_MAX_ITERATIONS`).
     block_gain : ``Phi(W) - ELBO(current parameters)``: the exact gain of replacing ``mu``, the
         encoder and the latent rotation by their maximisers (0 for the Newton optimiser).
     grad_norm : Euclidean norm of the gradient of ``Phi`` in ``(vec W, log sigma2)`` (the latter
@@ -353,9 +356,10 @@ def diagnose(x, problem: Problem, block_gain, key, gain_tol: float = GAIN_TOL,
              curvature_tol: float = CURVATURE_TOL) -> Diagnosis:
     """The convergence test of the module docstring at ``x`` (``key`` draws the Lanczos start)."""
     g, hvp = problem.derivatives(x)
-    cg = steihaug_cg(hvp, g, jnp.inf, max_iterations=4 * CG_MAX_ITERATIONS)
+    cg = steihaug_cg(hvp, g, jnp.inf)
     # For CG iterates z, z^T H z = -g^T z, so the model gain -(g^T z + 1/2 z^T H z) is -1/2 g^T z.
-    newton_gain = jnp.where(cg.negative_curvature, jnp.inf, -0.5 * (g @ cg.step))
+    # Unknown (inf) where the Newton model is indefinite or CG did not solve it within its budget.
+    newton_gain = jnp.where(cg.negative_curvature | ~cg.solved, jnp.inf, -0.5 * (g @ cg.step))
     curvature = lanczos_lowest(hvp, jax.random.normal(key, x.shape, x.dtype))
     relative = -curvature.lowest / jnp.maximum(curvature.radius, 1e-300)
     gain = jnp.maximum(block_gain, 0.0) + newton_gain
