@@ -123,6 +123,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
                        help=f"the most optimiser steps; a converged run stops sooner (default: {per_optimizer})")
     group.add_argument("--log-every", type=int, default=None,
                        help="record metrics every this many steps (default: 1 for newton, 100 otherwise)")
+    group.add_argument("--gain-tol", type=float, default=defaults.gain_tol,
+                       help="converged: the predicted gain of a Newton step is below this many nats per "
+                            f"datapoint and no ascent direction is left (default {defaults.gain_tol:g})")
     group.add_argument("--lr", type=float, default=defaults.learning_rate,
                        help=f"peak learning rate of adam and sgd (default {defaults.learning_rate})")
     group.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
@@ -150,7 +153,8 @@ def _train_config(args, latent_dim: int, learn_sigma2: bool):
     return TrainConfig(latent_dim=latent_dim, steps=args.steps, log_every=args.log_every,
                        objective=args.objective, optimizer=optimizer, learning_rate=args.lr,
                        schedule=args.schedule, batch_size=args.batch_size, mc_samples=args.mc_samples,
-                       learn_sigma2=learn_sigma2, init_scale=args.init_scale, basis=args.basis)
+                       learn_sigma2=learn_sigma2, init_scale=args.init_scale, basis=args.basis,
+                       gain_tol=args.gain_tol)
 
 
 def _default_sigma2_init(args, spectrum) -> float:

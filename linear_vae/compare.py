@@ -187,7 +187,7 @@ def compare_sweep(result: SweepResult, spectrum: Spectrum, moments: Moments, X: 
         params = LinearVAE(*(p[i] for p in result.params))
         report = compare_one(params, result.sigma2[i], result.hyper.beta[i], result.config.learn_sigma2,
                              result.history.elbo[i, -1], spectrum, moments, X, epsilon, delta)
-        rate, needed = convergence_rate(result, i)
+        rate, needed = convergence_rate(result, i, result.config.gain_tol)
         report.update(seed=int(result.hyper.seed[i]), steps=result.config.steps,
                       steps_used=int(result.steps_used[i]), optimizer=result.config.optimizer,
                       objective=result.config.objective, converged=bool(diagnosis.converged[i]),
@@ -207,6 +207,9 @@ def train_and_compare(problem: Problem, config: TrainConfig, betas, sigma2s, see
     """Train one sweep (one compiled call, in ``config.basis``) and compare every configuration
     with the closed form: the one path from data to trained-versus-analytic reports."""
     config = config.validate(problem.dataset.d, problem.dataset.n)
+    if config.learn_sigma2:  # fail before training, not after, when no learned sigma2 exists
+        for beta in sorted(set(np.atleast_1d(betas).tolist())):
+            learned_sigma2(problem.eigenvalues, config.latent_dim, beta)
     data = TrainData.build(problem.dataset.X, problem.moments, problem.spectrum, config.basis)
     result = train_sweep(data, config, betas, sigma2s, seeds, progress=progress)
     return result, compare_sweep(result, problem.spectrum, problem.moments, problem.dataset.X)

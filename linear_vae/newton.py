@@ -116,16 +116,24 @@ def represented_vae(W, mean, sigma2, beta) -> LinearVAE:
     ``R`` holds the eigenvectors of ``W^T W`` (largest first, so the columns come out by
     decreasing norm), which makes the columns of ``W R`` orthogonal; the encoder is then the
     closed-form maximiser with a diagonal ``M = diag(n_j + t)``: ``V = diag(1/(n_j + t)) (W R)^T``,
-    ``D_j = t / (n_j + t)``, ``n_j = ||(W R)_j||^2`` (Lucas et al. Appendix C).  Signs: each column's
-    largest-magnitude entry is positive.
+    ``D_j = t / (n_j + t)``, ``n_j = ||(W R)_j||^2`` (Lucas et al. Appendix C).  Column signs are
+    left to :func:`with_canonical_signs`, applied in the data basis.
     """
     _, R = _host_eigh(W.T @ W)
     WR = W @ R[:, ::-1]
-    rows = jnp.argmax(jnp.abs(WR), axis=0)
-    WR = WR * jnp.where(WR[rows, jnp.arange(WR.shape[1])] < 0, -1.0, 1.0)
     t = beta * sigma2
     n = jnp.sum(WR**2, axis=0)
     return LinearVAE(WR, jnp.asarray(mean), (WR / (n + t)).T, jnp.log(t / (n + t)))
+
+
+def with_canonical_signs(params: LinearVAE) -> LinearVAE:
+    """Flip each latent dimension (column of ``W``, row of ``V``) so that the column's entry of largest
+    magnitude is positive, as the eigenvectors of :mod:`linear_vae.moments` (numpy; leading
+    configuration axis).  The ELBO is unchanged: the prior and ``D`` are symmetric."""
+    W, mu, V, log_D = (np.asarray(p) for p in params)
+    rows = np.argmax(np.abs(W), axis=1)                                    # (C, k)
+    signs = np.where(np.take_along_axis(W, rows[:, None, :], axis=1)[:, 0] < 0, -1.0, 1.0)
+    return LinearVAE(W * signs[:, None, :], mu, V * signs[:, :, None], log_D)
 
 
 # --------------------------------------------------------------------------------------------

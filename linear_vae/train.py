@@ -94,6 +94,9 @@ class TrainConfig(NamedTuple):
         the data basis.  Default from :data:`OPTIMIZER_DEFAULTS`.
     stop_when_converged : diagnose between chunks and stop once every configuration has
         converged (off for experiments that need the whole trajectory).
+    gain_tol : the predicted gain (nats per datapoint) below which a configuration has converged
+        (:func:`linear_vae.newton.diagnose`); Newton converges quadratically, so a tighter value
+        costs it a few iterations and buys parameters correct to round-off.
     """
 
     latent_dim: int
@@ -111,6 +114,7 @@ class TrainConfig(NamedTuple):
     collapsed_columns: tuple[int, ...] = ()
     basis: str | None = None
     stop_when_converged: bool = True
+    gain_tol: float = newton.GAIN_TOL
 
     def resolved(self) -> "TrainConfig":
         """The config with ``steps``, ``log_every`` and ``basis`` filled in from the optimiser's defaults."""
@@ -139,6 +143,7 @@ class TrainConfig(NamedTuple):
             raise ValueError(f"--steps {self.steps} must be a positive multiple of --log-every {self.log_every}")
         check_positive("learning rate", self.learning_rate, "--lr")
         check_positive("init scale", self.init_scale, "--init-scale")
+        check_positive("gain tolerance", self.gain_tol, "--gain-tol")
         if self.objective == "stochastic" and not 1 <= self.batch_size <= n:
             raise ValueError(f"--batch-size {self.batch_size} must be between 1 and the {n} samples")
         if self.mc_samples < 1:
@@ -341,7 +346,7 @@ def diagnose(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConf
     problem = projected_problem(state.trainable, hyper, data, config)
     x = _newton_vector(state.trainable, config)
     block_gain = -problem.f(x) - current
-    return newton.diagnose(x, problem, block_gain, jax.random.fold_in(state.key, 1))
+    return newton.diagnose(x, problem, block_gain, jax.random.fold_in(state.key, 1), gain_tol=config.gain_tol)
 
 
 def measure(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> History:
@@ -429,7 +434,7 @@ def _after_check(state: TrainState, diagnosis: newton.Diagnosis, config: TrainCo
     state = state._replace(converged=state.converged | diagnosis.converged)
     if config.optimizer != "newton":
         return state
-    at_saddle = ~diagnosis.converged & (diagnosis.predicted_gain <= newton.GAIN_TOL)
+    at_saddle = ~diagnosis.converged & (diagnosis.predicted_gain <= config.gain_tol)
     escape = jnp.where(at_saddle, diagnosis.ascent, state.opt_state.escape)
     return state._replace(opt_state=state.opt_state._replace(escape=escape))
 
@@ -517,8 +522,10 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
     def host(tree):
         return jax.tree.map(lambda a: np.asarray(a)[:n_configs], tree)
 
-    params = host(jax.vmap(lambda s, h: model(s, h, data, config))(state, hyper))
-    return SweepResult(config, host(hyper), data.to_data_basis(params), np.exp(host(state.trainable.log_sigma2)),
+    params = data.to_data_basis(host(jax.vmap(lambda s, h: model(s, h, data, config))(state, hyper)))
+    if config.optimizer == "newton":
+        params = newton.with_canonical_signs(params)
+    return SweepResult(config, host(hyper), params, np.exp(host(state.trainable.log_sigma2)),
                        host(history), seconds, compile_seconds, host(state.step), host(diagnosis), checks)
 
 

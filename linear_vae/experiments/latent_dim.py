@@ -9,7 +9,7 @@ shrinks as K grows) every dimension stays active and both keep improving.
 
 The closed form (:func:`linear_vae.optimum.beta_elbo_optimum` at every K from 1 to 64,
 :func:`linear_vae.optimum.learned_sigma2` for learned sigma2) is drawn as lines; linear VAEs
-trained on MNIST-1000 with the exact ELBO (Adam, random initialisation) are drawn as markers at a
+trained on MNIST-1000 with the exact ELBO (trust-region Newton, random initialisation) are drawn as markers at a
 few K, one vmapped sweep over the fixed sigma2 per K plus one learned-sigma2 run per K.  The fixed
 ``sigma2`` are read off the MNIST spectrum so that they cut it at 6, 12 and 26 eigenvalues, each
 at least 5% away from the nearest eigenvalue (a flat saddle converges slowly, THEORY.md).
@@ -36,10 +36,11 @@ CONFIG = {
     "trained_latent_dims": [4, 16, 32],               # one compiled sweep per K (x2: fixed and learned sigma2)
     "sigma2s": [2.0, 1.0, 0.43],                      # #{lambda > sigma2} = 6, 12, 26 on MNIST-1000
     "initial_sigma2": 1.0,                            # start of the learned-sigma2 runs
-    "steps": 5000, "learning_rate": 1e-2, "seed": 0,
+    "optimizer": "newton", "steps": 500, "seed": 0,   # Newton stops once converged (at most 500 iterations)
+    "gain_tol": 1e-12,                                # converged: predicted gain <= 1e-12 nats (round-off)
     "basis": "eigen",                                 # O(d k^2) steps; the ELBO is rotation invariant
 }
-QUICK = {"trained_latent_dims": [16], "steps": 2000}
+QUICK = {"trained_latent_dims": [16]}
 
 
 def closed_form(eigenvalues, latent_dims, sigma2):
@@ -75,8 +76,8 @@ def run(config: dict, progress=None) -> dict:
             "predicted_active_dims", "gap", "nearest_threshold_distance")
     trained = [{"latent_dims": trained_dims, **{key: [] for key in keys}} for _ in settings]
     for k in trained_dims:
-        base = TrainConfig(latent_dim=k, steps=config["steps"], learning_rate=config["learning_rate"],
-                           optimizer="adam", stop_when_converged=False)
+        base = TrainConfig(latent_dim=k, optimizer=config["optimizer"], steps=config["steps"],
+                               gain_tol=config["gain_tol"])
         sweeps = [(base, [1.0] * len(fixed), fixed),                                   # fixed sigma2, vmapped
                   (base._replace(learn_sigma2=True), [1.0], [config["initial_sigma2"]])]  # learned sigma2
         reports, histories = [], []
@@ -152,7 +153,7 @@ def plot(results: dict, config: dict):
                      Line2D([], [], color="0.3", marker="o", linestyle="none", markersize=8, markerfacecolor="none",
                             markeredgewidth=1.5),
                      Line2D([], [], color="0.3", marker="x", linestyle="none", markersize=5, markeredgewidth=1.2)]
-    ax_value.legend(style_handles, ["closed form (ELBO* = MLL*)", "trained ELBO (exact, Adam)", "trained MLL of its W"],
+    ax_value.legend(style_handles, ["closed form (ELBO* = MLL*)", "trained ELBO (exact, Newton)", "trained MLL of its W"],
                     loc="upper left", title="colours as on the right")
     ax_active.legend(loc="upper left",
                      title="lines: closed form; circles: trained\n(circles nudged in K to stay visible)")
@@ -172,5 +173,5 @@ def plot(results: dict, config: dict):
     ax_active.set_title("active dimensions: min(K, #{λᵢ > σ²}), the rest collapse")
     ax_active.set_ylim(0.8, 100)
     fig.suptitle(f"Latent dimension K, MNIST ({results['n']} digits), β = 1: lines closed form, markers trained "
-                 f"linear VAEs ({config['steps']} exact-ELBO steps)")
+                 f"linear VAEs (exact ELBO, Newton)")
     return fig
