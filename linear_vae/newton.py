@@ -52,8 +52,14 @@ from linear_vae.ppca import LOG_2PI, covariance_times
 GAIN_TOL = 1e-8
 #: A Hessian eigenvalue of ``Phi`` above ``CURVATURE_TOL * spectral radius`` is an ascent direction.
 CURVATURE_TOL = 1e-6
-#: Conjugate-gradient iterations per Newton step, at most.
+#: Conjugate-gradient iterations per Newton step, at most (an unfinished solve is still a descent step).
 CG_MAX_ITERATIONS = 250
+#: ... and for the predicted gain of the convergence test, which must be solved: CG needs about
+#: sqrt(condition number) iterations per decade, and the raw-scale hard cases reach 1e4.
+DIAGNOSIS_CG_MAX_ITERATIONS = 1000
+#: Relative residual of the conjugate-gradient solve behind the predicted gain (which it then
+#: gives to about this relative accuracy: ample against a threshold it is compared with by decades).
+DIAGNOSIS_CG_TOLERANCE = 1e-2
 #: Relative curvature (to the largest met) that conjugate gradients treat as zero.
 FLAT = 1e-10
 #: Lanczos iterations of the curvature check.
@@ -145,10 +151,41 @@ class Problem(NamedTuple):
 
     ``derivatives(x)`` returns ``(g, hvp)``: the gradient at ``x`` and its Hessian-vector product
     ``v -> H v`` linearised there (:func:`jax.linearize`: the primal work is done once).
+    ``reduced_derivatives(x)`` returns ``(P g, v -> P H P v, P)`` with ``P`` the projector of
+    :func:`rotation_projector`: the same derivatives with the rotation null space taken out.
     """
 
     f: callable
     derivatives: callable
+    reduced_derivatives: callable
+
+
+def rotation_projector(W, relative_cutoff: float = 1e-10):
+    """``P``: the orthogonal projector, on (d, k) matrices, onto the complement of the rotation
+    tangent space ``{W A : A = -A^T}``.
+
+    ``Phi`` is invariant to ``W -> W exp(A)``, so its gradient lies in that complement and its
+    Hessian vanishes on the tangent space (at stationary points; elsewhere it maps it into the
+    complement's orthogonal part only through the gradient).  In floating point both hold only to
+    round-off, and Newton's method would divide round-off gradient components by round-off
+    curvatures there; projecting removes the k(k-1)/2 null directions exactly.
+
+    The nearest tangent vector to ``V`` is ``W A`` with ``A`` solving ``M A + A M = W^T V - V^T W``
+    (``M = W^T W``; the normal equations of ``min_A ||V - W A||_F`` over antisymmetric ``A``).
+    With ``M = Q diag(n) Q^T``, ``A = Q [(Q^T (W^T V - V^T W) Q)_ij / (n_i + n_j)] Q^T``; pairs with
+    ``n_i + n_j <= relative_cutoff * max(n)`` (two collapsed columns, for which ``W A`` vanishes)
+    are left out.
+    """
+    n, Q = _host_eigh(W.T @ W)
+    denominator = n[:, None] + n[None, :]
+    keep = denominator > relative_cutoff * jnp.max(n) + 1e-300
+    inverse = jnp.where(keep, 1.0 / jnp.where(keep, denominator, 1.0), 0.0)
+
+    def project(V):
+        B = Q.T @ (W.T @ V - V.T @ W) @ Q
+        return V - W @ (Q @ (B * inverse) @ Q.T)
+
+    return project
 
 
 def make_problem(shape, learn_sigma2: bool, log_sigma2_fixed, beta, stats: DataStats) -> Problem:
@@ -162,7 +199,16 @@ def make_problem(shape, learn_sigma2: bool, log_sigma2_fixed, beta, stats: DataS
     def derivatives(x):
         return jax.linearize(jax.grad(f), x)
 
-    return Problem(f, derivatives)
+    def reduced_derivatives(x):
+        project_W = rotation_projector(x[:size].reshape(shape))
+
+        def project(v):  # log sigma2, when learned, is not part of any rotation
+            return v.at[:size].set(project_W(v[:size].reshape(shape)).reshape(-1))
+
+        g, hvp = derivatives(x)
+        return project(g), lambda v: project(hvp(project(v))), project
+
+    return Problem(f, derivatives, reduced_derivatives)
 
 
 def pack(W, log_sigma2, learn_sigma2: bool):
@@ -193,14 +239,18 @@ def _to_boundary(z, p, radius):
     return z + tau * p
 
 
-def steihaug_cg(hvp, g, radius, max_iterations: int = CG_MAX_ITERATIONS) -> CGResult:
+def steihaug_cg(hvp, g, radius, max_iterations: int = CG_MAX_ITERATIONS, relative_tolerance=None) -> CGResult:
     """Approximately minimise ``g^T p + 1/2 p^T H p`` subject to ``||p|| <= radius``.
 
-    Stops at relative residual ``min(0.5, sqrt(||g||)) ||g||`` (superlinear inexact Newton), at
-    the boundary, or at a direction of non-positive curvature (followed to the boundary).
+    Stops at residual ``relative_tolerance * ||g||``, by default ``eta = min(0.5, sqrt(||g||))``
+    (superlinear inexact Newton; Nocedal & Wright Section 7.1) but at least 1e-3, since close to
+    a maximum a smaller residual lies below the round-off of the Hessian-vector products; at the
+    boundary; or at a direction of non-positive curvature (followed to the boundary).
     """
     g_norm = jnp.linalg.norm(g)
-    tolerance = jnp.minimum(0.5, jnp.sqrt(g_norm)) * g_norm
+    if relative_tolerance is None:
+        relative_tolerance = jnp.clip(jnp.sqrt(g_norm), 1e-3, 0.5)
+    tolerance = relative_tolerance * g_norm
 
     class Carry(NamedTuple):
         z: jax.Array
@@ -217,8 +267,8 @@ def steihaug_cg(hvp, g, radius, max_iterations: int = CG_MAX_ITERATIONS) -> CGRe
         curvature = c.p @ Hp
         pp = c.p @ c.p
         scale = jnp.maximum(c.scale, curvature / pp)
-        # Phi is invariant to latent rotations, so H has an exact null space; round-off can put a
-        # CG direction into it.  Curvature within FLAT of zero ends CG at the current iterate.
+        # A direction of zero curvature (what is left of the rotation null space after
+        # rotation_projector, at round-off) ends CG at the current iterate.
         negative = curvature < -FLAT * scale * pp
         flat = ~negative & (curvature <= FLAT * scale * pp)
         rr = c.r @ c.r
@@ -307,7 +357,7 @@ def newton_step(x, state: NewtonState, problem: Problem):
     when the predicted decrease is below float64 round-off of ``f`` the step is accepted as is.
     """
     f0 = problem.f(x)
-    g, hvp = problem.derivatives(x)
+    g, hvp, _ = problem.reduced_derivatives(x)
     cg = steihaug_cg(hvp, g, state.radius)
     escaping = jnp.any(state.escape != 0)
     sign = jnp.where(g @ state.escape > 0, -1.0, 1.0)
@@ -341,7 +391,7 @@ class Diagnosis(NamedTuple):
     predicted_gain : ``block_gain + 1/2 g^T H^{-1} g`` (nats per datapoint): what exact block
         maximisation plus a full Newton step on ``Phi`` would add (inf where the Newton model
         has negative curvature, i.e. far from a maximum, or conjugate gradients did not solve
-        it within :data:`CG_MAX_ITERATIONS`).
+        it within :data:`DIAGNOSIS_CG_MAX_ITERATIONS`).
     block_gain : ``Phi(W) - ELBO(current parameters)``: the exact gain of replacing ``mu``, the
         encoder and the latent rotation by their maximisers (0 for the Newton optimiser).
     grad_norm : Euclidean norm of the gradient of ``Phi`` in ``(vec W, log sigma2)`` (the latter
@@ -363,12 +413,12 @@ class Diagnosis(NamedTuple):
 def diagnose(x, problem: Problem, block_gain, key, gain_tol: float = GAIN_TOL,
              curvature_tol: float = CURVATURE_TOL) -> Diagnosis:
     """The convergence test of the module docstring at ``x`` (``key`` draws the Lanczos start)."""
-    g, hvp = problem.derivatives(x)
-    cg = steihaug_cg(hvp, g, jnp.inf)
+    g, hvp, project = problem.reduced_derivatives(x)
+    cg = steihaug_cg(hvp, g, jnp.inf, DIAGNOSIS_CG_MAX_ITERATIONS, relative_tolerance=DIAGNOSIS_CG_TOLERANCE)
     # For CG iterates z, z^T H z = -g^T z, so the model gain -(g^T z + 1/2 z^T H z) is -1/2 g^T z.
     # Unknown (inf) where the Newton model is indefinite or CG did not solve it within its budget.
     newton_gain = jnp.where(cg.negative_curvature | ~cg.solved, jnp.inf, -0.5 * (g @ cg.step))
-    curvature = lanczos_lowest(hvp, jax.random.normal(key, x.shape, x.dtype))
+    curvature = lanczos_lowest(hvp, project(jax.random.normal(key, x.shape, x.dtype)))
     relative = -curvature.lowest / jnp.maximum(curvature.radius, 1e-300)
     gain = jnp.maximum(block_gain, 0.0) + newton_gain
     return Diagnosis(gain, block_gain, jnp.linalg.norm(g), relative, curvature.direction,

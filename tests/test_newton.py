@@ -355,12 +355,12 @@ def test_steihaug_cg_solves_a_small_spd_system_exactly():
     n = 6
     Q, rng = spd_and_indefinite(n, 10)
     A = (Q * np.linspace(1.0, 5.0, n)) @ Q.T
-    # Steihaug stops at residual sqrt(||g||) ||g|| (superlinear inexact Newton, not an exact solve), so
-    # a gradient of norm 1e-24 asks for relative residual 1e-12: CG reaches it within n = 6 iterations
-    # in exact arithmetic, and in float64 with condition number 5 well before round-off matters.
+    # asked for relative residual 1e-12, CG reaches it within n = 6 iterations in exact arithmetic,
+    # and in float64 with condition number 5 well before round-off matters.
     g = rng.normal(size=n)
     g = 1e-24 * g / np.linalg.norm(g)
-    result = newton.steihaug_cg(lambda v: jnp.asarray(A) @ v, jnp.asarray(g), jnp.asarray(1.0))
+    result = newton.steihaug_cg(lambda v: jnp.asarray(A) @ v, jnp.asarray(g), jnp.asarray(1.0),
+                                relative_tolerance=1e-12)
     expected = -np.linalg.solve(A, g)
     np.testing.assert_allclose(result.step, expected, rtol=1e-9, atol=0)
     assert not bool(result.negative_curvature)
