@@ -406,6 +406,42 @@ def test_lanczos_lowest_finds_the_smallest_eigenvalue_and_its_eigenvector():
 # --------------------------------------------------------------------------------------------
 
 
+def test_rotation_projector_is_an_orthogonal_projector_that_removes_exactly_the_rotations():
+    # Independent of the projector's formula: W A for antisymmetric A spans the tangent space of the
+    # orbit W exp(A); P must be symmetric and idempotent, kill that space and keep its complement.
+    rng = np.random.default_rng(21)
+    d, k = 9, 4
+    W = rng.normal(size=(d, k)) * np.array([3.0, 2.0, 1.0, 0.0])   # one collapsed column
+    project = newton.rotation_projector(jnp.asarray(W))
+    basis = np.eye(d * k)
+    P = np.stack([np.asarray(project(jnp.asarray(e.reshape(d, k)))).reshape(-1) for e in basis], axis=1)
+    # O(1) entries through a k x k eigendecomposition: 1e-12 is round-off
+    np.testing.assert_allclose(P, P.T, atol=1e-12)
+    np.testing.assert_allclose(P @ P, P, atol=1e-12)
+    tangents = []
+    for i in range(k):
+        for j in range(i + 1, k):
+            A = np.zeros((k, k))
+            A[i, j], A[j, i] = 1.0, -1.0
+            tangents.append((W @ A).reshape(-1))
+    T = np.array(tangents).T
+    np.testing.assert_allclose(P @ T, 0.0, atol=1e-12)
+    # rank: d k minus the tangent space's dimension (pairs of two collapsed columns add nothing;
+    # here one column is collapsed, so all k (k - 1) / 2 = 6 tangents are independent)
+    assert round(np.trace(P)) == d * k - np.linalg.matrix_rank(T) == d * k - 6
+
+
+def test_gradient_of_the_projected_objective_is_orthogonal_to_rotations(problems):
+    # Phi is invariant to W -> W exp(A), so autodiff's gradient lies in the range of the projector:
+    # projecting changes it only by round-off (relative 1e-10 of an O(1e2) gradient)
+    problem = problems("near-equal-pairs")
+    stats = DataStats.from_moments(problem.moments.mean, problem.moments.cov)
+    W = np.random.default_rng(5).normal(size=(problem.dataset.d, CASES["near-equal-pairs"].latent_dim))
+    g = jax.grad(lambda w: newton.projected_elbo(w, jnp.log(1.0), 1.0, stats))(jnp.asarray(W))
+    projected = newton.rotation_projector(jnp.asarray(W))(g)
+    np.testing.assert_allclose(projected, g, rtol=0, atol=1e-10 * float(jnp.linalg.norm(g)))
+
+
 def test_decoder_gap_is_invariant_to_latent_rotations(problems):
     problem = problems("near-equal-pairs")
     stats = DataStats.from_moments(problem.moments.mean, problem.moments.cov)
