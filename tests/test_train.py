@@ -53,7 +53,7 @@ ANGLE_TOL_DEG = 0.1        # largest principal angle between trained and predict
 COSINE_TOL = 0.9999        # each active column parallel to its eigenvector
 SIGMA2_REL_TOL = 1e-4      # learned sigma2 against the pPCA MLE
 SAME_RUN_TOL = 1e-12       # vmapped sweep versus the same configuration alone
-SEED_ELBO_TOL = 1e-9       # different seeds, same optimum
+SEED_ELBO_TOL = 1e-8       # different seeds, same optimum: each run stops within a predicted 1e-8 nats
 SHARDED_TOL = 1e-10        # sharded over 2 devices versus one device
 STOCHASTIC_GAP_TOL = 1e-2  # exact ELBO after training on the Monte-Carlo objective
 
@@ -217,11 +217,11 @@ def test_active_columns_are_the_principal_eigenvectors_up_to_sign_and_order(synt
         matched = np.argmax(cosines, axis=1)
         assert sorted(matched) == list(range(m)), (i, matched)  # a permutation of u_1..u_m
         assert np.all(cosines[np.arange(m), matched] > COSINE_TOL), (i, cosines.max(axis=1))
-        # and the norms are the closed form's sqrt(lambda_j - t) for the matched eigenvector j:
-        # a 1e-5-nat gap alone allows O(1e-3) relative error in a squared norm (the ELBO is
-        # quadratic around its maximum, curvature O(1/t)); converged runs agree to <= 6e-15
-        # absolute, so 1e-6 relative is a strict check with nine orders over round-off.
-        np.testing.assert_allclose(norms_sq[active], lam[matched] - t, rtol=1e-6)
+        # and the norms are the closed form's sqrt(lambda_j - t) for the matched eigenvector j: the
+        # run stops at a predicted gain of 1e-8 nats, which leaves a parameter error of about
+        # sqrt(2 x 1e-8 x t) (the ELBO is quadratic around its maximum, curvature O(1/t)), so
+        # O(1e-4) relative in a squared norm (observed up to 6e-6); a wrong stationary point is O(1) off
+        np.testing.assert_allclose(norms_sq[active], lam[matched] - t, rtol=1e-3)
 
 
 def test_collapsed_columns_are_zero(main_sweep):
@@ -309,10 +309,10 @@ def test_different_seeds_reach_the_same_optimum(main_sweep, learned_sweep):
     assert reports[a]["beta"] == reports[b]["beta"] and reports[a]["seed"] != reports[b]["seed"]
     assert abs(reports[a]["elbo"] - reports[b]["elbo"]) <= SEED_ELBO_TOL
     # W is determined up to column sign and order; the trained model orders its columns by norm and
-    # signs them canonically, so the two runs agree without matching (1e-6 on O(1) entries is far
-    # above round-off and far below the O(1) differences to any other stationary point)
+    # signs them canonically, so the two runs agree without matching (each stops at a predicted gain
+    # of 1e-8 nats, which fixes W to about 1e-4; any other stationary point is O(1) away)
     W_a, W_b = result.params.W[a], result.params.W[b]
-    np.testing.assert_allclose(W_b, W_a, atol=1e-6)
+    np.testing.assert_allclose(W_b, W_a, atol=1e-4)
     assert not np.allclose(result.history.elbo[a, 0], result.history.elbo[b, 0])  # ... from different starts
     # ... and learned sigma2 from three seeds and initial sigma2s lands on one optimum
     learned, lreports = learned_sweep
