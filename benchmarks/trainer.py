@@ -79,7 +79,9 @@ def main() -> None:
     d, k, c = dataset.d, args.latent_dim, args.configs
     sigma2 = 0.1
     betas = np.geomspace(0.5, 2 * spectrum.eigenvalues[0] / sigma2, c)
-    config = TrainConfig(latent_dim=k, steps=args.steps, log_every=args.steps)
+    # Adam by name (Newton is the default optimiser), no convergence checks between chunks.
+    config = TrainConfig(latent_dim=k, steps=args.steps, log_every=args.steps, optimizer="adam",
+                         stop_when_converged=False)
     results = {"device": str(jax.devices()[0]), "d": d, "k": k, "configs": c, "steps": args.steps,
                "repeats": args.repeats}
 

@@ -108,3 +108,112 @@ def test_a_method_short_of_the_tolerance_gives_a_lower_bound_on_the_ratio(bench)
     assert bench.time_to_accuracy(res, "loop", "1e-05") == {"seconds": 1.0 + 1300 * 0.05, "at_least": True}
     assert bench.time_to_accuracy(res, "loop", "0.01") == {"seconds": 1.0 + 300 * 0.05, "at_least": False}
     assert bench.time_to_accuracy(res, "b", "0.01") is None  # no PyTorch results
+
+
+# ------------------------------------------------------------------ Newton: chunk-end clock, targets
+
+def test_record_clock_charges_each_record_its_chunk_end(bench):
+    # Chunks of 5 one-iteration records whose cost grows (1, 2, 4 s): records 1-5 end at 1 s,
+    # 6-10 at 3 s, 11-15 at 7 s.  Nothing is interpolated.
+    ends = [(5, 1.0), (10, 3.0), (15, 7.0)]
+    clock = bench.record_clock(15, 1, ends)
+    assert clock.tolist() == [1.0] * 5 + [3.0] * 5 + [7.0] * 5
+    # Records every 2 steps, chunks of 4 steps: record r (step 2 r + 2) ends with the chunk holding it.
+    assert bench.record_clock(4, 2, [(4, 0.5), (8, 2.0)]).tolist() == [0.5, 0.5, 2.0, 2.0]
+    with pytest.raises(ValueError, match="last chunk end"):
+        bench.record_clock(6, 1, [(5, 1.0)])
+
+
+def test_chunked_time_to_accuracy_uses_the_chunk_clock(bench):
+    # Two configurations, 6 iterations in chunks of 3 (training clock 1 s, then 10 s); 2 s compile.
+    gaps = np.array([[1.0, 1e-3, 1e-6, 1e-9, 1e-9, 1e-9],
+                     [2.0, 5e-2, 5e-3, 2e-6, 5e-7, 5e-9]])
+    out = bench.chunked_time_to_accuracy(gaps, compile_s=2.0, log_every=1, chunk_ends=[(3, 1.0), (6, 10.0)],
+                                         tols=(1e-2, 1e-5, 1e-6, 1e-8))
+    # Worst per iteration: 2, 5e-2, 5e-3, 2e-6, 5e-7, 5e-9.  1e-2 first at iteration 3 (first chunk);
+    # 1e-5, 1e-6 and 1e-8 at iterations 4, 5, 6, all charged the second chunk's end (10 s).
+    assert out["0.01"] == {"seconds": 3.0, "train_seconds": 1.0, "step": 3}
+    assert out["1e-05"] == {"seconds": 12.0, "train_seconds": 10.0, "step": 4}
+    assert out["1e-06"]["step"] == 5 and out["1e-08"] == {"seconds": 12.0, "train_seconds": 10.0, "step": 6}
+    assert out["best_worst_gap"] == {"gap": 5e-9, "step": 6, "seconds": 12.0}
+    # A linear interpolation would have put 1e-2 at 2 + 3/6 * 10 = 7 s.
+    assert bench.sweep_time_to_accuracy(gaps, 2.0, 10.0, 1)["0.01"]["seconds"] == pytest.approx(7.0)
+
+
+def test_chunked_time_to_accuracy_reports_a_tolerance_never_reached(bench):
+    gaps = np.array([[1.0, 1e-3, 4e-6, 3e-6]])
+    out = bench.chunked_time_to_accuracy(gaps, 0.5, 1, [(2, 1.0), (4, 2.0)])
+    assert out["1e-06"] is None and out["1e-08"] is None
+    assert out["1e-05"] == {"seconds": 2.5, "train_seconds": 2.0, "step": 3}
+    assert out["final_worst_gap"] == 3e-6
+
+
+def test_chunk_clock_and_chunk_seconds(bench, monkeypatch):
+    ticks = iter([10.0, 10.5, 12.0])
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks))
+    clock = bench.ChunkClock()
+    for done in (1, 2, 3):
+        clock(done, 3)
+    # train_sweep was called at 4 s and compiled for 5 s: training began at 9 s.
+    ends = clock.training_clock(called_at=4.0, compile_s=5.0)
+    assert ends == [(1, 1.0), (2, 1.5), (3, 3.0)]
+    assert bench.chunk_seconds(ends).tolist() == [1.0, 0.5, 1.5]
+
+
+def _newton_result(tta_1e5, tta_1e6, converged=True):
+    return {"compile_seconds": 3.0, "train_seconds": 17.0, "iterations_run": 20, "all_converged": converged,
+            "adam_steps_per_iteration": 150.0,
+            "time_to_accuracy": {"0.01": {"seconds": 8.0, "train_seconds": 5.0, "step": 10},
+                                 "1e-05": tta_1e5, "1e-06": tta_1e6, "1e-08": None,
+                                 "best_worst_gap": {"gap": 2e-8, "step": 20, "seconds": 20.0}}}
+
+
+def test_time_to_accuracy_of_newton_and_its_targets(bench):
+    hit = {"seconds": 20.0, "train_seconds": 17.0, "step": 20}
+    res = {"optimiser": {"steps": 1000}, "problem": {"betas": [1.0, 2.0], "tolerances_nats": [1e-2, 1e-5, 1e-6, 1e-8]},
+           "sweep_newton": _newton_result(hit, hit),
+           "sweep_eigen": {"time_to_accuracy": {"1e-05": {"seconds": 120.0, "step": 800}},
+                           "compile_seconds": 1.0, "train_seconds": 150.0}}
+    assert bench.time_to_accuracy(res, "ours_newton", "1e-05") == {"seconds": 20.0, "at_least": False}
+    # Stopped (converged by its own test) before every gap was within 1e-8: a lower bound, and why.
+    assert bench.time_to_accuracy(res, "ours_newton", "1e-08") == {
+        "seconds": 20.0, "at_least": True,
+        "why": "not reached; stopped after 20 iterations: every configuration converged"}
+    times = {k: {m: bench.time_to_accuracy(res, m, k) for m in ("ours_newton", "ours_sweep_eigen")}
+             for k in ("1e-05", "1e-06")}
+    ratios = {"ours_newton": {"1e-05": {"ours_sweep_eigen": {"ratio": 6.0, "at_least": False}}}}
+    targets = bench.newton_targets(res, times, ratios)
+    assert targets["Newton reaches 1e-6 on every MNIST configuration (best worst gap)"]["met"] is True
+    assert targets["time to 1e-5: Adam eigenbasis / Newton, same run (target >= 5x)"] == {
+        "ratio": 6.0, "at_least": False, "met": True}
+    # Adam short of 1e-5: its time is a lower bound, met only if that bound already clears the target.
+    for ratio, met in ((6.0, True), (3.0, None)):
+        low = {"ours_newton": {"1e-05": {"ours_sweep_eigen": {"ratio": ratio, "at_least": True}}}}
+        assert bench.newton_targets(res, times, low)[
+            "time to 1e-5: Adam eigenbasis / Newton, same run (target >= 5x)"]["met"] is met
+    assert bench._target_cell({"ratio": 3.0, "at_least": True, "met": None}) == \
+        "≥ 3x — undetermined (a lower bound below the target)"
+    assert bench._target_cell({"ratio": 4.0, "at_least": False, "met": False}) == "4x — NOT met"
+    # 20 s with compilation is within the 20 s goal; 17 s of training too.
+    assert [v["met"] for k, v in targets.items() if k.startswith("goal")] == [True, True]
+    assert bench._target_cell(targets["goal: Newton, whole sweep to 1e-6 <= 20 s (compilation included)"]) == "20 s — met"
+
+
+def test_newton_targets_not_met_and_hard_cases(bench):
+    res = {"optimiser": {"steps": 1000}, "problem": {"betas": [1.0]},
+           "sweep_newton": _newton_result({"seconds": 30.0, "train_seconds": 25.0, "step": 20}, None, False),
+           "hard_cases": {"cases": [{"name": "x", "train_seconds": 4.0, "worst_gap": 3e-7, "converged": True},
+                                    {"name": "y", "train_seconds": 12.0, "worst_gap": 1e-9, "converged": True}]}}
+    times = {"1e-06": {"ours_newton": bench.time_to_accuracy(res, "ours_newton", "1e-06")}}
+    targets = bench.newton_targets(res, times, {})
+    assert targets["Newton reaches 1e-6 on every MNIST configuration (best worst gap)"]["met"] is False
+    assert targets["time to 1e-5: Adam eigenbasis / Newton, same run (target >= 5x)"] is None
+    assert not any(v["met"] for k, v in targets.items() if k.startswith("goal: Newton"))
+    assert targets["goal: every hard case trains in <= 10 s (slowest)"] == {"value": 12.0, "unit": " s", "met": False}
+    assert targets["every hard case converged by its own test and lands within 1e-6 nats (worst gap)"]["met"] is True
+    assert "NOT met" in bench._target_cell(targets["goal: every hard case trains in <= 10 s (slowest)"])
+
+
+def test_adam_config_asks_for_adam_without_checks(bench):
+    config = bench.adam_config(32, 400)
+    assert (config.optimizer, config.steps, config.log_every, config.stop_when_converged) == ("adam", 400, 100, False)
