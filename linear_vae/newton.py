@@ -17,8 +17,9 @@ inequality ``sum_j log M_jj >= log det M``) gives, in closed form,
 At beta = 1 this is the pPCA log marginal likelihood of ``W`` (Tipping & Bishop 1999, eq. 4), so
 the optimiser climbs the likelihood that the paper shows the ELBO to share.  ``Phi`` is invariant
 to ``W -> W R``: its Hessian has an exact null space along the rotations and, away from them,
-a condition number of about ``lambda_1 / min |lambda_i - t|`` (20 to 180 on a raw-pixel image set
-with near-equal eigenvalues, against 1e5 for the ELBO with only the encoder projected out).
+a condition number set by the spread of the spectrum, not by its near-equal pairs (at the optimum
+of the raw-scale hard case 40, against 1.5e5 for the ELBO with only the encoder projected out;
+``benchmarks/conditioning.json``).
 The model a ``W`` stands for, :func:`represented_vae`, is a complete linear VAE
 ``(W R, mean, V*, D*)`` whose exact ELBO equals ``Phi(W)``; trained results are that model.
 
