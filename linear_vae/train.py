@@ -508,9 +508,9 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
                 start += compiling
             diagnosis = compiled_check(state, hyper, data)
             state = compiled_update(state, diagnosis)
+            checks.append(((done + chunk) * config.log_every, np.asarray(diagnosis.predicted_gain)[:n_configs]))
         if sharding is not None:  # the next chunk's program expects the layout it was compiled for
             state = jax.device_put(state, layout)
-            checks.append(((done + chunk) * config.log_every, np.asarray(diagnosis.predicted_gain)[:n_configs]))
         if progress:
             progress((done + chunk) * config.log_every, config.steps)
         if config.stop_when_converged and bool(np.all(np.asarray(state.converged))):

@@ -803,3 +803,14 @@ def test_config_basis_is_honoured_or_a_mismatched_data_basis_is_rejected(synthet
     # the random initial W is drawn in the training basis and Adam is not rotation invariant, so the
     # two bases give W that differ by O(1) after 500 steps; honouring the config means identical runs
     np.testing.assert_allclose(mismatched.params.W, honoured.params.W, rtol=0, atol=1e-10)
+
+
+def test_every_convergence_check_is_recorded_with_its_step(main_sweep):
+    # the rate behind a "not converged" verdict is measured from these records: one per check,
+    # every 5 Newton iterations while the sweep ran, each with one predicted gain per configuration
+    result, _ = main_sweep
+    n_records = result.history.elbo.shape[1]
+    steps = [step for step, _ in result.checks]
+    assert steps == list(range(5, n_records + 1, 5))
+    assert all(gains.shape == (10,) for _, gains in result.checks)
+    np.testing.assert_array_equal(result.checks[-1][1], result.diagnosis.predicted_gain)
