@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from linear_vae import spd
-from linear_vae.elbo import DataStats, LinearVAE
+from linear_vae.elbo import DataStats, LinearVAE, with_optimal_encoder
 from linear_vae.ppca import LOG_2PI, covariance_times
 
 #: Predicted gain (nats per datapoint) below which a run has converged.
@@ -122,15 +122,12 @@ def represented_vae(W, mean, sigma2, beta) -> LinearVAE:
 
     ``R`` holds the eigenvectors of ``W^T W`` (largest first, so the columns come out by
     decreasing norm), which makes the columns of ``W R`` orthogonal; the encoder is then the
-    closed-form maximiser with a diagonal ``M = diag(n_j + t)``: ``V = diag(1/(n_j + t)) (W R)^T``,
-    ``D_j = t / (n_j + t)``, ``n_j = ||(W R)_j||^2`` (Lucas et al. Appendix C).  Column signs are
-    left to :func:`with_canonical_signs`, applied in the data basis.
+    closed-form maximiser :func:`linear_vae.elbo.with_optimal_encoder` (Lucas et al. Appendix C),
+    whose ``M`` is then diagonal.  Column signs are left to :func:`with_canonical_signs`, applied
+    in the data basis.
     """
     _, R = _host_eigh(W.T @ W)
-    WR = W @ R[:, ::-1]
-    t = beta * sigma2
-    n = jnp.sum(WR**2, axis=0)
-    return LinearVAE(WR, jnp.asarray(mean), (WR / (n + t)).T, jnp.log(t / (n + t)))
+    return with_optimal_encoder(W @ R[:, ::-1], mean, sigma2, beta)
 
 
 def with_canonical_signs(params: LinearVAE) -> LinearVAE:
@@ -349,7 +346,8 @@ def init_newton(x, stats: DataStats) -> NewtonState:
 
 
 def newton_step(x, state: NewtonState, problem: Problem):
-    """One trust-region Newton iteration on ``f = -Phi``; returns ``(x, state)``.
+    """One trust-region Newton iteration on ``f = -Phi``; returns ``(x, state, f(x))``, ``f`` at the
+    iteration's start (the caller's non-finite check needs it and should not evaluate it again).
 
     The step is the Steihaug-CG step, or, after the curvature check found an ascent direction of
     ``Phi`` at a point of negligible gradient, that direction scaled to the trust-region boundary
@@ -377,7 +375,7 @@ def newton_step(x, state: NewtonState, problem: Problem):
     accept = (ratio > 1e-4) & (actual >= -roundoff)
     x = jnp.where(accept, x + step, x)
     escape = jnp.where(accept, jnp.zeros_like(state.escape), state.escape)
-    return x, NewtonState(radius, state.max_radius, escape)
+    return x, NewtonState(radius, state.max_radius, escape), f0
 
 
 # --------------------------------------------------------------------------------------------

@@ -301,9 +301,7 @@ def train_step(state: TrainState, hyper: Hyper, data: TrainData, config: TrainCo
     key, key_step = jax.random.split(state.key)
     if config.optimizer == "newton":
         problem = projected_problem(state.trainable, hyper, data, config)
-        x = _newton_vector(state.trainable, config)
-        loss = problem.f(x)
-        x, opt_state = newton.newton_step(x, state.opt_state, problem)
+        x, opt_state, loss = newton.newton_step(_newton_vector(state.trainable, config), state.opt_state, problem)
         W, log_sigma2 = newton.unpack(x, state.trainable.params.W.shape, state.trainable.log_sigma2,
                                       config.learn_sigma2)
         trainable = Trainable(state.trainable.params._replace(W=W), log_sigma2)
