@@ -1,7 +1,6 @@
 """Measures of posterior collapse for a trained (or closed-form) encoder.
 
-Lucas et al. 2019, Section 6, "(epsilon, delta)-collapse"; THEORY.md "Posterior collapse as
-measured".  Latent dimension ``i`` is (epsilon, delta)-collapsed when
+Lucas et al. 2019, Section 6, "(epsilon, delta)-collapse"; docs/theory.md (T5).  Latent dimension ``i`` is (epsilon, delta)-collapsed when
 ``P_x[ KL(q(z_i|x) || p(z_i)) < epsilon ] >= 1 - delta``: for all but a fraction delta of the
 data its posterior is within epsilon nats of the prior.
 """

@@ -7,7 +7,7 @@ dimensions measured two ways against the prediction, the largest principal angle
 trained and the predicted active subspace, and the distance of ``beta sigma2`` to the nearest
 eigenvalue (near a threshold the saddle is flat and convergence slow).
 
-The gap splits in two (docs/theory.md, "Training to the optimum"), through the projected
+The gap splits in two (docs/theory.md (T7)), through the projected
 objective ``Phi(W, sigma2)`` of :mod:`linear_vae.newton` (the beta-ELBO maximised over the bias,
 the encoder and the latent rotation; the pPCA MLL at beta = 1): the decoder gap
 ``ELBO* - Phi(W, sigma2)`` (invariant to ``W -> W R``) and the inference gap

@@ -1,6 +1,6 @@
 """The linear VAE and its beta-ELBO: exact (from the data moments) and Monte Carlo.
 
-Lucas et al. 2019, Section 4.2 and Appendix C; THEORY.md, "Linear VAE: the ELBO in closed form".
+Lucas et al. 2019, Section 4.2 and Appendix C; docs/theory.md (T3).
 Decoder ``p(x|z) = N(W z + mu, sigma2 I_d)``, encoder ``q(z|x) = N(V (x - mu), diag(D))``,
 prior ``N(0, I_k)``; ``mu`` is the decoder bias, shared with the encoder.  All values are
 averages over the data in nats per datapoint.
@@ -55,7 +55,7 @@ class DataStats(NamedTuple):
 def elbo_terms(params: LinearVAE, sigma2, stats: DataStats):
     """Expected log-likelihood and per-dimension KL, averaged over the data, in closed form.
 
-    With ``A = I - W V`` and ``delta = mean - mu`` (THEORY.md; Lucas et al. Appendix C):
+    With ``A = I - W V`` and ``delta = mean - mu`` (docs/theory.md (T3); Lucas et al. Appendix C):
 
     ``E log p(x|z) = -d/2 log(2 pi sigma2)
                      - 1/(2 sigma2) [ tr(A S A^T) + ||A delta||^2 + sum_j D_j ||w_j||^2 ]``
@@ -97,7 +97,7 @@ def kl_per_datapoint(params: LinearVAE, X):
     """``KL_i(x) = 1/2 [ D_i + (v_i^T (x - mu))^2 - 1 - log D_i ]`` for every sample: (N, k).
 
     The per-example, per-dimension KL that the (epsilon, delta)-collapse measure thresholds
-    (Lucas et al. Section 6, THEORY.md "Posterior collapse as measured").
+    (Lucas et al. Section 6, docs/theory.md (T5)).
     """
     D = jnp.exp(params.log_D)
     means = (X - params.mu) @ params.V.T
@@ -128,7 +128,7 @@ def optimal_encoder(W, sigma2, beta):
     """The encoder maximising the beta-ELBO for a fixed decoder ``W``.
 
     ``M = W^T W + beta sigma2 I``, ``V = M^{-1} W^T``, ``D_j = beta sigma2 / (||w_j||^2 + beta sigma2)``
-    (THEORY.md; Lucas et al. Appendix C, setting the gradients in ``V`` and ``D`` to zero).
+    (docs/theory.md (T3); Lucas et al. Appendix C, setting the gradients in ``V`` and ``D`` to zero).
     With beta = 1 the ELBO then equals ``MLL(W) - E KL(q || p(z|x))``, and equals the MLL iff
     ``W^T W`` is diagonal.  Returns ``(V, D)``.
     """
@@ -149,7 +149,7 @@ def with_optimal_encoder(W, mu, sigma2, beta) -> LinearVAE:
 def elbo_gap_optimal_encoder(W, sigma2):
     """``MLL(W) - ELBO(W, optimal encoder)`` at beta = 1: ``1/2 [sum_j log M_jj - log det M]``.
 
-    ``M = W^T W + sigma2 I`` (THEORY.md "Useful identities"; Hadamard's inequality makes it
+    ``M = W^T W + sigma2 I`` (docs/theory.md (T3); Hadamard's inequality makes it
     >= 0, with equality iff ``W^T W`` is diagonal).
     """
     W = jnp.asarray(W)

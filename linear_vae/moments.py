@@ -1,4 +1,4 @@
-"""Sample moments and the eigen-decomposition of the data covariance (THEORY.md, "Conventions").
+"""Sample moments and the eigen-decomposition of the data covariance (docs/theory.md (T1)).
 
 The covariance is the maximum-likelihood one, ``S = (1/N) sum_n (x_n - mu)(x_n - mu)^T``
 (not ``np.cov``'s 1/(N-1)): every objective is averaged over the same data, and the 1/(N-1)
@@ -83,7 +83,7 @@ class TopSpectrum(NamedTuple):
 
 
 def compute_moments(X: np.ndarray) -> Moments:
-    """Sample mean and ``S = (1/N) (X - mu)^T (X - mu)`` in float64 (THEORY.md, "Conventions")."""
+    """Sample mean and ``S = (1/N) (X - mu)^T (X - mu)`` in float64 (docs/theory.md (T1))."""
     X = np.asarray(X, dtype=np.float64)
     mean = X.mean(axis=0)
     centred = X - mean

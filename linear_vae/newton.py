@@ -4,7 +4,7 @@ Gradient methods stall on the linear VAE because its slow directions are rotatio
 latent space (only the diagonal encoder variance ``D`` breaks the symmetry ``W -> W R``, with a
 curvature proportional to ``(lambda_i - lambda_j)^2``, tiny for near-equal eigenvalues) and of
 the encoder against the decoder.  This module removes both exactly and runs Newton's method on
-what is left (docs/theory.md, "Training to the optimum"; Lucas et al. 2019, Appendix C for the optimal encoder).
+what is left (docs/theory.md (T7); Lucas et al. 2019, Appendix C for the optimal encoder).
 
 **The projected objective.**  For a decoder ``W`` and ``sigma2``, let ``t = beta sigma2`` and
 ``M = W^T W + t I_k``.  Maximising the exact beta-ELBO over the bias ``mu`` (its maximiser is the
@@ -94,7 +94,7 @@ def _inverse_and_log_det_jvp(primals, tangents):
 def projected_elbo(W, log_sigma2, beta, stats: DataStats):
     """``Phi(W, sigma2)``: the exact beta-ELBO maximised over ``mu``, the encoder and the latent rotation.
 
-    See the module docstring for the formula (docs/theory.md, "Training to the optimum").  Cost O(d^2 k) for ``S W`` in
+    See the module docstring for the formula (docs/theory.md (T7)).  Cost O(d^2 k) for ``S W`` in
     the data basis, O(d k^2) in the eigenbasis.
     """
     d, k = W.shape

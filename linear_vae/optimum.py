@@ -1,6 +1,6 @@
 """The global optimum of the linear VAE's beta-ELBO in closed form, and when each dimension collapses.
 
-Lucas et al. 2019, Section 4.2 and Appendix C; THEORY.md "Global maximum of the beta-ELBO".
+Lucas et al. 2019, Section 4.2 and Appendix C; docs/theory.md (T4).
 Everything depends on the data only through the eigenvalues ``lambda_1 >= ... >= lambda_d`` of
 ``S`` (and the eigenvectors, for the parameters), and on ``(beta, sigma2)`` only through
 ``t = beta * sigma2`` for the location of the optimum.  Of the eigenvalues beyond the top ``k`` only
@@ -68,7 +68,7 @@ class BetaElboOptimum(NamedTuple):
 
 def collapse_thresholds(eigenvalues, latent_dim: int, sigma2: float) -> np.ndarray:
     """``beta_i* = lambda_i / sigma2`` for ``i <= k``: latent dimension ``i`` collapses once
-    ``beta >= beta_i*`` (THEORY.md; Lucas et al. Section 4.2)."""
+    ``beta >= beta_i*`` (docs/theory.md (T4); Lucas et al. Section 4.2)."""
     return np.asarray(eigenvalues[:latent_dim], dtype=np.float64) / sigma2
 
 
@@ -76,7 +76,7 @@ def beta_elbo_optimum(eigenvalues, latent_dim: int, beta: float, sigma2: float, 
                       dim=None) -> BetaElboOptimum:
     """Closed-form global maximum of the beta-ELBO at fixed ``sigma2``.
 
-    With ``t = beta sigma2`` and ``m`` active dimensions (Lucas et al. Appendix C; THEORY.md):
+    With ``t = beta sigma2`` and ``m`` active dimensions (Lucas et al. Appendix C; docs/theory.md (T4)):
 
     ``ELBO* = -d/2 log(2 pi sigma2) - beta m / 2 - sum_{i not active} lambda_i / (2 sigma2)
               - beta/2 sum_{i active} log(lambda_i / t)``,
@@ -107,7 +107,7 @@ def learned_sigma2(eigenvalues, latent_dim: int, beta: float = 1.0, *, trace=Non
     """The ``sigma2`` maximising the optimal beta-ELBO: ``sum_{i not active} lambda_i / (d - beta m)``.
 
     Setting the derivative of :func:`beta_elbo_optimum`'s value in ``sigma2`` to zero with the
-    active set held fixed (THEORY.md "Learned sigma2 with beta != 1"); the active set must be
+    active set held fixed (docs/theory.md (T4)); the active set must be
     consistent with the ``sigma2`` it produces (``lambda_m > beta sigma2 >= lambda_{m+1}``) and
     ``d > beta m``.  The value is continuously differentiable in ``sigma2`` (at a breakpoint
     ``sigma2 = lambda_m / beta`` the one-sided derivatives agree) and tends to -inf at both ends,
@@ -147,7 +147,7 @@ def threshold_distance(eigenvalues, latent_dim: int, beta: float, sigma2: float)
     """Relative distance ``min_{i<=k} |lambda_i - beta sigma2| / (beta sigma2)`` to the nearest threshold.
 
     Near 0 the collapsed saddle is almost flat (curvature ``(lambda_i - t)/t^2``), so gradient
-    training converges slowly there (THEORY.md "Useful identities and traps"); it is reported
+    training converges slowly there (docs/theory.md (T4)); it is reported
     beside every trained-versus-analytic comparison.
     """
     t = beta * sigma2

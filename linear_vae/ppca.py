@@ -1,7 +1,7 @@
 """Probabilistic PCA: the log marginal likelihood, its optima and its stationary points.
 
 Tipping & Bishop, *Probabilistic Principal Component Analysis*, JRSS-B 1999 (T&B), and
-Lucas et al. 2019, Section 4 / Appendix A; THEORY.md, "pPCA".  The model is
+Lucas et al. 2019, Section 4 / Appendix A; docs/theory.md (T2).  The model is
 ``x ~ N(mu, C)`` with ``C = W W^T + sigma2 I_d``; every likelihood is the average over the data
 in nats per datapoint.
 """
@@ -34,7 +34,7 @@ def log_marginal_likelihood(W, sigma2, cov, mean_offset=None):
     """Average log marginal likelihood of the data under ``N(b, W W^T + sigma2 I)``.
 
     ``MLL = -1/2 [ d log 2pi + log|C| + tr(C^{-1} S) + delta^T C^{-1} delta ]``
-    (T&B eq. 4; THEORY.md "pPCA"), where ``delta = mean - b`` is ``mean_offset`` (zero when the
+    (T&B eq. 4; docs/theory.md (T2)), where ``delta = mean - b`` is ``mean_offset`` (zero when the
     bias is the sample mean).  Computed through the k x k matrix ``M = W^T W + sigma2 I`` by the
     matrix-determinant lemma and the Woodbury identity, never a d x d inverse:
 
@@ -70,7 +70,7 @@ def spectrum_totals(eigenvalues, trace=None, dim=None, latent_dim: int = 0) -> t
 
     The optimum, the learned sigma2 and the MLL of a model whose ``k`` columns lie along the top
     eigenvectors depend on the eigenvalues beyond the top ``k`` only through their sum
-    ``tr S - sum_{i<=k} lambda_i`` and their number ``d - k`` (every formula of THEORY.md "pPCA" and
+    ``tr S - sum_{i<=k} lambda_i`` and their number ``d - k`` (every formula of docs/theory.md (T2) and
     "Global maximum of the beta-ELBO" sums over them with one weight).  So each closed form takes
     either the full spectrum alone (``trace = sum_i lambda_i``, ``d = len(eigenvalues)``) or the
     top ``m >= k`` eigenvalues with ``trace`` and ``dim`` (:class:`linear_vae.moments.TopSpectrum`,
@@ -171,7 +171,7 @@ def collapsed_curvature(eigenvalues, sigma2: float) -> np.ndarray:
     """Curvature of the MLL along a zero column moving in direction ``u_i``.
 
     ``d^2 MLL / d eps^2 = (lambda_i - sigma2) / sigma2^2`` for ``W = eps u_i e_c^T`` with ``u_i``
-    unused (THEORY.md "pPCA"; derivation: along ``u_i`` the MLL is
+    unused (docs/theory.md (T2); derivation: along ``u_i`` the MLL is
     ``-1/2 [log(sigma2 + eps^2) + lambda_i / (sigma2 + eps^2)]``).  Positive: the collapsed point is
     a saddle that gradient ascent escapes along ``u_i``; negative: stable in that direction.
     """

@@ -1,7 +1,7 @@
 """The project's one numerical-precision switch.
 
 Every closed-form value and every trained-versus-analytic comparison in this package is
-computed in float64 (THEORY.md, "Precision"): float32 ``eigh`` cannot resolve the small
+computed in float64 (docs/theory.md (T6)): float32 ``eigh`` cannot resolve the small
 eigenvalues of image data, and a float32 ELBO cannot resolve the 1e-5-nat gaps the trainer is
 judged by.  JAX defaults to float32 and may use reduced-precision (TF32/bf16) matrix products
 on accelerators, so importing :mod:`linear_vae` switches on

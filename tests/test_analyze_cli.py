@@ -3,7 +3,7 @@
 
 The reported numbers are checked against an independent numpy computation on data the code
 has never seen (random files written to ``tmp_path``): ``np.linalg.eigh`` of
-``np.cov(X.T, bias=True)`` and the formulas of THEORY.md written out here.  Every bad input must
+``np.cov(X.T, bias=True)`` and the formulas of docs/theory.md written out here.  Every bad input must
 give exit status 2 and one line on stderr starting with ``linear-vae: error:`` (no traceback);
 the Python API raises ``ValueError``.
 """
@@ -43,7 +43,7 @@ def random_data(seed=0, n=250, d=7):
 
 
 def reference(X, K, beta=1.0, sigma2=None):
-    """The report, computed independently with numpy from THEORY.md."""
+    """The report, computed independently with numpy from docs/theory.md (T4)."""
     S = np.cov(X.T, bias=True)                 # the 1/N covariance
     lam, U = np.linalg.eigh(S)
     lam, U = np.clip(lam[::-1], 0, None), U[:, ::-1]
@@ -165,7 +165,7 @@ def test_json_report_learned_sigma2_with_beta_not_one_is_stationary_formula(caps
     report = run_json(capsys, "analyze", "--data", path, "--latent-dim", K, "--beta", beta)
     lam = np.sort(np.clip(np.linalg.eigvalsh(np.cov(X.T, bias=True)), 0, None))[::-1]
     m, d = report["active_dims"], lam.size
-    # THEORY.md: sigma2 = sum_{i not active} lambda_i / (d - beta m), with a consistent active set.
+    # docs/theory.md (T4): sigma2 = sum_{i not active} lambda_i / (d - beta m), with a consistent active set.
     expected = (lam.sum() - lam[:m].sum()) / (d - beta * m)
     assert report["sigma2"] == pytest.approx(expected, rel=1e-9)
     t = beta * report["sigma2"]

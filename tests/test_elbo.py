@@ -1,6 +1,6 @@
 """Tests of :mod:`linear_vae.elbo` and :mod:`linear_vae.optimum`: the linear VAE's beta-ELBO in
 closed form, its Monte-Carlo estimator, the optimal encoder, the closed-form global optimum and
-posterior collapse (THEORY.md "Linear VAE"; Lucas et al. 2019, Section 4.2 and Appendix C).
+posterior collapse (docs/theory.md (T3); Lucas et al. 2019, Section 4.2 and Appendix C).
 
 References are independent of the code under test: a dense numpy ELBO computed per datapoint
 with ``A = I - W V`` formed explicitly, JAX autodiff (gradients and full Hessians in all
@@ -105,7 +105,7 @@ def scale_aware_tol(grad_fn, params, args, rel=1e-9, seed=0):
 
 
 def closed_form_value(lam, k, beta, sigma2):
-    """THEORY.md value of the optimum, written out here:
+    """docs/theory.md (T4) value of the optimum, written out here:
     ``-d/2 log(2 pi sigma2) - beta m/2 - sum_{not active} lambda/(2 sigma2)
       - beta/2 sum_{active} log(lambda/t)``."""
     lam = np.asarray(lam)

@@ -196,7 +196,7 @@ def check_collapse_fraction(payload: dict, strict: bool) -> None:
 
 
 def optimal_elbo(lam: np.ndarray, k: int, sigma2: float) -> float:
-    """THEORY.md's value of the optimal ELBO (beta = 1) at fixed sigma2, written out independently."""
+    """docs/theory.md (T4)'s value of the optimal ELBO (beta = 1) at fixed sigma2, written out independently."""
     active = np.zeros(len(lam), bool)
     active[:k] = lam[:k] > sigma2
     return (-0.5 * len(lam) * np.log(2 * np.pi * sigma2) - 0.5 * active.sum() - lam[~active].sum() / (2 * sigma2)

@@ -1,5 +1,5 @@
 """Tests of :mod:`linear_vae.ppca`: the pPCA log marginal likelihood, its maximum-likelihood
-solution and its stationary points (THEORY.md "pPCA"; Tipping & Bishop 1999; Lucas et al. 2019,
+solution and its stationary points (docs/theory.md (T2); Tipping & Bishop 1999; Lucas et al. 2019,
 Section 4.1).
 
 Every number is checked against an independent reference: scikit-learn's ``PCA.score``, a dense

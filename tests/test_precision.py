@@ -1,4 +1,4 @@
-"""Tests of the float64 switch (:mod:`linear_vae.precision`, THEORY.md "Precision").
+"""Tests of the float64 switch (:mod:`linear_vae.precision`, docs/theory.md (T6)).
 
 Importing :mod:`linear_vae` must turn on ``jax_enable_x64`` and full-precision matmuls, and the
 science paths must then really run in float64: the numerical tests below pass at ~1e-15 in

@@ -238,7 +238,7 @@ def test_top_path_never_allocates_a_d_by_d_array(monkeypatch, wide_data):
 
 def gram_reference(X, K):
     """Learned sigma2 at beta = 1, independently: eigvalsh of the centred Gram matrix, the pPCA
-    MLE ``(tr S - sum_{i<=K} lambda_i) / (d - K)`` and ``MLL*`` of THEORY.md "pPCA"."""
+    MLE ``(tr S - sum_{i<=K} lambda_i) / (d - K)`` and ``MLL*`` of docs/theory.md (T2)."""
     n, d = X.shape
     Xc = X - X.mean(axis=0)
     gram = Xc @ Xc.T / n

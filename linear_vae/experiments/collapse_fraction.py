@@ -1,6 +1,6 @@
 """Figure 8: the (epsilon, delta)-collapse fraction against epsilon, for several sigma2.
 
-Claim (Lucas et al. Section 6, THEORY.md "Posterior collapse as measured"): latent dimension
+Claim (Lucas et al. Section 6, docs/theory.md (T5)): latent dimension
 ``i`` is (epsilon, delta)-collapsed when ``P_x[KL_i(x) < epsilon] >= 1 - delta``.  At the
 linear VAE's global optimum (beta = 1) the ``k - m`` dimensions with ``lambda_i <= sigma2`` are
 exactly collapsed (``KL_i(x) = 0`` for every x, so they count for every epsilon > 0), and an

@@ -1,11 +1,11 @@
 """Figure 1: the collapse threshold.  Active latent dimensions against beta and against sigma2.
 
-Claim (Lucas et al. Section 4.2, THEORY.md): latent dimension ``i`` is active iff
+Claim (Lucas et al. Section 4.2, docs/theory.md (T4)): latent dimension ``i`` is active iff
 ``lambda_i > beta sigma2``, so the number of active dimensions is a staircase in beta with a step
 down at every ``beta_i* = lambda_i / sigma2`` (and, at beta = 1, in sigma2 with a step at every
 ``lambda_i``).  Trained linear VAEs (exact ELBO, trust-region Newton, one vmapped sweep per panel) are drawn as
 markers on the closed-form staircase; configurations within 2% of a threshold are drawn hollow
-grey (the saddle is flat there, see THEORY.md).
+grey (the saddle is flat there, see docs/theory.md (T4)).
 """
 
 from __future__ import annotations

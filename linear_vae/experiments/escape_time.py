@@ -1,6 +1,6 @@
 """Figure 6: how long plain gradient ascent takes to leave a collapsed saddle, against lambda_1 - sigma2.
 
-Claim (Lucas et al. Section 4.1, THEORY.md "pPCA"): a zero ("collapsed") column of ``W`` is a
+Claim (Lucas et al. Section 4.1, docs/theory.md (T2)): a zero ("collapsed") column of ``W`` is a
 saddle of the pPCA marginal likelihood while an unused ``lambda_i > sigma2``, with curvature
 ``c = (lambda_i - sigma2) / sigma2^2`` along ``u_i``; near the threshold the saddle is flat, so
 gradient methods escape it slowly, in a time that grows like ``1 / (lambda_i - sigma2)``.
@@ -77,7 +77,7 @@ def elbo_growth_rate(lam, sigma2):
     """Positive eigenvalue of the ELBO's Hessian in ``(a, b)`` (``w = a u``, ``v = b u^T``) at the
     collapsed point: ``[[-1/sigma2, lam/sigma2], [lam/sigma2, -lam]]`` (beta = 1, ``D = 1``).
 
-    From the closed-form ELBO (THEORY.md): ``-1/(2 sigma2) [-2 a b lam + a^2 b^2 lam + D a^2]
+    From the closed-form ELBO (docs/theory.md (T3)): ``-1/(2 sigma2) [-2 a b lam + a^2 b^2 lam + D a^2]
     - 1/2 [D + b^2 lam - 1 - log D]`` plus constants.  Returns ``(mu_plus, r)`` with ``(1, r)``
     the unstable eigenvector.
     """

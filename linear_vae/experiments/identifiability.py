@@ -1,6 +1,6 @@
 """Figure 7: identifiability.  The linear VAE recovers the principal directions themselves; pPCA only their span.
 
-Claim (Lucas et al. Section 4.2 / Appendix C, claim 3 of THEORY.md): the pPCA marginal
+Claim (Lucas et al. Section 4.2 / Appendix C, docs/theory.md (T3)): the pPCA marginal
 likelihood is invariant to ``W -> W R`` for any orthogonal ``R``, so its maximum-likelihood
 decoder ``W* = U_k (Lambda_k - sigma2* I)^{1/2} R`` is defined only up to a rotation and its
 ``W^T W = R^T (Lambda_k - sigma2*) R`` is generically not diagonal.  The linear VAE's ELBO with

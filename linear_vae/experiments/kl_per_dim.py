@@ -1,6 +1,6 @@
 """Figure 2: KL of every latent dimension against beta.
 
-Claim (Lucas et al. Section 4.2, THEORY.md): at the global optimum the KL of latent dimension
+Claim (Lucas et al. Section 4.2, docs/theory.md (T4)): at the global optimum the KL of latent dimension
 ``i`` is ``1/2 log(lambda_i / (beta sigma2))`` while ``lambda_i > beta sigma2`` and exactly 0 after,
 so each curve hits zero at its collapse threshold ``beta_i* = lambda_i / sigma2``.  Trained linear
 VAEs (exact ELBO, trust-region Newton, one vmapped sweep) are drawn as markers; their dimensions come out in

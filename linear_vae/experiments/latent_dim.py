@@ -1,6 +1,6 @@
 """Figure 5: marginal likelihood and ELBO against the number of latent dimensions K.
 
-Claim (Lucas et al. Section 4.2; THEORY.md "Global maximum of the beta-ELBO"): at a fixed
+Claim (Lucas et al. Section 4.2; docs/theory.md (T4)): at a fixed
 ``sigma2`` (beta = 1) the optimal ELBO equals the optimal pPCA marginal likelihood, and latent
 dimension ``i`` is active iff ``lambda_i > sigma2``.  So adding latent dimensions helps only up to
 ``K = #{lambda_i > sigma2}``: every dimension beyond it collapses (``w_i = 0``, ``q(z_i|x) = p(z_i)``)
@@ -12,7 +12,7 @@ The closed form (:func:`linear_vae.optimum.beta_elbo_optimum` at every K from 1 
 trained on MNIST-1000 with the exact ELBO (trust-region Newton, random initialisation) are drawn as markers at a
 few K, one vmapped sweep over the fixed sigma2 per K plus one learned-sigma2 run per K.  The fixed
 ``sigma2`` are read off the MNIST spectrum so that they cut it at 6, 12 and 26 eigenvalues, each
-at least 5% away from the nearest eigenvalue (a flat saddle converges slowly, THEORY.md).
+at least 5% away from the nearest eigenvalue (a flat saddle converges slowly, docs/theory.md (T4)).
 Values are shown as the gain over the model with no latent variables (K = 0: ``x ~ N(mu, sigma2 I)``),
 so that curves whose absolute levels differ by a thousand nats share one log axis.
 """

@@ -1,6 +1,6 @@
 """Figure 3: ELBO and marginal likelihood during training, with learned sigma2.
 
-Claim (Lucas et al. Section 4.2 and their notebook's training plot; THEORY.md "Linear VAE" and
+Claim (Lucas et al. Section 4.2 and their notebook's training plot; docs/theory.md (T3) and
 claims 3-4): the linear VAE with learned ``sigma2`` (beta = 1), trained by gradient ascent on its
 ELBO, reaches the global optimum, which is the pPCA maximum-likelihood solution: the ELBO rises
 to the pPCA marginal likelihood (MLL) of its own decoder (the bound becomes tight once the encoder
