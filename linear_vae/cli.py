@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from linear_vae import io
+from linear_vae import __version__, io
 
 
 class UsageError(Exception):
@@ -113,7 +113,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     per_optimizer = "; ".join(f"{name} {values[0]}" for name, values in OPTIMIZER_DEFAULTS.items())
     group = parser.add_argument_group("training")
     group.add_argument("--objective", choices=OBJECTIVES[:2], default=defaults.objective,
-                       help="exact ELBO from the covariance (full batch) or stochastic minibatch ELBO "
+                       help="exact: the ELBO in closed form from the data covariance (full batch, no sampling); "
+                            "stochastic: a Monte-Carlo estimate of it on minibatches, as a VAE is usually trained "
                             f"(default {defaults.objective})")
     group.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                        help="newton: trust-region Newton on the projected objective, converges to round-off and "
@@ -133,7 +134,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=defaults.batch_size,
                        help=f"minibatch size of the stochastic objective (default {defaults.batch_size})")
     group.add_argument("--mc-samples", type=int, default=defaults.mc_samples,
-                       help=f"Monte-Carlo samples of z per datapoint, stochastic objective (default {defaults.mc_samples})")
+                       help="samples of z drawn per datapoint to estimate the ELBO; used by the stochastic "
+                            f"objective only (default {defaults.mc_samples})")
     group.add_argument("--basis", choices=("data", "eigen"), default=None,
                        help="train on the data as given or rotated into the eigenbasis of S (the same "
                             "ELBO, cheaper steps; Adam's trajectory differs, Newton's does not; results are "
@@ -286,14 +288,19 @@ def cmd_verify(args) -> int:
 
 def cmd_reproduce(args) -> int:
     """Regenerate the paper's figures (PNG) with the numbers behind each (JSON)."""
+    import os
     import time
+
+    out = io.check_output_dir(args.out)  # an unusable --out fails before anything is loaded or run
+    folder = os.path.join(args.out, "")  # as given, with one trailing slash
 
     from linear_vae.experiments.runner import EXPERIMENTS, load, run_experiment
 
     names = args.only or list(EXPERIMENTS)
     for name in names:
-        load(name)  # unknown names fail before anything runs
+        load(name)  # unknown names fail before anything runs (argparse's choices catch them first)
     total_start = time.perf_counter()
+    written_figures = 0
     for index, name in enumerate(names, 1):
         start = time.perf_counter()
 
@@ -302,18 +309,22 @@ def cmd_reproduce(args) -> int:
                 print(f"\r[{index}/{len(names)}] {message}", end="", file=sys.stderr, flush=True)
 
         progress(f"{name}: running")
-        payload = run_experiment(name, out_dir=args.out, quick=args.quick, progress=progress)
+        payload = run_experiment(name, out_dir=out, quick=args.quick, progress=progress)
+        written_figures += len(payload["figures"])
         if not args.quiet:
             written = ", ".join(payload["figures"] + [f"{name}.json"])
-            print(f"\r[{index}/{len(names)}] {name}: wrote {written} in {args.out}/ "
+            print(f"\r[{index}/{len(names)}] {name}: wrote {written} in {folder} "
                   f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
     if not args.quiet:
-        print(f"reproduce: {len(names)} figure(s) in {time.perf_counter() - total_start:.1f} s", file=sys.stderr)
+        print(f"reproduce: {written_figures} figure(s) from {len(names)} experiment(s) written to {folder} "
+              f"in {time.perf_counter() - total_start:.1f} s", file=sys.stderr)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="linear-vae", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     analyze = sub.add_parser("analyze", help=cmd_analyze.__doc__, description=cmd_analyze.__doc__)
     _add_data_options(analyze)
@@ -330,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help=cmd_sweep.__doc__, description=cmd_sweep.__doc__)
     _add_data_options(sweep)
     sweep.add_argument("--latent-dim", "-k", type=int, required=True, help="number of latent dimensions K")
-    sweep.add_argument("--betas", default="1", help="KL weights: a,b,c or START:STOP:NUM (log-spaced); default 1")
+    sweep.add_argument("--betas", default="1", help="KL weights: a,b,c or START:STOP:NUM (log-spaced) (default 1)")
     sweep.add_argument("--sigma2s", default=None,
                        help="fixed observation variances: a,b,c or START:STOP:NUM (omit to learn sigma2)")
     sweep.add_argument("--seeds", default="0", help="seeds: a,b,c (default 0)")
@@ -340,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help=cmd_verify.__doc__, description=cmd_verify.__doc__)
     _add_data_options(verify)
-    from linear_vae.verify import VERIFY_DEFAULTS
+    from linear_vae.verify import LEARNED_STEPS_FACTOR, VERIFY_DEFAULTS
 
     verify.add_argument("--latent-dim", "-k", type=int, default=VERIFY_DEFAULTS["latent_dim"],
                         help=f"number of latent dimensions K (default {VERIFY_DEFAULTS['latent_dim']})")
@@ -351,25 +362,36 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--optimizer", choices=OPTIMIZERS, default=VERIFY_DEFAULTS["optimizer"],
                         help=f"optimiser of the sweep (default {VERIFY_DEFAULTS['optimizer']})")
     verify.add_argument("--steps", type=int, default=None,
-                        help="the most optimiser steps per configuration; a converged run stops sooner (default: "
+                        help="the most optimiser steps per configuration, the learned-sigma2 run gets "
+                             f"{LEARNED_STEPS_FACTOR} times as many with adam and sgd; a converged run stops sooner "
+                             "(default: "
                              + "; ".join(f"{name} {values[0]}" for name, values in OPTIMIZER_DEFAULTS.items()) + ")")
     verify.add_argument("--lr", type=float, default=VERIFY_DEFAULTS["learning_rate"],
-                        help=f"peak learning rate of adam and sgd (default {VERIFY_DEFAULTS['learning_rate']})")
+                        help="peak learning rate of adam and sgd; newton takes no learning rate "
+                             f"(default {VERIFY_DEFAULTS['learning_rate']:g})")
     verify.add_argument("--gap-tol", type=float, default=VERIFY_DEFAULTS["gap_tolerance"],
-                        help="largest accepted gap optimum - trained, nats per datapoint, away from thresholds "
+                        help="a configuration away from every collapse threshold passes only if its trained ELBO is "
+                             "at most this far below the closed-form optimum, in nats per datapoint "
                              f"(default {VERIFY_DEFAULTS['gap_tolerance']:g})")
     verify.add_argument("--angle-tol", type=float, default=VERIFY_DEFAULTS["angle_tolerance_deg"],
-                        help="largest accepted principal angle (degrees) away from thresholds "
-                             f"(default {VERIFY_DEFAULTS['angle_tolerance_deg']:g})")
-    verify.add_argument("--seed", type=int, default=0, help="seed of the initialisation (default 0)")
+                        help="a configuration away from every collapse threshold passes only if the largest "
+                             "principal angle between its trained active columns and the top eigenvectors is at "
+                             f"most this many degrees (default {VERIFY_DEFAULTS['angle_tolerance_deg']:g})")
+    verify.add_argument("--seed", type=int, default=0,
+                        help="seed of the random initial decoder of every configuration (default 0)")
     verify.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     verify.add_argument("--quiet", action="store_true", help="no progress on stderr")
     verify.set_defaults(func=cmd_verify)
 
     reproduce = sub.add_parser("reproduce", help=cmd_reproduce.__doc__, description=cmd_reproduce.__doc__)
-    reproduce.add_argument("--quick", action="store_true", help="small budgets (CI and smoke runs)")
-    reproduce.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
-    reproduce.add_argument("--out", default="figures", help="output folder (default: figures)")
+    reproduce.add_argument("--quick", action="store_true",
+                           help="small budgets (CI and smoke runs); every figure then says so on the image")
+    from linear_vae.experiments import EXPERIMENTS  # the names only: no matplotlib at start-up
+
+    reproduce.add_argument("--only", nargs="+", metavar="NAME", choices=EXPERIMENTS,
+                           help="run only these experiments, of: " + ", ".join(EXPERIMENTS) + " (default: all)")
+    reproduce.add_argument("--out", default="figures",
+                           help="output folder, created if needed and checked before anything runs (default: figures)")
     reproduce.add_argument("--quiet", action="store_true", help="no progress on stderr")
     reproduce.set_defaults(func=cmd_reproduce)
     return parser

@@ -14,11 +14,13 @@ the encoder and the latent rotation; the pPCA MLL at beta = 1): the decoder gap
 ``Phi(W, sigma2) - ELBO``, which sum to ``gap``.  At beta = 1 they are the likelihood gap
 ``MLL* - MLL(W, sigma2)`` and ``MLL(W, sigma2) - ELBO``.
 
-Every report carries a verdict with three outcomes, kept apart on purpose: ``"agrees"`` (the
+Every report carries a verdict with four outcomes, kept apart on purpose: ``"agrees"`` (the
 run converged by its own closed-form-free test and lands on the closed form), ``"not
 converged"`` (it cannot vouch for its end point; the report gives the measured rate and the
-steps that rate would need) and ``"disagrees"`` (it converged, yet the closed form says
-otherwise: a failure of the theory or of the code).
+steps that rate would need), ``"diverged"`` (the optimiser blew up by the rule of
+:mod:`linear_vae.divergence`, which never looks at the closed form either) and
+``"disagrees"`` (it converged, yet the closed form says otherwise: a failure of the theory or
+of the code).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from linear_vae.train import SweepResult, TrainConfig, TrainData, train_sweep
 
 #: Default largest gap (nats per datapoint) of a converged run that agrees with the closed form.
 GAP_TOL = 1e-6
-VERDICTS = ("agrees", "not converged", "disagrees")
+VERDICTS = ("agrees", "not converged", "diverged", "disagrees")
 
 
 class Problem(NamedTuple):
@@ -153,10 +155,13 @@ def convergence_rate(result: SweepResult, i: int, gain_tol: float = GAIN_TOL) ->
 def verdict(report: dict, gap_tol: float = GAP_TOL) -> tuple[str, list[str]]:
     """``(verdict, reasons)`` of one report (see the module docstring).
 
-    ``"not converged"`` whenever the run's own test failed, whatever the gap; otherwise
+    ``"diverged"`` when the run blew up (``report["divergence"]`` says how), ``"not converged"``
+    whenever the run's own test failed, whatever the gap; otherwise
     ``"disagrees"`` when the gap exceeds ``gap_tol``, the trained ELBO exceeds the optimum by
     more than float64 round-off (``1e-9 (1 + |ELBO*|)``), or the active count differs.
     """
+    if report.get("diverged"):
+        return "diverged", [report["divergence"]]
     if not report["converged"]:
         rate, needed = report.get("convergence_rate"), report.get("steps_needed")
         measured = ("rate not measured" if rate is None else f"gain shrinking x{rate:.4g} per step" +
@@ -194,7 +199,8 @@ def compare_sweep(result: SweepResult, spectrum: Spectrum, moments: Moments, X: 
                       predicted_gain=float(diagnosis.predicted_gain[i]),
                       grad_norm=float(diagnosis.grad_norm[i]),
                       ascent_curvature=float(diagnosis.ascent_curvature[i]),
-                      convergence_rate=rate, steps_needed=needed,
+                      convergence_rate=rate, steps_needed=needed, diverged=bool(result.diverged[i]),
+                      divergence=result.divergence[i], start_objective=float(result.start_objective[i]),
                       seconds=result.seconds / n_configs, sweep_seconds=result.seconds,
                       compile_seconds=result.compile_seconds)
         report["verdict"], report["reasons"] = verdict(report, gap_tol)
@@ -203,13 +209,15 @@ def compare_sweep(result: SweepResult, spectrum: Spectrum, moments: Moments, X: 
 
 
 def train_and_compare(problem: Problem, config: TrainConfig, betas, sigma2s, seeds,
-                      progress: Callable[[int, int], None] | None = None) -> tuple[SweepResult, list[dict]]:
+                      progress: Callable[[int, int], None] | None = None,
+                      on_divergence: str = "raise") -> tuple[SweepResult, list[dict]]:
     """Train one sweep (one compiled call, in ``config.basis``) and compare every configuration
-    with the closed form: the one path from data to trained-versus-analytic reports."""
+    with the closed form: the one path from data to trained-versus-analytic reports.
+    ``on_divergence`` as in :func:`linear_vae.train.train_sweep`."""
     config = config.validate(problem.dataset.d, problem.dataset.n)
     if config.learn_sigma2:  # fail before training, not after, when no learned sigma2 exists
         for beta in sorted(set(np.atleast_1d(betas).tolist())):
             learned_sigma2(problem.eigenvalues, config.latent_dim, beta)
     data = TrainData.build(problem.dataset.X, problem.moments, problem.spectrum, config.basis)
-    result = train_sweep(data, config, betas, sigma2s, seeds, progress=progress)
+    result = train_sweep(data, config, betas, sigma2s, seeds, progress=progress, on_divergence=on_divergence)
     return result, compare_sweep(result, problem.spectrum, problem.moments, problem.dataset.X)

@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from linear_vae.train import NonFiniteError
+from linear_vae import divergence
+from linear_vae.train import DivergenceError
 
 DTYPE = jnp.float32
 LOG_2PI = math.log(2.0 * math.pi)
@@ -196,9 +197,22 @@ def measure(state: DeepState, hyper: DeepHyper, X_train_slice, X_heldout, config
     return DeepHistory(state.step, beta, train_elbo, heldout_elbo, kl, jnp.exp(state.params.log_sigma2))
 
 
+def divergence_measures(params: DeepVAE, X_heldout, config: DeepConfig):
+    """What :mod:`linear_vae.divergence` judges a deep run by: the held-out one-sample ELBO at
+    beta = 1 (the objective, whatever the annealing) and the model's total variance, ``d sigma2``
+    plus the spread of the reconstructions at the encoder means."""
+    log_lik, kl = elbo_terms(params, X_heldout, jax.random.key(1), config)
+    mean, _ = encode(params, X_heldout, config)
+    reconstruction = mlp(params.decoder, mean, config.activation)
+    spread = jnp.mean(jnp.sum((reconstruction - reconstruction.mean(axis=0)) ** 2, axis=-1))
+    return jnp.mean(log_lik) - jnp.mean(jnp.sum(kl, axis=-1)), X_heldout.shape[-1] * jnp.exp(params.log_sigma2) + spread
+
+
 def run(config: DeepConfig, hyper: DeepHyper, X_train, X_heldout):
-    """Train one configuration: ``lax.scan`` over records, ``fori_loop`` over the steps between them."""
+    """Train one configuration: ``lax.scan`` over records, ``fori_loop`` over the steps between them.
+    Returns the final state, the history, and :func:`divergence_measures` before and after."""
     params = init_params(config, X_train.shape[1], hyper)
+    before = divergence_measures(params, X_heldout, config)
     key = jax.random.fold_in(jax.random.key(hyper.seed), 1)
     state = DeepState(params, make_optimizer(config).init(params), key, jnp.zeros((), int), -jnp.ones((), int))
     X_train_slice = X_train[: X_heldout.shape[0]]
@@ -207,7 +221,8 @@ def run(config: DeepConfig, hyper: DeepHyper, X_train, X_heldout):
         state = jax.lax.fori_loop(0, config.log_every, lambda _, s: train_step(s, hyper, X_train, config), state)
         return state, measure(state, hyper, X_train_slice, X_heldout, config)
 
-    return jax.lax.scan(record, state, None, length=config.steps // config.log_every)
+    state, history = jax.lax.scan(record, state, None, length=config.steps // config.log_every)
+    return state, history, before, divergence_measures(state.params, X_heldout, config)
 
 
 class DeepResult(NamedTuple):
@@ -237,15 +252,17 @@ def train_grid(config: DeepConfig, hyper: DeepHyper, X_train: np.ndarray, X_held
     if progress:
         progress(f"training {hyper.sigma2.shape[0]} deep VAEs for {config.steps} steps")
     start = time.perf_counter()
-    state, history = compiled(hyper, X_train, X_heldout)
+    state, history, (start_elbo, _), (end_elbo, model_variance) = compiled(hyper, X_train, X_heldout)
     jax.block_until_ready(history)
     seconds = time.perf_counter() - start
-    bad = np.asarray(state.first_nonfinite_step)
-    if np.any(bad >= 0):
-        i = int(np.argmax(bad >= 0))
-        raise NonFiniteError(f"deep VAE training diverged: non-finite ELBO at step {int(bad[i])} of configuration {i} "
-                             f"(sigma2 = {float(hyper.sigma2[i]):.4g}, learned = {bool(hyper.learn_sigma2[i])}, "
-                             f"warmup = {int(hyper.warmup[i])}); lower the learning rate")
+    data_variance = float(np.sum(np.var(np.asarray(X_train, dtype=np.float64), axis=0)))
+    diverged, reasons = divergence.diagnose(start_elbo, end_elbo, model_variance, data_variance,
+                                            state.first_nonfinite_step, state.step)
+    if diverged.any():
+        i = int(np.argmax(diverged))
+        raise DivergenceError(f"deep VAE training diverged in configuration {i} (sigma2 = {float(hyper.sigma2[i]):.4g}, "
+                              f"learned = {bool(hyper.learn_sigma2[i])}, warmup = {int(hyper.warmup[i])}): "
+                              f"{reasons[i]}; lower the learning rate")
     mean, log_var = jax.vmap(lambda p: encode(p, X_heldout, config))(state.params)
     heldout_kl = np.asarray(kl_per_dim(mean, log_var), dtype=np.float64)
     host = lambda tree: jax.tree.map(np.asarray, tree)  # noqa: E731

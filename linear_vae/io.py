@@ -6,6 +6,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -34,20 +35,70 @@ def dumps(obj, indent: int | None = None) -> str:
     return json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
 
 
+class WritesAborted(RuntimeError):
+    """Raised by :func:`atomic_write_bytes` once :func:`abort_writes` has run (the process is exiting)."""
+
+
+#: Temporary files being written right now, and files completed; guarded by ``_lock`` so that
+#: :func:`abort_writes` (called from a signal handler on the main thread while the work runs on
+#: another) sees every temporary file and no write completes after it.
+_lock = threading.Lock()
+_pending: set[str] = set()
+_completed: list[Path] = []
+_aborted = False
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    The temporary file is registered until it is renamed, so that :func:`abort_writes` can
+    remove it when the process is interrupted; a crash or an exception removes it here.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with _lock:
+        if _aborted:
+            raise WritesAborted(f"not writing {path}: the process is exiting")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        _pending.add(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
+        with _lock:
+            if _aborted:
+                raise WritesAborted(f"not writing {path}: the process is exiting")
+            os.replace(tmp, path)
+            _pending.discard(tmp)
+            _completed.append(path)
     except BaseException:
+        with _lock:
+            _pending.discard(tmp)
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def abort_writes() -> list[Path]:
+    """Refuse every further :func:`atomic_write_bytes`, delete the temporary files of the writes in
+    progress and return the files completed so far (for the interrupt handler of the CLI)."""
+    global _aborted
+    with _lock:
+        _aborted = True
+        pending = list(_pending)
+        completed = list(_completed)
+    for tmp in pending:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+    return completed
+
+
+def completed_writes() -> list[Path]:
+    """Files written by :func:`atomic_write_bytes` in this process, in order."""
+    with _lock:
+        return list(_completed)
 
 
 def _umask() -> int:
@@ -59,3 +110,28 @@ def _umask() -> int:
 def atomic_write_json(path, obj) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     atomic_write_bytes(path, (dumps(obj, indent=2) + "\n").encode())
+
+
+def check_output_dir(path, option: str = "--out") -> Path:
+    """Create the folder ``path`` (and its parents) if needed and check that a file can be written in it.
+
+    Returns it as a :class:`~pathlib.Path`.  Raises ``ValueError`` with one line saying what to
+    change when it cannot be created, is not a folder (a file, ``/dev/null``) or is not writable.
+    Writability is tested by creating and removing a temporary file (``os.access`` says yes to root
+    even on a read-only file system).
+    """
+    path = Path(path)
+    advice = f"pass {option} a writable folder"
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"cannot write figures to {path}: it exists and is not a folder; {advice}")
+    step = "cannot create it"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        step = "cannot create a file in it"
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".linear-vae-write-test.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(f"cannot write figures to {path}: {step} ({reason}); {advice}") from None
+    return path

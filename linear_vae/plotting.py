@@ -48,6 +48,42 @@ def save_png(fig, path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+#: The note :func:`mark_quick` puts on every figure of ``linear-vae reproduce --quick``.
+QUICK_NOTE = "quick budget: may not have converged; see the full figures"
+
+
+def mark_quick(fig, note: str = QUICK_NOTE, strip: float = 0.3) -> None:
+    """Write ``note`` in a strip ``strip`` inches tall added below everything else on ``fig``.
+
+    The layout is computed once and frozen, then the figure grows by the strip and every panel,
+    figure title and figure legend moves up by it unchanged, so the note overlaps nothing (a
+    figure legend "outside lower center" sits at the figure's bottom edge, where a note placed by
+    the layout engine alone would collide with it).
+    """
+    if any(text.get_text() == note for text in fig.texts):
+        return
+    fig.draw_without_rendering()                 # run the layout engine: positions as they would be saved
+    fig.set_layout_engine("none")                # ... and keep them
+    width, height = fig.get_size_inches()
+    frac = strip / (height + strip)
+
+    def up(y):                                   # figure fraction before -> after growing at the bottom
+        return frac + y * (1 - frac)
+
+    fig.set_size_inches(width, height + strip)
+    for ax in fig.axes:                          # panels and colour bars
+        x0, y0, w, h = ax.get_position().bounds
+        ax.set_position((x0, up(y0), w, h * (1 - frac)))
+    for text in fig.texts:                       # figure texts, suptitle and sup-labels included
+        if text.get_transform() is fig.transFigure:
+            x, y = text.get_position()
+            text.set_position((x, up(y)))
+    for legend in fig.legends:                   # anchored to the whole figure: anchor to the part above
+        if legend.get_bbox_to_anchor() is fig.bbox:
+            legend.set_bbox_to_anchor((0, frac, 1, 1 - frac), transform=fig.transFigure)
+    fig.text(0.5, frac / 2, note, ha="center", va="center", color="#D55E00", fontsize=9, fontweight="bold")
+
+
 def log_axis(ax, which: str = "x", subs=(1.0, 2.0, 5.0)) -> None:
     """Log scale with plain-number labels at ``subs`` x 10^n (default 1, 2, 5; pass ``(1.0,)`` for
     decades only on axes spanning more than about three decades) and no minor-tick labels."""

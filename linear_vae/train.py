@@ -45,7 +45,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from linear_vae import newton
+from linear_vae import divergence, newton
 from linear_vae.elbo import DataStats, LinearVAE, elbo_terms, monte_carlo_elbo, optimal_encoder
 from linear_vae.moments import Moments, Spectrum
 from linear_vae.ppca import log_marginal_likelihood
@@ -69,9 +69,10 @@ class TrainConfig(NamedTuple):
     Attributes
     ----------
     latent_dim : k.
-    steps : the most optimiser steps (a multiple of ``log_every``); a run that converges stops
-        sooner when ``stop_when_converged``.  Default from :data:`OPTIMIZER_DEFAULTS`.
-    log_every : record metrics every this many steps (default from :data:`OPTIMIZER_DEFAULTS`).
+    steps : the most optimiser steps; a run that converges stops sooner when
+        ``stop_when_converged``.  Default from :data:`OPTIMIZER_DEFAULTS`.
+    log_every : record metrics every this many steps, and after the last step (default from
+        :data:`OPTIMIZER_DEFAULTS`).
     objective : "exact" (closed-form ELBO from S), "stochastic" (minibatch Monte Carlo) or
         "mll" (the pPCA marginal likelihood of the decoder alone).
     optimizer : "newton" (default; exact objective only, see :mod:`linear_vae.newton`), "adam" or
@@ -139,8 +140,10 @@ class TrainConfig(NamedTuple):
         if self.optimizer == "newton" and self.objective == "stochastic":
             raise ValueError("the newton optimizer needs the exact objective; pass --optimizer adam for "
                              "--objective stochastic")
-        if self.steps < 1 or self.log_every < 1 or self.steps % self.log_every:
-            raise ValueError(f"--steps {self.steps} must be a positive multiple of --log-every {self.log_every}")
+        if self.steps < 1:
+            raise ValueError(f"--steps {self.steps} must be at least 1")
+        if self.log_every < 1:
+            raise ValueError(f"--log-every {self.log_every} must be at least 1")
         check_positive("learning rate", self.learning_rate, "--lr")
         check_positive("init scale", self.init_scale, "--init-scale")
         check_positive("gain tolerance", self.gain_tol, "--gain-tol")
@@ -210,8 +213,17 @@ class TrainState(NamedTuple):
     converged: jax.Array             # set by the convergence check between chunks; freezes the state
 
 
+def record_steps(config: TrainConfig) -> np.ndarray:
+    """Optimiser steps before each record: ``log_every`` each, the last one whatever remains, so
+    that the last record is always taken after the final step."""
+    n_records = -(-config.steps // config.log_every)
+    steps = np.full(n_records, config.log_every, dtype=np.int32)
+    steps[-1] = config.steps - (n_records - 1) * config.log_every
+    return steps
+
+
 class History(NamedTuple):
-    """Metrics recorded every ``log_every`` steps (leading axes: [configuration,] record)."""
+    """Metrics recorded every ``log_every`` steps and after the last (leading axes: [configuration,] record)."""
 
     step: jax.Array
     elbo: jax.Array             # exact beta-ELBO (nats per datapoint)
@@ -357,23 +369,26 @@ def measure(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfi
                    jnp.sum(params.W**2, axis=0), sigma2)
 
 
-def run_steps(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig, n_records: int):
-    """``n_records * log_every`` steps under ``lax.scan``, measuring after every ``log_every``."""
+def run_steps(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig, steps_per_record):
+    """``sum(steps_per_record)`` steps under ``lax.scan``, measuring after each group of
+    ``steps_per_record[r]`` steps (an array, so that a short last record does not recompile)."""
 
-    def one_record(state, _):
-        state = jax.lax.fori_loop(0, config.log_every, lambda _, s: train_step(s, hyper, data, config), state)
+    def one_record(state, n_steps):
+        state = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(s, hyper, data, config), state)
         return state, measure(state, hyper, data, config)
 
-    return jax.lax.scan(one_record, state, None, length=n_records)
+    return jax.lax.scan(one_record, state, jnp.asarray(steps_per_record))
 
 
 class SweepResult(NamedTuple):
     """Final parameters, histories and convergence of every configuration of a sweep (numpy, leading axis C).
 
-    ``history`` holds the records up to the last chunk run (fewer than ``config.steps /
-    config.log_every`` when every configuration converged sooner).  ``diagnosis`` is the
-    convergence test after the last step; ``checks`` lists ``(steps, predicted_gain per
-    configuration)`` for every test made (between chunks and at the end), for convergence rates.
+    ``history`` holds the records up to the last chunk run (fewer than ``len(record_steps(config))``
+    when every configuration converged sooner).  ``diagnosis`` is the convergence test after the
+    last step; ``checks`` lists ``(steps, predicted_gain per configuration)`` for every test made
+    (between chunks and at the end), for convergence rates.  ``start_objective`` is the objective
+    before the first step, and ``diverged``/``divergence`` the verdict and reason of
+    :func:`linear_vae.divergence.diagnose` (``None`` where the run did not diverge).
     """
 
     config: TrainConfig
@@ -386,14 +401,17 @@ class SweepResult(NamedTuple):
     steps_used: np.ndarray  # (C,) steps taken before converging (or all of them)
     diagnosis: newton.Diagnosis
     checks: list
+    start_objective: np.ndarray
+    diverged: np.ndarray
+    divergence: list
 
     @property
     def converged(self) -> np.ndarray:
         return np.asarray(self.diagnosis.converged, dtype=bool)
 
 
-class NonFiniteError(ValueError):
-    """Training produced a NaN or inf; raised with the step and configuration that did."""
+class DivergenceError(ValueError):
+    """Training diverged (:mod:`linear_vae.divergence`); raised naming the configuration and the step."""
 
 
 def _chunks(n_records: int, target: int) -> int:
@@ -441,13 +459,18 @@ _COMPILED: dict = {}
 
 
 def _compiled_sweep(config: TrainConfig, n_records: int):
-    """``jit(vmap(...))`` of :func:`init_state`, :func:`run_steps`, :func:`diagnose` and the
-    post-check update for a static config (cached: a sweep's values never recompile)."""
+    """``jit(vmap(...))`` of :func:`init_state` (with the first :func:`measure`), :func:`run_steps`
+    over ``n_records`` records, :func:`diagnose` and the post-check update for a static config
+    (cached: a sweep's values never recompile)."""
     cache_key = (config, n_records)
     if cache_key not in _COMPILED:
-        init = jax.jit(jax.vmap(lambda h, data: init_state(config, h, data), in_axes=(0, None)))
-        run = jax.jit(jax.vmap(lambda s, h, data: run_steps(s, h, data, config, n_records),
-                               in_axes=(0, 0, None)), donate_argnums=0)
+        def init_and_measure(hyper, data):
+            state = init_state(config, hyper, data)
+            return state, measure(state, hyper, data, config)
+
+        init = jax.jit(jax.vmap(init_and_measure, in_axes=(0, None)))
+        run = jax.jit(jax.vmap(lambda s, h, data, n: run_steps(s, h, data, config, n),
+                               in_axes=(0, 0, None, None)), donate_argnums=0)
         check = jax.jit(jax.vmap(lambda s, h, data: diagnose(s, h, data, config), in_axes=(0, 0, None)))
         update = jax.jit(jax.vmap(lambda s, g: _after_check(s, g, config)))
         _COMPILED[cache_key] = (init, run, check, update)
@@ -455,16 +478,24 @@ def _compiled_sweep(config: TrainConfig, n_records: int):
 
 
 def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
-                progress: Callable[[int, int], None] | None = None, n_chunks: int = 10) -> SweepResult:
+                progress: Callable[[int, int], None] | None = None, n_chunks: int = 10,
+                on_divergence: str = "raise") -> SweepResult:
     """Train one linear VAE per entry of ``betas``, ``sigma2s``, ``seeds`` (equal-length 1-D) at once.
 
-    One compiled call trains every configuration (``vmap`` over the three arrays); ``progress``
-    is called as ``progress(steps_done, steps_total)`` between chunks.  With
-    ``config.stop_when_converged`` the sweep is diagnosed between chunks and stops once every
-    configuration has converged; it is always diagnosed after its last step.  Raises
-    :class:`NonFiniteError` naming the first step and configuration whose objective or
-    parameters were not finite.
+    One compiled call trains every configuration (``vmap`` over the three arrays).  ``progress``
+    is called as ``progress(steps_done, steps_total)`` between chunks; if it has a ``phase(name)``
+    method (:class:`linear_vae.progress.Progress`), it is told when compilation and training
+    begin.  With ``config.stop_when_converged`` the sweep is diagnosed between chunks and stops
+    once every configuration has converged (or diverged); it is always diagnosed after its last
+    step.
+
+    Divergence (:mod:`linear_vae.divergence`) is checked between chunks and at the end.  With
+    ``on_divergence="raise"`` the first diverged configuration raises :class:`DivergenceError`
+    naming it and the step; with ``"report"`` the sweep runs on and the result marks it
+    (``diverged``, ``divergence``).
     """
+    if on_divergence not in ("raise", "report"):
+        raise ValueError(f"on_divergence must be 'raise' or 'report', not {on_divergence!r}")
     if config.basis is None:  # the basis the data were built in
         config = config._replace(basis="data" if data.rotation is None else "eigen")
     config = config.resolved()
@@ -478,23 +509,29 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
     if sharding is not None:
         hyper = jax.device_put(hyper, sharding)
 
-    total_records = config.steps // config.log_every
+    steps_per_record = record_steps(config)
+    total_records = len(steps_per_record)
     chunk = _records_per_chunk(config, total_records, n_chunks, progress)
     init, run, check, update = _compiled_sweep(config, chunk)
+    _phase(progress, "compiling")
     start = time.perf_counter()
-    state = init(hyper, data)
-    compiled_run = run.lower(state, hyper, data).compile()
+    state, first_record = init(hyper, data)
+    chunk_steps = [jnp.asarray(steps_per_record[r:r + chunk]) for r in range(0, total_records, chunk)]
+    compiled_run = run.lower(state, hyper, data, chunk_steps[0]).compile()
     compile_seconds = time.perf_counter() - start
     layout = jax.tree.map(lambda a: a.sharding, state)
     compiled_check = compiled_update = None
+    watch = _DivergenceWatch(config, data, hyper, n_configs, first_record, on_divergence)
 
+    _phase(progress, "training")
     start = time.perf_counter()
     histories, checks = [], []
     diagnosis = None
-    for done in range(0, total_records, chunk):
-        state, history = compiled_run(state, hyper, data)
+    for index, done in enumerate(range(0, total_records, chunk)):
+        state, history = compiled_run(state, hyper, data, chunk_steps[index])
         histories.append(history)
-        _raise_if_nonfinite(state, history, hyper, n_configs)
+        watch.during(state, history)
+        steps_done = int(steps_per_record[:done + chunk].sum())
         last_chunk = done + chunk >= total_records
         if config.stop_when_converged or last_chunk:
             if compiled_check is None:  # compiled for the state as the run leaves it (its sharding)
@@ -506,12 +543,12 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
                 start += compiling
             diagnosis = compiled_check(state, hyper, data)
             state = compiled_update(state, diagnosis)
-            checks.append(((done + chunk) * config.log_every, np.asarray(diagnosis.predicted_gain)[:n_configs]))
+            checks.append((steps_done, np.asarray(diagnosis.predicted_gain)[:n_configs]))
         if sharding is not None:  # the next chunk's program expects the layout it was compiled for
             state = jax.device_put(state, layout)
         if progress:
-            progress((done + chunk) * config.log_every, config.steps)
-        if config.stop_when_converged and bool(np.all(np.asarray(state.converged))):
+            progress(steps_done, config.steps)
+        if config.stop_when_converged and bool(np.all(np.asarray(state.converged)[:n_configs] | watch.blown)):
             break
     history = _concatenate_histories(histories) if len(histories) > 1 else histories[0]
     jax.block_until_ready(history)
@@ -523,8 +560,70 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
     params = data.to_data_basis(host(jax.vmap(lambda s, h: model(s, h, data, config))(state, hyper)))
     if config.optimizer == "newton":
         params = newton.with_canonical_signs(params)
-    return SweepResult(config, host(hyper), params, np.exp(host(state.trainable.log_sigma2)),
-                       host(history), seconds, compile_seconds, host(state.step), host(diagnosis), checks)
+    history, steps_used = host(history), host(state.step)
+    diverged, reasons = watch.at_end(state, history, steps_used)
+    if progress is not None and hasattr(progress, "converged") and steps_done < config.steps:
+        progress.converged(steps_done)
+    return SweepResult(config, host(hyper), params, np.exp(host(state.trainable.log_sigma2)), history, seconds,
+                       compile_seconds, steps_used, host(diagnosis), checks, watch.start, diverged, reasons)
+
+
+def _phase(progress, name: str) -> None:
+    """Tell a :class:`linear_vae.progress.Progress` (anything with ``phase``) which stage begins."""
+    if progress is not None and hasattr(progress, "phase"):
+        progress.phase(name)
+
+
+class _DivergenceWatch:
+    """Applies :mod:`linear_vae.divergence` to a sweep: between chunks (non-finite values, a model
+    variance past the bound) and at the end (also the fall of the objective below its start)."""
+
+    def __init__(self, config: TrainConfig, data: TrainData, hyper: Hyper, n_configs: int, first_record: History,
+                 on_divergence: str):
+        self.config, self.hyper, self.n_configs, self.on_divergence = config, hyper, n_configs, on_divergence
+        self.data_variance = float(np.sum(np.asarray(data.eigenvalues)))
+        self.d = int(data.eigenvectors.shape[0])
+        self.start = self._objective(jax.tree.map(lambda a: np.asarray(a)[:n_configs], first_record))
+        self.blown = np.zeros(n_configs, dtype=bool)   # rule 1 or 3 has fired
+        self.blown_step = np.zeros(n_configs, dtype=int)
+        self.peak_variance = np.zeros(n_configs)
+
+    def _objective(self, record: History) -> np.ndarray:
+        return np.asarray(record.mll if self.config.objective == "mll" else record.elbo)
+
+    def _last(self, history: History) -> History:
+        return jax.tree.map(lambda a: np.asarray(a)[:self.n_configs, -1], history)
+
+    def during(self, state: TrainState, history: History) -> None:
+        last = self._last(history)
+        variance = np.sum(last.column_norms_sq, axis=-1) + self.d * last.sigma2
+        variance = np.where(np.isfinite(variance), variance, np.inf)
+        self.peak_variance = np.maximum(self.peak_variance, variance)
+        nonfinite = np.asarray(state.first_nonfinite_step)[:self.n_configs] >= 0
+        nonfinite |= ~np.isfinite(self._objective(last))
+        fired = ~self.blown & (nonfinite | (variance > divergence.SCALE_FACTOR**2 * self.data_variance))
+        self.blown_step[fired] = np.asarray(last.step)[fired]
+        self.blown |= fired
+        if self.on_divergence == "raise" and fired.any():
+            _, reasons = self._verdict(state, self._objective(last), np.asarray(last.step))
+            self._raise(int(np.argmax(fired)), reasons)
+
+    def at_end(self, state: TrainState, history: History, steps_used: np.ndarray):
+        diverged, reasons = self._verdict(state, self._objective(history)[:, -1], steps_used)
+        if self.on_divergence == "raise" and diverged.any():
+            self._raise(int(np.argmax(diverged)), reasons)
+        return diverged, reasons
+
+    def _verdict(self, state: TrainState, end: np.ndarray, steps: np.ndarray):
+        named_step = np.where(self.blown, self.blown_step, steps)
+        return divergence.diagnose(self.start, end, self.peak_variance, self.data_variance,
+                                   np.asarray(state.first_nonfinite_step)[:self.n_configs], named_step)
+
+    def _raise(self, i: int, reasons: list) -> None:
+        h = self.hyper
+        raise DivergenceError(
+            f"training diverged in configuration {i} (beta = {float(h.beta[i]):.6g}, sigma2 = {float(h.sigma2[i]):.6g}, "
+            f"seed = {int(h.seed[i])}): {reasons[i]}; lower the learning rate (--lr)")
 
 
 def _check_sweep(config: TrainConfig, data: TrainData, betas, sigma2s, seeds) -> None:
@@ -544,28 +643,17 @@ def _check_sweep(config: TrainConfig, data: TrainData, betas, sigma2s, seeds) ->
                          f"build them with TrainData.build(..., basis={config.basis!r})")
 
 
-def _raise_if_nonfinite(state: TrainState, history: History, hyper: Hyper, n_configs: int) -> None:
-    bad = np.asarray(state.first_nonfinite_step)[:n_configs]
-    last_elbo = np.asarray(history.elbo)[:n_configs, -1]
-    bad = np.where((bad < 0) & ~np.isfinite(last_elbo), np.asarray(state.step)[:n_configs], bad)
-    if np.any(bad >= 0):
-        i = int(np.argmax(bad >= 0))
-        raise NonFiniteError(
-            f"training diverged: non-finite beta-ELBO or parameters at step {int(bad[i])} of configuration "
-            f"{i} (beta = {float(hyper.beta[i]):.6g}, sigma2 = {float(hyper.sigma2[i]):.6g}, "
-            f"seed = {int(hyper.seed[i])}); lower --lr")
-
-
 def train_single(data: TrainData, config: TrainConfig, beta: float, sigma2: float, seed: int):
     """One configuration without ``vmap`` (the baseline a sweep is compared with): returns the
     final :class:`TrainState` and :class:`History` as device arrays."""
     hyper = Hyper(jnp.float64(beta), jnp.float64(sigma2), jnp.uint32(seed))
-    return _single(config.resolved(), hyper, data)
+    config = config.resolved()
+    return _single(config, hyper, data, jnp.asarray(record_steps(config)))
 
 
-def _single_impl(config, hyper, data):
+def _single_impl(config, hyper, data, steps_per_record):
     state = init_state(config, hyper, data)
-    return run_steps(state, hyper, data, config, config.steps // config.log_every)
+    return run_steps(state, hyper, data, config, steps_per_record)
 
 
 _single = jax.jit(_single_impl, static_argnums=0)

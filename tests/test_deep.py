@@ -9,7 +9,7 @@ from linear_vae.analysis import analyze
 from linear_vae.collapse import epsilon_delta_collapsed
 from linear_vae.datasets import make_synthetic
 from linear_vae.deep import DTYPE, DeepConfig, DeepHyper, train_grid
-from linear_vae.train import NonFiniteError
+from linear_vae.train import DivergenceError
 
 SIGMA2S = np.array([1.0, 3.0, 5.0])   # 5, 4 and 2 of the top eigenvalues 8 * 0.75**i above them
 K = 4
@@ -68,5 +68,5 @@ def test_deep_vae_divergence_names_step_and_configuration():
     X = make_synthetic().X
     config = DeepConfig(latent_dim=2, hidden=(8,), steps=20, log_every=10, learning_rate=1e8)
     hyper = DeepHyper(np.array([1.0, 1e-30]), np.zeros(2), np.zeros(2), np.zeros(2, int))
-    with pytest.raises(NonFiniteError, match=r"step \d+ of configuration \d"):
+    with pytest.raises(DivergenceError, match=r"in configuration \d .*by step \d+"):
         train_grid(config, hyper, X, X)

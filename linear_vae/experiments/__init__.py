@@ -1,1 +1,15 @@
 """The paper's posterior-collapse figures, one module each (see :mod:`linear_vae.experiments.runner`)."""
+
+#: Experiment modules in figure order (here, so that the command line lists them without importing
+#: matplotlib; :mod:`linear_vae.experiments.runner` re-exports it).
+EXPERIMENTS = (
+    "collapse_threshold",
+    "kl_per_dim",
+    "training_curves",
+    "landscape",
+    "latent_dim",
+    "escape_time",
+    "identifiability",
+    "collapse_fraction",
+    "deep_vae",
+)

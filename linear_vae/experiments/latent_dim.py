@@ -62,6 +62,14 @@ def closed_form(eigenvalues, latent_dims, sigma2):
     return {key: [r[key] for r in rows] for key in rows[0]}
 
 
+def train_label(k: int, fixed_sigma2s=None) -> str:
+    """Progress label of one training sweep at ``K = k``: the fixed sigma2 values, or learned sigma2
+    when ``fixed_sigma2s`` is None (every sweep of a run gets its own label)."""
+    if fixed_sigma2s is None:
+        return f"{NAME} K={k}, sigma2 learned"
+    return f"{NAME} K={k}, sigma2 fixed at " + ", ".join(f"{s:g}" for s in fixed_sigma2s)
+
+
 # --- run -----------------------------------------------------------------------------------------
 def run(config: dict, progress=None) -> dict:
     problem = load_problem(config)
@@ -78,12 +86,12 @@ def run(config: dict, progress=None) -> dict:
     for k in trained_dims:
         base = TrainConfig(latent_dim=k, optimizer=config["optimizer"], steps=config["steps"],
                                gain_tol=config["gain_tol"])
-        sweeps = [(base, [1.0] * len(fixed), fixed),                                   # fixed sigma2, vmapped
-                  (base._replace(learn_sigma2=True), [1.0], [config["initial_sigma2"]])]  # learned sigma2
+        sweeps = [(base, [1.0] * len(fixed), fixed, train_label(k, fixed)),          # fixed sigma2, vmapped
+                  (base._replace(learn_sigma2=True), [1.0], [config["initial_sigma2"]], train_label(k))]  # learned
         reports, histories = [], []
-        for train_config, betas, sigma2s in sweeps:
+        for train_config, betas, sigma2s, label in sweeps:
             result, rows = train(problem, train_config, betas, sigma2s, [config["seed"]] * len(betas),
-                                 basis=config["basis"], progress=progress, label=f"{NAME} K={k}")
+                                 basis=config["basis"], progress=progress, label=label)
             reports += rows
             histories += [(result.history.elbo[i, -1], result.history.mll[i, -1], result.sigma2[i])
                           for i in range(len(betas))]

@@ -16,21 +16,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from linear_vae.experiments import EXPERIMENTS  # noqa: F401  (experiment modules in figure order)
 from linear_vae.io import atomic_write_json
-from linear_vae.plotting import save_png
-
-#: Experiment modules in figure order.
-EXPERIMENTS = (
-    "collapse_threshold",
-    "kl_per_dim",
-    "training_curves",
-    "landscape",
-    "latent_dim",
-    "escape_time",
-    "identifiability",
-    "collapse_fraction",
-    "deep_vae",
-)
+from linear_vae.plotting import mark_quick, save_png
 
 
 def load(name: str):
@@ -61,7 +49,9 @@ def experiment_config(name: str, quick: bool) -> dict:
 
 def run_experiment(name: str, out_dir="figures", quick: bool = False,
                    progress: Callable[[str], None] | None = None, command: str | None = None) -> dict:
-    """Run ``name``, write ``out_dir/name.json`` and ``out_dir/name.png``, return the JSON payload."""
+    """Run ``name``, write ``out_dir/name.json`` and ``out_dir/name.png``, return the JSON payload.
+
+    With ``quick`` every figure carries :data:`linear_vae.plotting.QUICK_NOTE` on the image."""
     module = load(name)
     config = experiment_config(name, quick)
     start = time.perf_counter()
@@ -81,6 +71,8 @@ def run_experiment(name: str, out_dir="figures", quick: bool = False,
     figures = figure_paths(name, module.plot(results, config))
     payload["figures"] = sorted(figures)
     for path, fig in figures.items():
+        if quick:
+            mark_quick(fig)  # a quick figure says so on the image, not only in the JSON
         save_png(fig, out_dir / path)
     atomic_write_json(out_dir / f"{name}.json", payload)
     return payload

@@ -1,0 +1,133 @@
+"""Progress of a command on stderr: a live bar on a terminal, plain lines in a log.
+
+One :class:`Progress` serves a whole command.  The trainers report to it through two calls:
+``progress(steps_done, steps_total)`` between chunks, and ``progress.phase(name)`` when a stage
+begins ("compiling", "training", "drawing").  Commands and experiments name what is running with
+:meth:`Progress.task` (for example ``"[5/9] latent_dim K=16, sigma2 learned"``) and add free text
+with :meth:`Progress.message`.
+
+* On a terminal a `tqdm <https://tqdm.github.io>`_ bar shows the task, its phase, steps done,
+  rate and time left, and is cleared when the task ends (tqdm redraws one line with carriage
+  returns and clears it properly, which hand-written ``\\r`` output did not).
+* Anywhere else (a file, a pipe, CI) every phase and message is one line, and step counts are a
+  line at most every :data:`LINE_INTERVAL` seconds plus one at the end, each with its rate and
+  the time left, so a log stays readable.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+#: Seconds between two step-count lines when stderr is not a terminal.
+LINE_INTERVAL = 10.0
+#: A bar appears only once a task has run this long (short runs stay quiet on a terminal).
+BAR_DELAY = 1.0
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
+
+
+class Progress:
+    """Progress display for one command (see the module docstring).  ``enabled=False`` is silent."""
+
+    def __init__(self, enabled: bool = True, stream=None, live: bool | None = None):
+        self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self._label = ""
+        self._phase = ""
+        self._bar = None
+        self._task_start = time.perf_counter()
+        self._steps_start: tuple[float, int] | None = None
+        self._last_line = 0.0
+        self._last_done = 0
+        self._total = 0
+
+    # -- what is running --------------------------------------------------------------------------
+    def task(self, label: str) -> None:
+        """Start a new task (closes the previous one's bar)."""
+        self._end_bar()
+        self._label, self._phase = label, ""
+        self._task_start = time.perf_counter()
+        self._steps_start = None
+        self._last_done = self._total = 0
+
+    def phase(self, name: str) -> None:
+        """A new stage of the current task: one line in a log, the bar's suffix on a terminal."""
+        self._phase = name
+        if not self.enabled:
+            return
+        if self.live:
+            if self._bar is not None:
+                self._bar.set_postfix_str(name, refresh=True)
+        else:
+            self._line(f"{self._label}: {name}" if self._label else name)
+
+    def message(self, text: str) -> None:
+        """Free text about the current task."""
+        if not self.enabled:
+            return
+        self._line(f"{self._label}: {text}" if self._label else text)
+
+    # -- steps --------------------------------------------------------------------------------
+    def __call__(self, done: int, total: int) -> None:
+        """``done`` of ``total`` optimiser steps (a trainer calls this between chunks)."""
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if self._steps_start is None:
+            self._steps_start = (now, 0)
+        self._total = total
+        if self.live:
+            self._update_bar(done, total)
+        elif now - self._last_line >= LINE_INTERVAL or done >= total:
+            self._line(f"{self._label}: {done}/{total} steps{self._rate_and_eta(done, total, now)}")
+        self._last_done = done
+
+    def converged(self, done: int) -> None:
+        """The task stopped at step ``done`` of its budget because every configuration converged."""
+        if not self.enabled or not self._total or done >= self._total:
+            return
+        if self.live:
+            self._end_bar()
+        self._line(f"{self._label}: converged after {done} of at most {self._total} steps")
+
+    def close(self) -> None:
+        """End the current task's bar (nothing is left on the terminal line)."""
+        self._end_bar()
+
+    # -- internals ----------------------------------------------------------------------------
+    def _rate_and_eta(self, done: int, total: int, now: float) -> str:
+        start, start_done = self._steps_start
+        elapsed = now - start
+        if done <= start_done or elapsed <= 0:
+            return ""
+        rate = (done - start_done) / elapsed
+        left = f", about {_duration((total - done) / rate)} left at most" if done < total else ""
+        return f" ({rate:.3g} steps/s{left})"
+
+    def _update_bar(self, done: int, total: int) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=self._label, unit="step", file=self.stream, leave=False,
+                             dynamic_ncols=True, delay=BAR_DELAY)
+            if self._phase:
+                self._bar.set_postfix_str(self._phase, refresh=False)
+        self._bar.total = total
+        self._bar.update(max(0, done - self._bar.n))
+
+    def _end_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()  # leave=False: the line is cleared
+            self._bar = None
+
+    def _line(self, text: str) -> None:
+        self._last_line = time.perf_counter()
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)  # printed above the bar, which is redrawn
+        else:
+            print(text, file=self.stream, flush=True)
