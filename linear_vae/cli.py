@@ -167,38 +167,16 @@ def _default_sigma2_init(args, spectrum) -> float:
     return float(spectrum.eigenvalues.mean())
 
 
-class _Progress:
-    """Training progress on stderr, silent for runs shorter than about two seconds.
+def _progress(args, label: str):
+    """A :class:`linear_vae.progress.Progress` on stderr for the task ``label`` (silent with ``--quiet``)."""
+    from linear_vae.progress import Progress
 
-    Called as ``progress(steps_done, steps_total)``; :meth:`close` ends the line when a run that
-    converged stopped before its budget.
-    """
-
-    def __init__(self):
-        import time
-
-        self._clock = time.perf_counter
-        self._start = self._clock()
-        self._open = False
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._clock() - self._start > 2.0:
-            end = "\n" if done == total else ""
-            print(f"\rtraining: {done}/{total} steps ({100 * done // total}%)", end=end, file=sys.stderr, flush=True)
-            self._open = done != total
-
-    def close(self) -> None:
-        if self._open:
-            print(" (converged)", file=sys.stderr, flush=True)
-            self._open = False
+    progress = Progress(enabled=not args.quiet)
+    progress.task(label)
+    return progress
 
 
-def _progress(args):
-    """A :class:`_Progress` printer, or ``None`` with ``--quiet``."""
-    return None if args.quiet else _Progress()
-
-
-def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2):
+def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2, on_divergence: str):
     """Train the Cartesian product of ``betas x sigma2s x seeds`` in one compiled call and compare."""
     import itertools
 
@@ -213,10 +191,11 @@ def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2):
     else:
         sigma2s = [check_positive("sigma2", s) for s in sigma2s]
     b, s, r = (list(column) for column in zip(*itertools.product(betas, sigma2s, seeds)))
-    progress = _progress(args)
-    _, reports = train_and_compare(problem, _train_config(args, latent_dim, learn_sigma2), b, s, r,
-                                   progress=progress)
-    if progress:
+    progress = _progress(args, args.command if len(b) == 1 else f"{args.command} ({len(b)} configurations)")
+    try:
+        _, reports = train_and_compare(problem, _train_config(args, latent_dim, learn_sigma2), b, s, r,
+                                       progress=progress, on_divergence=on_divergence)
+    finally:
         progress.close()
     return problem.dataset, reports
 
@@ -226,32 +205,43 @@ def _print_reports(reports: list[dict], as_json: bool, single: bool = False) -> 
         print(io.dumps(reports[0] if single else reports))
         return
     header = (f"{'beta':>10} {'sigma2':>10} {'seed':>4} {'ELBO':>14} {'optimum':>14} {'gap':>10} {'decoder':>10} "
-              f"{'inference':>10} {'active':>6} {'pred':>4} {'angle':>7} {'dist':>7} {'steps':>6}  verdict")
+              f"{'inference':>10} {'active':>6} {'pred':>4} {'angle':>7} {'dist':>9} {'steps':>6}  verdict")
     print(header)
     for r in reports:
-        angle = "-" if r["max_principal_angle_deg"] is None else f"{r['max_principal_angle_deg']:.2f}"
-        print(f"{r['beta']:>10.4g} {r['sigma2']:>10.4g} {r['seed']:>4} {_fixed(r['elbo'])} {_fixed(r['optimal_elbo'])} "
-              f"{r['gap']:>10.2e} {r['decoder_gap']:>10.2e} {r['inference_gap']:>10.2e} {r['active_dims']:>6} "
-              f"{r['predicted_active_dims']:>4} {angle:>7} {r['nearest_threshold_distance']:>7.3f} "
-              f"{r['steps_used']:>6}  {r['verdict']}" + (f" ({'; '.join(r['reasons'])})" if r["reasons"] else ""))
+        print(f"{_cell(r['beta'], 10, '.4g')} {_cell(r['sigma2'], 10, '.4g')} {r['seed']:>4} "
+              f"{_cell(r['elbo'], 14, '.6f')} {_cell(r['optimal_elbo'], 14, '.6f')} {_cell(r['gap'], 10, '.2e')} "
+              f"{_cell(r['decoder_gap'], 10, '.2e')} {_cell(r['inference_gap'], 10, '.2e')} {r['active_dims']:>6} "
+              f"{r['predicted_active_dims']:>4} {_cell(r['max_principal_angle_deg'], 7, '.2f')} "
+              f"{_cell(r['nearest_threshold_distance'], 9, '.3f')} {r['steps_used']:>6}  {r['verdict']}"
+              + (f" ({'; '.join(r['reasons'])})" if r["reasons"] else ""))
     first = reports[0]
     print(f"(nats per datapoint; gap = optimum - trained = decoder + inference; angle in degrees; dist = "
           f"|lambda - beta sigma2| / (beta sigma2); {first['optimizer']}, steps used of at most {first['steps']}; "
           f"{first['sweep_seconds']:.2f} s training, {first['compile_seconds']:.2f} s compilation)")
     print("verdict: agrees = converged by the trainer's own test and on the closed form; not converged = "
-          "the trainer cannot vouch for its end point; disagrees = converged yet off the closed form")
+          "the trainer cannot vouch for its end point; diverged = the optimiser blew up (lower --lr); "
+          "disagrees = converged yet off the closed form")
 
 
-def _fixed(value: float) -> str:
-    """A 14-character ELBO column: fixed point when it fits, else scientific (a runaway value stays readable)."""
-    text = f"{value:>14.6f}"
-    return text if len(text) <= 14 else f"{value:>14.6e}"
+def _cell(value, width: int, spec: str) -> str:
+    """``value`` in ``spec`` right-aligned in exactly ``width`` characters, switching to scientific
+    notation with fewer digits when it would not fit (a runaway 1e+246 cannot break the table;
+    the JSON keeps full precision).  ``None`` is shown as ``-``."""
+    if value is None:
+        return f"{'-':>{width}}"
+    text = format(value, spec)
+    for digits in range(6, -1, -1):
+        if len(text) <= width:
+            break
+        text = format(value, f".{digits}e")
+    return f"{text:>{width}}"
 
 
 def cmd_train(args) -> int:
     """Train one linear VAE by gradient ascent and compare it with the closed form."""
     learn = args.sigma2 is None
-    _, reports = _run_sweep(args, args.latent_dim, [args.beta], [args.sigma2], [args.seed], learn)
+    # A diverged run raises DivergenceError (a ValueError): one line naming the step, exit 2.
+    _, reports = _run_sweep(args, args.latent_dim, [args.beta], [args.sigma2], [args.seed], learn, "raise")
     _print_reports(reports, args.json, single=True)
     return 0
 
@@ -262,8 +252,15 @@ def cmd_sweep(args) -> int:
     seeds = _parse_values(args.seeds, "--seeds", int)
     learn = args.sigma2s is None
     sigma2s = [None] if learn else _parse_values(args.sigma2s, "--sigma2s")
-    _, reports = _run_sweep(args, args.latent_dim, betas, sigma2s, seeds, learn)
+    _, reports = _run_sweep(args, args.latent_dim, betas, sigma2s, seeds, learn, "report")
     _print_reports(reports, args.json)
+    diverged = [r for r in reports if r["diverged"]]
+    if diverged:
+        first = diverged[0]
+        print(f"linear-vae: error: {len(diverged)} of {len(reports)} configurations diverged (first: beta = "
+              f"{first['beta']:.6g}, sigma2 = {first['sigma2']:.6g}, seed = {first['seed']}: {first['divergence']}); "
+              "lower --lr", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -273,11 +270,12 @@ def cmd_verify(args) -> int:
     from linear_vae.verify import run_verification
 
     dataset = _load(args)
-    progress = _progress(args)
-    outcome = run_verification(dataset, args.latent_dim, sigma2=args.sigma2, optimizer=args.optimizer,
-                               steps=args.steps, learning_rate=args.lr, gap_tolerance=args.gap_tol,
-                               angle_tolerance_deg=args.angle_tol, seed=args.seed, progress=progress)
-    if progress:
+    progress = _progress(args, "verify")
+    try:
+        outcome = run_verification(dataset, args.latent_dim, sigma2=args.sigma2, optimizer=args.optimizer,
+                                   steps=args.steps, learning_rate=args.lr, gap_tolerance=args.gap_tol,
+                                   angle_tolerance_deg=args.angle_tol, seed=args.seed, progress=progress)
+    finally:
         progress.close()
     if args.json:
         print(io.dumps(outcome))
@@ -294,30 +292,36 @@ def cmd_reproduce(args) -> int:
     out = io.check_output_dir(args.out)  # an unusable --out fails before anything is loaded or run
     folder = os.path.join(args.out, "")  # as given, with one trailing slash
 
-    from linear_vae.experiments.runner import EXPERIMENTS, load, run_experiment
+    from linear_vae import interrupts
+    from linear_vae.experiments.runner import EXPERIMENTS, run_experiment
+    from linear_vae.progress import Progress
 
-    names = args.only or list(EXPERIMENTS)
-    for name in names:
-        load(name)  # unknown names fail before anything runs (argparse's choices catch them first)
+    names = args.only or list(EXPERIMENTS)  # argparse's choices have refused unknown names
     total_start = time.perf_counter()
-    written_figures = 0
+    written_figures, finished = 0, 0
+
+    def status() -> str:  # what the "interrupted" line reports (linear_vae.interrupts)
+        return f"{finished} of {len(names)} figures written to {folder}"
+
+    interrupts.set_status(status)
+    progress = Progress(enabled=not args.quiet)
     for index, name in enumerate(names, 1):
         start = time.perf_counter()
-
-        def progress(message: str, name=name, index=index) -> None:
-            if not args.quiet:
-                print(f"\r[{index}/{len(names)}] {message}", end="", file=sys.stderr, flush=True)
-
-        progress(f"{name}: running")
+        progress.context(f"[{index}/{len(names)}]")
+        progress.task(name)
+        progress.phase("loading data")
         payload = run_experiment(name, out_dir=out, quick=args.quick, progress=progress)
+        progress.close()
+        finished += 1
         written_figures += len(payload["figures"])
-        if not args.quiet:
-            written = ", ".join(payload["figures"] + [f"{name}.json"])
-            print(f"\r[{index}/{len(names)}] {name}: wrote {written} in {folder} "
-                  f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
-    if not args.quiet:
-        print(f"reproduce: {written_figures} figure(s) from {len(names)} experiment(s) written to {folder} "
-              f"in {time.perf_counter() - total_start:.1f} s", file=sys.stderr)
+        progress.context("")
+        written = ", ".join(payload["figures"] + [f"{name}.json"])
+        progress.message(f"[{index}/{len(names)}] {name}: wrote {written} in {folder} "
+                         f"({time.perf_counter() - start:.1f} s)")
+    interrupts.set_status(None)
+    progress.message(f"reproduce: {written_figures} figure(s) from {len(names)} experiment(s) written to {folder} "
+                     f"in {time.perf_counter() - total_start:.1f} s" + (" (quick budget: see the note on each "
+                                                                         "figure)" if args.quick else ""))
     return 0
 
 

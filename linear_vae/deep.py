@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -238,19 +238,24 @@ class DeepResult(NamedTuple):
 
 
 def train_grid(config: DeepConfig, hyper: DeepHyper, X_train: np.ndarray, X_heldout: np.ndarray,
-               progress: Callable[[str], None] | None = None) -> DeepResult:
-    """Train every configuration of ``hyper`` (1-D arrays of equal length) in one compiled call."""
+               progress=None) -> DeepResult:
+    """Train every configuration of ``hyper`` (1-D arrays of equal length) in one compiled call.
+
+    ``progress`` (:class:`linear_vae.progress.Progress`) is told when compilation and training begin."""
     config.validate(X_train.shape[1], X_train.shape[0])
     hyper = DeepHyper(jnp.asarray(hyper.sigma2, DTYPE), jnp.asarray(hyper.learn_sigma2, DTYPE),
                       jnp.asarray(hyper.warmup, DTYPE), jnp.asarray(hyper.seed, jnp.uint32))
     X_train = jnp.asarray(X_train, DTYPE)
     X_heldout = jnp.asarray(X_heldout, DTYPE)
     grid = jax.jit(jax.vmap(lambda h, a, b: run(config, h, a, b), in_axes=(0, None, None)))
+    if progress is not None:
+        progress.task(f"deep VAEs: {hyper.sigma2.shape[0]} configurations, {config.steps} steps")
+        progress.phase("compiling")
     start = time.perf_counter()
     compiled = grid.lower(hyper, X_train, X_heldout).compile()
     compile_seconds = time.perf_counter() - start
-    if progress:
-        progress(f"training {hyper.sigma2.shape[0]} deep VAEs for {config.steps} steps")
+    if progress is not None:
+        progress.phase("training")
     start = time.perf_counter()
     state, history, (start_elbo, _), (end_elbo, model_variance) = compiled(hyper, X_train, X_heldout)
     jax.block_until_ready(history)

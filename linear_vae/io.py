@@ -71,11 +71,13 @@ def atomic_write_bytes(path, data: bytes) -> None:
             os.replace(tmp, path)
             _pending.discard(tmp)
             _completed.append(path)
-    except BaseException:
+    except BaseException as error:
         with _lock:
             _pending.discard(tmp)
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if _aborted and not isinstance(error, WritesAborted):  # abort_writes removed the file under us
+            raise WritesAborted(f"not writing {path}: the process is exiting") from error
         raise
 
 

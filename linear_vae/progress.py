@@ -37,6 +37,7 @@ class Progress:
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stderr
         self.live = self.stream.isatty() if live is None else live
+        self._prefix = ""
         self._label = ""
         self._phase = ""
         self._bar = None
@@ -47,10 +48,14 @@ class Progress:
         self._total = 0
 
     # -- what is running --------------------------------------------------------------------------
+    def context(self, prefix: str) -> None:
+        """A prefix for the labels of the tasks that follow (``"[5/9]"``: the fifth of nine experiments)."""
+        self._prefix = prefix
+
     def task(self, label: str) -> None:
         """Start a new task (closes the previous one's bar)."""
         self._end_bar()
-        self._label, self._phase = label, ""
+        self._label, self._phase = f"{self._prefix} {label}".strip(), ""
         self._task_start = time.perf_counter()
         self._steps_start = None
         self._last_done = self._total = 0
@@ -67,10 +72,10 @@ class Progress:
             self._line(f"{self._label}: {name}" if self._label else name)
 
     def message(self, text: str) -> None:
-        """Free text about the current task."""
+        """One line of free text, as given."""
         if not self.enabled:
             return
-        self._line(f"{self._label}: {text}" if self._label else text)
+        self._line(text)
 
     # -- steps --------------------------------------------------------------------------------
     def __call__(self, done: int, total: int) -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 from linear_vae.compare import Problem, train_and_compare
 from linear_vae.datasets import load_data
+from linear_vae.progress import Progress
 from linear_vae.train import SweepResult, TrainConfig
 
 
@@ -15,13 +14,11 @@ def load_problem(config: dict) -> Problem:
 
 
 def train(problem: Problem, config: TrainConfig, betas, sigma2s, seeds, basis: str = "data",
-          progress: Callable[[str], None] | None = None, label: str = "") -> tuple[SweepResult, list[dict]]:
-    """:func:`linear_vae.compare.train_and_compare` in ``basis``, with progress as text messages."""
-    def report(done, total):
-        progress(f"{label} {done}/{total} steps")
-
-    return train_and_compare(problem, config._replace(basis=basis), betas, sigma2s, seeds,
-                             progress=report if progress else None)
+          progress: Progress | None = None, label: str = "") -> tuple[SweepResult, list[dict]]:
+    """:func:`linear_vae.compare.train_and_compare` in ``basis``, shown on ``progress`` as the task ``label``."""
+    if progress is not None:
+        progress.task(label)
+    return train_and_compare(problem, config._replace(basis=basis), betas, sigma2s, seeds, progress=progress)
 
 
 def data_description(problem: Problem, config: dict) -> dict:

@@ -89,7 +89,7 @@ def run(config: dict, progress=None) -> dict:
         })
 
     if progress:
-        progress("training linear VAEs on the same digits")
+        progress.task(f"{NAME}: linear VAEs on the same digits")
     sigma2s = list(config["fixed_sigma2s"])
     linear_config = TrainConfig(latent_dim=k, steps=config["linear_steps"], basis=config["linear_basis"],
                                 optimizer="adam", stop_when_converged=False)

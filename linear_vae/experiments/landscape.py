@@ -98,7 +98,8 @@ def run(config: dict, progress=None) -> dict:
     a_all = np.concatenate([A.ravel(), fd_a])
     b_all = np.concatenate([B.ravel(), fd_b])
     if progress:
-        progress(f"{NAME}: {len(a_all)} points x {len(sigma2s)} sigma2 in one vmapped call")
+        progress.task(f"{NAME}: {len(a_all)} points x {len(sigma2s)} sigma2 in one vmapped call")
+        progress.phase("computing")
     mll, elbo = (np.asarray(v) for v in landscape(jnp.asarray(a_all), jnp.asarray(b_all), jnp.asarray(sigma2s)))
 
     n_grid = A.size

@@ -14,11 +14,11 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 from linear_vae.experiments import EXPERIMENTS  # noqa: F401  (experiment modules in figure order)
 from linear_vae.io import atomic_write_json
 from linear_vae.plotting import mark_quick, save_png
+from linear_vae.progress import Progress
 
 
 def load(name: str):
@@ -48,8 +48,10 @@ def experiment_config(name: str, quick: bool) -> dict:
 
 
 def run_experiment(name: str, out_dir="figures", quick: bool = False,
-                   progress: Callable[[str], None] | None = None, command: str | None = None) -> dict:
+                   progress: Progress | None = None, command: str | None = None) -> dict:
     """Run ``name``, write ``out_dir/name.json`` and ``out_dir/name.png``, return the JSON payload.
+
+    ``progress`` (:class:`linear_vae.progress.Progress`) is shown each training task and the drawing.
 
     With ``quick`` every figure carries :data:`linear_vae.plotting.QUICK_NOTE` on the image."""
     module = load(name)
@@ -68,6 +70,9 @@ def run_experiment(name: str, out_dir="figures", quick: bool = False,
         "results": results,
     }
     out_dir = Path(out_dir)
+    if progress is not None:
+        progress.task(name)
+        progress.phase("drawing")
     figures = figure_paths(name, module.plot(results, config))
     payload["figures"] = sorted(figures)
     for path, fig in figures.items():
