@@ -19,10 +19,12 @@ where a learned sigma2 exists), trained with the default optimiser (trust-region
   relative.
 
 Every configuration also must not exceed its optimum by more than float64 round-off
-(``1e-9 (1 + |optimum|)``).  Each far configuration gets one of the three verdicts of
+(``1e-9 (1 + |optimum|)``).  Each far configuration gets a verdict of
 :func:`linear_vae.compare.verdict`; the whole run *agrees* when every configuration passes,
 *disagrees* when any converged configuration contradicts the closed form, and is *not
-converged* otherwise.  The command exits 1 on either of the last two.
+converged* otherwise.  The command exits 1 on either of the last two.  A run that diverges
+(:mod:`linear_vae.divergence`) stops the verification with :class:`~linear_vae.train.DivergenceError`
+(exit 2 from the command): its numbers say nothing about the theory.
 """
 
 from __future__ import annotations
