@@ -185,6 +185,9 @@ def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2, on_diverge
 
     for beta in betas:
         check_positive("beta", beta)
+    if args.sigma2_init is not None and not learn_sigma2:
+        fixed = "--sigma2" if args.command == "train" else "--sigma2s"
+        raise ValueError(f"--sigma2-init sets the start of a learned sigma2, but {fixed} fixes it; drop one of them")
     problem = Problem.from_dataset(_load(args))
     if learn_sigma2:
         sigma2s = [_default_sigma2_init(args, problem.spectrum)]

@@ -66,8 +66,8 @@ class Progress:
         if not self.enabled:
             return
         if self.live:
-            if self._bar is not None:
-                self._bar.set_postfix_str(name, refresh=True)
+            self._open_bar(total=None)  # a compilation shows as a bar without a total, then steps
+            self._bar.set_postfix_str(name, refresh=True)
         else:
             self._line(f"{self._label}: {name}" if self._label else name)
 
@@ -114,7 +114,7 @@ class Progress:
         left = f", about {_duration((total - done) / rate)} left at most" if done < total else ""
         return f" ({rate:.3g} steps/s{left})"
 
-    def _update_bar(self, done: int, total: int) -> None:
+    def _open_bar(self, total: int | None) -> None:
         if self._bar is None:
             from tqdm import tqdm
 
@@ -122,7 +122,11 @@ class Progress:
                              dynamic_ncols=True, delay=BAR_DELAY)
             if self._phase:
                 self._bar.set_postfix_str(self._phase, refresh=False)
-        self._bar.total = total
+
+    def _update_bar(self, done: int, total: int) -> None:
+        self._open_bar(total)
+        if self._bar.total != total:  # the first steps after compiling: start the clock of the rate here
+            self._bar.reset(total=total)
         self._bar.update(max(0, done - self._bar.n))
 
     def _end_bar(self) -> None:

@@ -215,3 +215,55 @@ def test_table_cells_have_fixed_width(value, width, spec):
 def test_table_cell_keeps_fixed_point_when_it_fits():
     assert _cell(-941.652345, 14, ".6f") == "   -941.652345"
     assert _cell(None, 7, ".2f") == "      -"
+
+
+# --------------------------------------------------------------------------------------------
+# Claim: progress is plain lines in a log and a bar that clears itself on a terminal.
+# --------------------------------------------------------------------------------------------
+
+def test_progress_lines_in_a_log(monkeypatch):
+    import io as std_io
+
+    from linear_vae import progress as progress_module
+
+    clock = iter(np.arange(0.0, 1000.0, 4.0))  # every reading of the clock is 4 s after the last
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: float(next(clock)))
+    stream = std_io.StringIO()
+    shown = progress_module.Progress(stream=stream, live=False)
+    shown.context("[2/9]")
+    shown.task("kl_per_dim")
+    shown.phase("compiling")
+    shown.phase("training")
+    for done in (100, 200, 300, 400):
+        shown(done, 1000)
+    shown.converged(400)
+    lines = stream.getvalue().splitlines()
+    assert lines[:2] == ["[2/9] kl_per_dim: compiling", "[2/9] kl_per_dim: training"]
+    steps = [line for line in lines if "steps (" in line]
+    # a line at most every 10 s (the clock advances 4 s per reading): fewer lines than updates
+    assert 1 <= len(steps) < 4 and all("steps/s" in line and "left at most" in line for line in steps[1:])
+    assert lines[-1] == "[2/9] kl_per_dim: converged after 400 of at most 1000 steps"
+
+
+def test_progress_bar_on_a_terminal_is_cleared_at_the_end(monkeypatch):
+    import io as std_io
+
+    from linear_vae import progress as progress_module
+    from linear_vae.progress import Progress
+
+    monkeypatch.setattr(progress_module, "BAR_DELAY", 0.0)  # draw at once, as after a second of a long run
+    stream = std_io.StringIO()
+    shown = Progress(stream=stream, live=True)
+    shown.task("sweep")
+    shown.phase("compiling")
+    for done in (250, 500):
+        shown(done, 500)
+    shown.close()
+    text = stream.getvalue()
+    assert "\n" not in text  # redrawn in place with carriage returns, never a new line per update
+    assert "/500" in text and "compiling" in text
+    assert text.endswith("\r") and text.split("\r")[-2].strip() == ""  # the last draw blanks the line
+    silent = std_io.StringIO()
+    quiet = Progress(enabled=False, stream=silent, live=True)
+    quiet.task("x"); quiet.phase("compiling"); quiet(1, 2); quiet.close()
+    assert silent.getvalue() == ""

@@ -93,5 +93,7 @@ def figure_paths(name: str, figures) -> dict:
 def script_main(name: str) -> None:
     """Entry point of ``experiments/<name>.py``: ``python experiments/<name>.py [--quick] [--out DIR]``."""
     from linear_vae.cli import main
+    from linear_vae.interrupts import run_guarded
 
-    sys.exit(main(["reproduce", "--only", name, *sys.argv[1:]]))
+    argv = ["reproduce", "--only", name, *sys.argv[1:]]
+    sys.exit(run_guarded(lambda: main(argv)))  # Ctrl-C and SIGTERM as for the linear-vae command
