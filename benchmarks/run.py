@@ -73,7 +73,7 @@ from linear_vae.optimum import beta_elbo_optimum
 from linear_vae import newton
 from linear_vae.compare import VERDICTS
 from linear_vae.train import (NEWTON_CHECK_EVERY, Hyper, TrainConfig, TrainData, init_state, negative_objective,
-                              run_steps, train_single, train_sweep, train_step)
+                              record_steps, run_steps, train_single, train_sweep, train_step)
 
 try:  # imported with the rest, so that one run measures one version of the package
     from linear_vae.hard_cases import hard_cases
@@ -328,7 +328,7 @@ def step_cost(d: int, k: int, c: int, repeats: int) -> dict:
     cfg = adam_config(k, steps, log_every=steps)
     hyper = Hyper(jnp.full(c, 1.0), jnp.full(c, 0.1), jnp.arange(c, dtype=jnp.uint32))
     state = jax.jit(jax.vmap(lambda h, data: init_state(cfg, h, data), in_axes=(0, None)))(hyper, data)
-    run = jax.jit(jax.vmap(lambda s, h, data: run_steps(s, h, data, cfg, 1), in_axes=(0, 0, None)))
+    run = jax.jit(jax.vmap(lambda s, h, data: run_steps(s, h, data, cfg, record_steps(cfg)), in_axes=(0, 0, None)))
     t0 = time.perf_counter()
     compiled = run.lower(state, hyper, data).compile()
     compile_s = time.perf_counter() - t0

@@ -208,5 +208,7 @@ def test_reproduce_closing_line_names_the_folder(slash, tmp_path, capsys, monkey
     assert main(["reproduce", "--only", "landscape", "kl_per_dim", "--out", str(out) + slash]) == 0
     assert out.is_dir()                                       # created before anything ran
     lines = _stderr_lines(capsys.readouterr().err)
-    assert f"wrote landscape_a.png, landscape_b.png, landscape.json in {out}/" in lines[0]
+    assert lines[0] == "[1/2] landscape: loading data"  # a phase line per stage (stderr is not a terminal)
+    assert any(f"[1/2] landscape: wrote landscape_a.png, landscape_b.png, landscape.json in {out}/" in line
+               for line in lines)
     assert lines[-1].startswith(f"reproduce: 4 figure(s) from 2 experiment(s) written to {out}/ in ")

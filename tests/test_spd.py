@@ -13,7 +13,7 @@ import linear_vae  # noqa: F401  (float64)
 from linear_vae import spd
 from linear_vae.datasets import make_synthetic
 from linear_vae.moments import compute_moments, eigen_decomposition
-from linear_vae.train import Hyper, TrainConfig, TrainData, init_state, run_steps
+from linear_vae.train import Hyper, TrainConfig, TrainData, init_state, record_steps, run_steps
 
 #: Backward-stable factorisations of matrices with condition number <= ~1e3 agree with LAPACK to
 #: ~1e-13 relative; 1e-10 leaves room without hiding a wrong formula (those are off by O(1)).
@@ -71,6 +71,7 @@ def test_compiled_sweep_contains_no_lapack_call():
     for objective in ("exact", "mll"):
         config = TrainConfig(latent_dim=4, steps=2, log_every=1, objective=objective, init="collapsed")
         hyper = Hyper(jnp.ones(3), jnp.full(3, 0.5), jnp.arange(3, dtype=jnp.uint32))
-        run = jax.jit(jax.vmap(lambda h: run_steps(init_state(config, h, data), h, data, config, 2)))
+        run = jax.jit(jax.vmap(lambda h: run_steps(init_state(config, h, data), h, data, config,
+                                                             record_steps(config))))
         hlo = run.lower(hyper).compile().as_text().lower()
         assert "custom_call_target=\"lapack" not in hlo, objective
