@@ -4,7 +4,7 @@ The experiment itself (configuration, run, figure) reads top to bottom in
 `linear_vae/experiments/training_curves.py`; this script and `linear-vae reproduce --only training_curves` both run it.
 """
 
-from linear_vae.experiments.runner import script_main
+from linear_vae.cli import script_main
 
 if __name__ == "__main__":
     script_main("training_curves")

@@ -3,7 +3,7 @@
 This is what ``linear-vae analyze`` prints; it is built only from the functions of
 :mod:`linear_vae.moments`, :mod:`linear_vae.ppca` and :mod:`linear_vae.optimum`.  The closed form
 needs of ``S`` only its top ``k + 1`` eigenpairs, ``tr S`` and ``d``
-(:func:`linear_vae.ppca.spectrum_totals`), so data with many features (``d > N``) are analysed
+(:func:`linear_vae.moments.spectrum_totals`), so data with many features (``d > N``) are analysed
 from the data matrix without forming the d x d ``S`` (:func:`linear_vae.moments.top_eigenpairs`).
 """
 
@@ -13,45 +13,41 @@ from typing import NamedTuple
 
 import numpy as np
 
-from linear_vae.datasets import validate_data
-from linear_vae.moments import Moments, Spectrum, TopSpectrum, compute_moments, eigen_decomposition, top_eigenpairs
 from linear_vae.optimum import (BetaElboOptimum, beta_elbo_optimum, collapse_thresholds, learned_sigma2,
                                threshold_distance)
-from linear_vae.validation import check_latent_dim, check_positive
+from linear_vae.problem import Problem
+from linear_vae.validation import check_latent_dim, check_positive, validate_data
 
 
 class Analysis(NamedTuple):
-    """The closed-form optimum of the beta-ELBO on one data set, with the data's moments.
+    """The closed-form optimum of the beta-ELBO on one data set (a :class:`~linear_vae.problem.Problem`).
 
-    ``spectrum`` is the full :class:`~linear_vae.moments.Spectrum` of ``S`` (solver ``"full"``,
-    with ``moments.cov = S``) or its top ``min(k + 1, d)`` eigenpairs with ``tr S`` and ``d``, a
-    :class:`~linear_vae.moments.TopSpectrum` (solver ``"top"``, with ``moments.cov = None``); both
-    have ``eigenvalues``, ``eigenvectors``, ``trace`` and ``dim``, and give the same report.
+    The problem carries all ``d`` eigenpairs of ``S`` (solver ``"full"``) or its top
+    ``min(k + 1, d)`` with ``tr S`` and ``d`` (solver ``"top"``); both give the same report.
     """
 
-    moments: Moments
-    spectrum: Spectrum | TopSpectrum
+    problem: Problem
     latent_dim: int
     sigma2_learned: bool
     optimum: BetaElboOptimum
 
     def nearest_threshold_distance(self) -> float:
         """See :func:`linear_vae.optimum.threshold_distance`."""
-        return threshold_distance(self.spectrum.eigenvalues, self.latent_dim, self.optimum.beta, self.optimum.sigma2)
+        return threshold_distance(self.problem.eigenvalues, self.latent_dim, self.optimum.beta, self.optimum.sigma2)
 
     def to_dict(self) -> dict:
         """The JSON report of ``linear-vae analyze``."""
         opt = self.optimum
-        eigenvalues = self.spectrum.eigenvalues
+        eigenvalues = self.problem.eigenvalues
         return {
-            "n": int(self.moments.n),
-            "d": int(self.spectrum.dim),
+            "n": int(self.problem.n),
+            "d": int(self.problem.d),
             "latent_dim": self.latent_dim,
             "beta": opt.beta,
             "sigma2": opt.sigma2,
             "sigma2_learned": self.sigma2_learned,
             "eigenvalues": eigenvalues[: self.latent_dim + 1].tolist(),
-            "total_variance": float(self.spectrum.trace),
+            "total_variance": float(self.problem.trace),
             "elbo": opt.elbo,
             "mll": opt.mll,
             "active_dims": opt.active_dims,
@@ -62,6 +58,9 @@ class Analysis(NamedTuple):
         }
 
 
+SOLVERS = ("auto", "full", "top")
+
+
 def analyze(X: np.ndarray, latent_dim: int, beta: float = 1.0, sigma2: float | None = None, *,
             solver: str = "auto") -> Analysis:
     """Closed-form optimum of the beta-ELBO of a linear VAE with ``latent_dim`` latents on ``X``.
@@ -69,14 +68,12 @@ def analyze(X: np.ndarray, latent_dim: int, beta: float = 1.0, sigma2: float | N
     ``sigma2=None`` means sigma2 is learned: its closed-form optimum
     (:func:`linear_vae.optimum.learned_sigma2`; the pPCA MLE at beta = 1).
 
-    ``solver``: ``"full"`` forms the d x d ``S`` and all its eigenpairs
-    (:func:`~linear_vae.moments.compute_moments`, :func:`~linear_vae.moments.eigen_decomposition`;
-    memory O(N d + d^2), time O(N d^2 + d^3)); ``"top"`` takes the top ``k + 1`` eigenpairs and
-    ``tr S`` from the data matrix (:func:`~linear_vae.moments.top_eigenpairs`: the N x N Gram
-    matrix when ``d > N``; memory O(N d + N^2 + d k), time O(N^2 d + N^3)); ``"auto"`` (the
-    default) is ``"top"`` iff ``d > N``, i.e. ``S`` is formed only when it is no larger than ``X``.
-    The two agree to float64 round-off (measured <= 1e-11 relative on every number of the report).
-    Raises ``ValueError`` for bad arguments (see :mod:`linear_vae.validation`).
+    ``solver``: ``"full"`` forms the d x d ``S`` and all its eigenpairs; ``"top"`` takes the top
+    ``k + 1`` eigenpairs and ``tr S`` from the data matrix (the N x N Gram matrix when ``d > N``);
+    ``"auto"`` (the default) is ``"top"`` iff ``d > N``, i.e. ``S`` is formed only when it is no
+    larger than ``X`` (costs in :meth:`linear_vae.problem.Problem.from_dataset`).  The two agree
+    to float64 round-off (measured <= 1e-11 relative on every number of the report).  Raises
+    ``ValueError`` for bad arguments (see :mod:`linear_vae.validation`).
     """
     validate_data(X)
     X = np.asarray(X, dtype=np.float64)
@@ -85,24 +82,18 @@ def analyze(X: np.ndarray, latent_dim: int, beta: float = 1.0, sigma2: float | N
     beta = check_positive("beta", beta)
     if sigma2 is not None:
         sigma2 = check_positive("sigma2", sigma2)
-    if solver not in ("auto", "full", "top"):
-        raise ValueError(f"unknown solver {solver!r}; use 'auto', 'full' or 'top'")
-    if solver == "top" or solver == "auto" and d > n:
-        moments = Moments(mean=X.mean(axis=0), cov=None, n=n)
-        spectrum = top_eigenpairs(X, min(latent_dim + 1, d))
-    else:
-        moments = compute_moments(X)
-        spectrum = eigen_decomposition(moments.cov)
-    return analyze_spectrum(moments, spectrum, latent_dim, beta, sigma2)
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; use one of {', '.join(SOLVERS)}")
+    full = solver == "full" or solver == "auto" and d <= n
+    problem = Problem.from_data(X, form_covariance=full, eigenpairs=min(latent_dim + 1, d))
+    return analyze_problem(problem, latent_dim, beta, sigma2)
 
 
-def analyze_spectrum(moments: Moments, spectrum: Spectrum | TopSpectrum, latent_dim: int, beta: float,
-                     sigma2: float | None) -> Analysis:
-    """:func:`analyze` for precomputed moments and eigen-decomposition (full, or the top ``k + 1``
-    eigenpairs with ``tr S`` and ``d``)."""
+def analyze_problem(problem: Problem, latent_dim: int, beta: float, sigma2: float | None) -> Analysis:
+    """:func:`analyze` for a :class:`~linear_vae.problem.Problem` (valid arguments assumed)."""
     learned = sigma2 is None
-    totals = {"trace": spectrum.trace, "dim": spectrum.dim}
+    totals = {"trace": problem.trace, "dim": problem.d}
     if learned:
-        sigma2 = learned_sigma2(spectrum.eigenvalues, latent_dim, beta, **totals)
-    optimum = beta_elbo_optimum(spectrum.eigenvalues, latent_dim, beta, sigma2, **totals)
-    return Analysis(moments, spectrum, latent_dim, learned, optimum)
+        sigma2 = learned_sigma2(problem.eigenvalues, latent_dim, beta, **totals)
+    optimum = beta_elbo_optimum(problem.eigenvalues, latent_dim, beta, sigma2, **totals)
+    return Analysis(problem, latent_dim, learned, optimum)

@@ -36,13 +36,48 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data-seed", type=int, default=0, help="seed of --data synthetic (default: 0)")
 
 
+# Each option shared by several commands is declared once, here.
+
+def _add_latent_dim(parser, default: int | None = None) -> None:
+    """``--latent-dim/-k``: required, or with ``default``."""
+    if default is None:
+        parser.add_argument("--latent-dim", "-k", type=int, required=True, help="number of latent dimensions K")
+    else:
+        parser.add_argument("--latent-dim", "-k", type=int, default=default,
+                            help=f"number of latent dimensions K (default {default})")
+
+
+def _add_output_options(parser, what: str, progress: bool = True) -> None:
+    """``--json`` (print ``what`` on stdout) and, for commands that train, ``--quiet``."""
+    parser.add_argument("--json", action="store_true", help=f"print {what} on stdout")
+    if progress:
+        parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def _add_seed(parser, what: str) -> None:
+    parser.add_argument("--seed", type=int, default=0, help=f"seed of {what} (default 0)")
+
+
+def _add_optimizer_options(parser, optimizer_default: str | None, optimizer_help: str, lr_default: float,
+                           steps_help: str = "") -> None:
+    """``--optimizer``, ``--steps`` and ``--lr``, with the trainer's choices and per-optimiser defaults."""
+    from linear_vae.train import OPTIMIZER_DEFAULTS, OPTIMIZERS
+
+    per_optimizer = "; ".join(f"{name} {values[0]}" for name, values in OPTIMIZER_DEFAULTS.items())
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=optimizer_default, help=optimizer_help)
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"the most optimiser steps{steps_help}; a converged run stops sooner "
+                             f"(default: {per_optimizer})")
+    parser.add_argument("--lr", type=float, default=lr_default,
+                        help=f"peak learning rate of adam and sgd; newton takes none (default {lr_default:g})")
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--latent-dim", "-k", type=int, required=True, help="number of latent dimensions K")
+    _add_latent_dim(group)
     group.add_argument("--sigma2", type=float, default=None,
                        help="fixed observation-noise variance (omit to learn it)")
     group.add_argument("--beta", type=float, default=1.0, help="KL weight beta (default: 1)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def _load(args):
@@ -107,28 +142,24 @@ def _parse_values(text: str, name: str, cast=float) -> list:
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    from linear_vae.train import OBJECTIVES, OPTIMIZER_DEFAULTS, OPTIMIZERS, SCHEDULES, TrainConfig
+    from linear_vae.problem import BASES
+    from linear_vae.train import OBJECTIVES, SCHEDULES, TrainConfig
 
     defaults = TrainConfig(latent_dim=1)
-    per_optimizer = "; ".join(f"{name} {values[0]}" for name, values in OPTIMIZER_DEFAULTS.items())
     group = parser.add_argument_group("training")
     group.add_argument("--objective", choices=OBJECTIVES[:2], default=defaults.objective,
                        help="exact: the ELBO in closed form from the data covariance (full batch, no sampling); "
                             "stochastic: a Monte-Carlo estimate of it on minibatches, as a VAE is usually trained "
                             f"(default {defaults.objective})")
-    group.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
-                       help="newton: trust-region Newton on the projected objective, converges to round-off and "
-                            "stops when converged (exact objective only); adam, sgd: optax gradient methods "
-                            "(default: newton for the exact objective, adam for the stochastic one)")
-    group.add_argument("--steps", type=int, default=None,
-                       help=f"the most optimiser steps; a converged run stops sooner (default: {per_optimizer})")
+    _add_optimizer_options(group, None, "newton: trust-region Newton on the projected objective, converges to "
+                           "round-off and stops when converged (exact objective only); adam, sgd: optax gradient "
+                           "methods (default: newton for the exact objective, adam for the stochastic one)",
+                           defaults.learning_rate)
     group.add_argument("--log-every", type=int, default=None,
                        help="record metrics every this many steps (default: 1 for newton, 100 otherwise)")
     group.add_argument("--gain-tol", type=float, default=defaults.gain_tol,
                        help="converged: the predicted gain of a Newton step is below this many nats per "
                             f"datapoint and no ascent direction is left (default {defaults.gain_tol:g})")
-    group.add_argument("--lr", type=float, default=defaults.learning_rate,
-                       help=f"peak learning rate of adam and sgd (default {defaults.learning_rate})")
     group.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
                        help=f"learning-rate schedule of adam and sgd (default {defaults.schedule})")
     group.add_argument("--batch-size", type=int, default=defaults.batch_size,
@@ -136,7 +167,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mc-samples", type=int, default=defaults.mc_samples,
                        help="samples of z drawn per datapoint to estimate the ELBO; used by the stochastic "
                             f"objective only (default {defaults.mc_samples})")
-    group.add_argument("--basis", choices=("data", "eigen"), default=None,
+    group.add_argument("--basis", choices=BASES, default=None,
                        help="train on the data as given or rotated into the eigenbasis of S (the same "
                             "ELBO, cheaper steps; Adam's trajectory differs, Newton's does not; results are "
                             "reported in the data basis) (default: eigen for newton, data otherwise)")
@@ -144,7 +175,6 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
                        help=f"standard deviation of the initial decoder weights (default {defaults.init_scale})")
     group.add_argument("--sigma2-init", type=float, default=None,
                        help="initial sigma2 when it is learned (default: the mean variance tr(S)/d)")
-    group.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
 def _train_config(args, latent_dim: int, learn_sigma2: bool):
@@ -159,12 +189,12 @@ def _train_config(args, latent_dim: int, learn_sigma2: bool):
                        gain_tol=args.gain_tol)
 
 
-def _default_sigma2_init(args, spectrum) -> float:
+def _default_sigma2_init(args, problem) -> float:
     from linear_vae.validation import check_positive
 
     if args.sigma2_init is not None:
-        return check_positive("sigma2 init", args.sigma2_init, "--sigma2-init")
-    return float(spectrum.eigenvalues.mean())
+        return check_positive("sigma2_init", args.sigma2_init)
+    return problem.trace / problem.d  # the mean variance
 
 
 def _progress(args, label: str):
@@ -180,7 +210,8 @@ def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2, on_diverge
     """Train the Cartesian product of ``betas x sigma2s x seeds`` in one compiled call and compare."""
     import itertools
 
-    from linear_vae.compare import Problem, train_and_compare
+    from linear_vae.compare import train_and_compare
+    from linear_vae.problem import Problem
     from linear_vae.validation import check_positive
 
     for beta in betas:
@@ -190,7 +221,7 @@ def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2, on_diverge
         raise ValueError(f"--sigma2-init sets the start of a learned sigma2, but {fixed} fixes it; drop one of them")
     problem = Problem.from_dataset(_load(args))
     if learn_sigma2:
-        sigma2s = [_default_sigma2_init(args, problem.spectrum)]
+        sigma2s = [_default_sigma2_init(args, problem)]
     else:
         sigma2s = [check_positive("sigma2", s) for s in sigma2s]
     b, s, r = (list(column) for column in zip(*itertools.product(betas, sigma2s, seeds)))
@@ -336,46 +367,40 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help=cmd_analyze.__doc__, description=cmd_analyze.__doc__)
     _add_data_options(analyze)
     _add_model_options(analyze)
+    _add_output_options(analyze, "one JSON object", progress=False)
     analyze.set_defaults(func=cmd_analyze)
 
     train = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
     _add_data_options(train)
     _add_model_options(train)
     _add_training_options(train)
-    train.add_argument("--seed", type=int, default=0, help="seed of the initialisation and sampling (default 0)")
+    _add_seed(train, "the initialisation and sampling")
+    _add_output_options(train, "one JSON object")
     train.set_defaults(func=cmd_train)
 
     sweep = sub.add_parser("sweep", help=cmd_sweep.__doc__, description=cmd_sweep.__doc__)
     _add_data_options(sweep)
-    sweep.add_argument("--latent-dim", "-k", type=int, required=True, help="number of latent dimensions K")
+    _add_latent_dim(sweep)
     sweep.add_argument("--betas", default="1", help="KL weights: a,b,c or START:STOP:NUM (log-spaced) (default 1)")
     sweep.add_argument("--sigma2s", default=None,
                        help="fixed observation variances: a,b,c or START:STOP:NUM (omit to learn sigma2)")
     sweep.add_argument("--seeds", default="0", help="seeds: a,b,c (default 0)")
-    sweep.add_argument("--json", action="store_true", help="print one JSON array on stdout")
     _add_training_options(sweep)
+    _add_output_options(sweep, "one JSON array")
     sweep.set_defaults(func=cmd_sweep)
 
     verify = sub.add_parser("verify", help=cmd_verify.__doc__, description=cmd_verify.__doc__)
     _add_data_options(verify)
     from linear_vae.verify import LEARNED_STEPS_FACTOR, VERIFY_DEFAULTS
 
-    verify.add_argument("--latent-dim", "-k", type=int, default=VERIFY_DEFAULTS["latent_dim"],
-                        help=f"number of latent dimensions K (default {VERIFY_DEFAULTS['latent_dim']})")
+    _add_latent_dim(verify, VERIFY_DEFAULTS["latent_dim"])
     verify.add_argument("--sigma2", type=float, default=None,
                         help="fixed sigma2 of the beta sweep (default: chosen from the spectrum)")
-    from linear_vae.train import OPTIMIZER_DEFAULTS, OPTIMIZERS
-
-    verify.add_argument("--optimizer", choices=OPTIMIZERS, default=VERIFY_DEFAULTS["optimizer"],
-                        help=f"optimiser of the sweep (default {VERIFY_DEFAULTS['optimizer']})")
-    verify.add_argument("--steps", type=int, default=None,
-                        help="the most optimiser steps per configuration, the learned-sigma2 run gets "
-                             f"{LEARNED_STEPS_FACTOR} times as many with adam and sgd; a converged run stops sooner "
-                             "(default: "
-                             + "; ".join(f"{name} {values[0]}" for name, values in OPTIMIZER_DEFAULTS.items()) + ")")
-    verify.add_argument("--lr", type=float, default=VERIFY_DEFAULTS["learning_rate"],
-                        help="peak learning rate of adam and sgd; newton takes no learning rate "
-                             f"(default {VERIFY_DEFAULTS['learning_rate']:g})")
+    _add_optimizer_options(verify, VERIFY_DEFAULTS["optimizer"],
+                           f"optimiser of the sweep (default {VERIFY_DEFAULTS['optimizer']})",
+                           VERIFY_DEFAULTS["learning_rate"],
+                           f" per configuration, the learned-sigma2 run gets {LEARNED_STEPS_FACTOR} times as many with "
+                           "adam and sgd")
     verify.add_argument("--gap-tol", type=float, default=VERIFY_DEFAULTS["gap_tolerance"],
                         help="a configuration away from every collapse threshold passes only if its trained ELBO is "
                              "at most this far below the closed-form optimum, in nats per datapoint "
@@ -384,10 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a configuration away from every collapse threshold passes only if the largest "
                              "principal angle between its trained active columns and the top eigenvectors is at "
                              f"most this many degrees (default {VERIFY_DEFAULTS['angle_tolerance_deg']:g})")
-    verify.add_argument("--seed", type=int, default=0,
-                        help="seed of the random initial decoder of every configuration (default 0)")
-    verify.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    verify.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _add_seed(verify, "the random initial decoder of every configuration")
+    _add_output_options(verify, "one JSON object")
     verify.set_defaults(func=cmd_verify)
 
     reproduce = sub.add_parser("reproduce", help=cmd_reproduce.__doc__, description=cmd_reproduce.__doc__)
@@ -404,14 +427,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The option that sets each library parameter.  Library error messages name parameters in
+#: backquotes (:mod:`linear_vae.validation`); the CLI shows the option instead.
+OPTIONS = {"latent_dim": "--latent-dim", "beta": "--beta", "sigma2": "--sigma2", "sigma2_init": "--sigma2-init",
+           "learning_rate": "--lr", "init_scale": "--init-scale", "gain_tol": "--gain-tol", "steps": "--steps",
+           "log_every": "--log-every", "batch_size": "--batch-size", "mc_samples": "--mc-samples",
+           "objective": "--objective", "optimizer": "--optimizer", "basis": "--basis", "n": "--n", "key": "--key",
+           "gap_tolerance": "--gap-tol", "angle_tolerance_deg": "--angle-tol"}
+#: Where a command's option differs (a sweep takes lists).
+COMMAND_OPTIONS = {"sweep": {"beta": "--betas", "sigma2": "--sigma2s"}}
+
+
+def for_the_command_line(message: str, command: str | None = None) -> str:
+    """``message`` with each backquoted parameter name replaced by the option that sets it."""
+    import re
+
+    options = {**OPTIONS, **COMMAND_OPTIONS.get(command, {})}
+    return re.sub(r"`(\w+)`", lambda match: options.get(match.group(1), match.group(1)), str(message))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``linear-vae`` console script; returns the exit status."""
+    command = None
     try:
         args = build_parser().parse_args(argv)
+        command = args.command
         return args.func(args)
     except (UsageError, ValueError) as error:
-        print(f"linear-vae: error: {error}", file=sys.stderr)
+        print(f"linear-vae: error: {for_the_command_line(error, command)}", file=sys.stderr)
         return 2
+
+
+def script_main(name: str) -> None:
+    """Entry point of ``experiments/<name>.py``: ``python experiments/<name>.py [--quick] [--out DIR]``,
+    with Ctrl-C and SIGTERM handled as for the ``linear-vae`` command."""
+    from linear_vae.interrupts import run_guarded
+
+    argv = ["reproduce", "--only", name, *sys.argv[1:]]
+    sys.exit(run_guarded(lambda: main(argv)))
 
 
 if __name__ == "__main__":

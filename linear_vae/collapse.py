@@ -18,23 +18,35 @@ DEFAULT_EPSILON = 0.01
 
 
 def collapsed_fraction_per_dim(kl_matrix: np.ndarray, epsilon: float) -> np.ndarray:
-    """Fraction of datapoints with ``KL_i(x) < epsilon``, for each dimension ``i`` (input (N, k))."""
+    """Fraction of datapoints with ``KL_i(x) < epsilon``, for each dimension ``i`` (input (N, k)).
+
+    References: docs/theory.md (T5.1); Lucas et al. 2019, Section 6.
+    """
     return np.mean(np.asarray(kl_matrix) < epsilon, axis=0)
 
 
 def epsilon_delta_collapsed(kl_matrix: np.ndarray, epsilon: float = DEFAULT_EPSILON,
                             delta: float = DEFAULT_DELTA) -> np.ndarray:
-    """Boolean (k,): dimension ``i`` is (epsilon, delta)-collapsed, ``P_x[KL_i(x) < epsilon] >= 1 - delta``."""
+    """Boolean (k,): dimension ``i`` is (epsilon, delta)-collapsed, ``P_x[KL_i(x) < epsilon] >= 1 - delta``.
+
+    References: docs/theory.md (T5.1); Lucas et al. 2019, Section 6.
+    """
     return collapsed_fraction_per_dim(kl_matrix, epsilon) >= 1.0 - delta
 
 
 def collapsed_fraction_curve(kl_matrix: np.ndarray, epsilons, delta: float = DEFAULT_DELTA) -> np.ndarray:
-    """Fraction of the k latent dimensions that are (epsilon, delta)-collapsed, for each epsilon."""
+    """Fraction of the k latent dimensions that are (epsilon, delta)-collapsed, for each epsilon.
+
+    References: docs/theory.md (T5.1); Lucas et al. 2019, Section 6.
+    """
     return np.array([epsilon_delta_collapsed(kl_matrix, e, delta).mean() for e in np.atleast_1d(epsilons)])
 
 
 def encoder_kl_matrix(params: LinearVAE, X: np.ndarray) -> np.ndarray:
-    """Per-datapoint, per-dimension KL ``(N, k)`` of a linear VAE's encoder on ``X`` (numpy float64)."""
+    """Per-datapoint, per-dimension KL ``(N, k)`` of a linear VAE's encoder on ``X`` (numpy float64).
+
+    References: docs/theory.md (T5.1); Lucas et al. 2019, Section 6.
+    """
     return np.asarray(kl_per_datapoint(params, np.asarray(X, dtype=np.float64)))
 
 
@@ -46,5 +58,7 @@ def active_by_column_norm(column_norms_sq: np.ndarray, beta: float, sigma2: floa
     active column is ``lambda_i - t``: a dimension whose eigenvalue is 2% above the threshold has
     ``||w_i||^2 = 0.02 t``, twenty times the default tolerance, while a collapsed column
     decays to 0.
+
+    References: docs/theory.md (T5.2); Lucas et al. 2019, Section 4.2.
     """
     return np.asarray(column_norms_sq) > relative_tolerance * beta * sigma2

@@ -25,41 +25,22 @@ of the code).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 
 from linear_vae.collapse import (DEFAULT_DELTA, DEFAULT_EPSILON, active_by_column_norm, encoder_kl_matrix,
                                  epsilon_delta_collapsed)
-from linear_vae.datasets import Dataset
 from linear_vae.elbo import DataStats, LinearVAE
-from linear_vae.moments import Moments, Spectrum, compute_moments, eigen_decomposition
 from linear_vae.newton import GAIN_TOL, projected_elbo
 from linear_vae.optimum import beta_elbo_optimum, learned_sigma2, threshold_distance
 from linear_vae.ppca import log_marginal_likelihood
+from linear_vae.problem import Problem
 from linear_vae.train import SweepResult, TrainConfig, TrainData, train_sweep
 
 #: Default largest gap (nats per datapoint) of a converged run that agrees with the closed form.
 GAP_TOL = 1e-6
 VERDICTS = ("agrees", "not converged", "diverged", "disagrees")
-
-
-class Problem(NamedTuple):
-    """A data set with its moments and eigen-decomposition, computed once and shared by training and
-    the closed form."""
-
-    dataset: Dataset
-    moments: Moments
-    spectrum: Spectrum
-
-    @classmethod
-    def from_dataset(cls, dataset: Dataset) -> "Problem":
-        moments = compute_moments(dataset.X)
-        return cls(dataset, moments, eigen_decomposition(moments.cov))
-
-    @property
-    def eigenvalues(self) -> np.ndarray:
-        return self.spectrum.eigenvalues
 
 
 def max_principal_angle_deg(A: np.ndarray, B: np.ndarray) -> float:
@@ -85,19 +66,31 @@ def off_diagonal_ratio(W: np.ndarray) -> float:
 
 
 def compare_one(params: LinearVAE, sigma2: float, beta: float, sigma2_learned: bool, final_elbo: float,
-                spectrum: Spectrum, moments: Moments, X: np.ndarray,
-                epsilon: float = DEFAULT_EPSILON, delta: float = DEFAULT_DELTA) -> dict:
-    """The trained-versus-analytic report of one trained model (see the module docstring)."""
-    eigenvalues = spectrum.eigenvalues
+                problem: Problem, epsilon: float = DEFAULT_EPSILON, delta: float = DEFAULT_DELTA) -> dict:
+    """The trained-versus-analytic report of one trained model (see the module docstring).
+
+    The MLL and the projected objective are evaluated with ``S`` in the data basis, or on wide
+    data (``S`` not formed) in the eigen-coordinates, where they are exact for a model whose
+    columns lie in the span of the data, as a trained one does (docs/theory.md (T8)).
+
+    References: docs/theory.md (T7.4, T8.4, T4.4); Lucas et al. 2019, Section 4.2.
+    """
+    eigenvalues = problem.eigenvalues
+    totals = {"trace": problem.trace, "dim": problem.d}
     k = params.W.shape[1]
-    analytic_sigma2 = learned_sigma2(eigenvalues, k, beta) if sigma2_learned else sigma2
-    optimum = beta_elbo_optimum(eigenvalues, k, beta, analytic_sigma2)
+    analytic_sigma2 = learned_sigma2(eigenvalues, k, beta, **totals) if sigma2_learned else sigma2
+    optimum = beta_elbo_optimum(eigenvalues, k, beta, analytic_sigma2, **totals)
     column_norms_sq = np.sum(params.W**2, axis=0)
     m = optimum.active_dims
     strongest = np.argsort(column_norms_sq)[::-1][:m]
-    angle = max_principal_angle_deg(params.W[:, strongest], spectrum.eigenvectors[:, :m]) if m else None
-    mll = float(log_marginal_likelihood(params.W, sigma2, moments.cov, moments.mean - params.mu))
-    projected = float(projected_elbo(params.W, np.log(sigma2), beta, DataStats.from_moments(moments.mean, moments.cov)))
+    angle = max_principal_angle_deg(params.W[:, strongest], problem.eigenvectors[:, :m]) if m else None
+    basis = "eigen" if problem.wide else "data"
+    _, mean, cov = problem.coordinates(basis)
+    W, mu = (params.W, params.mu) if basis == "data" else (problem.eigenvectors.T @ params.W,
+                                                            params.mu @ problem.eigenvectors)
+    mll = float(log_marginal_likelihood(W, sigma2, cov, mean - mu, dim=problem.d))
+    projected = float(projected_elbo(W, np.log(sigma2), beta, DataStats.from_moments(mean, cov, dim=problem.d)))
+    X = problem.dataset.X
     return {
         "beta": float(beta),
         "sigma2": float(sigma2),
@@ -115,7 +108,7 @@ def compare_one(params: LinearVAE, sigma2: float, beta: float, sigma2_learned: b
         "predicted_active_dims": m,
         "max_principal_angle_deg": angle,
         "nearest_threshold_distance": threshold_distance(eigenvalues, k, beta, analytic_sigma2),
-        "bias_error": float(np.max(np.abs(params.mu - moments.mean))),
+        "bias_error": float(np.max(np.abs(params.mu - problem.mean))),
         "off_diagonal_wtw": off_diagonal_ratio(params.W[:, strongest]) if m > 1 else None,
         "column_norms_sq": column_norms_sq.tolist(),
     }
@@ -129,6 +122,8 @@ def convergence_rate(result: SweepResult, i: int, gain_tol: float = GAIN_TOL) ->
     From the predicted gains of the last two convergence checks where both are finite; otherwise
     (far from a maximum the Newton model is indefinite) from the last three recorded ELBOs,
     whose increments ``delta`` shrink by ``r`` per record and leave ``delta r / (1 - r)`` to gain.
+
+    References: docs/theory.md (T7.5).
     """
     points = [(steps, float(gains[i])) for steps, gains in result.checks if np.isfinite(gains[i]) and gains[i] > 0]
     if len(points) >= 2 and points[-1][0] > points[-2][0]:
@@ -159,6 +154,8 @@ def verdict(report: dict, gap_tol: float = GAP_TOL) -> tuple[str, list[str]]:
     whenever the run's own test failed, whatever the gap; otherwise
     ``"disagrees"`` when the gap exceeds ``gap_tol``, the trained ELBO exceeds the optimum by
     more than float64 round-off (``1e-9 (1 + |ELBO*|)``), or the active count differs.
+
+    References: docs/theory.md (T7.5, T10).
     """
     if report.get("diverged"):
         return "diverged", [report["divergence"]]
@@ -178,7 +175,7 @@ def verdict(report: dict, gap_tol: float = GAP_TOL) -> tuple[str, list[str]]:
     return ("disagrees" if reasons else "agrees"), reasons
 
 
-def compare_sweep(result: SweepResult, spectrum: Spectrum, moments: Moments, X: np.ndarray,
+def compare_sweep(result: SweepResult, problem: Problem,
                   epsilon: float = DEFAULT_EPSILON, delta: float = DEFAULT_DELTA,
                   gap_tol: float = GAP_TOL) -> list[dict]:
     """:func:`compare_one` for every configuration of a sweep, with its seed, steps, timings,
@@ -191,7 +188,7 @@ def compare_sweep(result: SweepResult, spectrum: Spectrum, moments: Moments, X: 
     for i in range(n_configs):
         params = LinearVAE(*(p[i] for p in result.params))
         report = compare_one(params, result.sigma2[i], result.hyper.beta[i], result.config.learn_sigma2,
-                             result.history.elbo[i, -1], spectrum, moments, X, epsilon, delta)
+                             result.history.elbo[i, -1], problem, epsilon, delta)
         rate, needed = convergence_rate(result, i, result.config.gain_tol)
         report.update(seed=int(result.hyper.seed[i]), steps=result.config.steps,
                       steps_used=int(result.steps_used[i]), optimizer=result.config.optimizer,
@@ -214,10 +211,13 @@ def train_and_compare(problem: Problem, config: TrainConfig, betas, sigma2s, see
     """Train one sweep (one compiled call, in ``config.basis``) and compare every configuration
     with the closed form: the one path from data to trained-versus-analytic reports.
     ``on_divergence`` as in :func:`linear_vae.train.train_sweep`."""
-    config = config.validate(problem.dataset.d, problem.dataset.n)
+    if problem.wide and config.basis is None:  # S is not formed: only the eigenbasis view exists
+        config = config._replace(basis="eigen")
+    config = config.validate(problem.d, problem.n)
+    problem.check_basis(config.basis)
     if config.learn_sigma2:  # fail before training, not after, when no learned sigma2 exists
         for beta in sorted(set(np.atleast_1d(betas).tolist())):
-            learned_sigma2(problem.eigenvalues, config.latent_dim, beta)
-    data = TrainData.build(problem.dataset.X, problem.moments, problem.spectrum, config.basis)
+            learned_sigma2(problem.eigenvalues, config.latent_dim, beta, trace=problem.trace, dim=problem.d)
+    data = TrainData.build(problem, config.basis)
     result = train_sweep(data, config, betas, sigma2s, seeds, progress=progress, on_divergence=on_divergence)
-    return result, compare_sweep(result, problem.spectrum, problem.moments, problem.dataset.X)
+    return result, compare_sweep(result, problem)

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from linear_vae.validation import validate_data
+
 __all__ = [
     "Dataset",
     "load_mnist",
@@ -306,7 +308,7 @@ def load_file(path: str | os.PathLike, key: str | None = None) -> Dataset:
 
 
 def _key_not_npz(name: str) -> ValueError:
-    return ValueError(f"--key applies only to .npz files, not {name}; drop --key")
+    return ValueError(f"`key` applies only to .npz files, not {name}; drop `key`")
 
 
 def _read_bytes(path: Path, limit: int | None = None) -> bytes:
@@ -393,10 +395,10 @@ def _choose_npz_key(path: Path, keys: list[str], key: str | None) -> str:
         raise ValueError(f"{path} contains no arrays; pass a file with a data matrix")
     if key is not None:
         if key not in keys:
-            raise ValueError(f"{path} has no array {key!r}; use --key with one of: {listing}")
+            raise ValueError(f"{path} has no array {key!r}; choose `key` from: {listing}")
         return key
     if len(keys) > 1:
-        raise ValueError(f"{path} holds several arrays; choose one with --key ({listing})")
+        raise ValueError(f"{path} holds several arrays; choose one with `key` ({listing})")
     return keys[0]
 
 
@@ -506,13 +508,13 @@ def random_subset(dataset: Dataset, n: int, seed: int = 0) -> Dataset:
     Dataset
         Same ``name``, ``is_image`` and ``population_eigenvalues``; the matching ``labels``.
     """
-    n = _as_count(n, "--n")
+    n = _as_count(n, "`n`")
     N = dataset.n
     if n < 2:
-        raise ValueError(f"--n {n} is too small; a covariance needs at least 2 samples")
+        raise ValueError(f"`n` = {n} is too small; a covariance needs at least 2 samples")
     if n > N:
         raise ValueError(
-            f"--n {n} is larger than the {N} samples in {dataset.name}; use --n <= {N}"
+            f"`n` = {n} is larger than the {N} samples in {dataset.name}; use `n` <= {N}"
         )
     idx = np.sort(np.random.default_rng(seed).choice(N, n, replace=False))
     labels = None if dataset.labels is None else dataset.labels[idx]
@@ -570,13 +572,13 @@ def load_data(
         Validated by :func:`validate_data`.
     """
     if key is not None and source in ("mnist", "synthetic"):
-        raise ValueError(f"--key applies only to .npz files, not {source}; drop --key")
+        raise ValueError(f"`key` applies only to .npz files, not {source}; drop `key`")
     if source == "mnist":
         dataset = load_mnist()
     elif source == "synthetic":
-        size = 2000 if n is None else _as_count(n, "--n")
+        size = 2000 if n is None else _as_count(n, "`n`")
         if size < 2:
-            raise ValueError(f"--n {size} is too small; a covariance needs at least 2 samples")
+            raise ValueError(f"`n` = {size} is too small; a covariance needs at least 2 samples")
         dataset = make_synthetic(n=size, seed=synthetic_seed)
         n = None
     else:
@@ -585,39 +587,3 @@ def load_data(
         dataset = random_subset(dataset, n, seed=subset_seed)
     validate_data(dataset.X)
     return dataset
-
-
-def validate_data(X) -> None:
-    """Check that ``X`` is a usable data matrix; raise ``ValueError`` otherwise.
-
-    Parameters
-    ----------
-    X : array_like
-        Candidate data, shape ``(N, d)``.
-
-    Raises
-    ------
-    ValueError
-        Not 2-D or not numeric, no features, fewer than 2 samples, NaN or inf values (with
-        their count and the position of the first), or all samples identical (zero
-        covariance).
-    """
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"data must be 2-D (samples, features), got shape {X.shape}; reshape it")
-    if X.dtype.kind not in "biuf":
-        raise ValueError(f"data must be numeric, got dtype {X.dtype}")
-    N, d = X.shape
-    if d == 0:
-        raise ValueError(f"data has {N} samples but no features; pass at least one column")
-    if N < 2:
-        raise ValueError(f"data has {N} sample(s); a covariance needs at least 2 samples")
-    bad = ~np.isfinite(X)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise ValueError(
-            f"data contains {int(bad.sum())} NaN/inf value(s); the first is {X[row, col]} "
-            f"at row {row}, column {col} (0-based); remove or impute them"
-        )
-    if np.all(X == X[0]):
-        raise ValueError("all samples are identical; the covariance is zero")

@@ -23,7 +23,6 @@ form.
 from __future__ import annotations
 
 import math
-import time
 from typing import NamedTuple
 
 import jax
@@ -31,11 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from linear_vae import divergence
+from linear_vae import divergence, loop
+from linear_vae.elbo import standard_normal_kl
+from linear_vae.moments import LOG_2PI
 from linear_vae.train import DivergenceError
 
 DTYPE = jnp.float32
-LOG_2PI = math.log(2.0 * math.pi)
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "identity": lambda x: x}
 
 
@@ -65,8 +65,9 @@ class DeepConfig(NamedTuple):
     def validate(self, d: int, n: int) -> "DeepConfig":
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
-        if self.latent_dim < 1 or self.steps < 1 or self.steps % self.log_every:
-            raise ValueError(f"need latent_dim >= 1 and steps ({self.steps}) a multiple of log_every ({self.log_every})")
+        if self.latent_dim < 1 or self.steps < 1 or self.log_every < 1:
+            raise ValueError(f"need `latent_dim`, `steps` and `log_every` >= 1, got {self.latent_dim}, {self.steps}, "
+                             f"{self.log_every}")
         if not 1 <= self.batch_size <= n:
             raise ValueError(f"batch size {self.batch_size} must be between 1 and the {n} training samples")
         return self
@@ -121,12 +122,15 @@ def encode(params: DeepVAE, x, config: DeepConfig):
 
 def kl_per_dim(mean, log_var):
     """``KL(N(mean, exp(log_var)) || N(0, 1))`` per example and dimension (Kingma & Welling, App. B)."""
-    return 0.5 * (jnp.exp(log_var) + mean**2 - 1.0 - log_var)
+    return standard_normal_kl(mean**2, jnp.exp(log_var), log_var)
 
 
 def elbo_terms(params: DeepVAE, x, key, config: DeepConfig):
     """One-sample reparameterised estimate of ``E_q log p(x|z)`` per example, and the analytic KL per
-    example and dimension: ``z = mean + exp(log_var / 2) * eps``."""
+    example and dimension: ``z = mean + exp(log_var / 2) * eps``.
+
+    References: docs/theory.md (T3.4); Kingma & Welling 2013, Section 2.4 and eq. 10.
+    """
     mean, log_var = encode(params, x, config)
     z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape, DTYPE)
     reconstruction = mlp(params.decoder, z, config.activation)
@@ -200,7 +204,10 @@ def measure(state: DeepState, hyper: DeepHyper, X_train_slice, X_heldout, config
 def divergence_measures(params: DeepVAE, X_heldout, config: DeepConfig):
     """What :mod:`linear_vae.divergence` judges a deep run by: the held-out one-sample ELBO at
     beta = 1 (the objective, whatever the annealing) and the model's total variance, ``d sigma2``
-    plus the spread of the reconstructions at the encoder means."""
+    plus the spread of the reconstructions at the encoder means.
+
+    References: docs/theory.md (T10).
+    """
     log_lik, kl = elbo_terms(params, X_heldout, jax.random.key(1), config)
     mean, _ = encode(params, X_heldout, config)
     reconstruction = mlp(params.decoder, mean, config.activation)
@@ -208,21 +215,23 @@ def divergence_measures(params: DeepVAE, X_heldout, config: DeepConfig):
     return jnp.mean(log_lik) - jnp.mean(jnp.sum(kl, axis=-1)), X_heldout.shape[-1] * jnp.exp(params.log_sigma2) + spread
 
 
-def run(config: DeepConfig, hyper: DeepHyper, X_train, X_heldout):
-    """Train one configuration: ``lax.scan`` over records, ``fori_loop`` over the steps between them.
-    Returns the final state, the history, and :func:`divergence_measures` before and after."""
+def init_state(config: DeepConfig, hyper: DeepHyper, X_train, X_heldout):
+    """The state of one configuration before its first step, and :func:`divergence_measures` there."""
     params = init_params(config, X_train.shape[1], hyper)
-    before = divergence_measures(params, X_heldout, config)
     key = jax.random.fold_in(jax.random.key(hyper.seed), 1)
     state = DeepState(params, make_optimizer(config).init(params), key, jnp.zeros((), int), -jnp.ones((), int))
+    return state, divergence_measures(params, X_heldout, config)
+
+
+def run_steps(state: DeepState, hyper: DeepHyper, X_train, X_heldout, config: DeepConfig, steps_per_record):
+    """``lax.scan`` over records, ``fori_loop`` over the ``steps_per_record[r]`` steps before each."""
     X_train_slice = X_train[: X_heldout.shape[0]]
 
-    def record(state, _):
-        state = jax.lax.fori_loop(0, config.log_every, lambda _, s: train_step(s, hyper, X_train, config), state)
+    def record(state, n_steps):
+        state = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(s, hyper, X_train, config), state)
         return state, measure(state, hyper, X_train_slice, X_heldout, config)
 
-    state, history = jax.lax.scan(record, state, None, length=config.steps // config.log_every)
-    return state, history, before, divergence_measures(state.params, X_heldout, config)
+    return jax.lax.scan(record, state, steps_per_record)
 
 
 class DeepResult(NamedTuple):
@@ -239,36 +248,59 @@ class DeepResult(NamedTuple):
 
 def train_grid(config: DeepConfig, hyper: DeepHyper, X_train: np.ndarray, X_heldout: np.ndarray,
                progress=None) -> DeepResult:
-    """Train every configuration of ``hyper`` (1-D arrays of equal length) in one compiled call.
-
-    ``progress`` (:class:`linear_vae.progress.Progress`) is told when compilation and training begin."""
+    """Train every configuration of ``hyper`` (1-D arrays of equal length) in one compiled program,
+    through the shared loop (:func:`linear_vae.loop.run_in_chunks`): in :data:`DEEP_CHUNKS` chunks
+    when ``progress`` (:class:`linear_vae.progress.Progress`) shows them, else in one.  Raises
+    :class:`~linear_vae.train.DivergenceError` by the rule of :mod:`linear_vae.divergence`."""
     config.validate(X_train.shape[1], X_train.shape[0])
     hyper = DeepHyper(jnp.asarray(hyper.sigma2, DTYPE), jnp.asarray(hyper.learn_sigma2, DTYPE),
                       jnp.asarray(hyper.warmup, DTYPE), jnp.asarray(hyper.seed, jnp.uint32))
     X_train = jnp.asarray(X_train, DTYPE)
     X_heldout = jnp.asarray(X_heldout, DTYPE)
-    grid = jax.jit(jax.vmap(lambda h, a, b: run(config, h, a, b), in_axes=(0, None, None)))
+    init = jax.jit(jax.vmap(lambda h, a, b: init_state(config, h, a, b), in_axes=(0, None, None)))
+    run = jax.jit(jax.vmap(lambda s, h, a, b, n: run_steps(s, h, a, b, config, n), in_axes=(0, 0, None, None, None)),
+                  donate_argnums=0)
     if progress is not None:
         progress.task(f"deep VAEs: {hyper.sigma2.shape[0]} configurations, {config.steps} steps")
-        progress.phase("compiling")
-    start = time.perf_counter()
-    compiled = grid.lower(hyper, X_train, X_heldout).compile()
-    compile_seconds = time.perf_counter() - start
-    if progress is not None:
-        progress.phase("training")
-    start = time.perf_counter()
-    state, history, (start_elbo, _), (end_elbo, model_variance) = compiled(hyper, X_train, X_heldout)
-    jax.block_until_ready(history)
-    seconds = time.perf_counter() - start
+    steps_per_record = loop.record_steps(config.steps, config.log_every)
+    chunk = loop.records_per_chunk(len(steps_per_record), DEEP_CHUNKS if progress is not None else 1)
+    hyper_sharded, sharding = loop.shard_configurations(hyper, hyper.sigma2.shape[0])
+    n_configs = hyper.sigma2.shape[0]
+
+    def stop_if_nonfinite(chunk: loop.Chunk):
+        """Raise at the first chunk where a configuration's objective stopped being finite."""
+        bad = np.asarray(chunk.state.first_nonfinite_step)[:n_configs]
+        if np.any(bad >= 0):
+            zeros = np.zeros(n_configs)  # only the non-finite rule can fire here
+            _raise_divergence(hyper, zeros, zeros, zeros, 1.0, bad, np.asarray(chunk.state.step)[:n_configs])
+        return chunk.state, False, 0.0
+
+    outcome = loop.run_in_chunks(init, run, (hyper_sharded, X_train, X_heldout), steps_per_record, chunk,
+                                 stop_if_nonfinite, progress, sharded=sharding is not None)
+    state = jax.tree.map(lambda a: a[:n_configs], outcome.state)
+    start_elbo, _ = outcome.first_record
+    end_elbo, model_variance = jax.vmap(lambda p: divergence_measures(p, X_heldout, config))(state.params)
     data_variance = float(np.sum(np.var(np.asarray(X_train, dtype=np.float64), axis=0)))
-    diverged, reasons = divergence.diagnose(start_elbo, end_elbo, model_variance, data_variance,
-                                            state.first_nonfinite_step, state.step)
-    if diverged.any():
-        i = int(np.argmax(diverged))
-        raise DivergenceError(f"deep VAE training diverged in configuration {i} (sigma2 = {float(hyper.sigma2[i]):.4g}, "
-                              f"learned = {bool(hyper.learn_sigma2[i])}, warmup = {int(hyper.warmup[i])}): "
-                              f"{reasons[i]}; lower the learning rate")
+    _raise_divergence(hyper, np.asarray(start_elbo)[:n_configs], end_elbo, model_variance, data_variance,
+                      state.first_nonfinite_step, state.step)
+    history = jax.tree.map(lambda a: a[:n_configs], outcome.history)
+    seconds, compile_seconds = outcome.seconds, outcome.compile_seconds
     mean, log_var = jax.vmap(lambda p: encode(p, X_heldout, config))(state.params)
     heldout_kl = np.asarray(kl_per_dim(mean, log_var), dtype=np.float64)
     host = lambda tree: jax.tree.map(np.asarray, tree)  # noqa: E731
     return DeepResult(config, host(hyper), host(state.params), host(history), heldout_kl, seconds, compile_seconds)
+
+
+#: Chunks of a deep run when progress is shown (each chunk reuses the one compiled program).
+DEEP_CHUNKS = 10
+
+
+def _raise_divergence(hyper: DeepHyper, start, end, model_variance, data_variance: float, first_nonfinite_step,
+                      steps) -> None:
+    """Raise :class:`~linear_vae.train.DivergenceError` for the first configuration that diverged."""
+    diverged, reasons = divergence.diagnose(start, end, model_variance, data_variance, first_nonfinite_step, steps)
+    if diverged.any():
+        i = int(np.argmax(diverged))
+        raise DivergenceError(f"deep VAE training diverged in configuration {i} (sigma2 = {float(hyper.sigma2[i]):.4g}, "
+                              f"learned = {bool(hyper.learn_sigma2[i])}, warmup = {int(hyper.warmup[i])}): "
+                              f"{reasons[i]}; lower the `learning_rate`")

@@ -12,10 +12,12 @@ is never confused with "disagrees with the theory".  A run has diverged when
 3. the total variance of the model's predictive distribution exceeds ``SCALE_FACTOR**2`` times the
    total variance of the data: for the linear VAE ``||W||_F^2 + d sigma2 > 1e12 tr S``, i.e. the
    model's scale is a million times the data's (at the optimum the two are equal when sigma2 is
-   learned and the model's is smaller otherwise).
+   learned; with a fixed sigma2 the model's exceeds the data's by at most ``d sigma2``).
 
 Rule 3 is checked during training as well as at the end; rule 2 only at the end ("ends"), so
 that a transient dip is not called divergence.
+
+References: docs/theory.md (T10).
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ SCALE_FACTOR = 1e6
 
 
 def margin(start: np.ndarray) -> np.ndarray:
-    """Nats per datapoint the objective may end below its start before the run counts as diverged."""
+    """Nats per datapoint the objective may end below its start before the run counts as diverged.
+
+    References: docs/theory.md (T10).
+    """
     return MARGIN_NATS + MARGIN_FRACTION * np.abs(start)
 
 
@@ -39,6 +44,8 @@ def diagnose(start, end, model_variance, data_variance: float, first_nonfinite_s
     the last; ``model_variance`` the total variance of the model at the end;
     ``first_nonfinite_step`` is -1 where every value stayed finite; ``final_step`` the steps taken.
     ``reasons[i]`` is one phrase naming the step, or ``None`` for a run that did not diverge.
+
+    References: docs/theory.md (T10).
     """
     start, end = np.asarray(start, float), np.asarray(end, float)
     model_variance = np.asarray(model_variance, float)

@@ -12,10 +12,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from linear_vae import spd
-from linear_vae.ppca import LOG_2PI, covariance_times, covariance_trace
+from linear_vae.moments import LOG_2PI
+from linear_vae.ppca import covariance_times, covariance_trace
 
 
 class LinearVAE(NamedTuple):
@@ -36,20 +36,29 @@ class LinearVAE(NamedTuple):
 
 
 class DataStats(NamedTuple):
-    """What the exact ELBO needs of the data: mean, 1/N covariance ``S`` and ``tr S`` (a pytree).
+    """What the exact ELBO needs of the data: mean, 1/N covariance ``S``, ``tr S`` and ``d`` (a pytree).
 
     ``cov`` is either the (d, d) matrix ``S`` or, for data rotated into the eigenbasis of ``S``,
-    the (d,) vector of its eigenvalues (``S`` diagonal); :func:`covariance_times` handles both.
+    the vector of its eigenvalues (``S`` diagonal); :func:`covariance_times` handles both.  In the
+    eigenbasis the coordinates may be only the top ``r < d`` eigenvectors when the others have
+    eigenvalue 0 (data with ``d > N``: ``S`` has rank below ``N``): the data then vary in those
+    ``r`` directions only, and ``dim`` keeps the true ``d``, which enters the likelihood through
+    ``-d/2 log(2 pi sigma2)`` (docs/theory.md (T3)).
+
+    References: docs/theory.md (T3.1, T8.2, T8.4).
     """
 
     mean: jax.Array
     cov: jax.Array
     trace: jax.Array
+    dim: jax.Array
 
     @classmethod
-    def from_moments(cls, mean, cov) -> "DataStats":
+    def from_moments(cls, mean, cov, dim: int | None = None) -> "DataStats":
+        """``dim`` defaults to the length of ``mean`` (coordinates in every direction)."""
         cov = jnp.asarray(cov, dtype=jnp.float64)
-        return cls(jnp.asarray(mean, dtype=jnp.float64), cov, covariance_trace(cov))
+        mean = jnp.asarray(mean, dtype=jnp.float64)
+        return cls(mean, cov, covariance_trace(cov), jnp.asarray(mean.shape[0] if dim is None else dim, jnp.float64))
 
 
 def elbo_terms(params: LinearVAE, sigma2, stats: DataStats):
@@ -70,9 +79,11 @@ def elbo_terms(params: LinearVAE, sigma2, stats: DataStats):
     -------
     expected_log_lik : scalar.
     kl_per_dim : (k,) average KL of each latent dimension.
+
+    References: docs/theory.md (T3.1, T8.1); Lucas et al. 2019, Section 4.2 and Appendix C.
     """
     W, mu, V, log_D = params
-    d = W.shape[0]
+    d = stats.dim
     D = jnp.exp(log_D)
     delta = stats.mean - mu
     P = covariance_times(stats.cov, V.T).T  # (k, d) = V S: the only O(d^2 k) product (O(dk) if S is diagonal)
@@ -83,12 +94,26 @@ def elbo_terms(params: LinearVAE, sigma2, stats: DataStats):
     A_delta = delta - W @ V_delta
     reconstruction_error = trace_ASA + A_delta @ A_delta + jnp.sum(D * jnp.diag(WtW))
     expected_log_lik = -0.5 * d * (LOG_2PI + jnp.log(sigma2)) - reconstruction_error / (2.0 * sigma2)
-    kl_per_dim = 0.5 * (D + jnp.diag(PVt) + V_delta**2 - 1.0 - log_D)
+    kl_per_dim = standard_normal_kl(jnp.diag(PVt) + V_delta**2, D, log_D)  # E_x of the mean^2 term
     return expected_log_lik, kl_per_dim
 
 
+def standard_normal_kl(mean_sq, variance, log_variance):
+    """``KL(N(m, v) || N(0, 1)) = 1/2 (v + m^2 - 1 - log v)`` elementwise, from ``m^2``, ``v`` and
+    ``log v`` (the log passed in, so that a log-parameterised variance is not exponentiated and
+    logged back).  The one diagonal-Gaussian KL of the package: the linear VAE's per-datapoint and
+    data-averaged KL and the deep VAE's.
+
+    References: docs/theory.md (T3); Kingma & Welling 2013, Appendix B.
+    """
+    return 0.5 * (variance + mean_sq - 1.0 - log_variance)
+
+
 def exact_elbo(params: LinearVAE, sigma2, beta, stats: DataStats):
-    """The beta-ELBO ``E_q log p(x|z) - beta KL(q(z|x) || p(z))``, exact, per datapoint (nats)."""
+    """The beta-ELBO ``E_q log p(x|z) - beta KL(q(z|x) || p(z))``, exact, per datapoint (nats).
+
+    References: docs/theory.md (T3.1); Lucas et al. 2019, Section 4.2 and Appendix C.
+    """
     expected_log_lik, kl_per_dim = elbo_terms(params, sigma2, stats)
     return expected_log_lik - beta * jnp.sum(kl_per_dim)
 
@@ -98,22 +123,27 @@ def kl_per_datapoint(params: LinearVAE, X):
 
     The per-example, per-dimension KL that the (epsilon, delta)-collapse measure thresholds
     (Lucas et al. Section 6, docs/theory.md (T5)).
+
+    References: docs/theory.md (T5.1); Lucas et al. 2019, Section 6.
     """
     D = jnp.exp(params.log_D)
     means = (X - params.mu) @ params.V.T
-    return 0.5 * (D + means**2 - 1.0 - params.log_D)
+    return standard_normal_kl(means**2, D, params.log_D)
 
 
-def monte_carlo_elbo(params: LinearVAE, sigma2, beta, X, key, n_samples: int = 1):
+def monte_carlo_elbo(params: LinearVAE, sigma2, beta, X, key, n_samples: int = 1, dim=None):
     """Reparameterised Monte-Carlo estimate of the beta-ELBO on the rows of ``X``.
 
     ``z = V (x - mu) + sqrt(D) * eps``, ``eps ~ N(0, I_k)`` (the standard deviation, not the
     variance, multiplies ``eps``; Kingma & Welling 2013, Section 2.4), ``n_samples`` draws per
     datapoint; the reconstruction term is estimated, the Gaussian KL is analytic (the estimator
-    of Kingma & Welling eq. 10).  Unbiased for :func:`exact_elbo` on the same data.
+    of Kingma & Welling eq. 10).  Unbiased for :func:`exact_elbo` on the same data.  ``dim`` is
+    the data's ``d`` when ``X`` holds only its top-``r`` eigen-coordinates (see :class:`DataStats`).
+
+    References: docs/theory.md (T3.4); Kingma & Welling 2013, Section 2.4 and eq. 10.
     """
     W, mu, V, log_D = params
-    d = W.shape[0]
+    d = W.shape[0] if dim is None else dim
     centred = X - mu
     means = centred @ V.T                                           # (N, k)
     eps = jax.random.normal(key, (n_samples,) + means.shape, dtype=means.dtype)
@@ -131,6 +161,8 @@ def optimal_encoder(W, sigma2, beta):
     (docs/theory.md (T3); Lucas et al. Appendix C, setting the gradients in ``V`` and ``D`` to zero).
     With beta = 1 the ELBO then equals ``MLL(W) - E KL(q || p(z|x))``, and equals the MLL iff
     ``W^T W`` is diagonal.  Returns ``(V, D)``.
+
+    References: docs/theory.md (T3.2); Lucas et al. 2019, Appendix C.
     """
     W = jnp.asarray(W)
     t = beta * sigma2
@@ -141,7 +173,10 @@ def optimal_encoder(W, sigma2, beta):
 
 
 def with_optimal_encoder(W, mu, sigma2, beta) -> LinearVAE:
-    """A :class:`LinearVAE` with decoder ``(W, mu)`` and its :func:`optimal_encoder`."""
+    """A :class:`LinearVAE` with decoder ``(W, mu)`` and its :func:`optimal_encoder`.
+
+    References: docs/theory.md (T3.2); Lucas et al. 2019, Appendix C.
+    """
     V, D = optimal_encoder(W, sigma2, beta)
     return LinearVAE(jnp.asarray(W), jnp.asarray(mu), V, jnp.log(D))
 
@@ -151,12 +186,10 @@ def elbo_gap_optimal_encoder(W, sigma2):
 
     ``M = W^T W + sigma2 I`` (docs/theory.md (T3); Hadamard's inequality makes it
     >= 0, with equality iff ``W^T W`` is diagonal).
+
+    References: docs/theory.md (T3.3); Lucas et al. 2019, Section 4.2 and Appendix C.
     """
     W = jnp.asarray(W)
     M = W.T @ W + sigma2 * jnp.eye(W.shape[1], dtype=W.dtype)
     return 0.5 * (jnp.sum(jnp.log(jnp.diag(M))) - spd.log_det(spd.cholesky(M)))
 
-
-def as_numpy(params: LinearVAE) -> LinearVAE:
-    """Copy a parameter pytree to host numpy float64 arrays."""
-    return LinearVAE(*(np.asarray(p, dtype=np.float64) for p in params))

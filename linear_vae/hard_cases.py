@@ -209,7 +209,10 @@ def initial_sigma2s(case: HardCase, eigenvalues) -> list[float]:
 
 def threshold_margin(eigenvalues, latent_dim: int, beta: float, sigma2: float) -> float:
     """``min_{i <= k} |lambda_i - beta sigma2| / (beta sigma2)``: how far the closest of the top k
-    eigenvalues is from the collapse threshold, relative to it."""
+    eigenvalues is from the collapse threshold, relative to it.
+
+    References: docs/theory.md (T4.4).
+    """
     t = beta * sigma2
     return float(np.min(np.abs(np.asarray(eigenvalues, dtype=np.float64)[:latent_dim] - t)) / t)
 
@@ -222,6 +225,8 @@ def check_well_posed(eigenvalues, latent_dim: int, beta: float, sigma2: float | 
     every ``i <= k``.  With learned sigma2 (``sigma2=None``) the learned value must exist
     (``sum_{i > k} lambda_i > 0`` and ``d > beta m``, ``m`` the active dimensions at it) and the
     margin holds at it.
+
+    References: docs/theory.md (T4.3, T4.4).
     """
     eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
     if sigma2 is None:

@@ -7,7 +7,7 @@ normalisation shifts its optimum by about ``d/(2N)`` nats.
 Two decompositions: :func:`eigen_decomposition` of the d x d ``S`` (all ``d`` eigenpairs), and
 :func:`top_eigenpairs`, the top ``m`` eigenpairs and ``tr S`` from the data matrix without forming
 ``S`` when ``d > N`` (memory O(N d + d m)).  The closed form needs no more than the latter
-(:func:`linear_vae.ppca.spectrum_totals`).
+(:func:`spectrum_totals`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import NamedTuple
 import numpy as np
 import scipy.linalg
 
+#: ``log(2 pi)``, of every Gaussian log-density in the package.
+LOG_2PI = float(np.log(2.0 * np.pi))
 #: Bytes of the centred column block that :func:`top_eigenpairs` holds at a time (64 MiB).
 BLOCK_BYTES = 64 * 2**20
 
@@ -38,42 +40,21 @@ class Moments(NamedTuple):
 
 
 class Spectrum(NamedTuple):
-    """Eigen-decomposition ``S = U diag(lambda) U^T``.
+    """Eigenpairs of ``S = U diag(lambda) U^T``, all ``d`` of them or the top ``m``, with ``tr S`` and ``d``.
+
+    The top ``m >= k`` eigenpairs with ``tr S`` and ``d`` are all the closed form needs of ``S``:
+    the optimum and the MLL depend on the eigenvalues beyond the top ``k`` only through their sum
+    ``tr S - sum_{i<=k} lambda_i`` and their number ``d - k`` (:func:`spectrum_totals`).
 
     Attributes
     ----------
-    eigenvalues : (d,) ``lambda_1 >= ... >= lambda_d >= 0`` (round-off below 0 clipped to 0).
-    eigenvectors : (d, d) columns ``u_i``, each with the canonical sign: its entry of largest
-        absolute value is positive (ties: the first such entry), as scikit-learn's ``svd_flip``.
-    """
-
-    eigenvalues: np.ndarray
-    eigenvectors: np.ndarray
-
-    @property
-    def trace(self) -> float:
-        """``tr S = sum_i lambda_i`` (as :attr:`TopSpectrum.trace`)."""
-        return float(np.sum(self.eigenvalues))
-
-    @property
-    def dim(self) -> int:
-        """The dimension ``d`` (as :attr:`TopSpectrum.dim`)."""
-        return len(self.eigenvalues)
-
-
-class TopSpectrum(NamedTuple):
-    """The top ``m`` eigenpairs of ``S`` with ``tr S`` and ``d``: all the closed form needs of ``S``.
-
-    The optimum and the MLL depend on the eigenvalues beyond the top ``k`` only through their
-    sum ``tr S - sum_{i<=k} lambda_i`` and their number ``d - k``
-    (:func:`linear_vae.ppca.spectrum_totals`).  Same conventions as :class:`Spectrum`.
-
-    Attributes
-    ----------
-    eigenvalues : (m,) ``lambda_1 >= ... >= lambda_m >= 0``.
-    eigenvectors : (d, m) orthonormal columns ``u_i`` with the canonical sign.
+    eigenvalues : (m,) ``lambda_1 >= ... >= lambda_m >= 0`` (round-off below 0 clipped to 0).
+    eigenvectors : (d, m) orthonormal columns ``u_i``, each with the canonical sign: its entry of
+        largest absolute value is positive (ties: the first such entry), as scikit-learn's ``svd_flip``.
     trace : ``tr S = sum_{i<=d} lambda_i = ||X - 1 mu^T||_F^2 / N``.
     dim : ``d``.
+
+    References: docs/theory.md (T8.3).
     """
 
     eigenvalues: np.ndarray
@@ -83,7 +64,10 @@ class TopSpectrum(NamedTuple):
 
 
 def compute_moments(X: np.ndarray) -> Moments:
-    """Sample mean and ``S = (1/N) (X - mu)^T (X - mu)`` in float64 (docs/theory.md (T1))."""
+    """Sample mean and ``S = (1/N) (X - mu)^T (X - mu)`` in float64 (docs/theory.md (T1)).
+
+    References: docs/theory.md (T1).
+    """
     X = np.asarray(X, dtype=np.float64)
     mean = X.mean(axis=0)
     centred = X - mean
@@ -95,6 +79,8 @@ def canonical_signs(vectors: np.ndarray) -> np.ndarray:
     """Flip each column so that its entry of largest absolute value is positive.
 
     Makes eigenvectors (defined only up to sign) deterministic across runs and machines.
+
+    References: docs/theory.md (T1).
     """
     rows = np.argmax(np.abs(vectors), axis=0)
     signs = np.sign(vectors[rows, np.arange(vectors.shape[1])])
@@ -109,14 +95,16 @@ def eigen_decomposition(cov: np.ndarray) -> Spectrum:
     constant pixels give 121 zero eigenvalues that LAPACK returns as about +-1e-17); they are
     clipped to exactly 0.  Repeated eigenvalues have eigenvectors defined only up to a rotation
     within their eigenspace; every quantity this package reports is invariant to that choice.
+
+    References: docs/theory.md (T1, T8.3).
     """
     eigenvalues, eigenvectors = np.linalg.eigh(np.asarray(cov, dtype=np.float64))
     order = np.argsort(eigenvalues, kind="stable")[::-1]
     eigenvalues = np.clip(eigenvalues[order], 0.0, None)
-    return Spectrum(eigenvalues=eigenvalues, eigenvectors=canonical_signs(eigenvectors[:, order]))
+    return Spectrum(eigenvalues, canonical_signs(eigenvectors[:, order]), float(np.sum(eigenvalues)), len(eigenvalues))
 
 
-def top_eigenpairs(X: np.ndarray, m: int) -> TopSpectrum:
+def top_eigenpairs(X: np.ndarray, m: int) -> Spectrum:
     """The top ``m`` eigenpairs of ``S`` and ``tr S`` from the data, forming ``S`` only when ``d <= N``.
 
     With ``Xc = X - 1 mu^T``, ``S = Xc^T Xc / N`` (d x d) and the Gram matrix ``G = Xc Xc^T / N``
@@ -151,6 +139,8 @@ def top_eigenpairs(X: np.ndarray, m: int) -> TopSpectrum:
     ----------
     X : (N, d) data, one sample per row.
     m : number of eigenpairs, ``1 <= m <= d``.
+
+    References: docs/theory.md (T8.4); Golub & Van Loan, *Matrix Computations*, Section 8.6.
     """
     X = np.asarray(X, dtype=np.float64)
     N, d = X.shape
@@ -159,7 +149,7 @@ def top_eigenpairs(X: np.ndarray, m: int) -> TopSpectrum:
     if d <= N:
         cov = compute_moments(X).cov
         eigenvalues, eigenvectors = _top_eigh(cov, m)
-        return TopSpectrum(eigenvalues, canonical_signs(eigenvectors), float(np.trace(cov)), d)
+        return Spectrum(eigenvalues, canonical_signs(eigenvectors), float(np.trace(cov)), d)
     mean = X.mean(axis=0)
     width = max(1, min(d, BLOCK_BYTES // (8 * N)))
     block = np.empty((N, width))
@@ -172,7 +162,7 @@ def top_eigenpairs(X: np.ndarray, m: int) -> TopSpectrum:
     values, vectors = _top_eigh(gram, min(m, N))
     eigenvalues = np.zeros(m)
     eigenvalues[: len(values)] = values
-    mapped = values > 10 * N * np.finfo(np.float64).eps * values[0]
+    mapped = values > rank_tolerance(values, N)
     coefficients = vectors[:, mapped] / np.sqrt(N * values[mapped])
     eigenvectors = np.empty((d, m))
     r = int(mapped.sum())  # mapped is a prefix: the eigenvalues are descending
@@ -180,7 +170,7 @@ def top_eigenpairs(X: np.ndarray, m: int) -> TopSpectrum:
         centred = _centred_columns(X, mean, start, width, block)
         eigenvectors[start:start + centred.shape[1], :r] = centred.T @ coefficients
     eigenvectors[:, r:] = _orthonormal_complement(eigenvectors[:, :r], m - r)
-    return TopSpectrum(eigenvalues, canonical_signs(eigenvectors), trace, d)
+    return Spectrum(eigenvalues, canonical_signs(eigenvectors), trace, d)
 
 
 def _top_eigh(A: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -210,3 +200,43 @@ def _orthonormal_complement(U: np.ndarray, count: int) -> np.ndarray:
         Q -= U @ (U.T @ Q)
         Q = np.linalg.qr(Q)[0]
     return Q
+
+
+def spectrum_totals(eigenvalues, trace=None, dim=None, latent_dim: int = 0) -> tuple[np.ndarray, float, int]:
+    """``(eigenvalues, tr S, d)``: what the closed forms need of the spectrum of ``S``.
+
+    The optimum, the learned sigma2 and the MLL of a model whose ``k`` columns lie along the top
+    eigenvectors depend on the eigenvalues beyond the top ``k`` only through their sum
+    ``tr S - sum_{i<=k} lambda_i`` and their number ``d - k`` (every formula of docs/theory.md (T2) and
+    "Global maximum of the beta-ELBO" sums over them with one weight).  So each closed form takes
+    either the full spectrum alone (``trace = sum_i lambda_i``, ``d = len(eigenvalues)``) or the
+    top ``m >= k`` eigenvalues with ``trace`` and ``dim`` (:class:`linear_vae.moments.Spectrum`,
+    from :func:`linear_vae.moments.top_eigenpairs` without forming the d x d ``S``).
+
+    Raises ``ValueError`` if only one of ``trace``, ``dim`` is given or if fewer than
+    ``min(latent_dim, d)`` eigenvalues are.
+
+    References: docs/theory.md (T8.3).
+    """
+    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+    if (trace is None) != (dim is None):
+        raise ValueError("pass both trace and dim (top eigenvalues only) or neither (the full spectrum)")
+    if trace is None:
+        trace, dim = float(np.sum(eigenvalues)), len(eigenvalues)
+    if not min(latent_dim, dim) <= len(eigenvalues) <= dim:
+        raise ValueError(f"{len(eigenvalues)} eigenvalues given for latent dimension {latent_dim} and d = {dim}; "
+                         f"pass between min(k, d) and d of them")
+    return eigenvalues, float(trace), int(dim)
+
+
+def rank_tolerance(eigenvalues, dim: int | None = None) -> float:
+    """Eigenvalues at or below ``10 d eps lambda_1`` are round-off of an exact zero (float64 ``eigh``
+    of a d x d matrix is accurate to about ``d eps ||S||``): a learned sigma2 that small means the
+    data have rank <= k.  ``dim``: ``d`` when ``eigenvalues`` is only the top of the spectrum (from
+    the N x N Gram matrix when ``N < d``, accurate to ``N eps ||S||``, so the bound still holds).
+
+    References: docs/theory.md (T8.3).
+    """
+    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+    d = len(eigenvalues) if dim is None else dim
+    return float(10 * d * np.finfo(np.float64).eps * eigenvalues[0])

@@ -35,6 +35,9 @@ most ``gain_tol`` nats per datapoint, and the Hessian of ``Phi`` has no eigenval
 start).  A collapsed saddle has zero gradient but an ascent direction, so it fails the second
 test; the optimiser then steps along the Lanczos estimate of that direction.  Nothing here uses
 the eigenvectors of ``S``, the collapse thresholds or the closed-form optimum.
+
+References: docs/theory.md (T7.1, T7.2, T7.3); Lucas et al. 2019, Appendix C; Nocedal & Wright,
+*Numerical Optimization*, Alg. 4.1 and 7.2.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ import numpy as np
 
 from linear_vae import spd
 from linear_vae.elbo import DataStats, LinearVAE, with_optimal_encoder
-from linear_vae.ppca import LOG_2PI, covariance_times
+from linear_vae.moments import LOG_2PI
+from linear_vae.ppca import covariance_times
 
 #: Predicted gain (nats per datapoint) below which a run has converged.
 GAIN_TOL = 1e-8
@@ -79,6 +83,8 @@ def inverse_and_log_det(M):
     ``d log det M = tr(M^{-1} dM)``, so that gradients and Hessian-vector products of
     :func:`projected_elbo` are matrix products only: after :func:`jax.linearize` the k sequential
     steps of the factorisation run once per Newton iteration, not once per Hessian-vector product.
+
+    References: docs/theory.md (T7.2, T8.5).
     """
     L = spd.cholesky(M)
     return spd.solve(L, jnp.eye(M.shape[0], dtype=M.dtype)), spd.log_det(L)
@@ -96,8 +102,11 @@ def projected_elbo(W, log_sigma2, beta, stats: DataStats):
 
     See the module docstring for the formula (docs/theory.md (T7)).  Cost O(d^2 k) for ``S W`` in
     the data basis, O(d k^2) in the eigenbasis.
+
+    References: docs/theory.md (T7.1, T8.1); Lucas et al. 2019, Appendix C; Tipping & Bishop 1999, eq. 4.
     """
-    d, k = W.shape
+    k = W.shape[1]
+    d = stats.dim
     sigma2 = jnp.exp(log_sigma2)
     t = beta * sigma2
     K, log_det_M = inverse_and_log_det(W.T @ W + t * jnp.eye(k, dtype=W.dtype))
@@ -125,6 +134,8 @@ def represented_vae(W, mean, sigma2, beta) -> LinearVAE:
     closed-form maximiser :func:`linear_vae.elbo.with_optimal_encoder` (Lucas et al. Appendix C),
     whose ``M`` is then diagonal.  Column signs are left to :func:`with_canonical_signs`, applied
     in the data basis.
+
+    References: docs/theory.md (T7.1, T3.2); Lucas et al. 2019, Appendix C.
     """
     _, R = _host_eigh(W.T @ W)
     return with_optimal_encoder(W @ R[:, ::-1], mean, sigma2, beta)
@@ -133,7 +144,10 @@ def represented_vae(W, mean, sigma2, beta) -> LinearVAE:
 def with_canonical_signs(params: LinearVAE) -> LinearVAE:
     """Flip each latent dimension (column of ``W``, row of ``V``) so that the column's entry of largest
     magnitude is positive, as the eigenvectors of :mod:`linear_vae.moments` (numpy; leading
-    configuration axis).  The ELBO is unchanged: the prior and ``D`` are symmetric."""
+    configuration axis).  The ELBO is unchanged: the prior and ``D`` are symmetric.
+
+    References: docs/theory.md (T1).
+    """
     W, mu, V, log_D = (np.asarray(p) for p in params)
     rows = np.argmax(np.abs(W), axis=1)                                    # (C, k)
     signs = np.where(np.take_along_axis(W, rows[:, None, :], axis=1)[:, 0] < 0, -1.0, 1.0)
@@ -173,6 +187,8 @@ def rotation_projector(W, relative_cutoff: float = 1e-10):
     With ``M = Q diag(n) Q^T``, ``A = Q [(Q^T (W^T V - V^T W) Q)_ij / (n_i + n_j)] Q^T``; pairs with
     ``n_i + n_j <= relative_cutoff * max(n)`` (two collapsed columns, for which ``W A`` vanishes)
     are left out.
+
+    References: docs/theory.md (T7.2).
     """
     n, Q = _host_eigh(W.T @ W)
     denominator = n[:, None] + n[None, :]
@@ -244,6 +260,8 @@ def steihaug_cg(hvp, g, radius, max_iterations: int = CG_MAX_ITERATIONS, relativ
     (superlinear inexact Newton; Nocedal & Wright Section 7.1) but at least 1e-3, since close to
     a maximum a smaller residual lies below the round-off of the Hessian-vector products; at the
     boundary; or at a direction of non-positive curvature (followed to the boundary).
+
+    References: docs/theory.md (T7.2); Nocedal & Wright, *Numerical Optimization*, Alg. 7.2.
     """
     g_norm = jnp.linalg.norm(g)
     if relative_tolerance is None:
@@ -302,6 +320,8 @@ def lanczos_lowest(hvp, start, iterations: int = LANCZOS_ITERATIONS) -> Curvatur
 
     Ritz values lie inside the spectrum, so ``lowest`` is an upper bound on the smallest eigenvalue;
     extreme eigenvalues converge first (Golub & Van Loan, *Matrix Computations*, Section 10.1).
+
+    References: docs/theory.md (T7.3); Golub & Van Loan, *Matrix Computations*, Section 10.1.
     """
     n = start.shape[0]
     m = min(iterations, n)
@@ -354,6 +374,8 @@ def newton_step(x, state: NewtonState, problem: Problem):
     (sign chosen downhill for ``f``).  Acceptance and radius updates follow Nocedal & Wright
     Alg. 4.1 (shrink by 4 below ratio 1/4, double above 3/4 at the boundary, accept above 1e-4);
     when the predicted decrease is below float64 round-off of ``f`` the step is accepted as is.
+
+    References: docs/theory.md (T7.2); Nocedal & Wright, *Numerical Optimization*, Alg. 4.1.
     """
     f0 = problem.f(x)
     g, hvp, _ = problem.reduced_derivatives(x)
@@ -399,6 +421,8 @@ class Diagnosis(NamedTuple):
         direction), relative to the Hessian's spectral radius.
     ascent : the unit ascent direction found (meaningful when ``ascent_curvature > curvature_tol``).
     converged : ``predicted_gain <= gain_tol`` and ``ascent_curvature <= curvature_tol``.
+
+    References: docs/theory.md (T7.3).
     """
 
     predicted_gain: jax.Array
@@ -411,7 +435,10 @@ class Diagnosis(NamedTuple):
 
 def diagnose(x, problem: Problem, block_gain, key, gain_tol: float = GAIN_TOL,
              curvature_tol: float = CURVATURE_TOL) -> Diagnosis:
-    """The convergence test of the module docstring at ``x`` (``key`` draws the Lanczos start)."""
+    """The convergence test of the module docstring at ``x`` (``key`` draws the Lanczos start).
+
+    References: docs/theory.md (T7.3).
+    """
     g, hvp, project = problem.reduced_derivatives(x)
     cg = steihaug_cg(hvp, g, jnp.inf, DIAGNOSIS_CG_MAX_ITERATIONS, relative_tolerance=DIAGNOSIS_CG_TOLERANCE)
     # For CG iterates z, z^T H z = -g^T z, so the model gain -(g^T z + 1/2 z^T H z) is -1/2 g^T z.

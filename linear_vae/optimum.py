@@ -5,7 +5,7 @@ Everything depends on the data only through the eigenvalues ``lambda_1 >= ... >=
 ``S`` (and the eigenvectors, for the parameters), and on ``(beta, sigma2)`` only through
 ``t = beta * sigma2`` for the location of the optimum.  Of the eigenvalues beyond the top ``k`` only
 their sum and number enter, so every function takes either the full spectrum or the top ``m >= k``
-eigenvalues with ``trace = tr S`` and ``dim = d`` (:func:`linear_vae.ppca.spectrum_totals`; from
+eigenvalues with ``trace = tr S`` and ``dim = d`` (:func:`linear_vae.moments.spectrum_totals`; from
 :func:`linear_vae.moments.top_eigenpairs` when ``d`` is too large to form ``S``).
 
 Ties.  Latent dimension ``i`` is *active* iff ``lambda_i > beta sigma2`` strictly.  At
@@ -22,8 +22,8 @@ from typing import NamedTuple
 import numpy as np
 
 from linear_vae.elbo import LinearVAE
-from linear_vae.ppca import LOG_2PI, mll_in_eigenbasis, rank_tolerance, spectrum_totals
-from linear_vae.validation import check_positive
+from linear_vae.moments import LOG_2PI, rank_tolerance, spectrum_totals
+from linear_vae.ppca import mll_in_eigenbasis
 
 
 class BetaElboOptimum(NamedTuple):
@@ -57,7 +57,10 @@ class BetaElboOptimum(NamedTuple):
 
     def parameters(self, mean: np.ndarray, eigenvectors: np.ndarray) -> LinearVAE:
         """Optimal ``(W, mu, V, log D)``: ``w_i = u_i sqrt(max(lambda_i - t, 0))``, ``mu`` = sample mean,
-        ``v_i = u_i sqrt(l_i) / (l_i + t)`` (the optimal encoder, diagonal ``M``), ``D`` as above."""
+        ``v_i = u_i sqrt(l_i) / (l_i + t)`` (the optimal encoder, diagonal ``M``), ``D`` as above.
+
+        References: docs/theory.md (T4.1); Lucas et al. 2019, Section 4.2 and Appendix C.
+        """
         k = len(self.active)
         t = self.beta * self.sigma2
         U = eigenvectors[:, :k]
@@ -68,7 +71,10 @@ class BetaElboOptimum(NamedTuple):
 
 def collapse_thresholds(eigenvalues, latent_dim: int, sigma2: float) -> np.ndarray:
     """``beta_i* = lambda_i / sigma2`` for ``i <= k``: latent dimension ``i`` collapses once
-    ``beta >= beta_i*`` (docs/theory.md (T4); Lucas et al. Section 4.2)."""
+    ``beta >= beta_i*`` (docs/theory.md (T4); Lucas et al. Section 4.2).
+
+    References: docs/theory.md (T4.2); Lucas et al. 2019, Section 4.2.
+    """
     return np.asarray(eigenvalues[:latent_dim], dtype=np.float64) / sigma2
 
 
@@ -83,10 +89,10 @@ def beta_elbo_optimum(eigenvalues, latent_dim: int, beta: float, sigma2: float, 
 
     where "not active" runs over all ``d`` eigenvalues, ``i > k`` included: their sum is
     ``tr S - sum_{i active} lambda_i`` (active dimensions are a prefix of ``1..k``).  ``eigenvalues``:
-    the full spectrum, or its top ``m >= k`` with ``trace`` and ``dim`` (:func:`linear_vae.ppca.spectrum_totals`).
+    the full spectrum, or its top ``m >= k`` with ``trace`` and ``dim`` (:func:`linear_vae.moments.spectrum_totals`).
+
+    References: docs/theory.md (T4.1, T4.2); Lucas et al. 2019, Section 4.2 and Appendix C.
     """
-    beta = check_positive("beta", beta)
-    sigma2 = check_positive("sigma2", sigma2)
     eigenvalues, trace, d = spectrum_totals(eigenvalues, trace, dim, latent_dim)
     t = beta * sigma2
     top = eigenvalues[:latent_dim]
@@ -115,12 +121,13 @@ def learned_sigma2(eigenvalues, latent_dim: int, beta: float = 1.0, *, trace=Non
     and keep the best.
     At beta = 1 with all ``k`` active this is the pPCA MLE ``mean(lambda_{k+1..d})``.
     ``eigenvalues``: the full spectrum, or its top ``m >= k`` with ``trace`` and ``dim``
-    (:func:`linear_vae.ppca.spectrum_totals`).
+    (:func:`linear_vae.moments.spectrum_totals`).
 
     Raises ``ValueError`` when the candidate is 0 (the data have rank <= k), up to round-off
-    (:func:`linear_vae.ppca.rank_tolerance`).
+    (:func:`linear_vae.moments.rank_tolerance`).
+
+    References: docs/theory.md (T4.3); Tipping & Bishop 1999, eq. 8 (beta = 1).
     """
-    beta = check_positive("beta", beta)
     eigenvalues, total, d = spectrum_totals(eigenvalues, trace, dim, latent_dim)
     top = eigenvalues[:latent_dim]
     tolerance = rank_tolerance(eigenvalues, d)
@@ -132,23 +139,46 @@ def learned_sigma2(eigenvalues, latent_dim: int, beta: float = 1.0, *, trace=Non
         if not sigma2 > tolerance:
             raise ValueError(
                 f"the learned sigma2 is 0: the data have rank <= {latent_dim} (the latent dimension), "
-                "so the likelihood is unbounded; pass a fixed --sigma2 or a smaller --latent-dim")
+                "so the likelihood is unbounded; fix `sigma2` or choose a smaller `latent_dim`")
         consistent = (m == 0 or top[m - 1] / sigma2 > beta) and (m == latent_dim or top[m] / sigma2 <= beta)
         if consistent:
             value = beta_elbo_optimum(eigenvalues, latent_dim, beta, sigma2, trace=total, dim=d).elbo
             if best is None or value > best[0]:
                 best = (value, sigma2)
     if best is None:  # unreachable: some segment always holds the maximiser (see above)
-        raise ValueError(f"no learned sigma2 exists with beta = {beta} and d = {d}; pass a fixed --sigma2")
+        raise ValueError(f"no learned sigma2 exists with beta = {beta} and d = {d}; fix `sigma2`")
     return float(best[1])
 
 
 def threshold_distance(eigenvalues, latent_dim: int, beta: float, sigma2: float) -> float:
     """Relative distance ``min_{i<=k} |lambda_i - beta sigma2| / (beta sigma2)`` to the nearest threshold.
 
-    Near 0 the collapsed saddle is almost flat (curvature ``(lambda_i - t)/t^2``), so gradient
+    Near 0 the collapsed saddle is almost flat (curvature ``beta (lambda_i - t)/t^2``), so gradient
     training converges slowly there (docs/theory.md (T4)); it is reported
     beside every trained-versus-analytic comparison.
+
+    References: docs/theory.md (T4.4); Lucas et al. 2019, Section 4.1.
     """
     t = beta * sigma2
     return float(np.min(np.abs(np.asarray(eigenvalues[:latent_dim]) - t)) / t)
+
+
+def active_count(eigenvalues, latent_dim: int, water_level) -> np.ndarray | int:
+    """``#{i <= k : lambda_i > t}``, the active dimensions of the optimum at water level
+    ``t = beta sigma2`` (one count per entry of an array ``t``), for curves drawn on a grid of ``t``.
+
+    References: docs/theory.md (T4); Lucas et al. 2019, Section 4.2.
+    """
+    top = np.asarray(eigenvalues[:latent_dim])
+    counts = np.sum(top[None, :] > np.atleast_1d(water_level)[:, None], axis=1)
+    return counts.astype(int) if np.ndim(water_level) else int(counts[0])
+
+
+def optimal_kl_per_dim(eigenvalues, latent_dim: int, water_level) -> np.ndarray:
+    """``1/2 log(lambda_i / t)`` where ``lambda_i > t``, else 0, for ``i <= k``: the KL of each latent
+    dimension at the optimum (one row per entry of ``t = beta sigma2``).
+
+    References: docs/theory.md (T4); Lucas et al. 2019, Section 4.2.
+    """
+    ratio = np.asarray(eigenvalues[:latent_dim])[None, :] / np.atleast_1d(water_level)[:, None]
+    return np.where(ratio > 1, 0.5 * np.log(np.maximum(ratio, 1.0)), 0.0)

@@ -15,13 +15,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from linear_vae import spd
+from linear_vae.moments import LOG_2PI, rank_tolerance, spectrum_totals
 
-LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 def covariance_times(cov, B):
     """``S B`` for a (d, d) ``S``, or ``diag(cov) B`` when ``cov`` is the (d,) diagonal of ``S``
-    (data rotated into the eigenbasis of ``S``, where a product costs O(d k) instead of O(d^2 k))."""
+    (data rotated into the eigenbasis of ``S``, where a product costs O(d k) instead of O(d^2 k)).
+
+    References: docs/theory.md (T8.2).
+    """
     return cov[:, None] * B if cov.ndim == 1 else cov @ B
 
 
@@ -30,7 +33,7 @@ def covariance_trace(cov):
     return jnp.sum(cov) if cov.ndim == 1 else jnp.trace(cov)
 
 
-def log_marginal_likelihood(W, sigma2, cov, mean_offset=None):
+def log_marginal_likelihood(W, sigma2, cov, mean_offset=None, dim=None):
     """Average log marginal likelihood of the data under ``N(b, W W^T + sigma2 I)``.
 
     ``MLL = -1/2 [ d log 2pi + log|C| + tr(C^{-1} S) + delta^T C^{-1} delta ]``
@@ -50,9 +53,14 @@ def log_marginal_likelihood(W, sigma2, cov, mean_offset=None):
     cov : (d, d) data covariance ``S`` (1/N normalisation), or its (d,) diagonal when the data
         are expressed in the eigenbasis of ``S``.
     mean_offset : optional (d,) sample mean minus decoder bias.
+    dim : the data's ``d`` when ``W`` and ``cov`` hold only the top-``r`` eigen-coordinates of data
+        whose other eigenvalues are 0 (see :class:`linear_vae.elbo.DataStats`); default ``W``'s rows.
+
+    References: docs/theory.md (T2.1, T8.1); Tipping & Bishop 1999, eq. 4; Lucas et al. 2019, Section 2.
     """
     W = jnp.asarray(W)
-    d, k = W.shape
+    k = W.shape[1]
+    d = W.shape[0] if dim is None else dim
     M = W.T @ W + sigma2 * jnp.eye(k, dtype=W.dtype)
     chol = spd.cholesky(M)
     logdet_C = (d - k) * jnp.log(sigma2) + spd.log_det(chol)
@@ -64,30 +72,6 @@ def log_marginal_likelihood(W, sigma2, cov, mean_offset=None):
         trace_term = trace_term + mean_offset @ mean_offset - Wt_delta @ spd.solve(chol, Wt_delta)
     return -0.5 * (d * LOG_2PI + logdet_C + trace_term / sigma2)
 
-
-def spectrum_totals(eigenvalues, trace=None, dim=None, latent_dim: int = 0) -> tuple[np.ndarray, float, int]:
-    """``(eigenvalues, tr S, d)``: what the closed forms need of the spectrum of ``S``.
-
-    The optimum, the learned sigma2 and the MLL of a model whose ``k`` columns lie along the top
-    eigenvectors depend on the eigenvalues beyond the top ``k`` only through their sum
-    ``tr S - sum_{i<=k} lambda_i`` and their number ``d - k`` (every formula of docs/theory.md (T2) and
-    "Global maximum of the beta-ELBO" sums over them with one weight).  So each closed form takes
-    either the full spectrum alone (``trace = sum_i lambda_i``, ``d = len(eigenvalues)``) or the
-    top ``m >= k`` eigenvalues with ``trace`` and ``dim`` (:class:`linear_vae.moments.TopSpectrum`,
-    from :func:`linear_vae.moments.top_eigenpairs` without forming the d x d ``S``).
-
-    Raises ``ValueError`` if only one of ``trace``, ``dim`` is given or if fewer than
-    ``min(latent_dim, d)`` eigenvalues are.
-    """
-    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
-    if (trace is None) != (dim is None):
-        raise ValueError("pass both trace and dim (top eigenvalues only) or neither (the full spectrum)")
-    if trace is None:
-        trace, dim = float(np.sum(eigenvalues)), len(eigenvalues)
-    if not min(latent_dim, dim) <= len(eigenvalues) <= dim:
-        raise ValueError(f"{len(eigenvalues)} eigenvalues given for latent dimension {latent_dim} and d = {dim}; "
-                         f"pass between min(k, d) and d of them")
-    return eigenvalues, float(trace), int(dim)
 
 
 def mll_in_eigenbasis(eigenvalues, column_variances, sigma2, *, trace=None, dim=None) -> float:
@@ -101,6 +85,8 @@ def mll_in_eigenbasis(eigenvalues, column_variances, sigma2, *, trace=None, dim=
     spectrum or its top ``m >= k`` with ``trace`` and ``dim`` (:func:`spectrum_totals`).
     At the learned-sigma2 MLE with all ``k`` columns used this is
     ``-1/2 [ d log 2pi + sum_{i<=k} log lambda_i + (d-k) log sigma2 + d ]``.
+
+    References: docs/theory.md (T2.3); Tipping & Bishop 1999, Section 3.2.
     """
     k = len(column_variances)
     eigenvalues, trace, d = spectrum_totals(eigenvalues, trace, dim, k)
@@ -128,20 +114,13 @@ class PPCAOptimum(NamedTuple):
         return eigenvectors[:, :k] * np.sqrt(self.column_variances)
 
 
-def rank_tolerance(eigenvalues, dim: int | None = None) -> float:
-    """Eigenvalues at or below ``10 d eps lambda_1`` are round-off of an exact zero (float64 ``eigh``
-    of a d x d matrix is accurate to about ``d eps ||S||``): a learned sigma2 that small means the
-    data have rank <= k.  ``dim``: ``d`` when ``eigenvalues`` is only the top of the spectrum (from
-    the N x N Gram matrix when ``N < d``, accurate to ``N eps ||S||``, so the bound still holds)."""
-    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
-    d = len(eigenvalues) if dim is None else dim
-    return float(10 * d * np.finfo(np.float64).eps * eigenvalues[0])
-
 
 def mle_sigma2(eigenvalues, latent_dim: int) -> float:
     """Maximum-likelihood noise variance ``sigma2* = mean(lambda_{k+1..d})`` (T&B eq. 8).
 
     Raises ``ValueError`` when it is 0: the data have rank <= k, so the likelihood is unbounded.
+
+    References: docs/theory.md (T2.2); Tipping & Bishop 1999, eq. 8.
     """
     eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
     tail = eigenvalues[latent_dim:]
@@ -149,7 +128,7 @@ def mle_sigma2(eigenvalues, latent_dim: int) -> float:
     if not sigma2 > rank_tolerance(eigenvalues):
         raise ValueError(
             f"the learned sigma2 is 0: the data have rank <= {latent_dim} (the latent dimension), "
-            "so the likelihood is unbounded; pass a fixed --sigma2 or a smaller --latent-dim")
+            "so the likelihood is unbounded; fix `sigma2` or choose a smaller `latent_dim`")
     return sigma2
 
 
@@ -159,6 +138,8 @@ def ppca_optimum(eigenvalues, latent_dim: int, sigma2: float | None = None) -> P
     ``W* = U_k (Lambda_k - sigma2 I)_+^{1/2} R`` (T&B eq. 7, with the columns of eigenvalue
     ``<= sigma2`` set to zero at a fixed ``sigma2``, Lucas et al. Appendix A); with learned
     ``sigma2`` it is :func:`mle_sigma2`.  We return ``R = I``.
+
+    References: docs/theory.md (T2.2); Tipping & Bishop 1999, eqs. 7-8; Lucas et al. 2019, Appendix A.
     """
     eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
     if sigma2 is None:
@@ -174,6 +155,8 @@ def collapsed_curvature(eigenvalues, sigma2: float) -> np.ndarray:
     unused (docs/theory.md (T2); derivation: along ``u_i`` the MLL is
     ``-1/2 [log(sigma2 + eps^2) + lambda_i / (sigma2 + eps^2)]``).  Positive: the collapsed point is
     a saddle that gradient ascent escapes along ``u_i``; negative: stable in that direction.
+
+    References: docs/theory.md (T2.4); Lucas et al. 2019, Section 4.1.
     """
     return (np.asarray(eigenvalues, dtype=np.float64) - sigma2) / sigma2**2
 
@@ -222,6 +205,8 @@ def stationary_points(eigenvalues, latent_dim: int, sigma2: float) -> Iterator[S
     with ``lambda_i > lambda_j``.  Ties: a direction with ``lambda_j == sigma2`` is not usable
     (its column would be zero anyway); equal eigenvalues make the global maximum a continuum
     (any rotation within the eigenspace), so the test compares eigenvalues, not indices.
+
+    References: docs/theory.md (T2.4); Lucas et al. 2019, Section 4.1 and Appendix A; Tipping & Bishop 1999, Appendix A.
     """
     eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
     usable = [j for j in range(len(eigenvalues)) if eigenvalues[j] > sigma2]

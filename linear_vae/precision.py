@@ -12,6 +12,8 @@ on accelerators, so importing :mod:`linear_vae` switches on
 
 This is the only place the package touches JAX's global configuration.  Code that wants
 float32 for speed (the deep VAE) asks for it explicitly with ``dtype=jnp.float32``.
+
+References: docs/theory.md (T6).
 """
 
 import jax

@@ -13,6 +13,8 @@ Alg. 4.2.1 and 3.1.1-3.1.2): ``k`` sequential steps of O(k^2) work, negligible n
 O(d^2 k) step of the ELBO for the k of a linear VAE, differentiable, and batched by ``vmap``
 into ordinary vector operations.  Each function is jitted so that eager calls (outside a
 compiled training loop) reuse one compiled loop per shape instead of retracing it.
+
+References: docs/theory.md (T8.5); Golub & Van Loan, *Matrix Computations*, Alg. 4.2.1, 3.1.1-3.1.2.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ def cholesky(M):
 
     Column ``j``: ``s = M[:, j] - L[:, :j] L[j, :j]``, ``L[j, j] = sqrt(s_j)``,
     ``L[i, j] = s_i / L[j, j]`` for ``i > j`` (NaN when ``M`` is not positive definite, as LAPACK).
+
+    References: docs/theory.md (T8.5); Golub & Van Loan, *Matrix Computations*, Alg. 4.2.1.
     """
     M = jnp.asarray(M)
     k = M.shape[0]
@@ -42,7 +46,10 @@ def cholesky(M):
 
 @jax.jit
 def solve_lower(L, B):
-    """``L^{-1} B`` by forward substitution (``B`` of shape (k,) or (k, m))."""
+    """``L^{-1} B`` by forward substitution (``B`` of shape (k,) or (k, m)).
+
+    References: docs/theory.md (T8.5); Golub & Van Loan, *Matrix Computations*, Alg. 3.1.1.
+    """
     L, B = jnp.asarray(L), jnp.asarray(B)
     Bm = B[:, None] if B.ndim == 1 else B
 
@@ -55,7 +62,10 @@ def solve_lower(L, B):
 
 @jax.jit
 def solve_lower_transpose(L, B):
-    """``L^{-T} B`` by back substitution (``B`` of shape (k,) or (k, m))."""
+    """``L^{-T} B`` by back substitution (``B`` of shape (k,) or (k, m)).
+
+    References: docs/theory.md (T8.5); Golub & Van Loan, *Matrix Computations*, Alg. 3.1.2.
+    """
     L, B = jnp.asarray(L), jnp.asarray(B)
     Bm = B[:, None] if B.ndim == 1 else B
     k = L.shape[0]
@@ -69,10 +79,16 @@ def solve_lower_transpose(L, B):
 
 
 def solve(L, B):
-    """``M^{-1} B`` given the Cholesky factor ``L`` of ``M``."""
+    """``M^{-1} B`` given the Cholesky factor ``L`` of ``M``.
+
+    References: docs/theory.md (T8.5).
+    """
     return solve_lower_transpose(L, solve_lower(L, B))
 
 
 def log_det(L):
-    """``log det M = 2 sum_j log L_jj`` given the Cholesky factor ``L`` of ``M``."""
+    """``log det M = 2 sum_j log L_jj`` given the Cholesky factor ``L`` of ``M``.
+
+    References: docs/theory.md (T8.5).
+    """
     return 2.0 * jnp.sum(jnp.log(jnp.diag(L)))

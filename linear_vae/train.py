@@ -35,7 +35,6 @@ On several devices the configuration axis is sharded across them.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable, NamedTuple
 
@@ -43,11 +42,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from linear_vae import divergence, newton
+from linear_vae import divergence, loop, newton
 from linear_vae.elbo import DataStats, LinearVAE, elbo_terms, monte_carlo_elbo, optimal_encoder
-from linear_vae.moments import Moments, Spectrum
+from linear_vae.problem import BASES, Problem
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.validation import check_latent_dim, check_positive
 
@@ -60,7 +58,6 @@ OPTIMIZER_DEFAULTS = {"newton": (500, 1, "eigen"), "adam": (20000, 100, "data"),
 NEWTON_CHECK_EVERY = 5
 SCHEDULES = ("constant", "cosine", "exponential")
 INITS = ("random", "collapsed")
-BASES = ("data", "eigen")
 
 
 class TrainConfig(NamedTuple):
@@ -138,19 +135,19 @@ class TrainConfig(NamedTuple):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
         if self.optimizer == "newton" and self.objective == "stochastic":
-            raise ValueError("the newton optimizer needs the exact objective; pass --optimizer adam for "
-                             "--objective stochastic")
+            raise ValueError("`optimizer` newton needs `objective` exact; use `optimizer` adam with "
+                             "`objective` stochastic")
         if self.steps < 1:
-            raise ValueError(f"--steps {self.steps} must be at least 1")
+            raise ValueError(f"`steps` must be at least 1, got {self.steps}")
         if self.log_every < 1:
-            raise ValueError(f"--log-every {self.log_every} must be at least 1")
-        check_positive("learning rate", self.learning_rate, "--lr")
-        check_positive("init scale", self.init_scale, "--init-scale")
-        check_positive("gain tolerance", self.gain_tol, "--gain-tol")
+            raise ValueError(f"`log_every` must be at least 1, got {self.log_every}")
+        check_positive("learning_rate", self.learning_rate)
+        check_positive("init_scale", self.init_scale)
+        check_positive("gain_tol", self.gain_tol)
         if self.objective == "stochastic" and not 1 <= self.batch_size <= n:
-            raise ValueError(f"--batch-size {self.batch_size} must be between 1 and the {n} samples")
+            raise ValueError(f"`batch_size` {self.batch_size} must be between 1 and the {n} samples")
         if self.mc_samples < 1:
-            raise ValueError("--mc-samples must be >= 1")
+            raise ValueError(f"`mc_samples` must be at least 1, got {self.mc_samples}")
         if any(not 0 <= c < self.latent_dim for c in self.collapsed_columns):
             raise ValueError(f"collapsed columns {self.collapsed_columns} must lie in 0..{self.latent_dim - 1}")
         return self
@@ -160,35 +157,43 @@ class TrainData(NamedTuple):
     """The data as the trainer sees them (a pytree of device arrays, shared by every configuration).
 
     ``X`` is only read by the stochastic objective; the eigen-decomposition only by
-    ``init="collapsed"``.  In the eigenbasis (``rotation`` = ``U``, the eigenvectors of ``S``)
-    the data are ``X U``, ``stats.cov`` is the diagonal of ``S`` and the eigenvectors are the
-    identity; :meth:`to_data_basis` maps trained parameters back.
+    ``init="collapsed"``.  In the eigenbasis (the :meth:`~linear_vae.problem.Problem.coordinates`
+    along the eigenvectors ``U`` of ``S``) the data are ``X U``, ``stats.cov`` is the diagonal of
+    ``S`` and the eigenvectors are the identity; :meth:`to_data_basis` maps trained parameters
+    back.  On wide data the eigenbasis has only the top ``r = N`` eigenvectors (the data do not
+    vary along the others; see :mod:`linear_vae.problem`), and ``mean_outside``, the part of the
+    sample mean outside their span, is where the bias sits along the directions left out.
     """
 
     stats: DataStats
     X: jax.Array
     eigenvalues: jax.Array
     eigenvectors: jax.Array
-    rotation: jax.Array | None = None
+    rotation: jax.Array | None = None      # (d, r) eigenvectors U, in the eigenbasis
+    mean_outside: jax.Array | None = None  # (d,) mean - U U^T mean, in the eigenbasis
 
     @classmethod
-    def build(cls, X: np.ndarray, moments: Moments, spectrum: Spectrum, basis: str = "data") -> "TrainData":
+    def build(cls, problem: Problem, basis: str = "data") -> "TrainData":
         """Device arrays for training in the data basis or in the eigenbasis of ``S``."""
+        X, mean, cov = problem.coordinates(basis)
+        stats = DataStats.from_moments(mean, cov, dim=problem.d)
         if basis == "data":
-            return cls(DataStats.from_moments(moments.mean, moments.cov), jnp.asarray(X, dtype=jnp.float64),
-                       jnp.asarray(spectrum.eigenvalues), jnp.asarray(spectrum.eigenvectors))
-        U = spectrum.eigenvectors
-        d = U.shape[0]
-        return cls(DataStats.from_moments(moments.mean @ U, spectrum.eigenvalues), jnp.asarray(X @ U),
-                   jnp.asarray(spectrum.eigenvalues), jnp.eye(d), jnp.asarray(U))
+            return cls(stats, jnp.asarray(X), jnp.asarray(problem.eigenvalues), jnp.asarray(problem.eigenvectors))
+        U = problem.eigenvectors
+        return cls(stats, jnp.asarray(X), jnp.asarray(problem.eigenvalues), jnp.eye(U.shape[1]), jnp.asarray(U),
+                   jnp.asarray(problem.mean - U @ (U.T @ problem.mean)))
 
     def to_data_basis(self, params: LinearVAE) -> LinearVAE:
-        """Rotate parameters (numpy, leading configuration axis) from the training basis back to the data."""
+        """Map parameters (numpy, leading configuration axis) from the training basis back to the data:
+        ``W -> U W``, ``V -> V U^T``, ``mu -> U mu + mean_outside``.
+
+        References: docs/theory.md (T8.2, T8.4).
+        """
         if self.rotation is None:
             return params
         U = np.asarray(self.rotation)
         W, mu, V, log_D = params
-        return LinearVAE(np.einsum("ij,cjk->cik", U, W), mu @ U.T, V @ U.T, log_D)
+        return LinearVAE(np.einsum("ij,cjk->cik", U, W), mu @ U.T + np.asarray(self.mean_outside), V @ U.T, log_D)
 
 
 class Hyper(NamedTuple):
@@ -214,12 +219,8 @@ class TrainState(NamedTuple):
 
 
 def record_steps(config: TrainConfig) -> np.ndarray:
-    """Optimiser steps before each record: ``log_every`` each, the last one whatever remains, so
-    that the last record is always taken after the final step."""
-    n_records = -(-config.steps // config.log_every)
-    steps = np.full(n_records, config.log_every, dtype=np.int32)
-    steps[-1] = config.steps - (n_records - 1) * config.log_every
-    return steps
+    """:func:`linear_vae.loop.record_steps` of the config: the last record is after the final step."""
+    return loop.record_steps(config.steps, config.log_every)
 
 
 class History(NamedTuple):
@@ -247,13 +248,14 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 def initial_parameters(config: TrainConfig, hyper: Hyper, data: TrainData, key) -> LinearVAE:
     """Initial ``(W, mu, V, log D)`` for ``config.init`` (see :class:`TrainConfig`)."""
-    d, k = data.eigenvectors.shape[0], config.latent_dim
+    d, k = data.eigenvectors.shape[0], config.latent_dim  # d: the coordinates trained on
     key_w, _ = jax.random.split(key)
-    noise_w = config.init_scale * jax.random.normal(key_w, (d, k))
     if config.optimizer == "newton" and data.rotation is not None:
         # Newton's trajectory is invariant to the basis, so draw the start in the data basis too:
         # --basis data and --basis eigen then train the same model, at different cost.
-        noise_w = data.rotation.T @ noise_w
+        noise_w = data.rotation.T @ (config.init_scale * jax.random.normal(key_w, (data.rotation.shape[0], k)))
+    else:
+        noise_w = config.init_scale * jax.random.normal(key_w, (d, k))
     if config.init == "random":
         # The encoder starts at the prior (V = 0, D = 1): V then only ever grows along directions
         # the data vary in (its gradient is proportional to W^T S), which keeps Adam from leaving
@@ -285,7 +287,10 @@ def _newton_vector(trainable: Trainable, config: TrainConfig):
 
 def projected_problem(trainable: Trainable, hyper: Hyper, data: TrainData, config: TrainConfig) -> newton.Problem:
     """``-Phi`` of :mod:`linear_vae.newton` for this configuration (beta = 1 for the MLL objective,
-    whose projected objective is the MLL itself)."""
+    whose projected objective is the MLL itself).
+
+    References: docs/theory.md (T7.1).
+    """
     beta = 1.0 if config.objective == "mll" else hyper.beta
     return newton.make_problem(trainable.params.W.shape, config.learn_sigma2, trainable.log_sigma2, beta,
                                data.stats)
@@ -300,12 +305,14 @@ def negative_objective(trainable: Trainable, hyper: Hyper, data: TrainData, key,
         return -(expected_log_lik - hyper.beta * jnp.sum(kl_per_dim))
     if config.objective == "mll":
         params = trainable.params
-        return -log_marginal_likelihood(params.W, sigma2, data.stats.cov, data.stats.mean - params.mu)
+        return -log_marginal_likelihood(params.W, sigma2, data.stats.cov, data.stats.mean - params.mu,
+                                   dim=data.stats.dim)
     key_batch, key_eps = jax.random.split(key)
     # Minibatch rows drawn uniformly with replacement: an unbiased estimate at O(batch) cost per step
     # (a fresh permutation of all N rows per step would cost O(N log N)).
     rows = jax.random.randint(key_batch, (config.batch_size,), 0, data.X.shape[0])
-    return -monte_carlo_elbo(trainable.params, sigma2, hyper.beta, data.X[rows], key_eps, config.mc_samples)
+    return -monte_carlo_elbo(trainable.params, sigma2, hyper.beta, data.X[rows], key_eps, config.mc_samples,
+                             dim=data.stats.dim)
 
 
 def train_step(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> TrainState:
@@ -345,11 +352,14 @@ def diagnose(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConf
     The block gain compares the projected objective with the objective actually trained: the
     exact beta-ELBO (also for the stochastic objective, whose convergence is judged on the exact
     one) or, for ``objective="mll"``, the MLL with the current bias.
+
+    References: docs/theory.md (T7.3).
     """
     params = model(state, hyper, data, config)
     sigma2 = jnp.exp(state.trainable.log_sigma2)
     if config.objective == "mll":
-        current = log_marginal_likelihood(params.W, sigma2, data.stats.cov, data.stats.mean - params.mu)
+        current = log_marginal_likelihood(params.W, sigma2, data.stats.cov, data.stats.mean - params.mu,
+                                   dim=data.stats.dim)
     else:
         expected_log_lik, kl_per_dim = elbo_terms(params, sigma2, data.stats)
         current = expected_log_lik - hyper.beta * jnp.sum(kl_per_dim)
@@ -364,7 +374,8 @@ def measure(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfi
     params = model(state, hyper, data, config)
     sigma2 = jnp.exp(state.trainable.log_sigma2)
     expected_log_lik, kl_per_dim = elbo_terms(params, sigma2, data.stats)
-    mll = log_marginal_likelihood(params.W, sigma2, data.stats.cov, data.stats.mean - params.mu)
+    mll = log_marginal_likelihood(params.W, sigma2, data.stats.cov, data.stats.mean - params.mu,
+                                   dim=data.stats.dim)
     return History(state.step, expected_log_lik - hyper.beta * jnp.sum(kl_per_dim), mll, kl_per_dim,
                    jnp.sum(params.W**2, axis=0), sigma2)
 
@@ -414,34 +425,12 @@ class DivergenceError(ValueError):
     """Training diverged (:mod:`linear_vae.divergence`); raised naming the configuration and the step."""
 
 
-def _chunks(n_records: int, target: int) -> int:
-    """Records per chunk: the divisor of ``n_records`` nearest ``n_records / target`` (equal chunks
-    reuse one compiled function)."""
-    goal = max(1, n_records // max(target, 1))
-    divisors = [c for c in range(1, n_records + 1) if n_records % c == 0]
-    return min(divisors, key=lambda c: abs(c - goal))
-
-
 def _records_per_chunk(config: TrainConfig, total_records: int, n_chunks: int, progress) -> int:
     """Newton is checked every :data:`NEWTON_CHECK_EVERY` iterations; gradient methods in ``n_chunks``
     chunks when they are checked or show progress, else in one."""
     if config.optimizer == "newton" and config.stop_when_converged:
-        return _chunks(total_records, max(1, total_records * config.log_every // NEWTON_CHECK_EVERY))
-    return _chunks(total_records, n_chunks if (progress or config.stop_when_converged) else 1)
-
-
-def _sweep_sharding(n_configs: int):
-    """Shard the configuration axis across devices when there are several (``None`` otherwise)."""
-    devices = jax.devices()
-    if len(devices) < 2 or n_configs < 2:
-        return None, n_configs
-    padded = math.ceil(n_configs / len(devices)) * len(devices)
-    return NamedSharding(Mesh(np.array(devices), ("config",)), PartitionSpec("config")), padded
-
-
-@jax.jit
-def _concatenate_histories(parts):
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *parts)
+        return loop.records_per_chunk(total_records, max(1, total_records * config.log_every // NEWTON_CHECK_EVERY))
+    return loop.records_per_chunk(total_records, n_chunks if (progress or config.stop_when_converged) else 1)
 
 
 def _after_check(state: TrainState, diagnosis: newton.Diagnosis, config: TrainConfig) -> TrainState:
@@ -503,56 +492,15 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
     hyper = Hyper(jnp.asarray(betas, dtype=jnp.float64), jnp.asarray(sigma2s, dtype=jnp.float64),
                   jnp.asarray(seeds, dtype=jnp.uint32))
     n_configs = hyper.beta.shape[0]
-    sharding, padded = _sweep_sharding(n_configs)
-    if padded != n_configs:
-        hyper = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], padded - n_configs)]), hyper)
-    if sharding is not None:
-        hyper = jax.device_put(hyper, sharding)
+    hyper, sharding = loop.shard_configurations(hyper, n_configs)
 
     steps_per_record = record_steps(config)
-    total_records = len(steps_per_record)
-    chunk = _records_per_chunk(config, total_records, n_chunks, progress)
+    chunk = _records_per_chunk(config, len(steps_per_record), n_chunks, progress)
     init, run, check, update = _compiled_sweep(config, chunk)
-    _phase(progress, "compiling")
-    start = time.perf_counter()
-    state, first_record = init(hyper, data)
-    chunk_steps = [jnp.asarray(steps_per_record[r:r + chunk]) for r in range(0, total_records, chunk)]
-    compiled_run = run.lower(state, hyper, data, chunk_steps[0]).compile()
-    compile_seconds = time.perf_counter() - start
-    layout = jax.tree.map(lambda a: a.sharding, state)
-    compiled_check = compiled_update = None
-    watch = _DivergenceWatch(config, data, hyper, n_configs, first_record, on_divergence)
-
-    _phase(progress, "training")
-    start = time.perf_counter()
-    histories, checks = [], []
-    diagnosis = None
-    for index, done in enumerate(range(0, total_records, chunk)):
-        state, history = compiled_run(state, hyper, data, chunk_steps[index])
-        histories.append(history)
-        watch.during(state, history)
-        steps_done = int(steps_per_record[:done + chunk].sum())
-        last_chunk = done + chunk >= total_records
-        if config.stop_when_converged or last_chunk:
-            if compiled_check is None:  # compiled for the state as the run leaves it (its sharding)
-                compiling = time.perf_counter()
-                compiled_check = check.lower(state, hyper, data).compile()
-                compiled_update = update.lower(state, compiled_check.out_info).compile()
-                compiling = time.perf_counter() - compiling
-                compile_seconds += compiling
-                start += compiling
-            diagnosis = compiled_check(state, hyper, data)
-            state = compiled_update(state, diagnosis)
-            checks.append((steps_done, np.asarray(diagnosis.predicted_gain)[:n_configs]))
-        if sharding is not None:  # the next chunk's program expects the layout it was compiled for
-            state = jax.device_put(state, layout)
-        if progress:
-            progress(steps_done, config.steps)
-        if config.stop_when_converged and bool(np.all(np.asarray(state.converged)[:n_configs] | watch.blown)):
-            break
-    history = _concatenate_histories(histories) if len(histories) > 1 else histories[0]
-    jax.block_until_ready(history)
-    seconds = time.perf_counter() - start
+    monitor = _Monitor(config, hyper, data, n_configs, check, update, on_divergence)
+    outcome = loop.run_in_chunks(init, run, (hyper, data), steps_per_record, chunk, monitor, progress,
+                                 sharded=sharding is not None)
+    state = outcome.state
 
     def host(tree):
         return jax.tree.map(lambda a: np.asarray(a)[:n_configs], tree)
@@ -560,18 +508,44 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
     params = data.to_data_basis(host(jax.vmap(lambda s, h: model(s, h, data, config))(state, hyper)))
     if config.optimizer == "newton":
         params = newton.with_canonical_signs(params)
-    history, steps_used = host(history), host(state.step)
-    diverged, reasons = watch.at_end(state, history, steps_used)
-    if progress is not None and hasattr(progress, "converged") and steps_done < config.steps:
-        progress.converged(steps_done)
-    return SweepResult(config, host(hyper), params, np.exp(host(state.trainable.log_sigma2)), history, seconds,
-                       compile_seconds, steps_used, host(diagnosis), checks, watch.start, diverged, reasons)
+    history, steps_used = host(outcome.history), host(state.step)
+    diverged, reasons = monitor.watch.at_end(state, history, steps_used)
+    return SweepResult(config, host(hyper), params, np.exp(host(state.trainable.log_sigma2)), history,
+                       outcome.seconds, outcome.compile_seconds, steps_used, host(monitor.diagnosis),
+                       monitor.checks, monitor.watch.start, diverged, reasons)
 
 
-def _phase(progress, name: str) -> None:
-    """Tell a :class:`linear_vae.progress.Progress` (anything with ``phase``) which stage begins."""
-    if progress is not None and hasattr(progress, "phase"):
-        progress.phase(name)
+class _Monitor:
+    """What a linear sweep does between chunks (:func:`linear_vae.loop.run_in_chunks`): divergence
+    checks, the convergence test (compiled on first use, for the state as the run leaves it),
+    freezing converged configurations, and stopping once every one has converged or diverged."""
+
+    def __init__(self, config: TrainConfig, hyper: Hyper, data: TrainData, n_configs: int, check, update,
+                 on_divergence: str):
+        self.config, self.hyper, self.data, self.n_configs = config, hyper, data, n_configs
+        self.check, self.update, self.on_divergence = check, update, on_divergence
+        self.compiled = None
+        self.watch = None
+        self.diagnosis = None
+        self.checks: list = []  # (steps, predicted gain per configuration) of every test made
+
+    def __call__(self, chunk: loop.Chunk):
+        config, n_configs, state, compiling = self.config, self.n_configs, chunk.state, 0.0
+        if self.watch is None:
+            self.watch = _DivergenceWatch(config, self.data, self.hyper, n_configs, chunk.first_record,
+                                          self.on_divergence)
+        self.watch.during(state, chunk.history)
+        if config.stop_when_converged or chunk.last:
+            if self.compiled is None:
+                start = time.perf_counter()
+                check = self.check.lower(state, self.hyper, self.data).compile()
+                self.compiled = (check, self.update.lower(state, check.out_info).compile())
+                compiling = time.perf_counter() - start
+            self.diagnosis = self.compiled[0](state, self.hyper, self.data)
+            state = self.compiled[1](state, self.diagnosis)
+            self.checks.append((chunk.steps_done, np.asarray(self.diagnosis.predicted_gain)[:n_configs]))
+        converged = np.asarray(state.converged)[:n_configs]
+        return state, config.stop_when_converged and bool(np.all(converged | self.watch.blown)), compiling
 
 
 class _DivergenceWatch:
@@ -623,7 +597,7 @@ class _DivergenceWatch:
         h = self.hyper
         raise DivergenceError(
             f"training diverged in configuration {i} (beta = {float(h.beta[i]):.6g}, sigma2 = {float(h.sigma2[i]):.6g}, "
-            f"seed = {int(h.seed[i])}): {reasons[i]}; lower the learning rate (--lr)")
+            f"seed = {int(h.seed[i])}): {reasons[i]}; lower the `learning_rate`")
 
 
 def _check_sweep(config: TrainConfig, data: TrainData, betas, sigma2s, seeds) -> None:

@@ -1,34 +1,74 @@
 """One validation path for user-facing arguments.
 
 Every check raises :class:`ValueError` with a single line that says what is wrong and what to
-change; the CLI prints it after ``error:`` and exits with status 2.  The data themselves are
-validated in :func:`linear_vae.datasets.validate_data`.
+change, naming parameters in backquotes (```latent_dim```); the CLI maps each to its option
+(``--latent-dim``, :data:`linear_vae.cli.OPTIONS`), prints the line after ``error:`` and exits
+with status 2.  Library functions below the
+boundary (the CLI, :class:`linear_vae.problem.Problem`, :func:`linear_vae.analysis.analyze`,
+:meth:`linear_vae.train.TrainConfig.validate`, :func:`linear_vae.verify.run_verification`) assume
+valid input.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 
-def check_positive(name: str, value: float, flag: str | None = None) -> float:
-    """Return ``float(value)`` if it is finite and > 0, else raise ``ValueError``."""
-    flag = flag or f"--{name.replace('_', '-')}"
+
+def check_positive(name: str, value: float) -> float:
+    """Return ``float(value)`` if it is finite and > 0, else raise ``ValueError`` naming the parameter."""
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}; pass a positive number with {flag}") from None
+        raise ValueError(f"`{name}` must be a number, got {value!r}; pass a positive number") from None
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value}; pass a positive number with {flag}")
+        raise ValueError(f"`{name}` must be finite and > 0, got {value}; pass a positive number")
     return value
 
 
 def check_latent_dim(latent_dim: int, d: int) -> int:
     """Return ``latent_dim`` if ``1 <= latent_dim <= d``, else raise ``ValueError``."""
     if isinstance(latent_dim, bool) or int(latent_dim) != latent_dim:
-        raise ValueError(f"latent dimension must be an integer, got {latent_dim!r}; pass --latent-dim K")
+        raise ValueError(f"`latent_dim` must be an integer, got {latent_dim!r}")
     latent_dim = int(latent_dim)
     if latent_dim < 1 or latent_dim > d:
-        raise ValueError(
-            f"latent dimension {latent_dim} is out of range for data with d = {d} features; "
-            f"pass --latent-dim K with 1 <= K <= {d}")
+        raise ValueError(f"`latent_dim` {latent_dim} is out of range for data with d = {d} features; "
+                         f"pass 1 <= `latent_dim` <= {d}")
     return latent_dim
+
+
+def validate_data(X) -> None:
+    """Check that ``X`` is a usable data matrix; raise ``ValueError`` otherwise.
+
+    Parameters
+    ----------
+    X : array_like
+        Candidate data, shape ``(N, d)``.
+
+    Raises
+    ------
+    ValueError
+        Not 2-D or not numeric, no features, fewer than 2 samples, NaN or inf values (with
+        their count and the position of the first), or all samples identical (zero
+        covariance).
+    """
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"data must be 2-D (samples, features), got shape {X.shape}; reshape it")
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"data must be numeric, got dtype {X.dtype}")
+    N, d = X.shape
+    if d == 0:
+        raise ValueError(f"data has {N} samples but no features; pass at least one column")
+    if N < 2:
+        raise ValueError(f"data has {N} sample(s); a covariance needs at least 2 samples")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(
+            f"data contains {int(bad.sum())} NaN/inf value(s); the first is {X[row, col]} "
+            f"at row {row}, column {col} (0-based); remove or impute them"
+        )
+    if np.all(X == X[0]):
+        raise ValueError("all samples are identical; the covariance is zero")

@@ -33,7 +33,8 @@ from typing import Callable
 
 import numpy as np
 
-from linear_vae.compare import GAP_TOL, Problem, train_and_compare, verdict
+from linear_vae.compare import GAP_TOL, train_and_compare, verdict
+from linear_vae.problem import Problem
 from linear_vae.datasets import Dataset
 from linear_vae.optimum import learned_sigma2
 from linear_vae.train import OPTIMIZER_DEFAULTS, TrainConfig
@@ -99,8 +100,8 @@ def run_verification(dataset: Dataset, latent_dim: int, sigma2: float | None = N
     (the printed summary).
     """
     latent_dim = check_latent_dim(latent_dim, dataset.d)
-    check_positive("gap tolerance", gap_tolerance, "--gap-tol")
-    check_positive("angle tolerance", angle_tolerance_deg, "--angle-tol")
+    check_positive("gap_tolerance", gap_tolerance)
+    check_positive("angle_tolerance_deg", angle_tolerance_deg)
     if sigma2 is not None:
         sigma2 = check_positive("sigma2", sigma2)
     steps = OPTIMIZER_DEFAULTS.get(optimizer, (None,))[0] if steps is None else steps
@@ -112,9 +113,9 @@ def run_verification(dataset: Dataset, latent_dim: int, sigma2: float | None = N
         sigma2 = float(np.median(eigenvalues[:latent_dim]))
         if not sigma2 > 0:
             raise ValueError(f"the median of the top {latent_dim} eigenvalues is 0, so no sigma2 can be chosen "
-                             "from the spectrum; pass a fixed --sigma2")
+                             "from the spectrum; fix `sigma2`")
     try:  # a learned sigma2 needs sum_{i>k} lambda_i > 0 and d > beta m: check before training anything
-        learned_sigma2(eigenvalues, latent_dim, 1.0)
+        learned_sigma2(eigenvalues, latent_dim, 1.0, trace=problem.trace, dim=problem.d)
         skipped = None
     except ValueError as error:
         skipped = str(error).split(";")[0]
@@ -125,7 +126,7 @@ def run_verification(dataset: Dataset, latent_dim: int, sigma2: float | None = N
         learned_config = config._replace(learn_sigma2=True)
         if optimizer != "newton":
             learned_config = learned_config._replace(steps=LEARNED_STEPS_FACTOR * config.steps)
-        _, learned = train_and_compare(problem, learned_config, [1.0], [float(eigenvalues.mean())], [seed], progress)
+        _, learned = train_and_compare(problem, learned_config, [1.0], [problem.trace / problem.d], [seed], progress)
         reports += learned
     for report in reports:
         report["kind"] = "near" if report["nearest_threshold_distance"] < NEAR else "far"
@@ -167,6 +168,6 @@ def format_table(outcome: dict) -> str:
                "disagrees": f"DISAGREES WITH THE THEORY: {sum(r['status'] == 'disagrees' for r in failing)} converged "
                             f"configuration(s) contradict the closed form",
                "not converged": f"NOT CONVERGED: {len(failing)} configuration(s) did not pass the convergence test; "
-                                f"nothing contradicts the theory (raise --steps)"}
+                                f"nothing contradicts the theory (raise `steps`)"}
     lines.append(summary[outcome["verdict"]])
     return "\n".join(lines)

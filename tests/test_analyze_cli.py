@@ -23,10 +23,11 @@ import pytest
 import linear_vae  # noqa: F401
 from linear_vae.analysis import analyze
 from linear_vae.cli import main
+from reference import (dense_mll, optimal_beta_elbo, optimal_decoder, optimal_kl_per_dim, optimal_learned_sigma2,
+                       ppca_mle)
 
 REPORT_KEYS = {"n", "d", "latent_dim", "beta", "sigma2", "sigma2_learned", "eigenvalues", "elbo", "mll",
                "active_dims", "collapse_thresholds", "kl_per_dim"}
-LOG_2PI = np.log(2 * np.pi)
 
 
 # --------------------------------------------------------------------------------------------
@@ -42,31 +43,23 @@ def random_data(seed=0, n=250, d=7):
     return Z @ L.T + rng.normal(scale=3.0, size=d)
 
 
-def reference(X, K, beta=1.0, sigma2=None):
-    """The report, computed independently with numpy from docs/theory.md (T4)."""
+def reference_report(X, K, beta=1.0, sigma2=None):
+    """The report, computed independently: numpy ``eigh`` of the 1/N covariance and the formulas
+    of docs/theory.md (T2), (T4) in tests/reference.py (the MLL through a dense d x d ``C``)."""
     S = np.cov(X.T, bias=True)                 # the 1/N covariance
     lam, U = np.linalg.eigh(S)
     lam, U = np.clip(lam[::-1], 0, None), U[:, ::-1]
-    d = lam.size
     learned = sigma2 is None
     if learned:
         assert beta == 1.0, "the reference only knows the beta = 1 learned sigma2 (pPCA MLE)"
-        sigma2 = lam[K:].mean()
-    t = beta * sigma2
-    active_full = np.zeros(d, bool)
-    active_full[:K] = lam[:K] > t
-    active = active_full[:K]
-    m = int(active.sum())
-    elbo = (-0.5 * d * np.log(2 * np.pi * sigma2) - 0.5 * beta * m - lam[~active_full].sum() / (2 * sigma2)
-            - 0.5 * beta * np.sum(np.log(lam[active_full] / t)))
-    W = U[:, :K] * np.sqrt(np.maximum(lam[:K] - t, 0.0))
-    C = W @ W.T + sigma2 * np.eye(d)
-    mll = -0.5 * (d * LOG_2PI + np.linalg.slogdet(C)[1] + np.trace(np.linalg.solve(C, S)))
+        sigma2 = ppca_mle(lam, K)[0]
     return {
-        "n": X.shape[0], "d": d, "latent_dim": K, "beta": beta, "sigma2": sigma2, "sigma2_learned": learned,
-        "eigenvalues": lam, "elbo": elbo, "mll": mll, "active_dims": m,
+        "n": X.shape[0], "d": lam.size, "latent_dim": K, "beta": beta, "sigma2": sigma2, "sigma2_learned": learned,
+        "eigenvalues": lam, "elbo": optimal_beta_elbo(lam, K, beta, sigma2),
+        "mll": dense_mll(optimal_decoder(lam, U, K, beta, sigma2), sigma2, S),
+        "active_dims": int(np.sum(lam[:K] > beta * sigma2)),
         "collapse_thresholds": lam[:K] / sigma2,
-        "kl_per_dim": np.where(active, 0.5 * np.log(np.where(active, lam[:K], 1.0) / t), 0.0),
+        "kl_per_dim": optimal_kl_per_dim(lam, K, beta, sigma2),
     }
 
 
@@ -94,7 +87,7 @@ def check_against_reference(report, ref, K):
     assert eig.size >= K + 1
     assert np.all(np.diff(eig) <= 0)       # descending
     # Two float64 eigen-solvers of the same 1/N covariance: eigenvalues agree to ~1e-15 * lambda_1
-    # absolute; 1e-9 relative (the brief's bound) with an absolute floor of 1e-12 * lambda_1.
+    # absolute; 1e-9 relative (the required agreement) with an absolute floor of 1e-12 * lambda_1.
     np.testing.assert_allclose(eig, ref["eigenvalues"][: eig.size], rtol=1e-9, atol=1e-12 * ref["eigenvalues"][0])
     # Values: 1e-9 relative (O(10) numbers computed by different float64 routes; rounding ~1e-14,
     # the eigenvalue differences above propagate at the same ~1e-15 relative level).
@@ -131,7 +124,7 @@ def csv_data(tmp_path):
 def test_json_report_learned_sigma2_matches_numpy_reference_and_is_tail_mean(capsys, npy_data, K):
     X, path = npy_data
     report = run_json(capsys, "analyze", "--data", path, "--latent-dim", K)
-    ref = reference(X, K)
+    ref = reference_report(X, K)
     check_against_reference(report, ref, K)
     # Learned sigma2 at beta = 1 is mean(lambda_{K+1..d}) and every dimension is active.
     lam = np.sort(np.linalg.eigvalsh(np.cov(X.T, bias=True)))[::-1]
@@ -152,7 +145,7 @@ def test_json_report_fixed_sigma2_and_beta_matches_numpy_reference_with_collapse
     sigma2 = float(np.sqrt(lam[1] * lam[2]) * sigma2_factor)
     report = run_json(capsys, "analyze", "--data", path, "--latent-dim", K, "--beta", repr(beta),
                       "--sigma2", repr(sigma2))
-    ref = reference(X, K, beta, sigma2)
+    ref = reference_report(X, K, beta, sigma2)
     check_against_reference(report, ref, K)
     assert report["sigma2_learned"] is False
     # By construction each case collapses at least one of the K = 4 dimensions (3, 2, 1 active).
@@ -164,13 +157,12 @@ def test_json_report_learned_sigma2_with_beta_not_one_is_stationary_formula(caps
     K, beta = 4, 2.0
     report = run_json(capsys, "analyze", "--data", path, "--latent-dim", K, "--beta", beta)
     lam = np.sort(np.clip(np.linalg.eigvalsh(np.cov(X.T, bias=True)), 0, None))[::-1]
-    m, d = report["active_dims"], lam.size
+    m = report["active_dims"]
     # docs/theory.md (T4): sigma2 = sum_{i not active} lambda_i / (d - beta m), with a consistent active set.
-    expected = (lam.sum() - lam[:m].sum()) / (d - beta * m)
-    assert report["sigma2"] == pytest.approx(expected, rel=1e-9)
+    assert report["sigma2"] == pytest.approx(optimal_learned_sigma2(lam, K, beta), rel=1e-9)
     t = beta * report["sigma2"]
     assert m == int(np.sum(lam[:K] > t))
-    check_against_reference(report, reference(X, K, beta, report["sigma2"]) | {"sigma2_learned": True}, K)
+    check_against_reference(report, reference_report(X, K, beta, report["sigma2"]) | {"sigma2_learned": True}, K)
 
 
 def test_text_mode_prints_a_table_with_the_same_numbers(capsys, npy_data):
@@ -182,7 +174,7 @@ def test_text_mode_prints_a_table_with_the_same_numbers(capsys, npy_data):
         json.loads(out)
     lines = out.strip().splitlines()
     assert len(lines) >= 8
-    ref = reference(X, K)
+    ref = reference_report(X, K)
     table = {}
     for line in lines:
         name, _, value = re.split(r"(\s{2,})", line.strip(), maxsplit=1)
@@ -337,7 +329,7 @@ def test_analyze_api_raises_value_error_with_one_line_message(case):
 def test_analyze_api_matches_reference_on_fresh_data():
     X = random_data(seed=6, n=120, d=5)
     result = analyze(X, 2).to_dict()
-    check_against_reference(result, reference(X, 2), 2)
+    check_against_reference(result, reference_report(X, 2), 2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def one_line(exc_info) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def test_mnist_shape_dtype_and_range(mnist):
+def test_shipped_mnist_is_5000_by_784_float64_in_0_1(mnist):
     assert mnist.X.shape == (5000, 784) and (mnist.n, mnist.d) == (5000, 784)
     assert mnist.X.dtype == np.float64 and mnist.X.flags.c_contiguous
     assert mnist.X.min() == 0.0 and mnist.X.max() == 1.0
@@ -102,11 +102,11 @@ def test_random_subset_matches_documented_indices(mnist):
     assert np.array_equal(random_subset(mnist, 50, seed=7).X, mnist.X[idx])
 
 
-def test_random_subset_too_large_or_too_small(mnist):
+def test_random_subset_refuses_more_rows_than_the_data_or_fewer_than_2(mnist):
     with pytest.raises(ValueError) as err:
         random_subset(mnist, 6000)
     assert one_line(err) == (
-        "--n 6000 is larger than the 5000 samples in mnist; use --n <= 5000"
+        "`n` = 6000 is larger than the 5000 samples in mnist; use `n` <= 5000"
     )
     with pytest.raises(ValueError, match="at least 2"):
         random_subset(mnist, 1)
@@ -117,7 +117,7 @@ def test_random_subset_too_large_or_too_small(mnist):
 # --------------------------------------------------------------------------------------------
 
 
-def test_default_spectrum():
+def test_default_synthetic_spectrum_is_8_times_0p75_to_the_i_in_20_dimensions():
     s = default_synthetic_spectrum()
     assert s.shape == (20,) and s[0] == 8.0
     np.testing.assert_allclose(s[1:] / s[:-1], 0.75, rtol=1e-15)
@@ -174,7 +174,7 @@ def test_synthetic_rejects_bad_arguments(spectrum, n, match):
 
 @pytest.mark.parametrize("gz", [False, True])
 @pytest.mark.parametrize("name", ["train-images-idx3-ubyte", "t10k-images.idx", "anything.bin"])
-def test_idx_images_round_trip(tmp_path, gz, name):
+def test_idx_images_load_flattened_and_scaled_to_0_1_whatever_the_file_name(tmp_path, gz, name):
     images = np.random.default_rng(0).integers(0, 256, size=(6, 4, 3), dtype=np.uint8)
     images[0, 0, 0], images[1, 0, 0] = 0, 255
     path = write_idx(tmp_path / (name + (".gz" if gz else "")), images, gz=gz)
@@ -184,7 +184,7 @@ def test_idx_images_round_trip(tmp_path, gz, name):
     assert data.X.max() == 1.0 and data.name == str(path)
 
 
-def test_idx_float_matrix_used_as_given(tmp_path):
+def test_idx_float_matrix_is_used_as_given_and_not_as_an_image(tmp_path):
     matrix = np.arange(12, dtype=np.float32).reshape(4, 3) * 1.5
     data = load_file(write_idx(tmp_path / "m.idx", matrix, type_byte=0x0D))
     np.testing.assert_array_equal(data.X, matrix)
@@ -199,7 +199,7 @@ def test_idx_label_file_is_refused(tmp_path, gz):
     one_line(err)
 
 
-def test_idx_wrong_magic(tmp_path):
+def test_idx_file_with_a_wrong_magic_number_is_refused_in_one_line(tmp_path):
     images = np.zeros((2, 2, 2), dtype=np.uint8)
     path = write_idx(tmp_path / "train-images-idx3-ubyte", images, magic=b"\x00\x00\x07\x03")
     with pytest.raises(ValueError, match="wrong magic number") as err:
@@ -207,14 +207,14 @@ def test_idx_wrong_magic(tmp_path):
     one_line(err)
 
 
-def test_idx_truncated(tmp_path):
+def test_truncated_idx_file_is_refused(tmp_path):
     path = write_idx(tmp_path / "x.idx", np.zeros((3, 2, 2), dtype=np.uint8))
     path.write_bytes(path.read_bytes()[:-1])
     with pytest.raises(ValueError, match="truncated"):
         load_file(path)
 
 
-def test_npy(tmp_path):
+def test_npy_matrix_loads_as_c_contiguous_float64_without_labels(tmp_path):
     matrix = np.arange(6, dtype=np.int32).reshape(3, 2)
     np.save(tmp_path / "a.npy", matrix)
     data = load_file(tmp_path / "a.npy")
@@ -223,12 +223,12 @@ def test_npy(tmp_path):
     assert data.labels is None and not data.is_image
 
 
-def test_extension_wins_over_idx_like_name(tmp_path):
+def test_file_extension_wins_over_an_idx_like_name(tmp_path):
     np.save(tmp_path / "features-idx.npy", np.eye(3))
     np.testing.assert_array_equal(load_file(tmp_path / "features-idx.npy").X, np.eye(3))
 
 
-def test_csv_gz(tmp_path):
+def test_gzipped_csv_loads_like_plain_csv(tmp_path):
     (tmp_path / "d.csv.gz").write_bytes(gzip.compress(b"a,b\n1,2\n3,4\n"))
     np.testing.assert_array_equal(load_file(tmp_path / "d.csv.gz").X, [[1, 2], [3, 4]])
 
@@ -240,14 +240,14 @@ def test_npy_one_dimensional_is_refused(tmp_path):
     one_line(err)
 
 
-def test_npz_single_and_several_arrays(tmp_path):
+def test_npz_with_one_array_loads_it_and_with_several_needs_an_existing_key(tmp_path):
     a, b = np.ones((3, 2)), np.arange(8.0).reshape(4, 2)
     np.savez(tmp_path / "one.npz", data=a)
     np.testing.assert_array_equal(load_file(tmp_path / "one.npz").X, a)
 
     np.savez(tmp_path / "two.npz", a=a, b=b)
     np.testing.assert_array_equal(load_file(tmp_path / "two.npz", key="b").X, b)
-    with pytest.raises(ValueError, match=r"several arrays.*--key.*a, b") as err:
+    with pytest.raises(ValueError, match=r"several arrays.*`key`.*a, b") as err:
         load_file(tmp_path / "two.npz")
     one_line(err)
     with pytest.raises(ValueError, match=r"no array 'c'.*a, b") as err:
@@ -262,7 +262,7 @@ def test_key_on_non_npz_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("header", ["", "x,y,z\n"])
-def test_csv_with_and_without_header(tmp_path, header):
+def test_csv_loads_with_or_without_a_header_ignoring_spaces_and_blank_lines(tmp_path, header):
     path = tmp_path / "d.csv"
     path.write_text(header + "1,2,3\n4.5, 5e-1 ,-6\n\n")
     data = load_file(path)
@@ -300,7 +300,7 @@ def test_csv_non_numeric_field_names_line_and_column(tmp_path):
         (lambda p: (p / "g.npz").write_text("hello") and p / "g.npz", "cannot read"),
     ],
 )
-def test_unusable_files(tmp_path, make, match):
+def test_unusable_file_is_refused_in_one_line_naming_the_problem(tmp_path, make, match):
     with pytest.raises(ValueError, match=match) as err:
         load_file(make(tmp_path))
     one_line(err)
@@ -311,7 +311,7 @@ def test_unusable_files(tmp_path, make, match):
 # --------------------------------------------------------------------------------------------
 
 
-def test_validate_nan_reports_count_and_first_position():
+def test_validate_data_reports_the_nan_count_and_first_position():
     X = np.ones((4, 3))
     X[1, 2] = np.nan
     X[3, 0] = np.inf
@@ -329,17 +329,17 @@ def test_validate_nan_reports_count_and_first_position():
         (np.ones((3, 0)), "no features"),
     ],
 )
-def test_validate_rejects(X, match):
+def test_validate_data_rejects_degenerate_arrays_in_one_line(X, match):
     with pytest.raises(ValueError, match=match) as err:
         validate_data(X)
     one_line(err)
 
 
-def test_validate_accepts_good_data():
+def test_validate_data_accepts_a_finite_varying_matrix():
     validate_data(np.arange(6.0).reshape(3, 2))
 
 
-def test_load_data_sources(tmp_path, mnist):
+def test_load_data_reads_mnist_subsets_synthetic_data_and_files(tmp_path, mnist):
     sub = load_data("mnist", n=200, subset_seed=5)
     np.testing.assert_array_equal(sub.X, random_subset(mnist, 200, seed=5).X)
 
@@ -352,7 +352,7 @@ def test_load_data_sources(tmp_path, mnist):
     assert load_data(str(tmp_path / "f.npy"), n=4).X.shape == (4, 2)
 
 
-def test_load_data_validates(tmp_path):
+def test_load_data_refuses_constant_single_row_and_nan_files(tmp_path):
     np.save(tmp_path / "const.npy", np.zeros((4, 2)))
     with pytest.raises(ValueError, match="identical"):
         load_data(str(tmp_path / "const.npy"))

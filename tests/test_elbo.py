@@ -4,7 +4,8 @@ posterior collapse (docs/theory.md (T3); Lucas et al. 2019, Section 4.2 and Appe
 
 References are independent of the code under test: a dense numpy ELBO computed per datapoint
 with ``A = I - W V`` formed explicitly, JAX autodiff (gradients and full Hessians in all
-parameters), random perturbations, dense grids over sigma2, and formulas written out here.
+parameters), random perturbations, dense grids over sigma2, and formulas written out in
+tests/reference.py.
 """
 
 from __future__ import annotations
@@ -35,9 +36,7 @@ from linear_vae.elbo import (
 from linear_vae.moments import compute_moments, eigen_decomposition
 from linear_vae.optimum import beta_elbo_optimum, collapse_thresholds, learned_sigma2
 from linear_vae.ppca import log_marginal_likelihood, mle_sigma2, stationary_points
-
-LOG_2PI = np.log(2 * np.pi)
-
+from reference import dense_elbo_terms, dense_mll, optimal_beta_elbo, optimal_decoder, optimal_kl_per_dim
 # Jitted once at module level; shapes are fixed per test group so each compiles once or twice.
 _elbo = jax.jit(exact_elbo)
 _elbo_grad = jax.jit(jax.grad(exact_elbo))
@@ -47,7 +46,7 @@ _mll = jax.jit(log_marginal_likelihood)
 
 
 # --------------------------------------------------------------------------------------------
-# Helpers and independent references
+# Helpers (the independent references are in tests/reference.py)
 # --------------------------------------------------------------------------------------------
 
 
@@ -72,23 +71,6 @@ def random_params(rng, d, k, mu, w_scale=1.0):
                      V=0.5 * rng.standard_normal((k, d)), log_D=rng.normal(scale=0.7, size=k))
 
 
-def dense_elbo_terms(params, sigma2, X):
-    """Per-datapoint, dense numpy: ``E_q log p(x|z)`` and ``KL(q(z|x) || p(z))`` per dimension,
-    averaged over the rows of X.  ``A = I - W V`` is formed explicitly and each datapoint is
-    handled on its own (no use of the covariance identity)."""
-    W, mu, V, log_D = (np.asarray(p, dtype=np.float64) for p in params)
-    d, k = W.shape
-    D = np.exp(log_D)
-    A = np.eye(d) - W @ V
-    Y = X - mu                                        # (N, d)
-    # E_q ||y - W z||^2 with z ~ N(V y, diag D) = ||A y||^2 + tr(W diag(D) W^T)
-    sq = np.sum((Y @ A.T) ** 2, axis=1) + np.trace(W @ np.diag(D) @ W.T)
-    log_lik = -0.5 * d * np.log(2 * np.pi * sigma2) - sq / (2 * sigma2)
-    m = Y @ V.T                                       # (N, k) posterior means
-    kl = 0.5 * (D[None, :] + m**2 - 1.0 - log_D[None, :])   # KL(N(m, D) || N(0, 1)) per dim
-    return log_lik.mean(), kl.mean(axis=0)
-
-
 def scale_aware_tol(grad_fn, params, args, rel=1e-9, seed=0):
     """Tolerance for a vanishing gradient: ``rel`` times the gradient norm at a point 10% away
     (random relative perturbation of every parameter plus a 0.1 absolute jitter).
@@ -102,20 +84,6 @@ def scale_aware_tol(grad_fn, params, args, rel=1e-9, seed=0):
         params)
     flat, _ = ravel_pytree(grad_fn(moved, *args))
     return rel * float(jnp.linalg.norm(flat))
-
-
-def closed_form_value(lam, k, beta, sigma2):
-    """docs/theory.md (T4) value of the optimum, written out here:
-    ``-d/2 log(2 pi sigma2) - beta m/2 - sum_{not active} lambda/(2 sigma2)
-      - beta/2 sum_{active} log(lambda/t)``."""
-    lam = np.asarray(lam)
-    d = lam.size
-    t = beta * sigma2
-    active = np.zeros(d, bool)
-    active[:k] = lam[:k] > t
-    m = active.sum()
-    return (-0.5 * d * np.log(2 * np.pi * sigma2) - 0.5 * beta * m - lam[~active].sum() / (2 * sigma2)
-            - 0.5 * beta * np.sum(np.log(lam[active] / t)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,13 +104,14 @@ def test_exact_elbo_and_terms_match_dense_per_datapoint_computation_with_mean_of
     log_lik_ref, kl_ref = dense_elbo_terms(params, sigma2, X)
     log_lik, kl = elbo_terms(params, sigma2, stats)
     # Same quantities, different float64 routes (trace identities vs per-datapoint sums of
-    # O(1e1..1e3)-sized terms): rounding ~1e-14 relative; the brief's 1e-10 is comfortable.
+    # O(1e1..1e3)-sized terms): rounding ~1e-14 relative; 1e-10 leaves four orders of margin.
     assert float(log_lik) == pytest.approx(log_lik_ref, rel=1e-10)
     np.testing.assert_allclose(np.asarray(kl), kl_ref, rtol=1e-10)
-    elbo = float(exact_elbo(params, sigma2, beta, stats))
-    assert elbo == pytest.approx(log_lik_ref - beta * kl_ref.sum(), rel=1e-10)
-    # And the jitted version is the same function (bit-level differences only).
-    assert float(_elbo(params, sigma2, beta, stats)) == pytest.approx(elbo, rel=1e-13)
+    # The beta-ELBO, eagerly and compiled (the other tests use the compiled one), against the same
+    # dense reference.
+    for elbo_fn in (exact_elbo, _elbo):
+        elbo = float(elbo_fn(params, sigma2, beta, stats))
+        assert elbo == pytest.approx(log_lik_ref - beta * kl_ref.sum(), rel=1e-10)
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,18 +270,15 @@ def test_closed_form_optimum_values_equal_exact_elbo_mll_and_written_out_formula
     params = opt.parameters(MEAN6, U6)
     # Value of an O(10) float64 computation by three routes: rounding ~1e-14; 1e-10 relative.
     assert float(_elbo(params, sigma2, beta, STATS6)) == pytest.approx(opt.elbo, rel=1e-10)
-    assert opt.elbo == pytest.approx(closed_form_value(LAMBDA6, K3, beta, sigma2), rel=1e-10)
+    assert opt.elbo == pytest.approx(optimal_beta_elbo(LAMBDA6, K3, beta, sigma2), rel=1e-10)
     assert float(_mll(np.asarray(params.W), sigma2, S6)) == pytest.approx(opt.mll, rel=1e-10)
     # Dense MLL of the same decoder (independent of the library's Woodbury route).
-    W = np.asarray(params.W)
-    C = W @ W.T + sigma2 * np.eye(D6)
-    dense = -0.5 * (D6 * LOG_2PI + np.linalg.slogdet(C)[1] + np.trace(np.linalg.solve(C, S6)))
-    assert opt.mll == pytest.approx(dense, rel=1e-10)
+    assert opt.mll == pytest.approx(dense_mll(params.W, sigma2, S6), rel=1e-10)
     if beta == 1.0:
         assert opt.elbo == pytest.approx(opt.mll, rel=1e-12)   # the bound is tight: rounding only
     # The parameters themselves, written out: w_i = u_i sqrt(max(lambda_i - t, 0)), D_i = min(t/lambda_i, 1).
     t = beta * sigma2
-    np.testing.assert_allclose(params.W, U6[:, :K3] * np.sqrt(np.maximum(LAMBDA6[:K3] - t, 0)), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(params.W, optimal_decoder(LAMBDA6, U6, K3, beta, sigma2), rtol=1e-14, atol=1e-15)
     np.testing.assert_allclose(np.exp(params.log_D), np.minimum(t / LAMBDA6[:K3], 1.0), rtol=1e-14)
     # The encoder is the optimal encoder of the decoder.
     V, D = optimal_encoder(params.W, sigma2, beta)
@@ -320,7 +286,7 @@ def test_closed_form_optimum_values_equal_exact_elbo_mll_and_written_out_formula
 
 
 # --------------------------------------------------------------------------------------------
-# Claim 2: the ELBO adds no local maxima (full Hessian in W, mu, V, log D)
+# Claim: the ELBO adds no local maxima (full Hessian in W, mu, V, log D)
 # --------------------------------------------------------------------------------------------
 
 D5, K2 = 5, 2
@@ -448,7 +414,7 @@ def test_learned_sigma2_beats_dense_sigma2_grid_of_optimal_beta_elbo(seed, beta,
     s_star = learned_sigma2(lam, k, beta)
     best = beta_elbo_optimum(lam, k, beta, s_star).elbo
     # Also the written-out value (so the comparison does not rest on the library's formula alone).
-    assert best == pytest.approx(closed_form_value(lam, k, beta, s_star), rel=1e-12)
+    assert best == pytest.approx(optimal_beta_elbo(lam, k, beta, s_star), rel=1e-12)
     grid, values = _grid_best(lam, k, beta)
     # No grid point beats it beyond rounding of an O(10) value.
     assert values.max() <= best + 1e-11 * abs(best)
@@ -529,7 +495,7 @@ def test_kl_per_dim_at_optimum_equals_data_average_of_kl_per_datapoint(beta, sig
     per_point = np.asarray(kl_per_datapoint(params, X))
     assert per_point.shape == (400, K3)
     t = beta * sigma2
-    expected = np.where(lam[:K3] > t, 0.5 * np.log(lam[:K3] / t), 0.0)   # written out
+    expected = optimal_kl_per_dim(lam, K3, beta, sigma2)   # written out in tests/reference.py
     # Average over 400 points of O(1) numbers: rounding ~1e-15; 1e-10 absolute.
     np.testing.assert_allclose(per_point.mean(axis=0), opt.kl_per_dim, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(opt.kl_per_dim, expected, rtol=1e-10, atol=1e-12)

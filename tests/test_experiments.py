@@ -17,6 +17,7 @@ import pytest
 
 from linear_vae.datasets import load_data
 from linear_vae.experiments.runner import EXPERIMENTS, experiment_config, run_experiment
+from reference import optimal_beta_elbo, ppca_mle
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
 
@@ -137,8 +138,7 @@ def check_identifiability(payload: dict, strict: bool) -> None:
     config, r = payload["config"], payload["results"]
     lam = eigenvalues_for(payload)
     k = config["latent_dim"]
-    s2 = lam[k:].mean()
-    mll = -0.5 * (len(lam) * np.log(2 * np.pi) + np.log(lam[:k]).sum() + (len(lam) - k) * np.log(s2) + len(lam))
+    s2, mll = ppca_mle(lam, k)
     np.testing.assert_allclose(r["mle_sigma2"], s2, rtol=1e-9)
     np.testing.assert_allclose(r["mle_mll"], mll, rtol=1e-10)
     np.testing.assert_allclose(r["predicted_column_norms_sq"], lam[:k] - s2, rtol=1e-9)
@@ -195,26 +195,11 @@ def check_collapse_fraction(payload: dict, strict: bool) -> None:
         assert p["max_abs_difference"] <= 1e-12, (s2, p["max_abs_difference"])
 
 
-def optimal_elbo(lam: np.ndarray, k: int, sigma2: float) -> float:
-    """docs/theory.md (T4)'s value of the optimal ELBO (beta = 1) at fixed sigma2, written out independently."""
-    active = np.zeros(len(lam), bool)
-    active[:k] = lam[:k] > sigma2
-    return (-0.5 * len(lam) * np.log(2 * np.pi * sigma2) - 0.5 * active.sum() - lam[~active].sum() / (2 * sigma2)
-            - 0.5 * np.log(lam[active] / sigma2).sum())
-
-
-def mle(lam: np.ndarray, k: int) -> tuple[float, float]:
-    """Tipping & Bishop's learned sigma2 and MLL (all k directions used)."""
-    d = len(lam)
-    s2 = lam[k:].mean()
-    return s2, -0.5 * (d * np.log(2 * np.pi) + np.log(lam[:k]).sum() + (d - k) * np.log(s2) + d)
-
-
 def check_training_curves(payload: dict, strict: bool) -> None:
     config, r = payload["config"], payload["results"]
     lam = eigenvalues_for(payload)
     k = config["latent_dim"]
-    s2, mll = mle(lam, k)
+    s2, mll = ppca_mle(lam, k)
     np.testing.assert_allclose(r["mle_sigma2"], s2, rtol=1e-9)
     np.testing.assert_allclose(r["mle_mll"], mll, rtol=1e-10)
     exact, stochastic = r["curves"]["exact"], r["curves"]["stochastic"]
@@ -259,11 +244,11 @@ def check_latent_dim(payload: dict, strict: bool) -> None:
         closed, trained = series["closed_form"], series["trained"]
         ks = closed["latent_dims"]
         if series["sigma2_learned"]:
-            expected = [mle(lam, k)[1] for k in ks]
+            expected = [ppca_mle(lam, k)[1] for k in ks]
             np.testing.assert_array_equal(closed["active_dims"], ks)
         else:
             s2 = series["sigma2"]
-            expected = [optimal_elbo(lam, k, s2) for k in ks]
+            expected = [optimal_beta_elbo(lam, k, 1.0, s2) for k in ks]
             np.testing.assert_array_equal(closed["active_dims"], [min(k, int((lam > s2).sum())) for k in ks])
         np.testing.assert_allclose(closed["elbo"], expected, rtol=1e-10)
         np.testing.assert_allclose(closed["mll"], expected, rtol=1e-10)    # beta = 1: ELBO = MLL at the optimum
@@ -275,7 +260,7 @@ def check_latent_dim(payload: dict, strict: bool) -> None:
             assert -1e-9 <= predicted - elbo < 1e-6
             assert mll_value >= elbo - 1e-9
         if series["sigma2_learned"]:
-            np.testing.assert_allclose(trained["sigma2"], [mle(lam, k)[0] for k in trained["latent_dims"]],
+            np.testing.assert_allclose(trained["sigma2"], [ppca_mle(lam, k)[0] for k in trained["latent_dims"]],
                                        rtol=1e-6)
 
 

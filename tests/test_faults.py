@@ -25,7 +25,7 @@ import pytest
 from linear_vae import divergence, io
 from linear_vae.cli import _cell, main
 from linear_vae.datasets import load_data
-from linear_vae.moments import compute_moments, eigen_decomposition
+from linear_vae.problem import Problem
 from linear_vae.train import DivergenceError, TrainConfig, TrainData, record_steps, train_sweep
 
 #: The installed console script; ``python -m linear_vae_launcher`` (the same entry point) when it is
@@ -153,8 +153,7 @@ def test_divergence_rule_boundaries():
 @pytest.fixture(scope="module")
 def synthetic_data():
     dataset = load_data("synthetic")
-    moments = compute_moments(dataset.X)
-    return TrainData.build(dataset.X, moments, eigen_decomposition(moments.cov))
+    return TrainData.build(Problem.from_dataset(dataset))
 
 
 #: Adam at lr = 100 with learned sigma2: sigma2 runs away to ~1e246 while every number stays finite.

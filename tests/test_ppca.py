@@ -28,28 +28,11 @@ from linear_vae.ppca import (
     ppca_optimum,
     stationary_points,
 )
-
-LOG_2PI = np.log(2 * np.pi)
-
-
+from reference import LOG_2PI, dense_mll, ppca_mle
 
 # --------------------------------------------------------------------------------------------
-# Independent references
+# Helpers (the independent references are in tests/reference.py)
 # --------------------------------------------------------------------------------------------
-
-
-def dense_mll(W, sigma2, S, offset=None):
-    """``-1/2 [d log 2pi + log|C| + tr(C^-1 S) + delta^T C^-1 delta]`` with the d x d ``C`` formed
-    explicitly (numpy ``slogdet``/``solve``; no Woodbury, no Cholesky of ``M``)."""
-    W = np.asarray(W, dtype=np.float64)
-    d = W.shape[0]
-    C = W @ W.T + sigma2 * np.eye(d)
-    sign, logdet = np.linalg.slogdet(C)
-    assert sign > 0
-    quad = np.trace(np.linalg.solve(C, S))
-    if offset is not None:
-        quad += offset @ np.linalg.solve(C, offset)
-    return -0.5 * (d * LOG_2PI + logdet + quad)
 
 
 def random_orthogonal(rng, d):
@@ -62,15 +45,6 @@ def covariance_with_spectrum(eigenvalues, seed):
     U = random_orthogonal(np.random.default_rng(seed), len(eigenvalues))
     S = (U * eigenvalues) @ U.T
     return (S + S.T) / 2, U
-
-
-def closed_form_mle_mll(eigenvalues, k):
-    """T&B: ``-1/2 [d log 2pi + sum_{i<=k} log lambda_i + (d-k) log sigma2* + d]``,
-    ``sigma2* = mean(lambda_{k+1..d})``, written out here independently of the library."""
-    lam = np.asarray(eigenvalues)
-    d = lam.size
-    s2 = lam[k:].mean()
-    return -0.5 * (d * LOG_2PI + np.sum(np.log(lam[:k])) + (d - k) * np.log(s2) + d)
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,7 +101,7 @@ def test_mll_reproduces_sklearn_pca_score_and_project_mle_scores_at_least_as_hig
     ours = float(log_marginal_likelihood(W, sigma2, moments.cov))
     # sklearn's score goes through its own inverse of C (Woodbury) and fast_logdet: two float64
     # routes to the same number; measured agreement is ~1e-13 relative even on MNIST (k = 32),
-    # so 1e-9 (the brief's bound) is generous and still catches a 1/N vs 1/(N-1) slip (~1e-6).
+    # so 1e-9 (the required agreement) is generous and still catches a 1/N vs 1/(N-1) slip (~1e-6).
     assert ours == pytest.approx(score, rel=1e-9)
 
     # The project's MLE (1/N covariance) must score at least as high as sklearn's fit (1/(N-1)).
@@ -158,7 +132,7 @@ def test_mle_value_equals_mll_at_its_weights_and_tipping_bishop_closed_form(name
     # Three float64 routes (eigenbasis sum, Woodbury through W, T&B closed form) to one number
     # of size <= 500: rounding is ~1e-13 relative; 1e-10 is the bound with margin.
     assert opt.mll == pytest.approx(float(log_marginal_likelihood(W, opt.sigma2, moments.cov)), rel=1e-10)
-    assert opt.mll == pytest.approx(closed_form_mle_mll(lam, k), rel=1e-10)
+    assert opt.mll == pytest.approx(ppca_mle(lam, k)[1], rel=1e-10)
     assert opt.mll == pytest.approx(dense_mll(W, opt.sigma2, moments.cov), rel=1e-10)
 
 

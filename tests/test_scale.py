@@ -21,12 +21,14 @@ import linear_vae  # noqa: F401
 from linear_vae import analysis
 from linear_vae.analysis import analyze
 from linear_vae.cli import main
+from linear_vae import problem as problem_module
 from linear_vae.moments import compute_moments, eigen_decomposition, top_eigenpairs
 from linear_vae.optimum import beta_elbo_optimum, learned_sigma2
-from linear_vae.ppca import LOG_2PI, mll_in_eigenbasis
+from linear_vae.ppca import mll_in_eigenbasis
+from reference import LOG_2PI, ppca_mle
 
 #: Two float64 routes to the same numbers (eigh of S against syevr of the Gram matrix) agree to
-#: ~1e-14 relative on every value built from non-negligible eigenvalues; 1e-9 is the brief's bound.
+#: ~1e-14 relative on every value built from non-negligible eigenvalues; 1e-9 is the required agreement.
 RTOL = 1e-9
 #: Round-off zeros of S come out as ~1e-16 lambda_1 either way: compare eigenvalues (and the
 #: arrays linear in them) with this absolute floor times lambda_1.
@@ -103,27 +105,27 @@ def test_top_solver_matches_full_solver_on_every_report_key(case, beta, sigma2_f
     if sigma2_factor is None:
         sigma2 = None
     else:  # between eigenvalues, so that some dimensions collapse and none sits on a threshold
-        lam = full_analysis.spectrum.eigenvalues
+        lam = full_analysis.problem.spectrum.eigenvalues
         sigma2 = float(np.sqrt(lam[1] * lam[2]) * sigma2_factor)
         full_analysis = analyze(X, K, beta, sigma2, solver="full")
     top_analysis = analyze(X, K, beta, sigma2, solver="top")
     full, top = full_analysis.to_dict(), top_analysis.to_dict()
     assert_reports_match(top, full)
-    assert top_analysis.moments.cov is None and full_analysis.moments.cov.shape == (params["d"],) * 2
-    np.testing.assert_allclose(top_analysis.moments.mean, full_analysis.moments.mean, rtol=0, atol=1e-13)
+    assert top_analysis.problem.cov is None and full_analysis.problem.cov.shape == (params["d"],) * 2
+    np.testing.assert_allclose(top_analysis.problem.mean, full_analysis.problem.mean, rtol=0, atol=1e-13)
     # Eigenvectors: the same canonical signs, where the eigenvalue is nonzero and simple.
-    m = len(top_analysis.spectrum.eigenvalues)
-    assert m == K + 1 and top_analysis.spectrum.eigenvectors.shape == (params["d"], m)
-    r = distinct_nonzero(full_analysis.spectrum.eigenvalues, m)
+    m = len(top_analysis.problem.spectrum.eigenvalues)
+    assert m == K + 1 and top_analysis.problem.spectrum.eigenvectors.shape == (params["d"], m)
+    r = distinct_nonzero(full_analysis.problem.spectrum.eigenvalues, m)
     assert r >= K
-    np.testing.assert_allclose(top_analysis.spectrum.eigenvectors[:, :r], full_analysis.spectrum.eigenvectors[:, :r],
+    np.testing.assert_allclose(top_analysis.problem.spectrum.eigenvectors[:, :r], full_analysis.problem.spectrum.eigenvectors[:, :r],
                                rtol=0, atol=1e-9)
 
 
 def test_auto_solver_is_top_iff_d_exceeds_n():
     wide, tall = low_rank_data(30, 31), low_rank_data(31, 31)
-    assert analyze(wide, 2).moments.cov is None
-    assert analyze(tall, 2).moments.cov is not None
+    assert analyze(wide, 2).problem.cov is None
+    assert analyze(tall, 2).problem.cov is not None
     with pytest.raises(ValueError, match="solver"):
         analyze(wide, 2, solver="lanczos")
 
@@ -224,8 +226,8 @@ def test_top_path_never_allocates_a_d_by_d_array(monkeypatch, wide_data):
     def forbidden(*args, **kwargs):
         raise AssertionError("the d x d path was used")
 
-    monkeypatch.setattr(analysis, "compute_moments", forbidden)
-    monkeypatch.setattr(analysis, "eigen_decomposition", forbidden)
+    monkeypatch.setattr(problem_module, "compute_moments", forbidden)
+    monkeypatch.setattr(problem_module, "eigen_decomposition", forbidden)
     tracemalloc.start()
     try:
         report = analyze(wide_data, K_BIG).to_dict()
@@ -237,15 +239,15 @@ def test_top_path_never_allocates_a_d_by_d_array(monkeypatch, wide_data):
 
 
 def gram_reference(X, K):
-    """Learned sigma2 at beta = 1, independently: eigvalsh of the centred Gram matrix, the pPCA
-    MLE ``(tr S - sum_{i<=K} lambda_i) / (d - K)`` and ``MLL*`` of docs/theory.md (T2)."""
+    """Learned sigma2 at beta = 1, independently: eigvalsh of the centred Gram matrix, and the pPCA
+    MLE ``(tr S - sum_{i<=K} lambda_i) / (d - K)`` with its ``MLL*`` (tests/reference.py, from the
+    top eigenvalues and the trace)."""
     n, d = X.shape
     Xc = X - X.mean(axis=0)
     gram = Xc @ Xc.T / n
     lam = np.sort(np.linalg.eigvalsh(gram))[::-1]
     trace = float(np.sum(Xc * Xc) / n)
-    sigma2 = (trace - lam[:K].sum()) / (d - K)
-    mll = -0.5 * (d * LOG_2PI + np.log(lam[:K]).sum() + (d - K) * np.log(sigma2) + d)
+    sigma2, mll = ppca_mle(lam, K, trace=trace, dim=d)
     return lam, trace, sigma2, mll
 
 
@@ -267,3 +269,56 @@ def test_cli_on_a_wide_npy_matches_a_gram_matrix_reference(capsys, tmp_path, wid
     # The text table runs too (same numbers, one line per quantity).
     assert main(["analyze", "--data", str(path), "--latent-dim", str(K_BIG)]) == 0
     assert f"d = {D_BIG}" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# Claim: train and verify work on wide data (d = 20,000 > N = 500) without a d x d matrix, and
+# land on the closed form computed from the Gram matrix.
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module", params=[(2_000, 100), pytest.param((20_000, 500), marks=pytest.mark.slow)],
+                ids=["d=2000,N=100", "d=20000,N=500"])
+def wide_problem(request):
+    """Wide data; the d = 20,000 case takes about 40 s per training test, so it is marked slow."""
+    from linear_vae.problem import Problem
+
+    n, d = request.param[1], request.param[0]
+    return Problem.from_data(low_rank_data(n, d, seed=3, zero_columns=10))
+
+
+def test_wide_problem_is_the_eigenbasis_of_the_data_span(wide_problem):
+    """On wide data the problem holds the top N eigenpairs and no covariance; the data lie in
+    the span of those eigenvectors (their coordinates reproduce the centred data exactly)."""
+    assert wide_problem.wide and wide_problem.cov is None
+    assert wide_problem.eigenvectors.shape == (wide_problem.d, wide_problem.n)
+    X, mean, eigenvalues = wide_problem.coordinates("eigen")
+    centred = wide_problem.dataset.X - wide_problem.mean
+    back = (X - mean) @ wide_problem.eigenvectors.T
+    np.testing.assert_allclose(back, centred, rtol=0, atol=1e-9 * np.abs(centred).max())
+    assert wide_problem.trace == pytest.approx(np.sum(centred**2) / wide_problem.n, rel=1e-12)
+    with pytest.raises(ValueError, match="eigenbasis"):
+        wide_problem.check_basis("data")
+
+
+@pytest.mark.parametrize("learn_sigma2", [False, True], ids=["fixed sigma2", "learned sigma2"])
+def test_training_on_wide_data_reaches_the_closed_form_without_a_d_by_d_matrix(monkeypatch, wide_problem,
+                                                                                learn_sigma2):
+    """Newton in the N-dimensional eigen-coordinates converges and agrees with the closed form
+    (whose d enters only as a number) to 1e-6 nats; the d x d path is never taken."""
+    from linear_vae.compare import train_and_compare
+    from linear_vae.train import TrainConfig
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the d x d path was used")
+
+    monkeypatch.setattr(problem_module, "compute_moments", forbidden)
+    monkeypatch.setattr(problem_module, "eigen_decomposition", forbidden)
+    sigma2 = float(np.sqrt(wide_problem.eigenvalues[2] * wide_problem.eigenvalues[3]))
+    start = wide_problem.trace / wide_problem.d if learn_sigma2 else sigma2
+    result, [report] = train_and_compare(wide_problem, TrainConfig(latent_dim=5, learn_sigma2=learn_sigma2),
+                                         [1.0], [start], [0])
+    assert result.params.W.shape == (1, wide_problem.d, 5)
+    assert report["converged"] and report["verdict"] == "agrees", report
+    assert abs(report["gap"]) < 1e-6 and abs(report["decoder_gap"]) < 1e-6
+    assert report["active_dims"] == report["predicted_active_dims"]
+    assert report["bias_error"] < 1e-9 * np.abs(wide_problem.mean).max()

@@ -13,6 +13,7 @@ import linear_vae  # noqa: F401  (float64)
 from linear_vae import spd
 from linear_vae.datasets import make_synthetic
 from linear_vae.moments import compute_moments, eigen_decomposition
+from linear_vae.problem import Problem
 from linear_vae.train import Hyper, TrainConfig, TrainData, init_state, record_steps, run_steps
 
 #: Backward-stable factorisations of matrices with condition number <= ~1e3 agree with LAPACK to
@@ -66,8 +67,7 @@ def test_not_positive_definite_gives_nan_like_lapack():
 
 def test_compiled_sweep_contains_no_lapack_call():
     dataset = make_synthetic(seed=0)
-    moments = compute_moments(dataset.X)
-    data = TrainData.build(dataset.X, moments, eigen_decomposition(moments.cov), "data")
+    data = TrainData.build(Problem.from_dataset(dataset), "data")
     for objective in ("exact", "mll"):
         config = TrainConfig(latent_dim=4, steps=2, log_every=1, objective=objective, init="collapsed")
         hyper = Hyper(jnp.ones(3), jnp.full(3, 0.5), jnp.arange(3, dtype=jnp.uint32))

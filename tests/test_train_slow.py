@@ -18,6 +18,7 @@ import linear_vae  # noqa: F401  (float64 switch)
 from linear_vae.compare import compare_sweep
 from linear_vae.datasets import load_data
 from linear_vae.moments import compute_moments, eigen_decomposition
+from linear_vae.problem import Problem
 from linear_vae.ppca import mle_sigma2, ppca_optimum
 from linear_vae.train import TrainConfig, TrainData, train_sweep
 
@@ -45,8 +46,9 @@ def mnist():
     ds = load_data("mnist", n=1000)
     moments = compute_moments(ds.X)
     spectrum = eigen_decomposition(moments.cov)
+    problem = Problem.from_dataset(ds)
     return SimpleNamespace(X=ds.X, moments=moments, spectrum=spectrum, eigenvalues=spectrum.eigenvalues,
-                           data=TrainData.build(ds.X, moments, spectrum))
+                           problem=problem, data=TrainData.build(problem))
 
 
 def mnist_betas(eigenvalues):
@@ -60,7 +62,7 @@ def mnist_betas(eigenvalues):
 def mnist_sweep(mnist):
     betas = mnist_betas(mnist.eigenvalues)
     result = train_sweep(mnist.data, TrainConfig(latent_dim=K), betas, [SIGMA2] * len(betas), [0] * len(betas))
-    return result, compare_sweep(result, mnist.spectrum, mnist.moments, mnist.X)
+    return result, compare_sweep(result, mnist.problem)
 
 
 def test_mnist_betas_are_8_or_more_at_least_2_percent_from_every_threshold(mnist, mnist_sweep):
@@ -137,7 +139,7 @@ def test_mnist_learned_sigma2_reaches_the_ppca_mle_and_its_mll(mnist):
 def test_mnist_learned_sigma2_k16_finds_the_mle_sigma2_and_principal_subspace(mnist):
     result = train_sweep(mnist.data, TrainConfig(latent_dim=K, learn_sigma2=True), [1.0],
                          [float(mnist.eigenvalues.mean())], [0])
-    report = compare_sweep(result, mnist.spectrum, mnist.moments, mnist.X)[0]
+    report = compare_sweep(result, mnist.problem)[0]
     assert report["sigma2"] == pytest.approx(mle_sigma2(mnist.eigenvalues, K), rel=SIGMA2_REL_TOL)
     assert report["optimal_elbo"] == pytest.approx(ppca_optimum(mnist.eigenvalues, K).mll, abs=1e-9)
     assert report["active_dims"] == K

@@ -70,7 +70,7 @@ def run(config: dict, progress=None) -> dict:
     panels = []
     for i, sigma2 in enumerate(sigma2s):
         optimum = beta_elbo_optimum(problem.eigenvalues, k, 1.0, sigma2)
-        kl_closed = encoder_kl_matrix(optimum.parameters(problem.moments.mean, problem.spectrum.eigenvectors), X)
+        kl_closed = encoder_kl_matrix(optimum.parameters(problem.mean, problem.eigenvectors), X)
         kl_trained = encoder_kl_matrix(LinearVAE(*(p[i] for p in result.params)), X)
         closed = collapsed_fraction_curve(kl_closed, epsilons, delta)
         trained = collapsed_fraction_curve(kl_trained, epsilons, delta)

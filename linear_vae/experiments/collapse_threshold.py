@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from linear_vae.experiments.common import data_description, load_problem, train
-from linear_vae.optimum import beta_elbo_optimum
+from linear_vae.optimum import beta_elbo_optimum, active_count
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
 from linear_vae.train import TrainConfig
 
@@ -33,11 +33,6 @@ CONFIG = {
 }
 QUICK = {"betas": [8.0, 100.0, 6], "sigma2s": [0.4, 8.0, 6]}
 NEAR = 0.02
-
-
-def active_curve(eigenvalues, latent_dim, t_grid):
-    """Closed-form active count ``#{i <= k: lambda_i > t}`` on a grid of ``t = beta sigma2``."""
-    return [int(np.sum(eigenvalues[:latent_dim] > t)) for t in t_grid]
 
 
 # --- run -----------------------------------------------------------------------------------------
@@ -71,11 +66,11 @@ def run(config: dict, progress=None) -> dict:
         "beta_panel": {**panel(reports[:n_beta], betas), "sigma2": config["sigma2"],
                        "thresholds": (eigenvalues[:k] / config["sigma2"]).tolist(),
                        "curve_x": beta_grid.tolist(),
-                       "curve_active_dims": active_curve(eigenvalues, k, beta_grid * config["sigma2"])},
+                       "curve_active_dims": active_count(eigenvalues, k, beta_grid * config["sigma2"]).tolist()},
         "sigma2_panel": {**panel(reports[n_beta:], sigma2s), "beta": 1.0,
                          "thresholds": eigenvalues[:k].tolist(),
                          "curve_x": sigma2_grid.tolist(),
-                         "curve_active_dims": active_curve(eigenvalues, k, sigma2_grid)},
+                         "curve_active_dims": active_count(eigenvalues, k, sigma2_grid).tolist()},
         "optimal_elbo_check": [beta_elbo_optimum(eigenvalues, k, b, s).elbo for b, s in zip(all_betas, all_sigma2s)],
     }
 

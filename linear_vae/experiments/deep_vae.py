@@ -19,9 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from linear_vae.collapse import DEFAULT_DELTA, DEFAULT_EPSILON, collapsed_fraction_curve, epsilon_delta_collapsed
-from linear_vae.compare import Problem, train_and_compare
+from linear_vae.compare import train_and_compare
+from linear_vae.problem import Problem
 from linear_vae.datasets import load_data, train_heldout_split
 from linear_vae.deep import DeepConfig, DeepHyper, train_grid
+from linear_vae.optimum import active_count
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
 from linear_vae.train import TrainConfig
 
@@ -103,11 +105,11 @@ def run(config: dict, progress=None) -> dict:
         "epsilons": epsilons.tolist(), "epsilon": DEFAULT_EPSILON, "delta": DEFAULT_DELTA,
         "runs": runs,
         "linear": {"sigma2": sigma2s,
-                   "predicted_active_dims": [int(np.sum(eigenvalues[:k] > s)) for s in sigma2s],
+                   "predicted_active_dims": active_count(eigenvalues, k, np.asarray(sigma2s)).tolist(),
                    "trained_active_dims": [r["active_dims"] for r in linear_reports],
                    "trained_gap": [r["gap"] for r in linear_reports],
                    "curve_sigma2": sigma2_grid.tolist(),
-                   "curve_active_dims": [int(np.sum(eigenvalues[:k] > s)) for s in sigma2_grid]},
+                   "curve_active_dims": active_count(eigenvalues, k, np.asarray(sigma2_grid)).tolist()},
         "deep_seconds": result.seconds, "deep_compile_seconds": result.compile_seconds,
     }
 

@@ -1,6 +1,6 @@
 """Figure 6: how long plain gradient ascent takes to leave a collapsed saddle, against lambda_1 - sigma2.
 
-Claim (Lucas et al. Section 4.1, docs/theory.md (T2)): a zero ("collapsed") column of ``W`` is a
+Claim (Lucas et al. Section 4.1, docs/theory.md (T2.4, T9)): a zero ("collapsed") column of ``W`` is a
 saddle of the pPCA marginal likelihood while an unused ``lambda_i > sigma2``, with curvature
 ``c = (lambda_i - sigma2) / sigma2^2`` along ``u_i``; near the threshold the saddle is flat, so
 gradient methods escape it slowly, in a time that grows like ``1 / (lambda_i - sigma2)``.
@@ -14,7 +14,7 @@ Plain gradient ascent (``optimizer="sgd"``, constant step ``lr``) on the MLL (pP
 is the step at which ``||w||^2`` first reaches ``fraction * (lambda_1 - sigma2)`` (a fraction of its
 optimal value), interpolated between records.
 
-Prediction (drawn as lines).  Along ``w = eps u_1`` the MLL is
+Prediction (drawn as lines; computed by :mod:`linear_vae.escape`).  Along ``w = eps u_1`` the MLL is
 ``-1/2 [log(sigma2 + u) + lambda_1 / (sigma2 + u)]`` with ``u = eps^2``, so gradient flow gives
 ``du/dt = 2 lr u (a - u) / (sigma2 + u)^2`` with ``a = lambda_1 - sigma2``.  Integrating from the
 initial ``u_0 = (u_1^T w_0)^2`` to the target ``u_T = fraction * a`` (partial fractions),
@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from linear_vae.elbo import DataStats, LinearVAE, elbo_terms
+from linear_vae.escape import elbo_growth_rate, initial_amplitude_sq, predicted_escape_steps
 from linear_vae.experiments.common import data_description, load_problem, train
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
 from linear_vae.ppca import collapsed_curvature
@@ -72,40 +73,14 @@ QUICK = {"gaps": [0.3, 2.0, 5], "sgd_steps": 15000, "adam_steps": 4000, "adam_ob
 OBJECTIVE_LABELS = {"exact": "ELBO", "mll": "MLL"}
 
 
-# --- closed form ---------------------------------------------------------------------------------
-def elbo_growth_rate(lam, sigma2):
-    """Positive eigenvalue of the ELBO's Hessian in ``(a, b)`` (``w = a u``, ``v = b u^T``) at the
-    collapsed point: ``[[-1/sigma2, lam/sigma2], [lam/sigma2, -lam]]`` (beta = 1, ``D = 1``).
-
-    From the closed-form ELBO (docs/theory.md (T3)): ``-1/(2 sigma2) [-2 a b lam + a^2 b^2 lam + D a^2]
-    - 1/2 [D + b^2 lam - 1 - log D]`` plus constants.  Returns ``(mu_plus, r)`` with ``(1, r)``
-    the unstable eigenvector.
-    """
-    lam, sigma2 = np.asarray(lam, dtype=np.float64), np.asarray(sigma2, dtype=np.float64)
-    trace = -(1.0 / sigma2 + lam)
-    det = lam * (sigma2 - lam) / sigma2**2
-    mu_plus = 0.5 * (trace + np.sqrt(trace**2 - 4.0 * det))
-    r = (1.0 + sigma2 * mu_plus) / lam
-    return mu_plus, r
-
-
-def flow_steps(lam, sigma2, u0, fraction, learning_rate, rate_scale=1.0):
-    """Steps of gradient ascent (continuous flow) for ``u = (u_1^T w)^2`` to grow from ``u0`` to
-    ``fraction * (lam - sigma2)`` on the MLL (see the module docstring); ``rate_scale`` multiplies
-    the rate (``mu_+ / c`` for the ELBO)."""
-    a = lam - sigma2
-    uT = fraction * a
-    lr_t = 0.5 * ((sigma2**2 / a) * np.log(uT / u0) + (lam**2 / a) * np.log((a - u0) / (a - uT)) - (uT - u0))
-    return lr_t / (learning_rate * rate_scale)
-
-
+# --- closed form (the prediction itself lives in linear_vae.escape, docs/theory.md (T9)) ----------
 def elbo_hessian_rates(problem, sigma2s):
     """Largest eigenvalue of ``jax.hessian`` of the exact ELBO in ``(W, V)`` (k = 1, all ``2 d``
     parameters) at the collapsed point ``W = 0, V = 0, D = 1, mu = mean``, for each sigma2: the
     numerical check of :func:`elbo_growth_rate` (and that no other direction grows faster).
     ``D`` and ``mu`` decouple from ``(W, V)`` there (their mixed second derivatives vanish at W = V = 0)."""
     d = problem.dataset.d
-    stats = DataStats.from_moments(problem.moments.mean, problem.moments.cov)
+    stats = DataStats.from_moments(problem.mean, problem.cov)
 
     def elbo(flat, sigma2):
         W, V = flat[:d, None], flat[None, d:]
@@ -168,29 +143,16 @@ def run(config: dict, progress=None) -> dict:
                            stop_when_converged=False)
 
     # The initial decoder is the same for every sigma2 (the perturbation depends on the seed only).
-    data = TrainData.build(problem.dataset.X, problem.moments, problem.spectrum, config["basis"])
+    data = TrainData.build(problem, config["basis"])
     first = jax.jit(lambda hyper, data: init_state(train_config("mll", "sgd"), hyper, data).trainable.params.W)
     w0 = np.asarray(first(Hyper(jnp.float64(1.0), jnp.float64(sigma2s[0]), jnp.uint32(config["seed"])), data))[:, 0]
     if config["basis"] == "eigen":
-        w0 = problem.spectrum.eigenvectors @ w0
-    a0 = float(problem.spectrum.eigenvectors[:, 0] @ w0)     # amplitude along u_1
+        w0 = problem.eigenvectors @ w0
+    a0 = float(problem.eigenvectors[:, 0] @ w0)     # amplitude along u_1
     w0_norm_sq = float(w0 @ w0)
 
-    def initial_amplitude_sq(sigma2, objective):
-        """``u_0``: squared amplitude along u_1 (MLL), or along the unstable eigenvector of the
-        (w, v) block, in units of its w-component (ELBO; the encoder starts at its optimum
-        ``b_0 = a_0 / (||w_0||^2 + sigma2)``)."""
-        if objective == "mll":
-            return np.full_like(sigma2, a0**2)
-        _, r = elbo_growth_rate(lam1, sigma2)
-        b0 = a0 / (w0_norm_sq + sigma2)
-        return ((a0 + r * b0) / (1.0 + r**2)) ** 2
-
     def predicted(sigma2, objective):
-        lr = config["sgd_learning_rate"]
-        u0 = initial_amplitude_sq(sigma2, objective)
-        scale = 1.0 if objective == "mll" else elbo_growth_rate(lam1, sigma2)[0] / collapsed_curvature(lam1, sigma2)
-        return flow_steps(lam1, sigma2, u0, fraction, lr, scale)
+        return predicted_escape_steps(lam1, sigma2, a0, w0_norm_sq, fraction, config["sgd_learning_rate"], objective)
 
     runs = {}
     for objective, optimizer in [("mll", "sgd"), ("exact", "sgd")] + [(o, "adam") for o in config["adam_objectives"]]:
@@ -232,7 +194,7 @@ def run(config: dict, progress=None) -> dict:
         "initial_amplitude": a0,
         "initial_column_norm_sq": w0_norm_sq,
         "initial_amplitude_sq_mll": float(a0**2),
-        "initial_amplitude_sq_elbo": initial_amplitude_sq(sigma2s, "exact").tolist(),
+        "initial_amplitude_sq_elbo": initial_amplitude_sq(lam1, sigma2s, a0, w0_norm_sq, "exact").tolist(),
         "mll_curvature": mll_rate.tolist(),
         "elbo_growth_rate": elbo_rate.tolist(),
         "elbo_growth_rate_hessian": elbo_hessian_rates(problem, sigma2s).tolist(),

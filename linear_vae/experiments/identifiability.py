@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from linear_vae.compare import max_principal_angle_deg
+from linear_vae.compare import max_principal_angle_deg, off_diagonal_ratio
 from linear_vae.experiments.common import data_description, load_problem, train
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, new_figure
 from linear_vae.ppca import ppca_optimum
@@ -67,7 +67,7 @@ def column_summary(W: np.ndarray, eigenvectors: np.ndarray, spectrum_k: np.ndarr
         "matched_eigenvector": match.tolist(),
         "cosine_with_matched_eigenvector": cos_eigen[match, np.arange(len(norms))].tolist(),
         "cosine_with_same_index_eigenvector": np.diag(cos_eigen[: len(norms)]).tolist(),
-        "off_diagonal_ratio": float(np.max(np.abs(WtW[off])) / np.max(np.diag(WtW))),
+        "off_diagonal_ratio": off_diagonal_ratio(W),
         "max_off_diagonal_cosine": float(np.max(cos_columns[off])),
         "subspace_angle_deg": max_principal_angle_deg(W, eigenvectors[:, : len(norms)]),
     }
@@ -80,7 +80,7 @@ def run(config: dict, progress=None) -> dict:
     seeds = list(config["seeds"])
     n = len(seeds)
     mle = ppca_optimum(problem.eigenvalues, k)               # learned sigma2: the pPCA MLE
-    U = problem.spectrum.eigenvectors
+    U = problem.eigenvectors
     models = {}
     for key, (objective, _) in MODELS.items():
         train_config = TrainConfig(latent_dim=k, steps=config["steps"], learning_rate=config["learning_rate"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from linear_vae.experiments.common import data_description, load_problem, train
+from linear_vae.optimum import optimal_kl_per_dim
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
 from linear_vae.train import TrainConfig
 
@@ -31,12 +32,6 @@ CONFIG = {
 QUICK = {"betas": [4.0, 80.0, 5]}
 
 
-def closed_form_kl(eigenvalues, latent_dim, t):
-    """``1/2 log(lambda_i / t)`` for ``lambda_i > t``, else 0, for ``i <= k`` (one row per ``t``)."""
-    ratio = np.asarray(eigenvalues[:latent_dim])[None, :] / np.atleast_1d(t)[:, None]
-    return np.where(ratio > 1, 0.5 * np.log(np.maximum(ratio, 1.0)), 0.0)
-
-
 # --- run -----------------------------------------------------------------------------------------
 def run(config: dict, progress=None) -> dict:
     problem = load_problem(config)
@@ -53,11 +48,11 @@ def run(config: dict, progress=None) -> dict:
         "betas": betas.tolist(),
         "thresholds": (problem.eigenvalues[:k] / sigma2).tolist(),
         "trained_kl_per_dim": trained_kl.tolist(),
-        "predicted_kl_per_dim": closed_form_kl(problem.eigenvalues, k, betas * sigma2).tolist(),
+        "predicted_kl_per_dim": optimal_kl_per_dim(problem.eigenvalues, k, betas * sigma2).tolist(),
         "nearest_threshold_distance": [r["nearest_threshold_distance"] for r in reports],
         "gap": [r["gap"] for r in reports],
         "curve_betas": beta_grid.tolist(),
-        "curve_kl_per_dim": closed_form_kl(problem.eigenvalues, k, beta_grid * sigma2).tolist(),
+        "curve_kl_per_dim": optimal_kl_per_dim(problem.eigenvalues, k, beta_grid * sigma2).tolist(),
     }
 
 

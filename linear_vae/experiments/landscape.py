@@ -1,6 +1,6 @@
 """Figure 4: the landscape around a collapsed stationary point, from saddle to local maximum.
 
-Claim (Lucas et al. Section 4.1, Figure 2; docs/theory.md (T2)): at a fixed ``sigma2`` the decoder
+Claim (Lucas et al. Section 4.1, Figure 2; docs/theory.md (T2.4)): at a fixed ``sigma2`` the decoder
 ``W0`` with column 0 equal to ``u_1 sqrt(lambda_1 - sigma2)`` and column 1 ZERO is a stationary
 point of the pPCA marginal likelihood.  Moving the zero column along an unused principal
 direction ``u_i`` changes the MLL by ``1/2 (lambda_i - sigma2) / sigma2^2 * a^2`` to second
@@ -8,7 +8,7 @@ order (:func:`linear_vae.ppca.collapsed_curvature`): the collapsed point is a sa
 unused ``lambda_i > sigma2`` and becomes a local maximum once ``sigma2`` exceeds every unused
 eigenvalue.  The ELBO with the optimal encoder (beta = 1) inherits this landscape: on the slice
 ``a u_2 + b u_3`` the columns stay orthogonal (``W^T W`` diagonal), so it equals the MLL exactly
-(docs/theory.md (T3)), and it adds no local maximum of its own (Lucas et al. Section 4.2).
+(docs/theory.md (T3.3)), and it adds no local maximum of its own (Lucas et al. Section 4.2).
 
 We evaluate both objectives on a grid of ``(a, b)`` for three ``sigma2``: below ``lambda_3``
 (both directions ascend), between ``lambda_3`` and ``lambda_2`` (only ``u_2`` ascends) and above
@@ -85,9 +85,9 @@ def run(config: dict, progress=None) -> dict:
     for s in sigma2s:
         stationary_column_norms_of(eigenvalues, s, k)
     if config["basis"] == "eigen":
-        U, cov, mean = np.eye(problem.dataset.d), eigenvalues, problem.moments.mean @ problem.spectrum.eigenvectors
+        U, cov, mean = np.eye(problem.d), eigenvalues, problem.mean @ problem.eigenvectors
     else:
-        U, cov, mean = problem.spectrum.eigenvectors, problem.moments.cov, problem.moments.mean
+        U, cov, mean = problem.eigenvectors, problem.cov, problem.mean
     landscape = make_landscape(U, cov, mean, eigenvalues, k, (i, j))
 
     axis = np.linspace(-config["extent"], config["extent"], int(config["grid_points"]))

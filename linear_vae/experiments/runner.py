@@ -4,14 +4,14 @@ Each experiment module in :mod:`linear_vae.experiments` defines ``NAME``, ``TITL
 (the full budget), ``QUICK`` (overrides for smoke runs and CI), ``run(config, progress) -> dict``
 (every number the figure plots) and ``plot(results, config)``, which returns a Figure (saved as
 ``NAME.png``) or a dict of them (saved as ``NAME_KEY.png``).  The scripts in
-``experiments/`` and ``linear-vae reproduce`` both call :func:`run_experiment`.
+``experiments/`` (through :func:`linear_vae.cli.script_main`) and ``linear-vae reproduce`` both
+call :func:`run_experiment`.
 """
 
 from __future__ import annotations
 
 import importlib
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -88,12 +88,3 @@ def figure_paths(name: str, figures) -> dict:
     if isinstance(figures, dict):
         return {f"{name}_{key}.png": fig for key, fig in figures.items()}
     return {f"{name}.png": figures}
-
-
-def script_main(name: str) -> None:
-    """Entry point of ``experiments/<name>.py``: ``python experiments/<name>.py [--quick] [--out DIR]``."""
-    from linear_vae.cli import main
-    from linear_vae.interrupts import run_guarded
-
-    argv = ["reproduce", "--only", name, *sys.argv[1:]]
-    sys.exit(run_guarded(lambda: main(argv)))  # Ctrl-C and SIGTERM as for the linear-vae command

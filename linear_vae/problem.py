@@ -1,0 +1,114 @@
+"""The one description of a data set that the closed form, the trainer and the experiments share.
+
+A :class:`Problem` holds what every computation needs of the data, computed once: the sample
+mean, the 1/N covariance ``S`` (when it is formed), the eigenpairs of ``S`` (with the canonical
+signs), ``tr S``, ``d`` and ``N`` (docs/theory.md (T1)).
+
+Wide data.  When ``d > N``, ``S`` (d x d) is larger than the data and has rank below ``N``:
+:meth:`Problem.from_dataset` then never forms it and takes the top ``N`` eigenpairs from the
+N x N Gram matrix (:func:`linear_vae.moments.top_eigenpairs`; docs/theory.md (T8)).  Every
+eigenvalue beyond them is 0, so the data vary only in the span of those eigenvectors and the
+*eigenbasis view* (:meth:`Problem.stats` with ``basis="eigen"``) is exact with ``r = N``
+coordinates: ``S`` becomes the diagonal of the top eigenvalues, while ``d`` enters the
+likelihood as a number (:class:`linear_vae.elbo.DataStats`).  A model trained there is mapped
+back to the data (:meth:`linear_vae.train.TrainData.to_data_basis`) without any d x d matrix.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from linear_vae.datasets import Dataset
+from linear_vae.moments import Spectrum, compute_moments, eigen_decomposition, top_eigenpairs
+from linear_vae.validation import validate_data
+
+BASES = ("data", "eigen")
+
+
+class Problem(NamedTuple):
+    """A data set with its moments and eigen-decomposition.
+
+    Attributes
+    ----------
+    dataset : the data (``X``, ``name``).
+    mean : (d,) sample mean.
+    cov : (d, d) covariance ``S`` (1/N), or ``None`` for wide data (``d > N``), where it is not formed.
+    spectrum : all ``d`` eigenpairs of ``S``, or for wide data its top ``N`` (the others are 0),
+        with ``tr S`` and ``d`` (:class:`linear_vae.moments.Spectrum`).
+    """
+
+    dataset: Dataset
+    mean: np.ndarray
+    cov: np.ndarray | None
+    spectrum: Spectrum
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, form_covariance: bool | None = None,
+                     eigenpairs: int | None = None) -> "Problem":
+        """Moments and eigenpairs of ``dataset``.
+
+        ``form_covariance`` (default: iff ``d <= N``) forms ``S`` and all its eigenpairs
+        (memory O(N d + d^2), time O(N d^2 + d^3)); otherwise the top ``eigenpairs`` (default
+        ``min(N, d)``, enough to train on: the others are 0 when ``d > N``) come from the data
+        matrix, through the N x N Gram matrix when ``d > N`` (memory O(N d + N^2 + d m), time
+        O(N^2 d + N^3 + N d m)).  The two agree to float64 round-off.
+        """
+        X = dataset.X
+        validate_data(X)
+        n, d = X.shape
+        if form_covariance is None:
+            form_covariance = d <= n
+        if form_covariance:
+            moments = compute_moments(X)
+            return cls(dataset, moments.mean, moments.cov, eigen_decomposition(moments.cov))
+        return cls(dataset, X.mean(axis=0), None, top_eigenpairs(X, min(n, d) if eigenpairs is None else eigenpairs))
+
+    @classmethod
+    def from_data(cls, X: np.ndarray, name: str = "array", **options) -> "Problem":
+        """:meth:`from_dataset` for a bare (N, d) array."""
+        return cls.from_dataset(Dataset(np.asarray(X, dtype=np.float64), None, name), **options)
+
+    @property
+    def n(self) -> int:
+        return self.dataset.n
+
+    @property
+    def d(self) -> int:
+        return self.spectrum.dim
+
+    @property
+    def trace(self) -> float:
+        """``tr S``, the total variance of the data."""
+        return self.spectrum.trace
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        return self.spectrum.eigenvalues
+
+    @property
+    def eigenvectors(self) -> np.ndarray:
+        return self.spectrum.eigenvectors
+
+    @property
+    def wide(self) -> bool:
+        """``d > N``: ``S`` is not formed, and only the eigenbasis view exists."""
+        return self.cov is None
+
+    def check_basis(self, basis: str) -> None:
+        """Raise ``ValueError`` when ``basis`` is unknown or ``"data"`` on wide data."""
+        if basis not in BASES:
+            raise ValueError(f"unknown basis {basis!r}; choose one of {', '.join(BASES)}")
+        if basis == "data" and self.wide:
+            raise ValueError(f"with d = {self.d} features and only N = {self.n} samples the d x d covariance "
+                             "is not formed; train in the eigenbasis (basis 'eigen')")
+
+    def coordinates(self, basis: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(X, mean, cov)`` in ``basis``: the data as given with ``S``, or their coordinates along
+        the eigenvectors, ``X U``, with the diagonal of ``S`` as the vector of eigenvalues."""
+        self.check_basis(basis)
+        if basis == "data":
+            return self.dataset.X, self.mean, self.cov
+        U = self.eigenvectors
+        return self.dataset.X @ U, self.mean @ U, self.eigenvalues
