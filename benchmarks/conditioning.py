@@ -23,7 +23,7 @@ import numpy as np
 
 import linear_vae  # noqa: F401  (float64)
 from linear_vae import io
-from linear_vae.compare import Problem
+from linear_vae.problem import Problem
 from linear_vae.elbo import DataStats, exact_elbo, with_optimal_encoder
 from linear_vae.hard_cases import hard_cases
 from linear_vae.newton import projected_elbo
@@ -51,10 +51,10 @@ def main() -> None:
         d, k = problem.dataset.d, case.latent_dim
         if d * k > 1024:
             continue
-        stats = DataStats.from_moments(problem.moments.mean, problem.moments.cov)
+        stats = DataStats.from_moments(problem.mean, problem.cov)
         for beta in case.betas:
             optimum = beta_elbo_optimum(problem.eigenvalues, k, beta, case.sigma2)
-            W = jnp.asarray(optimum.parameters(problem.moments.mean, problem.spectrum.eigenvectors).W)
+            W = jnp.asarray(optimum.parameters(problem.mean, problem.eigenvectors).W)
 
             def encoder_projected(w):
                 params = with_optimal_encoder(w.reshape(d, k), stats.mean, case.sigma2, beta)

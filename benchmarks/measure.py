@@ -65,6 +65,7 @@ from linear_vae.datasets import load_mnist
 from linear_vae.elbo import DataStats
 from linear_vae.io import atomic_write_json
 from linear_vae.moments import compute_moments, eigen_decomposition
+from linear_vae.problem import Problem
 from linear_vae.optimum import beta_elbo_optimum
 from linear_vae import newton
 from linear_vae.compare import VERDICTS
@@ -207,7 +208,7 @@ def newton_sweep(dataset, moments, spectrum, k: int, betas, sigma2s, seeds, opti
     n_cfg = len(betas)
     config = TrainConfig(latent_dim=k).resolved()
     t0 = time.perf_counter()
-    data = TrainData.build(dataset.X, moments, spectrum, config.basis)
+    data = TrainData.build(Problem(dataset, moments.mean, moments.cov, spectrum), config.basis)
     jax.block_until_ready(data)
     startup = time.perf_counter() - t0
     cold, sw, ends = timed_sweep(data, config, betas, sigma2s, seeds)
@@ -281,7 +282,7 @@ def hard_case_runs(quick: bool) -> dict:
     (each compiles its own program), at most :data:`QUICK_HARD_CASE_ITERATIONS` iterations."""
     if hard_cases is None:
         return {"error": f"linear_vae.hard_cases is not available ({HARD_CASES_IMPORT_ERROR})", "cases": []}
-    from linear_vae.compare import Problem, train_and_compare
+    from linear_vae.compare import train_and_compare
 
     cases = hard_cases()
     if quick:
@@ -450,7 +451,7 @@ def run_all(quick: bool, steps: int | None = None, partial: str = "benchmarks/re
     sigma2s = np.full(n_cfg, sigma2)
     ours, needed = {}, {}
     for basis in ("data", "eigen"):
-        data = TrainData.build(dataset.X, moments, spectrum, basis)
+        data = TrainData.build(Problem(dataset, moments.mean, moments.cov, spectrum), basis)
         cfg = config._replace(basis=basis)
         sw = train_sweep(data, cfg, betas, sigma2s, seeds)
         gaps = optima[:, None] - sw.history.elbo
@@ -480,7 +481,7 @@ def run_all(quick: bool, steps: int | None = None, partial: str = "benchmarks/re
           f"tta {nw['time_to_accuracy']}", flush=True)
 
     # ---- Python loop over train_single (same trajectory as the sweep: checked)
-    data = TrainData.build(dataset.X, moments, spectrum, "data")
+    data = TrainData.build(Problem(dataset, moments.mean, moments.cov, spectrum), "data")
     t0 = time.perf_counter()
     jax.block_until_ready(train_single(data, config, betas[0], sigma2, 0))  # compile + first run
     first_call = time.perf_counter() - t0

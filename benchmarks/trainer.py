@@ -30,6 +30,7 @@ import linear_vae  # noqa: F401  (float64)
 from linear_vae.datasets import load_mnist
 from linear_vae.io import atomic_write_json
 from linear_vae.moments import compute_moments, eigen_decomposition
+from linear_vae.problem import Problem
 from linear_vae.train import TrainConfig, TrainData, train_single, train_sweep
 
 
@@ -86,7 +87,7 @@ def main() -> None:
                "repeats": args.repeats}
 
     for basis in ("data", "eigen"):
-        data = TrainData.build(dataset.X, moments, spectrum, basis)
+        data = TrainData.build(Problem(dataset, moments.mean, moments.cov, spectrum), basis)
         cfg = config._replace(basis=basis)
         first = train_sweep(data, cfg, betas, np.full(c, sigma2), np.zeros(c, int))
         sweep_seconds = median_time(
@@ -94,7 +95,7 @@ def main() -> None:
         results[f"sweep_{basis}"] = {"compile_seconds": first.compile_seconds, "seconds": sweep_seconds,
                                      "seconds_per_step_per_config": sweep_seconds / (args.steps * c)}
 
-    data = TrainData.build(dataset.X, moments, spectrum, "data")
+    data = TrainData.build(Problem(dataset, moments.mean, moments.cov, spectrum), "data")
     jax.block_until_ready(train_single(data, config, betas[0], sigma2, 0))  # compile once
     loop_seconds = median_time(lambda: [train_single(data, config, b, sigma2, 0)[1].elbo for b in betas][-1],
                                args.repeats)

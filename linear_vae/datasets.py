@@ -287,7 +287,8 @@ def load_file(path: str | os.PathLike, key: str | None = None) -> Dataset:
     if _is_idx_magic(head):
         if key is not None:
             raise _key_not_npz(name)
-        return _load_idx(path)
+        X, is_image = _load_idx(path)
+        return Dataset(X=X, labels=None, name=name, is_image=is_image)
     suffix = path.suffix.lower()
     is_csv = suffix == ".csv" or path.name.lower().endswith(".csv.gz")
     if suffix not in (".npy", ".npz") and not is_csv and _looks_like_idx(path):
@@ -340,8 +341,8 @@ def _looks_like_idx(path: Path) -> bool:
     return "idx" in lowered or "ubyte" in lowered
 
 
-def _load_idx(path: Path) -> Dataset:
-    """Parse an IDX file (magic already checked) into a Dataset."""
+def _load_idx(path: Path) -> tuple[np.ndarray, bool]:
+    """Parse an IDX file (magic already checked): ``(X, is_image)``, images flattened and scaled to [0, 1]."""
     raw = _read_bytes(path)
     dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
     header_end = 4 + 4 * ndim
@@ -362,7 +363,7 @@ def _load_idx(path: Path) -> Dataset:
     is_image = ndim == 3 and dtype == np.uint8
     if is_image:
         X /= 255.0
-    return Dataset(X=X, labels=None, name=str(path), is_image=is_image)
+    return X, is_image
 
 
 def _load_npy(path: Path) -> np.ndarray:

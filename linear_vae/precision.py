@@ -22,9 +22,6 @@ import jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_default_matmul_precision", "highest")
 
-#: dtype of every science path (closed form, exact ELBO, linear trainer).
-FLOAT = jnp.float64
-
 
 def assert_float64(*arrays) -> None:
     """Raise ``AssertionError`` if any array is not float64 (used by tests and the trainer)."""

@@ -747,7 +747,7 @@ def test_nonfinite_training_through_cli_exits_2_with_one_line(capsys):
     lines = err.strip("\n").split("\n")
     assert len(lines) == 1 and "Traceback" not in err
     assert lines[0].startswith("linear-vae: error: training diverged")
-    assert re.search(r"beta = 1, sigma2 = 1, seed = 5\): .*step \d+; lower the learning rate", lines[0]), lines[0]
+    assert re.search(r"beta = 1, sigma2 = 1, seed = 5\): .*step \d+; lower the --lr", lines[0]), lines[0]
 
 
 # --------------------------------------------------------------------------------------------
