@@ -41,7 +41,7 @@ import numpy as np
 
 from linear_vae.datasets import Dataset, make_synthetic
 from linear_vae.moments import compute_moments, eigen_decomposition
-from linear_vae.optimum import beta_elbo_optimum, learned_sigma2
+from linear_vae.optimum import beta_elbo_optimum, learned_sigma2, threshold_distance
 
 #: Smallest relative distance ``|lambda_i - beta sigma2| / (beta sigma2)``, ``i <= k``, of a well-posed case.
 WELL_POSED_MARGIN = 0.02
@@ -207,19 +207,10 @@ def initial_sigma2s(case: HardCase, eigenvalues) -> list[float]:
     return [float(start)] * len(case.betas)
 
 
-def threshold_margin(eigenvalues, latent_dim: int, beta: float, sigma2: float) -> float:
-    """``min_{i <= k} |lambda_i - beta sigma2| / (beta sigma2)``: how far the closest of the top k
-    eigenvalues is from the collapse threshold, relative to it.
-
-    References: docs/theory.md (T4.4).
-    """
-    t = beta * sigma2
-    return float(np.min(np.abs(np.asarray(eigenvalues, dtype=np.float64)[:latent_dim] - t)) / t)
-
-
 def check_well_posed(eigenvalues, latent_dim: int, beta: float, sigma2: float | None,
                      margin: float = WELL_POSED_MARGIN) -> float:
-    """Raise ``ValueError`` unless the problem is well posed; return its :func:`threshold_margin`.
+    """Raise ``ValueError`` unless the problem is well posed; return its
+    :func:`~linear_vae.optimum.threshold_distance`.
 
     Well posed: with fixed ``sigma2``, ``|lambda_i - beta sigma2| >= margin * beta sigma2`` for
     every ``i <= k``.  With learned sigma2 (``sigma2=None``) the learned value must exist
@@ -238,7 +229,7 @@ def check_well_posed(eigenvalues, latent_dim: int, beta: float, sigma2: float | 
             raise ValueError(f"no learned sigma2: d = {len(eigenvalues)} <= beta m = {beta} * {m}")
     else:
         value = float(sigma2)
-    found = threshold_margin(eigenvalues, latent_dim, beta, value)
+    found = threshold_distance(eigenvalues, latent_dim, beta, value)
     if not found >= margin:
         raise ValueError(f"beta = {beta}, sigma2 = {value:.6g}: an eigenvalue within {found:.2%} of "
                          f"beta sigma2 (at least {margin:.0%} needed)")

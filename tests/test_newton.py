@@ -31,11 +31,11 @@ import pytest
 import linear_vae  # noqa: F401  (float64)
 from linear_vae import newton
 from linear_vae.compare import GAP_TOL as COMPARE_GAP_TOL
-from linear_vae.compare import Problem, compare_one, train_and_compare, verdict
+from linear_vae.compare import compare_one, train_and_compare, verdict
+from linear_vae.problem import Problem
 from linear_vae.elbo import DataStats, LinearVAE, exact_elbo, optimal_encoder
-from linear_vae.hard_cases import (WELL_POSED_MARGIN, HardCase, check_well_posed, hard_cases, initial_sigma2s,
-                                   threshold_margin)
-from linear_vae.optimum import beta_elbo_optimum, learned_sigma2
+from linear_vae.hard_cases import WELL_POSED_MARGIN, HardCase, check_well_posed, hard_cases, initial_sigma2s
+from linear_vae.optimum import beta_elbo_optimum, learned_sigma2, threshold_distance
 from linear_vae.moments import LOG_2PI
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.train import TrainConfig
@@ -138,7 +138,7 @@ def test_every_hard_case_is_well_posed_at_every_beta(name, problems):
             sigma2 = learned_sigma2(eigenvalues, case.latent_dim, beta)
             m = beta_elbo_optimum(eigenvalues, case.latent_dim, beta, sigma2).active_dims
             assert np.sum(eigenvalues[case.latent_dim:]) > 0 and len(eigenvalues) > beta * m
-            assert margin == threshold_margin(eigenvalues, case.latent_dim, beta, sigma2)
+            assert margin == threshold_distance(eigenvalues, case.latent_dim, beta, sigma2)
 
 
 def test_check_well_posed_rejects_a_threshold_within_2_percent_and_a_missing_learned_sigma2():
