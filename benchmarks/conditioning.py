@@ -14,7 +14,6 @@ Writes ``benchmarks/conditioning.json``: ``python benchmarks/conditioning.py``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
@@ -23,11 +22,11 @@ import numpy as np
 
 import linear_vae  # noqa: F401  (float64)
 from linear_vae import io
-from linear_vae.problem import Problem
 from linear_vae.elbo import DataStats, exact_elbo, with_optimal_encoder
 from linear_vae.hard_cases import hard_cases
 from linear_vae.newton import projected_elbo
 from linear_vae.optimum import beta_elbo_optimum
+from linear_vae.problem import Problem
 
 OUT = Path(__file__).with_name("conditioning.json")
 

@@ -61,16 +61,27 @@ import jax.numpy as jnp
 import numpy as np
 
 import linear_vae  # noqa: F401  (float64)
+from linear_vae import newton
+from linear_vae.compare import VERDICTS
 from linear_vae.datasets import load_mnist
 from linear_vae.elbo import DataStats
 from linear_vae.io import atomic_write_json
 from linear_vae.moments import compute_moments, eigen_decomposition
-from linear_vae.problem import Problem
 from linear_vae.optimum import beta_elbo_optimum
-from linear_vae import newton
-from linear_vae.compare import VERDICTS
-from linear_vae.train import (NEWTON_CHECK_EVERY, Hyper, TrainConfig, TrainData, init_state, negative_objective,
-                              record_steps, run_steps, train_single, train_sweep, train_step)
+from linear_vae.problem import Problem
+from linear_vae.train import (
+    NEWTON_CHECK_EVERY,
+    Hyper,
+    TrainConfig,
+    TrainData,
+    init_state,
+    negative_objective,
+    record_steps,
+    run_steps,
+    train_single,
+    train_step,
+    train_sweep,
+)
 
 try:  # imported with the rest, so that one run measures one version of the package
     from linear_vae.hard_cases import hard_cases
@@ -78,8 +89,15 @@ except ImportError as _exc:  # written separately; the run reports its absence
     hard_cases, HARD_CASES_IMPORT_ERROR = None, str(_exc)
 
 from .baselines import torch_baseline
-from .bookkeeping import (ALL_TOLS, chunk_seconds, chunked_time_to_accuracy, fit_exponent, steps_needed,
-                          summarise_loop, sweep_time_to_accuracy)
+from .bookkeeping import (
+    ALL_TOLS,
+    chunk_seconds,
+    chunked_time_to_accuracy,
+    fit_exponent,
+    steps_needed,
+    summarise_loop,
+    sweep_time_to_accuracy,
+)
 from .report import HARD_CASE_GOAL_S
 from .trainer import matmul_rate, median_time, step_flops  # reused, not copied
 

@@ -13,8 +13,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from linear_vae.optimum import (BetaElboOptimum, beta_elbo_optimum, collapse_thresholds, learned_sigma2,
-                               threshold_distance)
+from linear_vae.optimum import (
+    BetaElboOptimum,
+    beta_elbo_optimum,
+    collapse_thresholds,
+    learned_sigma2,
+    threshold_distance,
+)
 from linear_vae.problem import Problem
 from linear_vae.validation import check_latent_dim, check_positive, validate_data
 

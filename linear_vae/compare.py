@@ -29,8 +29,13 @@ from typing import Callable
 
 import numpy as np
 
-from linear_vae.collapse import (DEFAULT_DELTA, DEFAULT_EPSILON, active_by_column_norm, encoder_kl_matrix,
-                                 epsilon_delta_collapsed)
+from linear_vae.collapse import (
+    DEFAULT_DELTA,
+    DEFAULT_EPSILON,
+    active_by_column_norm,
+    encoder_kl_matrix,
+    epsilon_delta_collapsed,
+)
 from linear_vae.elbo import DataStats, LinearVAE
 from linear_vae.newton import GAIN_TOL, projected_elbo
 from linear_vae.optimum import beta_elbo_optimum, learned_sigma2, threshold_distance

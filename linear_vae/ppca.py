@@ -18,7 +18,6 @@ from linear_vae import spd
 from linear_vae.moments import LOG_2PI, rank_tolerance, spectrum_totals
 
 
-
 def covariance_times(cov, B):
     """``S B`` for a (d, d) ``S``, or ``diag(cov) B`` when ``cov`` is the (d,) diagonal of ``S``
     (data rotated into the eigenbasis of ``S``, where a product costs O(d k) instead of O(d^2 k)).

@@ -45,8 +45,8 @@ import optax
 
 from linear_vae import divergence, loop, newton
 from linear_vae.elbo import DataStats, LinearVAE, elbo_terms, monte_carlo_elbo, optimal_encoder
-from linear_vae.problem import BASES, Problem
 from linear_vae.ppca import log_marginal_likelihood
+from linear_vae.problem import BASES, Problem
 from linear_vae.validation import check_latent_dim, check_positive
 
 OBJECTIVES = ("exact", "stochastic", "mll")

@@ -34,9 +34,9 @@ from typing import Callable
 import numpy as np
 
 from linear_vae.compare import GAP_TOL, train_and_compare, verdict
-from linear_vae.problem import Problem
 from linear_vae.datasets import Dataset
 from linear_vae.optimum import learned_sigma2
+from linear_vae.problem import Problem
 from linear_vae.train import OPTIMIZER_DEFAULTS, TrainConfig
 from linear_vae.validation import check_latent_dim, check_positive
 

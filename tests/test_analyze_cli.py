@@ -19,12 +19,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reference import (
+    dense_mll,
+    optimal_beta_elbo,
+    optimal_decoder,
+    optimal_kl_per_dim,
+    optimal_learned_sigma2,
+    ppca_mle,
+)
 
 import linear_vae  # noqa: F401
 from linear_vae.analysis import analyze
 from linear_vae.cli import main
-from reference import (dense_mll, optimal_beta_elbo, optimal_decoder, optimal_kl_per_dim, optimal_learned_sigma2,
-                       ppca_mle)
 
 REPORT_KEYS = {"n", "d", "latent_dim", "beta", "sigma2", "sigma2_learned", "eigenvalues", "elbo", "mll",
                "active_dims", "collapse_thresholds", "kl_per_dim"}

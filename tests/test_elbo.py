@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.flatten_util import ravel_pytree
+from reference import dense_elbo_terms, dense_mll, optimal_beta_elbo, optimal_decoder, optimal_kl_per_dim
 
 import linear_vae  # noqa: F401  (float64)
 from linear_vae.datasets import make_synthetic
@@ -36,7 +37,7 @@ from linear_vae.elbo import (
 from linear_vae.moments import compute_moments, eigen_decomposition
 from linear_vae.optimum import beta_elbo_optimum, collapse_thresholds, learned_sigma2
 from linear_vae.ppca import log_marginal_likelihood, mle_sigma2, stationary_points
-from reference import dense_elbo_terms, dense_mll, optimal_beta_elbo, optimal_decoder, optimal_kl_per_dim
+
 # Jitted once at module level; shapes are fixed per test group so each compiles once or twice.
 _elbo = jax.jit(exact_elbo)
 _elbo_grad = jax.jit(jax.grad(exact_elbo))

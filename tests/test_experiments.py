@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reference import optimal_beta_elbo, ppca_mle
 
 from linear_vae.datasets import load_data
 from linear_vae.experiments.runner import EXPERIMENTS, experiment_config, run_experiment
-from reference import optimal_beta_elbo, ppca_mle
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
 

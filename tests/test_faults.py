@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,5 +263,8 @@ def test_progress_bar_on_a_terminal_is_cleared_at_the_end(monkeypatch):
     assert text.endswith("\r") and text.split("\r")[-2].strip() == ""  # the last draw blanks the line
     silent = std_io.StringIO()
     quiet = Progress(enabled=False, stream=silent, live=True)
-    quiet.task("x"); quiet.phase("compiling"); quiet(1, 2); quiet.close()
+    quiet.task("x")
+    quiet.phase("compiling")
+    quiet(1, 2)
+    quiet.close()
     assert silent.getvalue() == ""

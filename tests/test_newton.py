@@ -27,19 +27,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference import optimal_learned_sigma2
 
 import linear_vae  # noqa: F401  (float64)
 from linear_vae import newton
 from linear_vae.compare import GAP_TOL as COMPARE_GAP_TOL
 from linear_vae.compare import compare_one, train_and_compare, verdict
-from linear_vae.problem import Problem
 from linear_vae.elbo import DataStats, LinearVAE, exact_elbo, optimal_encoder
 from linear_vae.hard_cases import WELL_POSED_MARGIN, HardCase, check_well_posed, hard_cases, initial_sigma2s
-from linear_vae.optimum import beta_elbo_optimum, learned_sigma2, threshold_distance
 from linear_vae.moments import LOG_2PI
+from linear_vae.optimum import beta_elbo_optimum, learned_sigma2, threshold_distance
 from linear_vae.ppca import log_marginal_likelihood
+from linear_vae.problem import Problem
 from linear_vae.train import TrainConfig
-from reference import optimal_learned_sigma2
 
 # Tolerances of the contract (fixed by the claim above), not measured from this implementation.
 GAP_TOL = 1e-6             # nats per datapoint: trained within 1e-6 of the closed-form optimum

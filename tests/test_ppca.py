@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import LOG_2PI, dense_mll, ppca_mle
 from sklearn.decomposition import PCA
 
 import linear_vae  # noqa: F401  (float64)
@@ -28,7 +29,6 @@ from linear_vae.ppca import (
     ppca_optimum,
     stationary_points,
 )
-from reference import LOG_2PI, dense_mll, ppca_mle
 
 # --------------------------------------------------------------------------------------------
 # Helpers (the independent references are in tests/reference.py)

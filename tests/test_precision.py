@@ -26,7 +26,6 @@ from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.precision import assert_float64
 
 
-
 @pytest.fixture(scope="module")
 def mnist():
     X = load_mnist().X

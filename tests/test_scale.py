@@ -16,16 +16,15 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from reference import LOG_2PI, ppca_mle
 
 import linear_vae  # noqa: F401
-from linear_vae import analysis
+from linear_vae import problem as problem_module
 from linear_vae.analysis import analyze
 from linear_vae.cli import main
-from linear_vae import problem as problem_module
 from linear_vae.moments import compute_moments, eigen_decomposition, top_eigenpairs
 from linear_vae.optimum import beta_elbo_optimum, learned_sigma2
 from linear_vae.ppca import mll_in_eigenbasis
-from reference import LOG_2PI, ppca_mle
 
 #: Two float64 routes to the same numbers (eigh of S against syevr of the Gram matrix) agree to
 #: ~1e-14 relative on every value built from non-negligible eigenvalues; 1e-9 is the required agreement.

@@ -12,7 +12,6 @@ import pytest
 import linear_vae  # noqa: F401  (float64)
 from linear_vae import spd
 from linear_vae.datasets import make_synthetic
-from linear_vae.moments import compute_moments, eigen_decomposition
 from linear_vae.problem import Problem
 from linear_vae.train import Hyper, TrainConfig, TrainData, init_state, record_steps, run_steps
 

@@ -27,13 +27,13 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 from types import SimpleNamespace
 from unittest import mock
 
 import jax
 import numpy as np
 import pytest
+from reference import dense_beta_elbo, optimal_beta_elbo, ppca_mle
 
 import linear_vae  # noqa: F401  (float64 switch)
 import linear_vae.train as train_module
@@ -43,7 +43,6 @@ from linear_vae.datasets import load_data, make_synthetic
 from linear_vae.moments import compute_moments, eigen_decomposition
 from linear_vae.problem import Problem
 from linear_vae.train import DivergenceError, TrainConfig, TrainData, train_single, train_sweep
-from reference import dense_beta_elbo, optimal_beta_elbo, ppca_mle
 
 K = 8            # latent dimensions of the main sweep (thresholds lambda_1..lambda_8 = 8 .. 1.07)
 SIGMA2 = 1.0     # fixed sigma2 of the main sweep: beta* = lambda_i

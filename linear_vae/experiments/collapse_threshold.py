@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from linear_vae.experiments.common import data_description, load_problem, train
-from linear_vae.optimum import beta_elbo_optimum, active_count
+from linear_vae.optimum import active_count, beta_elbo_optimum
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
 from linear_vae.train import TrainConfig
 

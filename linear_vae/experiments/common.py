@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from linear_vae.compare import train_and_compare
-from linear_vae.problem import Problem
 from linear_vae.datasets import load_data
+from linear_vae.problem import Problem
 from linear_vae.progress import Progress
 from linear_vae.train import SweepResult, TrainConfig
 

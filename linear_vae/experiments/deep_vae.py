@@ -20,11 +20,11 @@ import numpy as np
 
 from linear_vae.collapse import DEFAULT_DELTA, DEFAULT_EPSILON, collapsed_fraction_curve, epsilon_delta_collapsed
 from linear_vae.compare import train_and_compare
-from linear_vae.problem import Problem
 from linear_vae.datasets import load_data, train_heldout_split
 from linear_vae.deep import DeepConfig, DeepHyper, train_grid
 from linear_vae.optimum import active_count
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
+from linear_vae.problem import Problem
 from linear_vae.train import TrainConfig
 
 NAME = "deep_vae"
