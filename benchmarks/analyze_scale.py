@@ -81,8 +81,13 @@ def measure(X: np.ndarray, k: int, repeats: int) -> dict:
         else:
             _, t_eigen = timed(lambda: eigen_decomposition(compute_moments(X).cov))
         report, t_total = timed(lambda: analyze(X, k).to_dict())
-        row = {"seconds": t_total, "validate_seconds": t_validate, "eigen_seconds": t_eigen,
-               "load_before": load_before, "load_after": load()}
+        row = {
+            "seconds": t_total,
+            "validate_seconds": t_validate,
+            "eigen_seconds": t_eigen,
+            "load_before": load_before,
+            "load_after": load(),
+        }
         if best is None or row["seconds"] < best["seconds"]:
             best = row
     tracemalloc.start()
@@ -91,9 +96,17 @@ def measure(X: np.ndarray, k: int, repeats: int) -> dict:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    return {"d": d, "n": n, "solver": solver, **best, "peak_alloc_mib": peak / 2**20,
-            "data_mib": X.nbytes / 2**20, "dxd_mib": d * d * 8 / 2**20,
-            "sigma2": report["sigma2"], "eigenvalues": report["eigenvalues"]}
+    return {
+        "d": d,
+        "n": n,
+        "solver": solver,
+        **best,
+        "peak_alloc_mib": peak / 2**20,
+        "data_mib": X.nbytes / 2**20,
+        "dxd_mib": d * d * 8 / 2**20,
+        "sigma2": report["sigma2"],
+        "eigenvalues": report["eigenvalues"],
+    }
 
 
 def fit_exponent(rows: list[dict]) -> float | None:
@@ -108,17 +121,33 @@ def cli_run(X: np.ndarray, k: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "data.npy"
         np.save(path, X)
-        command = [sys.executable, "-m", "linear_vae.cli", "analyze", "--data", str(path),
-                   "--latent-dim", str(k), "--json"]
+        command = [
+            sys.executable,
+            "-m",
+            "linear_vae.cli",
+            "analyze",
+            "--data",
+            str(path),
+            "--latent-dim",
+            str(k),
+            "--json",
+        ]
         load_before = load()
         start = time.perf_counter()
         out = subprocess.run(command, capture_output=True, text=True, check=True)
         seconds = time.perf_counter() - start
-    maxrss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss   # Linux: KiB
+    maxrss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB
     report = json.loads(out.stdout)
-    return {"d": X.shape[1], "n": X.shape[0], "seconds": seconds, "maxrss_mib": maxrss_kib / 1024,
-            "data_mib": X.nbytes / 2**20, "load_before": load_before, "load_after": load(),
-            "sigma2": report["sigma2"]}
+    return {
+        "d": X.shape[1],
+        "n": X.shape[0],
+        "seconds": seconds,
+        "maxrss_mib": maxrss_kib / 1024,
+        "data_mib": X.nbytes / 2**20,
+        "load_before": load_before,
+        "load_after": load(),
+        "sigma2": report["sigma2"],
+    }
 
 
 def main() -> None:
@@ -138,8 +167,11 @@ def main() -> None:
         X = make_data(args.n, d)
         rows.append(measure(X, k, args.repeats))
         r = rows[-1]
-        print(f"d = {d:>6}: {r['seconds']:7.2f} s ({r['solver']}), peak {r['peak_alloc_mib']:8.1f} MiB, "
-              f"load {r['load_before']} -> {r['load_after']}", flush=True)
+        print(
+            f"d = {d:>6}: {r['seconds']:7.2f} s ({r['solver']}), peak {r['peak_alloc_mib']:8.1f} MiB, "
+            f"load {r['load_before']} -> {r['load_after']}",
+            flush=True,
+        )
         del X
     cli = None
     if not args.no_cli:
@@ -150,9 +182,15 @@ def main() -> None:
 
     top_rows = [r for r in rows if r["solver"] == "top"]
     results = {
-        "n": args.n, "latent_dim": k, "rank": RANK, "repeats": args.repeats,
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS")},
+        "n": args.n,
+        "latent_dim": k,
+        "rank": RANK,
+        "repeats": args.repeats,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        },
         "rows": rows,
         "exponent_all": fit_exponent(rows),
         "exponent_top": fit_exponent(top_rows),
@@ -161,23 +199,32 @@ def main() -> None:
     atomic_write_json(args.out, results)
 
     print()
-    print(f"N = {args.n}, K = {k}, learned sigma2; best of {args.repeats}; load = 1-min load average "
-          f"({os.cpu_count()} CPUs)")
+    print(
+        f"N = {args.n}, K = {k}, learned sigma2; best of {args.repeats}; load = 1-min load average "
+        f"({os.cpu_count()} CPUs)"
+    )
     print()
     print("| d | solver | analyze (s) | validate (s) | eigen (s) | peak alloc (MiB) | X (MiB) | d x d S (MiB) | load |")
     print("|---:|:---|---:|---:|---:|---:|---:|---:|:---|")
     for r in rows:
-        print(f"| {r['d']:,} | {r['solver']} | {r['seconds']:.2f} | {r['validate_seconds']:.2f} | "
-              f"{r['eigen_seconds']:.2f} | {r['peak_alloc_mib']:.1f} | {r['data_mib']:.0f} | {r['dxd_mib']:.0f} | "
-              f"{r['load_before']} -> {r['load_after']} |")
+        print(
+            f"| {r['d']:,} | {r['solver']} | {r['seconds']:.2f} | {r['validate_seconds']:.2f} | "
+            f"{r['eigen_seconds']:.2f} | {r['peak_alloc_mib']:.1f} | {r['data_mib']:.0f} | {r['dxd_mib']:.0f} | "
+            f"{r['load_before']} -> {r['load_after']} |"
+        )
     print()
-    print(f"fitted exponent of time in d: {results['exponent_all']:.2f} (all d), "
-          f"{results['exponent_top']:.2f} (top solver, d > N)" if results["exponent_top"] is not None
-          else f"fitted exponent of time in d: {results['exponent_all']}")
+    print(
+        f"fitted exponent of time in d: {results['exponent_all']:.2f} (all d), "
+        f"{results['exponent_top']:.2f} (top solver, d > N)"
+        if results["exponent_top"] is not None
+        else f"fitted exponent of time in d: {results['exponent_all']}"
+    )
     if cli is not None:
-        print(f"end-to-end `linear-vae analyze` at d = {cli['d']:,}: {cli['seconds']:.2f} s, "
-              f"max RSS {cli['maxrss_mib']:.0f} MiB (X is {cli['data_mib']:.0f} MiB), "
-              f"load {cli['load_before']} -> {cli['load_after']}")
+        print(
+            f"end-to-end `linear-vae analyze` at d = {cli['d']:,}: {cli['seconds']:.2f} s, "
+            f"max RSS {cli['maxrss_mib']:.0f} MiB (X is {cli['data_mib']:.0f} MiB), "
+            f"load {cli['load_before']} -> {cli['load_after']}"
+        )
 
 
 if __name__ == "__main__":

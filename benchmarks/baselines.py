@@ -17,8 +17,24 @@ from .bookkeeping import TOLS
 LOG_2PI = math.log(2 * math.pi)
 
 
-def torch_baseline(kind, init, beta, sigma2, optimum, S, mean, trace, X, steps, lr, budget_s, eval_every=100,
-                   seed=0, schedule="cosine", stop_tol=min(TOLS)):
+def torch_baseline(
+    kind,
+    init,
+    beta,
+    sigma2,
+    optimum,
+    S,
+    mean,
+    trace,
+    X,
+    steps,
+    lr,
+    budget_s,
+    eval_every=100,
+    seed=0,
+    schedule="cosine",
+    stop_tol=min(TOLS),
+):
     """One configuration of a PyTorch eager float64 baseline (kinds "a", "b", "c").
 
     Returns records [(step, training seconds so far, gap)], stops once the gap is <= ``stop_tol``
@@ -80,7 +96,7 @@ def torch_baseline(kind, init, beta, sigma2, optimum, S, mean, trace, X, steps, 
         else:  # epoch by epoch: a fresh permutation, then consecutive batches of 100
             if pos + 100 > n:
                 perm, pos = torch.randperm(n, generator=gen), 0
-            loss = -stochastic(X[perm[pos:pos + 100]])
+            loss = -stochastic(X[perm[pos : pos + 100]])
             pos += 100
         loss.backward()
         opt.step()
@@ -93,4 +109,3 @@ def torch_baseline(kind, init, beta, sigma2, optimum, S, mean, trace, X, steps, 
                 break
             start = time.perf_counter()
     return records
-

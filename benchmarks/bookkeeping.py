@@ -21,8 +21,7 @@ def first_index(values: np.ndarray, tol: float):
     return int(idx[0]) if idx.size else None
 
 
-def sweep_time_to_accuracy(gaps: np.ndarray, compile_s: float, train_s: float, log_every: int,
-                           tols=TOLS) -> dict:
+def sweep_time_to_accuracy(gaps: np.ndarray, compile_s: float, train_s: float, log_every: int, tols=TOLS) -> dict:
     """gaps (C, R): time of record r = compile + (r + 1) / R * training seconds; all configs at once.
 
     For optimisers whose steps all cost the same (Adam); see :func:`chunked_time_to_accuracy`."""
@@ -31,11 +30,15 @@ def sweep_time_to_accuracy(gaps: np.ndarray, compile_s: float, train_s: float, l
     out = {}
     for tol in tols:
         r = first_index(worst, tol)
-        out[f"{tol:g}"] = None if r is None else {"seconds": compile_s + (r + 1) / R * train_s,
-                                                  "step": (r + 1) * log_every}
+        out[f"{tol:g}"] = (
+            None if r is None else {"seconds": compile_s + (r + 1) / R * train_s, "step": (r + 1) * log_every}
+        )
     r = int(np.argmin(worst))
-    out["best_worst_gap"] = {"gap": float(worst[r]), "step": (r + 1) * log_every,
-                             "seconds": compile_s + (r + 1) / R * train_s}
+    out["best_worst_gap"] = {
+        "gap": float(worst[r]),
+        "step": (r + 1) * log_every,
+        "seconds": compile_s + (r + 1) / R * train_s,
+    }
     out["final_worst_gap"] = float(worst[-1])
     return out
 
@@ -53,13 +56,13 @@ def record_clock(n_records: int, log_every: int, chunk_ends) -> np.ndarray:
     steps = (np.arange(n_records) + 1) * log_every
     idx = np.searchsorted(done, steps, side="left")
     if n_records and (not len(done) or idx[-1] >= len(done)):
-        raise ValueError(f"records up to step {steps[-1]} but the last chunk end is at step "
-                         f"{done[-1] if len(done) else 0}")
+        raise ValueError(
+            f"records up to step {steps[-1]} but the last chunk end is at step {done[-1] if len(done) else 0}"
+        )
     return seconds[idx]
 
 
-def chunked_time_to_accuracy(gaps: np.ndarray, compile_s: float, log_every: int, chunk_ends,
-                             tols=ALL_TOLS) -> dict:
+def chunked_time_to_accuracy(gaps: np.ndarray, compile_s: float, log_every: int, chunk_ends, tols=ALL_TOLS) -> dict:
     """As :func:`sweep_time_to_accuracy`, with the clock of :func:`record_clock`: ``seconds`` =
     compile + training seconds at the end of the chunk holding the first record where every
     configuration is within tol (``train_seconds`` without the compilation)."""
@@ -68,19 +71,26 @@ def chunked_time_to_accuracy(gaps: np.ndarray, compile_s: float, log_every: int,
     out = {}
     for tol in tols:
         r = first_index(worst, tol)
-        out[f"{tol:g}"] = None if r is None else {"seconds": float(compile_s + clock[r]), "train_seconds": float(clock[r]),
-                                                  "step": (r + 1) * log_every}
+        out[f"{tol:g}"] = (
+            None
+            if r is None
+            else {"seconds": float(compile_s + clock[r]), "train_seconds": float(clock[r]), "step": (r + 1) * log_every}
+        )
     r = int(np.argmin(worst))
-    out["best_worst_gap"] = {"gap": float(worst[r]), "step": (r + 1) * log_every,
-                             "seconds": compile_s + float(clock[r])}
+    out["best_worst_gap"] = {
+        "gap": float(worst[r]),
+        "step": (r + 1) * log_every,
+        "seconds": compile_s + float(clock[r]),
+    }
     out["final_worst_gap"] = float(worst[-1])
     return out
 
 
 def steps_needed(gaps: np.ndarray, log_every: int, tols=TOLS) -> dict:
     """Per configuration: the first recorded step whose gap is <= tol (None if never)."""
-    return {f"{tol:g}": [None if (r := first_index(g, tol)) is None else (r + 1) * log_every for g in gaps]
-            for tol in tols}
+    return {
+        f"{tol:g}": [None if (r := first_index(g, tol)) is None else (r + 1) * log_every for g in gaps] for tol in tols
+    }
 
 
 def chunk_seconds(chunk_ends) -> np.ndarray:
@@ -89,9 +99,7 @@ def chunk_seconds(chunk_ends) -> np.ndarray:
     return np.diff(np.concatenate([[0.0], seconds]))
 
 
-
-def summarise_loop(per_config: list, needed_ours: dict, total_steps: int, project: bool = True,
-                   tols=TOLS) -> dict:
+def summarise_loop(per_config: list, needed_ours: dict, total_steps: int, project: bool = True, tols=TOLS) -> dict:
     """Sequential loop over configurations: time to accuracy = sum over configurations of each
     one's first time within tol.  Configurations not run, or cut by the budget before reaching tol,
     are PROJECTED from the measured seconds per step times the steps our identical trajectory
@@ -113,12 +121,16 @@ def summarise_loop(per_config: list, needed_ours: dict, total_steps: int, projec
                     s = total_steps
                 projected += s * per_step
         out["tolerances"][f"{tol:g}"] = {
-            "measured_seconds": measured, "configs_measured": n_measured,
-            "projected_seconds": projected, "configs_projected": len(per_config) - n_measured,
+            "measured_seconds": measured,
+            "configs_measured": n_measured,
+            "projected_seconds": projected,
+            "configs_projected": len(per_config) - n_measured,
             "total_seconds": (measured + projected) if project or n_measured == len(per_config) else None,
             "configs_never_within_tol_in_ours": missing,
-            "label": "measured" if n_measured == len(per_config) else
-                     ("PARTLY PROJECTED" if project else "not reached by every configuration")}
+            "label": "measured"
+            if n_measured == len(per_config)
+            else ("PARTLY PROJECTED" if project else "not reached by every configuration"),
+        }
     best = [min(p["records"], key=lambda r: r[2]) for p in run]
     worst = max(best, key=lambda r: r[2])
     out["best_gap_per_config_run"] = [{"gap": b[2], "step": b[0], "seconds": b[1]} for b in best]
@@ -126,7 +138,5 @@ def summarise_loop(per_config: list, needed_ours: dict, total_steps: int, projec
     return out
 
 
-
 def fit_exponent(xs, ys) -> float:
     return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
-

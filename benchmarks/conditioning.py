@@ -37,8 +37,13 @@ def spectrum(hessian: np.ndarray, null_tol: float = 1e-9) -> dict:
     scale = np.abs(values).max()
     null = np.abs(values) <= null_tol * scale
     kept = np.abs(values[~null])
-    return {"largest": float(kept.max()), "smallest": float(kept.min()), "condition_number": float(kept.max() / kept.min()),
-            "null": int(null.sum()), "negative": int(np.sum(values[~null] < 0))}
+    return {
+        "largest": float(kept.max()),
+        "smallest": float(kept.min()),
+        "condition_number": float(kept.max() / kept.min()),
+        "null": int(null.sum()),
+        "negative": int(np.sum(values[~null] < 0)),
+    }
 
 
 def main() -> None:
@@ -62,15 +67,25 @@ def main() -> None:
             def rotation_projected(w):
                 return projected_elbo(w.reshape(d, k), jnp.log(case.sigma2), beta, stats)
 
-            row = {"case": case.name, "d": d, "k": k, "sigma2": case.sigma2, "beta": beta,
-                   "active_dims": optimum.active_dims}
+            row = {
+                "case": case.name,
+                "d": d,
+                "k": k,
+                "sigma2": case.sigma2,
+                "beta": beta,
+                "active_dims": optimum.active_dims,
+            }
             for name, fn in (("encoder_projected", encoder_projected), ("rotation_projected", rotation_projected)):
                 row[name] = spectrum(np.asarray(jax.hessian(fn)(W.reshape(-1))))
             rows.append(row)
-            print(f"{case.name:>18} beta {beta:>5g}: condition number {row['encoder_projected']['condition_number']:.3g}"
-                  f" (encoder projected) vs {row['rotation_projected']['condition_number']:.3g} (rotation too, "
-                  f"{row['rotation_projected']['null']} null directions)")
-    io.atomic_write_bytes(OUT, io.dumps({"command": "python benchmarks/conditioning.py", "rows": rows}, indent=1).encode())
+            print(
+                f"{case.name:>18} beta {beta:>5g}: condition number {row['encoder_projected']['condition_number']:.3g}"
+                f" (encoder projected) vs {row['rotation_projected']['condition_number']:.3g} (rotation too, "
+                f"{row['rotation_projected']['null']} null directions)"
+            )
+    io.atomic_write_bytes(
+        OUT, io.dumps({"command": "python benchmarks/conditioning.py", "rows": rows}, indent=1).encode()
+    )
 
 
 if __name__ == "__main__":

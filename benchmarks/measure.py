@@ -111,8 +111,9 @@ FULL_STEPS = 40000
 def adam_config(k: int, steps: int | None = None, log_every: int | None = None) -> TrainConfig:
     """The Adam configuration every gradient-method comparison uses (Newton is the default optimiser,
     so Adam is asked for by name): no convergence checks between chunks, defaults resolved."""
-    return TrainConfig(latent_dim=k, steps=steps, log_every=log_every, optimizer="adam",
-                       stop_when_converged=False).resolved()
+    return TrainConfig(
+        latent_dim=k, steps=steps, log_every=log_every, optimizer="adam", stop_when_converged=False
+    ).resolved()
 
 
 class ChunkClock:
@@ -132,8 +133,8 @@ class ChunkClock:
         return [(s, t - called_at - compile_s) for s, t in self.ends]
 
 
-
 # ---------------------------------------------------------------------------------- scaling section
+
 
 def step_cost(d: int, k: int, c: int, repeats: int) -> dict:
     """Seconds per step per configuration and XLA memory of a vmapped exact-ELBO sweep on random data."""
@@ -158,12 +159,18 @@ def step_cost(d: int, k: int, c: int, repeats: int) -> dict:
     jax.block_until_ready(compiled(state, hyper, data)[1])
     seconds = median_time(lambda: compiled(state, hyper, data)[1], repeats)
     per = seconds / (steps * c)
-    return {"d": d, "k": k, "configs": c, "steps_timed": steps, "seconds_per_step_per_config": per,
-            "gflops_per_second": step_flops(d, k) / per / 1e9, "compile_seconds": compile_s,
-            "xla_temp_bytes": getattr(mem, "temp_size_in_bytes", None),
-            "xla_argument_bytes": getattr(mem, "argument_size_in_bytes", None),
-            "xla_output_bytes": getattr(mem, "output_size_in_bytes", None)}
-
+    return {
+        "d": d,
+        "k": k,
+        "configs": c,
+        "steps_timed": steps,
+        "seconds_per_step_per_config": per,
+        "gflops_per_second": step_flops(d, k) / per / 1e9,
+        "compile_seconds": compile_s,
+        "xla_temp_bytes": getattr(mem, "temp_size_in_bytes", None),
+        "xla_argument_bytes": getattr(mem, "argument_size_in_bytes", None),
+        "xla_output_bytes": getattr(mem, "output_size_in_bytes", None),
+    }
 
 
 def step_breakdown(data: TrainData, k: int, betas, sigma2: float, repeats: int) -> dict:
@@ -177,10 +184,14 @@ def step_breakdown(data: TrainData, k: int, betas, sigma2: float, repeats: int) 
     S = data.stats.cov
     fns = {
         "VS_product": (jax.jit(lambda V: jnp.einsum("ckd,de->cke", V, S)), (state.trainable.params.V,)),
-        "objective": (jax.jit(jax.vmap(lambda tr, h: negative_objective(tr, h, data, key, cfg))),
-                      (state.trainable, hyper)),
-        "value_and_grad": (jax.jit(jax.vmap(lambda tr, h: jax.value_and_grad(negative_objective)(
-            tr, h, data, key, cfg))), (state.trainable, hyper)),
+        "objective": (
+            jax.jit(jax.vmap(lambda tr, h: negative_objective(tr, h, data, key, cfg))),
+            (state.trainable, hyper),
+        ),
+        "value_and_grad": (
+            jax.jit(jax.vmap(lambda tr, h: jax.value_and_grad(negative_objective)(tr, h, data, key, cfg))),
+            (state.trainable, hyper),
+        ),
         "train_step": (jax.jit(jax.vmap(lambda s, h: train_step(s, h, data, cfg))), (state, hyper)),
     }
     out = {}
@@ -192,6 +203,7 @@ def step_breakdown(data: TrainData, k: int, betas, sigma2: float, repeats: int) 
 
 
 # ------------------------------------------------------------------------------------------- Newton
+
 
 def timed_sweep(data, config: TrainConfig, betas, sigma2s, seeds, n_chunks: int = 10):
     """``(cold, warm, chunk_ends)``: ``train_sweep`` called twice with the same arguments.
@@ -210,8 +222,9 @@ def timed_sweep(data, config: TrainConfig, betas, sigma2s, seeds, n_chunks: int 
     return cold, warm, clock.training_clock(called, warm.compile_seconds)
 
 
-def newton_sweep(dataset, moments, spectrum, k: int, betas, sigma2s, seeds, optima, adam_seconds_per_step: float,
-                 trace: bool) -> dict:
+def newton_sweep(
+    dataset, moments, spectrum, k: int, betas, sigma2s, seeds, optima, adam_seconds_per_step: float, trace: bool
+) -> dict:
     """The default optimiser's sweep on the section-1 problem, timed chunk by chunk.
 
     Start-up (the data and moments rotated into the eigenbasis, ``TrainData.build``), compilation
@@ -233,36 +246,51 @@ def newton_sweep(dataset, moments, spectrum, k: int, betas, sigma2s, seeds, opti
     gaps = optima[:, None] - sw.history.elbo
     iterations_run = gaps.shape[1] * config.log_every
     per_iteration = sw.seconds / (iterations_run * n_cfg)
-    out = {"config": {"optimizer": config.optimizer, "basis": config.basis, "max_iterations": config.steps,
-                      "log_every": config.log_every, "check_every": NEWTON_CHECK_EVERY,
-                      "gain_tol": getattr(config, "gain_tol", newton.GAIN_TOL),
-                      "curvature_tol": newton.CURVATURE_TOL,
-                      "cg_max_iterations": newton.CG_MAX_ITERATIONS,
-                      "lanczos_iterations": newton.LANCZOS_ITERATIONS},
-           "startup_seconds": startup, "compile_seconds": cold.compile_seconds, "train_seconds": sw.seconds,
-           "first_call_train_seconds": cold.seconds, "second_call_compile_seconds": sw.compile_seconds,
-           "second_call_same_elbo_history": bool(np.array_equal(cold.history.elbo, sw.history.elbo)),
-           "iterations_run": iterations_run, "iterations_used_per_config": sw.steps_used.tolist(),
-           "converged_per_config": sw.converged.tolist(), "all_converged": bool(sw.converged.all()),
-           "final_predicted_gain": sw.diagnosis.predicted_gain.tolist(),
-           "convergence_checks": len(ends),
-           "checks_recorded_by_train_sweep": [{"iteration": int(st), "worst_predicted_gain": float(np.max(g))}
-                                              for st, g in sw.checks],
-           "chunk_ends": [{"iteration": st, "train_seconds": t} for st, t in ends],
-           "seconds_per_iteration_per_config": per_iteration,
-           "adam_steps_per_iteration": per_iteration / adam_seconds_per_step,
-           "time_to_accuracy": chunked_time_to_accuracy(gaps, cold.compile_seconds, config.log_every, ends),
-           "iterations_needed_per_config": steps_needed(gaps, config.log_every, ALL_TOLS),
-           "worst_gap_per_iteration": gaps.max(axis=0).tolist(),
-           "final_gap_per_config": gaps[:, -1].tolist(),
-           "min_gap_seen": float(gaps.min()),
-           "clock_note": ("compile seconds from the first call of train_sweep; training timed on a second, "
-                          "identical call whose programs come from JAX's compilation cache; an iteration's gap "
-                          "is charged that call's training clock at the end of its chunk of "
-                          f"{NEWTON_CHECK_EVERY} iterations, convergence check included, read by a progress "
-                          "callback (time.perf_counter at each chunk end, minus the call's start and its "
-                          "cache look-up seconds); no interpolation. Time to accuracy = first call's compile "
-                          "seconds + that clock")}
+    out = {
+        "config": {
+            "optimizer": config.optimizer,
+            "basis": config.basis,
+            "max_iterations": config.steps,
+            "log_every": config.log_every,
+            "check_every": NEWTON_CHECK_EVERY,
+            "gain_tol": getattr(config, "gain_tol", newton.GAIN_TOL),
+            "curvature_tol": newton.CURVATURE_TOL,
+            "cg_max_iterations": newton.CG_MAX_ITERATIONS,
+            "lanczos_iterations": newton.LANCZOS_ITERATIONS,
+        },
+        "startup_seconds": startup,
+        "compile_seconds": cold.compile_seconds,
+        "train_seconds": sw.seconds,
+        "first_call_train_seconds": cold.seconds,
+        "second_call_compile_seconds": sw.compile_seconds,
+        "second_call_same_elbo_history": bool(np.array_equal(cold.history.elbo, sw.history.elbo)),
+        "iterations_run": iterations_run,
+        "iterations_used_per_config": sw.steps_used.tolist(),
+        "converged_per_config": sw.converged.tolist(),
+        "all_converged": bool(sw.converged.all()),
+        "final_predicted_gain": sw.diagnosis.predicted_gain.tolist(),
+        "convergence_checks": len(ends),
+        "checks_recorded_by_train_sweep": [
+            {"iteration": int(st), "worst_predicted_gain": float(np.max(g))} for st, g in sw.checks
+        ],
+        "chunk_ends": [{"iteration": st, "train_seconds": t} for st, t in ends],
+        "seconds_per_iteration_per_config": per_iteration,
+        "adam_steps_per_iteration": per_iteration / adam_seconds_per_step,
+        "time_to_accuracy": chunked_time_to_accuracy(gaps, cold.compile_seconds, config.log_every, ends),
+        "iterations_needed_per_config": steps_needed(gaps, config.log_every, ALL_TOLS),
+        "worst_gap_per_iteration": gaps.max(axis=0).tolist(),
+        "final_gap_per_config": gaps[:, -1].tolist(),
+        "min_gap_seen": float(gaps.min()),
+        "clock_note": (
+            "compile seconds from the first call of train_sweep; training timed on a second, "
+            "identical call whose programs come from JAX's compilation cache; an iteration's gap "
+            "is charged that call's training clock at the end of its chunk of "
+            f"{NEWTON_CHECK_EVERY} iterations, convergence check included, read by a progress "
+            "callback (time.perf_counter at each chunk end, minus the call's start and its "
+            "cache look-up seconds); no interpolation. Time to accuracy = first call's compile "
+            "seconds + that clock"
+        ),
+    }
     if trace:
         n_it = iterations_run
         tconfig = config._replace(steps=n_it + 1, stop_when_converged=False)
@@ -271,9 +299,11 @@ def newton_sweep(dataset, moments, spectrum, k: int, betas, sigma2s, seeds, opti
         tgaps = (optima[:, None] - tw.history.elbo)[:, :n_it]
         alone = float(each.sum() / (n_it * n_cfg))
         out["trace"] = {
-            "note": (f"the same trajectory, one iteration per chunk, no convergence checks, {n_it} iterations "
-                     "timed on a second (warm) call (one more iteration run and left out: its chunk holds the "
-                     "final diagnosis)"),
+            "note": (
+                f"the same trajectory, one iteration per chunk, no convergence checks, {n_it} iterations "
+                "timed on a second (warm) call (one more iteration run and left out: its chunk holds the "
+                "final diagnosis)"
+            ),
             "compile_seconds": tcold.compile_seconds,
             "seconds_per_iteration": each.tolist(),
             "adam_steps_per_iteration_per_config": (each / n_cfg / adam_seconds_per_step).tolist(),
@@ -283,8 +313,7 @@ def newton_sweep(dataset, moments, spectrum, k: int, betas, sigma2s, seeds, opti
             "adam_steps_per_iteration": alone / adam_seconds_per_step,
             "iterations_alone_seconds": float(each.sum()),
             "checks_share_of_training": 1.0 - float(each.sum()) / sw.seconds,
-            "time_to_accuracy_without_checks": chunked_time_to_accuracy(
-                tgaps, 0.0, config.log_every, tends[:n_it]),
+            "time_to_accuracy_without_checks": chunked_time_to_accuracy(tgaps, 0.0, config.log_every, tends[:n_it]),
         }
     return out
 
@@ -304,12 +333,23 @@ def hard_case_runs(quick: bool) -> dict:
 
     cases = hard_cases()
     if quick:
-        cases = [c for c in (next((c for c in cases if c.sigma2 is not None), None),
-                             next((c for c in cases if c.sigma2 is None), None)) if c is not None]
+        cases = [
+            c
+            for c in (
+                next((c for c in cases if c.sigma2 is not None), None),
+                next((c for c in cases if c.sigma2 is None), None),
+            )
+            if c is not None
+        ]
     rows = []
     for case in cases:
-        row = {"name": case.name, "description": case.description, "latent_dim": case.latent_dim,
-               "sigma2": case.sigma2, "betas": [float(b) for b in case.betas]}
+        row = {
+            "name": case.name,
+            "description": case.description,
+            "latent_dim": case.latent_dim,
+            "sigma2": case.sigma2,
+            "betas": [float(b) for b in case.betas],
+        }
         try:
             t0 = time.perf_counter()
             problem = Problem.from_dataset(case.make())
@@ -317,40 +357,65 @@ def hard_case_runs(quick: bool) -> dict:
             learned = case.sigma2 is None
             sigma2 = float(np.mean(problem.eigenvalues)) if learned else float(case.sigma2)
             betas = np.asarray(case.betas, dtype=float)
-            config = TrainConfig(latent_dim=case.latent_dim, learn_sigma2=learned,
-                                 steps=QUICK_HARD_CASE_ITERATIONS if quick else None)
+            config = TrainConfig(
+                latent_dim=case.latent_dim, learn_sigma2=learned, steps=QUICK_HARD_CASE_ITERATIONS if quick else None
+            )
             t0 = time.perf_counter()
-            result, reports = train_and_compare(problem, config, betas, np.full(len(betas), sigma2),
-                                                np.zeros(len(betas), int))
+            result, reports = train_and_compare(
+                problem, config, betas, np.full(len(betas), sigma2), np.zeros(len(betas), int)
+            )
             row.update(
-                n=problem.dataset.n, d=problem.dataset.d, initial_sigma2=sigma2,
-                wall_seconds=time.perf_counter() - t0, train_seconds=result.seconds,
-                compile_seconds=result.compile_seconds, iterations_run=int(result.history.elbo.shape[1]),
+                n=problem.dataset.n,
+                d=problem.dataset.d,
+                initial_sigma2=sigma2,
+                wall_seconds=time.perf_counter() - t0,
+                train_seconds=result.seconds,
+                compile_seconds=result.compile_seconds,
+                iterations_run=int(result.history.elbo.shape[1]),
                 iterations_used_per_config=result.steps_used.tolist(),
-                max_iterations=result.config.steps, gaps=[r["gap"] for r in reports],
-                worst_gap=max(r["gap"] for r in reports), converged=bool(result.converged.all()),
+                max_iterations=result.config.steps,
+                gaps=[r["gap"] for r in reports],
+                worst_gap=max(r["gap"] for r in reports),
+                converged=bool(result.converged.all()),
                 converged_configs=int(result.converged.sum()),
-                verdicts={v: sum(r["verdict"] == v for r in reports) for v in VERDICTS})
+                verdicts={v: sum(r["verdict"] == v for r in reports) for v in VERDICTS},
+            )
         except Exception as exc:  # one broken case must not cost the others (or the run)
             row["error"] = f"{type(exc).__name__}: {exc}"
         rows.append(row)
-        print(f"    hard case {case.name}: "
-              + (row["error"] if "error" in row else
-                 f"{row['train_seconds']:.1f} s + compile {row['compile_seconds']:.1f} s, "
-                 f"{max(row['iterations_used_per_config'])} iterations, worst gap {row['worst_gap']:.2e}, "
-                 f"converged {row['converged']}"), flush=True)
-    cap = (f", steps={QUICK_HARD_CASE_ITERATIONS}; --quick: only the first case with fixed and the first with "
-           "learned sigma2" if quick else "")
-    return {"cases": rows, "goal_train_seconds": HARD_CASE_GOAL_S,
-            "note": (f"TrainConfig(latent_dim=case.latent_dim, learn_sigma2=case.sigma2 is None{cap}), the default "
-                     "Newton optimiser; initial sigma2 = the case's, or the mean eigenvalue when learned; "
-                     "gaps against the closed-form optimum (at the closed-form learned sigma2 when learned); "
-                     "wall_seconds is the whole train_and_compare call (basis change, compilation, training, "
-                     "comparison)")}
+        print(
+            f"    hard case {case.name}: "
+            + (
+                row["error"]
+                if "error" in row
+                else f"{row['train_seconds']:.1f} s + compile {row['compile_seconds']:.1f} s, "
+                f"{max(row['iterations_used_per_config'])} iterations, worst gap {row['worst_gap']:.2e}, "
+                f"converged {row['converged']}"
+            ),
+            flush=True,
+        )
+    cap = (
+        f", steps={QUICK_HARD_CASE_ITERATIONS}; --quick: only the first case with fixed and the first with "
+        "learned sigma2"
+        if quick
+        else ""
+    )
+    return {
+        "cases": rows,
+        "goal_train_seconds": HARD_CASE_GOAL_S,
+        "note": (
+            f"TrainConfig(latent_dim=case.latent_dim, learn_sigma2=case.sigma2 is None{cap}), the default "
+            "Newton optimiser; initial sigma2 = the case's, or the mean eigenvalue when learned; "
+            "gaps against the closed-form optimum (at the closed-form learned sigma2 when learned); "
+            "wall_seconds is the whole train_and_compare call (basis change, compilation, training, "
+            "comparison)"
+        ),
+    }
 
 
 def code_version() -> dict:
     """The commit the run measured and whether the package differed from it (others edit it)."""
+
     def git(*argv):
         try:
             return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
@@ -377,15 +442,19 @@ def step_cost_in_fresh_process(d: int, k: int, c: int, repeats: int) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.run", "--scaling-point", str(d), str(k), str(c), str(repeats)]
     for attempt in range(1, POINT_ATTEMPTS + 1):
         try:
-            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=POINT_TIMEOUT_S,
-                                 check=True)
+            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=POINT_TIMEOUT_S, check=True)
         except subprocess.TimeoutExpired:
             continue
         point = json.loads(out.stdout.strip().splitlines()[-1])
         point["attempts"] = attempt
         return point
-    return {"d": d, "k": k, "configs": c, "attempts": POINT_ATTEMPTS,
-            "error": f"hung in XLA on all {POINT_ATTEMPTS} attempts of {POINT_TIMEOUT_S} s"}
+    return {
+        "d": d,
+        "k": k,
+        "configs": c,
+        "attempts": POINT_ATTEMPTS,
+        "error": f"hung in XLA on all {POINT_ATTEMPTS} attempts of {POINT_TIMEOUT_S} s",
+    }
 
 
 def scaling(q: bool) -> dict:
@@ -394,28 +463,34 @@ def scaling(q: bool) -> dict:
     ks = [8, 32] if q else [8, 16, 32, 64]
     cs = [1, 4] if q else [1, 4, 16, 64]
     repeats = 3
-    scale = {"vs_d": [step_cost_in_fresh_process(x, 32, 1, repeats) for x in ds],
-             "vs_k": [step_cost_in_fresh_process(784, x, 1, repeats) for x in ks],
-             "vs_configs": [step_cost_in_fresh_process(784, 32, x, repeats) for x in cs]}
+    scale = {
+        "vs_d": [step_cost_in_fresh_process(x, 32, 1, repeats) for x in ds],
+        "vs_k": [step_cost_in_fresh_process(784, x, 1, repeats) for x in ks],
+        "vs_configs": [step_cost_in_fresh_process(784, 32, x, repeats) for x in cs],
+    }
 
     def fit(rows, key, total=False):
         ok = [r for r in rows if "error" not in r]
         if len(ok) < 2:
             return None
-        return fit_exponent([r[key] for r in ok],
-                            [r["seconds_per_step_per_config"] * (r["configs"] if total else 1) for r in ok])
+        return fit_exponent(
+            [r[key] for r in ok], [r["seconds_per_step_per_config"] * (r["configs"] if total else 1) for r in ok]
+        )
 
     scale["exponent_d_all"] = fit(scale["vs_d"], "d")
     scale["exponent_d_large"] = fit([r for r in scale["vs_d"] if r["d"] >= 784], "d")
     scale["exponent_k"] = fit(scale["vs_k"], "k")
     scale["exponent_configs_total_time"] = fit(scale["vs_configs"], "configs", total=True)
-    scale["hung_attempts"] = sum(r["attempts"] - 1 for key in ("vs_d", "vs_k", "vs_configs")
-                                 for r in scale[key] if "error" not in r)
-    scale["note"] = ("random data, n = 500, data basis, k = 32 / d = 784 / 1 configuration unless varied; "
-                     "a step's FLOPs are 4kd^2 + 12dk^2 + 4dk, so the ideal exponents are 2 in d (large d) "
-                     "and 1-2 in k; memory is XLA's compiled memory_analysis of the vmapped run; each point "
-                     f"is measured in a fresh process (timeout {POINT_TIMEOUT_S} s, up to {POINT_ATTEMPTS} "
-                     "attempts: see step_cost_in_fresh_process)")
+    scale["hung_attempts"] = sum(
+        r["attempts"] - 1 for key in ("vs_d", "vs_k", "vs_configs") for r in scale[key] if "error" not in r
+    )
+    scale["note"] = (
+        "random data, n = 500, data basis, k = 32 / d = 784 / 1 configuration unless varied; "
+        "a step's FLOPs are 4kd^2 + 12dk^2 + 4dk, so the ideal exponents are 2 in d (large d) "
+        "and 1-2 in k; memory is XLA's compiled memory_analysis of the vmapped run; each point "
+        f"is measured in a fresh process (timeout {POINT_TIMEOUT_S} s, up to {POINT_ATTEMPTS} "
+        "attempts: see step_cost_in_fresh_process)"
+    )
     return scale
 
 
@@ -451,18 +526,43 @@ def run_all(quick: bool, steps: int | None = None, partial: str = "benchmarks/re
     optima = np.array([beta_elbo_optimum(lam, k, b, sigma2).elbo for b in betas])
     thresholds = lam[:k] / sigma2
     config = adam_config(k, steps)
-    res = {"mode": "quick" if q else "full", "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
-           "platform": platform.platform(), "jax": jax.__version__, "code": code_version(),
-           "load_average": {"start": os.getloadavg()},
-           "problem": {"dataset": "shipped MNIST", "n": dataset.n, "d": d, "k": k, "sigma2": sigma2,
-                       "betas": betas.tolist(), "thresholds_inside": int(np.sum((thresholds > betas[0])
-                                                                                & (thresholds < betas[-1]))),
-                       "optimal_elbo": optima.tolist(), "tolerances_nats": list(ALL_TOLS),
-                       "load_seconds": load_s, "moments_seconds": moments_s, "eigendecomposition_seconds": eigh_s},
-           "optimiser": {"name": "adam", "lr": config.learning_rate, "schedule": config.schedule, "steps": steps,
-                         "log_every": config.log_every, "init": config.init, "init_scale": config.init_scale}}
-    print(f"[{time.perf_counter() - T0:6.1f}s] MNIST n={dataset.n} d={d} k={k}, {n_cfg} betas "
-          f"{betas[0]:.3g}..{betas[-1]:.3g}, {res['problem']['thresholds_inside']} of k thresholds inside", flush=True)
+    res = {
+        "mode": "quick" if q else "full",
+        "device": str(jax.devices()[0]),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "jax": jax.__version__,
+        "code": code_version(),
+        "load_average": {"start": os.getloadavg()},
+        "problem": {
+            "dataset": "shipped MNIST",
+            "n": dataset.n,
+            "d": d,
+            "k": k,
+            "sigma2": sigma2,
+            "betas": betas.tolist(),
+            "thresholds_inside": int(np.sum((thresholds > betas[0]) & (thresholds < betas[-1]))),
+            "optimal_elbo": optima.tolist(),
+            "tolerances_nats": list(ALL_TOLS),
+            "load_seconds": load_s,
+            "moments_seconds": moments_s,
+            "eigendecomposition_seconds": eigh_s,
+        },
+        "optimiser": {
+            "name": "adam",
+            "lr": config.learning_rate,
+            "schedule": config.schedule,
+            "steps": steps,
+            "log_every": config.log_every,
+            "init": config.init,
+            "init_scale": config.init_scale,
+        },
+    }
+    print(
+        f"[{time.perf_counter() - T0:6.1f}s] MNIST n={dataset.n} d={d} k={k}, {n_cfg} betas "
+        f"{betas[0]:.3g}..{betas[-1]:.3g}, {res['problem']['thresholds_inside']} of k thresholds inside",
+        flush=True,
+    )
 
     # ---- 1. vmapped sweeps (data basis, eigenbasis)
     seeds = np.zeros(n_cfg, int)
@@ -474,14 +574,21 @@ def run_all(quick: bool, steps: int | None = None, partial: str = "benchmarks/re
         sw = train_sweep(data, cfg, betas, sigma2s, seeds)
         gaps = optima[:, None] - sw.history.elbo
         needed[basis] = steps_needed(gaps, config.log_every, ALL_TOLS)
-        ours[basis] = {"compile_seconds": sw.compile_seconds, "train_seconds": sw.seconds,
-                       "seconds_per_step_per_config": sw.seconds / (steps * n_cfg),
-                       "time_to_accuracy": sweep_time_to_accuracy(gaps, sw.compile_seconds, sw.seconds,
-                                                                  config.log_every, ALL_TOLS),
-                       "steps_needed_per_config": needed[basis],
-                       "min_gap_seen": float(gaps.min())}
-        print(f"[{time.perf_counter() - T0:6.1f}s] sweep {basis}: {sw.seconds:.1f} s + compile "
-              f"{sw.compile_seconds:.1f} s, tta {ours[basis]['time_to_accuracy']}", flush=True)
+        ours[basis] = {
+            "compile_seconds": sw.compile_seconds,
+            "train_seconds": sw.seconds,
+            "seconds_per_step_per_config": sw.seconds / (steps * n_cfg),
+            "time_to_accuracy": sweep_time_to_accuracy(
+                gaps, sw.compile_seconds, sw.seconds, config.log_every, ALL_TOLS
+            ),
+            "steps_needed_per_config": needed[basis],
+            "min_gap_seen": float(gaps.min()),
+        }
+        print(
+            f"[{time.perf_counter() - T0:6.1f}s] sweep {basis}: {sw.seconds:.1f} s + compile "
+            f"{sw.compile_seconds:.1f} s, tta {ours[basis]['time_to_accuracy']}",
+            flush=True,
+        )
         if basis == "data":
             sweep_hist = sw.history.elbo
     res["sweep_data"], res["sweep_eigen"] = ours["data"], ours["eigen"]
@@ -489,14 +596,27 @@ def run_all(quick: bool, steps: int | None = None, partial: str = "benchmarks/re
     atomic_write_json(partial, res)
 
     # ---- the default optimiser: trust-region Newton (eigenbasis), timed at every chunk end
-    res["sweep_newton"] = nw = newton_sweep(dataset, moments, spectrum, k, betas, sigma2s, seeds, optima,
-                                            ours["eigen"]["seconds_per_step_per_config"], trace=not q)
+    res["sweep_newton"] = nw = newton_sweep(
+        dataset,
+        moments,
+        spectrum,
+        k,
+        betas,
+        sigma2s,
+        seeds,
+        optima,
+        ours["eigen"]["seconds_per_step_per_config"],
+        trace=not q,
+    )
     res["load_average"]["after_newton"] = os.getloadavg()
     atomic_write_json(partial, res)
-    print(f"[{time.perf_counter() - T0:6.1f}s] newton: start-up {nw['startup_seconds']:.1f} s, compile "
-          f"{nw['compile_seconds']:.1f} s, {nw['train_seconds']:.1f} s for {nw['iterations_run']} iterations "
-          f"({nw['adam_steps_per_iteration']:.0f} Adam steps each), converged {nw['all_converged']}, "
-          f"tta {nw['time_to_accuracy']}", flush=True)
+    print(
+        f"[{time.perf_counter() - T0:6.1f}s] newton: start-up {nw['startup_seconds']:.1f} s, compile "
+        f"{nw['compile_seconds']:.1f} s, {nw['train_seconds']:.1f} s for {nw['iterations_run']} iterations "
+        f"({nw['adam_steps_per_iteration']:.0f} Adam steps each), converged {nw['all_converged']}, "
+        f"tta {nw['time_to_accuracy']}",
+        flush=True,
+    )
 
     # ---- Python loop over train_single (same trajectory as the sweep: checked)
     data = TrainData.build(Problem(dataset, moments.mean, moments.cov, spectrum), "data")
@@ -509,13 +629,22 @@ def run_all(quick: bool, steps: int | None = None, partial: str = "benchmarks/re
     run_s = time.perf_counter() - t0
     max_diff = float(np.max(np.abs(e - sweep_hist[0])))
     compile_single = max(first_call - run_s, 0.0)
-    loop = {"compile_seconds": compile_single, "seconds_per_run_median": run_s, "runs_timed": 1,
-            "seconds_per_step_per_config": run_s / steps, "max_abs_elbo_diff_vs_sweep_history": max_diff,
-            "note": ("time to accuracy = compile + sum over configurations of (steps that configuration needs, "
-                     "from the identical sweep trajectory) x the measured seconds per step of train_single")}
+    loop = {
+        "compile_seconds": compile_single,
+        "seconds_per_run_median": run_s,
+        "runs_timed": 1,
+        "seconds_per_step_per_config": run_s / steps,
+        "max_abs_elbo_diff_vs_sweep_history": max_diff,
+        "note": (
+            "time to accuracy = compile + sum over configurations of (steps that configuration needs, "
+            "from the identical sweep trajectory) x the measured seconds per step of train_single"
+        ),
+    }
     res["python_loop_train_single"] = loop
-    print(f"[{time.perf_counter() - T0:6.1f}s] train_single: {run_s:.2f} s per run, diff vs sweep {max_diff:.2e}",
-          flush=True)
+    print(
+        f"[{time.perf_counter() - T0:6.1f}s] train_single: {run_s:.2f} s per run, diff vs sweep {max_diff:.2e}",
+        flush=True,
+    )
 
     # ---- 2. hardware limit
     flops = step_flops(d, k)
@@ -523,20 +652,27 @@ def run_all(quick: bool, steps: int | None = None, partial: str = "benchmarks/re
     rate64 = matmul_rate(n_cfg * k, d, jnp.float64, repeats)
     rate32 = matmul_rate(n_cfg * k, d, jnp.float32, repeats)
     breakdown = step_breakdown(data, k, betas, sigma2, repeats)
-    res["hardware"] = {"flops_per_step": flops, "achieved_flops_per_second": flops / per_step,
-                       "matmul_float64_flops_per_second": rate64, "matmul_float32_flops_per_second": rate32,
-                       "fraction_of_float64_matmul": flops / per_step / rate64,
-                       "matmul_shape": f"({n_cfg * k} x {d}) @ ({d} x {d})",
-                       "sweep_step_breakdown_seconds": breakdown,
-                       "VS_product_fraction_of_step": breakdown["VS_product"] / breakdown["train_step"]}
+    res["hardware"] = {
+        "flops_per_step": flops,
+        "achieved_flops_per_second": flops / per_step,
+        "matmul_float64_flops_per_second": rate64,
+        "matmul_float32_flops_per_second": rate32,
+        "fraction_of_float64_matmul": flops / per_step / rate64,
+        "matmul_shape": f"({n_cfg * k} x {d}) @ ({d} x {d})",
+        "sweep_step_breakdown_seconds": breakdown,
+        "VS_product_fraction_of_step": breakdown["VS_product"] / breakdown["train_step"],
+    }
     print(f"[{time.perf_counter() - T0:6.1f}s] hardware {res['hardware']}", flush=True)
 
     # ---- 3. scaling: one fresh process per point (see step_cost_in_fresh_process)
     res["scaling"] = scale = scaling(q)
     atomic_write_json(partial, res)
-    print(f"[{time.perf_counter() - T0:6.1f}s] scaling exponents d {scale['exponent_d_all']} "
-          f"(d >= 784: {scale['exponent_d_large']}), k {scale['exponent_k']}, "
-          f"{scale['hung_attempts']} hung attempts retried", flush=True)
+    print(
+        f"[{time.perf_counter() - T0:6.1f}s] scaling exponents d {scale['exponent_d_all']} "
+        f"(d >= 784: {scale['exponent_d_large']}), k {scale['exponent_k']}, "
+        f"{scale['hung_attempts']} hung attempts retried",
+        flush=True,
+    )
 
     # ---- 4. hard cases: the default Newton sweep of each (JAX only, so before PyTorch is imported)
     print(f"[{time.perf_counter() - T0:6.1f}s] hard cases", flush=True)
@@ -548,6 +684,7 @@ def run_all(quick: bool, steps: int | None = None, partial: str = "benchmarks/re
     torch = None
     try:
         import torch
+
         torch.set_num_threads(os.cpu_count() or 1)
         res["torch_version"] = torch.__version__
     except ImportError:
@@ -564,32 +701,57 @@ def run_all(quick: bool, steps: int | None = None, partial: str = "benchmarks/re
         for kind in ("b", "c", "a"):
             per_config = [None] * n_cfg
             spent = 0.0
-            order = (np.linspace(0, n_cfg - 1, a_configs).round().astype(int) if kind == "a" else range(n_cfg))
+            order = np.linspace(0, n_cfg - 1, a_configs).round().astype(int) if kind == "a" else range(n_cfg)
             for i in order:
                 left = budget[kind] if kind == "a" else budget[kind] - spent
                 if left <= 0:
                     break
-                recs = torch_baseline(kind, inits[i], float(betas[i]), sigma2, float(optima[i]), S_t, mean_t,
-                                      trace, X_t, steps, config.learning_rate, left, stop_tol=min(ALL_TOLS))
+                recs = torch_baseline(
+                    kind,
+                    inits[i],
+                    float(betas[i]),
+                    sigma2,
+                    float(optima[i]),
+                    S_t,
+                    mean_t,
+                    trace,
+                    X_t,
+                    steps,
+                    config.learning_rate,
+                    left,
+                    stop_tol=min(ALL_TOLS),
+                )
                 spent += recs[-1][1]
-                per_config[i] = {"records": recs, "seconds_per_step": recs[-1][1] / recs[-1][0],
-                                 "steps_run": recs[-1][0]}
+                per_config[i] = {
+                    "records": recs,
+                    "seconds_per_step": recs[-1][1] / recs[-1][0],
+                    "steps_run": recs[-1][0],
+                }
             summary = summarise_loop(per_config, needed["data"], steps, project=kind != "c", tols=ALL_TOLS)
             summary["budget_seconds"] = budget[kind]  # (a): per configuration; (b), (c): in all
-            summary["per_config"] = [None if p is None else
-                                     {"beta": float(betas[i]), "steps_run": p["steps_run"],
-                                      "seconds_per_step": p["seconds_per_step"],
-                                      "best_gap": min(r[2] for r in p["records"]),
-                                      "first_step_within": {f"{t:g}": next((r[0] for r in p["records"] if r[2] <= t),
-                                                                           None) for t in ALL_TOLS},
-                                      "ours_first_step_within": {f"{t:g}": needed["data"][f"{t:g}"][i]
-                                                                 for t in ALL_TOLS}}
-                                     for i, p in enumerate(per_config)]
+            summary["per_config"] = [
+                None
+                if p is None
+                else {
+                    "beta": float(betas[i]),
+                    "steps_run": p["steps_run"],
+                    "seconds_per_step": p["seconds_per_step"],
+                    "best_gap": min(r[2] for r in p["records"]),
+                    "first_step_within": {
+                        f"{t:g}": next((r[0] for r in p["records"] if r[2] <= t), None) for t in ALL_TOLS
+                    },
+                    "ours_first_step_within": {f"{t:g}": needed["data"][f"{t:g}"][i] for t in ALL_TOLS},
+                }
+                for i, p in enumerate(per_config)
+            ]
             res["torch"][kind] = summary
             atomic_write_json(partial, res)
-            print(f"[{time.perf_counter() - T0:6.1f}s] torch ({kind}): {summary['configs_run']} configs, "
-                  f"{summary['seconds_per_step_median'] * 1e3:.2f} ms/step, "
-                  f"{ {t: v['total_seconds'] for t, v in summary['tolerances'].items()} }", flush=True)
+            print(
+                f"[{time.perf_counter() - T0:6.1f}s] torch ({kind}): {summary['configs_run']} configs, "
+                f"{summary['seconds_per_step_median'] * 1e3:.2f} ms/step, "
+                f"{ {t: v['total_seconds'] for t, v in summary['tolerances'].items()} }",
+                flush=True,
+            )
 
     res["total_seconds"] = time.perf_counter() - T0
     res["load_average"]["end"] = os.getloadavg()

@@ -22,15 +22,26 @@ from . import measure, report
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer configs, steps and budgets")
-    parser.add_argument("--steps", type=int, default=None,
-                        help=f"Adam steps of every method's schedule (default {measure.FULL_STEPS}; 2000 with --quick)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"Adam steps of every method's schedule (default {measure.FULL_STEPS}; 2000 with --quick)",
+    )
     parser.add_argument("--out", default="benchmarks/results.json")
     parser.add_argument("--md", default="benchmarks/results.md")
-    parser.add_argument("--report-only", action="store_true",
-                        help="recompute ratios and rewrite the markdown from an existing --out JSON")
-    parser.add_argument("--scaling-point", nargs=4, type=int, metavar=("D", "K", "CONFIGS", "REPEATS"),
-                        help="measure one point of section 3 and print its JSON (the full run calls this "
-                             "in a fresh process per point)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="recompute ratios and rewrite the markdown from an existing --out JSON",
+    )
+    parser.add_argument(
+        "--scaling-point",
+        nargs=4,
+        type=int,
+        metavar=("D", "K", "CONFIGS", "REPEATS"),
+        help="measure one point of section 3 and print its JSON (the full run calls this in a fresh process per point)",
+    )
     args = parser.parse_args()
     if args.scaling_point:
         print(json.dumps(measure.step_cost(*args.scaling_point)))

@@ -81,51 +81,75 @@ def main() -> None:
     sigma2 = 0.1
     betas = np.geomspace(0.5, 2 * spectrum.eigenvalues[0] / sigma2, c)
     # Adam by name (Newton is the default optimiser), no convergence checks between chunks.
-    config = TrainConfig(latent_dim=k, steps=args.steps, log_every=args.steps, optimizer="adam",
-                         stop_when_converged=False)
-    results = {"device": str(jax.devices()[0]), "d": d, "k": k, "configs": c, "steps": args.steps,
-               "repeats": args.repeats}
+    config = TrainConfig(
+        latent_dim=k, steps=args.steps, log_every=args.steps, optimizer="adam", stop_when_converged=False
+    )
+    results = {
+        "device": str(jax.devices()[0]),
+        "d": d,
+        "k": k,
+        "configs": c,
+        "steps": args.steps,
+        "repeats": args.repeats,
+    }
 
     for basis in ("data", "eigen"):
         data = TrainData.build(Problem(dataset, moments.mean, moments.cov, spectrum), basis)
         cfg = config._replace(basis=basis)
         first = train_sweep(data, cfg, betas, np.full(c, sigma2), np.zeros(c, int))
         sweep_seconds = median_time(
-            lambda: train_sweep(data, cfg, betas, np.full(c, sigma2), np.zeros(c, int)).history.elbo, args.repeats)
-        results[f"sweep_{basis}"] = {"compile_seconds": first.compile_seconds, "seconds": sweep_seconds,
-                                     "seconds_per_step_per_config": sweep_seconds / (args.steps * c)}
+            lambda: train_sweep(data, cfg, betas, np.full(c, sigma2), np.zeros(c, int)).history.elbo, args.repeats
+        )
+        results[f"sweep_{basis}"] = {
+            "compile_seconds": first.compile_seconds,
+            "seconds": sweep_seconds,
+            "seconds_per_step_per_config": sweep_seconds / (args.steps * c),
+        }
 
     data = TrainData.build(Problem(dataset, moments.mean, moments.cov, spectrum), "data")
     jax.block_until_ready(train_single(data, config, betas[0], sigma2, 0))  # compile once
-    loop_seconds = median_time(lambda: [train_single(data, config, b, sigma2, 0)[1].elbo for b in betas][-1],
-                               args.repeats)
-    results["python_loop_data"] = {"seconds": loop_seconds,
-                                   "seconds_per_step_per_config": loop_seconds / (args.steps * c)}
+    loop_seconds = median_time(
+        lambda: [train_single(data, config, b, sigma2, 0)[1].elbo for b in betas][-1], args.repeats
+    )
+    results["python_loop_data"] = {
+        "seconds": loop_seconds,
+        "seconds_per_step_per_config": loop_seconds / (args.steps * c),
+    }
 
     flops = step_flops(d, k)
     per_step = results["sweep_data"]["seconds_per_step_per_config"]
     rate64 = matmul_rate(c * k, d, jnp.float64, args.repeats)
     rate32 = matmul_rate(c * k, d, jnp.float32, args.repeats)
-    results.update({
-        "flops_per_step": flops,
-        "achieved_flops_per_second": flops / per_step,
-        "matmul_float64_flops_per_second": rate64,
-        "matmul_float32_flops_per_second": rate32,
-        "fraction_of_float64_matmul": flops / per_step / rate64,
-        "loop_over_sweep_ratio": loop_seconds / results["sweep_data"]["seconds"],
-        "data_over_eigen_basis_ratio": results["sweep_data"]["seconds"] / results["sweep_eigen"]["seconds"],
-    })
+    results.update(
+        {
+            "flops_per_step": flops,
+            "achieved_flops_per_second": flops / per_step,
+            "matmul_float64_flops_per_second": rate64,
+            "matmul_float32_flops_per_second": rate32,
+            "fraction_of_float64_matmul": flops / per_step / rate64,
+            "loop_over_sweep_ratio": loop_seconds / results["sweep_data"]["seconds"],
+            "data_over_eigen_basis_ratio": results["sweep_data"]["seconds"] / results["sweep_eigen"]["seconds"],
+        }
+    )
     atomic_write_json(args.out, results)
     print(f"MNIST d = {d}, k = {k}, {c} betas, {args.steps} steps, median of {args.repeats} ({results['device']})")
-    print(f"  vmapped sweep (data basis):  {per_step * 1e6:9.1f} us per step per configuration "
-          f"(compile {results['sweep_data']['compile_seconds']:.2f} s)")
-    print(f"  Python loop of jitted runs:  {results['python_loop_data']['seconds_per_step_per_config'] * 1e6:9.1f} us "
-          f"-> loop / sweep = {results['loop_over_sweep_ratio']:.2f}")
-    print(f"  eigenbasis sweep:            {results['sweep_eigen']['seconds_per_step_per_config'] * 1e6:9.1f} us "
-          f"-> data / eigen = {results['data_over_eigen_basis_ratio']:.2f}")
-    print(f"  one step: {flops / 1e6:.1f} MFLOP, achieved {results['achieved_flops_per_second'] / 1e9:.2f} GFLOP/s; "
-          f"float64 matmul {rate64 / 1e9:.2f} GFLOP/s (float32 {rate32 / 1e9:.2f}) "
-          f"-> {100 * results['fraction_of_float64_matmul']:.0f}% of the float64 matmul rate")
+    print(
+        f"  vmapped sweep (data basis):  {per_step * 1e6:9.1f} us per step per configuration "
+        f"(compile {results['sweep_data']['compile_seconds']:.2f} s)"
+    )
+    print(
+        f"  Python loop of jitted runs:  {results['python_loop_data']['seconds_per_step_per_config'] * 1e6:9.1f} us "
+        f"-> loop / sweep = {results['loop_over_sweep_ratio']:.2f}"
+    )
+    print(
+        f"  eigenbasis sweep:            {results['sweep_eigen']['seconds_per_step_per_config'] * 1e6:9.1f} us "
+        f"-> data / eigen = {results['data_over_eigen_basis_ratio']:.2f}"
+    )
+    print(
+        f"  one step: {flops / 1e6:.1f} MFLOP, achieved {results['achieved_flops_per_second'] / 1e9:.2f} GFLOP/s; "
+        f"float64 matmul {rate64 / 1e9:.2f} GFLOP/s (float32 {rate32 / 1e9:.2f}) "
+        f"-> {100 * results['fraction_of_float64_matmul']:.0f}% of the float64 matmul rate"
+    )
 
 
 if __name__ == "__main__":

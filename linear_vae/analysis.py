@@ -66,8 +66,9 @@ class Analysis(NamedTuple):
 SOLVERS = ("auto", "full", "top")
 
 
-def analyze(X: np.ndarray, latent_dim: int, beta: float = 1.0, sigma2: float | None = None, *,
-            solver: str = "auto") -> Analysis:
+def analyze(
+    X: np.ndarray, latent_dim: int, beta: float = 1.0, sigma2: float | None = None, *, solver: str = "auto"
+) -> Analysis:
     """Closed-form optimum of the beta-ELBO of a linear VAE with ``latent_dim`` latents on ``X``.
 
     ``sigma2=None`` means sigma2 is learned: its closed-form optimum

@@ -26,11 +26,13 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--data", default="mnist",
-                       help="'mnist' (the shipped 5,000 digits), 'synthetic' (known spectrum), or a "
-                            ".npy, .npz, .csv or IDX file (default: mnist)")
-    group.add_argument("--n", type=int, default=None,
-                       help="use a seeded random subset of N samples (default: all)")
+    group.add_argument(
+        "--data",
+        default="mnist",
+        help="'mnist' (the shipped 5,000 digits), 'synthetic' (known spectrum), or a "
+        ".npy, .npz, .csv or IDX file (default: mnist)",
+    )
+    group.add_argument("--n", type=int, default=None, help="use a seeded random subset of N samples (default: all)")
     group.add_argument("--subset-seed", type=int, default=0, help="seed of the --n subset (default: 0)")
     group.add_argument("--key", default=None, help="array name inside an .npz file with several arrays")
     group.add_argument("--data-seed", type=int, default=0, help="seed of --data synthetic (default: 0)")
@@ -38,13 +40,15 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 # Each option shared by several commands is declared once, here.
 
+
 def _add_latent_dim(parser, default: int | None = None) -> None:
     """``--latent-dim/-k``: required, or with ``default``."""
     if default is None:
         parser.add_argument("--latent-dim", "-k", type=int, required=True, help="number of latent dimensions K")
     else:
-        parser.add_argument("--latent-dim", "-k", type=int, default=default,
-                            help=f"number of latent dimensions K (default {default})")
+        parser.add_argument(
+            "--latent-dim", "-k", type=int, default=default, help=f"number of latent dimensions K (default {default})"
+        )
 
 
 def _add_output_options(parser, what: str, progress: bool = True) -> None:
@@ -58,33 +62,39 @@ def _add_seed(parser, what: str) -> None:
     parser.add_argument("--seed", type=int, default=0, help=f"seed of {what} (default 0)")
 
 
-def _add_optimizer_options(parser, optimizer_default: str | None, optimizer_help: str, lr_default: float,
-                           steps_help: str = "") -> None:
+def _add_optimizer_options(
+    parser, optimizer_default: str | None, optimizer_help: str, lr_default: float, steps_help: str = ""
+) -> None:
     """``--optimizer``, ``--steps`` and ``--lr``, with the trainer's choices and per-optimiser defaults."""
     from linear_vae.train import OPTIMIZER_DEFAULTS, OPTIMIZERS
 
     per_optimizer = "; ".join(f"{name} {values[0]}" for name, values in OPTIMIZER_DEFAULTS.items())
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=optimizer_default, help=optimizer_help)
-    parser.add_argument("--steps", type=int, default=None,
-                        help=f"the most optimiser steps{steps_help}; a converged run stops sooner "
-                             f"(default: {per_optimizer})")
-    parser.add_argument("--lr", type=float, default=lr_default,
-                        help=f"peak learning rate of adam and sgd; newton takes none (default {lr_default:g})")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"the most optimiser steps{steps_help}; a converged run stops sooner (default: {per_optimizer})",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=lr_default,
+        help=f"peak learning rate of adam and sgd; newton takes none (default {lr_default:g})",
+    )
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     _add_latent_dim(group)
-    group.add_argument("--sigma2", type=float, default=None,
-                       help="fixed observation-noise variance (omit to learn it)")
+    group.add_argument("--sigma2", type=float, default=None, help="fixed observation-noise variance (omit to learn it)")
     group.add_argument("--beta", type=float, default=1.0, help="KL weight beta (default: 1)")
 
 
 def _load(args):
     from linear_vae.datasets import load_data
 
-    return load_data(args.data, n=args.n, subset_seed=args.subset_seed, key=args.key,
-                     synthetic_seed=args.data_seed)
+    return load_data(args.data, n=args.n, subset_seed=args.subset_seed, key=args.key, synthetic_seed=args.data_seed)
 
 
 def _format_table(rows: list[tuple[str, str]]) -> str:
@@ -107,19 +117,26 @@ def cmd_analyze(args) -> int:
         print(io.dumps(report))
         return 0
     sigma2_note = "learned (closed form)" if report["sigma2_learned"] else "fixed"
-    print(_format_table([
-        ("data", f"{dataset.name}: n = {report['n']}, d = {report['d']}"),
-        ("latent dimensions K", str(report["latent_dim"])),
-        ("beta", f"{report['beta']:.6g}"),
-        ("sigma2", f"{report['sigma2']:.6g} ({sigma2_note})"),
-        ("top eigenvalues", _fmt_list(report["eigenvalues"])),
-        ("optimal beta-ELBO", f"{report['elbo']:.6f} nats per datapoint"),
-        ("MLL at the optimum", f"{report['mll']:.6f} nats per datapoint"),
-        ("active dimensions", f"{report['active_dims']} of {report['latent_dim']}"),
-        ("collapse thresholds beta*", _fmt_list(report["collapse_thresholds"])),
-        ("KL per dimension (nats)", _fmt_list(report["kl_per_dim"])),
-        ("nearest threshold", f"|lambda - beta sigma2| / (beta sigma2) = {report['nearest_threshold_distance']:.3g}"),
-    ]))
+    print(
+        _format_table(
+            [
+                ("data", f"{dataset.name}: n = {report['n']}, d = {report['d']}"),
+                ("latent dimensions K", str(report["latent_dim"])),
+                ("beta", f"{report['beta']:.6g}"),
+                ("sigma2", f"{report['sigma2']:.6g} ({sigma2_note})"),
+                ("top eigenvalues", _fmt_list(report["eigenvalues"])),
+                ("optimal beta-ELBO", f"{report['elbo']:.6f} nats per datapoint"),
+                ("MLL at the optimum", f"{report['mll']:.6f} nats per datapoint"),
+                ("active dimensions", f"{report['active_dims']} of {report['latent_dim']}"),
+                ("collapse thresholds beta*", _fmt_list(report["collapse_thresholds"])),
+                ("KL per dimension (nats)", _fmt_list(report["kl_per_dim"])),
+                (
+                    "nearest threshold",
+                    f"|lambda - beta sigma2| / (beta sigma2) = {report['nearest_threshold_distance']:.3g}",
+                ),
+            ]
+        )
+    )
     return 0
 
 
@@ -147,34 +164,74 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 
     defaults = TrainConfig(latent_dim=1)
     group = parser.add_argument_group("training")
-    group.add_argument("--objective", choices=OBJECTIVES[:2], default=defaults.objective,
-                       help="exact: the ELBO in closed form from the data covariance (full batch, no sampling); "
-                            "stochastic: a Monte-Carlo estimate of it on minibatches, as a VAE is usually trained "
-                            f"(default {defaults.objective})")
-    _add_optimizer_options(group, None, "newton: trust-region Newton on the projected objective, converges to "
-                           "round-off and stops when converged (exact objective only); adam, sgd: optax gradient "
-                           "methods (default: newton for the exact objective, adam for the stochastic one)",
-                           defaults.learning_rate)
-    group.add_argument("--log-every", type=int, default=None,
-                       help="record metrics every this many steps (default: 1 for newton, 100 otherwise)")
-    group.add_argument("--gain-tol", type=float, default=defaults.gain_tol,
-                       help="converged: the predicted gain of a Newton step is below this many nats per "
-                            f"datapoint and no ascent direction is left (default {defaults.gain_tol:g})")
-    group.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
-                       help=f"learning-rate schedule of adam and sgd (default {defaults.schedule})")
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                       help=f"minibatch size of the stochastic objective (default {defaults.batch_size})")
-    group.add_argument("--mc-samples", type=int, default=defaults.mc_samples,
-                       help="samples of z drawn per datapoint to estimate the ELBO; used by the stochastic "
-                            f"objective only (default {defaults.mc_samples})")
-    group.add_argument("--basis", choices=BASES, default=None,
-                       help="train on the data as given or rotated into the eigenbasis of S (the same "
-                            "ELBO, cheaper steps; Adam's trajectory differs, Newton's does not; results are "
-                            "reported in the data basis) (default: eigen for newton, data otherwise)")
-    group.add_argument("--init-scale", type=float, default=defaults.init_scale,
-                       help=f"standard deviation of the initial decoder weights (default {defaults.init_scale})")
-    group.add_argument("--sigma2-init", type=float, default=None,
-                       help="initial sigma2 when it is learned (default: the mean variance tr(S)/d)")
+    group.add_argument(
+        "--objective",
+        choices=OBJECTIVES[:2],
+        default=defaults.objective,
+        help="exact: the ELBO in closed form from the data covariance (full batch, no sampling); "
+        "stochastic: a Monte-Carlo estimate of it on minibatches, as a VAE is usually trained "
+        f"(default {defaults.objective})",
+    )
+    _add_optimizer_options(
+        group,
+        None,
+        "newton: trust-region Newton on the projected objective, converges to "
+        "round-off and stops when converged (exact objective only); adam, sgd: optax gradient "
+        "methods (default: newton for the exact objective, adam for the stochastic one)",
+        defaults.learning_rate,
+    )
+    group.add_argument(
+        "--log-every",
+        type=int,
+        default=None,
+        help="record metrics every this many steps (default: 1 for newton, 100 otherwise)",
+    )
+    group.add_argument(
+        "--gain-tol",
+        type=float,
+        default=defaults.gain_tol,
+        help="converged: the predicted gain of a Newton step is below this many nats per "
+        f"datapoint and no ascent direction is left (default {defaults.gain_tol:g})",
+    )
+    group.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=defaults.schedule,
+        help=f"learning-rate schedule of adam and sgd (default {defaults.schedule})",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help=f"minibatch size of the stochastic objective (default {defaults.batch_size})",
+    )
+    group.add_argument(
+        "--mc-samples",
+        type=int,
+        default=defaults.mc_samples,
+        help="samples of z drawn per datapoint to estimate the ELBO; used by the stochastic "
+        f"objective only (default {defaults.mc_samples})",
+    )
+    group.add_argument(
+        "--basis",
+        choices=BASES,
+        default=None,
+        help="train on the data as given or rotated into the eigenbasis of S (the same "
+        "ELBO, cheaper steps; Adam's trajectory differs, Newton's does not; results are "
+        "reported in the data basis) (default: eigen for newton, data otherwise)",
+    )
+    group.add_argument(
+        "--init-scale",
+        type=float,
+        default=defaults.init_scale,
+        help=f"standard deviation of the initial decoder weights (default {defaults.init_scale})",
+    )
+    group.add_argument(
+        "--sigma2-init",
+        type=float,
+        default=None,
+        help="initial sigma2 when it is learned (default: the mean variance tr(S)/d)",
+    )
 
 
 def _train_config(args, latent_dim: int, learn_sigma2: bool):
@@ -182,11 +239,21 @@ def _train_config(args, latent_dim: int, learn_sigma2: bool):
     from linear_vae.train import TrainConfig
 
     optimizer = args.optimizer or ("newton" if args.objective == "exact" else "adam")
-    return TrainConfig(latent_dim=latent_dim, steps=args.steps, log_every=args.log_every,
-                       objective=args.objective, optimizer=optimizer, learning_rate=args.lr,
-                       schedule=args.schedule, batch_size=args.batch_size, mc_samples=args.mc_samples,
-                       learn_sigma2=learn_sigma2, init_scale=args.init_scale, basis=args.basis,
-                       gain_tol=args.gain_tol)
+    return TrainConfig(
+        latent_dim=latent_dim,
+        steps=args.steps,
+        log_every=args.log_every,
+        objective=args.objective,
+        optimizer=optimizer,
+        learning_rate=args.lr,
+        schedule=args.schedule,
+        batch_size=args.batch_size,
+        mc_samples=args.mc_samples,
+        learn_sigma2=learn_sigma2,
+        init_scale=args.init_scale,
+        basis=args.basis,
+        gain_tol=args.gain_tol,
+    )
 
 
 def _default_sigma2_init(args, problem) -> float:
@@ -227,8 +294,15 @@ def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2, on_diverge
     b, s, r = (list(column) for column in zip(*itertools.product(betas, sigma2s, seeds)))
     progress = _progress(args, args.command if len(b) == 1 else f"{args.command} ({len(b)} configurations)")
     try:
-        _, reports = train_and_compare(problem, _train_config(args, latent_dim, learn_sigma2), b, s, r,
-                                       progress=progress, on_divergence=on_divergence)
+        _, reports = train_and_compare(
+            problem,
+            _train_config(args, latent_dim, learn_sigma2),
+            b,
+            s,
+            r,
+            progress=progress,
+            on_divergence=on_divergence,
+        )
     finally:
         progress.close()
     return problem.dataset, reports
@@ -238,23 +312,31 @@ def _print_reports(reports: list[dict], as_json: bool, single: bool = False) -> 
     if as_json:
         print(io.dumps(reports[0] if single else reports))
         return
-    header = (f"{'beta':>10} {'sigma2':>10} {'seed':>4} {'ELBO':>14} {'optimum':>14} {'gap':>10} {'decoder':>10} "
-              f"{'inference':>10} {'active':>6} {'pred':>4} {'angle':>7} {'dist':>9} {'steps':>6}  verdict")
+    header = (
+        f"{'beta':>10} {'sigma2':>10} {'seed':>4} {'ELBO':>14} {'optimum':>14} {'gap':>10} {'decoder':>10} "
+        f"{'inference':>10} {'active':>6} {'pred':>4} {'angle':>7} {'dist':>9} {'steps':>6}  verdict"
+    )
     print(header)
     for r in reports:
-        print(f"{_cell(r['beta'], 10, '.4g')} {_cell(r['sigma2'], 10, '.4g')} {r['seed']:>4} "
-              f"{_cell(r['elbo'], 14, '.6f')} {_cell(r['optimal_elbo'], 14, '.6f')} {_cell(r['gap'], 10, '.2e')} "
-              f"{_cell(r['decoder_gap'], 10, '.2e')} {_cell(r['inference_gap'], 10, '.2e')} {r['active_dims']:>6} "
-              f"{r['predicted_active_dims']:>4} {_cell(r['max_principal_angle_deg'], 7, '.2f')} "
-              f"{_cell(r['nearest_threshold_distance'], 9, '.3f')} {r['steps_used']:>6}  {r['verdict']}"
-              + (f" ({'; '.join(r['reasons'])})" if r["reasons"] else ""))
+        print(
+            f"{_cell(r['beta'], 10, '.4g')} {_cell(r['sigma2'], 10, '.4g')} {r['seed']:>4} "
+            f"{_cell(r['elbo'], 14, '.6f')} {_cell(r['optimal_elbo'], 14, '.6f')} {_cell(r['gap'], 10, '.2e')} "
+            f"{_cell(r['decoder_gap'], 10, '.2e')} {_cell(r['inference_gap'], 10, '.2e')} {r['active_dims']:>6} "
+            f"{r['predicted_active_dims']:>4} {_cell(r['max_principal_angle_deg'], 7, '.2f')} "
+            f"{_cell(r['nearest_threshold_distance'], 9, '.3f')} {r['steps_used']:>6}  {r['verdict']}"
+            + (f" ({'; '.join(r['reasons'])})" if r["reasons"] else "")
+        )
     first = reports[0]
-    print(f"(nats per datapoint; gap = optimum - trained = decoder + inference; angle in degrees; dist = "
-          f"|lambda - beta sigma2| / (beta sigma2); {first['optimizer']}, steps used of at most {first['steps']}; "
-          f"{first['sweep_seconds']:.2f} s training, {first['compile_seconds']:.2f} s compilation)")
-    print("verdict: agrees = converged by the trainer's own test and on the closed form; not converged = "
-          "the trainer cannot vouch for its end point; diverged = the optimiser blew up (lower --lr); "
-          "disagrees = converged yet off the closed form")
+    print(
+        f"(nats per datapoint; gap = optimum - trained = decoder + inference; angle in degrees; dist = "
+        f"|lambda - beta sigma2| / (beta sigma2); {first['optimizer']}, steps used of at most {first['steps']}; "
+        f"{first['sweep_seconds']:.2f} s training, {first['compile_seconds']:.2f} s compilation)"
+    )
+    print(
+        "verdict: agrees = converged by the trainer's own test and on the closed form; not converged = "
+        "the trainer cannot vouch for its end point; diverged = the optimiser blew up (lower --lr); "
+        "disagrees = converged yet off the closed form"
+    )
 
 
 def _cell(value, width: int, spec: str) -> str:
@@ -291,9 +373,12 @@ def cmd_sweep(args) -> int:
     diverged = [r for r in reports if r["diverged"]]
     if diverged:
         first = diverged[0]
-        print(f"linear-vae: error: {len(diverged)} of {len(reports)} configurations diverged (first: beta = "
-              f"{first['beta']:.6g}, sigma2 = {first['sigma2']:.6g}, seed = {first['seed']}: {first['divergence']}); "
-              "lower --lr", file=sys.stderr)
+        print(
+            f"linear-vae: error: {len(diverged)} of {len(reports)} configurations diverged (first: beta = "
+            f"{first['beta']:.6g}, sigma2 = {first['sigma2']:.6g}, seed = {first['seed']}: {first['divergence']}); "
+            "lower --lr",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
@@ -306,9 +391,18 @@ def cmd_verify(args) -> int:
     dataset = _load(args)
     progress = _progress(args, "verify")
     try:
-        outcome = run_verification(dataset, args.latent_dim, sigma2=args.sigma2, optimizer=args.optimizer,
-                                   steps=args.steps, learning_rate=args.lr, gap_tolerance=args.gap_tol,
-                                   angle_tolerance_deg=args.angle_tol, seed=args.seed, progress=progress)
+        outcome = run_verification(
+            dataset,
+            args.latent_dim,
+            sigma2=args.sigma2,
+            optimizer=args.optimizer,
+            steps=args.steps,
+            learning_rate=args.lr,
+            gap_tolerance=args.gap_tol,
+            angle_tolerance_deg=args.angle_tol,
+            seed=args.seed,
+            progress=progress,
+        )
     finally:
         progress.close()
     if args.json:
@@ -350,19 +444,23 @@ def cmd_reproduce(args) -> int:
         written_figures += len(payload["figures"])
         progress.context("")
         written = ", ".join(payload["figures"] + [f"{name}.json"])
-        progress.message(f"[{index}/{len(names)}] {name}: wrote {written} in {folder} "
-                         f"({time.perf_counter() - start:.1f} s)")
+        progress.message(
+            f"[{index}/{len(names)}] {name}: wrote {written} in {folder} ({time.perf_counter() - start:.1f} s)"
+        )
     interrupts.set_status(None)
-    progress.message(f"reproduce: {written_figures} figure(s) from {len(names)} experiment(s) written to {folder} "
-                     f"in {time.perf_counter() - total_start:.1f} s" + (" (quick budget: see the note on each "
-                                                                         "figure)" if args.quick else ""))
+    progress.message(
+        f"reproduce: {written_figures} figure(s) from {len(names)} experiment(s) written to {folder} "
+        f"in {time.perf_counter() - total_start:.1f} s"
+        + (" (quick budget: see the note on each figure)" if args.quick else "")
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="linear-vae", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
-                        help="print the version and exit")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version and exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     analyze = sub.add_parser("analyze", help=cmd_analyze.__doc__, description=cmd_analyze.__doc__)
     _add_data_options(analyze)
@@ -382,8 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(sweep)
     _add_latent_dim(sweep)
     sweep.add_argument("--betas", default="1", help="KL weights: a,b,c or START:STOP:NUM (log-spaced) (default 1)")
-    sweep.add_argument("--sigma2s", default=None,
-                       help="fixed observation variances: a,b,c or START:STOP:NUM (omit to learn sigma2)")
+    sweep.add_argument(
+        "--sigma2s", default=None, help="fixed observation variances: a,b,c or START:STOP:NUM (omit to learn sigma2)"
+    )
     sweep.add_argument("--seeds", default="0", help="seeds: a,b,c (default 0)")
     _add_training_options(sweep)
     _add_output_options(sweep, "one JSON array")
@@ -394,34 +493,54 @@ def build_parser() -> argparse.ArgumentParser:
     from linear_vae.verify import LEARNED_STEPS_FACTOR, VERIFY_DEFAULTS
 
     _add_latent_dim(verify, VERIFY_DEFAULTS["latent_dim"])
-    verify.add_argument("--sigma2", type=float, default=None,
-                        help="fixed sigma2 of the beta sweep (default: chosen from the spectrum)")
-    _add_optimizer_options(verify, VERIFY_DEFAULTS["optimizer"],
-                           f"optimiser of the sweep (default {VERIFY_DEFAULTS['optimizer']})",
-                           VERIFY_DEFAULTS["learning_rate"],
-                           f" per configuration, the learned-sigma2 run gets {LEARNED_STEPS_FACTOR} times as many with "
-                           "adam and sgd")
-    verify.add_argument("--gap-tol", type=float, default=VERIFY_DEFAULTS["gap_tolerance"],
-                        help="a configuration away from every collapse threshold passes only if its trained ELBO is "
-                             "at most this far below the closed-form optimum, in nats per datapoint "
-                             f"(default {VERIFY_DEFAULTS['gap_tolerance']:g})")
-    verify.add_argument("--angle-tol", type=float, default=VERIFY_DEFAULTS["angle_tolerance_deg"],
-                        help="a configuration away from every collapse threshold passes only if the largest "
-                             "principal angle between its trained active columns and the top eigenvectors is at "
-                             f"most this many degrees (default {VERIFY_DEFAULTS['angle_tolerance_deg']:g})")
+    verify.add_argument(
+        "--sigma2", type=float, default=None, help="fixed sigma2 of the beta sweep (default: chosen from the spectrum)"
+    )
+    _add_optimizer_options(
+        verify,
+        VERIFY_DEFAULTS["optimizer"],
+        f"optimiser of the sweep (default {VERIFY_DEFAULTS['optimizer']})",
+        VERIFY_DEFAULTS["learning_rate"],
+        f" per configuration, the learned-sigma2 run gets {LEARNED_STEPS_FACTOR} times as many with adam and sgd",
+    )
+    verify.add_argument(
+        "--gap-tol",
+        type=float,
+        default=VERIFY_DEFAULTS["gap_tolerance"],
+        help="a configuration away from every collapse threshold passes only if its trained ELBO is "
+        "at most this far below the closed-form optimum, in nats per datapoint "
+        f"(default {VERIFY_DEFAULTS['gap_tolerance']:g})",
+    )
+    verify.add_argument(
+        "--angle-tol",
+        type=float,
+        default=VERIFY_DEFAULTS["angle_tolerance_deg"],
+        help="a configuration away from every collapse threshold passes only if the largest "
+        "principal angle between its trained active columns and the top eigenvectors is at "
+        f"most this many degrees (default {VERIFY_DEFAULTS['angle_tolerance_deg']:g})",
+    )
     _add_seed(verify, "the random initial decoder of every configuration")
     _add_output_options(verify, "one JSON object")
     verify.set_defaults(func=cmd_verify)
 
     reproduce = sub.add_parser("reproduce", help=cmd_reproduce.__doc__, description=cmd_reproduce.__doc__)
-    reproduce.add_argument("--quick", action="store_true",
-                           help="small budgets (CI and smoke runs); every figure then says so on the image")
+    reproduce.add_argument(
+        "--quick", action="store_true", help="small budgets (CI and smoke runs); every figure then says so on the image"
+    )
     from linear_vae.experiments import EXPERIMENTS  # the names only: no matplotlib at start-up
 
-    reproduce.add_argument("--only", nargs="+", metavar="NAME", choices=EXPERIMENTS,
-                           help="run only these experiments, of: " + ", ".join(EXPERIMENTS) + " (default: all)")
-    reproduce.add_argument("--out", default="figures",
-                           help="output folder, created if needed and checked before anything runs (default: figures)")
+    reproduce.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        choices=EXPERIMENTS,
+        help="run only these experiments, of: " + ", ".join(EXPERIMENTS) + " (default: all)",
+    )
+    reproduce.add_argument(
+        "--out",
+        default="figures",
+        help="output folder, created if needed and checked before anything runs (default: figures)",
+    )
     reproduce.add_argument("--quiet", action="store_true", help="no progress on stderr")
     reproduce.set_defaults(func=cmd_reproduce)
     return parser
@@ -429,11 +548,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: The option that sets each library parameter.  Library error messages name parameters in
 #: backquotes (:mod:`linear_vae.validation`); the CLI shows the option instead.
-OPTIONS = {"latent_dim": "--latent-dim", "beta": "--beta", "sigma2": "--sigma2", "sigma2_init": "--sigma2-init",
-           "learning_rate": "--lr", "init_scale": "--init-scale", "gain_tol": "--gain-tol", "steps": "--steps",
-           "log_every": "--log-every", "batch_size": "--batch-size", "mc_samples": "--mc-samples",
-           "objective": "--objective", "optimizer": "--optimizer", "basis": "--basis", "n": "--n", "key": "--key",
-           "gap_tolerance": "--gap-tol", "angle_tolerance_deg": "--angle-tol"}
+OPTIONS = {
+    "latent_dim": "--latent-dim",
+    "beta": "--beta",
+    "sigma2": "--sigma2",
+    "sigma2_init": "--sigma2-init",
+    "learning_rate": "--lr",
+    "init_scale": "--init-scale",
+    "gain_tol": "--gain-tol",
+    "steps": "--steps",
+    "log_every": "--log-every",
+    "batch_size": "--batch-size",
+    "mc_samples": "--mc-samples",
+    "objective": "--objective",
+    "optimizer": "--optimizer",
+    "basis": "--basis",
+    "n": "--n",
+    "key": "--key",
+    "gap_tolerance": "--gap-tol",
+    "angle_tolerance_deg": "--angle-tol",
+}
 #: Where a command's option differs (a sweep takes lists).
 COMMAND_OPTIONS = {"sweep": {"beta": "--betas", "sigma2": "--sigma2s"}}
 

@@ -25,8 +25,9 @@ def collapsed_fraction_per_dim(kl_matrix: np.ndarray, epsilon: float) -> np.ndar
     return np.mean(np.asarray(kl_matrix) < epsilon, axis=0)
 
 
-def epsilon_delta_collapsed(kl_matrix: np.ndarray, epsilon: float = DEFAULT_EPSILON,
-                            delta: float = DEFAULT_DELTA) -> np.ndarray:
+def epsilon_delta_collapsed(
+    kl_matrix: np.ndarray, epsilon: float = DEFAULT_EPSILON, delta: float = DEFAULT_DELTA
+) -> np.ndarray:
     """Boolean (k,): dimension ``i`` is (epsilon, delta)-collapsed, ``P_x[KL_i(x) < epsilon] >= 1 - delta``.
 
     References: docs/theory.md (T5.1); Lucas et al. 2019, Section 6.
@@ -50,8 +51,9 @@ def encoder_kl_matrix(params: LinearVAE, X: np.ndarray) -> np.ndarray:
     return np.asarray(kl_per_datapoint(params, np.asarray(X, dtype=np.float64)))
 
 
-def active_by_column_norm(column_norms_sq: np.ndarray, beta: float, sigma2: float,
-                          relative_tolerance: float = 1e-3) -> np.ndarray:
+def active_by_column_norm(
+    column_norms_sq: np.ndarray, beta: float, sigma2: float, relative_tolerance: float = 1e-3
+) -> np.ndarray:
     """Boolean (k,): ``||w_i||^2 > relative_tolerance * beta * sigma2``.
 
     The tolerance is relative to ``t = beta sigma2`` because the optimal squared norm of an

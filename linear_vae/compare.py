@@ -70,8 +70,16 @@ def off_diagonal_ratio(W: np.ndarray) -> float:
     return float(np.max(np.abs(WtW - np.diag(np.diag(WtW)))) / np.max(np.diag(WtW)))
 
 
-def compare_one(params: LinearVAE, sigma2: float, beta: float, sigma2_learned: bool, final_elbo: float,
-                problem: Problem, epsilon: float = DEFAULT_EPSILON, delta: float = DEFAULT_DELTA) -> dict:
+def compare_one(
+    params: LinearVAE,
+    sigma2: float,
+    beta: float,
+    sigma2_learned: bool,
+    final_elbo: float,
+    problem: Problem,
+    epsilon: float = DEFAULT_EPSILON,
+    delta: float = DEFAULT_DELTA,
+) -> dict:
     """The trained-versus-analytic report of one trained model (see the module docstring).
 
     The MLL and the projected objective are evaluated with ``S`` in the data basis, or on wide
@@ -91,8 +99,11 @@ def compare_one(params: LinearVAE, sigma2: float, beta: float, sigma2_learned: b
     angle = max_principal_angle_deg(params.W[:, strongest], problem.eigenvectors[:, :m]) if m else None
     basis = "eigen" if problem.wide else "data"
     _, mean, cov = problem.coordinates(basis)
-    W, mu = (params.W, params.mu) if basis == "data" else (problem.eigenvectors.T @ params.W,
-                                                            params.mu @ problem.eigenvectors)
+    W, mu = (
+        (params.W, params.mu)
+        if basis == "data"
+        else (problem.eigenvectors.T @ params.W, params.mu @ problem.eigenvectors)
+    )
     mll = float(log_marginal_likelihood(W, sigma2, cov, mean - mu, dim=problem.d))
     projected = float(projected_elbo(W, np.log(sigma2), beta, DataStats.from_moments(mean, cov, dim=problem.d)))
     X = problem.dataset.X
@@ -109,7 +120,9 @@ def compare_one(params: LinearVAE, sigma2: float, beta: float, sigma2_learned: b
         "decoder_gap": optimum.elbo - projected,
         "inference_gap": projected - float(final_elbo),
         "active_dims": int(active_by_column_norm(column_norms_sq, beta, sigma2).sum()),
-        "active_dims_epsilon_delta": int(k - epsilon_delta_collapsed(encoder_kl_matrix(params, X), epsilon, delta).sum()),
+        "active_dims_epsilon_delta": int(
+            k - epsilon_delta_collapsed(encoder_kl_matrix(params, X), epsilon, delta).sum()
+        ),
         "predicted_active_dims": m,
         "max_principal_angle_deg": angle,
         "nearest_threshold_distance": threshold_distance(eigenvalues, k, beta, analytic_sigma2),
@@ -166,10 +179,15 @@ def verdict(report: dict, gap_tol: float = GAP_TOL) -> tuple[str, list[str]]:
         return "diverged", [report["divergence"]]
     if not report["converged"]:
         rate, needed = report.get("convergence_rate"), report.get("steps_needed")
-        measured = ("rate not measured" if rate is None else f"gain shrinking x{rate:.4g} per step" +
-                    (f", about {needed} more steps at that rate" if needed is not None else ", not shrinking"))
-        return "not converged", [f"predicted gain {report['predicted_gain']:.2e} after {report['steps_used']} steps "
-                                 f"({measured})"]
+        measured = (
+            "rate not measured"
+            if rate is None
+            else f"gain shrinking x{rate:.4g} per step"
+            + (f", about {needed} more steps at that rate" if needed is not None else ", not shrinking")
+        )
+        return "not converged", [
+            f"predicted gain {report['predicted_gain']:.2e} after {report['steps_used']} steps ({measured})"
+        ]
     reasons = []
     if report["gap"] > gap_tol:
         reasons.append(f"gap {report['gap']:.2e} > {gap_tol:.0e}")
@@ -180,9 +198,13 @@ def verdict(report: dict, gap_tol: float = GAP_TOL) -> tuple[str, list[str]]:
     return ("disagrees" if reasons else "agrees"), reasons
 
 
-def compare_sweep(result: SweepResult, problem: Problem,
-                  epsilon: float = DEFAULT_EPSILON, delta: float = DEFAULT_DELTA,
-                  gap_tol: float = GAP_TOL) -> list[dict]:
+def compare_sweep(
+    result: SweepResult,
+    problem: Problem,
+    epsilon: float = DEFAULT_EPSILON,
+    delta: float = DEFAULT_DELTA,
+    gap_tol: float = GAP_TOL,
+) -> list[dict]:
     """:func:`compare_one` for every configuration of a sweep, with its seed, steps, timings,
     convergence (``converged``, ``steps_used``, ``predicted_gain``, ``grad_norm`` of the projected
     objective in ``(vec W, log sigma2)``, ``ascent_curvature``, ``convergence_rate``,
@@ -192,27 +214,50 @@ def compare_sweep(result: SweepResult, problem: Problem,
     diagnosis = result.diagnosis
     for i in range(n_configs):
         params = LinearVAE(*(p[i] for p in result.params))
-        report = compare_one(params, result.sigma2[i], result.hyper.beta[i], result.config.learn_sigma2,
-                             result.history.elbo[i, -1], problem, epsilon, delta)
+        report = compare_one(
+            params,
+            result.sigma2[i],
+            result.hyper.beta[i],
+            result.config.learn_sigma2,
+            result.history.elbo[i, -1],
+            problem,
+            epsilon,
+            delta,
+        )
         rate, needed = convergence_rate(result, i, result.config.gain_tol)
-        report.update(seed=int(result.hyper.seed[i]), steps=result.config.steps,
-                      steps_used=int(result.steps_used[i]), optimizer=result.config.optimizer,
-                      objective=result.config.objective, converged=bool(diagnosis.converged[i]),
-                      predicted_gain=float(diagnosis.predicted_gain[i]),
-                      grad_norm=float(diagnosis.grad_norm[i]),
-                      ascent_curvature=float(diagnosis.ascent_curvature[i]),
-                      convergence_rate=rate, steps_needed=needed, diverged=bool(result.diverged[i]),
-                      divergence=result.divergence[i], start_objective=float(result.start_objective[i]),
-                      seconds=result.seconds / n_configs, sweep_seconds=result.seconds,
-                      compile_seconds=result.compile_seconds)
+        report.update(
+            seed=int(result.hyper.seed[i]),
+            steps=result.config.steps,
+            steps_used=int(result.steps_used[i]),
+            optimizer=result.config.optimizer,
+            objective=result.config.objective,
+            converged=bool(diagnosis.converged[i]),
+            predicted_gain=float(diagnosis.predicted_gain[i]),
+            grad_norm=float(diagnosis.grad_norm[i]),
+            ascent_curvature=float(diagnosis.ascent_curvature[i]),
+            convergence_rate=rate,
+            steps_needed=needed,
+            diverged=bool(result.diverged[i]),
+            divergence=result.divergence[i],
+            start_objective=float(result.start_objective[i]),
+            seconds=result.seconds / n_configs,
+            sweep_seconds=result.seconds,
+            compile_seconds=result.compile_seconds,
+        )
         report["verdict"], report["reasons"] = verdict(report, gap_tol)
         reports.append(report)
     return reports
 
 
-def train_and_compare(problem: Problem, config: TrainConfig, betas, sigma2s, seeds,
-                      progress: Callable[[int, int], None] | None = None,
-                      on_divergence: str = "raise") -> tuple[SweepResult, list[dict]]:
+def train_and_compare(
+    problem: Problem,
+    config: TrainConfig,
+    betas,
+    sigma2s,
+    seeds,
+    progress: Callable[[int, int], None] | None = None,
+    on_divergence: str = "raise",
+) -> tuple[SweepResult, list[dict]]:
     """Train one sweep (one compiled call, in ``config.basis``) and compare every configuration
     with the closed form: the one path from data to trained-versus-analytic reports.
     ``on_divergence`` as in :func:`linear_vae.train.train_sweep`."""

@@ -99,17 +99,12 @@ class Dataset:
     def __post_init__(self) -> None:
         X = np.ascontiguousarray(self.X, dtype=np.float64)
         if X.ndim != 2:
-            raise ValueError(
-                f"{self.name}: data must be 2-D (samples, features), got shape {X.shape}"
-            )
+            raise ValueError(f"{self.name}: data must be 2-D (samples, features), got shape {X.shape}")
         object.__setattr__(self, "X", X)
         if self.labels is not None:
             labels = np.asarray(self.labels)
             if labels.shape != (X.shape[0],):
-                raise ValueError(
-                    f"{self.name}: {labels.shape} labels for {X.shape[0]} samples; "
-                    "pass one label per row"
-                )
+                raise ValueError(f"{self.name}: {labels.shape} labels for {X.shape[0]} samples; pass one label per row")
             object.__setattr__(self, "labels", labels)
 
     @property
@@ -229,9 +224,7 @@ def make_synthetic(spectrum=None, n: int = 2000, seed: int = 0) -> Dataset:
     d = s.size
     n = _as_count(n, "n")
     if n <= d:
-        raise ValueError(
-            f"synthetic data needs more samples than dimensions: n={n} <= d={d}; use n > {d}"
-        )
+        raise ValueError(f"synthetic data needs more samples than dimensions: n={n} <= d={d}; use n > {d}")
     rng = np.random.default_rng(seed)
     Z = _whitened_gaussian(rng, n, d)
     Q = _random_orthogonal(rng, d)
@@ -471,10 +464,7 @@ def _matrix_dataset(array: np.ndarray, name: str) -> Dataset:
     if array.dtype.kind not in "biuf":
         raise ValueError(f"{name} holds {array.dtype} data; pass a numeric array")
     if array.ndim != 2:
-        raise ValueError(
-            f"{name} holds a {array.ndim}-D array of shape {array.shape}; "
-            "reshape to (samples, features)"
-        )
+        raise ValueError(f"{name} holds a {array.ndim}-D array of shape {array.shape}; reshape to (samples, features)")
     return Dataset(X=array.astype(np.float64, copy=False), labels=None, name=name, is_image=False)
 
 
@@ -514,9 +504,7 @@ def random_subset(dataset: Dataset, n: int, seed: int = 0) -> Dataset:
     if n < 2:
         raise ValueError(f"`n` = {n} is too small; a covariance needs at least 2 samples")
     if n > N:
-        raise ValueError(
-            f"`n` = {n} is larger than the {N} samples in {dataset.name}; use `n` <= {N}"
-        )
+        raise ValueError(f"`n` = {n} is larger than the {N} samples in {dataset.name}; use `n` <= {N}")
     idx = np.sort(np.random.default_rng(seed).choice(N, n, replace=False))
     labels = None if dataset.labels is None else dataset.labels[idx]
     return dataclasses.replace(dataset, X=dataset.X[idx], labels=labels)

@@ -66,8 +66,10 @@ class DeepConfig(NamedTuple):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         if self.latent_dim < 1 or self.steps < 1 or self.log_every < 1:
-            raise ValueError(f"need `latent_dim`, `steps` and `log_every` >= 1, got {self.latent_dim}, {self.steps}, "
-                             f"{self.log_every}")
+            raise ValueError(
+                f"need `latent_dim`, `steps` and `log_every` >= 1, got {self.latent_dim}, {self.steps}, "
+                f"{self.log_every}"
+            )
         if not 1 <= self.batch_size <= n:
             raise ValueError(f"batch size {self.batch_size} must be between 1 and the {n} training samples")
         return self
@@ -76,9 +78,9 @@ class DeepConfig(NamedTuple):
 class DeepHyper(NamedTuple):
     """Per-configuration values (scalars; arrays when batched)."""
 
-    sigma2: jax.Array        # fixed sigma2, or the initial value when learned
+    sigma2: jax.Array  # fixed sigma2, or the initial value when learned
     learn_sigma2: jax.Array  # 1.0 to learn log sigma2, 0.0 to keep it fixed
-    warmup: jax.Array        # KL-annealing steps (beta = min(1, step / warmup)); 0: beta = 1 throughout
+    warmup: jax.Array  # KL-annealing steps (beta = min(1, step / warmup)); 0: beta = 1 throughout
     seed: jax.Array
 
 
@@ -93,8 +95,10 @@ class DeepVAE(NamedTuple):
 def init_mlp(key, sizes: list[int]) -> list:
     """Layers ``sizes[i] -> sizes[i+1]`` with LeCun-normal weights (variance 1/fan-in) and zero biases."""
     keys = jax.random.split(key, len(sizes) - 1)
-    return [(jax.random.normal(k, (m, n), DTYPE) / math.sqrt(m), jnp.zeros(n, DTYPE))
-            for k, m, n in zip(keys, sizes[:-1], sizes[1:])]
+    return [
+        (jax.random.normal(k, (m, n), DTYPE) / math.sqrt(m), jnp.zeros(n, DTYPE))
+        for k, m, n in zip(keys, sizes[:-1], sizes[1:])
+    ]
 
 
 def mlp(layers: list, x, activation: str):
@@ -110,14 +114,17 @@ def mlp(layers: list, x, activation: str):
 def init_params(config: DeepConfig, d: int, hyper: DeepHyper) -> DeepVAE:
     key_enc, key_dec = jax.random.split(jax.random.key(hyper.seed))
     k, hidden = config.latent_dim, list(config.hidden)
-    return DeepVAE(init_mlp(key_enc, [d] + hidden + [2 * k]), init_mlp(key_dec, [k] + hidden[::-1] + [d]),
-                   jnp.log(hyper.sigma2).astype(DTYPE))
+    return DeepVAE(
+        init_mlp(key_enc, [d] + hidden + [2 * k]),
+        init_mlp(key_dec, [k] + hidden[::-1] + [d]),
+        jnp.log(hyper.sigma2).astype(DTYPE),
+    )
 
 
 def encode(params: DeepVAE, x, config: DeepConfig):
     """``q(z|x)``: mean and log variance, each (..., k)."""
     out = mlp(params.encoder, x, config.activation)
-    return out[..., : config.latent_dim], out[..., config.latent_dim:]
+    return out[..., : config.latent_dim], out[..., config.latent_dim :]
 
 
 def kl_per_dim(mean, log_var):
@@ -135,8 +142,9 @@ def elbo_terms(params: DeepVAE, x, key, config: DeepConfig):
     z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape, DTYPE)
     reconstruction = mlp(params.decoder, z, config.activation)
     d = x.shape[-1]
-    log_lik = (-0.5 * d * (LOG_2PI + params.log_sigma2)
-               - jnp.sum((x - reconstruction) ** 2, axis=-1) / (2.0 * jnp.exp(params.log_sigma2)))
+    log_lik = -0.5 * d * (LOG_2PI + params.log_sigma2) - jnp.sum((x - reconstruction) ** 2, axis=-1) / (
+        2.0 * jnp.exp(params.log_sigma2)
+    )
     return log_lik, kl_per_dim(mean, log_var)
 
 
@@ -147,10 +155,14 @@ def beta_at(step, warmup):
 
 def make_optimizer(config: DeepConfig) -> optax.GradientTransformation:
     """Adam on the networks and, with its own step size, on ``log sigma2``."""
-    labels = lambda params: DeepVAE(jax.tree.map(lambda _: "net", params.encoder),  # noqa: E731
-                                    jax.tree.map(lambda _: "net", params.decoder), "sigma2")
-    return optax.multi_transform({"net": optax.adam(config.learning_rate),
-                                  "sigma2": optax.adam(config.sigma2_learning_rate)}, labels)
+    labels = lambda params: DeepVAE(
+        jax.tree.map(lambda _: "net", params.encoder),  # noqa: E731
+        jax.tree.map(lambda _: "net", params.decoder),
+        "sigma2",
+    )
+    return optax.multi_transform(
+        {"net": optax.adam(config.learning_rate), "sigma2": optax.adam(config.sigma2_learning_rate)}, labels
+    )
 
 
 class DeepState(NamedTuple):
@@ -166,9 +178,9 @@ class DeepHistory(NamedTuple):
 
     step: jax.Array
     beta: jax.Array
-    train_elbo: jax.Array       # one-sample ELBO on a fixed slice of the training data
-    heldout_elbo: jax.Array     # one-sample ELBO on the held-out data
-    kl_per_dim: jax.Array       # (k,) held-out average KL of each latent dimension
+    train_elbo: jax.Array  # one-sample ELBO on a fixed slice of the training data
+    heldout_elbo: jax.Array  # one-sample ELBO on the held-out data
+    kl_per_dim: jax.Array  # (k,) held-out average KL of each latent dimension
     sigma2: jax.Array
 
 
@@ -241,25 +253,32 @@ class DeepResult(NamedTuple):
     hyper: DeepHyper
     params: DeepVAE
     history: DeepHistory
-    heldout_kl: np.ndarray   # (C, N_heldout, k) per-example, per-dimension KL at the end
+    heldout_kl: np.ndarray  # (C, N_heldout, k) per-example, per-dimension KL at the end
     seconds: float
     compile_seconds: float
 
 
-def train_grid(config: DeepConfig, hyper: DeepHyper, X_train: np.ndarray, X_heldout: np.ndarray,
-               progress=None) -> DeepResult:
+def train_grid(
+    config: DeepConfig, hyper: DeepHyper, X_train: np.ndarray, X_heldout: np.ndarray, progress=None
+) -> DeepResult:
     """Train every configuration of ``hyper`` (1-D arrays of equal length) in one compiled program,
     through the shared loop (:func:`linear_vae.loop.run_in_chunks`): in :data:`DEEP_CHUNKS` chunks
     when ``progress`` (:class:`linear_vae.progress.Progress`) shows them, else in one.  Raises
     :class:`~linear_vae.train.DivergenceError` by the rule of :mod:`linear_vae.divergence`."""
     config.validate(X_train.shape[1], X_train.shape[0])
-    hyper = DeepHyper(jnp.asarray(hyper.sigma2, DTYPE), jnp.asarray(hyper.learn_sigma2, DTYPE),
-                      jnp.asarray(hyper.warmup, DTYPE), jnp.asarray(hyper.seed, jnp.uint32))
+    hyper = DeepHyper(
+        jnp.asarray(hyper.sigma2, DTYPE),
+        jnp.asarray(hyper.learn_sigma2, DTYPE),
+        jnp.asarray(hyper.warmup, DTYPE),
+        jnp.asarray(hyper.seed, jnp.uint32),
+    )
     X_train = jnp.asarray(X_train, DTYPE)
     X_heldout = jnp.asarray(X_heldout, DTYPE)
     init = jax.jit(jax.vmap(lambda h, a, b: init_state(config, h, a, b), in_axes=(0, None, None)))
-    run = jax.jit(jax.vmap(lambda s, h, a, b, n: run_steps(s, h, a, b, config, n), in_axes=(0, 0, None, None, None)),
-                  donate_argnums=0)
+    run = jax.jit(
+        jax.vmap(lambda s, h, a, b, n: run_steps(s, h, a, b, config, n), in_axes=(0, 0, None, None, None)),
+        donate_argnums=0,
+    )
     if progress is not None:
         progress.task(f"deep VAEs: {hyper.sigma2.shape[0]} configurations, {config.steps} steps")
     steps_per_record = loop.record_steps(config.steps, config.log_every)
@@ -275,14 +294,29 @@ def train_grid(config: DeepConfig, hyper: DeepHyper, X_train: np.ndarray, X_held
             _raise_divergence(hyper, zeros, zeros, zeros, 1.0, bad, np.asarray(chunk.state.step)[:n_configs])
         return chunk.state, False, 0.0
 
-    outcome = loop.run_in_chunks(init, run, (hyper_sharded, X_train, X_heldout), steps_per_record, chunk,
-                                 stop_if_nonfinite, progress, sharded=sharding is not None)
+    outcome = loop.run_in_chunks(
+        init,
+        run,
+        (hyper_sharded, X_train, X_heldout),
+        steps_per_record,
+        chunk,
+        stop_if_nonfinite,
+        progress,
+        sharded=sharding is not None,
+    )
     state = jax.tree.map(lambda a: a[:n_configs], outcome.state)
     start_elbo, _ = outcome.first_record
     end_elbo, model_variance = jax.vmap(lambda p: divergence_measures(p, X_heldout, config))(state.params)
     data_variance = float(np.sum(np.var(np.asarray(X_train, dtype=np.float64), axis=0)))
-    _raise_divergence(hyper, np.asarray(start_elbo)[:n_configs], end_elbo, model_variance, data_variance,
-                      state.first_nonfinite_step, state.step)
+    _raise_divergence(
+        hyper,
+        np.asarray(start_elbo)[:n_configs],
+        end_elbo,
+        model_variance,
+        data_variance,
+        state.first_nonfinite_step,
+        state.step,
+    )
     history = jax.tree.map(lambda a: a[:n_configs], outcome.history)
     seconds, compile_seconds = outcome.seconds, outcome.compile_seconds
     mean, log_var = jax.vmap(lambda p: encode(p, X_heldout, config))(state.params)
@@ -295,12 +329,15 @@ def train_grid(config: DeepConfig, hyper: DeepHyper, X_train: np.ndarray, X_held
 DEEP_CHUNKS = 10
 
 
-def _raise_divergence(hyper: DeepHyper, start, end, model_variance, data_variance: float, first_nonfinite_step,
-                      steps) -> None:
+def _raise_divergence(
+    hyper: DeepHyper, start, end, model_variance, data_variance: float, first_nonfinite_step, steps
+) -> None:
     """Raise :class:`~linear_vae.train.DivergenceError` for the first configuration that diverged."""
     diverged, reasons = divergence.diagnose(start, end, model_variance, data_variance, first_nonfinite_step, steps)
     if diverged.any():
         i = int(np.argmax(diverged))
-        raise DivergenceError(f"deep VAE training diverged in configuration {i} (sigma2 = {float(hyper.sigma2[i]):.4g}, "
-                              f"learned = {bool(hyper.learn_sigma2[i])}, warmup = {int(hyper.warmup[i])}): "
-                              f"{reasons[i]}; lower the `learning_rate`")
+        raise DivergenceError(
+            f"deep VAE training diverged in configuration {i} (sigma2 = {float(hyper.sigma2[i]):.4g}, "
+            f"learned = {bool(hyper.learn_sigma2[i])}, warmup = {int(hyper.warmup[i])}): "
+            f"{reasons[i]}; lower the `learning_rate`"
+        )

@@ -57,11 +57,15 @@ def diagnose(start, end, model_variance, data_variance: float, first_nonfinite_s
             step = first_nonfinite_step[i] if first_nonfinite_step[i] >= 0 else final_step[i]
             reasons.append(f"non-finite objective or parameters by step {int(step)}")
         elif model_variance[i] > SCALE_FACTOR**2 * data_variance:
-            reasons.append(f"the model's total variance reached {model_variance[i]:.3g}, more than "
-                           f"{SCALE_FACTOR:.0e}^2 times the data's {data_variance:.3g}, by step {int(final_step[i])}")
+            reasons.append(
+                f"the model's total variance reached {model_variance[i]:.3g}, more than "
+                f"{SCALE_FACTOR:.0e}^2 times the data's {data_variance:.3g}, by step {int(final_step[i])}"
+            )
         elif end[i] < start[i] - margin(start[i]):
-            reasons.append(f"the objective fell from {start[i]:.6g} to {end[i]:.6g} nats per datapoint "
-                           f"by step {int(final_step[i])} (more than {float(margin(start[i])):.3g} below its start)")
+            reasons.append(
+                f"the objective fell from {start[i]:.6g} to {end[i]:.6g} nats per datapoint "
+                f"by step {int(final_step[i])} (more than {float(margin(start[i])):.3g} below its start)"
+            )
         else:
             reasons.append(None)
     return np.array([r is not None for r in reasons], dtype=bool), reasons

@@ -87,8 +87,8 @@ def elbo_terms(params: LinearVAE, sigma2, stats: DataStats):
     D = jnp.exp(log_D)
     delta = stats.mean - mu
     P = covariance_times(stats.cov, V.T).T  # (k, d) = V S: the only O(d^2 k) product (O(dk) if S is diagonal)
-    PVt = P @ V.T                           # (k, k) = V S V^T
-    WtW = W.T @ W                           # (k, k)
+    PVt = P @ V.T  # (k, k) = V S V^T
+    WtW = W.T @ W  # (k, k)
     trace_ASA = stats.trace - 2.0 * jnp.sum(W * P.T) + jnp.sum(WtW * PVt)
     V_delta = V @ delta
     A_delta = delta - W @ V_delta
@@ -145,12 +145,12 @@ def monte_carlo_elbo(params: LinearVAE, sigma2, beta, X, key, n_samples: int = 1
     W, mu, V, log_D = params
     d = W.shape[0] if dim is None else dim
     centred = X - mu
-    means = centred @ V.T                                           # (N, k)
+    means = centred @ V.T  # (N, k)
     eps = jax.random.normal(key, (n_samples,) + means.shape, dtype=means.dtype)
-    z = means + jnp.exp(0.5 * log_D) * eps                          # (S, N, k)
-    residual = centred - z @ W.T                                    # (S, N, d)
+    z = means + jnp.exp(0.5 * log_D) * eps  # (S, N, k)
+    residual = centred - z @ W.T  # (S, N, d)
     log_lik = -0.5 * d * (LOG_2PI + jnp.log(sigma2)) - jnp.sum(residual**2, axis=-1) / (2.0 * sigma2)
-    kl = jnp.sum(kl_per_datapoint(params, X), axis=-1)              # (N,)
+    kl = jnp.sum(kl_per_datapoint(params, X), axis=-1)  # (N,)
     return jnp.mean(log_lik) - beta * jnp.mean(kl)
 
 
@@ -192,4 +192,3 @@ def elbo_gap_optimal_encoder(W, sigma2):
     W = jnp.asarray(W)
     M = W.T @ W + sigma2 * jnp.eye(W.shape[1], dtype=W.dtype)
     return 0.5 * (jnp.sum(jnp.log(jnp.diag(M))) - spd.log_det(spd.cholesky(M)))
-

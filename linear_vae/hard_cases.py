@@ -50,12 +50,12 @@ WELL_POSED_MARGIN = 0.02
 class HardCase(NamedTuple):
     """One constructed problem: data, latent dimension, sigma2 (or None: learned) and the betas to train."""
 
-    name: str            # short identifier, e.g. "near-equal-pairs"
-    description: str     # one line: what makes it hard
+    name: str  # short identifier, e.g. "near-equal-pairs"
+    description: str  # one line: what makes it hard
     latent_dim: int
     sigma2: float | None  # None: sigma2 learned
     betas: tuple[float, ...]
-    make: Callable[[], Dataset]   # deterministic (fixed seed)
+    make: Callable[[], Dataset]  # deterministic (fixed seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,8 +83,13 @@ def _with_constant_columns(dataset: Dataset, values, offset: float = 0.0) -> Dat
 
 def _synthetic(name: str, spectrum, n: int, seed: int) -> Dataset:
     dataset = make_synthetic(np.asarray(spectrum, dtype=np.float64), n=n, seed=seed)
-    return Dataset(X=dataset.X, labels=None, name=f"hard:{name}", is_image=False,
-                   population_eigenvalues=dataset.population_eigenvalues)
+    return Dataset(
+        X=dataset.X,
+        labels=None,
+        name=f"hard:{name}",
+        is_image=False,
+        population_eigenvalues=dataset.population_eigenvalues,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,8 +120,26 @@ BOUNDARY_PAIR = np.r_[50.0, 30.0, 29.0, 16.0, 9.0, 4.2, 4.0, 3.0, 2.9, _geometri
 #: wide: k = 16, top eigenvalues 2000 .. 0.96 (3.3 decades) with pairs (2000, 1905), (40, 38.5)
 #: and (1.0, 0.96) inside the top k and (0.96, 0.93) across the latent boundary; 184 informative
 #: features (the tail down to 2e-3) and 16 constant ones: d = 200.
-WIDE = np.r_[2000.0, 1905.0, 800.0, 400.0, 200.0, 100.0, 60.0, 40.0, 38.5, 20.0, 10.0, 6.0, 3.0, 2.0, 1.0,
-             0.96, 0.93, _geometric(0.8, 0.002, 167)]
+WIDE = np.r_[
+    2000.0,
+    1905.0,
+    800.0,
+    400.0,
+    200.0,
+    100.0,
+    60.0,
+    40.0,
+    38.5,
+    20.0,
+    10.0,
+    6.0,
+    3.0,
+    2.0,
+    1.0,
+    0.96,
+    0.93,
+    _geometric(0.8, 0.002, 167),
+]
 WIDE_CONSTANTS = (0.0,) * 16
 
 
@@ -164,24 +187,54 @@ def hard_cases() -> list[HardCase]:
       boundary, and learned sigma2 at beta = 30 (5 active dimensions, ``d > beta m`` holds).
     """
     return [
-        HardCase("near-equal-pairs",
-                 "eigenvalue pairs 2-5% apart inside the top k, across k, and around beta sigma2 = 3",
-                 8, 1.0, (0.5, 1.0, 3.0, 30.0), _near_equal_pairs),
-        HardCase("three-decades",
-                 "top-k eigenvalues from 1000 to 0.3, beta sigma2 down to 0.04: curvature ratio up to 1.7e4",
-                 8, 0.08, (0.5, 1.0, 3.0, 30.0), _three_decades),
-        HardCase("raw-scale",
-                 "eigenvalues in the hundreds, mean 128, 16 constant columns, near-equal pairs, fixed sigma2",
-                 8, 25.0, (0.5, 1.0, 3.0, 30.0), _raw_scale),
-        HardCase("raw-scale-learned",
-                 "raw-scale data with sigma2 learned: zero eigenvalues of constant columns enter sigma2",
-                 8, None, (0.5, 1.0, 3.0), _raw_scale),
-        HardCase("boundary-pair-learned",
-                 "learned beta sigma2 at beta = 3 between eigenvalues 4.2 and 4.0; pair across k",
-                 8, None, (0.5, 1.0, 3.0), _boundary_pair),
-        HardCase("wide",
-                 "d = 200 (16 constant), k = 16, 3.3 decades, near-equal pairs, learned sigma2 up to beta 30",
-                 16, None, (0.5, 1.0, 3.0, 30.0), _wide),
+        HardCase(
+            "near-equal-pairs",
+            "eigenvalue pairs 2-5% apart inside the top k, across k, and around beta sigma2 = 3",
+            8,
+            1.0,
+            (0.5, 1.0, 3.0, 30.0),
+            _near_equal_pairs,
+        ),
+        HardCase(
+            "three-decades",
+            "top-k eigenvalues from 1000 to 0.3, beta sigma2 down to 0.04: curvature ratio up to 1.7e4",
+            8,
+            0.08,
+            (0.5, 1.0, 3.0, 30.0),
+            _three_decades,
+        ),
+        HardCase(
+            "raw-scale",
+            "eigenvalues in the hundreds, mean 128, 16 constant columns, near-equal pairs, fixed sigma2",
+            8,
+            25.0,
+            (0.5, 1.0, 3.0, 30.0),
+            _raw_scale,
+        ),
+        HardCase(
+            "raw-scale-learned",
+            "raw-scale data with sigma2 learned: zero eigenvalues of constant columns enter sigma2",
+            8,
+            None,
+            (0.5, 1.0, 3.0),
+            _raw_scale,
+        ),
+        HardCase(
+            "boundary-pair-learned",
+            "learned beta sigma2 at beta = 3 between eigenvalues 4.2 and 4.0; pair across k",
+            8,
+            None,
+            (0.5, 1.0, 3.0),
+            _boundary_pair,
+        ),
+        HardCase(
+            "wide",
+            "d = 200 (16 constant), k = 16, 3.3 decades, near-equal pairs, learned sigma2 up to beta 30",
+            16,
+            None,
+            (0.5, 1.0, 3.0, 30.0),
+            _wide,
+        ),
     ]
 
 
@@ -207,8 +260,9 @@ def initial_sigma2s(case: HardCase, eigenvalues) -> list[float]:
     return [float(start)] * len(case.betas)
 
 
-def check_well_posed(eigenvalues, latent_dim: int, beta: float, sigma2: float | None,
-                     margin: float = WELL_POSED_MARGIN) -> float:
+def check_well_posed(
+    eigenvalues, latent_dim: int, beta: float, sigma2: float | None, margin: float = WELL_POSED_MARGIN
+) -> float:
     """Raise ``ValueError`` unless the problem is well posed; return its
     :func:`~linear_vae.optimum.threshold_distance`.
 
@@ -231,6 +285,8 @@ def check_well_posed(eigenvalues, latent_dim: int, beta: float, sigma2: float | 
         value = float(sigma2)
     found = threshold_distance(eigenvalues, latent_dim, beta, value)
     if not found >= margin:
-        raise ValueError(f"beta = {beta}, sigma2 = {value:.6g}: an eigenvalue within {found:.2%} of "
-                         f"beta sigma2 (at least {margin:.0%} needed)")
+        raise ValueError(
+            f"beta = {beta}, sigma2 = {value:.6g}: an eigenvalue within {found:.2%} of "
+            f"beta sigma2 (at least {margin:.0%} needed)"
+        )
     return found

@@ -74,24 +74,31 @@ class Chunk(NamedTuple):
     """What the ``between`` hook sees after a chunk."""
 
     state: Any
-    first_record: Any     # the measurement before the first step
-    history: Any          # this chunk's records (device arrays; leading axes: configuration, record)
-    steps_done: int       # optimiser steps so far, this chunk included
-    last: bool            # no chunk follows (the hook must then make its final checks)
+    first_record: Any  # the measurement before the first step
+    history: Any  # this chunk's records (device arrays; leading axes: configuration, record)
+    steps_done: int  # optimiser steps so far, this chunk included
+    last: bool  # no chunk follows (the hook must then make its final checks)
 
 
 class LoopResult(NamedTuple):
     state: Any
     first_record: Any
-    history: Any          # every record made (fewer than planned when the hook stopped early)
+    history: Any  # every record made (fewer than planned when the hook stopped early)
     steps_done: int
-    seconds: float        # training wall time, compilation excluded
+    seconds: float  # training wall time, compilation excluded
     compile_seconds: float
 
 
-def run_in_chunks(init: Callable, run: Callable, args: tuple, steps_per_record: np.ndarray, chunk: int,
-                  between: Callable[[Chunk], tuple[Any, bool, float]] | None = None,
-                  progress=None, sharded: bool = False) -> LoopResult:
+def run_in_chunks(
+    init: Callable,
+    run: Callable,
+    args: tuple,
+    steps_per_record: np.ndarray,
+    chunk: int,
+    between: Callable[[Chunk], tuple[Any, bool, float]] | None = None,
+    progress=None,
+    sharded: bool = False,
+) -> LoopResult:
     """Run ``init`` then ``run`` chunk by chunk (see the module docstring).
 
     ``between(Chunk)`` returns ``(state, stop, compile_seconds)``: the state to continue from,
@@ -105,7 +112,7 @@ def run_in_chunks(init: Callable, run: Callable, args: tuple, steps_per_record: 
     start = time.perf_counter()
     state, first_record = init(*args)
     total_records, total_steps = len(steps_per_record), int(np.sum(steps_per_record))
-    chunk_steps = [jnp.asarray(steps_per_record[r:r + chunk]) for r in range(0, total_records, chunk)]
+    chunk_steps = [jnp.asarray(steps_per_record[r : r + chunk]) for r in range(0, total_records, chunk)]
     compiled = run.lower(state, *args, chunk_steps[0]).compile()
     compile_seconds = time.perf_counter() - start
     layout = jax.tree.map(lambda a: a.sharding, state) if sharded else None
@@ -116,10 +123,11 @@ def run_in_chunks(init: Callable, run: Callable, args: tuple, steps_per_record: 
     for index, steps in enumerate(chunk_steps):
         state, history = compiled(state, *args, steps)
         histories.append(history)
-        steps_done += int(np.sum(steps_per_record[index * chunk:(index + 1) * chunk]))
+        steps_done += int(np.sum(steps_per_record[index * chunk : (index + 1) * chunk]))
         if between is not None:
-            state, stop, compiling = between(Chunk(state, first_record, history, steps_done,
-                                                         index == len(chunk_steps) - 1))
+            state, stop, compiling = between(
+                Chunk(state, first_record, history, steps_done, index == len(chunk_steps) - 1)
+            )
             compile_seconds += compiling
             start += compiling
         else:

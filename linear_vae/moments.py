@@ -168,7 +168,7 @@ def top_eigenpairs(X: np.ndarray, m: int) -> Spectrum:
     r = int(mapped.sum())  # mapped is a prefix: the eigenvalues are descending
     for start in range(0, d, width):
         centred = _centred_columns(X, mean, start, width, block)
-        eigenvectors[start:start + centred.shape[1], :r] = centred.T @ coefficients
+        eigenvectors[start : start + centred.shape[1], :r] = centred.T @ coefficients
     eigenvectors[:, r:] = _orthonormal_complement(eigenvectors[:, :r], m - r)
     return Spectrum(eigenvalues, canonical_signs(eigenvectors), trace, d)
 
@@ -224,8 +224,10 @@ def spectrum_totals(eigenvalues, trace=None, dim=None, latent_dim: int = 0) -> t
     if trace is None:
         trace, dim = float(np.sum(eigenvalues)), len(eigenvalues)
     if not min(latent_dim, dim) <= len(eigenvalues) <= dim:
-        raise ValueError(f"{len(eigenvalues)} eigenvalues given for latent dimension {latent_dim} and d = {dim}; "
-                         f"pass between min(k, d) and d of them")
+        raise ValueError(
+            f"{len(eigenvalues)} eigenvalues given for latent dimension {latent_dim} and d = {dim}; "
+            f"pass between min(k, d) and d of them"
+        )
     return eigenvalues, float(trace), int(dim)
 
 

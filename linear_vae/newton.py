@@ -75,6 +75,7 @@ LANCZOS_ITERATIONS = 30
 # The projected objective and the model it stands for
 # --------------------------------------------------------------------------------------------
 
+
 @jax.custom_jvp
 def inverse_and_log_det(M):
     """``(M^{-1}, log det M)`` of a symmetric positive-definite (k, k) ``M`` (Cholesky, :mod:`linear_vae.spd`).
@@ -110,9 +111,12 @@ def projected_elbo(W, log_sigma2, beta, stats: DataStats):
     sigma2 = jnp.exp(log_sigma2)
     t = beta * sigma2
     K, log_det_M = inverse_and_log_det(W.T @ W + t * jnp.eye(k, dtype=W.dtype))
-    explained = jnp.sum(K * (W.T @ covariance_times(stats.cov, W)))   # tr(M^{-1} W^T S W)
-    return (-0.5 * d * (LOG_2PI + log_sigma2) - (stats.trace - explained) / (2.0 * sigma2)
-            - 0.5 * beta * (log_det_M - k * jnp.log(t)))
+    explained = jnp.sum(K * (W.T @ covariance_times(stats.cov, W)))  # tr(M^{-1} W^T S W)
+    return (
+        -0.5 * d * (LOG_2PI + log_sigma2)
+        - (stats.trace - explained) / (2.0 * sigma2)
+        - 0.5 * beta * (log_det_M - k * jnp.log(t))
+    )
 
 
 def _host_eigh(A):
@@ -122,8 +126,7 @@ def _host_eigh(A):
     LAPACK kernels, which deadlock on CPU with jaxlib 0.10 (see :mod:`linear_vae.spd`).
     """
     shapes = (jax.ShapeDtypeStruct(A.shape[:-1], A.dtype), jax.ShapeDtypeStruct(A.shape, A.dtype))
-    return jax.pure_callback(lambda a: tuple(np.linalg.eigh(np.asarray(a))), shapes, A,
-                             vmap_method="expand_dims")
+    return jax.pure_callback(lambda a: tuple(np.linalg.eigh(np.asarray(a))), shapes, A, vmap_method="expand_dims")
 
 
 def represented_vae(W, mean, sigma2, beta) -> LinearVAE:
@@ -149,7 +152,7 @@ def with_canonical_signs(params: LinearVAE) -> LinearVAE:
     References: docs/theory.md (T1).
     """
     W, mu, V, log_D = (np.asarray(p) for p in params)
-    rows = np.argmax(np.abs(W), axis=1)                                    # (C, k)
+    rows = np.argmax(np.abs(W), axis=1)  # (C, k)
     signs = np.where(np.take_along_axis(W, rows[:, None, :], axis=1)[:, 0] < 0, -1.0, 1.0)
     return LinearVAE(W * signs[:, None, :], mu, V * signs[:, :, None], log_D)
 
@@ -157,6 +160,7 @@ def with_canonical_signs(params: LinearVAE) -> LinearVAE:
 # --------------------------------------------------------------------------------------------
 # Flat parameter vector x = (vec W [, log sigma2]) and f = -Phi on it
 # --------------------------------------------------------------------------------------------
+
 
 class Problem(NamedTuple):
     """``f(x) = -Phi`` for one configuration, as closures over a flat parameter vector.
@@ -239,11 +243,12 @@ def unpack(x, shape, log_sigma2, learn_sigma2: bool):
 # Steihaug's truncated conjugate gradients (Nocedal & Wright Alg. 7.2)
 # --------------------------------------------------------------------------------------------
 
+
 class CGResult(NamedTuple):
     step: jax.Array
     negative_curvature: jax.Array  # a direction of curvature <= 0 was met
     iterations: jax.Array
-    solved: jax.Array              # the residual reached the tolerance (or CG met zero curvature there)
+    solved: jax.Array  # the residual reached the tolerance (or CG met zero curvature there)
 
 
 def _to_boundary(z, p, radius):
@@ -296,11 +301,27 @@ def steihaug_cg(hvp, g, radius, max_iterations: int = CG_MAX_ITERATIONS, relativ
         converged = jnp.linalg.norm(r_next) <= tolerance
         z = jnp.where(flat, c.z, jnp.where(negative | outside, boundary, z_next))
         p_next = -r_next + (r_next @ r_next) / rr * c.p
-        return Carry(z, r_next, p_next, negative | flat | outside | converged, c.negative | negative, c.i + 1,
-                     scale, flat | converged)
+        return Carry(
+            z,
+            r_next,
+            p_next,
+            negative | flat | outside | converged,
+            c.negative | negative,
+            c.i + 1,
+            scale,
+            flat | converged,
+        )
 
-    start = Carry(jnp.zeros_like(g), g, -g, g_norm <= 0, jnp.asarray(False), jnp.asarray(0),
-                  jnp.asarray(0.0, g.dtype), g_norm <= 0)
+    start = Carry(
+        jnp.zeros_like(g),
+        g,
+        -g,
+        g_norm <= 0,
+        jnp.asarray(False),
+        jnp.asarray(0),
+        jnp.asarray(0.0, g.dtype),
+        g_norm <= 0,
+    )
     end = jax.lax.while_loop(lambda c: ~c.done & (c.i < max_iterations), body, start)
     return CGResult(end.z, end.negative, end.i, end.solved)
 
@@ -309,10 +330,11 @@ def steihaug_cg(hvp, g, radius, max_iterations: int = CG_MAX_ITERATIONS, relativ
 # Lanczos estimate of the most negative curvature of f (the largest ascent curvature of Phi)
 # --------------------------------------------------------------------------------------------
 
+
 class Curvature(NamedTuple):
-    lowest: jax.Array      # smallest Ritz value of the Hessian of f = -Phi
-    radius: jax.Array      # largest |Ritz value|: the scale curvature_tol is relative to
-    direction: jax.Array   # unit Ritz vector of `lowest`
+    lowest: jax.Array  # smallest Ritz value of the Hessian of f = -Phi
+    radius: jax.Array  # largest |Ritz value|: the scale curvature_tol is relative to
+    direction: jax.Array  # unit Ritz vector of `lowest`
 
 
 def lanczos_lowest(hvp, start, iterations: int = LANCZOS_ITERATIONS) -> Curvature:
@@ -332,7 +354,7 @@ def lanczos_lowest(hvp, start, iterations: int = LANCZOS_ITERATIONS) -> Curvatur
         q = Q[j]
         w = hvp(q)
         a = q @ w
-        w = w - Q.T @ (Q @ w)          # full reorthogonalisation against q_0..q_j (later rows are 0)
+        w = w - Q.T @ (Q @ w)  # full reorthogonalisation against q_0..q_j (later rows are 0)
         w = w - Q.T @ (Q @ w)
         b = jnp.linalg.norm(w)
         q_next = jnp.where(b > 1e-14 * jnp.abs(a) + 1e-300, w / jnp.where(b > 0, b, 1.0), 0.0)
@@ -351,12 +373,13 @@ def lanczos_lowest(hvp, start, iterations: int = LANCZOS_ITERATIONS) -> Curvatur
 # The optimiser state and step
 # --------------------------------------------------------------------------------------------
 
+
 class NewtonState(NamedTuple):
     """Per-configuration state of the trust-region iteration."""
 
-    radius: jax.Array        # trust-region radius
+    radius: jax.Array  # trust-region radius
     max_radius: jax.Array
-    escape: jax.Array        # a unit ascent direction of Phi found by the curvature check (0: none)
+    escape: jax.Array  # a unit ascent direction of Phi found by the curvature check (0: none)
 
 
 def init_newton(x, stats: DataStats) -> NewtonState:
@@ -391,9 +414,11 @@ def newton_step(x, state: NewtonState, problem: Problem):
     ratio = jnp.where(jnp.isfinite(f1), ratio, -1.0)
     step_norm = jnp.linalg.norm(step)
     at_boundary = step_norm >= 0.99 * state.radius
-    radius = jnp.where(ratio < 0.25, 0.25 * jnp.minimum(state.radius, jnp.maximum(step_norm, 1e-12)),
-                       jnp.where((ratio > 0.75) & at_boundary, jnp.minimum(2.0 * state.radius, state.max_radius),
-                                 state.radius))
+    radius = jnp.where(
+        ratio < 0.25,
+        0.25 * jnp.minimum(state.radius, jnp.maximum(step_norm, 1e-12)),
+        jnp.where((ratio > 0.75) & at_boundary, jnp.minimum(2.0 * state.radius, state.max_radius), state.radius),
+    )
     accept = (ratio > 1e-4) & (actual >= -roundoff)
     x = jnp.where(accept, x + step, x)
     escape = jnp.where(accept, jnp.zeros_like(state.escape), state.escape)
@@ -403,6 +428,7 @@ def newton_step(x, state: NewtonState, problem: Problem):
 # --------------------------------------------------------------------------------------------
 # Convergence diagnosis (any optimiser)
 # --------------------------------------------------------------------------------------------
+
 
 class Diagnosis(NamedTuple):
     """How far a decoder is from a local maximum of the ELBO, without the closed form.
@@ -433,8 +459,9 @@ class Diagnosis(NamedTuple):
     converged: jax.Array
 
 
-def diagnose(x, problem: Problem, block_gain, key, gain_tol: float = GAIN_TOL,
-             curvature_tol: float = CURVATURE_TOL) -> Diagnosis:
+def diagnose(
+    x, problem: Problem, block_gain, key, gain_tol: float = GAIN_TOL, curvature_tol: float = CURVATURE_TOL
+) -> Diagnosis:
     """The convergence test of the module docstring at ``x`` (``key`` draws the Lanczos start).
 
     References: docs/theory.md (T7.3).
@@ -447,5 +474,11 @@ def diagnose(x, problem: Problem, block_gain, key, gain_tol: float = GAIN_TOL,
     curvature = lanczos_lowest(hvp, project(jax.random.normal(key, x.shape, x.dtype)))
     relative = -curvature.lowest / jnp.maximum(curvature.radius, 1e-300)
     gain = jnp.maximum(block_gain, 0.0) + newton_gain
-    return Diagnosis(gain, block_gain, jnp.linalg.norm(g), relative, curvature.direction,
-                     (gain <= gain_tol) & (relative <= curvature_tol))
+    return Diagnosis(
+        gain,
+        block_gain,
+        jnp.linalg.norm(g),
+        relative,
+        curvature.direction,
+        (gain <= gain_tol) & (relative <= curvature_tol),
+    )

@@ -78,8 +78,9 @@ def collapse_thresholds(eigenvalues, latent_dim: int, sigma2: float) -> np.ndarr
     return np.asarray(eigenvalues[:latent_dim], dtype=np.float64) / sigma2
 
 
-def beta_elbo_optimum(eigenvalues, latent_dim: int, beta: float, sigma2: float, *, trace=None,
-                      dim=None) -> BetaElboOptimum:
+def beta_elbo_optimum(
+    eigenvalues, latent_dim: int, beta: float, sigma2: float, *, trace=None, dim=None
+) -> BetaElboOptimum:
     """Closed-form global maximum of the beta-ELBO at fixed ``sigma2``.
 
     With ``t = beta sigma2`` and ``m`` active dimensions (Lucas et al. Appendix C; docs/theory.md (T4)):
@@ -100,13 +101,16 @@ def beta_elbo_optimum(eigenvalues, latent_dim: int, beta: float, sigma2: float, 
     m = int(active.sum())
     kl_per_dim = np.where(active, 0.5 * np.log(np.where(active, top, t) / t), 0.0)
     not_active_sum = trace - top[active].sum()
-    elbo = (-0.5 * d * (LOG_2PI + np.log(sigma2)) - 0.5 * beta * m
-            - not_active_sum / (2.0 * sigma2) - beta * kl_per_dim.sum())
+    elbo = (
+        -0.5 * d * (LOG_2PI + np.log(sigma2))
+        - 0.5 * beta * m
+        - not_active_sum / (2.0 * sigma2)
+        - beta * kl_per_dim.sum()
+    )
     column_variances = np.where(active, np.maximum(top - t, 0.0), 0.0)
     encoder_variances = np.where(active, t / np.where(active, top, 1.0), 1.0)
     mll = mll_in_eigenbasis(eigenvalues, column_variances, sigma2, trace=trace, dim=d)
-    return BetaElboOptimum(beta, sigma2, active, column_variances, encoder_variances,
-                           kl_per_dim, float(elbo), mll)
+    return BetaElboOptimum(beta, sigma2, active, column_variances, encoder_variances, kl_per_dim, float(elbo), mll)
 
 
 def learned_sigma2(eigenvalues, latent_dim: int, beta: float = 1.0, *, trace=None, dim=None) -> float:
@@ -139,7 +143,8 @@ def learned_sigma2(eigenvalues, latent_dim: int, beta: float = 1.0, *, trace=Non
         if not sigma2 > tolerance:
             raise ValueError(
                 f"the learned sigma2 is 0: the data have rank <= {latent_dim} (the latent dimension), "
-                "so the likelihood is unbounded; fix `sigma2` or choose a smaller `latent_dim`")
+                "so the likelihood is unbounded; fix `sigma2` or choose a smaller `latent_dim`"
+            )
         consistent = (m == 0 or top[m - 1] / sigma2 > beta) and (m == latent_dim or top[m] / sigma2 <= beta)
         if consistent:
             value = beta_elbo_optimum(eigenvalues, latent_dim, beta, sigma2, trace=total, dim=d).elbo

@@ -21,23 +21,26 @@ COLORS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0
 PREDICTION_STYLE = {"linestyle": "-", "linewidth": 1.8}
 TRAINED_STYLE = {"linestyle": "none", "marker": "o", "markersize": 5, "markerfacecolor": "none", "markeredgewidth": 1.4}
 
-plt.rcParams.update({
-    "figure.dpi": 110,
-    "savefig.dpi": 150,
-    "font.size": 10,
-    "axes.titlesize": 11,
-    "axes.labelsize": 10,
-    "legend.fontsize": 8.5,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "axes.prop_cycle": matplotlib.cycler(color=COLORS),
-})
+plt.rcParams.update(
+    {
+        "figure.dpi": 110,
+        "savefig.dpi": 150,
+        "font.size": 10,
+        "axes.titlesize": 11,
+        "axes.labelsize": 10,
+        "legend.fontsize": 8.5,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "axes.prop_cycle": matplotlib.cycler(color=COLORS),
+    }
+)
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, width: float = 5.2, height: float = 3.8, **kwargs):
     """A figure of ``nrows x ncols`` panels, each ``width x height`` inches, laid out without overlaps."""
-    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), layout="constrained", squeeze=False,
-                        **kwargs)
+    return plt.subplots(
+        nrows, ncols, figsize=(width * ncols, height * nrows), layout="constrained", squeeze=False, **kwargs
+    )
 
 
 def save_png(fig, path) -> None:
@@ -62,23 +65,23 @@ def mark_quick(fig, note: str = QUICK_NOTE, strip: float = 0.3) -> None:
     """
     if any(text.get_text() == note for text in fig.texts):
         return
-    fig.draw_without_rendering()                 # run the layout engine: positions as they would be saved
-    fig.set_layout_engine("none")                # ... and keep them
+    fig.draw_without_rendering()  # run the layout engine: positions as they would be saved
+    fig.set_layout_engine("none")  # ... and keep them
     width, height = fig.get_size_inches()
     frac = strip / (height + strip)
 
-    def up(y):                                   # figure fraction before -> after growing at the bottom
+    def up(y):  # figure fraction before -> after growing at the bottom
         return frac + y * (1 - frac)
 
     fig.set_size_inches(width, height + strip)
-    for ax in fig.axes:                          # panels and colour bars
+    for ax in fig.axes:  # panels and colour bars
         x0, y0, w, h = ax.get_position().bounds
         ax.set_position((x0, up(y0), w, h * (1 - frac)))
-    for text in fig.texts:                       # figure texts, suptitle and sup-labels included
+    for text in fig.texts:  # figure texts, suptitle and sup-labels included
         if text.get_transform() is fig.transFigure:
             x, y = text.get_position()
             text.set_position((x, up(y)))
-    for legend in fig.legends:                   # anchored to the whole figure: anchor to the part above
+    for legend in fig.legends:  # anchored to the whole figure: anchor to the part above
         if legend.get_bbox_to_anchor() is fig.bbox:
             legend.set_bbox_to_anchor((0, frac, 1, 1 - frac), transform=fig.transFigure)
     fig.text(0.5, frac / 2, note, ha="center", va="center", color="#D55E00", fontsize=9, fontweight="bold")

@@ -72,7 +72,6 @@ def log_marginal_likelihood(W, sigma2, cov, mean_offset=None, dim=None):
     return -0.5 * (d * LOG_2PI + logdet_C + trace_term / sigma2)
 
 
-
 def mll_in_eigenbasis(eigenvalues, column_variances, sigma2, *, trace=None, dim=None) -> float:
     """MLL when the columns of ``W`` lie along eigenvectors of ``S``.
 
@@ -113,7 +112,6 @@ class PPCAOptimum(NamedTuple):
         return eigenvectors[:, :k] * np.sqrt(self.column_variances)
 
 
-
 def mle_sigma2(eigenvalues, latent_dim: int) -> float:
     """Maximum-likelihood noise variance ``sigma2* = mean(lambda_{k+1..d})`` (T&B eq. 8).
 
@@ -127,7 +125,8 @@ def mle_sigma2(eigenvalues, latent_dim: int) -> float:
     if not sigma2 > rank_tolerance(eigenvalues):
         raise ValueError(
             f"the learned sigma2 is 0: the data have rank <= {latent_dim} (the latent dimension), "
-            "so the likelihood is unbounded; fix `sigma2` or choose a smaller `latent_dim`")
+            "so the likelihood is unbounded; fix `sigma2` or choose a smaller `latent_dim`"
+        )
     return sigma2
 
 
@@ -217,7 +216,6 @@ def stationary_points(eigenvalues, latent_dim: int, sigma2: float) -> Iterator[S
             column_variances = np.zeros(latent_dim)
             column_variances[:size] = used - sigma2
             unused = np.setdiff1d(np.arange(len(eigenvalues)), directions)
-            curvatures = (collapsed_curvature(eigenvalues[unused], sigma2)
-                          if size < latent_dim else np.zeros(0))
+            curvatures = collapsed_curvature(eigenvalues[unused], sigma2) if size < latent_dim else np.zeros(0)
             is_global_max = size == n_best and np.array_equal(np.sort(used)[::-1], best)
             yield StationaryPoint(tuple(directions), bool(is_global_max), column_variances, curvatures)

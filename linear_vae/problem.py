@@ -45,8 +45,9 @@ class Problem(NamedTuple):
     spectrum: Spectrum
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset, form_covariance: bool | None = None,
-                     eigenpairs: int | None = None) -> "Problem":
+    def from_dataset(
+        cls, dataset: Dataset, form_covariance: bool | None = None, eigenpairs: int | None = None
+    ) -> "Problem":
         """Moments and eigenpairs of ``dataset``.
 
         ``form_covariance`` (default: iff ``d <= N``) forms ``S`` and all its eigenpairs
@@ -101,8 +102,10 @@ class Problem(NamedTuple):
         if basis not in BASES:
             raise ValueError(f"unknown basis {basis!r}; choose one of {', '.join(BASES)}")
         if basis == "data" and self.wide:
-            raise ValueError(f"with d = {self.d} features and only N = {self.n} samples the d x d covariance "
-                             "is not formed; train in the eigenbasis (basis 'eigen')")
+            raise ValueError(
+                f"with d = {self.d} features and only N = {self.n} samples the d x d covariance "
+                "is not formed; train in the eigenbasis (basis 'eigen')"
+            )
 
     def coordinates(self, basis: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(X, mean, cov)`` in ``basis``: the data as given with ``S``, or their coordinates along

@@ -118,8 +118,15 @@ class Progress:
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=self._label, unit="step", file=self.stream, leave=False,
-                             dynamic_ncols=True, delay=BAR_DELAY)
+            self._bar = tqdm(
+                total=total,
+                desc=self._label,
+                unit="step",
+                file=self.stream,
+                leave=False,
+                dynamic_ncols=True,
+                delay=BAR_DELAY,
+            )
             if self._phase:
                 self._bar.set_postfix_str(self._phase, refresh=False)
 

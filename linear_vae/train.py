@@ -119,24 +119,30 @@ class TrainConfig(NamedTuple):
         if self.optimizer not in OPTIMIZER_DEFAULTS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         steps, log_every, basis = OPTIMIZER_DEFAULTS[self.optimizer]
-        return self._replace(steps=steps if self.steps is None else self.steps,
-                             log_every=log_every if self.log_every is None else self.log_every,
-                             basis=basis if self.basis is None else self.basis)
+        return self._replace(
+            steps=steps if self.steps is None else self.steps,
+            log_every=log_every if self.log_every is None else self.log_every,
+            basis=basis if self.basis is None else self.basis,
+        )
 
     def validate(self, d: int, n: int) -> "TrainConfig":
         """Raise ``ValueError`` (one line, what to change) for an impossible configuration; returns
         the :meth:`resolved` config."""
         self = self.resolved()
         check_latent_dim(self.latent_dim, d)
-        for name, value, allowed in (("objective", self.objective, OBJECTIVES),
-                                     ("optimizer", self.optimizer, OPTIMIZERS),
-                                     ("schedule", self.schedule, SCHEDULES), ("init", self.init, INITS),
-                                     ("basis", self.basis, BASES)):
+        for name, value, allowed in (
+            ("objective", self.objective, OBJECTIVES),
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("schedule", self.schedule, SCHEDULES),
+            ("init", self.init, INITS),
+            ("basis", self.basis, BASES),
+        ):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
         if self.optimizer == "newton" and self.objective == "stochastic":
-            raise ValueError("`optimizer` newton needs `objective` exact; use `optimizer` adam with "
-                             "`objective` stochastic")
+            raise ValueError(
+                "`optimizer` newton needs `objective` exact; use `optimizer` adam with `objective` stochastic"
+            )
         if self.steps < 1:
             raise ValueError(f"`steps` must be at least 1, got {self.steps}")
         if self.log_every < 1:
@@ -169,7 +175,7 @@ class TrainData(NamedTuple):
     X: jax.Array
     eigenvalues: jax.Array
     eigenvectors: jax.Array
-    rotation: jax.Array | None = None      # (d, r) eigenvectors U, in the eigenbasis
+    rotation: jax.Array | None = None  # (d, r) eigenvectors U, in the eigenbasis
     mean_outside: jax.Array | None = None  # (d,) mean - U U^T mean, in the eigenbasis
 
     @classmethod
@@ -180,8 +186,14 @@ class TrainData(NamedTuple):
         if basis == "data":
             return cls(stats, jnp.asarray(X), jnp.asarray(problem.eigenvalues), jnp.asarray(problem.eigenvectors))
         U = problem.eigenvectors
-        return cls(stats, jnp.asarray(X), jnp.asarray(problem.eigenvalues), jnp.eye(U.shape[1]), jnp.asarray(U),
-                   jnp.asarray(problem.mean - U @ (U.T @ problem.mean)))
+        return cls(
+            stats,
+            jnp.asarray(X),
+            jnp.asarray(problem.eigenvalues),
+            jnp.eye(U.shape[1]),
+            jnp.asarray(U),
+            jnp.asarray(problem.mean - U @ (U.T @ problem.mean)),
+        )
 
     def to_data_basis(self, params: LinearVAE) -> LinearVAE:
         """Map parameters (numpy, leading configuration axis) from the training basis back to the data:
@@ -211,11 +223,11 @@ class Trainable(NamedTuple):
 
 class TrainState(NamedTuple):
     trainable: Trainable
-    opt_state: optax.OptState        # optax's state, or :class:`linear_vae.newton.NewtonState`
+    opt_state: optax.OptState  # optax's state, or :class:`linear_vae.newton.NewtonState`
     key: jax.Array
-    step: jax.Array                  # steps taken (frozen once converged)
+    step: jax.Array  # steps taken (frozen once converged)
     first_nonfinite_step: jax.Array  # -1 while every objective value has been finite
-    converged: jax.Array             # set by the convergence check between chunks; freezes the state
+    converged: jax.Array  # set by the convergence check between chunks; freezes the state
 
 
 def record_steps(config: TrainConfig) -> np.ndarray:
@@ -227,9 +239,9 @@ class History(NamedTuple):
     """Metrics recorded every ``log_every`` steps and after the last (leading axes: [configuration,] record)."""
 
     step: jax.Array
-    elbo: jax.Array             # exact beta-ELBO (nats per datapoint)
-    mll: jax.Array              # pPCA log marginal likelihood of the current decoder
-    kl_per_dim: jax.Array       # (k,) average KL of each latent dimension
+    elbo: jax.Array  # exact beta-ELBO (nats per datapoint)
+    mll: jax.Array  # pPCA log marginal likelihood of the current decoder
+    kl_per_dim: jax.Array  # (k,) average KL of each latent dimension
     column_norms_sq: jax.Array  # (k,) ||w_i||^2
     sigma2: jax.Array
 
@@ -277,8 +289,7 @@ def init_state(config: TrainConfig, hyper: Hyper, data: TrainData) -> TrainState
         opt_state = newton.init_newton(_newton_vector(trainable, config), data.stats)
     else:
         opt_state = make_optimizer(config).init(trainable)
-    return TrainState(trainable, opt_state, key_train, jnp.zeros((), int), -jnp.ones((), int),
-                      jnp.zeros((), bool))
+    return TrainState(trainable, opt_state, key_train, jnp.zeros((), int), -jnp.ones((), int), jnp.zeros((), bool))
 
 
 def _newton_vector(trainable: Trainable, config: TrainConfig):
@@ -292,8 +303,7 @@ def projected_problem(trainable: Trainable, hyper: Hyper, data: TrainData, confi
     References: docs/theory.md (T7.1).
     """
     beta = 1.0 if config.objective == "mll" else hyper.beta
-    return newton.make_problem(trainable.params.W.shape, config.learn_sigma2, trainable.log_sigma2, beta,
-                               data.stats)
+    return newton.make_problem(trainable.params.W.shape, config.learn_sigma2, trainable.log_sigma2, beta, data.stats)
 
 
 def negative_objective(trainable: Trainable, hyper: Hyper, data: TrainData, key, config: TrainConfig):
@@ -305,14 +315,16 @@ def negative_objective(trainable: Trainable, hyper: Hyper, data: TrainData, key,
         return -(expected_log_lik - hyper.beta * jnp.sum(kl_per_dim))
     if config.objective == "mll":
         params = trainable.params
-        return -log_marginal_likelihood(params.W, sigma2, data.stats.cov, data.stats.mean - params.mu,
-                                   dim=data.stats.dim)
+        return -log_marginal_likelihood(
+            params.W, sigma2, data.stats.cov, data.stats.mean - params.mu, dim=data.stats.dim
+        )
     key_batch, key_eps = jax.random.split(key)
     # Minibatch rows drawn uniformly with replacement: an unbiased estimate at O(batch) cost per step
     # (a fresh permutation of all N rows per step would cost O(N log N)).
     rows = jax.random.randint(key_batch, (config.batch_size,), 0, data.X.shape[0])
-    return -monte_carlo_elbo(trainable.params, sigma2, hyper.beta, data.X[rows], key_eps, config.mc_samples,
-                             dim=data.stats.dim)
+    return -monte_carlo_elbo(
+        trainable.params, sigma2, hyper.beta, data.X[rows], key_eps, config.mc_samples, dim=data.stats.dim
+    )
 
 
 def train_step(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> TrainState:
@@ -321,8 +333,9 @@ def train_step(state: TrainState, hyper: Hyper, data: TrainData, config: TrainCo
     if config.optimizer == "newton":
         problem = projected_problem(state.trainable, hyper, data, config)
         x, opt_state, loss = newton.newton_step(_newton_vector(state.trainable, config), state.opt_state, problem)
-        W, log_sigma2 = newton.unpack(x, state.trainable.params.W.shape, state.trainable.log_sigma2,
-                                      config.learn_sigma2)
+        W, log_sigma2 = newton.unpack(
+            x, state.trainable.params.W.shape, state.trainable.log_sigma2, config.learn_sigma2
+        )
         trainable = Trainable(state.trainable.params._replace(W=W), log_sigma2)
     else:
         loss, grads = jax.value_and_grad(negative_objective)(state.trainable, hyper, data, key_step, config)
@@ -330,8 +343,9 @@ def train_step(state: TrainState, hyper: Hyper, data: TrainData, config: TrainCo
         trainable = optax.apply_updates(state.trainable, updates)
     # A non-finite parameter makes the next objective non-finite, so watching the objective suffices
     # (the metrics recorded after the last step are checked by train_sweep as well).
-    first_bad = jnp.where((state.first_nonfinite_step < 0) & ~jnp.isfinite(loss), state.step,
-                          state.first_nonfinite_step)
+    first_bad = jnp.where(
+        (state.first_nonfinite_step < 0) & ~jnp.isfinite(loss), state.step, state.first_nonfinite_step
+    )
     stepped = TrainState(trainable, opt_state, key, state.step + 1, first_bad, state.converged)
     return jax.tree.map(lambda old, new: jnp.where(state.converged, old, new), state, stepped)
 
@@ -342,8 +356,7 @@ def model(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig)
     if config.optimizer != "newton":
         return state.trainable.params
     beta = 1.0 if config.objective == "mll" else hyper.beta
-    return newton.represented_vae(state.trainable.params.W, data.stats.mean, jnp.exp(state.trainable.log_sigma2),
-                                  beta)
+    return newton.represented_vae(state.trainable.params.W, data.stats.mean, jnp.exp(state.trainable.log_sigma2), beta)
 
 
 def diagnose(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> newton.Diagnosis:
@@ -358,8 +371,9 @@ def diagnose(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConf
     params = model(state, hyper, data, config)
     sigma2 = jnp.exp(state.trainable.log_sigma2)
     if config.objective == "mll":
-        current = log_marginal_likelihood(params.W, sigma2, data.stats.cov, data.stats.mean - params.mu,
-                                   dim=data.stats.dim)
+        current = log_marginal_likelihood(
+            params.W, sigma2, data.stats.cov, data.stats.mean - params.mu, dim=data.stats.dim
+        )
     else:
         expected_log_lik, kl_per_dim = elbo_terms(params, sigma2, data.stats)
         current = expected_log_lik - hyper.beta * jnp.sum(kl_per_dim)
@@ -374,10 +388,15 @@ def measure(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfi
     params = model(state, hyper, data, config)
     sigma2 = jnp.exp(state.trainable.log_sigma2)
     expected_log_lik, kl_per_dim = elbo_terms(params, sigma2, data.stats)
-    mll = log_marginal_likelihood(params.W, sigma2, data.stats.cov, data.stats.mean - params.mu,
-                                   dim=data.stats.dim)
-    return History(state.step, expected_log_lik - hyper.beta * jnp.sum(kl_per_dim), mll, kl_per_dim,
-                   jnp.sum(params.W**2, axis=0), sigma2)
+    mll = log_marginal_likelihood(params.W, sigma2, data.stats.cov, data.stats.mean - params.mu, dim=data.stats.dim)
+    return History(
+        state.step,
+        expected_log_lik - hyper.beta * jnp.sum(kl_per_dim),
+        mll,
+        kl_per_dim,
+        jnp.sum(params.W**2, axis=0),
+        sigma2,
+    )
 
 
 def run_steps(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig, steps_per_record):
@@ -407,7 +426,7 @@ class SweepResult(NamedTuple):
     params: LinearVAE
     sigma2: np.ndarray
     history: History
-    seconds: float          # training wall time, compilation excluded
+    seconds: float  # training wall time, compilation excluded
     compile_seconds: float
     steps_used: np.ndarray  # (C,) steps taken before converging (or all of them)
     diagnosis: newton.Diagnosis
@@ -453,22 +472,32 @@ def _compiled_sweep(config: TrainConfig, n_records: int):
     (cached: a sweep's values never recompile)."""
     cache_key = (config, n_records)
     if cache_key not in _COMPILED:
+
         def init_and_measure(hyper, data):
             state = init_state(config, hyper, data)
             return state, measure(state, hyper, data, config)
 
         init = jax.jit(jax.vmap(init_and_measure, in_axes=(0, None)))
-        run = jax.jit(jax.vmap(lambda s, h, data, n: run_steps(s, h, data, config, n),
-                               in_axes=(0, 0, None, None)), donate_argnums=0)
+        run = jax.jit(
+            jax.vmap(lambda s, h, data, n: run_steps(s, h, data, config, n), in_axes=(0, 0, None, None)),
+            donate_argnums=0,
+        )
         check = jax.jit(jax.vmap(lambda s, h, data: diagnose(s, h, data, config), in_axes=(0, 0, None)))
         update = jax.jit(jax.vmap(lambda s, g: _after_check(s, g, config)))
         _COMPILED[cache_key] = (init, run, check, update)
     return _COMPILED[cache_key]
 
 
-def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
-                progress: Callable[[int, int], None] | None = None, n_chunks: int = 10,
-                on_divergence: str = "raise") -> SweepResult:
+def train_sweep(
+    data: TrainData,
+    config: TrainConfig,
+    betas,
+    sigma2s,
+    seeds,
+    progress: Callable[[int, int], None] | None = None,
+    n_chunks: int = 10,
+    on_divergence: str = "raise",
+) -> SweepResult:
     """Train one linear VAE per entry of ``betas``, ``sigma2s``, ``seeds`` (equal-length 1-D) at once.
 
     One compiled call trains every configuration (``vmap`` over the three arrays).  ``progress``
@@ -489,8 +518,11 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
         config = config._replace(basis="data" if data.rotation is None else "eigen")
     config = config.resolved()
     _check_sweep(config, data, betas, sigma2s, seeds)
-    hyper = Hyper(jnp.asarray(betas, dtype=jnp.float64), jnp.asarray(sigma2s, dtype=jnp.float64),
-                  jnp.asarray(seeds, dtype=jnp.uint32))
+    hyper = Hyper(
+        jnp.asarray(betas, dtype=jnp.float64),
+        jnp.asarray(sigma2s, dtype=jnp.float64),
+        jnp.asarray(seeds, dtype=jnp.uint32),
+    )
     n_configs = hyper.beta.shape[0]
     hyper, sharding = loop.shard_configurations(hyper, n_configs)
 
@@ -498,8 +530,9 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
     chunk = _records_per_chunk(config, len(steps_per_record), n_chunks, progress)
     init, run, check, update = _compiled_sweep(config, chunk)
     monitor = _Monitor(config, hyper, data, n_configs, check, update, on_divergence)
-    outcome = loop.run_in_chunks(init, run, (hyper, data), steps_per_record, chunk, monitor, progress,
-                                 sharded=sharding is not None)
+    outcome = loop.run_in_chunks(
+        init, run, (hyper, data), steps_per_record, chunk, monitor, progress, sharded=sharding is not None
+    )
     state = outcome.state
 
     def host(tree):
@@ -510,9 +543,21 @@ def train_sweep(data: TrainData, config: TrainConfig, betas, sigma2s, seeds,
         params = newton.with_canonical_signs(params)
     history, steps_used = host(outcome.history), host(state.step)
     diverged, reasons = monitor.watch.at_end(state, history, steps_used)
-    return SweepResult(config, host(hyper), params, np.exp(host(state.trainable.log_sigma2)), history,
-                       outcome.seconds, outcome.compile_seconds, steps_used, host(monitor.diagnosis),
-                       monitor.checks, monitor.watch.start, diverged, reasons)
+    return SweepResult(
+        config,
+        host(hyper),
+        params,
+        np.exp(host(state.trainable.log_sigma2)),
+        history,
+        outcome.seconds,
+        outcome.compile_seconds,
+        steps_used,
+        host(monitor.diagnosis),
+        monitor.checks,
+        monitor.watch.start,
+        diverged,
+        reasons,
+    )
 
 
 class _Monitor:
@@ -520,8 +565,9 @@ class _Monitor:
     checks, the convergence test (compiled on first use, for the state as the run leaves it),
     freezing converged configurations, and stopping once every one has converged or diverged."""
 
-    def __init__(self, config: TrainConfig, hyper: Hyper, data: TrainData, n_configs: int, check, update,
-                 on_divergence: str):
+    def __init__(
+        self, config: TrainConfig, hyper: Hyper, data: TrainData, n_configs: int, check, update, on_divergence: str
+    ):
         self.config, self.hyper, self.data, self.n_configs = config, hyper, data, n_configs
         self.check, self.update, self.on_divergence = check, update, on_divergence
         self.compiled = None
@@ -532,8 +578,9 @@ class _Monitor:
     def __call__(self, chunk: loop.Chunk):
         config, n_configs, state, compiling = self.config, self.n_configs, chunk.state, 0.0
         if self.watch is None:
-            self.watch = _DivergenceWatch(config, self.data, self.hyper, n_configs, chunk.first_record,
-                                          self.on_divergence)
+            self.watch = _DivergenceWatch(
+                config, self.data, self.hyper, n_configs, chunk.first_record, self.on_divergence
+            )
         self.watch.during(state, chunk.history)
         if config.stop_when_converged or chunk.last:
             if self.compiled is None:
@@ -552,13 +599,20 @@ class _DivergenceWatch:
     """Applies :mod:`linear_vae.divergence` to a sweep: between chunks (non-finite values, a model
     variance past the bound) and at the end (also the fall of the objective below its start)."""
 
-    def __init__(self, config: TrainConfig, data: TrainData, hyper: Hyper, n_configs: int, first_record: History,
-                 on_divergence: str):
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: TrainData,
+        hyper: Hyper,
+        n_configs: int,
+        first_record: History,
+        on_divergence: str,
+    ):
         self.config, self.hyper, self.n_configs, self.on_divergence = config, hyper, n_configs, on_divergence
         self.data_variance = float(np.sum(np.asarray(data.eigenvalues)))
         self.d = int(data.eigenvectors.shape[0])
         self.start = self._objective(jax.tree.map(lambda a: np.asarray(a)[:n_configs], first_record))
-        self.blown = np.zeros(n_configs, dtype=bool)   # rule 1 or 3 has fired
+        self.blown = np.zeros(n_configs, dtype=bool)  # rule 1 or 3 has fired
         self.blown_step = np.zeros(n_configs, dtype=int)
         self.peak_variance = np.zeros(n_configs)
 
@@ -566,14 +620,14 @@ class _DivergenceWatch:
         return np.asarray(record.mll if self.config.objective == "mll" else record.elbo)
 
     def _last(self, history: History) -> History:
-        return jax.tree.map(lambda a: np.asarray(a)[:self.n_configs, -1], history)
+        return jax.tree.map(lambda a: np.asarray(a)[: self.n_configs, -1], history)
 
     def during(self, state: TrainState, history: History) -> None:
         last = self._last(history)
         variance = np.sum(last.column_norms_sq, axis=-1) + self.d * last.sigma2
         variance = np.where(np.isfinite(variance), variance, np.inf)
         self.peak_variance = np.maximum(self.peak_variance, variance)
-        nonfinite = np.asarray(state.first_nonfinite_step)[:self.n_configs] >= 0
+        nonfinite = np.asarray(state.first_nonfinite_step)[: self.n_configs] >= 0
         nonfinite |= ~np.isfinite(self._objective(last))
         fired = ~self.blown & (nonfinite | (variance > divergence.SCALE_FACTOR**2 * self.data_variance))
         self.blown_step[fired] = np.asarray(last.step)[fired]
@@ -590,22 +644,31 @@ class _DivergenceWatch:
 
     def _verdict(self, state: TrainState, end: np.ndarray, steps: np.ndarray):
         named_step = np.where(self.blown, self.blown_step, steps)
-        return divergence.diagnose(self.start, end, self.peak_variance, self.data_variance,
-                                   np.asarray(state.first_nonfinite_step)[:self.n_configs], named_step)
+        return divergence.diagnose(
+            self.start,
+            end,
+            self.peak_variance,
+            self.data_variance,
+            np.asarray(state.first_nonfinite_step)[: self.n_configs],
+            named_step,
+        )
 
     def _raise(self, i: int, reasons: list) -> None:
         h = self.hyper
         raise DivergenceError(
             f"training diverged in configuration {i} (beta = {float(h.beta[i]):.6g}, sigma2 = {float(h.sigma2[i]):.6g}, "
-            f"seed = {int(h.seed[i])}): {reasons[i]}; lower the `learning_rate`")
+            f"seed = {int(h.seed[i])}): {reasons[i]}; lower the `learning_rate`"
+        )
 
 
 def _check_sweep(config: TrainConfig, data: TrainData, betas, sigma2s, seeds) -> None:
     """One-line ``ValueError`` for sweeps that cannot run: mismatched lengths, bad values, wrong basis."""
     lengths = {len(np.atleast_1d(v)) for v in (betas, sigma2s, seeds)}
     if len(lengths) != 1 or 0 in lengths:
-        raise ValueError(f"betas, sigma2s and seeds must be non-empty and of equal length, got lengths "
-                         f"{[len(np.atleast_1d(v)) for v in (betas, sigma2s, seeds)]}")
+        raise ValueError(
+            f"betas, sigma2s and seeds must be non-empty and of equal length, got lengths "
+            f"{[len(np.atleast_1d(v)) for v in (betas, sigma2s, seeds)]}"
+        )
     for values, name in ((betas, "beta"), (sigma2s, "sigma2")):
         for v in np.atleast_1d(values):
             check_positive(name, v)
@@ -613,8 +676,10 @@ def _check_sweep(config: TrainConfig, data: TrainData, betas, sigma2s, seeds) ->
         if int(seed) != seed or not 0 <= int(seed) < 2**32:
             raise ValueError(f"seed {seed} is out of range; pass an integer seed between 0 and {2**32 - 1}")
     if (config.basis == "eigen") != (data.rotation is not None):
-        raise ValueError(f"the config trains in the {config.basis!r} basis but the data were built in the other; "
-                         f"build them with TrainData.build(..., basis={config.basis!r})")
+        raise ValueError(
+            f"the config trains in the {config.basis!r} basis but the data were built in the other; "
+            f"build them with TrainData.build(..., basis={config.basis!r})"
+        )
 
 
 def train_single(data: TrainData, config: TrainConfig, beta: float, sigma2: float, seed: int):

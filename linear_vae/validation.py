@@ -33,8 +33,9 @@ def check_latent_dim(latent_dim: int, d: int) -> int:
         raise ValueError(f"`latent_dim` must be an integer, got {latent_dim!r}")
     latent_dim = int(latent_dim)
     if latent_dim < 1 or latent_dim > d:
-        raise ValueError(f"`latent_dim` {latent_dim} is out of range for data with d = {d} features; "
-                         f"pass 1 <= `latent_dim` <= {d}")
+        raise ValueError(
+            f"`latent_dim` {latent_dim} is out of range for data with d = {d} features; pass 1 <= `latent_dim` <= {d}"
+        )
     return latent_dim
 
 

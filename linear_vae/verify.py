@@ -40,8 +40,13 @@ from linear_vae.problem import Problem
 from linear_vae.train import OPTIMIZER_DEFAULTS, TrainConfig
 from linear_vae.validation import check_latent_dim, check_positive
 
-VERIFY_DEFAULTS = {"latent_dim": 8, "optimizer": "newton", "learning_rate": 1e-2, "gap_tolerance": GAP_TOL,
-                   "angle_tolerance_deg": 1.0}
+VERIFY_DEFAULTS = {
+    "latent_dim": 8,
+    "optimizer": "newton",
+    "learning_rate": 1e-2,
+    "gap_tolerance": GAP_TOL,
+    "angle_tolerance_deg": 1.0,
+}
 #: Relative distance of ``beta sigma2`` to the nearest eigenvalue below which a configuration is "near".
 NEAR = 0.02
 #: Adam and SGD get this many times the steps for the learned-sigma2 run: at the small MLE sigma2
@@ -56,9 +61,14 @@ SIGMA2_TOLERANCE = 1e-6
 def plan_betas(eigenvalues: np.ndarray, latent_dim: int, sigma2: float) -> tuple[list[float], list[float]]:
     """Betas away from (``far``) and close to (``near``) the collapse thresholds ``lambda_i / sigma2``."""
     thresholds = eigenvalues[:latent_dim] / sigma2
-    between = np.unique(np.linspace(0, latent_dim - 2, min(6, latent_dim - 1)).round().astype(int)) if latent_dim > 1 else []
+    between = (
+        np.unique(np.linspace(0, latent_dim - 2, min(6, latent_dim - 1)).round().astype(int)) if latent_dim > 1 else []
+    )
     far = [float(np.sqrt(thresholds[i] * thresholds[i + 1])) for i in between if thresholds[i + 1] > 0]
-    far += [0.5 * float(thresholds[-1]) if thresholds[-1] > 0 else 0.5 * float(thresholds[0]), 2.0 * float(thresholds[0])]
+    far += [
+        0.5 * float(thresholds[-1]) if thresholds[-1] > 0 else 0.5 * float(thresholds[0]),
+        2.0 * float(thresholds[0]),
+    ]
     middle = thresholds[(latent_dim - 1) // 2]
     near = [1.005 * float(middle), 0.995 * float(middle)]
     return far, near
@@ -85,12 +95,18 @@ def judge(report: dict, gap_tolerance: float, angle_tolerance_deg: float) -> tup
     return ("disagrees" if reasons else "pass"), reasons
 
 
-def run_verification(dataset: Dataset, latent_dim: int, sigma2: float | None = None,
-                     optimizer: str = VERIFY_DEFAULTS["optimizer"], steps: int | None = None,
-                     learning_rate: float = VERIFY_DEFAULTS["learning_rate"],
-                     gap_tolerance: float = VERIFY_DEFAULTS["gap_tolerance"],
-                     angle_tolerance_deg: float = VERIFY_DEFAULTS["angle_tolerance_deg"], seed: int = 0,
-                     progress: Callable[[int, int], None] | None = None) -> dict:
+def run_verification(
+    dataset: Dataset,
+    latent_dim: int,
+    sigma2: float | None = None,
+    optimizer: str = VERIFY_DEFAULTS["optimizer"],
+    steps: int | None = None,
+    learning_rate: float = VERIFY_DEFAULTS["learning_rate"],
+    gap_tolerance: float = VERIFY_DEFAULTS["gap_tolerance"],
+    angle_tolerance_deg: float = VERIFY_DEFAULTS["angle_tolerance_deg"],
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Train the verification sweep on ``dataset`` and judge every configuration.
 
     Every argument is checked before anything is trained.  Returns a dict with ``verdict``
@@ -112,8 +128,10 @@ def run_verification(dataset: Dataset, latent_dim: int, sigma2: float | None = N
     if sigma2 is None:
         sigma2 = float(np.median(eigenvalues[:latent_dim]))
         if not sigma2 > 0:
-            raise ValueError(f"the median of the top {latent_dim} eigenvalues is 0, so no sigma2 can be chosen "
-                             "from the spectrum; fix `sigma2`")
+            raise ValueError(
+                f"the median of the top {latent_dim} eigenvalues is 0, so no sigma2 can be chosen "
+                "from the spectrum; fix `sigma2`"
+            )
     try:  # a learned sigma2 needs sum_{i>k} lambda_i > 0 and d > beta m: check before training anything
         learned_sigma2(eigenvalues, latent_dim, 1.0, trace=problem.trace, dim=problem.d)
         skipped = None
@@ -133,10 +151,22 @@ def run_verification(dataset: Dataset, latent_dim: int, sigma2: float | None = N
         report["status"], report["reasons"] = judge(report, gap_tolerance, angle_tolerance_deg)
     statuses = {r["status"] for r in reports}
     overall = "disagrees" if "disagrees" in statuses else "not converged" if "not converged" in statuses else "agrees"
-    outcome = {"data": dataset.name, "n": dataset.n, "d": dataset.d, "latent_dim": latent_dim, "sigma2": sigma2,
-               "optimizer": optimizer, "steps": config.steps, "gap_tolerance": gap_tolerance,
-               "angle_tolerance_deg": angle_tolerance_deg, "near_distance": NEAR, "verdict": overall,
-               "passed": overall == "agrees", "learned_sigma2_skipped": skipped, "configs": reports}
+    outcome = {
+        "data": dataset.name,
+        "n": dataset.n,
+        "d": dataset.d,
+        "latent_dim": latent_dim,
+        "sigma2": sigma2,
+        "optimizer": optimizer,
+        "steps": config.steps,
+        "gap_tolerance": gap_tolerance,
+        "angle_tolerance_deg": angle_tolerance_deg,
+        "near_distance": NEAR,
+        "verdict": overall,
+        "passed": overall == "agrees",
+        "learned_sigma2_skipped": skipped,
+        "configs": reports,
+    }
     outcome["table"] = format_table(outcome)
     return outcome
 
@@ -144,30 +174,38 @@ def run_verification(dataset: Dataset, latent_dim: int, sigma2: float | None = N
 def format_table(outcome: dict) -> str:
     """The table printed by ``linear-vae verify``, ending in its verdict."""
     learned_steps = outcome["steps"] * (1 if outcome["optimizer"] == "newton" else LEARNED_STEPS_FACTOR)
-    lines = [f"verify: {outcome['data']} (n = {outcome['n']}, d = {outcome['d']}), K = {outcome['latent_dim']}, "
-             f"{outcome['optimizer']} on the exact ELBO, at most {outcome['steps']} steps "
-             f"({learned_steps} with learned sigma2)",
-             f"{'beta':>9} {'sigma2':>9} {'kind':>4} {'dist':>7} {'gap':>10} {'decoder':>10} {'inference':>10} "
-             f"{'active':>6} {'pred':>4} {'angle':>6} {'steps':>6} {'conv':>4}  status"]
+    lines = [
+        f"verify: {outcome['data']} (n = {outcome['n']}, d = {outcome['d']}), K = {outcome['latent_dim']}, "
+        f"{outcome['optimizer']} on the exact ELBO, at most {outcome['steps']} steps "
+        f"({learned_steps} with learned sigma2)",
+        f"{'beta':>9} {'sigma2':>9} {'kind':>4} {'dist':>7} {'gap':>10} {'decoder':>10} {'inference':>10} "
+        f"{'active':>6} {'pred':>4} {'angle':>6} {'steps':>6} {'conv':>4}  status",
+    ]
     for r in outcome["configs"]:
         angle = "-" if r["max_principal_angle_deg"] is None else f"{r['max_principal_angle_deg']:.2f}"
         sigma2 = f"{r['sigma2']:.4g}" + ("*" if r["sigma2_learned"] else "")
-        line = (f"{r['beta']:>9.4g} {sigma2:>9} {r['kind']:>4} {r['nearest_threshold_distance']:>7.3f} {r['gap']:>10.2e} "
-                f"{r['decoder_gap']:>10.2e} {r['inference_gap']:>10.2e} {r['active_dims']:>6} "
-                f"{r['predicted_active_dims']:>4} {angle:>6} {r['steps_used']:>6} {'yes' if r['converged'] else 'no':>4}  "
-                f"{r['status']}")
+        line = (
+            f"{r['beta']:>9.4g} {sigma2:>9} {r['kind']:>4} {r['nearest_threshold_distance']:>7.3f} {r['gap']:>10.2e} "
+            f"{r['decoder_gap']:>10.2e} {r['inference_gap']:>10.2e} {r['active_dims']:>6} "
+            f"{r['predicted_active_dims']:>4} {angle:>6} {r['steps_used']:>6} {'yes' if r['converged'] else 'no':>4}  "
+            f"{r['status']}"
+        )
         lines.append(line + (f" ({'; '.join(r['reasons'])})" if r["reasons"] else ""))
-    lines.append(f"gap = optimum - trained = decoder + inference, nats per datapoint; far: converged, gap <= "
-                 f"{outcome['gap_tolerance']:.0e}, active dimensions as predicted, angle <= "
-                 f"{outcome['angle_tolerance_deg']} deg; near (dist < {NEAR}): trained <= optimum only; "
-                 f"* learned sigma2 (must match the MLE to {SIGMA2_TOLERANCE:.0e})")
+    lines.append(
+        f"gap = optimum - trained = decoder + inference, nats per datapoint; far: converged, gap <= "
+        f"{outcome['gap_tolerance']:.0e}, active dimensions as predicted, angle <= "
+        f"{outcome['angle_tolerance_deg']} deg; near (dist < {NEAR}): trained <= optimum only; "
+        f"* learned sigma2 (must match the MLE to {SIGMA2_TOLERANCE:.0e})"
+    )
     if outcome["learned_sigma2_skipped"]:
         lines.append(f"no learned-sigma2 run: {outcome['learned_sigma2_skipped']}")
     failing = [r for r in outcome["configs"] if r["status"] != "pass"]
-    summary = {"agrees": "AGREES: every configuration converged and matches the closed form",
-               "disagrees": f"DISAGREES WITH THE THEORY: {sum(r['status'] == 'disagrees' for r in failing)} converged "
-                            f"configuration(s) contradict the closed form",
-               "not converged": f"NOT CONVERGED: {len(failing)} configuration(s) did not pass the convergence test; "
-                                f"nothing contradicts the theory (raise `steps`)"}
+    summary = {
+        "agrees": "AGREES: every configuration converged and matches the closed form",
+        "disagrees": f"DISAGREES WITH THE THEORY: {sum(r['status'] == 'disagrees' for r in failing)} converged "
+        f"configuration(s) contradict the closed form",
+        "not converged": f"NOT CONVERGED: {len(failing)} configuration(s) did not pass the convergence test; "
+        f"nothing contradicts the theory (raise `steps`)",
+    }
     lines.append(summary[outcome["verdict"]])
     return "\n".join(lines)

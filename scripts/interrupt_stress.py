@@ -32,25 +32,37 @@ def main() -> None:
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as folder:
             delay, sig = rng.uniform(0.05, 33.0), rng.choice([signal.SIGINT, signal.SIGTERM])
-            process = subprocess.Popen([command, "reproduce", "--quick", "--out", folder],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            process = subprocess.Popen(
+                [command, "reproduce", "--quick", "--out", folder],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             time.sleep(delay)
             sent = time.monotonic()
             process.send_signal(sig)
             err = process.communicate(timeout=120)[1]
-            rows.append({"delay_s": round(delay, 2), "signal": sig.name, "exit_status": process.returncode,
-                         "seconds_to_exit": round(time.monotonic() - sent, 3),
-                         "traceback": "Traceback" in err or "Exception ignored" in err,
-                         "temporary_files_left": [p.name for p in Path(folder).glob(".*")],
-                         "last_line": err.strip().splitlines()[-1] if err.strip() else ""})
+            rows.append(
+                {
+                    "delay_s": round(delay, 2),
+                    "signal": sig.name,
+                    "exit_status": process.returncode,
+                    "seconds_to_exit": round(time.monotonic() - sent, 3),
+                    "traceback": "Traceback" in err or "Exception ignored" in err,
+                    "temporary_files_left": [p.name for p in Path(folder).glob(".*")],
+                    "last_line": err.strip().splitlines()[-1] if err.strip() else "",
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     expected = {"SIGINT": 130, "SIGTERM": 143}
-    summary = {"runs": len(rows),
-               "all_exit_statuses_as_expected": all(r["exit_status"] == expected[r["signal"]] for r in rows),
-               "tracebacks": sum(r["traceback"] for r in rows),
-               "runs_leaving_temporary_files": sum(bool(r["temporary_files_left"]) for r in rows),
-               "max_seconds_to_exit": max(r["seconds_to_exit"] for r in rows),
-               "median_seconds_to_exit": sorted(r["seconds_to_exit"] for r in rows)[len(rows) // 2]}
+    summary = {
+        "runs": len(rows),
+        "all_exit_statuses_as_expected": all(r["exit_status"] == expected[r["signal"]] for r in rows),
+        "tracebacks": sum(r["traceback"] for r in rows),
+        "runs_leaving_temporary_files": sum(bool(r["temporary_files_left"]) for r in rows),
+        "max_seconds_to_exit": max(r["seconds_to_exit"] for r in rows),
+        "median_seconds_to_exit": sorted(r["seconds_to_exit"] for r in rows)[len(rows) // 2],
+    }
     Path(args.out).write_text(json.dumps({"summary": summary, "runs": rows}, indent=2) + "\n")
     print(json.dumps(summary))
 

@@ -80,8 +80,12 @@ def optimal_beta_elbo(eigenvalues, k, beta, sigma2):
     active = np.zeros(d, bool)
     active[:k] = lam[:k] > t
     m = int(active.sum())
-    return float(-0.5 * d * np.log(2 * np.pi * sigma2) - 0.5 * beta * m - lam[~active].sum() / (2 * sigma2)
-                 - 0.5 * beta * np.sum(np.log(lam[active] / t)))
+    return float(
+        -0.5 * d * np.log(2 * np.pi * sigma2)
+        - 0.5 * beta * m
+        - lam[~active].sum() / (2 * sigma2)
+        - 0.5 * beta * np.sum(np.log(lam[active] / t))
+    )
 
 
 def optimal_decoder(eigenvalues, eigenvectors, k, beta, sigma2):
@@ -123,10 +127,10 @@ def dense_elbo_terms(params, sigma2, X):
     d = W.shape[0]
     D = np.exp(log_D)
     A = np.eye(d) - W @ V
-    Y = X - mu                                        # (N, d)
+    Y = X - mu  # (N, d)
     sq = np.sum((Y @ A.T) ** 2, axis=1) + np.trace(W @ np.diag(D) @ W.T)
     log_lik = -0.5 * d * np.log(2 * np.pi * sigma2) - sq / (2 * sigma2)
-    m = Y @ V.T                                       # (N, k) posterior means
+    m = Y @ V.T  # (N, k) posterior means
     kl = 0.5 * (D[None, :] + m**2 - 1.0 - log_D[None, :])
     return float(log_lik.mean()), kl.mean(axis=0)
 

@@ -32,8 +32,20 @@ import linear_vae  # noqa: F401
 from linear_vae.analysis import analyze
 from linear_vae.cli import main
 
-REPORT_KEYS = {"n", "d", "latent_dim", "beta", "sigma2", "sigma2_learned", "eigenvalues", "elbo", "mll",
-               "active_dims", "collapse_thresholds", "kl_per_dim"}
+REPORT_KEYS = {
+    "n",
+    "d",
+    "latent_dim",
+    "beta",
+    "sigma2",
+    "sigma2_learned",
+    "eigenvalues",
+    "elbo",
+    "mll",
+    "active_dims",
+    "collapse_thresholds",
+    "kl_per_dim",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -52,7 +64,7 @@ def random_data(seed=0, n=250, d=7):
 def reference_report(X, K, beta=1.0, sigma2=None):
     """The report, computed independently: numpy ``eigh`` of the 1/N covariance and the formulas
     of docs/theory.md (T2), (T4) in tests/reference.py (the MLL through a dense d x d ``C``)."""
-    S = np.cov(X.T, bias=True)                 # the 1/N covariance
+    S = np.cov(X.T, bias=True)  # the 1/N covariance
     lam, U = np.linalg.eigh(S)
     lam, U = np.clip(lam[::-1], 0, None), U[:, ::-1]
     learned = sigma2 is None
@@ -60,8 +72,14 @@ def reference_report(X, K, beta=1.0, sigma2=None):
         assert beta == 1.0, "the reference only knows the beta = 1 learned sigma2 (pPCA MLE)"
         sigma2 = ppca_mle(lam, K)[0]
     return {
-        "n": X.shape[0], "d": lam.size, "latent_dim": K, "beta": beta, "sigma2": sigma2, "sigma2_learned": learned,
-        "eigenvalues": lam, "elbo": optimal_beta_elbo(lam, K, beta, sigma2),
+        "n": X.shape[0],
+        "d": lam.size,
+        "latent_dim": K,
+        "beta": beta,
+        "sigma2": sigma2,
+        "sigma2_learned": learned,
+        "eigenvalues": lam,
+        "elbo": optimal_beta_elbo(lam, K, beta, sigma2),
         "mll": dense_mll(optimal_decoder(lam, U, K, beta, sigma2), sigma2, S),
         "active_dims": int(np.sum(lam[:K] > beta * sigma2)),
         "collapse_thresholds": lam[:K] / sigma2,
@@ -79,7 +97,7 @@ def run_json(capsys, *argv):
     code, out, err = run_cli(capsys, *argv, "--json")
     assert code == 0, err
     lines = out.strip().splitlines()
-    assert len(lines) == 1, out            # exactly one JSON object, on one line
+    assert len(lines) == 1, out  # exactly one JSON object, on one line
     report = json.loads(lines[0])
     assert isinstance(report, dict)
     return report
@@ -91,7 +109,7 @@ def check_against_reference(report, ref, K):
         assert report[key] == ref[key], key
     eig = np.asarray(report["eigenvalues"])
     assert eig.size >= K + 1
-    assert np.all(np.diff(eig) <= 0)       # descending
+    assert np.all(np.diff(eig) <= 0)  # descending
     # Two float64 eigen-solvers of the same 1/N covariance: eigenvalues agree to ~1e-15 * lambda_1
     # absolute; 1e-9 relative (the required agreement) with an absolute floor of 1e-12 * lambda_1.
     np.testing.assert_allclose(eig, ref["eigenvalues"][: eig.size], rtol=1e-9, atol=1e-12 * ref["eigenvalues"][0])
@@ -149,8 +167,9 @@ def test_json_report_fixed_sigma2_and_beta_matches_numpy_reference_with_collapse
     # sigma2 placed between eigenvalues (geometric mean of lambda_2, lambda_3, scaled) so that some
     # dimensions collapse and none sits on a threshold.
     sigma2 = float(np.sqrt(lam[1] * lam[2]) * sigma2_factor)
-    report = run_json(capsys, "analyze", "--data", path, "--latent-dim", K, "--beta", repr(beta),
-                      "--sigma2", repr(sigma2))
+    report = run_json(
+        capsys, "analyze", "--data", path, "--latent-dim", K, "--beta", repr(beta), "--sigma2", repr(sigma2)
+    )
     ref = reference_report(X, K, beta, sigma2)
     check_against_reference(report, ref, K)
     assert report["sigma2_learned"] is False
@@ -185,8 +204,15 @@ def test_text_mode_prints_a_table_with_the_same_numbers(capsys, npy_data):
     for line in lines:
         name, _, value = re.split(r"(\s{2,})", line.strip(), maxsplit=1)
         table[name] = value
-    for row in ("latent dimensions K", "sigma2", "optimal beta-ELBO", "MLL at the optimum", "active dimensions",
-                "collapse thresholds beta*", "KL per dimension (nats)"):
+    for row in (
+        "latent dimensions K",
+        "sigma2",
+        "optimal beta-ELBO",
+        "MLL at the optimum",
+        "active dimensions",
+        "collapse thresholds beta*",
+        "KL per dimension (nats)",
+    ):
         assert row in table, (row, list(table))
     assert table["latent dimensions K"] == str(K)
     assert table["active dimensions"].startswith(f"{ref['active_dims']} of {K}")
@@ -217,7 +243,7 @@ def _bad_cases(tmp_path):
     with_inf = X.copy()
     with_inf[7, 1] = np.inf
     rank_one = np.zeros((30, 3))
-    rank_one[:, 0] = np.arange(30.0)          # exact rank 1: columns 2, 3 constant -> eigenvalues 0
+    rank_one[:, 0] = np.arange(30.0)  # exact rank 1: columns 2, 3 constant -> eigenvalues 0
     rank_one[:, 1:] = 5.0
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("1,2,3\n4,5,6\n7,8\n")
@@ -231,8 +257,13 @@ def _bad_cases(tmp_path):
         "one-row-file": ["--data", _write_npy(tmp_path, "one.npy", X[:1]), *k],
         "one-row-file-fixed-sigma2": ["--data", _write_npy(tmp_path, "one2.npy", X[:1]), *k, "--sigma2", "1"],
         "constant-data": ["--data", _write_npy(tmp_path, "const.npy", np.full((20, 4), 3.0)), *k],
-        "constant-data-fixed-sigma2": ["--data", _write_npy(tmp_path, "const2.npy", np.full((20, 4), 3.0)), *k,
-                                       "--sigma2", "1"],
+        "constant-data-fixed-sigma2": [
+            "--data",
+            _write_npy(tmp_path, "const2.npy", np.full((20, 4), 3.0)),
+            *k,
+            "--sigma2",
+            "1",
+        ],
         "latent-dim-0": ["--data", good, "--latent-dim", "0"],
         "latent-dim-d-plus-1": ["--data", good, "--latent-dim", "5"],
         "beta-0": ["--data", good, *k, "--beta", "0"],
@@ -250,10 +281,29 @@ def _bad_cases(tmp_path):
     }
 
 
-BAD_CASE_IDS = ["nan-in-data", "inf-in-data", "n-1", "one-row-file", "one-row-file-fixed-sigma2", "constant-data",
-                "constant-data-fixed-sigma2", "latent-dim-0", "latent-dim-d-plus-1", "beta-0", "beta-negative",
-                "sigma2-0", "sigma2-nan", "sigma2-inf", "learned-sigma2-zero-rank-le-K", "n-larger-than-data",
-                "missing-file", "ragged-csv", "wrong-idx-magic", "unknown-option", "latent-dim-not-int"]
+BAD_CASE_IDS = [
+    "nan-in-data",
+    "inf-in-data",
+    "n-1",
+    "one-row-file",
+    "one-row-file-fixed-sigma2",
+    "constant-data",
+    "constant-data-fixed-sigma2",
+    "latent-dim-0",
+    "latent-dim-d-plus-1",
+    "beta-0",
+    "beta-negative",
+    "sigma2-0",
+    "sigma2-nan",
+    "sigma2-inf",
+    "learned-sigma2-zero-rank-le-K",
+    "n-larger-than-data",
+    "missing-file",
+    "ragged-csv",
+    "wrong-idx-magic",
+    "unknown-option",
+    "latent-dim-not-int",
+]
 
 
 @pytest.mark.parametrize("case", BAD_CASE_IDS)
@@ -266,7 +316,7 @@ def test_bad_input_exits_2_with_one_error_line_and_no_traceback(capsys, tmp_path
     lines = err.strip("\n").split("\n")
     assert len(lines) == 1, err
     assert lines[0].startswith("linear-vae: error:"), err
-    assert len(lines[0]) > len("linear-vae: error: ") + 10   # says something
+    assert len(lines[0]) > len("linear-vae: error: ") + 10  # says something
 
 
 def test_bad_input_case_list_is_complete(tmp_path):
@@ -346,9 +396,14 @@ def test_analyze_api_matches_reference_on_fresh_data():
 def test_installed_console_script_runs_analyze_on_synthetic_data():
     script = Path(sys.executable).with_name("linear-vae")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "linear_vae.cli"]
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")   # tiny matrices; avoid BLAS thread contention
-    out = subprocess.run(command + ["analyze", "--data", "synthetic", "--latent-dim", "3", "--json"],
-                         capture_output=True, text=True, timeout=120, env=env)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")  # tiny matrices; avoid BLAS thread contention
+    out = subprocess.run(
+        command + ["analyze", "--data", "synthetic", "--latent-dim", "3", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr
     lines = out.stdout.strip().splitlines()

@@ -26,8 +26,9 @@ def benchmarks_module(name: str) -> types.ModuleType:
     """``benchmarks.<name>``, imported from this checkout as a submodule of the ``benchmarks``
     package (which is not installed, and whose folder pytest does not put on ``sys.path``)."""
     if "benchmarks" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("benchmarks", BENCHMARKS / "__init__.py",
-                                                      submodule_search_locations=[str(BENCHMARKS)])
+        spec = importlib.util.spec_from_file_location(
+            "benchmarks", BENCHMARKS / "__init__.py", submodule_search_locations=[str(BENCHMARKS)]
+        )
         package = importlib.util.module_from_spec(spec)
         sys.modules["benchmarks"] = package
         spec.loader.exec_module(package)
@@ -41,8 +42,7 @@ report = benchmarks_module("report")
 
 def test_sweep_time_to_accuracy_waits_for_the_worst_configuration():
     # Two configurations, 4 records of 100 steps; training took 8 s after 2 s of compilation.
-    gaps = np.array([[1.0, 5e-3, 1e-6, 1e-7],
-                     [2.0, 2e-2, 5e-3, 2e-6]])
+    gaps = np.array([[1.0, 5e-3, 1e-6, 1e-7], [2.0, 2e-2, 5e-3, 2e-6]])
     out = bookkeeping.sweep_time_to_accuracy(gaps, compile_s=2.0, train_s=8.0, log_every=100)
     # Worst gaps per record: 2.0, 2e-2, 5e-3, 2e-6.  <= 1e-2 first at record 2 (step 300, 2 + 6 s);
     # <= 1e-5 first at record 3 (step 400, 2 + 8 s).
@@ -108,13 +108,20 @@ def test_step_flops_counts_the_products_of_one_step():
 def test_a_method_short_of_the_tolerance_gives_a_lower_bound_on_the_ratio():
     # The data-basis sweep never reaches 1e-5 (it spent 2 + 98 s); the eigenbasis reaches it at 40 s.
     def sweep(hit, compile_s, train_s):
-        return {"time_to_accuracy": {"0.01": {"seconds": 10.0, "step": 100}, "1e-05": hit},
-                "compile_seconds": compile_s, "train_seconds": train_s,
-                "steps_needed_per_config": {"0.01": [100, 200], "1e-05": [300, None]}}
+        return {
+            "time_to_accuracy": {"0.01": {"seconds": 10.0, "step": 100}, "1e-05": hit},
+            "compile_seconds": compile_s,
+            "train_seconds": train_s,
+            "steps_needed_per_config": {"0.01": [100, 200], "1e-05": [300, None]},
+        }
 
-    res = {"optimiser": {"steps": 1000}, "problem": {"betas": [1.0, 2.0]},
-           "sweep_data": sweep(None, 2.0, 98.0), "sweep_eigen": sweep({"seconds": 40.0, "step": 800}, 1.0, 49.0),
-           "python_loop_train_single": {"compile_seconds": 1.0, "seconds_per_run_median": 50.0}}
+    res = {
+        "optimiser": {"steps": 1000},
+        "problem": {"betas": [1.0, 2.0]},
+        "sweep_data": sweep(None, 2.0, 98.0),
+        "sweep_eigen": sweep({"seconds": 40.0, "step": 800}, 1.0, 49.0),
+        "python_loop_train_single": {"compile_seconds": 1.0, "seconds_per_run_median": 50.0},
+    }
     t_data = report.time_to_accuracy(res, "ours_sweep_data", "1e-05")
     assert t_data == {"seconds": 100.0, "at_least": True}
     # The loop: 300 steps of configuration 0, the whole 1000-step schedule of configuration 1.
@@ -124,6 +131,7 @@ def test_a_method_short_of_the_tolerance_gives_a_lower_bound_on_the_ratio():
 
 
 # ------------------------------------------------------------------ Newton: chunk-end clock, targets
+
 
 def test_record_clock_charges_each_record_its_chunk_end():
     # Chunks of 5 one-iteration records whose cost grows (1, 2, 4 s): records 1-5 end at 1 s,
@@ -139,10 +147,10 @@ def test_record_clock_charges_each_record_its_chunk_end():
 
 def test_chunked_time_to_accuracy_uses_the_chunk_clock():
     # Two configurations, 6 iterations in chunks of 3 (training clock 1 s, then 10 s); 2 s compile.
-    gaps = np.array([[1.0, 1e-3, 1e-6, 1e-9, 1e-9, 1e-9],
-                     [2.0, 5e-2, 5e-3, 2e-6, 5e-7, 5e-9]])
-    out = bookkeeping.chunked_time_to_accuracy(gaps, compile_s=2.0, log_every=1, chunk_ends=[(3, 1.0), (6, 10.0)],
-                                         tols=(1e-2, 1e-5, 1e-6, 1e-8))
+    gaps = np.array([[1.0, 1e-3, 1e-6, 1e-9, 1e-9, 1e-9], [2.0, 5e-2, 5e-3, 2e-6, 5e-7, 5e-9]])
+    out = bookkeeping.chunked_time_to_accuracy(
+        gaps, compile_s=2.0, log_every=1, chunk_ends=[(3, 1.0), (6, 10.0)], tols=(1e-2, 1e-5, 1e-6, 1e-8)
+    )
     # Worst per iteration: 2, 5e-2, 5e-3, 2e-6, 5e-7, 5e-9.  1e-2 first at iteration 3 (first chunk);
     # 1e-5, 1e-6 and 1e-8 at iterations 4, 5, 6, all charged the second chunk's end (10 s).
     assert out["0.01"] == {"seconds": 3.0, "train_seconds": 1.0, "step": 3}
@@ -174,49 +182,86 @@ def test_chunk_clock_and_chunk_seconds(monkeypatch):
 
 
 def _newton_result(tta_1e5, tta_1e6, converged=True):
-    return {"compile_seconds": 3.0, "train_seconds": 17.0, "iterations_run": 20, "all_converged": converged,
-            "adam_steps_per_iteration": 150.0,
-            "time_to_accuracy": {"0.01": {"seconds": 8.0, "train_seconds": 5.0, "step": 10},
-                                 "1e-05": tta_1e5, "1e-06": tta_1e6, "1e-08": None,
-                                 "best_worst_gap": {"gap": 2e-8, "step": 20, "seconds": 20.0}}}
+    return {
+        "compile_seconds": 3.0,
+        "train_seconds": 17.0,
+        "iterations_run": 20,
+        "all_converged": converged,
+        "adam_steps_per_iteration": 150.0,
+        "time_to_accuracy": {
+            "0.01": {"seconds": 8.0, "train_seconds": 5.0, "step": 10},
+            "1e-05": tta_1e5,
+            "1e-06": tta_1e6,
+            "1e-08": None,
+            "best_worst_gap": {"gap": 2e-8, "step": 20, "seconds": 20.0},
+        },
+    }
 
 
 def test_time_to_accuracy_of_newton_and_its_targets():
     hit = {"seconds": 20.0, "train_seconds": 17.0, "step": 20}
-    res = {"optimiser": {"steps": 1000}, "problem": {"betas": [1.0, 2.0], "tolerances_nats": [1e-2, 1e-5, 1e-6, 1e-8]},
-           "sweep_newton": _newton_result(hit, hit),
-           "sweep_eigen": {"time_to_accuracy": {"1e-05": {"seconds": 120.0, "step": 800}},
-                           "compile_seconds": 1.0, "train_seconds": 150.0}}
+    res = {
+        "optimiser": {"steps": 1000},
+        "problem": {"betas": [1.0, 2.0], "tolerances_nats": [1e-2, 1e-5, 1e-6, 1e-8]},
+        "sweep_newton": _newton_result(hit, hit),
+        "sweep_eigen": {
+            "time_to_accuracy": {"1e-05": {"seconds": 120.0, "step": 800}},
+            "compile_seconds": 1.0,
+            "train_seconds": 150.0,
+        },
+    }
     assert report.time_to_accuracy(res, "ours_newton", "1e-05") == {"seconds": 20.0, "at_least": False}
     # Stopped (converged by its own test) before every gap was within 1e-8: a lower bound, and why.
     assert report.time_to_accuracy(res, "ours_newton", "1e-08") == {
-        "seconds": 20.0, "at_least": True,
-        "why": "not reached; stopped after 20 iterations: every configuration converged"}
-    times = {k: {m: report.time_to_accuracy(res, m, k) for m in ("ours_newton", "ours_sweep_eigen")}
-             for k in ("1e-05", "1e-06")}
+        "seconds": 20.0,
+        "at_least": True,
+        "why": "not reached; stopped after 20 iterations: every configuration converged",
+    }
+    times = {
+        k: {m: report.time_to_accuracy(res, m, k) for m in ("ours_newton", "ours_sweep_eigen")}
+        for k in ("1e-05", "1e-06")
+    }
     ratios = {"ours_newton": {"1e-05": {"ours_sweep_eigen": {"ratio": 6.0, "at_least": False}}}}
     targets = report.newton_targets(res, times, ratios)
     assert targets["Newton reaches 1e-6 on every MNIST configuration (best worst gap)"]["met"] is True
     assert targets["time to 1e-5: Adam eigenbasis / Newton, same run (target >= 5x)"] == {
-        "ratio": 6.0, "at_least": False, "met": True}
+        "ratio": 6.0,
+        "at_least": False,
+        "met": True,
+    }
     # Adam short of 1e-5: its time is a lower bound, met only if that bound already clears the target.
     for ratio, met in ((6.0, True), (3.0, None)):
         low = {"ours_newton": {"1e-05": {"ours_sweep_eigen": {"ratio": ratio, "at_least": True}}}}
-        assert report.newton_targets(res, times, low)[
-            "time to 1e-5: Adam eigenbasis / Newton, same run (target >= 5x)"]["met"] is met
-    assert report._target_cell({"ratio": 3.0, "at_least": True, "met": None}) == \
-        "≥ 3x — undetermined (a lower bound below the target)"
+        assert (
+            report.newton_targets(res, times, low)["time to 1e-5: Adam eigenbasis / Newton, same run (target >= 5x)"][
+                "met"
+            ]
+            is met
+        )
+    assert (
+        report._target_cell({"ratio": 3.0, "at_least": True, "met": None})
+        == "≥ 3x — undetermined (a lower bound below the target)"
+    )
     assert report._target_cell({"ratio": 4.0, "at_least": False, "met": False}) == "4x — NOT met"
     # 20 s with compilation is within the 20 s goal; 17 s of training too.
     assert [v["met"] for k, v in targets.items() if k.startswith("goal")] == [True, True]
-    assert report._target_cell(targets["goal: Newton, whole sweep to 1e-6 <= 20 s (compilation included)"]) == "20 s — met"
+    assert (
+        report._target_cell(targets["goal: Newton, whole sweep to 1e-6 <= 20 s (compilation included)"]) == "20 s — met"
+    )
 
 
 def test_newton_targets_not_met_and_hard_cases():
-    res = {"optimiser": {"steps": 1000}, "problem": {"betas": [1.0]},
-           "sweep_newton": _newton_result({"seconds": 30.0, "train_seconds": 25.0, "step": 20}, None, False),
-           "hard_cases": {"cases": [{"name": "x", "train_seconds": 4.0, "worst_gap": 3e-7, "converged": True},
-                                    {"name": "y", "train_seconds": 12.0, "worst_gap": 1e-9, "converged": True}]}}
+    res = {
+        "optimiser": {"steps": 1000},
+        "problem": {"betas": [1.0]},
+        "sweep_newton": _newton_result({"seconds": 30.0, "train_seconds": 25.0, "step": 20}, None, False),
+        "hard_cases": {
+            "cases": [
+                {"name": "x", "train_seconds": 4.0, "worst_gap": 3e-7, "converged": True},
+                {"name": "y", "train_seconds": 12.0, "worst_gap": 1e-9, "converged": True},
+            ]
+        },
+    }
     times = {"1e-06": {"ours_newton": report.time_to_accuracy(res, "ours_newton", "1e-06")}}
     targets = report.newton_targets(res, times, {})
     assert targets["Newton reaches 1e-6 on every MNIST configuration (best worst gap)"]["met"] is False
@@ -234,6 +279,7 @@ def test_adam_config_asks_for_adam_without_checks():
 
 # ------------------------------------------------------------------ the report and the entry point
 
+
 def test_the_report_regenerates_results_md_from_results_json_alone():
     # --report-only: finalize + markdown on the committed JSON give the committed table, byte for byte.
     res = json.loads((BENCHMARKS / "results.json").read_text())
@@ -242,8 +288,14 @@ def test_the_report_regenerates_results_md_from_results_json_alone():
 
 
 def test_the_entry_point_runs_as_a_module_from_the_repository_root():
-    out = subprocess.run([sys.executable, "-m", "benchmarks.run", "--help"], cwd=BENCHMARKS.parent,
-                         capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--help"],
+        cwd=BENCHMARKS.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert "--report-only" in out.stdout and "--scaling-point" in out.stdout
 
 

@@ -25,6 +25,7 @@ def _stderr_lines(text: str) -> list[str]:
 @pytest.fixture
 def nothing_runs(monkeypatch):
     """Fail the test if any experiment is loaded or run."""
+
     def forbidden(*args, **kwargs):
         pytest.fail("an experiment was loaded or run before the output folder was checked")
 
@@ -37,8 +38,12 @@ def nothing_runs(monkeypatch):
 def test_unusable_out_exits_2_in_one_line_before_anything_runs(case, tmp_path, capsys, nothing_runs):
     a_file = tmp_path / "figures.txt"
     a_file.write_text("keep me")
-    out = {"existing file": a_file, "/dev/null": "/dev/null", "/proc": "/proc/linear_vae_test/x",
-           "under a file": a_file / "sub"}[case]
+    out = {
+        "existing file": a_file,
+        "/dev/null": "/dev/null",
+        "/proc": "/proc/linear_vae_test/x",
+        "under a file": a_file / "sub",
+    }[case]
     start = time.perf_counter()
     status = main(["reproduce", "--quick", "--out", str(out)])
     elapsed = time.perf_counter() - start
@@ -56,11 +61,12 @@ def test_check_output_dir_creates_parents_and_leaves_no_probe(tmp_path):
     out = io.check_output_dir(tmp_path / "a" / "b")
     assert out == tmp_path / "a" / "b" and out.is_dir()
     assert list(out.iterdir()) == []
-    assert io.check_output_dir(out) == out          # an existing folder is fine
+    assert io.check_output_dir(out) == out  # an existing folder is fine
 
 
 def test_check_output_dir_tests_writability_by_writing(tmp_path, monkeypatch):
     """Root passes ``os.access`` everywhere: the probe file decides (here it fails: read-only)."""
+
     def read_only(*args, **kwargs):
         raise PermissionError(30, "Read-only file system")
 
@@ -103,7 +109,7 @@ def test_reproduce_help_lists_the_experiments(capsys):
     with pytest.raises(SystemExit) as info:
         main(["reproduce", "--help"])
     assert info.value.code == 0
-    out = " ".join(capsys.readouterr().out.split())       # undo argparse's line wrapping
+    out = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
     for name in runner.EXPERIMENTS:
         assert name in out
 
@@ -122,11 +128,13 @@ def _has_note(fig) -> bool:
 @pytest.mark.parametrize("quick", [True, False])
 def test_run_experiment_marks_figures_only_when_quick(quick, tmp_path, monkeypatch):
     """A stand-in experiment (instant) with two figures: both stamped when quick, neither otherwise."""
+
     def plot(results, config):
         return {key: new_figure()[0] for key in ("a", "b")}
 
-    fake = SimpleNamespace(CONFIG={"x": 1}, QUICK={"x": 0}, TITLE="fake", plot=plot,
-                           run=lambda config, progress=None: {"x": config["x"]})
+    fake = SimpleNamespace(
+        CONFIG={"x": 1}, QUICK={"x": 0}, TITLE="fake", plot=plot, run=lambda config, progress=None: {"x": config["x"]}
+    )
     saved, marked = [], []
     monkeypatch.setattr(runner, "load", lambda name: fake)
     monkeypatch.setattr(runner, "save_png", lambda fig, path: saved.append(fig))
@@ -159,7 +167,7 @@ def test_mark_quick_note_overlaps_nothing_and_keeps_the_panels():
     height = fig.get_size_inches()[1]
     sizes = [ax.get_window_extent().size.copy() for ax in fig.axes]
     mark_quick(fig)
-    mark_quick(fig)                                  # idempotent
+    mark_quick(fig)  # idempotent
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     notes = [text for text in fig.texts if text.get_text() == QUICK_NOTE]
@@ -185,8 +193,15 @@ def test_latent_dim_progress_labels_are_distinct(quick, monkeypatch):
         labels.append(label)
         n = len(betas)
         history = SimpleNamespace(elbo=np.zeros((n, 1)), mll=np.zeros((n, 1)))
-        row = {"active_dims": 1, "active_dims_epsilon_delta": 1, "optimal_elbo": 0.0, "optimal_sigma2": 1.0,
-               "predicted_active_dims": 1, "gap": 0.0, "nearest_threshold_distance": 1.0}
+        row = {
+            "active_dims": 1,
+            "active_dims_epsilon_delta": 1,
+            "optimal_elbo": 0.0,
+            "optimal_sigma2": 1.0,
+            "predicted_active_dims": 1,
+            "gap": 0.0,
+            "nearest_threshold_distance": 1.0,
+        }
         return SimpleNamespace(history=history, sigma2=np.ones(n)), [dict(row) for _ in range(n)]
 
     monkeypatch.setattr(latent_dim, "train", fake_train)
@@ -206,9 +221,10 @@ def test_reproduce_closing_line_names_the_folder(slash, tmp_path, capsys, monkey
     monkeypatch.setattr(runner, "run_experiment", fake_run)
     out = tmp_path / "new" / "figures"
     assert main(["reproduce", "--only", "landscape", "kl_per_dim", "--out", str(out) + slash]) == 0
-    assert out.is_dir()                                       # created before anything ran
+    assert out.is_dir()  # created before anything ran
     lines = _stderr_lines(capsys.readouterr().err)
     assert lines[0] == "[1/2] landscape: loading data"  # a phase line per stage (stderr is not a terminal)
-    assert any(f"[1/2] landscape: wrote landscape_a.png, landscape_b.png, landscape.json in {out}/" in line
-               for line in lines)
+    assert any(
+        f"[1/2] landscape: wrote landscape_a.png, landscape_b.png, landscape.json in {out}/" in line for line in lines
+    )
     assert lines[-1].startswith(f"reproduce: 4 figure(s) from 2 experiment(s) written to {out}/ in ")

@@ -105,9 +105,7 @@ def test_random_subset_matches_documented_indices(mnist):
 def test_random_subset_refuses_more_rows_than_the_data_or_fewer_than_2(mnist):
     with pytest.raises(ValueError) as err:
         random_subset(mnist, 6000)
-    assert one_line(err) == (
-        "`n` = 6000 is larger than the 5000 samples in mnist; use `n` <= 5000"
-    )
+    assert one_line(err) == ("`n` = 6000 is larger than the 5000 samples in mnist; use `n` <= 5000")
     with pytest.raises(ValueError, match="at least 2"):
         random_subset(mnist, 1)
 

@@ -11,7 +11,7 @@ from linear_vae.datasets import make_synthetic
 from linear_vae.deep import DTYPE, DeepConfig, DeepHyper, train_grid
 from linear_vae.train import DivergenceError
 
-SIGMA2S = np.array([1.0, 3.0, 5.0])   # 5, 4 and 2 of the top eigenvalues 8 * 0.75**i above them
+SIGMA2S = np.array([1.0, 3.0, 5.0])  # 5, 4 and 2 of the top eigenvalues 8 * 0.75**i above them
 K = 4
 
 
@@ -19,16 +19,17 @@ K = 4
 def linear_deep_vae():
     """One-layer, identity-activation 'deep' VAEs on synthetic data (exact spectrum), one per sigma2."""
     X = make_synthetic().X
-    config = DeepConfig(latent_dim=K, hidden=(), activation="identity", steps=4000, log_every=1000,
-                        batch_size=200, learning_rate=3e-3)
+    config = DeepConfig(
+        latent_dim=K, hidden=(), activation="identity", steps=4000, log_every=1000, batch_size=200, learning_rate=3e-3
+    )
     hyper = DeepHyper(SIGMA2S, np.zeros(3), np.zeros(3), np.zeros(3, int))
     return X, train_grid(config, hyper, X, X)
 
 
 def monte_carlo_elbo(params, X, sigma2, n_samples=64, seed=1):
     """ELBO of a one-layer deep VAE in float64, averaged over the data and ``n_samples`` draws of z."""
-    (A, a), = [(np.asarray(w, np.float64), np.asarray(b, np.float64)) for w, b in params.encoder]
-    (B, b), = [(np.asarray(w, np.float64), np.asarray(c, np.float64)) for w, c in params.decoder]
+    ((A, a),) = [(np.asarray(w, np.float64), np.asarray(b, np.float64)) for w, b in params.encoder]
+    ((B, b),) = [(np.asarray(w, np.float64), np.asarray(c, np.float64)) for w, c in params.decoder]
     mean, log_var = X @ A[:, :K] + a[:K], X @ A[:, K:] + a[K:]
     z = mean + np.exp(0.5 * log_var) * np.random.default_rng(seed).normal(size=(n_samples,) + mean.shape)
     log_lik = -0.5 * X.shape[1] * np.log(2 * np.pi * sigma2) - ((X - (z @ B + b)) ** 2).sum(-1) / (2 * sigma2)

@@ -45,7 +45,6 @@ _elbo_batch = jax.jit(jax.vmap(exact_elbo, in_axes=(0, None, None, None)))
 _mll = jax.jit(log_marginal_likelihood)
 
 
-
 # --------------------------------------------------------------------------------------------
 # Helpers (the independent references are in tests/reference.py)
 # --------------------------------------------------------------------------------------------
@@ -68,8 +67,12 @@ def problem(eigenvalues, seed):
 
 
 def random_params(rng, d, k, mu, w_scale=1.0):
-    return LinearVAE(W=w_scale * rng.standard_normal((d, k)), mu=np.asarray(mu, dtype=np.float64),
-                     V=0.5 * rng.standard_normal((k, d)), log_D=rng.normal(scale=0.7, size=k))
+    return LinearVAE(
+        W=w_scale * rng.standard_normal((d, k)),
+        mu=np.asarray(mu, dtype=np.float64),
+        V=0.5 * rng.standard_normal((k, d)),
+        log_D=rng.normal(scale=0.7, size=k),
+    )
 
 
 def scale_aware_tol(grad_fn, params, args, rel=1e-9, seed=0):
@@ -82,7 +85,8 @@ def scale_aware_tol(grad_fn, params, args, rel=1e-9, seed=0):
     rng = np.random.default_rng(seed)
     moved = jax.tree_util.tree_map(
         lambda p: np.asarray(p) * (1 + 0.1 * rng.standard_normal(np.shape(p))) + 0.1 * rng.standard_normal(np.shape(p)),
-        params)
+        params,
+    )
     flat, _ = ravel_pytree(grad_fn(moved, *args))
     return rel * float(jnp.linalg.norm(flat))
 
@@ -99,7 +103,7 @@ def test_exact_elbo_and_terms_match_dense_per_datapoint_computation_with_mean_of
     X = rng.exponential(size=(N, d)) @ rng.standard_normal((d, d)) + rng.normal(size=d)
     mean = X.mean(0)
     S = (X - mean).T @ (X - mean) / N
-    mu = mean + rng.normal(size=d)           # nonzero offset mean - mu
+    mu = mean + rng.normal(size=d)  # nonzero offset mean - mu
     params = random_params(rng, d, k, mu)
     stats = DataStats.from_moments(mean, S)
     log_lik_ref, kl_ref = dense_elbo_terms(params, sigma2, X)
@@ -133,13 +137,18 @@ def _mc_setup(log_D):
     X = rng.standard_normal((N, d)) @ rng.standard_normal((d, d)) + 2.0
     mean = X.mean(0)
     S = (X - mean).T @ (X - mean) / N
-    params = LinearVAE(W=rng.standard_normal((d, k)), mu=mean + 0.3 * rng.normal(size=d),
-                       V=0.3 * rng.standard_normal((k, d)), log_D=np.asarray(log_D, dtype=np.float64))
+    params = LinearVAE(
+        W=rng.standard_normal((d, k)),
+        mu=mean + 0.3 * rng.normal(size=d),
+        V=0.3 * rng.standard_normal((k, d)),
+        log_D=np.asarray(log_D, dtype=np.float64),
+    )
     return params, X, DataStats.from_moments(mean, S)
 
 
-@pytest.mark.parametrize("log_D", [[0.0, 0.0, 0.0], [np.log(0.05), np.log(0.2), np.log(3.0)],
-                                   [np.log(6.0), np.log(9.0), np.log(0.01)]])
+@pytest.mark.parametrize(
+    "log_D", [[0.0, 0.0, 0.0], [np.log(0.05), np.log(0.2), np.log(3.0)], [np.log(6.0), np.log(9.0), np.log(0.01)]]
+)
 def test_monte_carlo_elbo_agrees_with_exact_elbo_within_4_standard_errors(log_D):
     params, X, stats = _mc_setup(log_D)
     sigma2, beta = 0.7, 0.8
@@ -164,8 +173,8 @@ def test_monte_carlo_elbo_uses_standard_deviation_sqrt_D_not_variance_D():
     # sum_j D_j ||w_j||^2 in the reconstruction error.
     D = np.exp(np.asarray(params.log_D))
     wrong = exact - np.sum((D**2 - D) * np.sum(np.asarray(params.W) ** 2, axis=0)) / (2 * sigma2)
-    assert abs(estimates.mean() - exact) < 4 * se          # 4 SE: see the test above
-    assert abs(estimates.mean() - wrong) > 100 * se        # the wrong scale is far off
+    assert abs(estimates.mean() - exact) < 4 * se  # 4 SE: see the test above
+    assert abs(estimates.mean() - wrong) > 100 * se  # the wrong scale is far off
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,8 +191,8 @@ S6, U6, MEAN6, STATS6 = problem(LAMBDA6, seed=3)
 def test_optimal_encoder_zeroes_elbo_gradient_in_V_and_log_D(beta, offset):
     rng = np.random.default_rng(int(beta * 100) + int(offset * 10))
     sigma2 = 0.8
-    W = rng.standard_normal((D6, K3))                     # non-orthogonal columns
-    mu = MEAN6 + offset * rng.normal(size=D6)            # the encoder is optimal for any mu
+    W = rng.standard_normal((D6, K3))  # non-orthogonal columns
+    mu = MEAN6 + offset * rng.normal(size=D6)  # the encoder is optimal for any mu
     params = with_optimal_encoder(W, mu, sigma2, beta)
     V, D = optimal_encoder(W, sigma2, beta)
     np.testing.assert_allclose(np.exp(np.asarray(params.log_D)), np.asarray(D), rtol=1e-14)
@@ -198,9 +207,10 @@ def test_optimal_encoder_zeroes_elbo_gradient_in_V_and_log_D(beta, offset):
     # It is a maximum in (V, log D): the ELBO is concave there, so random encoders do worse.
     best = float(_elbo(params, sigma2, beta, STATS6))
     for _ in range(20):
-        other = params._replace(V=params.V + 0.05 * rng.standard_normal((K3, D6)),
-                                log_D=params.log_D + 0.05 * rng.standard_normal(K3))
-        assert float(_elbo(other, sigma2, beta, STATS6)) <= best + 1e-12 * abs(best)   # rounding
+        other = params._replace(
+            V=params.V + 0.05 * rng.standard_normal((K3, D6)), log_D=params.log_D + 0.05 * rng.standard_normal(K3)
+        )
+        assert float(_elbo(other, sigma2, beta, STATS6)) <= best + 1e-12 * abs(best)  # rounding
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -276,7 +286,7 @@ def test_closed_form_optimum_values_equal_exact_elbo_mll_and_written_out_formula
     # Dense MLL of the same decoder (independent of the library's Woodbury route).
     assert opt.mll == pytest.approx(dense_mll(params.W, sigma2, S6), rel=1e-10)
     if beta == 1.0:
-        assert opt.elbo == pytest.approx(opt.mll, rel=1e-12)   # the bound is tight: rounding only
+        assert opt.elbo == pytest.approx(opt.mll, rel=1e-12)  # the bound is tight: rounding only
     # The parameters themselves, written out: w_i = u_i sqrt(max(lambda_i - t, 0)), D_i = min(t/lambda_i, 1).
     t = beta * sigma2
     np.testing.assert_allclose(params.W, optimal_decoder(LAMBDA6, U6, K3, beta, sigma2), rtol=1e-14, atol=1e-15)
@@ -344,7 +354,7 @@ def test_elbo_is_below_mll_for_random_parameters_and_with_optimal_encoder(seed, 
     assert elbo <= mll + slack
     best = with_optimal_encoder(params.W, params.mu, sigma2, 1.0)
     elbo_best = float(_elbo(best, sigma2, 1.0, STATS6))
-    assert elbo <= elbo_best + slack          # the optimal encoder is optimal
+    assert elbo <= elbo_best + slack  # the optimal encoder is optimal
     assert elbo_best <= mll + slack
     # Orthogonalising W's columns (keeping their norms' effect through a diagonal M) closes the gap.
     Q = random_orthogonal(rng, D6)[:, :K3] * np.linalg.norm(np.asarray(params.W), axis=0)
@@ -374,8 +384,9 @@ def test_beta_elbo_at_beta_sigma2_equals_elbo_at_noise_beta_sigma2_rescaled(seed
 
     opt_beta = beta_elbo_optimum(LAMBDA6, K3, beta, sigma2)
     opt_one = beta_elbo_optimum(LAMBDA6, K3, 1.0, beta * sigma2)
-    assert opt_beta.elbo == pytest.approx(beta * opt_one.elbo + const,
-                                          abs=1e-11 * (abs(opt_beta.elbo) + abs(beta * opt_one.elbo) + abs(const)))
+    assert opt_beta.elbo == pytest.approx(
+        beta * opt_one.elbo + const, abs=1e-11 * (abs(opt_beta.elbo) + abs(beta * opt_one.elbo) + abs(const))
+    )
     # Same maximisers: t = beta * sigma2 is the same float in both, so the parameters agree to
     # rounding (1e-14 relative).
     p_beta = opt_beta.parameters(MEAN6, U6)
@@ -454,9 +465,9 @@ def test_dimension_active_just_below_its_collapse_threshold_and_collapsed_above(
     rng = np.random.default_rng(seed)
     lam = np.sort(rng.uniform(0.05, 10.0, D6))[::-1]
     thresholds = collapse_thresholds(lam, K3, sigma2)
-    np.testing.assert_allclose(thresholds, lam[:K3] / sigma2, rtol=1e-15)   # written out
+    np.testing.assert_allclose(thresholds, lam[:K3] / sigma2, rtol=1e-15)  # written out
     for i, th in enumerate(thresholds):
-        below = beta_elbo_optimum(lam, K3, th * (1 - 1e-9), sigma2)   # 1e-9 >> rounding 1e-16
+        below = beta_elbo_optimum(lam, K3, th * (1 - 1e-9), sigma2)  # 1e-9 >> rounding 1e-16
         above = beta_elbo_optimum(lam, K3, th * (1 + 1e-9), sigma2)
         assert below.active[i] and not above.active[i]
         assert below.active_dims == int(np.sum(thresholds > th * (1 - 1e-9)))
@@ -496,7 +507,7 @@ def test_kl_per_dim_at_optimum_equals_data_average_of_kl_per_datapoint(beta, sig
     per_point = np.asarray(kl_per_datapoint(params, X))
     assert per_point.shape == (400, K3)
     t = beta * sigma2
-    expected = optimal_kl_per_dim(lam, K3, beta, sigma2)   # written out in tests/reference.py
+    expected = optimal_kl_per_dim(lam, K3, beta, sigma2)  # written out in tests/reference.py
     # Average over 400 points of O(1) numbers: rounding ~1e-15; 1e-10 absolute.
     np.testing.assert_allclose(per_point.mean(axis=0), opt.kl_per_dim, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(opt.kl_per_dim, expected, rtol=1e-10, atol=1e-12)

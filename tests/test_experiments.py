@@ -53,8 +53,10 @@ def check_collapse_threshold(payload: dict, strict: bool) -> None:
     config, results = payload["config"], payload["results"]
     lam = eigenvalues_for(payload)
     k = config["latent_dim"]
-    for panel, beta_of, sigma2_of in (("beta_panel", lambda x: x, lambda x: config["sigma2"]),
-                                      ("sigma2_panel", lambda x: 1.0, lambda x: x)):
+    for panel, beta_of, sigma2_of in (
+        ("beta_panel", lambda x: x, lambda x: config["sigma2"]),
+        ("sigma2_panel", lambda x: 1.0, lambda x: x),
+    ):
         p = results[panel]
         x = np.array(p["x"])
         t = np.array([beta_of(v) * sigma2_of(v) for v in x])
@@ -92,8 +94,8 @@ def check_escape_time(payload: dict, strict: bool) -> None:
     lam = eigenvalues_for(payload)
     gaps, s2 = np.array(r["gaps"]), np.array(r["sigma2s"])
     np.testing.assert_allclose(s2, lam[0] - gaps, rtol=1e-12)
-    assert gaps.max() <= lam[0] - lam[1] + 1e-12          # u_1 is the only ascent direction
-    c = (lam[0] - s2) / s2**2                              # MLL curvature along the zero column
+    assert gaps.max() <= lam[0] - lam[1] + 1e-12  # u_1 is the only ascent direction
+    c = (lam[0] - s2) / s2**2  # MLL curvature along the zero column
     np.testing.assert_allclose(r["mll_curvature"], c, rtol=1e-9)
     # ELBO: positive eigenvalue of the (w, v) Hessian block [[-1/s2, lam/s2], [lam/s2, -lam]].
     tr, det = -(1 / s2 + lam[0]), lam[0] * (s2 - lam[0]) / s2**2
@@ -107,13 +109,20 @@ def check_escape_time(payload: dict, strict: bool) -> None:
         """Escape steps of the exact 1-D gradient flow of the MLL (time rescaled by ``scale``)."""
         a = gaps
         uT = f * a
-        return 0.5 * ((s2**2 / a) * np.log(uT / u0) + (lam[0] ** 2 / a) * np.log((a - u0) / (a - uT))
-                      - (uT - u0)) / (lr * scale)
+        return (
+            0.5
+            * ((s2**2 / a) * np.log(uT / u0) + (lam[0] ** 2 / a) * np.log((a - u0) / (a - uT)) - (uT - u0))
+            / (lr * scale)
+        )
 
-    np.testing.assert_allclose(r["runs"]["sgd_mll"]["predicted_escape_steps"],
-                               flow(r["initial_amplitude_sq_mll"], 1.0), rtol=1e-9)
-    np.testing.assert_allclose(r["runs"]["sgd_exact"]["predicted_escape_steps"],
-                               flow(np.array(r["initial_amplitude_sq_elbo"]), mu / c), rtol=1e-9)
+    np.testing.assert_allclose(
+        r["runs"]["sgd_mll"]["predicted_escape_steps"], flow(r["initial_amplitude_sq_mll"], 1.0), rtol=1e-9
+    )
+    np.testing.assert_allclose(
+        r["runs"]["sgd_exact"]["predicted_escape_steps"],
+        flow(np.array(r["initial_amplitude_sq_elbo"]), mu / c),
+        rtol=1e-9,
+    )
     np.testing.assert_allclose(r["initial_amplitude_sq_elbo"], r["initial_amplitude_sq_mll"], rtol=1e-2)
     for key in ("sgd_mll", "sgd_exact"):
         run = r["runs"][key]
@@ -127,7 +136,7 @@ def check_escape_time(payload: dict, strict: bool) -> None:
     assert adam
     for run in adam:
         assert run["escaped"]
-        assert run["fitted_slope"] > r["runs"]["sgd_mll"]["fitted_slope"] + 1.0   # far flatter than -1
+        assert run["fitted_slope"] > r["runs"]["sgd_mll"]["fitted_slope"] + 1.0  # far flatter than -1
     if strict:
         assert gaps[-1] / gaps[0] >= 50
         for run in adam:
@@ -143,11 +152,11 @@ def check_identifiability(payload: dict, strict: bool) -> None:
     np.testing.assert_allclose(r["mle_mll"], mll, rtol=1e-10)
     np.testing.assert_allclose(r["predicted_column_norms_sq"], lam[:k] - s2, rtol=1e-9)
     vae, ppca = r["models"]["vae"], r["models"]["ppca"]
-    for model in (vae, ppca):   # both reach the MLE's likelihood and the principal subspace
+    for model in (vae, ppca):  # both reach the MLE's likelihood and the principal subspace
         np.testing.assert_allclose(model["final_mll"], mll, rtol=0, atol=1e-8)
         np.testing.assert_allclose(model["final_sigma2"], s2, rtol=1e-6)
         assert max(model["subspace_angle_deg"]) < 1e-3
-    np.testing.assert_allclose(vae["final_elbo"], vae["final_mll"], rtol=0, atol=1e-8)   # the bound is tight
+    np.testing.assert_allclose(vae["final_elbo"], vae["final_mll"], rtol=0, atol=1e-8)  # the bound is tight
     assert max(vae["off_diagonal_ratio"]) < 1e-6
     assert min(vae["min_cosine_with_matched_eigenvector"]) > 1 - 1e-6
     for seed in vae["per_seed"]:
@@ -155,7 +164,7 @@ def check_identifiability(payload: dict, strict: bool) -> None:
         np.testing.assert_allclose(seed["column_norms_sq"], lam[:k] - s2, rtol=1e-6)
         wtw = np.array(seed["wtw"])
         np.testing.assert_allclose(wtw, np.diag(np.diag(wtw)), atol=1e-6)
-    assert min(ppca["off_diagonal_ratio"]) > 0.05           # rotated: pPCA alone is not identifiable
+    assert min(ppca["off_diagonal_ratio"]) > 0.05  # rotated: pPCA alone is not identifiable
     assert max(ppca["min_cosine_with_matched_eigenvector"]) < 0.99
 
 
@@ -181,16 +190,21 @@ def check_collapse_fraction(payload: dict, strict: bool) -> None:
 
         np.testing.assert_allclose(p["closed_form_fraction"], fraction(eps), atol=1e-12)
         np.testing.assert_allclose(p["curve_closed_form_fraction"], fraction(curve_eps), atol=1e-12)
-        assert p["closed_form_fraction"][0] == (k - m) / k    # smallest epsilon: exactly the collapsed count
-        np.testing.assert_allclose(p["closed_form_kl_quantiles"], np.sort(np.quantile(KL, 1 - delta, axis=0)),
-                                   rtol=1e-8, atol=1e-12)
-        np.testing.assert_allclose(p["closed_form_mean_kl_per_dim"],
-                                   np.sort(np.where(active, 0.5 * np.log(lam[:k] / s2), 0.0)), rtol=1e-9, atol=1e-12)
+        assert p["closed_form_fraction"][0] == (k - m) / k  # smallest epsilon: exactly the collapsed count
+        np.testing.assert_allclose(
+            p["closed_form_kl_quantiles"], np.sort(np.quantile(KL, 1 - delta, axis=0)), rtol=1e-8, atol=1e-12
+        )
+        np.testing.assert_allclose(
+            p["closed_form_mean_kl_per_dim"],
+            np.sort(np.where(active, 0.5 * np.log(lam[:k] / s2), 0.0)),
+            rtol=1e-9,
+            atol=1e-12,
+        )
         assert p["trained_active_dims"] == m
         trained_q, closed_q = np.array(p["trained_kl_quantiles"]), np.array(p["closed_form_kl_quantiles"])
         # Newton runs to a predicted gain of 1e-12 nats at either budget: parameters correct to ~1e-6
-        assert trained_q[: k - m].max(initial=0) < 1e-6                    # collapsed dimensions: KL ~ 0
-        np.testing.assert_allclose(trained_q[k - m:], closed_q[k - m:], rtol=1e-4)
+        assert trained_q[: k - m].max(initial=0) < 1e-6  # collapsed dimensions: KL ~ 0
+        np.testing.assert_allclose(trained_q[k - m :], closed_q[k - m :], rtol=1e-4)
         np.testing.assert_allclose(p["trained_mean_kl_per_dim"], p["closed_form_mean_kl_per_dim"], atol=1e-6)
         assert p["max_abs_difference"] <= 1e-12, (s2, p["max_abs_difference"])
 
@@ -209,7 +223,7 @@ def check_training_curves(payload: dict, strict: bool) -> None:
         np.testing.assert_allclose(curve["final_elbo_gap"], mll - curve["final_elbo"], rtol=0, atol=1e-9)
         assert curve["final_mll_gap"] >= -1e-9 and curve["final_elbo_gap"] >= curve["final_mll_gap"] - 1e-9
         assert curve["active_dims"] == curve["predicted_active_dims"] == int((lam[:k] > s2).sum())
-        assert curve["elbo"][0] < curve["elbo"][-1] - 100      # it did train
+        assert curve["elbo"][0] < curve["elbo"][-1] - 100  # it did train
     # Exact objective: full budget within 1e-3 nats of the MLE (measured 5e-5), sigma2 to 1e-6;
     # stochastic: 0.5 nats (measured 0.24; minibatch noise with one sample of z), sigma2 to 1%.
     assert exact["final_elbo_gap"] < (1e-3 if strict else 0.2)
@@ -232,7 +246,7 @@ def check_landscape(payload: dict, strict: bool) -> None:
     # Saddle along both, along one, local maximum: the signs of the curvatures per sigma2.
     assert [tuple(np.sign(p)) for p in predicted] == [(1, 1), (1, -1), (-1, -1)]
     assert r["max_change_mll"][0] > 0 and r["max_change_mll"][1] > 0 and r["max_change_mll"][2] <= 1e-12
-    assert r["max_abs_elbo_minus_mll"] < 1e-9     # the zero column stays orthogonal: the bound is tight
+    assert r["max_abs_elbo_minus_mll"] < 1e-9  # the zero column stays orthogonal: the bound is tight
     centre = len(r["axis"]) // 2
     assert all(abs(change[centre][centre]) < 1e-12 for change in r["mll_change"])
 
@@ -251,17 +265,19 @@ def check_latent_dim(payload: dict, strict: bool) -> None:
             expected = [optimal_beta_elbo(lam, k, 1.0, s2) for k in ks]
             np.testing.assert_array_equal(closed["active_dims"], [min(k, int((lam > s2).sum())) for k in ks])
         np.testing.assert_allclose(closed["elbo"], expected, rtol=1e-10)
-        np.testing.assert_allclose(closed["mll"], expected, rtol=1e-10)    # beta = 1: ELBO = MLL at the optimum
+        np.testing.assert_allclose(closed["mll"], expected, rtol=1e-10)  # beta = 1: ELBO = MLL at the optimum
         np.testing.assert_array_equal(trained["active_dims"], trained["predicted_active_dims"])
-        for k, elbo, mll_value, predicted in zip(trained["latent_dims"], trained["elbo"], trained["mll"],
-                                                 trained["predicted_elbo"]):
+        for k, elbo, mll_value, predicted in zip(
+            trained["latent_dims"], trained["elbo"], trained["mll"], trained["predicted_elbo"]
+        ):
             np.testing.assert_allclose(predicted, expected[ks.index(k)], rtol=1e-10)
             # Never above the optimum; Newton to convergence is within 1e-6 nats (the trainer's contract)
             assert -1e-9 <= predicted - elbo < 1e-6
             assert mll_value >= elbo - 1e-9
         if series["sigma2_learned"]:
-            np.testing.assert_allclose(trained["sigma2"], [ppca_mle(lam, k)[0] for k in trained["latent_dims"]],
-                                       rtol=1e-6)
+            np.testing.assert_allclose(
+                trained["sigma2"], [ppca_mle(lam, k)[0] for k in trained["latent_dims"]], rtol=1e-6
+            )
 
 
 def check_deep_vae(payload: dict, strict: bool) -> None:
@@ -290,7 +306,7 @@ def check_deep_vae(payload: dict, strict: bool) -> None:
             assert run["active_dims"] > runs[("fixed", run["sigma2"])]["active_dims"]
     for run in r["runs"]:
         fraction = np.array(run["collapsed_fraction"])
-        assert np.all(np.diff(fraction) >= 0) and fraction[-1] <= 1    # more collapse at larger epsilon
+        assert np.all(np.diff(fraction) >= 0) and fraction[-1] <= 1  # more collapse at larger epsilon
         assert abs(fraction[np.searchsorted(r["epsilons"], r["epsilon"])] * k - (k - run["active_dims"])) <= 1
     if strict:
         # Trained linear VAEs on the same digits match the closed-form count (5,000 exact-ELBO steps).

@@ -37,11 +37,13 @@ LAUNCHER = [shutil.which("linear-vae")] if shutil.which("linear-vae") else [sys.
 # traceback, no temporary file left behind.
 # --------------------------------------------------------------------------------------------
 
+
 def _run_until(argv: list[str], marker: str, sig: int, timeout: float = 120.0):
     """Start ``linear-vae argv``, wait for a stderr line containing ``marker``, send ``sig``;
     return ``(exit status, stderr lines, seconds from the signal to the exit)``."""
-    process = subprocess.Popen([*LAUNCHER, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               bufsize=1)
+    process = subprocess.Popen(
+        [*LAUNCHER, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1
+    )
     lines: list[str] = []
     selector = selectors.DefaultSelector()
     selector.register(process.stderr, selectors.EVENT_READ)
@@ -67,11 +69,14 @@ def _run_until(argv: list[str], marker: str, sig: int, timeout: float = 120.0):
             process.wait()
 
 
-@pytest.mark.parametrize("experiment, marker, sig", [
-    ("collapse_threshold", "compiling", signal.SIGINT),    # inside an XLA compilation
-    ("collapse_threshold", "training", signal.SIGTERM),    # inside the compiled training loop
-    ("landscape", "drawing", signal.SIGINT),               # while figures are rendered and written
-])
+@pytest.mark.parametrize(
+    "experiment, marker, sig",
+    [
+        ("collapse_threshold", "compiling", signal.SIGINT),  # inside an XLA compilation
+        ("collapse_threshold", "training", signal.SIGTERM),  # inside the compiled training loop
+        ("landscape", "drawing", signal.SIGINT),  # while figures are rendered and written
+    ],
+)
 def test_interrupt_stops_with_one_line_status_and_no_partial_file(tmp_path, experiment, marker, sig):
     out = tmp_path / "figures"
     status, lines, seconds = _run_until(["reproduce", "--quick", "--only", experiment, "--out", str(out)], marker, sig)
@@ -89,8 +94,10 @@ def test_interrupt_stops_with_one_line_status_and_no_partial_file(tmp_path, expe
 
 def test_signal_received_while_the_package_was_importing_stops_at_once():
     # The console entry point records signals while JAX is imported and hands them to run_guarded.
-    code = ("import signal; from linear_vae.interrupts import run_guarded; "
-            "run_guarded(lambda: print('ran'), [signal.SIGTERM])")
+    code = (
+        "import signal; from linear_vae.interrupts import run_guarded; "
+        "run_guarded(lambda: print('ran'), [signal.SIGTERM])"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 143
     assert done.stdout == "" and done.stderr == "linear-vae: interrupted; nothing partial left\n"
@@ -137,14 +144,16 @@ def test_abort_writes_removes_the_temporary_file_of_a_write_in_progress(tmp_path
 # only the run itself.
 # --------------------------------------------------------------------------------------------
 
+
 def test_divergence_rule_boundaries():
     start = np.array([-100.0, -100.0, -100.0, -100.0, -100.0])
     margin = divergence.margin(-100.0)  # 10 + 1% of 100 = 11 nats
     assert margin == pytest.approx(11.0)
     end = np.array([-100 - 0.999 * margin, -100 - 1.001 * margin, -50.0, np.nan, -50.0])
     variance = np.array([1.0, 1.0, 1.0, 1.0, 2e12])
-    diverged, reasons = divergence.diagnose(start, end, variance, 1.0, np.array([-1, -1, -1, 7, -1]),
-                                            np.array([100] * 5))
+    diverged, reasons = divergence.diagnose(
+        start, end, variance, 1.0, np.array([-1, -1, -1, 7, -1]), np.array([100] * 5)
+    )
     assert diverged.tolist() == [False, True, False, True, True]
     assert reasons[0] is None and "fell" in reasons[1] and "step 7" in reasons[3] and "total variance" in reasons[4]
 
@@ -156,8 +165,7 @@ def synthetic_data():
 
 
 #: Adam at lr = 100 with learned sigma2: sigma2 runs away to ~1e246 while every number stays finite.
-RUNAWAY = TrainConfig(latent_dim=2, optimizer="adam", learning_rate=100.0, steps=2000, log_every=100,
-                      learn_sigma2=True)
+RUNAWAY = TrainConfig(latent_dim=2, optimizer="adam", learning_rate=100.0, steps=2000, log_every=100, learn_sigma2=True)
 
 
 def test_finite_runaway_raises_naming_configuration_and_step(synthetic_data):
@@ -174,8 +182,22 @@ def test_finite_runaway_is_reported_per_configuration_when_asked(synthetic_data)
 
 
 def test_sweep_marks_diverged_configurations_and_exits_2(capsys):
-    argv = ["sweep", "--data", "synthetic", "-k", "2", "--optimizer", "adam", "--lr", "100", "--sigma2s", "0.5,1",
-            "--steps", "2000", "--quiet"]
+    argv = [
+        "sweep",
+        "--data",
+        "synthetic",
+        "-k",
+        "2",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "100",
+        "--sigma2s",
+        "0.5,1",
+        "--steps",
+        "2000",
+        "--quiet",
+    ]
     assert main(argv) == 2
     captured = capsys.readouterr()
     rows = [line for line in captured.out.splitlines() if "diverged (" in line]
@@ -192,6 +214,7 @@ def test_sweep_marks_diverged_configurations_and_exits_2(capsys):
 # Claim: --steps need not be a multiple of --log-every; the last record is the final step.
 # --------------------------------------------------------------------------------------------
 
+
 def test_last_record_is_taken_at_the_final_step(synthetic_data):
     config = TrainConfig(latent_dim=2, optimizer="adam", steps=250, log_every=100, stop_when_converged=False)
     assert record_steps(config).tolist() == [100, 100, 50]
@@ -203,6 +226,7 @@ def test_last_record_is_taken_at_the_final_step(synthetic_data):
 # --------------------------------------------------------------------------------------------
 # Claim: table cells keep their width whatever the number.
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("value", [-941.652345, -8.7e263, 1.275e246, -1e-300, float("nan"), float("inf"), 0.0])
 @pytest.mark.parametrize("width, spec", [(14, ".6f"), (10, ".4g"), (10, ".2e"), (9, ".3f"), (7, ".2f")])
@@ -218,6 +242,7 @@ def test_table_cell_keeps_fixed_point_when_it_fits():
 # --------------------------------------------------------------------------------------------
 # Claim: progress is plain lines in a log and a bar that clears itself on a terminal.
 # --------------------------------------------------------------------------------------------
+
 
 def test_progress_lines_in_a_log(monkeypatch):
     import io as std_io

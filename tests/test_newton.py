@@ -42,8 +42,8 @@ from linear_vae.problem import Problem
 from linear_vae.train import TrainConfig
 
 # Tolerances of the contract (fixed by the claim above), not measured from this implementation.
-GAP_TOL = 1e-6             # nats per datapoint: trained within 1e-6 of the closed-form optimum
-SIGMA2_REL_TOL = 1e-6      # learned sigma2 against the closed form's
+GAP_TOL = 1e-6  # nats per datapoint: trained within 1e-6 of the closed-form optimum
+SIGMA2_REL_TOL = 1e-6  # learned sigma2 against the closed form's
 #: Seeds of every hard-case sweep: the contract holds for any start, so more than one is tried.
 SEEDS = (0, 1, 2)
 
@@ -60,8 +60,11 @@ SLOW_CASES = {"wide"}
 
 def case_params(predicate=lambda case: True):
     """``pytest.param`` per hard case (``slow`` for :data:`SLOW_CASES`), id = its name."""
-    return [pytest.param(name, id=name, marks=[pytest.mark.slow] if name in SLOW_CASES else [])
-            for name, case in CASES.items() if predicate(case)]
+    return [
+        pytest.param(name, id=name, marks=[pytest.mark.slow] if name in SLOW_CASES else [])
+        for name, case in CASES.items()
+        if predicate(case)
+    ]
 
 
 def never_above_optimum(gap: float, optimum: float) -> bool:
@@ -114,11 +117,13 @@ def hard_runs(problems):
 
 
 def describe(name: str, report: dict) -> str:
-    return (f"{name} beta={report['beta']:g} seed={report['seed']}: gap={report['gap']:.3e} "
-            f"active={report['active_dims']}/{report['predicted_active_dims']} converged={report['converged']} "
-            f"steps_used={report['steps_used']} predicted_gain={report['predicted_gain']:.3e} "
-            f"grad_norm={report['grad_norm']:.3e} ascent_curvature={report['ascent_curvature']:.3e} "
-            f"verdict={report['verdict']}")
+    return (
+        f"{name} beta={report['beta']:g} seed={report['seed']}: gap={report['gap']:.3e} "
+        f"active={report['active_dims']}/{report['predicted_active_dims']} converged={report['converged']} "
+        f"steps_used={report['steps_used']} predicted_gain={report['predicted_gain']:.3e} "
+        f"grad_norm={report['grad_norm']:.3e} ascent_curvature={report['ascent_curvature']:.3e} "
+        f"verdict={report['verdict']}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,38 +142,44 @@ def test_every_hard_case_is_well_posed_at_every_beta(name, problems):
         if case.sigma2 is None:
             sigma2 = learned_sigma2(eigenvalues, case.latent_dim, beta)
             m = beta_elbo_optimum(eigenvalues, case.latent_dim, beta, sigma2).active_dims
-            assert np.sum(eigenvalues[case.latent_dim:]) > 0 and len(eigenvalues) > beta * m
+            assert np.sum(eigenvalues[case.latent_dim :]) > 0 and len(eigenvalues) > beta * m
             assert margin == threshold_distance(eigenvalues, case.latent_dim, beta, sigma2)
 
 
 def test_check_well_posed_rejects_a_threshold_within_2_percent_and_a_missing_learned_sigma2():
     eigenvalues = np.array([10.0, 5.0, 2.0, 1.0, 0.5])
-    assert check_well_posed(eigenvalues, 2, 1.0, 2.0) == pytest.approx(1.5)   # |5 - 2| / 2
+    assert check_well_posed(eigenvalues, 2, 1.0, 2.0) == pytest.approx(1.5)  # |5 - 2| / 2
     with pytest.raises(ValueError, match="within"):
-        check_well_posed(eigenvalues, 2, 1.0, 4.95)                          # |5 - 4.95| / 4.95 = 1%
+        check_well_posed(eigenvalues, 2, 1.0, 4.95)  # |5 - 4.95| / 4.95 = 1%
     with pytest.raises(ValueError, match="sum to 0"):
-        check_well_posed(np.array([3.0, 2.0, 0.0, 0.0]), 2, 1.0, None)      # rank <= k: no learned sigma2
+        check_well_posed(np.array([3.0, 2.0, 0.0, 0.0]), 2, 1.0, None)  # rank <= k: no learned sigma2
     # learned: sigma2 = (0.5 + 0.5) / (4 - 0.5 * 2) = 1/3 with both active; beta sigma2 = 1/6
     assert check_well_posed(np.array([4.0, 2.0, 0.5, 0.5]), 2, 0.5, None) == pytest.approx(11.0)
     with pytest.raises(ValueError, match="within"):
-        check_well_posed(np.array([4.0, 1.01, 1.0, 1.0]), 2, 1.0, None)     # learned sigma2 = 1: 1% off
+        check_well_posed(np.array([4.0, 1.01, 1.0, 1.0]), 2, 1.0, None)  # learned sigma2 = 1: 1% off
 
 
 def test_hard_cases_are_deterministic_and_cover_the_required_features(problems):
     assert len(set(CASES)) == len(hard_cases())
     assert all(case.description and "\n" not in case.description for case in CASES.values())
     for name, case in CASES.items():
-        np.testing.assert_array_equal(case.make().X, problems(name).dataset.X)   # fixed seed: identical data
-    features = {"pair inside the active set": False, "pair across k": False, "three decades": False,
-                "hundreds": False, "constant columns": False, "d = 200": False}
+        np.testing.assert_array_equal(case.make().X, problems(name).dataset.X)  # fixed seed: identical data
+    features = {
+        "pair inside the active set": False,
+        "pair across k": False,
+        "three decades": False,
+        "hundreds": False,
+        "constant columns": False,
+        "d = 200": False,
+    }
     for name, case in CASES.items():
         problem = problems(name)
         lam, k = problem.eigenvalues, case.latent_dim
-        ratios = lam[:k - 1] / lam[1:k]
+        ratios = lam[: k - 1] / lam[1:k]
         sigma2s = [case.sigma2 if case.sigma2 is not None else learned_sigma2(lam, k, b) for b in case.betas]
         # a near-equal pair (ratio <= 1.05) with both members active at one of the case's betas
         for beta, sigma2 in zip(case.betas, sigma2s):
-            both_active = (lam[:k - 1] > beta * sigma2) & (lam[1:k] > beta * sigma2)
+            both_active = (lam[: k - 1] > beta * sigma2) & (lam[1:k] > beta * sigma2)
             features["pair inside the active set"] |= bool(np.any((ratios <= 1.05) & both_active))
         features["pair across k"] |= bool(lam[k - 1] / lam[k] <= 1.05)
         positive = lam[lam > 0]
@@ -183,7 +194,7 @@ def test_hard_cases_are_deterministic_and_cover_the_required_features(problems):
             features["constant columns"] = True
         features["d = 200"] |= problem.dataset.d == 200
     assert all(features.values()), features
-    assert {case.sigma2 is None for case in CASES.values()} == {True, False}      # fixed and learned sigma2
+    assert {case.sigma2 is None for case in CASES.values()} == {True, False}  # fixed and learned sigma2
     assert {0.5, 1.0, 3.0, 30.0} <= {b for case in CASES.values() for b in case.betas}
     assert any(case.sigma2 is None and 30.0 in case.betas for case in CASES.values())
 
@@ -197,10 +208,17 @@ def test_hard_cases_are_deterministic_and_cover_the_required_features(problems):
 def test_default_training_reaches_the_closed_form_within_1e6_nats_with_exact_active_counts(name, hard_runs):
     _, _, result, reports = hard_runs(name)
     assert len(reports) == len(CASES[name].betas) * len(SEEDS)
-    failures = [describe(name, r) for r in reports
-                if not (r["gap"] <= GAP_TOL and never_above_optimum(r["gap"], r["optimal_elbo"])
-                        and r["active_dims"] == r["predicted_active_dims"] and r["converged"]
-                        and r["verdict"] == "agrees")]
+    failures = [
+        describe(name, r)
+        for r in reports
+        if not (
+            r["gap"] <= GAP_TOL
+            and never_above_optimum(r["gap"], r["optimal_elbo"])
+            and r["active_dims"] == r["predicted_active_dims"]
+            and r["converged"]
+            and r["verdict"] == "agrees"
+        )
+    ]
     assert not failures, "\n".join(failures)
     for r in reports:
         # the split is exact: both parts are differences of the same three numbers (round-off of O(|ELBO|))
@@ -243,8 +261,11 @@ def dense_phi(W, log_sigma2, beta, cov):
     M = W.T @ W + t * jnp.eye(k)
     _, log_det = jnp.linalg.slogdet(M)
     explained = jnp.trace(jnp.linalg.solve(M, W.T @ cov @ W))
-    return (-0.5 * d * (LOG_2PI + log_sigma2) - (jnp.trace(cov) - explained) / (2.0 * sigma2)
-            - 0.5 * beta * (log_det - k * jnp.log(t)))
+    return (
+        -0.5 * d * (LOG_2PI + log_sigma2)
+        - (jnp.trace(cov) - explained) / (2.0 * sigma2)
+        - 0.5 * beta * (log_det - k * jnp.log(t))
+    )
 
 
 @pytest.mark.parametrize("diagonal", [False, True], ids=["data-basis", "eigenbasis"])
@@ -258,8 +279,9 @@ def test_projected_elbo_equals_the_exact_elbo_of_the_represented_vae(diagonal):
         elbo = float(_elbo(model, sigma2, beta, stats))
         # both are O(10) sums of float64 terms: 1e-10 absolute is ~1e5 ulps
         assert phi == pytest.approx(elbo, abs=1e-10)
-        assert phi == pytest.approx(float(_dense_phi(W, np.log(sigma2), beta, stats.cov if not diagonal
-                                                     else jnp.diag(stats.cov))), abs=1e-10)
+        assert phi == pytest.approx(
+            float(_dense_phi(W, np.log(sigma2), beta, stats.cov if not diagonal else jnp.diag(stats.cov))), abs=1e-10
+        )
         # the represented decoder spans the same columns: W R with R orthogonal
         np.testing.assert_allclose(model.W @ model.W.T, W @ W.T, atol=1e-12)
 
@@ -271,7 +293,7 @@ def test_projected_elbo_at_beta_1_is_the_ppca_log_marginal_likelihood():
         W = rng.normal(size=(9, 4))
         phi = float(_phi(W, np.log(sigma2), 1.0, stats))
         mll = float(log_marginal_likelihood(W, sigma2, stats.cov))
-        assert phi == pytest.approx(mll, abs=1e-10)   # O(10) values; 1e-10 absolute is ~1e5 ulps
+        assert phi == pytest.approx(mll, abs=1e-10)  # O(10) values; 1e-10 absolute is ~1e5 ulps
 
 
 def test_optimal_encoder_zeroes_the_gradient_of_the_exact_elbo_in_V_log_D_and_mu():
@@ -279,13 +301,13 @@ def test_optimal_encoder_zeroes_the_gradient_of_the_exact_elbo_in_V_log_D_and_mu
     rng = np.random.default_rng(6)
     grad = jax.jit(jax.grad(exact_elbo))
     for beta, sigma2 in [(0.5, 0.4), (1.0, 1.0), (3.0, 0.1)]:
-        W = rng.normal(size=(8, 3))                    # non-orthogonal columns: M is not diagonal
+        W = rng.normal(size=(8, 3))  # non-orthogonal columns: M is not diagonal
         V, D = optimal_encoder(W, sigma2, beta)
         params = LinearVAE(jnp.asarray(W), stats.mean, V, jnp.log(D))
         g = grad(params, sigma2, beta, stats)
         # gradients are differences of O(||S|| ||W|| / sigma2) terms (<= ~1e3 here): round-off ~1e-12
         scale = float(jnp.max(jnp.abs(grad(params._replace(V=V * 1.1), sigma2, beta, stats).V)))
-        assert scale > 1e-2                            # a perturbed encoder has a real gradient
+        assert scale > 1e-2  # a perturbed encoder has a real gradient
         assert float(jnp.max(jnp.abs(g.V))) < 1e-10
         assert float(jnp.max(jnp.abs(g.log_D))) < 1e-10
         assert float(jnp.max(jnp.abs(g.mu))) < 1e-10
@@ -294,7 +316,7 @@ def test_optimal_encoder_zeroes_the_gradient_of_the_exact_elbo_in_V_log_D_and_mu
 def test_inverse_and_log_det_derivatives_match_jnp_linalg_and_finite_differences():
     rng = np.random.default_rng(7)
     A = rng.normal(size=(4, 4))
-    M = A @ A.T + 0.5 * np.eye(4)                      # SPD, condition number ~ 1e2
+    M = A @ A.T + 0.5 * np.eye(4)  # SPD, condition number ~ 1e2
     B = rng.normal(size=(4, 4))
     dM = B + B.T
 
@@ -321,8 +343,11 @@ def test_inverse_and_log_det_derivatives_match_jnp_linalg_and_finite_differences
     def scalar(fn):
         return lambda M: jnp.sum(C * fn(M)[0]) + 3.0 * fn(M)[1]
 
-    np.testing.assert_allclose(jax.jit(jax.hessian(scalar(newton.inverse_and_log_det)))(M),
-                               jax.jit(jax.hessian(scalar(reference)))(M), atol=1e-9)
+    np.testing.assert_allclose(
+        jax.jit(jax.hessian(scalar(newton.inverse_and_log_det)))(M),
+        jax.jit(jax.hessian(scalar(reference)))(M),
+        atol=1e-9,
+    )
 
 
 @pytest.mark.parametrize("learn_sigma2", [False, True], ids=["fixed-sigma2", "learned-sigma2"])
@@ -365,8 +390,9 @@ def test_steihaug_cg_solves_a_small_spd_system_exactly():
     # and in float64 with condition number 5 well before round-off matters.
     g = rng.normal(size=n)
     g = 1e-24 * g / np.linalg.norm(g)
-    result = newton.steihaug_cg(lambda v: jnp.asarray(A) @ v, jnp.asarray(g), jnp.asarray(1.0),
-                                relative_tolerance=1e-12)
+    result = newton.steihaug_cg(
+        lambda v: jnp.asarray(A) @ v, jnp.asarray(g), jnp.asarray(1.0), relative_tolerance=1e-12
+    )
     expected = -np.linalg.solve(A, g)
     np.testing.assert_allclose(result.step, expected, rtol=1e-9, atol=0)
     assert not bool(result.negative_curvature)
@@ -390,7 +416,7 @@ def test_steihaug_cg_follows_negative_curvature_to_the_boundary_on_an_indefinite
     assert bool(result.negative_curvature)
     assert np.linalg.norm(step) == pytest.approx(radius, rel=1e-12)
     model = g @ step + 0.5 * step @ A @ step
-    assert model < -radius * np.linalg.norm(g) * 0.5   # a real decrease of the quadratic model
+    assert model < -radius * np.linalg.norm(g) * 0.5  # a real decrease of the quadratic model
 
 
 def test_lanczos_lowest_finds_the_smallest_eigenvalue_and_its_eigenvector():
@@ -417,7 +443,7 @@ def test_rotation_projector_is_an_orthogonal_projector_that_removes_exactly_the_
     # orbit W exp(A); P must be symmetric and idempotent, kill that space and keep its complement.
     rng = np.random.default_rng(21)
     d, k = 9, 4
-    W = rng.normal(size=(d, k)) * np.array([3.0, 2.0, 1.0, 0.0])   # one collapsed column
+    W = rng.normal(size=(d, k)) * np.array([3.0, 2.0, 1.0, 0.0])  # one collapsed column
     project = newton.rotation_projector(jnp.asarray(W))
     basis = np.eye(d * k)
     P = np.stack([np.asarray(project(jnp.asarray(e.reshape(d, k)))).reshape(-1) for e in basis], axis=1)
@@ -459,9 +485,12 @@ def test_decoder_gap_is_invariant_to_latent_rotations(problems):
         phi, phi_rotated = (float(_phi(w, np.log(sigma2), beta, stats)) for w in (W, W @ R))
         # Phi ~ -100 here; 1e-10 absolute is ~1e4 ulps of the k x k solves
         assert phi == pytest.approx(phi_rotated, abs=1e-10)
-        reports = [compare_one(LinearVAE(w, problem.mean, np.zeros((k, w.shape[0])), np.zeros(k)), sigma2,
-                               beta, False, 0.0, problem)
-                   for w in (W, W @ R)]
+        reports = [
+            compare_one(
+                LinearVAE(w, problem.mean, np.zeros((k, w.shape[0])), np.zeros(k)), sigma2, beta, False, 0.0, problem
+            )
+            for w in (W, W @ R)
+        ]
         assert reports[0]["decoder_gap"] == pytest.approx(reports[1]["decoder_gap"], abs=1e-10)
 
 
@@ -470,8 +499,13 @@ def test_gaps_are_the_same_when_training_in_the_data_basis_and_the_eigenbasis(pr
     """Newton's trajectory is invariant to the basis (its start is drawn in the data basis either way)."""
     case, problem, _, eigen_reports = hard_runs("near-equal-pairs")
     n_betas = len(case.betas)
-    _, data_reports = train_and_compare(problem, default_config(case, basis="data"), list(case.betas),
-                                        initial_sigma2s(case, problem.eigenvalues), [SEEDS[0]] * n_betas)
+    _, data_reports = train_and_compare(
+        problem,
+        default_config(case, basis="data"),
+        list(case.betas),
+        initial_sigma2s(case, problem.eigenvalues),
+        [SEEDS[0]] * n_betas,
+    )
     for data_report, eigen_report in zip(data_reports, eigen_reports[:n_betas]):
         assert data_report["seed"] == eigen_report["seed"] and data_report["beta"] == eigen_report["beta"]
         for key in ("gap", "decoder_gap", "inference_gap"):
@@ -488,8 +522,16 @@ def test_gaps_are_the_same_when_training_in_the_data_basis_and_the_eigenbasis(pr
 EARLY_ADAM = dict(optimizer="adam", steps=200, log_every=10)
 #: Adam started at a collapsed saddle (column 0 zeroed, perturbation 1e-12) with a learning rate
 #: too small to leave it: the gradient vanishes there, but the saddle has an ascent direction.
-SADDLE_ADAM = dict(optimizer="adam", init="collapsed", collapsed_columns=(0,), init_scale=1e-12,
-                   learning_rate=1e-9, steps=100, log_every=10, stop_when_converged=True)
+SADDLE_ADAM = dict(
+    optimizer="adam",
+    init="collapsed",
+    collapsed_columns=(0,),
+    init_scale=1e-12,
+    learning_rate=1e-9,
+    steps=100,
+    log_every=10,
+    stop_when_converged=True,
+)
 #: The betas of the saddle runs: beta sigma2 < lambda_1 = 40, so column 0 must be active at the optimum.
 SADDLE_BETAS = (0.5, 1.0, 3.0)
 
@@ -498,16 +540,21 @@ SADDLE_BETAS = (0.5, 1.0, 3.0)
 def early_adam(problems):
     case = CASES["near-equal-pairs"]
     problem = problems(case.name)
-    return train_and_compare(problem, default_config(case, **EARLY_ADAM), list(case.betas),
-                             initial_sigma2s(case, problem.eigenvalues), [0] * len(case.betas))
+    return train_and_compare(
+        problem,
+        default_config(case, **EARLY_ADAM),
+        list(case.betas),
+        initial_sigma2s(case, problem.eigenvalues),
+        [0] * len(case.betas),
+    )
 
 
 def test_adam_stopped_early_reports_not_converged_with_a_measured_rate(early_adam):
     result, reports = early_adam
     for r in reports:
-        assert r["gap"] > GAP_TOL                     # genuinely short of the optimum ...
-        assert not r["converged"]                     # ... and its own test says so
-        assert r["verdict"] == "not converged"        # never "disagrees"
+        assert r["gap"] > GAP_TOL  # genuinely short of the optimum ...
+        assert not r["converged"]  # ... and its own test says so
+        assert r["verdict"] == "not converged"  # never "disagrees"
         assert r["reasons"] and "predicted gain" in r["reasons"][0]
     # the rate comes from the predicted gains or, far from a maximum, from the last three ELBOs;
     # the ELBO still rises here, so it can be measured for every configuration
@@ -519,8 +566,13 @@ def test_adam_stopped_early_reports_not_converged_with_a_measured_rate(early_ada
 def test_newton_stopped_after_two_steps_reports_not_converged(problems):
     case = CASES["three-decades"]
     problem = problems(case.name)
-    _, reports = train_and_compare(problem, default_config(case, steps=2, log_every=1), list(case.betas),
-                                   initial_sigma2s(case, problem.eigenvalues), [0] * len(case.betas))
+    _, reports = train_and_compare(
+        problem,
+        default_config(case, steps=2, log_every=1),
+        list(case.betas),
+        initial_sigma2s(case, problem.eigenvalues),
+        [0] * len(case.betas),
+    )
     for r in reports:
         assert r["steps_used"] == 2
         assert r["gap"] > GAP_TOL and not r["converged"] and r["verdict"] == "not converged", describe(case.name, r)
@@ -530,8 +582,13 @@ def test_newton_stopped_after_two_steps_reports_not_converged(problems):
 def saddle_adam(problems):
     case = CASES["near-equal-pairs"]
     problem = problems(case.name)
-    return train_and_compare(problem, default_config(case, **SADDLE_ADAM), list(SADDLE_BETAS),
-                             [case.sigma2] * len(SADDLE_BETAS), [0] * len(SADDLE_BETAS))
+    return train_and_compare(
+        problem,
+        default_config(case, **SADDLE_ADAM),
+        list(SADDLE_BETAS),
+        [case.sigma2] * len(SADDLE_BETAS),
+        [0] * len(SADDLE_BETAS),
+    )
 
 
 def test_adam_stuck_at_a_collapsed_saddle_is_not_converged_though_its_gradient_vanishes(saddle_adam):
@@ -554,8 +611,9 @@ def saddle_newton(problems):
     case = CASES["near-equal-pairs"]
     problem = problems(case.name)
     config = default_config(case, init="collapsed", collapsed_columns=(0,), init_scale=1e-12)
-    return train_and_compare(problem, config, list(SADDLE_BETAS), [case.sigma2] * len(SADDLE_BETAS),
-                             [0] * len(SADDLE_BETAS))
+    return train_and_compare(
+        problem, config, list(SADDLE_BETAS), [case.sigma2] * len(SADDLE_BETAS), [0] * len(SADDLE_BETAS)
+    )
 
 
 def test_newton_started_at_a_collapsed_saddle_escapes_and_agrees(saddle_newton):
@@ -571,9 +629,17 @@ def test_newton_started_at_a_collapsed_saddle_escapes_and_agrees(saddle_newton):
 
 
 def test_verdict_disagrees_for_a_converged_report_whose_gap_is_too_large():
-    report = {"converged": True, "gap": 10 * COMPARE_GAP_TOL, "optimal_elbo": -50.0, "active_dims": 3,
-              "predicted_active_dims": 3, "predicted_gain": 1e-12, "steps_used": 40,
-              "convergence_rate": None, "steps_needed": None}
+    report = {
+        "converged": True,
+        "gap": 10 * COMPARE_GAP_TOL,
+        "optimal_elbo": -50.0,
+        "active_dims": 3,
+        "predicted_active_dims": 3,
+        "predicted_gain": 1e-12,
+        "steps_used": 40,
+        "convergence_rate": None,
+        "steps_needed": None,
+    }
     outcome, reasons = verdict(report)
     assert outcome == "disagrees" and "gap" in reasons[0]
     assert verdict({**report, "gap": 0.5 * COMPARE_GAP_TOL})[0] == "agrees"

@@ -58,9 +58,10 @@ def _synthetic():
 
 def _non_gaussian():
     rng = np.random.default_rng(11)
-    sources = np.concatenate([rng.exponential(size=(500, 4)) ** 2,
-                              rng.uniform(-1, 1, size=(500, 4)),
-                              rng.standard_t(3, size=(500, 4))], axis=1)
+    sources = np.concatenate(
+        [rng.exponential(size=(500, 4)) ** 2, rng.uniform(-1, 1, size=(500, 4)), rng.standard_t(3, size=(500, 4))],
+        axis=1,
+    )
     return sources @ rng.standard_normal((12, 12)) + rng.normal(size=12)
 
 
@@ -95,7 +96,7 @@ def test_mll_reproduces_sklearn_pca_score_and_project_mle_scores_at_least_as_hig
     np.testing.assert_allclose(C, pca.get_covariance(), rtol=0, atol=1e-12 * np.abs(C).max())
 
     moments = compute_moments(X)
-    S = X.T @ X / N - np.outer(X.mean(0), X.mean(0))   # independent 1/N covariance
+    S = X.T @ X / N - np.outer(X.mean(0), X.mean(0))  # independent 1/N covariance
     np.testing.assert_allclose(moments.cov, S, rtol=0, atol=1e-12 * np.abs(S).max())
     score = pca.score(X)
     ours = float(log_marginal_likelihood(W, sigma2, moments.cov))
@@ -142,8 +143,12 @@ def test_mle_value_equals_mll_at_its_weights_and_tipping_bishop_closed_form(name
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), sigma2=st.floats(0.01, 50.0), w_scale=st.floats(0.01, 10.0),
-       offset_scale=st.floats(0.0, 5.0))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    sigma2=st.floats(0.01, 50.0),
+    w_scale=st.floats(0.01, 10.0),
+    offset_scale=st.floats(0.0, 5.0),
+)
 def test_mll_matches_dense_slogdet_and_solve_with_mean_offset(seed, sigma2, w_scale, offset_scale):
     rng = np.random.default_rng(seed)
     d, k = 7, 3
@@ -187,11 +192,12 @@ S_SMALL, U_SMALL = covariance_with_spectrum(LAMBDA_SMALL, seed=7)
 
 # Jitted once at module level with static shapes (5, 2): every stationary point reuses them.
 _mll_grad = jax.jit(jax.grad(log_marginal_likelihood))
-_mll_hessian = jax.jit(lambda W, s2, S: jax.hessian(log_marginal_likelihood)(W, s2, S).reshape(
-    D_SMALL * K_SMALL, D_SMALL * K_SMALL))
+_mll_hessian = jax.jit(
+    lambda W, s2, S: jax.hessian(log_marginal_likelihood)(W, s2, S).reshape(D_SMALL * K_SMALL, D_SMALL * K_SMALL)
+)
 _mll_second_directional = jax.jit(
-    lambda W, direction, s2, S: jax.grad(jax.grad(
-        lambda eps: log_marginal_likelihood(W + eps * direction, s2, S)))(0.0))
+    lambda W, direction, s2, S: jax.grad(jax.grad(lambda eps: log_marginal_likelihood(W + eps * direction, s2, S)))(0.0)
+)
 
 
 def curvature_scale(sigma2):
@@ -249,7 +255,7 @@ def test_collapsed_curvature_equals_autodiff_second_derivative_along_each_unused
             assert point.collapsed_curvatures.size == 0
             continue
         assert len(point.collapsed_curvatures) == len(unused)
-        for c in range(len(point.directions), K_SMALL):      # the zero columns
+        for c in range(len(point.directions), K_SMALL):  # the zero columns
             assert np.all(W[:, c] == 0)
             for pos, i in enumerate(unused):
                 direction = np.zeros((D_SMALL, K_SMALL))
@@ -284,7 +290,8 @@ def test_sigma2_above_all_eigenvalues_only_zero_weights_and_they_are_the_global_
     assert eig.max() < 0
     # The global maximum is W = 0, with value -1/2 [d log 2pi sigma2 + tr S / sigma2].
     assert ppca_optimum(LAMBDA_SMALL, K_SMALL, sigma2).mll == pytest.approx(
-        -0.5 * (D_SMALL * np.log(2 * np.pi * sigma2) + LAMBDA_SMALL.sum() / sigma2), rel=1e-12)
+        -0.5 * (D_SMALL * np.log(2 * np.pi * sigma2) + LAMBDA_SMALL.sum() / sigma2), rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("sigma2", SIGMA2_BETWEEN)
@@ -316,7 +323,7 @@ def test_learned_sigma2_mle_maximises_mll_over_dense_sigma2_grid(seed, k):
     lam = np.sort(rng.uniform(0.05, 10.0, d))[::-1]
     S, U = covariance_with_spectrum(lam, seed=seed + 100)
     opt = ppca_optimum(lam, k)
-    assert opt.sigma2 == pytest.approx(lam[k:].mean(), rel=1e-14)   # same mean, rounding only
+    assert opt.sigma2 == pytest.approx(lam[k:].mean(), rel=1e-14)  # same mean, rounding only
     assert mle_sigma2(lam, k) == opt.sigma2
     # Profile likelihood: at each sigma2 the fixed-sigma2 optimum W = U_k sqrt(max(lambda - s, 0)),
     # evaluated densely (stacked slogdet / solve), independent of the library.
@@ -341,4 +348,4 @@ def test_mle_sigma2_zero_for_rank_deficient_spectrum_raises():
     with pytest.raises(ValueError, match="sigma2 is 0"):
         mle_sigma2(np.array([3.0, 1.0, 0.0, 0.0]), 2)
     with pytest.raises(ValueError, match="sigma2 is 0"):
-        ppca_optimum(np.array([3.0, 1.0]), 2)   # no tail at all
+        ppca_optimum(np.array([3.0, 1.0]), 2)  # no tail at all

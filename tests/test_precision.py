@@ -45,11 +45,13 @@ def test_import_is_what_switches_jax_to_float64():
     # In a clean interpreter (no JAX_* environment overrides): float32 before the import,
     # float64 and 'highest' after.  One short subprocess (~2 s).
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    code = ("import jax, jax.numpy as jnp\n"
-            "before = (jax.config.jax_enable_x64, str(jnp.zeros(1).dtype))\n"
-            "import linear_vae\n"
-            "after = (jax.config.jax_enable_x64, str(jnp.zeros(1).dtype), jax.config.jax_default_matmul_precision)\n"
-            "print(before, after)\n")
+    code = (
+        "import jax, jax.numpy as jnp\n"
+        "before = (jax.config.jax_enable_x64, str(jnp.zeros(1).dtype))\n"
+        "import linear_vae\n"
+        "after = (jax.config.jax_enable_x64, str(jnp.zeros(1).dtype), jax.config.jax_default_matmul_precision)\n"
+        "print(before, after)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "(False, 'float32') (True, 'float64', 'highest')"
@@ -104,14 +106,14 @@ def test_eigen_decomposition_resolves_small_mnist_eigenvalues_float32_cannot(mni
     assert lam.dtype == np.float64 and U.dtype == np.float64
     S = moments.cov
     small = np.flatnonzero((lam > 1e-5) & (lam < 1e-3))
-    assert small.size > 50          # MNIST has a long tail of tiny eigenvalues
+    assert small.size > 50  # MNIST has a long tail of tiny eigenvalues
     # Rigorous, independent bound: for symmetric S and a unit vector u, some eigenvalue lies
     # within ||S u - lambda u|| of lambda.  In float64 that residual is ~1e-15 * ||S|| ~ 1e-14,
     # i.e. < 1e-8 relative to eigenvalues >= 1e-5 (float32 would give ~1e-7 * ||S|| ~ 1e-6,
     # i.e. 10% of such eigenvalues).
     residual = np.linalg.norm(S @ U[:, small] - U[:, small] * lam[small], axis=0)
     assert np.all(residual < 1e-8 * lam[small])
-    np.testing.assert_allclose(U.T @ U, np.eye(U.shape[1]), atol=1e-12)   # orthonormal, float64
+    np.testing.assert_allclose(U.T @ U, np.eye(U.shape[1]), atol=1e-12)  # orthonormal, float64
     # Rayleigh quotients reproduce the eigenvalues (relative 1e-8, same bound as above).
     rq = np.einsum("ij,ik,kj->j", U[:, small], S, U[:, small])
     np.testing.assert_allclose(rq, lam[small], rtol=1e-8)

@@ -94,8 +94,9 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("beta,sigma2_factor", [(1.0, None), (2.5, None), (0.5, None),
-                                                (1.0, 0.7), (2.5, 0.3), (0.4, 4.0)])
+@pytest.mark.parametrize(
+    "beta,sigma2_factor", [(1.0, None), (2.5, None), (0.5, None), (1.0, 0.7), (2.5, 0.3), (0.4, 4.0)]
+)
 def test_top_solver_matches_full_solver_on_every_report_key(case, beta, sigma2_factor):
     params = CASES[case]
     X = low_rank_data(params["n"], params["d"], zero_columns=params["zero_columns"], seed=len(case))
@@ -117,8 +118,12 @@ def test_top_solver_matches_full_solver_on_every_report_key(case, beta, sigma2_f
     assert m == K + 1 and top_analysis.problem.spectrum.eigenvectors.shape == (params["d"], m)
     r = distinct_nonzero(full_analysis.problem.spectrum.eigenvalues, m)
     assert r >= K
-    np.testing.assert_allclose(top_analysis.problem.spectrum.eigenvectors[:, :r], full_analysis.problem.spectrum.eigenvectors[:, :r],
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        top_analysis.problem.spectrum.eigenvectors[:, :r],
+        full_analysis.problem.spectrum.eigenvectors[:, :r],
+        rtol=0,
+        atol=1e-9,
+    )
 
 
 def test_auto_solver_is_top_iff_d_exceeds_n():
@@ -133,7 +138,7 @@ def test_auto_solver_is_top_iff_d_exceeds_n():
 def test_top_eigenpairs_with_more_pairs_than_the_rank_are_orthonormal_with_zero_eigenvalues(n, d):
     """m > rank(S): the eigenvalues beyond the rank are 0 and their eigenvectors an orthonormal
     basis of the null space (for N < d from the orthonormal completion), as ``eigh`` of S gives."""
-    X = low_rank_data(n, d, rank=3, noise=0.0, zero_columns=2, seed=3)   # rank(S) = 3
+    X = low_rank_data(n, d, rank=3, noise=0.0, zero_columns=2, seed=3)  # rank(S) = 3
     m = min(n + 5, d)
     top = top_eigenpairs(X, m)
     full = eigen_decomposition(compute_moments(X).cov)
@@ -142,14 +147,15 @@ def test_top_eigenpairs_with_more_pairs_than_the_rank_are_orthonormal_with_zero_
     assert np.all(top.eigenvalues[3:] <= ATOL_EIG * lam1)
     U = top.eigenvectors
     np.testing.assert_allclose(U.T @ U, np.eye(m), atol=1e-12)
-    S_U = compute_moments(X).cov @ U                      # S u_i = lambda_i u_i
+    S_U = compute_moments(X).cov @ U  # S u_i = lambda_i u_i
     np.testing.assert_allclose(S_U, U * top.eigenvalues, atol=1e-10 * lam1)
     assert top.trace == pytest.approx(full.trace, rel=1e-12) and top.dim == d
     # The report with K above the rank (fixed sigma2: a learned one is refused) still matches.
     K = min(n, d) - 1
     sigma2 = 0.1 * float(full.eigenvalues[2])
-    assert_reports_match(analyze(X, K, 1.0, sigma2, solver="top").to_dict(),
-                         analyze(X, K, 1.0, sigma2, solver="full").to_dict())
+    assert_reports_match(
+        analyze(X, K, 1.0, sigma2, solver="top").to_dict(), analyze(X, K, 1.0, sigma2, solver="full").to_dict()
+    )
 
 
 @pytest.mark.parametrize("solver", ["top", "full"])
@@ -160,7 +166,7 @@ def test_learned_sigma2_of_round_off_rank_deficient_data_is_refused_by_both_solv
     X = rng.standard_normal((40, 1)) * rng.standard_normal(300) + rng.standard_normal(300)
     with pytest.raises(ValueError, match="rank <= 1"):
         analyze(X, 1, solver=solver)
-    Y = low_rank_data(12, 100, seed=5)                       # rank(S) <= N - 1 = 11
+    Y = low_rank_data(12, 100, seed=5)  # rank(S) <= N - 1 = 11
     with pytest.raises(ValueError, match="rank <= 11"):
         analyze(Y, 11, solver=solver)
     assert analyze(Y, 10, solver=solver).optimum.sigma2 > 0  # rank 11 > K = 10: fine
@@ -190,7 +196,8 @@ def test_closed_forms_from_top_eigenvalues_and_trace_equal_the_full_spectrum_cal
     c = np.full_like(lam, 0.3)
     c[:k] += cv
     assert mll_in_eigenbasis(lam[:k], cv, 0.3, **totals) == pytest.approx(
-        -0.5 * (len(lam) * LOG_2PI + np.log(c).sum() + (lam / c).sum()), rel=1e-13)
+        -0.5 * (len(lam) * LOG_2PI + np.log(c).sum() + (lam / c).sum()), rel=1e-13
+    )
     with pytest.raises(ValueError, match="trace and dim"):
         beta_elbo_optimum(lam[:k], k, beta, 1.0, trace=1.0)
     with pytest.raises(ValueError, match="eigenvalues given"):
@@ -222,6 +229,7 @@ def wide_data():
 def test_top_path_never_allocates_a_d_by_d_array(monkeypatch, wide_data):
     """At d = 20,000 one d x d float64 array is 3.2 GB; the top path's numpy allocations peak at a
     few times the 8 MB of X (tracemalloc sees numpy's buffers, LAPACK's workspaces included)."""
+
     def forbidden(*args, **kwargs):
         raise AssertionError("the d x d path was used")
 
@@ -234,7 +242,7 @@ def test_top_path_never_allocates_a_d_by_d_array(monkeypatch, wide_data):
     finally:
         tracemalloc.stop()
     assert report["d"] == D_BIG and report["n"] == N_SMALL
-    assert peak < 10 * wide_data.nbytes, f"peak {peak / 2**20:.1f} MiB"      # 80 MB << 3.2 GB
+    assert peak < 10 * wide_data.nbytes, f"peak {peak / 2**20:.1f} MiB"  # 80 MB << 3.2 GB
 
 
 def gram_reference(X, K):
@@ -263,7 +271,7 @@ def test_cli_on_a_wide_npy_matches_a_gram_matrix_reference(capsys, tmp_path, wid
     assert report["total_variance"] == pytest.approx(trace, rel=1e-12)
     assert report["sigma2"] == pytest.approx(sigma2, rel=RTOL)
     assert report["mll"] == pytest.approx(mll, rel=RTOL)
-    assert report["elbo"] == pytest.approx(mll, rel=1e-10)   # beta = 1: the bound is tight
+    assert report["elbo"] == pytest.approx(mll, rel=1e-10)  # beta = 1: the bound is tight
     assert report["active_dims"] == K_BIG
     # The text table runs too (same numbers, one line per quantity).
     assert main(["analyze", "--data", str(path), "--latent-dim", str(K_BIG)]) == 0
@@ -275,8 +283,12 @@ def test_cli_on_a_wide_npy_matches_a_gram_matrix_reference(capsys, tmp_path, wid
 # land on the closed form computed from the Gram matrix.
 # --------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module", params=[(2_000, 100), pytest.param((20_000, 500), marks=pytest.mark.slow)],
-                ids=["d=2000,N=100", "d=20000,N=500"])
+
+@pytest.fixture(
+    scope="module",
+    params=[(2_000, 100), pytest.param((20_000, 500), marks=pytest.mark.slow)],
+    ids=["d=2000,N=100", "d=20000,N=500"],
+)
 def wide_problem(request):
     """Wide data; the d = 20,000 case takes about 40 s per training test, so it is marked slow."""
     from linear_vae.problem import Problem
@@ -300,8 +312,7 @@ def test_wide_problem_is_the_eigenbasis_of_the_data_span(wide_problem):
 
 
 @pytest.mark.parametrize("learn_sigma2", [False, True], ids=["fixed sigma2", "learned sigma2"])
-def test_training_on_wide_data_reaches_the_closed_form_without_a_d_by_d_matrix(monkeypatch, wide_problem,
-                                                                                learn_sigma2):
+def test_training_on_wide_data_reaches_the_closed_form_without_a_d_by_d_matrix(monkeypatch, wide_problem, learn_sigma2):
     """Newton in the N-dimensional eigen-coordinates converges and agrees with the closed form
     (whose d enters only as a number) to 1e-6 nats; the d x d path is never taken."""
     from linear_vae.compare import train_and_compare
@@ -314,8 +325,9 @@ def test_training_on_wide_data_reaches_the_closed_form_without_a_d_by_d_matrix(m
     monkeypatch.setattr(problem_module, "eigen_decomposition", forbidden)
     sigma2 = float(np.sqrt(wide_problem.eigenvalues[2] * wide_problem.eigenvalues[3]))
     start = wide_problem.trace / wide_problem.d if learn_sigma2 else sigma2
-    result, [report] = train_and_compare(wide_problem, TrainConfig(latent_dim=5, learn_sigma2=learn_sigma2),
-                                         [1.0], [start], [0])
+    result, [report] = train_and_compare(
+        wide_problem, TrainConfig(latent_dim=5, learn_sigma2=learn_sigma2), [1.0], [start], [0]
+    )
     assert result.params.W.shape == (1, wide_problem.d, 5)
     assert report["converged"] and report["verdict"] == "agrees", report
     assert abs(report["gap"]) < 1e-6 and abs(report["decoder_gap"]) < 1e-6

@@ -70,7 +70,6 @@ def test_compiled_sweep_contains_no_lapack_call():
     for objective in ("exact", "mll"):
         config = TrainConfig(latent_dim=4, steps=2, log_every=1, objective=objective, init="collapsed")
         hyper = Hyper(jnp.ones(3), jnp.full(3, 0.5), jnp.arange(3, dtype=jnp.uint32))
-        run = jax.jit(jax.vmap(lambda h: run_steps(init_state(config, h, data), h, data, config,
-                                                             record_steps(config))))
+        run = jax.jit(jax.vmap(lambda h: run_steps(init_state(config, h, data), h, data, config, record_steps(config))))
         hlo = run.lower(hyper).compile().as_text().lower()
-        assert "custom_call_target=\"lapack" not in hlo, objective
+        assert 'custom_call_target="lapack' not in hlo, objective

@@ -41,7 +41,9 @@ def _labels_in(text: str, where: str) -> set[str]:
     labels = set()
     for m in CITATION.finditer(text):
         inside = " ".join(m.group(1).split())  # a wrapped docstring line may break inside the list
-        assert LABEL_LIST.match(inside), f"{where}: malformed citation {m.group(0)!r} (see the grammar in docs/theory.md)"
+        assert LABEL_LIST.match(inside), (
+            f"{where}: malformed citation {m.group(0)!r} (see the grammar in docs/theory.md)"
+        )
         labels.update(inside.split(", "))
     return labels
 
@@ -55,8 +57,11 @@ def _python_docs(path: Path) -> str:
 def _citing_files() -> list[Path]:
     files = [ROOT / name for name in CITING_FILES if (ROOT / name).exists()]
     for directory in CITING_DIRS:
-        files += [p for p in sorted((ROOT / directory).rglob("*"))
-                  if p.suffix in SUFFIXES and p.is_file() and p != THEORY and ".ipynb_checkpoints" not in p.parts]
+        files += [
+            p
+            for p in sorted((ROOT / directory).rglob("*"))
+            if p.suffix in SUFFIXES and p.is_file() and p != THEORY and ".ipynb_checkpoints" not in p.parts
+        ]
     return files
 
 
@@ -79,7 +84,7 @@ def test_headings_are_numbered_in_order_with_sources():
     for i, (_, label) in enumerate(defined):
         is_parent = i + 1 < len(defined) and defined[i + 1][1].startswith(label + ".")
         if not is_parent:
-            assert "Source:" in text[starts[i]:starts[i + 1]], f"({label}) does not state its source"
+            assert "Source:" in text[starts[i] : starts[i + 1]], f"({label}) does not state its source"
 
 
 def test_summary_table_lists_every_label():

@@ -44,28 +44,39 @@ from linear_vae.moments import compute_moments, eigen_decomposition
 from linear_vae.problem import Problem
 from linear_vae.train import DivergenceError, TrainConfig, TrainData, train_single, train_sweep
 
-K = 8            # latent dimensions of the main sweep (thresholds lambda_1..lambda_8 = 8 .. 1.07)
-SIGMA2 = 1.0     # fixed sigma2 of the main sweep: beta* = lambda_i
+K = 8  # latent dimensions of the main sweep (thresholds lambda_1..lambda_8 = 8 .. 1.07)
+SIGMA2 = 1.0  # fixed sigma2 of the main sweep: beta* = lambda_i
 TIMING_KEYS = {"seconds", "sweep_seconds", "compile_seconds"}
-REPORT_KEYS = {"elbo", "optimal_elbo", "gap", "active_dims", "predicted_active_dims", "max_principal_angle_deg",
-               "nearest_threshold_distance", "sigma2", "steps", "seconds", "compile_seconds"}
+REPORT_KEYS = {
+    "elbo",
+    "optimal_elbo",
+    "gap",
+    "active_dims",
+    "predicted_active_dims",
+    "max_principal_angle_deg",
+    "nearest_threshold_distance",
+    "sigma2",
+    "steps",
+    "seconds",
+    "compile_seconds",
+}
 
 # Tolerances of the trainer's contract.
-GAP_TOL = 1e-6             # nats per datapoint: a converged default run is within 1e-6 of the closed form
-ADAM_GAP_TOL = 1e-5        # nats per datapoint: Adam's budget in the eigenbasis test below
-ANGLE_TOL_DEG = 0.1        # largest principal angle between trained and predicted subspaces
-COSINE_TOL = 0.9999        # each active column parallel to its eigenvector
-SIGMA2_REL_TOL = 1e-4      # learned sigma2 against the pPCA MLE
-SAME_RUN_TOL = 1e-12       # vmapped sweep versus the same configuration alone
-SEED_ELBO_TOL = 1e-8       # different seeds, same optimum: each run stops within a predicted 1e-8 nats
-SHARDED_TOL = 1e-10        # sharded over 2 devices versus one device
+GAP_TOL = 1e-6  # nats per datapoint: a converged default run is within 1e-6 of the closed form
+ADAM_GAP_TOL = 1e-5  # nats per datapoint: Adam's budget in the eigenbasis test below
+ANGLE_TOL_DEG = 0.1  # largest principal angle between trained and predicted subspaces
+COSINE_TOL = 0.9999  # each active column parallel to its eigenvector
+SIGMA2_REL_TOL = 1e-4  # learned sigma2 against the pPCA MLE
+SAME_RUN_TOL = 1e-12  # vmapped sweep versus the same configuration alone
+SEED_ELBO_TOL = 1e-8  # different seeds, same optimum: each run stops within a predicted 1e-8 nats
+SHARDED_TOL = 1e-10  # sharded over 2 devices versus one device
 STOCHASTIC_GAP_TOL = 1e-2  # exact ELBO after training on the Monte-Carlo objective
-DENSE_ELBO_RTOL = 1e-10    # the report's ELBO against the dense per-datapoint ELBO of the same parameters
+DENSE_ELBO_RTOL = 1e-10  # the report's ELBO against the dense per-datapoint ELBO of the same parameters
 
 # The MNIST-scale cases (slow).
 MNIST_N = 1000
 MNIST_K = 16
-MNIST_SIGMA2 = 0.5         # below lambda_16 ~ 0.83 of this subset, so beta = 1 would keep all 16 active
+MNIST_SIGMA2 = 0.5  # below lambda_16 ~ 0.83 of this subset, so beta = 1 would keep all 16 active
 #: Neighbouring eigenvalues at least this ratio apart give a beta between them at their geometric
 #: mean, so >= 2% from both: the well-posed cases, where the contract holds (docs/theory.md,
 #: "Training to the optimum").  Closer pairs (ratio 1.01-1.04 occur in this subset) are skipped.
@@ -89,8 +100,14 @@ def data_set(ds):
     moments = compute_moments(ds.X)
     spectrum = eigen_decomposition(moments.cov)
     problem = Problem.from_dataset(ds)
-    return SimpleNamespace(X=ds.X, moments=moments, spectrum=spectrum, eigenvalues=spectrum.eigenvalues,
-                           problem=problem, data=TrainData.build(problem))
+    return SimpleNamespace(
+        X=ds.X,
+        moments=moments,
+        spectrum=spectrum,
+        eigenvalues=spectrum.eigenvalues,
+        problem=problem,
+        data=TrainData.build(problem),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +159,7 @@ def mnist_sweep_betas(eigenvalues):
     """Betas at sigma2 = MNIST_SIGMA2: at the geometric mean of every pair of neighbouring
     eigenvalues lambda_i, lambda_{i+1} (i <= 16, so lambda_17 too: between lambda_16 and lambda_17
     all 16 are active) at least MNIST_MIN_RATIO apart, and above lambda_1 (none active)."""
-    lam = eigenvalues[:MNIST_K + 1]
+    lam = eigenvalues[: MNIST_K + 1]
     ts = [float(np.sqrt(lam[i] * lam[i + 1])) for i in range(MNIST_K) if lam[i] / lam[i + 1] >= MNIST_MIN_RATIO]
     ts.append(2.0 * float(lam[0]))
     return [t / MNIST_SIGMA2 for t in ts]
@@ -152,8 +169,9 @@ def mnist_sweep_betas(eigenvalues):
 def mnist_sweep(mnist):
     """The exact objective with the DEFAULT optimiser on MNIST, one configuration per beta, seed 0."""
     betas = mnist_sweep_betas(mnist.eigenvalues)
-    result = train_sweep(mnist.data, TrainConfig(latent_dim=MNIST_K), betas, [MNIST_SIGMA2] * len(betas),
-                         [0] * len(betas))
+    result = train_sweep(
+        mnist.data, TrainConfig(latent_dim=MNIST_K), betas, [MNIST_SIGMA2] * len(betas), [0] * len(betas)
+    )
     return result, compare_sweep(result, mnist.problem)
 
 
@@ -165,15 +183,23 @@ def default_sweep(request):
     whose close eigenvalue pairs are skipped)."""
     if request.param == "synthetic":
         result, reports = request.getfixturevalue("main_sweep")
-        return SimpleNamespace(data=request.getfixturevalue("synthetic"), k=K, result=result, reports=reports,
-                               required_counts=set(range(K + 1)))
+        return SimpleNamespace(
+            data=request.getfixturevalue("synthetic"),
+            k=K,
+            result=result,
+            reports=reports,
+            required_counts=set(range(K + 1)),
+        )
     result, reports = request.getfixturevalue("mnist_sweep")
-    return SimpleNamespace(data=request.getfixturevalue("mnist"), k=MNIST_K, result=result, reports=reports,
-                           required_counts={0, MNIST_K})
+    return SimpleNamespace(
+        data=request.getfixturevalue("mnist"), k=MNIST_K, result=result, reports=reports, required_counts={0, MNIST_K}
+    )
 
 
-@pytest.fixture(scope="module", params=["synthetic-k8"] + [pytest.param(f"mnist-k{k}", marks=pytest.mark.slow)
-                                                           for k in MNIST_LEARNED_KS])
+@pytest.fixture(
+    scope="module",
+    params=["synthetic-k8"] + [pytest.param(f"mnist-k{k}", marks=pytest.mark.slow) for k in MNIST_LEARNED_KS],
+)
 def learned_run(request):
     """Learned sigma2 at beta = 1 with the DEFAULT optimiser, as ``data``, ``k``, ``result`` and
     ``reports``: on synthetic data :func:`learned_sweep` (three starts); on MNIST one start at the
@@ -184,8 +210,9 @@ def learned_run(request):
         result, reports = request.getfixturevalue("learned_sweep")
         return SimpleNamespace(data=request.getfixturevalue("synthetic"), k=K, result=result, reports=reports)
     mnist, k = request.getfixturevalue("mnist"), int(request.param.split("-k")[1])
-    result = train_sweep(mnist.data, TrainConfig(latent_dim=k, learn_sigma2=True), [1.0],
-                         [float(mnist.eigenvalues.mean())], [0])
+    result = train_sweep(
+        mnist.data, TrainConfig(latent_dim=k, learn_sigma2=True), [1.0], [float(mnist.eigenvalues.mean())], [0]
+    )
     return SimpleNamespace(data=mnist, k=k, result=result, reports=compare_sweep(result, mnist.problem))
 
 
@@ -198,7 +225,7 @@ def test_sweep_betas_are_at_least_2_percent_from_every_threshold_and_span_the_ac
     """The beta grid is well posed (every ``beta sigma2`` >= 2% from each of lambda_1..lambda_k) and
     gives at least 8 distinct predicted active counts, including the required ones."""
     s = default_sweep
-    lam = s.data.eigenvalues[:s.k]
+    lam = s.data.eigenvalues[: s.k]
     for r in s.reports:
         t = r["beta"] * r["sigma2"]
         assert np.min(np.abs(lam - t)) / t >= 0.02
@@ -261,10 +288,14 @@ def test_principal_angle_to_top_eigenvectors_below_0p1_degree(default_sweep):
     assert max(angles) < ANGLE_TOL_DEG, angles
 
 
-def test_epsilon_delta_active_count_equals_that_of_the_closed_form_optimum_encoder(default_sweep, closed_form_active_epsilon_delta):
+def test_epsilon_delta_active_count_equals_that_of_the_closed_form_optimum_encoder(
+    default_sweep, closed_form_active_epsilon_delta
+):
     s = default_sweep
     for r in s.reports:
-        assert r["active_dims_epsilon_delta"] == closed_form_active_epsilon_delta(s.data, s.k, r["beta"], r["sigma2"]), r
+        assert r["active_dims_epsilon_delta"] == closed_form_active_epsilon_delta(
+            s.data, s.k, r["beta"], r["sigma2"]
+        ), r
 
 
 def test_decoder_bias_converges_to_the_sample_mean(default_sweep):
@@ -318,7 +349,7 @@ def test_collapsed_columns_are_zero(main_sweep):
     result, reports = main_sweep
     for i, r in enumerate(reports):
         norms_sq = np.sort(np.sum(result.params.W[i] ** 2, axis=0))[::-1]
-        assert np.all(norms_sq[r["predicted_active_dims"]:] < 1e-8 * r["beta"] * r["sigma2"]), (i, norms_sq)
+        assert np.all(norms_sq[r["predicted_active_dims"] :] < 1e-8 * r["beta"] * r["sigma2"]), (i, norms_sq)
 
 
 def test_result_arrays_are_float64(main_sweep, learned_sweep):
@@ -342,11 +373,13 @@ def test_history_records_every_log_every_steps_until_the_sweep_stops(main_sweep)
     assert result.history.column_norms_sq.shape == (10, n_records, K)
     # each configuration's step count: one record per log_every steps until it converged, then frozen
     for i, used in enumerate(result.steps_used):
-        np.testing.assert_array_equal(result.history.step[i],
-                                      np.minimum(np.arange(1, n_records + 1) * config.log_every, used))
+        np.testing.assert_array_equal(
+            result.history.step[i], np.minimum(np.arange(1, n_records + 1) * config.log_every, used)
+        )
     # the last record is the final state (XLA's and numpy's sums differ by an ulp or two)
-    np.testing.assert_allclose(result.history.column_norms_sq[:, -1], np.sum(result.params.W**2, axis=1),
-                               rtol=1e-14, atol=1e-15)  # atol: collapsed columns are round-off, ~1e-24
+    np.testing.assert_allclose(
+        result.history.column_norms_sq[:, -1], np.sum(result.params.W**2, axis=1), rtol=1e-14, atol=1e-15
+    )  # atol: collapsed columns are round-off, ~1e-24
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,8 +467,8 @@ def test_different_seeds_reach_the_same_optimum(main_sweep, learned_sweep):
 #: A short Adam configuration (its objective is traced through ``negative_objective``, which the
 #: trace counter below watches).
 SHORT = TrainConfig(latent_dim=4, steps=2000, optimizer="adam")
-SWEEP_A = ([0.5, 2.0, 5.0], [1.0, 1.5, 0.7], [0, 3, 5])   # 3 configurations (odd: padding on 2 devices)
-SWEEP_B = ([0.7, 3.0, 4.0], [0.9, 1.1, 0.6], [1, 2, 9])   # same count, other values
+SWEEP_A = ([0.5, 2.0, 5.0], [1.0, 1.5, 0.7], [0, 3, 5])  # 3 configurations (odd: padding on 2 devices)
+SWEEP_B = ([0.7, 3.0, 4.0], [0.9, 1.1, 0.6], [1, 2, 9])  # same count, other values
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
 
@@ -524,10 +557,18 @@ SHARDED_SCRIPT = textwrap.dedent("""
 def test_sweep_sharded_over_two_devices_equals_single_device(tmp_path, traced_sweeps):
     a, _, _ = traced_sweeps
     out = tmp_path / "sharded.npz"
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip())
-    proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT.format(sweep=SWEEP_A), str(out)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip(),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARDED_SCRIPT.format(sweep=SWEEP_A), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     got = np.load(out)
     assert int(got["device_count"]) == 2
@@ -545,8 +586,23 @@ def test_sweep_sharded_over_two_devices_equals_single_device(tmp_path, traced_sw
 # Claim: the command line is deterministic; train/sweep/verify reports and exit statuses
 # --------------------------------------------------------------------------------------------
 
-TRAIN_ARGV = ["train", "--data", "synthetic", "-k", "4", "--sigma2", "1", "--beta", "4", "--steps", "2000",
-              "--seed", "3", "--json", "--quiet"]
+TRAIN_ARGV = [
+    "train",
+    "--data",
+    "synthetic",
+    "-k",
+    "4",
+    "--sigma2",
+    "1",
+    "--beta",
+    "4",
+    "--steps",
+    "2000",
+    "--seed",
+    "3",
+    "--json",
+    "--quiet",
+]
 
 
 def run_cli(capsys, argv):
@@ -595,8 +651,23 @@ def test_train_quiet_writes_nothing_on_stderr(cli_train_twice):
 
 
 def test_sweep_json_one_entry_per_configuration_with_log_range_betas(capsys):
-    argv = ["sweep", "--data", "synthetic", "-k", "3", "--betas", "0.5:10:4", "--sigma2s", "0.5,1", "--seeds", "0,1",
-            "--steps", "200", "--json", "--quiet"]
+    argv = [
+        "sweep",
+        "--data",
+        "synthetic",
+        "-k",
+        "3",
+        "--betas",
+        "0.5:10:4",
+        "--sigma2s",
+        "0.5,1",
+        "--seeds",
+        "0,1",
+        "--steps",
+        "200",
+        "--json",
+        "--quiet",
+    ]
     status, out, err = run_cli(capsys, argv)
     assert status == 0 and err == ""
     reports = json.loads(out)
@@ -624,8 +695,9 @@ def test_verify_stopped_early_says_not_converged_and_exits_1(capsys):
     # 100 Adam steps from a 1e-2 initialisation cannot grow columns of norm ~2 (lr 1e-2 per step,
     # cosine-decayed): the far configurations are far from the optimum, and the verdict must put
     # that on the optimiser ("not converged"), not on the theory ("disagrees")
-    status, out, err = run_cli(capsys, ["verify", "--data", "synthetic", "--optimizer", "adam", "--steps", "100",
-                                        "--quiet", "--json"])
+    status, out, err = run_cli(
+        capsys, ["verify", "--data", "synthetic", "--optimizer", "adam", "--steps", "100", "--quiet", "--json"]
+    )
     assert status == 1 and err == ""
     outcome = json.loads(out)
     assert outcome["passed"] is False and outcome["verdict"] == "not converged"
@@ -641,8 +713,15 @@ BAD_INPUTS = {
     "train sigma2 0": ["train", "--sigma2", "0"],
     "train latent dim > d": ["train", "-k", "21", "--sigma2", "1"],
     "train zero steps": ["train", "--sigma2", "1", "--optimizer", "adam", "--steps", "0"],
-    "train newton with stochastic objective": ["train", "--sigma2", "1", "--objective", "stochastic",
-                                               "--optimizer", "newton"],
+    "train newton with stochastic objective": [
+        "train",
+        "--sigma2",
+        "1",
+        "--objective",
+        "stochastic",
+        "--optimizer",
+        "newton",
+    ],
     "train batch larger than data": ["train", "--sigma2", "1", "--objective", "stochastic", "--batch-size", "2001"],
     "train lr 0": ["train", "--sigma2", "1", "--lr", "0"],
     "sweep beta 0": ["sweep", "--betas", "0,1", "--sigma2s", "1"],
@@ -694,8 +773,23 @@ def test_out_of_range_seed_exits_2_with_one_line_on_stderr(capsys, argv):
 def test_empty_beta_list_error_names_the_option(capsys):
     # "--betas 1:2:0" and "--betas ," give no values: the error must say which option to change.
     for betas in ("1:2:0", ","):
-        status, out, err = run_cli(capsys, ["sweep", "--data", "synthetic", "-k", "2", "--sigma2s", "1", "--betas",
-                                            betas, "--steps", "100", "--quiet"])
+        status, out, err = run_cli(
+            capsys,
+            [
+                "sweep",
+                "--data",
+                "synthetic",
+                "-k",
+                "2",
+                "--sigma2s",
+                "1",
+                "--betas",
+                betas,
+                "--steps",
+                "100",
+                "--quiet",
+            ],
+        )
         assert status == 2 and out == ""
         assert len(err.strip().splitlines()) == 1
         assert "--betas" in err, err
@@ -729,8 +823,11 @@ def test_nonfinite_training_raises_naming_step_and_configuration(synthetic):
         train_sweep(synthetic.data, DIVERGENT, [1e-12, 1.0, 2.0], [1e12, 1.0, 3.0], [0, 7, 8])
     message = str(info.value)
     assert "\n" not in message
-    match = re.search(r"in configuration (\d+) \(beta = ([^,]+), sigma2 = ([^,]+), seed = (\d+)\): "
-                      r"non-finite objective or parameters by step (\d+)", message)
+    match = re.search(
+        r"in configuration (\d+) \(beta = ([^,]+), sigma2 = ([^,]+), seed = (\d+)\): "
+        r"non-finite objective or parameters by step (\d+)",
+        message,
+    )
     assert match, message
     index, beta, sigma2, seed, step = match.groups()
     assert 0 <= int(step) < DIVERGENT.steps
@@ -739,8 +836,24 @@ def test_nonfinite_training_raises_naming_step_and_configuration(synthetic):
 
 
 def test_nonfinite_training_through_cli_exits_2_with_one_line(capsys):
-    argv = ["train", "--data", "synthetic", "-k", "2", "--sigma2", "1", "--seed", "5", "--steps", "100",
-            "--optimizer", "sgd", "--lr", "1e6", "--quiet"]
+    argv = [
+        "train",
+        "--data",
+        "synthetic",
+        "-k",
+        "2",
+        "--sigma2",
+        "1",
+        "--seed",
+        "5",
+        "--steps",
+        "100",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e6",
+        "--quiet",
+    ]
     status, out, err = run_cli(capsys, argv)
     assert status == 2 and out == ""
     lines = err.strip("\n").split("\n")
@@ -756,8 +869,17 @@ def test_nonfinite_training_through_cli_exits_2_with_one_line(capsys):
 #: Plain gradient ascent (constant step) from the optimum with column 0 zeroed, perturbed by 1e-6:
 #: the escape follows the saddle's curvature (lambda_1 - t) / t^2 rather than Adam's normalised
 #: steps, and metrics every 10 steps show the start.
-COLLAPSED = TrainConfig(latent_dim=4, init="collapsed", collapsed_columns=(0,), init_scale=1e-6, log_every=10,
-                        optimizer="sgd", learning_rate=1e-2, schedule="constant", stop_when_converged=False)
+COLLAPSED = TrainConfig(
+    latent_dim=4,
+    init="collapsed",
+    collapsed_columns=(0,),
+    init_scale=1e-6,
+    log_every=10,
+    optimizer="sgd",
+    learning_rate=1e-2,
+    schedule="constant",
+    stop_when_converged=False,
+)
 # (beta, sigma2): t = 1 < lambda_1 = 8 (a saddle: column 0 must escape along u_1), and
 # t = 12 > lambda_1 twice, through beta = 1 and through beta = 4 (every column collapsed: a maximum)
 COLLAPSED_RUNS = ([1.0, 1.0, 4.0], [1.0, 12.0, 3.0], [0, 1, 2])
@@ -806,8 +928,9 @@ def test_collapsed_start_above_lambda_1_stays_collapsed(collapsed_sweep):
 #: 10000 / 3e-2 / 500 -> <= 6.9e-4; 20000 / 1e-2 / 100 -> <= 2.4e-3; the suggested
 #: 20000 / 3e-3 / 100 -> up to 1.4e-2 (fails).  Cost is dominated by drawing the minibatch
 #: without replacement (a permutation of all N rows per step), not by the batch size.
-STOCHASTIC = TrainConfig(latent_dim=K, objective="stochastic", schedule="cosine", steps=5000, learning_rate=3e-2,
-                         batch_size=1000)
+STOCHASTIC = TrainConfig(
+    latent_dim=K, objective="stochastic", schedule="cosine", steps=5000, learning_rate=3e-2, batch_size=1000
+)
 
 
 @pytest.fixture(scope="module")
@@ -859,8 +982,23 @@ def test_cli_basis_option_trains_in_the_eigenbasis(capsys, synthetic, eigen_data
     # (same data, config and seeds: identical to round-off), and differ from the data basis (Adam
     # is not rotation invariant), so the option is neither ignored nor mis-wired.
     betas, steps = [0.5, 2.0], 500
-    argv = ["sweep", "--data", "synthetic", "-k", str(K), "--betas", "0.5,2", "--sigma2s", str(SIGMA2),
-            "--steps", str(steps), "--optimizer", "adam", "--json", "--quiet"]
+    argv = [
+        "sweep",
+        "--data",
+        "synthetic",
+        "-k",
+        str(K),
+        "--betas",
+        "0.5,2",
+        "--sigma2s",
+        str(SIGMA2),
+        "--steps",
+        str(steps),
+        "--optimizer",
+        "adam",
+        "--json",
+        "--quiet",
+    ]
     elbos = {}
     for basis in ("eigen", "data"):
         status, out, err = run_cli(capsys, argv + ["--basis", basis])
@@ -875,8 +1013,19 @@ def test_newton_trains_the_same_model_in_either_basis(capsys):
     # Newton's steps are invariant to an orthogonal change of basis and its start is drawn in the
     # data basis either way, so --basis changes the cost only: same model to round-off, and the
     # gap's two parts (decoder and inference gap) agree to 1e-10 nats
-    argv = ["sweep", "--data", "synthetic", "-k", str(K), "--betas", "0.5,2", "--sigma2s", str(SIGMA2),
-            "--json", "--quiet"]
+    argv = [
+        "sweep",
+        "--data",
+        "synthetic",
+        "-k",
+        str(K),
+        "--betas",
+        "0.5,2",
+        "--sigma2s",
+        str(SIGMA2),
+        "--json",
+        "--quiet",
+    ]
     runs = {}
     for basis in ("eigen", "data"):
         status, out, err = run_cli(capsys, argv + ["--basis", basis])

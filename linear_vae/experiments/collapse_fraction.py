@@ -33,16 +33,20 @@ TITLE = "(epsilon, delta)-collapsed fraction of the latent dimensions against ep
 
 # --- configuration -------------------------------------------------------------------------------
 CONFIG = {
-    "data": "mnist", "n": 1000, "subset_seed": 0,     # seeded random 1,000 of the shipped digits
+    "data": "mnist",
+    "n": 1000,
+    "subset_seed": 0,  # seeded random 1,000 of the shipped digits
     "latent_dim": 16,
     # Between eigenvalues of MNIST-1000 (lambda_1..17 = 5.28 3.80 3.39 2.80 2.59 2.26 1.70 1.64
     # 1.40 1.29 1.14 1.09 0.92 0.86 0.84 0.83 0.72), >= 7% from the nearest: 16, 12, 6, 1 active.
     "sigma2s": [0.6, 1.0, 2.0, 4.5],
     "delta": 0.01,
-    "epsilons": [1e-4, 10.0, 21],                     # log-spaced START, STOP, NUM (trained markers)
-    "optimizer": "newton", "steps": 500, "seed": 0,   # Newton stops once converged (at most 500 iterations)
-    "gain_tol": 1e-12,                                # converged: predicted gain <= 1e-12 nats (round-off)
-    "basis": "eigen",                                 # O(d k^2) steps; the objective is rotation invariant
+    "epsilons": [1e-4, 10.0, 21],  # log-spaced START, STOP, NUM (trained markers)
+    "optimizer": "newton",
+    "steps": 500,
+    "seed": 0,  # Newton stops once converged (at most 500 iterations)
+    "gain_tol": 1e-12,  # converged: predicted gain <= 1e-12 nats (round-off)
+    "basis": "eigen",  # O(d k^2) steps; the objective is rotation invariant
 }
 QUICK = {"sigma2s": [1.0, 2.0, 4.5]}
 MARKERS = ["o", "s", "^", "D", "v"]
@@ -62,10 +66,19 @@ def run(config: dict, progress=None) -> dict:
     n = len(sigma2s)
     epsilons = np.geomspace(*config["epsilons"][:2], int(config["epsilons"][2]))
     curve_epsilons = np.geomspace(epsilons[0], epsilons[-1], 400)
-    train_config = TrainConfig(latent_dim=k, optimizer=config["optimizer"], steps=config["steps"],
-                               gain_tol=config["gain_tol"])
-    result, reports = train(problem, train_config, np.ones(n), sigma2s, [config["seed"]] * n,
-                            basis=config["basis"], progress=progress, label=NAME)
+    train_config = TrainConfig(
+        latent_dim=k, optimizer=config["optimizer"], steps=config["steps"], gain_tol=config["gain_tol"]
+    )
+    result, reports = train(
+        problem,
+        train_config,
+        np.ones(n),
+        sigma2s,
+        [config["seed"]] * n,
+        basis=config["basis"],
+        progress=progress,
+        label=NAME,
+    )
     X = problem.dataset.X
     panels = []
     for i, sigma2 in enumerate(sigma2s):
@@ -74,22 +87,24 @@ def run(config: dict, progress=None) -> dict:
         kl_trained = encoder_kl_matrix(LinearVAE(*(p[i] for p in result.params)), X)
         closed = collapsed_fraction_curve(kl_closed, epsilons, delta)
         trained = collapsed_fraction_curve(kl_trained, epsilons, delta)
-        panels.append({
-            "sigma2": float(sigma2),
-            "predicted_active_dims": optimum.active_dims,
-            "predicted_collapsed_fraction": (k - optimum.active_dims) / k,
-            "closed_form_fraction": closed.tolist(),
-            "trained_fraction": trained.tolist(),
-            "max_abs_difference": float(np.max(np.abs(trained - closed))),
-            "curve_closed_form_fraction": collapsed_fraction_curve(kl_closed, curve_epsilons, delta).tolist(),
-            "closed_form_kl_quantiles": kl_quantiles(kl_closed, delta).tolist(),
-            "trained_kl_quantiles": kl_quantiles(kl_trained, delta).tolist(),
-            "closed_form_mean_kl_per_dim": np.sort(kl_closed.mean(axis=0)).tolist(),
-            "trained_mean_kl_per_dim": np.sort(kl_trained.mean(axis=0)).tolist(),
-            "trained_active_dims": reports[i]["active_dims"],
-            "gap": reports[i]["gap"],
-            "nearest_threshold_distance": reports[i]["nearest_threshold_distance"],
-        })
+        panels.append(
+            {
+                "sigma2": float(sigma2),
+                "predicted_active_dims": optimum.active_dims,
+                "predicted_collapsed_fraction": (k - optimum.active_dims) / k,
+                "closed_form_fraction": closed.tolist(),
+                "trained_fraction": trained.tolist(),
+                "max_abs_difference": float(np.max(np.abs(trained - closed))),
+                "curve_closed_form_fraction": collapsed_fraction_curve(kl_closed, curve_epsilons, delta).tolist(),
+                "closed_form_kl_quantiles": kl_quantiles(kl_closed, delta).tolist(),
+                "trained_kl_quantiles": kl_quantiles(kl_trained, delta).tolist(),
+                "closed_form_mean_kl_per_dim": np.sort(kl_closed.mean(axis=0)).tolist(),
+                "trained_mean_kl_per_dim": np.sort(kl_trained.mean(axis=0)).tolist(),
+                "trained_active_dims": reports[i]["active_dims"],
+                "gap": reports[i]["gap"],
+                "nearest_threshold_distance": reports[i]["nearest_threshold_distance"],
+            }
+        )
     return {
         **data_description(problem, config),
         "latent_dim": k,
@@ -108,21 +123,41 @@ def plot(results: dict, config: dict):
     k = results["latent_dim"]
     for i, panel in enumerate(results["panels"]):
         color, marker = COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]
-        ax.step(results["curve_epsilons"], panel["curve_closed_form_fraction"], where="post", color=color,
-                **PREDICTION_STYLE)
+        ax.step(
+            results["curve_epsilons"],
+            panel["curve_closed_form_fraction"],
+            where="post",
+            color=color,
+            **PREDICTION_STYLE,
+        )
         ax.axhline(panel["predicted_collapsed_fraction"], color=color, linestyle="--", linewidth=1.0, alpha=0.8)
-        ax.plot(results["epsilons"], panel["trained_fraction"], marker, color=color, markersize=7,
-                markerfacecolor="none", markeredgewidth=1.4,
-                label=f"$\\sigma^2$ = {panel['sigma2']:g}: {panel['predicted_active_dims']} of {k} active")
+        ax.plot(
+            results["epsilons"],
+            panel["trained_fraction"],
+            marker,
+            color=color,
+            markersize=7,
+            markerfacecolor="none",
+            markeredgewidth=1.4,
+            label=f"$\\sigma^2$ = {panel['sigma2']:g}: {panel['predicted_active_dims']} of {k} active",
+        )
     ax.plot([], [], color="0.3", **PREDICTION_STYLE, label="closed form (optimal encoder on the data)")
-    ax.plot([], [], color="0.3", linestyle="--", linewidth=1.0,
-            label=r"closed-form count $(K - \#\{\lambda_i > \sigma^2\}) / K$")
+    ax.plot(
+        [],
+        [],
+        color="0.3",
+        linestyle="--",
+        linewidth=1.0,
+        label=r"closed-form count $(K - \#\{\lambda_i > \sigma^2\}) / K$",
+    )
     ax.plot([], [], "o", color="0.3", markerfacecolor="none", label="trained (exact ELBO, Newton)")
-    log_axis(ax, "x", subs=(1.0,))   # decades only: 5 decades of labels fit
+    log_axis(ax, "x", subs=(1.0,))  # decades only: 5 decades of labels fit
     ax.set_ylim(-0.04, 1.04)
     ax.set_xlabel(r"$\epsilon$ (nats, log scale)")
     ax.set_ylabel(rf"fraction of the K = {k} latent dimensions $(\epsilon, \delta)$-collapsed")
-    ax.set_title(f"$(\\epsilon, \\delta)$-collapse, $\\delta$ = {results['delta']:g}, $\\beta$ = 1: "
-                 f"MNIST ({results['n']} digits)")
+    ax.set_title(
+        f"$(\\epsilon, \\delta)$-collapse, $\\delta$ = {results['delta']:g}, $\\beta$ = 1: "
+        f"MNIST ({results['n']} digits)"
+    )
     fig.legend(*ax.get_legend_handles_labels(), loc="outside right center")
     return fig

@@ -14,8 +14,16 @@ def load_problem(config: dict) -> Problem:
     return Problem.from_dataset(load_data(config["data"], n=config.get("n"), subset_seed=config.get("subset_seed", 0)))
 
 
-def train(problem: Problem, config: TrainConfig, betas, sigma2s, seeds, basis: str = "data",
-          progress: Progress | None = None, label: str = "") -> tuple[SweepResult, list[dict]]:
+def train(
+    problem: Problem,
+    config: TrainConfig,
+    betas,
+    sigma2s,
+    seeds,
+    basis: str = "data",
+    progress: Progress | None = None,
+    label: str = "",
+) -> tuple[SweepResult, list[dict]]:
     """:func:`linear_vae.compare.train_and_compare` in ``basis``, shown on ``progress`` as the task ``label``."""
     if progress is not None:
         progress.task(label)
@@ -24,6 +32,10 @@ def train(problem: Problem, config: TrainConfig, betas, sigma2s, seeds, basis: s
 
 def data_description(problem: Problem, config: dict) -> dict:
     """What the JSON records about the data: source, subset seed, size and the top eigenvalues."""
-    return {"data": config["data"], "n": problem.dataset.n, "d": problem.dataset.d,
-            "subset_seed": config.get("subset_seed", 0),
-            "eigenvalues": problem.eigenvalues[: max(config.get("latent_dim", 1) + 1, 40)].tolist()}
+    return {
+        "data": config["data"],
+        "n": problem.dataset.n,
+        "d": problem.dataset.d,
+        "subset_seed": config.get("subset_seed", 0),
+        "eigenvalues": problem.eigenvalues[: max(config.get("latent_dim", 1) + 1, 40)].tolist(),
+    }

@@ -58,16 +58,21 @@ TITLE = "Steps to escape a collapsed saddle against lambda_1 - sigma2: gradient 
 
 # --- configuration -------------------------------------------------------------------------------
 CONFIG = {
-    "data": "synthetic", "n": 2000,                   # d = 20, eigenvalues exactly 8 * 0.75**i
-    "latent_dim": 1, "collapsed_columns": [0],        # the column along the top direction starts at zero
-    "gaps": [0.02, 2.0, 10],                          # lambda_1 - sigma2: log-spaced START, STOP, NUM
-    "fraction": 0.5,                                  # escaped when ||w||^2 >= fraction * (lambda_1 - sigma2)
-    "init_scale": 1e-3, "seed": 0,                    # the same perturbation for every sigma2
-    "sgd_learning_rate": 0.1, "sgd_steps": 200000,    # plain gradient ascent, constant step
-    "adam_learning_rate": 1e-4, "adam_steps": 5000,
+    "data": "synthetic",
+    "n": 2000,  # d = 20, eigenvalues exactly 8 * 0.75**i
+    "latent_dim": 1,
+    "collapsed_columns": [0],  # the column along the top direction starts at zero
+    "gaps": [0.02, 2.0, 10],  # lambda_1 - sigma2: log-spaced START, STOP, NUM
+    "fraction": 0.5,  # escaped when ||w||^2 >= fraction * (lambda_1 - sigma2)
+    "init_scale": 1e-3,
+    "seed": 0,  # the same perturbation for every sigma2
+    "sgd_learning_rate": 0.1,
+    "sgd_steps": 200000,  # plain gradient ascent, constant step
+    "adam_learning_rate": 1e-4,
+    "adam_steps": 5000,
     "adam_objectives": ["exact", "mll"],
     "log_every": 10,
-    "basis": "data",                                  # Adam is not rotation invariant: train on the data as given
+    "basis": "data",  # Adam is not rotation invariant: train on the data as given
 }
 QUICK = {"gaps": [0.3, 2.0, 5], "sgd_steps": 15000, "adam_steps": 4000, "adam_objectives": ["exact"]}
 OBJECTIVE_LABELS = {"exact": "ELBO", "mll": "MLL"}
@@ -126,8 +131,10 @@ def run(config: dict, progress=None) -> dict:
     lam1 = float(lam[0])
     gaps = np.geomspace(*config["gaps"][:2], int(config["gaps"][2]))
     if gaps[-1] > lam1 - lam[1]:
-        raise ValueError(f"lambda_1 - sigma2 up to {gaps[-1]:g} puts sigma2 below lambda_2 = {lam[1]:g}: "
-                         "u_2 would also be an ascent direction; lower the largest gap")
+        raise ValueError(
+            f"lambda_1 - sigma2 up to {gaps[-1]:g} puts sigma2 below lambda_2 = {lam[1]:g}: "
+            "u_2 would also be an ascent direction; lower the largest gap"
+        )
     sigma2s = lam1 - gaps
     n = len(gaps)
     fraction = config["fraction"]
@@ -135,12 +142,20 @@ def run(config: dict, progress=None) -> dict:
 
     def train_config(objective, optimizer):
         sgd = optimizer == "sgd"
-        return TrainConfig(latent_dim=config["latent_dim"], objective=objective, optimizer=optimizer,
-                           steps=config["sgd_steps" if sgd else "adam_steps"], log_every=config["log_every"],
-                           learning_rate=config["sgd_learning_rate" if sgd else "adam_learning_rate"],
-                           schedule="constant", init="collapsed", init_scale=config["init_scale"],
-                           collapsed_columns=tuple(config["collapsed_columns"]), basis=config["basis"],
-                           stop_when_converged=False)
+        return TrainConfig(
+            latent_dim=config["latent_dim"],
+            objective=objective,
+            optimizer=optimizer,
+            steps=config["sgd_steps" if sgd else "adam_steps"],
+            log_every=config["log_every"],
+            learning_rate=config["sgd_learning_rate" if sgd else "adam_learning_rate"],
+            schedule="constant",
+            init="collapsed",
+            init_scale=config["init_scale"],
+            collapsed_columns=tuple(config["collapsed_columns"]),
+            basis=config["basis"],
+            stop_when_converged=False,
+        )
 
     # The initial decoder is the same for every sigma2 (the perturbation depends on the seed only).
     data = TrainData.build(problem, config["basis"])
@@ -148,7 +163,7 @@ def run(config: dict, progress=None) -> dict:
     w0 = np.asarray(first(Hyper(jnp.float64(1.0), jnp.float64(sigma2s[0]), jnp.uint32(config["seed"])), data))[:, 0]
     if config["basis"] == "eigen":
         w0 = problem.eigenvectors @ w0
-    a0 = float(problem.eigenvectors[:, 0] @ w0)     # amplitude along u_1
+    a0 = float(problem.eigenvectors[:, 0] @ w0)  # amplitude along u_1
     w0_norm_sq = float(w0 @ w0)
 
     def predicted(sigma2, objective):
@@ -157,28 +172,45 @@ def run(config: dict, progress=None) -> dict:
     runs = {}
     for objective, optimizer in [("mll", "sgd"), ("exact", "sgd")] + [(o, "adam") for o in config["adam_objectives"]]:
         label = f"{optimizer}_{objective}"
-        result, _ = train(problem, train_config(objective, optimizer), np.ones(n), sigma2s, [config["seed"]] * n,
-                          basis=config["basis"], progress=progress, label=f"{NAME} {label}")
+        result, _ = train(
+            problem,
+            train_config(objective, optimizer),
+            np.ones(n),
+            sigma2s,
+            [config["seed"]] * n,
+            basis=config["basis"],
+            progress=progress,
+            label=f"{NAME} {label}",
+        )
         norms = result.history.column_norms_sq[:, :, 0]
         steps = result.history.step[0]
         escape = np.array([crossing_step(steps, norms[i], w0_norm_sq, targets[i]) for i in range(n)])
         if np.sum(np.isfinite(escape)) < 2:
-            raise ValueError(f"{label}: fewer than 2 of {n} configurations escaped in {result.config.steps} steps; "
-                             "raise the step budget")
+            raise ValueError(
+                f"{label}: fewer than 2 of {n} configurations escaped in {result.config.steps} steps; "
+                "raise the step budget"
+            )
         slope, intercept = power_law_fit(gaps, escape)
-        entry = {"objective": objective, "optimizer": optimizer,
-                 "learning_rate": result.config.learning_rate, "steps": result.config.steps,
-                 "escape_steps": _finite_or_none(escape),
-                 "escaped": bool(np.all(np.isfinite(escape))),
-                 "fitted_slope": slope, "fitted_intercept": intercept,
-                 "max_to_min_escape_ratio": float(np.nanmax(escape) / np.nanmin(escape)),
-                 "final_column_norm_sq": norms[:, -1].tolist()}
+        entry = {
+            "objective": objective,
+            "optimizer": optimizer,
+            "learning_rate": result.config.learning_rate,
+            "steps": result.config.steps,
+            "escape_steps": _finite_or_none(escape),
+            "escaped": bool(np.all(np.isfinite(escape))),
+            "fitted_slope": slope,
+            "fitted_intercept": intercept,
+            "max_to_min_escape_ratio": float(np.nanmax(escape) / np.nanmin(escape)),
+            "final_column_norm_sq": norms[:, -1].tolist(),
+        }
         if optimizer == "sgd":
             prediction = predicted(sigma2s, objective)
-            entry.update(predicted_escape_steps=prediction.tolist(),
-                         predicted_slope=power_law_fit(gaps, prediction)[0],
-                         ratio_trained_to_predicted=_finite_or_none(escape / prediction),
-                         max_relative_error=float(np.nanmax(np.abs(escape / prediction - 1.0))))
+            entry.update(
+                predicted_escape_steps=prediction.tolist(),
+                predicted_slope=power_law_fit(gaps, prediction)[0],
+                ratio_trained_to_predicted=_finite_or_none(escape / prediction),
+                max_relative_error=float(np.nanmax(np.abs(escape / prediction - 1.0))),
+            )
         runs[label] = entry
 
     mll_rate = collapsed_curvature(lam1, sigma2s)
@@ -207,8 +239,10 @@ def run(config: dict, progress=None) -> dict:
 
 # --- figure --------------------------------------------------------------------------------------
 STYLES = {  # colour, marker, size of each trained run
-    "sgd_mll": (COLORS[0], "o", 7), "sgd_exact": (COLORS[3], "s", 5),
-    "adam_mll": (COLORS[2], "^", 7), "adam_exact": (COLORS[4], "D", 5),
+    "sgd_mll": (COLORS[0], "o", 7),
+    "sgd_exact": (COLORS[3], "s", 5),
+    "adam_mll": (COLORS[2], "^", 7),
+    "adam_exact": (COLORS[4], "D", 5),
 }
 
 
@@ -220,22 +254,33 @@ def plot(results: dict, config: dict):
     lr_sgd, lr_adam = config["sgd_learning_rate"], config["adam_learning_rate"]
     for objective, curve, style in (("mll", "curve_escape_steps_mll", "-"), ("exact", "curve_escape_steps_elbo", "--")):
         run_ = runs[f"sgd_{objective}"]
-        ax.plot(results["curve_gaps"], results[curve], color=STYLES[f"sgd_{objective}"][0],
-                **{**PREDICTION_STYLE, "linestyle": style},
-                label=f"predicted, {OBJECTIVE_LABELS[objective]} (slope {run_['predicted_slope']:.2f})")
+        ax.plot(
+            results["curve_gaps"],
+            results[curve],
+            color=STYLES[f"sgd_{objective}"][0],
+            **{**PREDICTION_STYLE, "linestyle": style},
+            label=f"predicted, {OBJECTIVE_LABELS[objective]} (slope {run_['predicted_slope']:.2f})",
+        )
     for key, run_ in runs.items():
         color, marker, size = STYLES[key]
         escape = np.array([np.nan if e is None else e for e in run_["escape_steps"]], dtype=float)
         optimizer = "gradient ascent" if run_["optimizer"] == "sgd" else "Adam"
         lr = lr_sgd if run_["optimizer"] == "sgd" else lr_adam
         label = f"{optimizer} (lr {lr:g}), {OBJECTIVE_LABELS[run_['objective']]}: slope {run_['fitted_slope']:.2f}"
-        ax.plot(gaps, escape, marker, color=color, markersize=size, markerfacecolor="none", markeredgewidth=1.4,
-                label=label)
-        if run_["optimizer"] == "adam":                # no closed form: a thin line guides the eye
+        ax.plot(
+            gaps, escape, marker, color=color, markersize=size, markerfacecolor="none", markeredgewidth=1.4, label=label
+        )
+        if run_["optimizer"] == "adam":  # no closed form: a thin line guides the eye
             ax.plot(gaps, escape, ":", color=color, linewidth=1.0)
     mll_curve = np.array(results["curve_escape_steps_mll"])
-    ax.plot(results["curve_gaps"], mll_curve[0] * results["curve_gaps"][0] / np.array(results["curve_gaps"]),
-            color="0.5", linestyle=(0, (1, 3)), linewidth=1.0, label=r"slope $-1$ reference")
+    ax.plot(
+        results["curve_gaps"],
+        mll_curve[0] * results["curve_gaps"][0] / np.array(results["curve_gaps"]),
+        color="0.5",
+        linestyle=(0, (1, 3)),
+        linewidth=1.0,
+        label=r"slope $-1$ reference",
+    )
     log_axis(ax, "x")
     log_axis(ax, "y")
     ax.set_xlabel(r"distance to the threshold $\lambda_1 - \sigma^2$ (log scale)")
@@ -249,13 +294,22 @@ def plot(results: dict, config: dict):
         run_ = runs[f"sgd_{objective}"]
         color, marker, size = STYLES[f"sgd_{objective}"]
         ratio = np.array([np.nan if v is None else v for v in run_["ratio_trained_to_predicted"]], dtype=float)
-        ax_ratio.plot(gaps, ratio, marker, color=color, markersize=size,
-                      markerfacecolor="none", markeredgewidth=1.4,
-                      label=f"{OBJECTIVE_LABELS[objective]} (max error {run_['max_relative_error']:.1%})")
+        ax_ratio.plot(
+            gaps,
+            ratio,
+            marker,
+            color=color,
+            markersize=size,
+            markerfacecolor="none",
+            markeredgewidth=1.4,
+            label=f"{OBJECTIVE_LABELS[objective]} (max error {run_['max_relative_error']:.1%})",
+        )
     ax_ratio.axhline(1.0, color="0.3", **PREDICTION_STYLE, label="prediction")
     log_axis(ax_ratio, "x")
-    ratios = np.array([np.nan if v is None else v for o in ("mll", "exact")
-                       for v in runs[f"sgd_{o}"]["ratio_trained_to_predicted"]], dtype=float)
+    ratios = np.array(
+        [np.nan if v is None else v for o in ("mll", "exact") for v in runs[f"sgd_{o}"]["ratio_trained_to_predicted"]],
+        dtype=float,
+    )
     spread = max(0.02, 1.5 * float(np.nanmax(np.abs(ratios - 1.0))))
     ax_ratio.set_ylim(1.0 - spread, 1.0 + spread)
     ax_ratio.set_xlabel(r"distance to the threshold $\lambda_1 - \sigma^2$ (log scale)")
@@ -264,7 +318,9 @@ def plot(results: dict, config: dict):
     ax_ratio.legend(loc="upper left")
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=3)  # below the panels, off the data
-    fig.suptitle(f"Synthetic data (d = {results['d']}, $\\lambda_1$ = {results['lambda_1']:g}, "
-                 f"$\\lambda_2$ = {results['eigenvalues'][1]:g}), K = {config['latent_dim']}, "
-                 f"collapsed start + perturbation of std {config['init_scale']:g}")
+    fig.suptitle(
+        f"Synthetic data (d = {results['d']}, $\\lambda_1$ = {results['lambda_1']:g}, "
+        f"$\\lambda_2$ = {results['eigenvalues'][1]:g}), K = {config['latent_dim']}, "
+        f"collapsed start + perturbation of std {config['init_scale']:g}"
+    )
     return fig

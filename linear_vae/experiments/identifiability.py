@@ -37,12 +37,15 @@ TITLE = "Identifiability: the linear VAE's columns are the principal directions,
 
 # --- configuration -------------------------------------------------------------------------------
 CONFIG = {
-    "data": "synthetic", "n": 2000,                   # d = 20, eigenvalues exactly 8 * 0.75**i
+    "data": "synthetic",
+    "n": 2000,  # d = 20, eigenvalues exactly 8 * 0.75**i
     "latent_dim": 5,
-    "sigma2_init": 1.0,                               # sigma2 is learned (pPCA MLE: mean of lambda_6..20)
-    "seeds": [0, 1, 2, 3, 4, 5, 6, 7],                # the same random initialisations for both models
-    "steps": 20000, "learning_rate": 1e-2, "init_scale": 1e-2,
-    "basis": "data",                                  # the point is rotation: do not hand Adam the eigenbasis
+    "sigma2_init": 1.0,  # sigma2 is learned (pPCA MLE: mean of lambda_6..20)
+    "seeds": [0, 1, 2, 3, 4, 5, 6, 7],  # the same random initialisations for both models
+    "steps": 20000,
+    "learning_rate": 1e-2,
+    "init_scale": 1e-2,
+    "basis": "data",  # the point is rotation: do not hand Adam the eigenbasis
 }
 QUICK = {"steps": 10000, "seeds": [0, 1]}
 MODELS = {"vae": ("exact", "linear VAE (ELBO)"), "ppca": ("mll", "pPCA (MLL)")}
@@ -56,7 +59,7 @@ def column_summary(W: np.ndarray, eigenvectors: np.ndarray, spectrum_k: np.ndarr
     WtW = W.T @ W
     norms = np.sqrt(np.diag(WtW))
     cos_columns = np.abs(WtW) / np.outer(norms, norms)
-    cos_eigen = np.abs(eigenvectors.T @ W) / norms          # (d, k): |cos(w_i, u_j)|
+    cos_eigen = np.abs(eigenvectors.T @ W) / norms  # (d, k): |cos(w_i, u_j)|
     match = np.argmax(cos_eigen, axis=0)
     off = ~np.eye(len(norms), dtype=bool)
     return {
@@ -79,15 +82,30 @@ def run(config: dict, progress=None) -> dict:
     k = config["latent_dim"]
     seeds = list(config["seeds"])
     n = len(seeds)
-    mle = ppca_optimum(problem.eigenvalues, k)               # learned sigma2: the pPCA MLE
+    mle = ppca_optimum(problem.eigenvalues, k)  # learned sigma2: the pPCA MLE
     U = problem.eigenvectors
     models = {}
     for key, (objective, _) in MODELS.items():
-        train_config = TrainConfig(latent_dim=k, steps=config["steps"], learning_rate=config["learning_rate"],
-                                   objective=objective, learn_sigma2=True, init_scale=config["init_scale"],
-                                   optimizer="adam", stop_when_converged=False)
-        result, reports = train(problem, train_config, np.ones(n), np.full(n, config["sigma2_init"]), seeds,
-                                basis=config["basis"], progress=progress, label=f"{NAME} {key}")
+        train_config = TrainConfig(
+            latent_dim=k,
+            steps=config["steps"],
+            learning_rate=config["learning_rate"],
+            objective=objective,
+            learn_sigma2=True,
+            init_scale=config["init_scale"],
+            optimizer="adam",
+            stop_when_converged=False,
+        )
+        result, reports = train(
+            problem,
+            train_config,
+            np.ones(n),
+            np.full(n, config["sigma2_init"]),
+            seeds,
+            basis=config["basis"],
+            progress=progress,
+            label=f"{NAME} {key}",
+        )
         per_seed = [column_summary(result.params.W[i], U, problem.eigenvalues[:k]) for i in range(n)]
         models[key] = {
             "objective": objective,
@@ -96,7 +114,7 @@ def run(config: dict, progress=None) -> dict:
             "min_cosine_with_matched_eigenvector": [min(s["cosine_with_matched_eigenvector"]) for s in per_seed],
             "subspace_angle_deg": [s["subspace_angle_deg"] for s in per_seed],
             "final_mll": result.history.mll[:, -1].tolist(),
-            "final_elbo": result.history.elbo[:, -1].tolist(),   # meaningful for the VAE only (pPCA has no encoder)
+            "final_elbo": result.history.elbo[:, -1].tolist(),  # meaningful for the VAE only (pPCA has no encoder)
             "final_sigma2": result.sigma2.tolist(),
             "mll_minus_mle": (result.history.mll[:, -1] - mle.mll).tolist(),
             "bias_error": [r["bias_error"] for r in reports],
@@ -120,8 +138,15 @@ def _heatmap(ax, matrix, matched, title):
     image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="cividis")
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, f"{matrix[i][j]:.2f}", ha="center", va="center", fontsize=8,
-                    color="black" if matrix[i][j] > 0.5 else "white")
+            ax.text(
+                j,
+                i,
+                f"{matrix[i][j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="black" if matrix[i][j] > 0.5 else "white",
+            )
     labels = [f"$w_{{{c + 1}}}$\n($u_{{{m + 1}}}$)" for c, m in enumerate(matched)]
     ax.set_xticks(range(k), labels, fontsize=8)
     ax.set_yticks(range(k), [f"$w_{{{c + 1}}}$" for c in range(k)])
@@ -138,9 +163,12 @@ def plot(results: dict, config: dict):
     seed = results["seeds"][0]
     for ax, model, name in ((axes[0, 0], vae, MODELS["vae"][1]), (axes[0, 1], ppca, MODELS["ppca"][1])):
         s = model["per_seed"][0]
-        image = _heatmap(ax, s["wtw_normalised"], s["matched_eigenvector"],
-                         f"{name}: $|W^\\top W|$, unit diagonal\n(seed {seed}, off-diagonal ratio "
-                         f"{s['off_diagonal_ratio']:.1e})")
+        image = _heatmap(
+            ax,
+            s["wtw_normalised"],
+            s["matched_eigenvector"],
+            f"{name}: $|W^\\top W|$, unit diagonal\n(seed {seed}, off-diagonal ratio {s['off_diagonal_ratio']:.1e})",
+        )
     fig.colorbar(image, ax=axes[0, :], shrink=0.85, label=r"$|\cos(w_i, w_j)|$")
 
     ax = axes[1, 0]
@@ -149,8 +177,7 @@ def plot(results: dict, config: dict):
     for offset, model, key, color in ((-width / 2, vae, "vae", COLORS[0]), (width / 2, ppca, "ppca", COLORS[1])):
         cos = model["per_seed"][0]["cosine_with_matched_eigenvector"]
         ax.bar(x + offset, cos, width, color=color, label=MODELS[key][1])
-    ax.axhline(results["predicted_vae_cosine"], color="0.15", **PREDICTION_STYLE,
-               label="closed form, linear VAE: 1")
+    ax.axhline(results["predicted_vae_cosine"], color="0.15", **PREDICTION_STYLE, label="closed form, linear VAE: 1")
     ax.set_xticks(x, [f"$w_{{{c + 1}}}$" for c in x])
     ax.set_ylim(0, 1.32)
     ax.set_xlabel(f"trained column, by decreasing norm (seed {seed})")
@@ -160,19 +187,28 @@ def plot(results: dict, config: dict):
 
     ax = axes[1, 1]
     seeds = np.array(results["seeds"])
-    floor = 1e-16                                      # below float64 round-off: an exactly diagonal W^T W sits here
+    floor = 1e-16  # below float64 round-off: an exactly diagonal W^T W sits here
     for model, key, color, marker in ((vae, "vae", COLORS[0], "o"), (ppca, "ppca", COLORS[1], "s")):
         worst = max(abs(m) for m in model["mll_minus_mle"])
-        ax.plot(seeds, np.maximum(model["off_diagonal_ratio"], floor), marker, color=color, markersize=7,
-                markerfacecolor="none", markeredgewidth=1.5,
-                label=f"{MODELS[key][1]}; |MLL $-$ MLE's MLL| $\\leq$ {worst:.0e} nats")
+        ax.plot(
+            seeds,
+            np.maximum(model["off_diagonal_ratio"], floor),
+            marker,
+            color=color,
+            markersize=7,
+            markerfacecolor="none",
+            markeredgewidth=1.5,
+            label=f"{MODELS[key][1]}; |MLL $-$ MLE's MLL| $\\leq$ {worst:.0e} nats",
+        )
     ax.set_yscale("log")
     ax.set_ylim(floor / 3, 30)
     ax.set_xticks(seeds)
     ax.set_xlabel("seed of the (shared) random initialisation")
     ax.set_ylabel(r"$\mathrm{max}_{i \neq j} |(W^\top W)_{ij}| \; / \; \mathrm{max}_i (W^\top W)_{ii}$")
     ax.set_title("Off-diagonal ratio of $W^\\top W$ (closed form, VAE: 0)")
-    ax.legend(loc="center", fontsize=7.5)         # the band between the two groups of markers is empty
-    fig.suptitle(f"Identifiability: synthetic data (d = {results['d']}), K = {k}, learned $\\sigma^2$ "
-                 f"(MLE {results['mle_sigma2']:.4f}), Adam, {config['steps']} steps")
+    ax.legend(loc="center", fontsize=7.5)  # the band between the two groups of markers is empty
+    fig.suptitle(
+        f"Identifiability: synthetic data (d = {results['d']}), K = {k}, learned $\\sigma^2$ "
+        f"(MLE {results['mle_sigma2']:.4f}), Adam, {config['steps']} steps"
+    )
     return fig

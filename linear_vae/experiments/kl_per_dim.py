@@ -21,13 +21,17 @@ TITLE = "Per-dimension KL against beta: closed-form curves and trained linear VA
 
 # --- configuration -------------------------------------------------------------------------------
 CONFIG = {
-    "data": "mnist", "n": 1000, "subset_seed": 0,
+    "data": "mnist",
+    "n": 1000,
+    "subset_seed": 0,
     "latent_dim": 6,
     "sigma2": 0.1,
-    "betas": [4.0, 80.0, 12],                         # log-spaced START, STOP, NUM
-    "optimizer": "newton", "steps": 500, "seed": 0,   # Newton stops once converged (at most 500 iterations)
-    "gain_tol": 1e-12,                                # converged: predicted gain <= 1e-12 nats (round-off)
-    "basis": "eigen",                                 # O(d k^2) steps; the objective is rotation invariant
+    "betas": [4.0, 80.0, 12],  # log-spaced START, STOP, NUM
+    "optimizer": "newton",
+    "steps": 500,
+    "seed": 0,  # Newton stops once converged (at most 500 iterations)
+    "gain_tol": 1e-12,  # converged: predicted gain <= 1e-12 nats (round-off)
+    "basis": "eigen",  # O(d k^2) steps; the objective is rotation invariant
 }
 QUICK = {"betas": [4.0, 80.0, 5]}
 
@@ -37,10 +41,19 @@ def run(config: dict, progress=None) -> dict:
     problem = load_problem(config)
     k, sigma2 = config["latent_dim"], config["sigma2"]
     betas = np.geomspace(*config["betas"][:2], int(config["betas"][2]))
-    train_config = TrainConfig(latent_dim=k, optimizer=config["optimizer"], steps=config["steps"],
-                               gain_tol=config["gain_tol"])
-    result, reports = train(problem, train_config, betas, np.full(len(betas), sigma2), [config["seed"]] * len(betas),
-                            basis=config["basis"], progress=progress, label=NAME)
+    train_config = TrainConfig(
+        latent_dim=k, optimizer=config["optimizer"], steps=config["steps"], gain_tol=config["gain_tol"]
+    )
+    result, reports = train(
+        problem,
+        train_config,
+        betas,
+        np.full(len(betas), sigma2),
+        [config["seed"]] * len(betas),
+        basis=config["basis"],
+        progress=progress,
+        label=NAME,
+    )
     trained_kl = np.sort(result.history.kl_per_dim[:, -1, :], axis=1)[:, ::-1]
     beta_grid = np.geomspace(betas[0], betas[-1], 400)
     return {
@@ -64,13 +77,20 @@ def plot(results: dict, config: dict):
     trained = np.array(results["trained_kl_per_dim"])
     for i in range(curves.shape[1]):
         color = COLORS[i % len(COLORS)]
-        ax.plot(results["curve_betas"], curves[:, i], color=color, **PREDICTION_STYLE,
-                label=rf"$i$ = {i + 1}: $\frac{{1}}{{2}}\log(\lambda_{{{i + 1}}} / \beta\sigma^2)$")
+        ax.plot(
+            results["curve_betas"],
+            curves[:, i],
+            color=color,
+            **PREDICTION_STYLE,
+            label=rf"$i$ = {i + 1}: $\frac{{1}}{{2}}\log(\lambda_{{{i + 1}}} / \beta\sigma^2)$",
+        )
         ax.plot(results["betas"], trained[:, i], "o", color=color, markerfacecolor="none", markeredgewidth=1.4)
     ax.plot([], [], "o", color="0.3", markerfacecolor="none", label="trained (exact ELBO, Newton)")
     log_axis(ax, "x")
     ax.set_xlabel(r"KL weight $\beta$ (log scale)")
     ax.set_ylabel("KL of latent dimension $i$ (nats per datapoint)")
-    ax.set_title(f"Per-dimension KL: MNIST ({results['n']} digits), $\\sigma^2$ = {config['sigma2']}, K = {config['latent_dim']}")
+    ax.set_title(
+        f"Per-dimension KL: MNIST ({results['n']} digits), $\\sigma^2$ = {config['sigma2']}, K = {config['latent_dim']}"
+    )
     ax.legend(loc="upper right", ncols=1)
     return fig

@@ -37,14 +37,14 @@ TITLE = "MLL and ELBO around a collapsed stationary point: saddle below the eige
 
 # --- configuration -------------------------------------------------------------------------------
 CONFIG = {
-    "data": "synthetic",                  # d = 20, sample-covariance eigenvalues exactly 8 * 0.75**i
-    "latent_dim": 2,                      # column 0 on u_1, column 1 collapsed (zero)
-    "directions": [1, 2],                 # 0-based: the zero column moves along a u_2 + b u_3
-    "sigma2s": [3.5, 5.2, 7.0],           # < lambda_3 = 4.5;  in (lambda_3, lambda_2 = 6);  in (lambda_2, lambda_1 = 8)
-    "extent": 1.2,                        # a, b in [-extent, extent]
-    "grid_points": 41,                    # odd, so (0, 0) lies on the grid
-    "fd_step": 1e-3,                      # central second difference for the curvature at (0, 0)
-    "basis": "eigen",                     # evaluate where S is diagonal; both objectives are rotation invariant
+    "data": "synthetic",  # d = 20, sample-covariance eigenvalues exactly 8 * 0.75**i
+    "latent_dim": 2,  # column 0 on u_1, column 1 collapsed (zero)
+    "directions": [1, 2],  # 0-based: the zero column moves along a u_2 + b u_3
+    "sigma2s": [3.5, 5.2, 7.0],  # < lambda_3 = 4.5;  in (lambda_3, lambda_2 = 6);  in (lambda_2, lambda_1 = 8)
+    "extent": 1.2,  # a, b in [-extent, extent]
+    "grid_points": 41,  # odd, so (0, 0) lies on the grid
+    "fd_step": 1e-3,  # central second difference for the curvature at (0, 0)
+    "basis": "eigen",  # evaluate where S is diagonal; both objectives are rotation invariant
 }
 QUICK = {"grid_points": 21}
 
@@ -91,7 +91,7 @@ def run(config: dict, progress=None) -> dict:
     landscape = make_landscape(U, cov, mean, eigenvalues, k, (i, j))
 
     axis = np.linspace(-config["extent"], config["extent"], int(config["grid_points"]))
-    A, B = np.meshgrid(axis, axis, indexing="ij")          # values[s, p, q] at (a = axis[p], b = axis[q])
+    A, B = np.meshgrid(axis, axis, indexing="ij")  # values[s, p, q] at (a = axis[p], b = axis[q])
     h = config["fd_step"]
     fd_a = np.array([0.0, h, -h, 0.0, 0.0])
     fd_b = np.array([0.0, 0.0, 0.0, h, -h])
@@ -104,7 +104,7 @@ def run(config: dict, progress=None) -> dict:
 
     n_grid = A.size
     shape = (len(sigma2s),) + A.shape
-    mll0, elbo0 = mll[:, n_grid], elbo[:, n_grid]           # the stationary point itself
+    mll0, elbo0 = mll[:, n_grid], elbo[:, n_grid]  # the stationary point itself
     mll_grid = mll[:, :n_grid].reshape(shape) - mll0[:, None, None]
     elbo_grid = elbo[:, :n_grid].reshape(shape) - elbo0[:, None, None]
 
@@ -112,12 +112,18 @@ def run(config: dict, progress=None) -> dict:
         f0, fa_p, fa_m, fb_p, fb_m = values[:, n_grid:].T
         return np.stack([(fa_p + fa_m - 2 * f0) / h**2, (fb_p + fb_m - 2 * f0) / h**2], axis=1)
 
-    predicted = np.stack([collapsed_curvature(eigenvalues[[i, j]], s) for s in sigma2s])   # (sigma2, direction)
+    predicted = np.stack([collapsed_curvature(eigenvalues[[i, j]], s) for s in sigma2s])  # (sigma2, direction)
     fitted_mll = second_difference(mll)
     fitted_elbo = second_difference(elbo)
     centre = len(axis) // 2
-    regimes = ["saddle: ascends along both" if np.all(c > 0) else
-               "local maximum" if np.all(c < 0) else "saddle: ascends along one" for c in predicted]
+    regimes = [
+        "saddle: ascends along both"
+        if np.all(c > 0)
+        else "local maximum"
+        if np.all(c < 0)
+        else "saddle: ascends along one"
+        for c in predicted
+    ]
     return {
         **data_description(problem, config),
         "sigma2s": sigma2s.tolist(),
@@ -128,15 +134,16 @@ def run(config: dict, progress=None) -> dict:
         "axis": axis.tolist(),
         "mll_at_stationary_point": mll0.tolist(),
         "elbo_at_stationary_point": elbo0.tolist(),
-        "mll_change": mll_grid.tolist(),          # [sigma2][a index][b index], minus the value at (0, 0)
+        "mll_change": mll_grid.tolist(),  # [sigma2][a index][b index], minus the value at (0, 0)
         "elbo_change": elbo_grid.tolist(),
-        "slice_mll": [[g[:, centre].tolist(), g[centre, :].tolist()] for g in mll_grid],    # [sigma2][direction][point]
+        "slice_mll": [[g[:, centre].tolist(), g[centre, :].tolist()] for g in mll_grid],  # [sigma2][direction][point]
         "slice_elbo": [[g[:, centre].tolist(), g[centre, :].tolist()] for g in elbo_grid],
-        "predicted_curvature": predicted.tolist(),                # (lambda_i - sigma2) / sigma2^2, [sigma2][direction]
-        "fitted_curvature_mll": fitted_mll.tolist(),              # central second difference at (0, 0), step fd_step
+        "predicted_curvature": predicted.tolist(),  # (lambda_i - sigma2) / sigma2^2, [sigma2][direction]
+        "fitted_curvature_mll": fitted_mll.tolist(),  # central second difference at (0, 0), step fd_step
         "fitted_curvature_elbo": fitted_elbo.tolist(),
-        "max_curvature_error": float(max(np.max(np.abs(fitted_mll - predicted)),
-                                         np.max(np.abs(fitted_elbo - predicted)))),
+        "max_curvature_error": float(
+            max(np.max(np.abs(fitted_mll - predicted)), np.max(np.abs(fitted_elbo - predicted)))
+        ),
         "max_abs_elbo_minus_mll": float(np.max(np.abs(elbo[:, :n_grid] - mll[:, :n_grid]))),
         "max_change_mll": np.max(mll_grid, axis=(1, 2)).tolist(),  # <= 0 only at a local maximum
         "regime": regimes,
@@ -157,9 +164,13 @@ def plot(results: dict, config: dict):
     for col, sigma2 in enumerate(results["sigma2s"]):
         change = np.array(results["mll_change"][col])
         curv = np.array(results["predicted_curvature"][col])
-        relation = (rf"$\sigma^2$ = {sigma2:g} < $\lambda_{j + 1}$ = {lam_j:.3g}" if sigma2 < lam_j else
-                    rf"$\lambda_{j + 1}$ = {lam_j:.3g} < $\sigma^2$ = {sigma2:g} < $\lambda_{i + 1}$ = {lam_i:.3g}"
-                    if sigma2 < lam_i else rf"$\sigma^2$ = {sigma2:g} > $\lambda_{i + 1}$ = {lam_i:.3g}")
+        relation = (
+            rf"$\sigma^2$ = {sigma2:g} < $\lambda_{j + 1}$ = {lam_j:.3g}"
+            if sigma2 < lam_j
+            else rf"$\lambda_{j + 1}$ = {lam_j:.3g} < $\sigma^2$ = {sigma2:g} < $\lambda_{i + 1}$ = {lam_i:.3g}"
+            if sigma2 < lam_i
+            else rf"$\sigma^2$ = {sigma2:g} > $\lambda_{i + 1}$ = {lam_i:.3g}"
+        )
 
         # top: filled contours of the computed MLL change, zero level solid, predicted zero level dashed
         ax = axes[0, col]
@@ -169,7 +180,7 @@ def plot(results: dict, config: dict):
         filled = ax.contourf(axis, axis, change.T, levels=21, cmap="PuOr_r", norm=norm)
         if vmin < 0 < vmax:
             ax.contour(axis, axis, change.T, levels=[0.0], colors="k", linewidths=1.2)
-        if curv[0] * curv[1] < 0:   # quadratic form c_a a^2 + c_b b^2 = 0 along b = +-sqrt(-c_a / c_b) a
+        if curv[0] * curv[1] < 0:  # quadratic form c_a a^2 + c_b b^2 = 0 along b = +-sqrt(-c_a / c_b) a
             slope = np.sqrt(-curv[0] / curv[1])
             for sign in (1, -1):
                 ax.plot(axis, sign * slope * axis, color=COLORS[7], linestyle="--", linewidth=1.2)
@@ -187,16 +198,30 @@ def plot(results: dict, config: dict):
         # bottom: 1-D slices, closed-form quadratic (lines) and computed MLL / ELBO (markers)
         ax = axes[1, col]
         for d, (name, color) in enumerate(zip(names, (COLORS[0], COLORS[3]))):
-            ax.plot(axis, 0.5 * curv[d] * axis**2, color=color, **PREDICTION_STYLE,
-                    label=rf"quadratic $\frac{{1}}{{2}}(\lambda - \sigma^2)a^2/\sigma^4$, {name}")
-            ax.plot(axis, results["slice_mll"][col][d], color=color, markevery=2,
-                    **TRAINED_STYLE, label=f"MLL along {name}")
-            ax.plot(axis, results["slice_elbo"][col][d], color=color, linestyle="none", marker="x",
-                    markersize=4, markevery=(1, 2), label=f"ELBO (opt. encoder) along {name}")
+            ax.plot(
+                axis,
+                0.5 * curv[d] * axis**2,
+                color=color,
+                **PREDICTION_STYLE,
+                label=rf"quadratic $\frac{{1}}{{2}}(\lambda - \sigma^2)a^2/\sigma^4$, {name}",
+            )
+            ax.plot(
+                axis, results["slice_mll"][col][d], color=color, markevery=2, **TRAINED_STYLE, label=f"MLL along {name}"
+            )
+            ax.plot(
+                axis,
+                results["slice_elbo"][col][d],
+                color=color,
+                linestyle="none",
+                marker="x",
+                markersize=4,
+                markevery=(1, 2),
+                label=f"ELBO (opt. encoder) along {name}",
+            )
         ax.axhline(0.0, color="0.5", linewidth=0.8)
         computed = np.concatenate([results["slice_mll"][col][0], results["slice_mll"][col][1]])
         pad = 0.08 * (computed.max() - computed.min())
-        ax.set_ylim(computed.min() - pad, computed.max() + pad)   # the local quadratic may leave the frame
+        ax.set_ylim(computed.min() - pad, computed.max() + pad)  # the local quadratic may leave the frame
         ax.set_xlabel(f"a (along {names[0]}) or b (along {names[1]})")
         ax.set_ylabel("change from W0 (nats per datapoint)")
         ax.yaxis.get_major_formatter().set_powerlimits((-2, 2))
@@ -204,13 +229,17 @@ def plot(results: dict, config: dict):
     from matplotlib.lines import Line2D
 
     handles, labels = axes[1, 0].get_legend_handles_labels()
-    handles += [Line2D([], [], color="k", linewidth=1.2),
-                Line2D([], [], color=COLORS[7], linestyle="--", linewidth=1.2),
-                Line2D([], [], color="k", marker="*", markersize=10, linestyle="none")]
+    handles += [
+        Line2D([], [], color="k", linewidth=1.2),
+        Line2D([], [], color=COLORS[7], linestyle="--", linewidth=1.2),
+        Line2D([], [], color="k", marker="*", markersize=10, linestyle="none"),
+    ]
     labels += ["computed MLL change = 0 (contours)", "closed-form quadratic = 0 (contours)", "stationary point W0"]
     fig.legend(handles, labels, loc="outside lower center", ncol=3)
-    fig.suptitle(f"Around the collapsed stationary point W0 (column 1 = u{_sub(0)}·sqrt(λ{_sub(0)} − σ²), "
-                 f"column 2 = 0), {results['data']} data, d = {results['d']}\n"
-                 f"perturbed to column 2 = a u{_sub(i)} + b u{_sub(j)}; the ELBO with the optimal encoder equals "
-                 f"the MLL on this slice (the columns stay orthogonal)")
+    fig.suptitle(
+        f"Around the collapsed stationary point W0 (column 1 = u{_sub(0)}·sqrt(λ{_sub(0)} − σ²), "
+        f"column 2 = 0), {results['data']} data, d = {results['d']}\n"
+        f"perturbed to column 2 = a u{_sub(i)} + b u{_sub(j)}; the ELBO with the optimal encoder equals "
+        f"the MLL on this slice (the columns stay orthogonal)"
+    )
     return fig

@@ -31,14 +31,18 @@ TITLE = "ELBO and marginal likelihood against the number of latent dimensions: e
 
 # --- configuration -------------------------------------------------------------------------------
 CONFIG = {
-    "data": "mnist", "n": 1000, "subset_seed": 0,     # seeded random 1,000 of the shipped digits
-    "max_latent_dim": 64,                             # closed form at every K = 1..64
-    "trained_latent_dims": [4, 16, 32],               # one compiled sweep per K (x2: fixed and learned sigma2)
-    "sigma2s": [2.0, 1.0, 0.43],                      # #{lambda > sigma2} = 6, 12, 26 on MNIST-1000
-    "initial_sigma2": 1.0,                            # start of the learned-sigma2 runs
-    "optimizer": "newton", "steps": 500, "seed": 0,   # Newton stops once converged (at most 500 iterations)
-    "gain_tol": 1e-12,                                # converged: predicted gain <= 1e-12 nats (round-off)
-    "basis": "eigen",                                 # O(d k^2) steps; the ELBO is rotation invariant
+    "data": "mnist",
+    "n": 1000,
+    "subset_seed": 0,  # seeded random 1,000 of the shipped digits
+    "max_latent_dim": 64,  # closed form at every K = 1..64
+    "trained_latent_dims": [4, 16, 32],  # one compiled sweep per K (x2: fixed and learned sigma2)
+    "sigma2s": [2.0, 1.0, 0.43],  # #{lambda > sigma2} = 6, 12, 26 on MNIST-1000
+    "initial_sigma2": 1.0,  # start of the learned-sigma2 runs
+    "optimizer": "newton",
+    "steps": 500,
+    "seed": 0,  # Newton stops once converged (at most 500 iterations)
+    "gain_tol": 1e-12,  # converged: predicted gain <= 1e-12 nats (round-off)
+    "basis": "eigen",  # O(d k^2) steps; the ELBO is rotation invariant
 }
 QUICK = {"trained_latent_dims": [16]}
 
@@ -57,8 +61,9 @@ def closed_form(eigenvalues, latent_dims, sigma2):
             rows.append({"sigma2": float(s), "elbo": value, "mll": value, "active_dims": 0})
         else:
             optimum = beta_elbo_optimum(eigenvalues, k, 1.0, s)
-            rows.append({"sigma2": float(s), "elbo": optimum.elbo, "mll": optimum.mll,
-                         "active_dims": optimum.active_dims})
+            rows.append(
+                {"sigma2": float(s), "elbo": optimum.elbo, "mll": optimum.mll, "active_dims": optimum.active_dims}
+            )
     return {key: [r[key] for r in rows] for key in rows[0]}
 
 
@@ -77,53 +82,80 @@ def run(config: dict, progress=None) -> dict:
     latent_dims = list(range(0, config["max_latent_dim"] + 1))
     trained_dims = list(config["trained_latent_dims"])
     fixed = [float(s) for s in config["sigma2s"]]
-    settings = [*fixed, None]                          # None: learned sigma2
+    settings = [*fixed, None]  # None: learned sigma2
     curves = [closed_form(eigenvalues, latent_dims, s) for s in settings]
 
-    keys = ("elbo", "mll", "sigma2", "active_dims", "active_dims_epsilon_delta", "predicted_elbo", "predicted_sigma2",
-            "predicted_active_dims", "gap", "nearest_threshold_distance")
+    keys = (
+        "elbo",
+        "mll",
+        "sigma2",
+        "active_dims",
+        "active_dims_epsilon_delta",
+        "predicted_elbo",
+        "predicted_sigma2",
+        "predicted_active_dims",
+        "gap",
+        "nearest_threshold_distance",
+    )
     trained = [{"latent_dims": trained_dims, **{key: [] for key in keys}} for _ in settings]
     for k in trained_dims:
-        base = TrainConfig(latent_dim=k, optimizer=config["optimizer"], steps=config["steps"],
-                               gain_tol=config["gain_tol"])
-        sweeps = [(base, [1.0] * len(fixed), fixed, train_label(k, fixed)),          # fixed sigma2, vmapped
-                  (base._replace(learn_sigma2=True), [1.0], [config["initial_sigma2"]], train_label(k))]  # learned
+        base = TrainConfig(
+            latent_dim=k, optimizer=config["optimizer"], steps=config["steps"], gain_tol=config["gain_tol"]
+        )
+        sweeps = [
+            (base, [1.0] * len(fixed), fixed, train_label(k, fixed)),  # fixed sigma2, vmapped
+            (base._replace(learn_sigma2=True), [1.0], [config["initial_sigma2"]], train_label(k)),
+        ]  # learned
         reports, histories = [], []
         for train_config, betas, sigma2s, label in sweeps:
-            result, rows = train(problem, train_config, betas, sigma2s, [config["seed"]] * len(betas),
-                                 basis=config["basis"], progress=progress, label=label)
+            result, rows = train(
+                problem,
+                train_config,
+                betas,
+                sigma2s,
+                [config["seed"]] * len(betas),
+                basis=config["basis"],
+                progress=progress,
+                label=label,
+            )
             reports += rows
-            histories += [(result.history.elbo[i, -1], result.history.mll[i, -1], result.sigma2[i])
-                          for i in range(len(betas))]
+            histories += [
+                (result.history.elbo[i, -1], result.history.mll[i, -1], result.sigma2[i]) for i in range(len(betas))
+            ]
         for fit, report, (elbo, mll, sigma2) in zip(trained, reports, histories):
-            fit["elbo"].append(float(elbo))                   # final exact ELBO
-            fit["mll"].append(float(mll))                     # final MLL of the trained decoder
-            fit["sigma2"].append(float(sigma2))               # fixed, or the final learned value
+            fit["elbo"].append(float(elbo))  # final exact ELBO
+            fit["mll"].append(float(mll))  # final MLL of the trained decoder
+            fit["sigma2"].append(float(sigma2))  # fixed, or the final learned value
             fit["active_dims"].append(report["active_dims"])  # ||w_i||^2 > 1e-3 sigma2
             fit["active_dims_epsilon_delta"].append(report["active_dims_epsilon_delta"])
             fit["predicted_elbo"].append(report["optimal_elbo"])
             fit["predicted_sigma2"].append(report["optimal_sigma2"])
             fit["predicted_active_dims"].append(report["predicted_active_dims"])
-            fit["gap"].append(report["gap"])                  # predicted_elbo - elbo
+            fit["gap"].append(report["gap"])  # predicted_elbo - elbo
             fit["nearest_threshold_distance"].append(report["nearest_threshold_distance"])
 
     series = []
     for s, curve, fit in zip(settings, curves, trained):
-        series.append({
-            "sigma2": s,                                  # None: learned
-            "sigma2_learned": s is None,
-            "usable_dims": None if s is None else int(np.sum(eigenvalues > s)),   # #{lambda_i > sigma2}
-            "closed_form": {**curve, "latent_dims": latent_dims},
-            "baseline_k0": curve["elbo"][0],              # ELBO = MLL with no latent variables
-            "trained": fit,
-        })
+        series.append(
+            {
+                "sigma2": s,  # None: learned
+                "sigma2_learned": s is None,
+                "usable_dims": None if s is None else int(np.sum(eigenvalues > s)),  # #{lambda_i > sigma2}
+                "closed_form": {**curve, "latent_dims": latent_dims},
+                "baseline_k0": curve["elbo"][0],  # ELBO = MLL with no latent variables
+                "trained": fit,
+            }
+        )
     gaps = [abs(g) for entry in series for g in entry["trained"]["gap"]]
-    mismatches = [abs(a - b) for entry in series
-                  for a, b in zip(entry["trained"]["active_dims"], entry["trained"]["predicted_active_dims"])]
+    mismatches = [
+        abs(a - b)
+        for entry in series
+        for a, b in zip(entry["trained"]["active_dims"], entry["trained"]["predicted_active_dims"])
+    ]
     return {
         **data_description(problem, config),
         "series": series,
-        "max_abs_elbo_gap": max(gaps),                    # |closed-form optimum - trained ELBO|, nats per datapoint
+        "max_abs_elbo_gap": max(gaps),  # |closed-form optimum - trained ELBO|, nats per datapoint
         "max_active_dims_mismatch": max(mismatches),
     }
 
@@ -146,25 +178,57 @@ def plot(results: dict, config: dict):
         base = entry["baseline_k0"]
         ax_value.plot(ks, np.array(curve["elbo"][1:]) - base, color=color, **PREDICTION_STYLE, label=_label(entry))
         tk = np.array(fit["latent_dims"])
-        ax_value.plot(tk, np.array(fit["elbo"]) - base, "o", color=color, markersize=8, markerfacecolor="none",
-                      markeredgewidth=1.5)
+        ax_value.plot(
+            tk,
+            np.array(fit["elbo"]) - base,
+            "o",
+            color=color,
+            markersize=8,
+            markerfacecolor="none",
+            markeredgewidth=1.5,
+        )
         ax_value.plot(tk, np.array(fit["mll"]) - base, "x", color=color, markersize=5, markeredgewidth=1.2)
         # the closed-form lines coincide up to their plateaus: draw them as nested bands, widest underneath,
         # and offset the trained markers slightly in K so that coinciding ones stay visible
-        ax_active.plot(ks, curve["active_dims"][1:], color=color, linestyle="-", linewidth=1.6 + 1.6 * j,
-                       zorder=2 + n_series - j, solid_capstyle="butt", label=_label(entry))
+        ax_active.plot(
+            ks,
+            curve["active_dims"][1:],
+            color=color,
+            linestyle="-",
+            linewidth=1.6 + 1.6 * j,
+            zorder=2 + n_series - j,
+            solid_capstyle="butt",
+            label=_label(entry),
+        )
         offset = 2.0 ** (0.07 * (j - (n_series - 1) / 2))
-        ax_active.plot(tk * offset, fit["active_dims"], "o", color=color, markersize=7, markerfacecolor="white",
-                       markeredgewidth=1.5, zorder=10)
+        ax_active.plot(
+            tk * offset,
+            fit["active_dims"],
+            "o",
+            color=color,
+            markersize=7,
+            markerfacecolor="white",
+            markeredgewidth=1.5,
+            zorder=10,
+        )
     from matplotlib.lines import Line2D
-    style_handles = [Line2D([], [], color="0.3", **PREDICTION_STYLE),
-                     Line2D([], [], color="0.3", marker="o", linestyle="none", markersize=8, markerfacecolor="none",
-                            markeredgewidth=1.5),
-                     Line2D([], [], color="0.3", marker="x", linestyle="none", markersize=5, markeredgewidth=1.2)]
-    ax_value.legend(style_handles, ["closed form (ELBO* = MLL*)", "trained ELBO (exact, Newton)", "trained MLL of its W"],
-                    loc="upper left", title="colours as on the right")
-    ax_active.legend(loc="upper left",
-                     title="lines: closed form; circles: trained\n(circles nudged in K to stay visible)")
+
+    style_handles = [
+        Line2D([], [], color="0.3", **PREDICTION_STYLE),
+        Line2D(
+            [], [], color="0.3", marker="o", linestyle="none", markersize=8, markerfacecolor="none", markeredgewidth=1.5
+        ),
+        Line2D([], [], color="0.3", marker="x", linestyle="none", markersize=5, markeredgewidth=1.2),
+    ]
+    ax_value.legend(
+        style_handles,
+        ["closed form (ELBO* = MLL*)", "trained ELBO (exact, Newton)", "trained MLL of its W"],
+        loc="upper left",
+        title="colours as on the right",
+    )
+    ax_active.legend(
+        loc="upper left", title="lines: closed form; circles: trained\n(circles nudged in K to stay visible)"
+    )
     ticks = [1, 2, 4, 8, 16, 32, 64]
     for ax in (ax_value, ax_active):
         ax.set_xscale("log", base=2)
@@ -174,12 +238,14 @@ def plot(results: dict, config: dict):
     ax_active.set_yticks(ticks, [str(t) for t in ticks])
     ax_value.set_yscale("log")
     top = max(max(e["closed_form"]["elbo"]) - e["baseline_k0"] for e in results["series"])
-    ax_value.set_ylim(None, 12 * top)                 # room for the legend above the curves
+    ax_value.set_ylim(None, 12 * top)  # room for the legend above the curves
     ax_value.set_ylabel("ELBO or MLL − value at K = 0 (nats per datapoint)")
     ax_value.set_title("gain over no latent variables: flat once K > #{λᵢ > σ²}")
     ax_active.set_ylabel("active latent dimensions (log scale)")
     ax_active.set_title("active dimensions: min(K, #{λᵢ > σ²}), the rest collapse")
     ax_active.set_ylim(0.8, 100)
-    fig.suptitle(f"Latent dimension K, MNIST ({results['n']} digits), β = 1: lines closed form, markers trained "
-                 f"linear VAEs (exact ELBO, Newton)")
+    fig.suptitle(
+        f"Latent dimension K, MNIST ({results['n']} digits), β = 1: lines closed form, markers trained "
+        f"linear VAEs (exact ELBO, Newton)"
+    )
     return fig

@@ -37,8 +37,14 @@ def versions() -> dict:
 
     import linear_vae
 
-    return {"python": platform.python_version(), "linear_vae": linear_vae.__version__, "jax": jax.__version__,
-            "optax": optax.__version__, "numpy": numpy.__version__, "matplotlib": matplotlib.__version__}
+    return {
+        "python": platform.python_version(),
+        "linear_vae": linear_vae.__version__,
+        "jax": jax.__version__,
+        "optax": optax.__version__,
+        "numpy": numpy.__version__,
+        "matplotlib": matplotlib.__version__,
+    }
 
 
 def experiment_config(name: str, quick: bool) -> dict:
@@ -47,8 +53,9 @@ def experiment_config(name: str, quick: bool) -> dict:
     return {**module.CONFIG, **(module.QUICK if quick else {})}
 
 
-def run_experiment(name: str, out_dir="figures", quick: bool = False,
-                   progress: Progress | None = None, command: str | None = None) -> dict:
+def run_experiment(
+    name: str, out_dir="figures", quick: bool = False, progress: Progress | None = None, command: str | None = None
+) -> dict:
     """Run ``name``, write ``out_dir/name.json`` and ``out_dir/name.png``, return the JSON payload.
 
     ``progress`` (:class:`linear_vae.progress.Progress`) is shown each training task and the drawing.

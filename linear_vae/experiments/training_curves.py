@@ -30,14 +30,19 @@ TITLE = "ELBO and marginal likelihood during training (learned sigma2): both rea
 
 # --- configuration -------------------------------------------------------------------------------
 CONFIG = {
-    "data": "mnist", "n": 1000, "subset_seed": 0,     # seeded random 1,000 of the shipped digits
+    "data": "mnist",
+    "n": 1000,
+    "subset_seed": 0,  # seeded random 1,000 of the shipped digits
     "latent_dim": 16,
-    "initial_sigma2": 1.0,                            # sigma2 is learned (log sigma2 a parameter) from here
-    "exact_steps": 20000,                             # full-batch exact ELBO
-    "stochastic_steps": 10000,                        # minibatch Monte-Carlo ELBO
+    "initial_sigma2": 1.0,  # sigma2 is learned (log sigma2 a parameter) from here
+    "exact_steps": 20000,  # full-batch exact ELBO
+    "stochastic_steps": 10000,  # minibatch Monte-Carlo ELBO
     "batch_size": 100,
-    "learning_rate": 1e-2, "schedule": "cosine", "log_every": 20, "seed": 0,
-    "basis": "eigen",                                 # O(d k^2) exact steps; the ELBO is rotation invariant
+    "learning_rate": 1e-2,
+    "schedule": "cosine",
+    "log_every": 20,
+    "seed": 0,
+    "basis": "eigen",  # O(d k^2) exact steps; the ELBO is rotation invariant
 }
 QUICK = {"exact_steps": 2000, "stochastic_steps": 1000}
 OBJECTIVES = ("exact", "stochastic")
@@ -48,15 +53,31 @@ def run(config: dict, progress=None) -> dict:
     problem = load_problem(config)
     eigenvalues = problem.eigenvalues
     k = config["latent_dim"]
-    mle = ppca_optimum(eigenvalues, k)                # learned sigma2: sigma2* = mean(lambda_{k+1..d})
+    mle = ppca_optimum(eigenvalues, k)  # learned sigma2: sigma2* = mean(lambda_{k+1..d})
     curves = {}
     for objective in OBJECTIVES:
-        train_config = TrainConfig(latent_dim=k, steps=config[f"{objective}_steps"], log_every=config["log_every"],
-                                   objective=objective, learning_rate=config["learning_rate"],
-                                   schedule=config["schedule"], batch_size=config["batch_size"], learn_sigma2=True,
-                                   optimizer="adam", stop_when_converged=False)
-        result, (report,) = train(problem, train_config, [1.0], [config["initial_sigma2"]], [config["seed"]],
-                                  basis=config["basis"], progress=progress, label=f"{NAME} ({objective})")
+        train_config = TrainConfig(
+            latent_dim=k,
+            steps=config[f"{objective}_steps"],
+            log_every=config["log_every"],
+            objective=objective,
+            learning_rate=config["learning_rate"],
+            schedule=config["schedule"],
+            batch_size=config["batch_size"],
+            learn_sigma2=True,
+            optimizer="adam",
+            stop_when_converged=False,
+        )
+        result, (report,) = train(
+            problem,
+            train_config,
+            [1.0],
+            [config["initial_sigma2"]],
+            [config["seed"]],
+            basis=config["basis"],
+            progress=progress,
+            label=f"{NAME} ({objective})",
+        )
         h = result.history
         elbo, mll, sigma2 = h.elbo[0], h.mll[0], h.sigma2[0]
         curves[objective] = {
@@ -67,10 +88,10 @@ def run(config: dict, progress=None) -> dict:
             "final_elbo": float(elbo[-1]),
             "final_mll": float(mll[-1]),
             "final_sigma2": float(sigma2[-1]),
-            "final_elbo_gap": float(mle.mll - elbo[-1]),          # closed-form MLE minus trained ELBO, >= 0
-            "final_mll_gap": float(mle.mll - mll[-1]),            # closed-form MLE minus trained MLL, >= 0
-            "final_mll_minus_elbo": float(mll[-1] - elbo[-1]),   # the bound's slack, >= 0
-            "min_mll_minus_elbo": float(np.min(mll - elbo)),     # ELBO <= MLL at every record
+            "final_elbo_gap": float(mle.mll - elbo[-1]),  # closed-form MLE minus trained ELBO, >= 0
+            "final_mll_gap": float(mle.mll - mll[-1]),  # closed-form MLE minus trained MLL, >= 0
+            "final_mll_minus_elbo": float(mll[-1] - elbo[-1]),  # the bound's slack, >= 0
+            "min_mll_minus_elbo": float(np.min(mll - elbo)),  # ELBO <= MLL at every record
             "final_sigma2_relative_error": float(abs(sigma2[-1] - mle.sigma2) / mle.sigma2),
             "active_dims": report["active_dims"],
             "predicted_active_dims": report["predicted_active_dims"],
@@ -96,9 +117,8 @@ def plot(results: dict, config: dict):
         steps = np.array(c["steps"])
         elbo, mll = np.array(c["elbo"]), np.array(c["mll"])
         ax_value.plot(steps, elbo, color=color, linewidth=1.4, label=f"ELBO ({objective})")
-        ax_value.plot(steps, mll, color=color, linewidth=1.4, linestyle=":",
-                      label=f"MLL of its W ({objective})")
-        floor = 1e-6   # the exact trainer's gaps reach ~3e-5 nats; keep the log axis finite
+        ax_value.plot(steps, mll, color=color, linewidth=1.4, linestyle=":", label=f"MLL of its W ({objective})")
+        floor = 1e-6  # the exact trainer's gaps reach ~3e-5 nats; keep the log axis finite
         ax_gap.plot(steps, np.maximum(mle - elbo, floor), color=color, linewidth=1.4)
         ax_gap.plot(steps, np.maximum(mle - mll, floor), color=color, linewidth=1.4, linestyle=":")
         ax_sigma.plot(steps, c["sigma2"], color=color, linewidth=1.4, label=f"{objective} ELBO")
@@ -113,18 +133,27 @@ def plot(results: dict, config: dict):
 
     ax_sigma.axhline(mle_sigma2, color=COLORS[7], **PREDICTION_STYLE, zorder=0)
     closed_form = rf"$\sigma^{{2*}}$ = mean($\lambda_{{k+1..d}}$) = {mle_sigma2:.4g}"
-    ax_sigma.text(0.97, 0.95, "black line: closed form\n" + closed_form,
-                  transform=ax_sigma.transAxes, ha="right", va="top", fontsize=8.5)
+    ax_sigma.text(
+        0.97,
+        0.95,
+        "black line: closed form\n" + closed_form,
+        transform=ax_sigma.transAxes,
+        ha="right",
+        va="top",
+        fontsize=8.5,
+    )
     log_axis(ax_sigma, "y")
     ax_sigma.set_ylim(0.8 * min(mle_sigma2, min(min(c["sigma2"]) for c in results["curves"].values())), None)
     ax_sigma.set_ylabel(r"learned $\sigma^2$ (pixel variance, log scale)")
     ax_sigma.set_title("learned observation noise $\\sigma^2$ (colours as left)\nconverges to the closed-form MLE")
     for ax in axes[0]:
-        log_axis(ax, "x", subs=(1.0,))   # 10, 100, ...: no crowded labels
+        log_axis(ax, "x", subs=(1.0,))  # 10, 100, ...: no crowded labels
         ax.set_xlabel("training step (log scale)")
     fig.legend(*ax_value.get_legend_handles_labels(), loc="outside lower center", ncol=5)
-    fig.suptitle(f"Linear VAE with learned σ² (β = 1), MNIST ({results['n']} digits), K = {results['latent_dim']}, "
-                 f"Adam, cosine-decayed learning rate\n"
-                 f"exact: full-batch closed-form ELBO; stochastic: minibatches of {config['batch_size']}, "
-                 f"one reparameterised sample")
+    fig.suptitle(
+        f"Linear VAE with learned σ² (β = 1), MNIST ({results['n']} digits), K = {results['latent_dim']}, "
+        f"Adam, cosine-decayed learning rate\n"
+        f"exact: full-batch closed-form ELBO; stochastic: minibatches of {config['batch_size']}, "
+        f"one reparameterised sample"
+    )
     return fig
