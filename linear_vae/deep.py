@@ -155,11 +155,12 @@ def beta_at(step, warmup):
 
 def make_optimizer(config: DeepConfig) -> optax.GradientTransformation:
     """Adam on the networks and, with its own step size, on ``log sigma2``."""
-    labels = lambda params: DeepVAE(
-        jax.tree.map(lambda _: "net", params.encoder),  # noqa: E731
-        jax.tree.map(lambda _: "net", params.decoder),
-        "sigma2",
-    )
+
+    def labels(params):
+        return DeepVAE(
+            jax.tree.map(lambda _: "net", params.encoder), jax.tree.map(lambda _: "net", params.decoder), "sigma2"
+        )
+
     return optax.multi_transform(
         {"net": optax.adam(config.learning_rate), "sigma2": optax.adam(config.sigma2_learning_rate)}, labels
     )
