@@ -98,7 +98,7 @@ def compare_one(
     strongest = np.argsort(column_norms_sq)[::-1][:m]
     angle = max_principal_angle_deg(params.W[:, strongest], problem.eigenvectors[:, :m]) if m else None
     basis = "eigen" if problem.wide else "data"
-    _, mean, cov = problem.coordinates(basis)
+    mean, cov = problem.moments_in(basis)
     W, mu = (
         (params.W, params.mu)
         if basis == "data"

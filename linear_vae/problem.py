@@ -98,7 +98,8 @@ class Problem(NamedTuple):
         return self.cov is None
 
     def check_basis(self, basis: str) -> None:
-        """Raise ``ValueError`` when ``basis`` is unknown or ``"data"`` on wide data."""
+        """Raise ``ValueError`` when ``basis`` is unknown, ``"data"`` without the covariance (wide
+        data), or ``"eigen"`` with fewer eigenpairs than the ``min(N, d)`` that span the data."""
         if basis not in BASES:
             raise ValueError(f"unknown basis {basis!r}; choose one of {', '.join(BASES)}")
         if basis == "data" and self.wide:
@@ -106,12 +107,23 @@ class Problem(NamedTuple):
                 f"with d = {self.d} features and only N = {self.n} samples the d x d covariance "
                 "is not formed; train in the eigenbasis (basis 'eigen')"
             )
+        if basis == "eigen" and len(self.eigenvalues) < min(self.n, self.d):
+            raise ValueError(
+                f"the problem holds {len(self.eigenvalues)} eigenpairs, fewer than the min(N, d) = "
+                f"{min(self.n, self.d)} directions the data may vary in; build it with all of them "
+                "(Problem.from_dataset without eigenpairs)"
+            )
 
-    def coordinates(self, basis: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(X, mean, cov)`` in ``basis``: the data as given with ``S``, or their coordinates along
-        the eigenvectors, ``X U``, with the diagonal of ``S`` as the vector of eigenvalues."""
+    def moments_in(self, basis: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, cov)`` in ``basis``: ``S`` in the data basis, or in the eigenbasis the mean's
+        coordinates ``U^T mean`` and the diagonal of ``S`` as the vector of eigenvalues."""
         self.check_basis(basis)
         if basis == "data":
-            return self.dataset.X, self.mean, self.cov
-        U = self.eigenvectors
-        return self.dataset.X @ U, self.mean @ U, self.eigenvalues
+            return self.mean, self.cov
+        return self.mean @ self.eigenvectors, self.eigenvalues
+
+    def coordinates(self, basis: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(X, mean, cov)`` in ``basis``: the data as given, or their coordinates ``X U`` along the
+        eigenvectors, with :meth:`moments_in` that basis."""
+        mean, cov = self.moments_in(basis)
+        return (self.dataset.X if basis == "data" else self.dataset.X @ self.eigenvectors), mean, cov

@@ -609,8 +609,8 @@ class _DivergenceWatch:
         on_divergence: str,
     ):
         self.config, self.hyper, self.n_configs, self.on_divergence = config, hyper, n_configs, on_divergence
-        self.data_variance = float(np.sum(np.asarray(data.eigenvalues)))
-        self.d = int(data.eigenvectors.shape[0])
+        self.data_variance = float(data.stats.trace)
+        self.d = float(data.stats.dim)  # the data's d, also when training in the top-N eigen-coordinates
         self.start = self._objective(jax.tree.map(lambda a: np.asarray(a)[:n_configs], first_record))
         self.blown = np.zeros(n_configs, dtype=bool)  # rule 1 or 3 has fired
         self.blown_step = np.zeros(n_configs, dtype=int)

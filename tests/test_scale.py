@@ -309,6 +309,11 @@ def test_wide_problem_is_the_eigenbasis_of_the_data_span(wide_problem):
     assert wide_problem.trace == pytest.approx(np.sum(centred**2) / wide_problem.n, rel=1e-12)
     with pytest.raises(ValueError, match="eigenbasis"):
         wide_problem.check_basis("data")
+    from linear_vae.problem import Problem
+
+    truncated = Problem.from_dataset(wide_problem.dataset, form_covariance=False, eigenpairs=3)
+    with pytest.raises(ValueError, match="fewer than the min"):  # 3 eigenvectors cannot hold the data
+        truncated.check_basis("eigen")
 
 
 @pytest.mark.parametrize("learn_sigma2", [False, True], ids=["fixed sigma2", "learned sigma2"])
