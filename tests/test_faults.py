@@ -169,7 +169,9 @@ RUNAWAY = TrainConfig(latent_dim=2, optimizer="adam", learning_rate=100.0, steps
 
 
 def test_finite_runaway_raises_naming_configuration_and_step(synthetic_data):
-    with pytest.raises(DivergenceError, match=r"configuration 0 .*total variance .* by step \d+; lower the `learning_rate`"):
+    with pytest.raises(
+        DivergenceError, match=r"configuration 0 .*total variance .* by step \d+; lower the `learning_rate`"
+    ):
         train_sweep(synthetic_data, RUNAWAY, [1.0], [1.0], [0])
 
 
