@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from linear_vae.metrics import optimum_collapse_metrics
 from linear_vae.optimum import (
     BetaElboOptimum,
     beta_elbo_optimum,
@@ -41,9 +42,17 @@ class Analysis(NamedTuple):
         return threshold_distance(self.problem.eigenvalues, self.latent_dim, self.optimum.beta, self.optimum.sigma2)
 
     def to_dict(self) -> dict:
-        """The JSON report of ``linear-vae analyze``."""
+        """The JSON report of ``linear-vae analyze``.
+
+        Its last keys are the optimum's collapse metrics (rate, distortion, Gaussian mutual
+        information and marginal KL, active units), from the eigenvalues, ``tr S`` and ``d`` only
+        (:func:`linear_vae.metrics.optimum_collapse_metrics`; docs/theory.md (T11.4)).
+        """
         opt = self.optimum
         eigenvalues = self.problem.eigenvalues
+        metrics = optimum_collapse_metrics(
+            eigenvalues, self.latent_dim, opt.beta * opt.sigma2, trace=self.problem.trace, dim=self.problem.d
+        )
         return {
             "n": int(self.problem.n),
             "d": int(self.problem.d),
@@ -60,6 +69,7 @@ class Analysis(NamedTuple):
             "kl_per_dim": opt.kl_per_dim.tolist(),
             "column_norms_sq": opt.column_variances.tolist(),
             "nearest_threshold_distance": self.nearest_threshold_distance(),
+            **metrics,
         }
 
 

@@ -37,6 +37,7 @@ from linear_vae.collapse import (
     epsilon_delta_collapsed,
 )
 from linear_vae.elbo import DataStats, LinearVAE
+from linear_vae.metrics import collapse_metrics
 from linear_vae.newton import GAIN_TOL, projected_elbo
 from linear_vae.optimum import beta_elbo_optimum, learned_sigma2, threshold_distance
 from linear_vae.ppca import log_marginal_likelihood
@@ -106,8 +107,11 @@ def compare_one(
     )
     mll = float(log_marginal_likelihood(W, sigma2, cov, mean - mu, dim=problem.d))
     projected = float(projected_elbo(W, np.log(sigma2), beta, DataStats.from_moments(mean, cov, dim=problem.d)))
+    V = params.V if basis == "data" else params.V @ problem.eigenvectors
+    metrics = collapse_metrics(LinearVAE(W, mu, V, params.log_D), mean, cov)  # exact, from the moments (T11)
     X = problem.dataset.X
     return {
+        **metrics,
         "beta": float(beta),
         "sigma2": float(sigma2),
         "sigma2_learned": bool(sigma2_learned),

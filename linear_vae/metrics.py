@@ -1,0 +1,179 @@
+"""Exact posterior-collapse metrics of the linear VAE: rate, distortion, mutual information, active units.
+
+docs/theory.md (T11).  For a linear VAE ``(W, mu, V, log D)`` (:class:`linear_vae.elbo.LinearVAE`) every
+metric is an exact function of the data's mean and 1/N covariance ``S`` (no sampling); at the
+beta-ELBO optimum (:func:`linear_vae.optimum.beta_elbo_optimum`) each has a closed form in the
+eigenvalues of ``S``, ``tr S`` and the water level ``t = beta sigma2`` alone.  ``cov`` is the (d, d)
+matrix ``S`` or, in the eigenbasis, the (d,) vector of its diagonal (as in
+:class:`linear_vae.elbo.DataStats`).  Rates and informations are in nats per datapoint; the
+distortion is a squared error in data units.  Everything is numpy, float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from linear_vae.elbo import LinearVAE
+from linear_vae.moments import spectrum_totals
+
+#: Default activity threshold of an active unit (Burda et al. 2016).
+AU_THRESHOLD = 0.01
+
+METRIC_KEYS = (
+    "rate",
+    "distortion",
+    "mutual_information_gaussian",
+    "marginal_kl_gaussian",
+    "active_units",
+    "au_variances",
+)
+
+
+def _unpack(params: LinearVAE, mean, cov):
+    W, mu, V, log_D = (np.asarray(p, dtype=np.float64) for p in params)
+    mean, cov = np.asarray(mean, dtype=np.float64), np.asarray(cov, dtype=np.float64)
+    return W, mu, V, log_D, mean, cov
+
+
+def _v_s(V, cov):
+    """``P = V S`` (k, d) for ``S`` as a matrix or as its diagonal."""
+    return V * cov if cov.ndim == 1 else V @ cov
+
+
+def _trace(cov) -> float:
+    return float(np.sum(cov) if cov.ndim == 1 else np.trace(cov))
+
+
+def rate(params: LinearVAE, mean, cov) -> float:
+    """The rate ``R = E_x KL(q(z|x) || p(z))`` in nats per datapoint, exact from the moments.
+
+    ``R = 1/2 [tr D + tr(V S V^T) + ||V (mean - mu)||^2 - k - sum_i log D_i]``; the offset term
+    vanishes when the bias is the sample mean.  It is the (unweighted) KL term of the beta-ELBO.
+
+    References: docs/theory.md (T11.1); Alemi et al. 2018; Lucas et al. 2019, Appendix C.
+    """
+    _, mu, V, log_D, mean, cov = _unpack(params, mean, cov)
+    V_delta = V @ (mean - mu)
+    tr_VSVt = float(np.sum(_v_s(V, cov) * V))
+    return 0.5 * float(np.sum(np.exp(log_D)) + tr_VSVt + V_delta @ V_delta - len(log_D) - np.sum(log_D))
+
+
+def distortion(params: LinearVAE, mean, cov) -> float:
+    """The distortion ``E_x E_q(z|x) ||x - mu - W z||^2``: a squared error in data units, not nats.
+
+    ``= tr(A S A^T) + ||A (mean - mu)||^2 + sum_i D_i ||w_i||^2`` with ``A = I - W V``, evaluated
+    without the d x d ``A``: ``tr(A S A^T) = tr S - 2 tr(W V S) + tr(W^T W V S V^T)``.  The
+    reconstruction term of the ELBO is ``-d/2 log(2 pi sigma2) - distortion / (2 sigma2)``.
+
+    References: docs/theory.md (T11.1, T3.1); Alemi et al. 2018; Lucas et al. 2019, Appendix C.
+    """
+    W, mu, V, log_D, mean, cov = _unpack(params, mean, cov)
+    P = _v_s(V, cov)  # V S, (k, d)
+    WtW = W.T @ W
+    trace_ASA = _trace(cov) - 2.0 * np.sum(W * P.T) + np.sum(WtW * (P @ V.T))
+    delta = mean - mu
+    A_delta = delta - W @ (V @ delta)
+    return float(trace_ASA + A_delta @ A_delta + np.sum(np.exp(log_D) * np.diag(WtW)))
+
+
+def au_variances(params: LinearVAE, cov) -> np.ndarray:
+    """Activity of each latent unit, ``Var_x E_q[z_i] = (V S V^T)_ii``, (k,).
+
+    References: docs/theory.md (T11.2); Burda et al. 2016.
+    """
+    _, _, V, _, _, cov = _unpack(params, np.zeros(0), cov)
+    return np.sum(_v_s(V, cov) * V, axis=1)
+
+
+def active_units(variances, tau: float = AU_THRESHOLD) -> int:
+    """``#{i : Var_x E_q[z_i] > tau}``, the active-unit count (``tau = 0.01`` by default).
+
+    References: docs/theory.md (T11.2); Burda et al. 2016.
+    """
+    return int(np.sum(np.asarray(variances) > tau))
+
+
+def aggregate_posterior_gaussian(params: LinearVAE, mean, cov) -> tuple[np.ndarray, np.ndarray]:
+    """``q(z) = N(V (mean - mu), V S V^T + diag D)`` for Gaussian data ``x ~ N(mean, S)``: ``(m, Sigma)``.
+
+    References: docs/theory.md (T11.3); Hoffman & Johnson 2016.
+    """
+    _, mu, V, log_D, mean, cov = _unpack(params, mean, cov)
+    return V @ (mean - mu), _v_s(V, cov) @ V.T + np.diag(np.exp(log_D))
+
+
+def _log_det_spd(M) -> float:
+    L = np.linalg.cholesky(M)
+    return 2.0 * float(np.sum(np.log(np.diag(L))))
+
+
+def mutual_information_gaussian(params: LinearVAE, cov) -> float:
+    """``I(x; z) = 1/2 log det(V S V^T + D) - 1/2 sum_i log D_i`` for Gaussian data ``x ~ N(mean, S)``.
+
+    ``H(z) - H(z|x)`` of the jointly Gaussian ``(x, z)``, in nats.  For a finite sample ``q(z)`` is a
+    mixture: the value is that of Gaussian data with the same moments (an upper bound for any data
+    with covariance ``S``), and the sample's own information is at most ``log N``.
+
+    References: docs/theory.md (T11.3); Hoffman & Johnson 2016.
+    """
+    _, Sigma = aggregate_posterior_gaussian(params, np.zeros(np.shape(params.mu)), cov)
+    return 0.5 * (_log_det_spd(Sigma) - float(np.sum(np.asarray(params.log_D, dtype=np.float64))))
+
+
+def marginal_kl_gaussian(params: LinearVAE, mean, cov) -> float:
+    """``KL(q(z) || p(z))`` with ``q(z) = N(m, Sigma)`` of :func:`aggregate_posterior_gaussian`:
+    ``1/2 [tr Sigma + ||m||^2 - k - log det Sigma]``.  ``rate = mutual_information_gaussian + marginal_kl_gaussian``
+    exactly (ELBO surgery).
+
+    References: docs/theory.md (T11.3); Hoffman & Johnson 2016.
+    """
+    m, Sigma = aggregate_posterior_gaussian(params, mean, cov)
+    return 0.5 * float(np.trace(Sigma) + m @ m - len(m) - _log_det_spd(Sigma))
+
+
+def collapse_metrics(params: LinearVAE, mean, cov, tau: float = AU_THRESHOLD) -> dict:
+    """Every metric of (T11) for the parameters ``params`` on data with moments ``(mean, S)``, as a
+    JSON-ready dict with the keys of :data:`METRIC_KEYS` (floats, an int, a list).
+
+    References: docs/theory.md (T11.1, T11.2, T11.3); Lucas et al. 2019, Section 4.2.
+    """
+    variances = au_variances(params, cov)
+    return {
+        "rate": rate(params, mean, cov),
+        "distortion": distortion(params, mean, cov),
+        "mutual_information_gaussian": mutual_information_gaussian(params, cov),
+        "marginal_kl_gaussian": marginal_kl_gaussian(params, mean, cov),
+        "active_units": active_units(variances, tau),
+        "au_variances": variances.tolist(),
+    }
+
+
+def optimum_collapse_metrics(
+    eigenvalues, latent_dim: int, water_level: float, *, trace=None, dim=None, tau: float = AU_THRESHOLD
+) -> dict:
+    """The metrics of (T11) at the beta-ELBO optimum with water level ``t = beta sigma2``, from the
+    eigenvalues alone (the full spectrum, or its top ``m >= k`` with ``trace`` and ``dim``):
+
+    ``distortion = sum_{i<=k} min(lambda_i, t) + sum_{i>k} lambda_i`` (the tail as ``tr S - sum_{i<=k} lambda_i``),
+    ``R = I = sum_{i<=k} 1/2 log(lambda_i / t)_+``, ``marginal KL = 0`` (``V S V^T + D = I``),
+    AU variances ``(1 - t / lambda_i)_+`` and AU count ``#{i <= k : lambda_i > t / (1 - tau)}``.
+
+    Same keys as :func:`collapse_metrics`.
+
+    References: docs/theory.md (T11.4); Lucas et al. 2019, Section 4.2 and Appendix C.
+    """
+    eigenvalues, trace, _ = spectrum_totals(eigenvalues, trace, dim, latent_dim)
+    t = float(water_level)
+    top = eigenvalues[:latent_dim]
+    active = top > t
+    safe = np.where(active, top, 1.0)
+    rate_value = float(np.sum(np.where(active, 0.5 * np.log(safe / t), 0.0)))
+    variances = np.where(active, 1.0 - t / safe, 0.0)
+    return {
+        "rate": rate_value,
+        "distortion": float(np.sum(np.minimum(top, t)) + (trace - np.sum(top))),
+        "mutual_information_gaussian": rate_value,
+        "marginal_kl_gaussian": 0.0,
+        "active_units": int(np.sum(top > t / (1.0 - tau))),
+        "au_variances": variances.tolist(),
+    }
