@@ -134,6 +134,9 @@ def cmd_analyze(args) -> int:
                     "nearest threshold",
                     f"|lambda - beta sigma2| / (beta sigma2) = {report['nearest_threshold_distance']:.3g}",
                 ),
+                ("rate", f"{report['rate']:.6f} nats per datapoint (= I(x; z) for Gaussian data)"),
+                ("distortion", f"{report['distortion']:.6g} (expected squared error, squared data units)"),
+                ("active units (tau = 0.01)", f"{report['active_units']} of {report['latent_dim']}"),
             ]
         )
     )

@@ -212,6 +212,9 @@ def test_text_mode_prints_a_table_with_the_same_numbers(capsys, npy_data):
         "active dimensions",
         "collapse thresholds beta*",
         "KL per dimension (nats)",
+        "rate",
+        "distortion",
+        "active units (tau = 0.01)",
     ):
         assert row in table, (row, list(table))
     assert table["latent dimensions K"] == str(K)
