@@ -39,12 +39,11 @@ class WritesAborted(RuntimeError):
     """Raised by :func:`atomic_write_bytes` once :func:`abort_writes` has run (the process is exiting)."""
 
 
-#: Temporary files being written right now, and files completed; guarded by ``_lock`` so that
+#: Temporary files being written right now; guarded by ``_lock`` so that
 #: :func:`abort_writes` (called from a signal handler on the main thread while the work runs on
 #: another) sees every temporary file and no write completes after it.
 _lock = threading.Lock()
 _pending: set[str] = set()
-_completed: list[Path] = []
 _aborted = False
 
 
@@ -70,7 +69,6 @@ def atomic_write_bytes(path, data: bytes) -> None:
                 raise WritesAborted(f"not writing {path}: the process is exiting")
             os.replace(tmp, path)
             _pending.discard(tmp)
-            _completed.append(path)
     except BaseException as error:
         with _lock:
             _pending.discard(tmp)
@@ -81,26 +79,18 @@ def atomic_write_bytes(path, data: bytes) -> None:
         raise
 
 
-def abort_writes() -> list[Path]:
-    """Refuse every further :func:`atomic_write_bytes`, delete the temporary files of the writes in
-    progress and return the files completed so far (for the interrupt handler of the CLI)."""
+def abort_writes() -> None:
+    """Refuse every further :func:`atomic_write_bytes` and delete the temporary files of the writes
+    in progress (for the interrupt handler of the CLI)."""
     global _aborted
     with _lock:
         _aborted = True
         pending = list(_pending)
-        completed = list(_completed)
     for tmp in pending:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-    return completed
-
-
-def completed_writes() -> list[Path]:
-    """Files written by :func:`atomic_write_bytes` in this process, in order."""
-    with _lock:
-        return list(_completed)
 
 
 def _umask() -> int:

@@ -41,10 +41,8 @@ class Progress:
         self._label = ""
         self._phase = ""
         self._bar = None
-        self._task_start = time.perf_counter()
         self._steps_start: tuple[float, int] | None = None
         self._last_line = 0.0
-        self._last_done = 0
         self._total = 0
 
     # -- what is running --------------------------------------------------------------------------
@@ -56,9 +54,8 @@ class Progress:
         """Start a new task (closes the previous one's bar)."""
         self._end_bar()
         self._label, self._phase = f"{self._prefix} {label}".strip(), ""
-        self._task_start = time.perf_counter()
         self._steps_start = None
-        self._last_done = self._total = 0
+        self._total = 0
 
     def phase(self, name: str) -> None:
         """A new stage of the current task: one line in a log, the bar's suffix on a terminal."""
@@ -90,7 +87,6 @@ class Progress:
             self._update_bar(done, total)
         elif now - self._last_line >= LINE_INTERVAL or done >= total:
             self._line(f"{self._label}: {done}/{total} steps{self._rate_and_eta(done, total, now)}")
-        self._last_done = done
 
     def converged(self, done: int) -> None:
         """The task stopped at step ``done`` of its budget because every configuration converged."""

@@ -106,7 +106,6 @@ def test_signal_received_while_the_package_was_importing_stops_at_once():
 def test_abort_writes_removes_the_temporary_file_of_a_write_in_progress(tmp_path, monkeypatch):
     monkeypatch.setattr(io, "_aborted", False)
     monkeypatch.setattr(io, "_pending", set())
-    monkeypatch.setattr(io, "_completed", [])
     written, release = threading.Event(), threading.Event()
     real_chmod = os.chmod
 
