@@ -45,7 +45,9 @@ class DeepConfig(NamedTuple):
     Attributes
     ----------
     latent_dim : k.
-    hidden : hidden-layer widths of the encoder; the decoder mirrors them.
+    hidden : hidden-layer widths of the encoder.
+    decoder_hidden : hidden-layer widths of the decoder; ``None`` mirrors ``hidden``, ``()`` makes the
+        decoder linear (a linear decoder under a deep encoder, as in the paper's Figure 4).
     activation : "relu", "tanh" or "identity".
     steps, log_every : gradient steps, and how often metrics are recorded.
     batch_size : minibatch size (rows drawn uniformly with replacement).
@@ -55,6 +57,7 @@ class DeepConfig(NamedTuple):
 
     latent_dim: int = 32
     hidden: tuple[int, ...] = (512, 256)
+    decoder_hidden: tuple[int, ...] | None = None
     activation: str = "relu"
     steps: int = 6000
     log_every: int = 200
@@ -114,9 +117,10 @@ def mlp(layers: list, x, activation: str):
 def init_params(config: DeepConfig, d: int, hyper: DeepHyper) -> DeepVAE:
     key_enc, key_dec = jax.random.split(jax.random.key(hyper.seed))
     k, hidden = config.latent_dim, list(config.hidden)
+    decoder_hidden = hidden[::-1] if config.decoder_hidden is None else list(config.decoder_hidden)
     return DeepVAE(
         init_mlp(key_enc, [d] + hidden + [2 * k]),
-        init_mlp(key_dec, [k] + hidden[::-1] + [d]),
+        init_mlp(key_dec, [k] + decoder_hidden + [d]),
         jnp.log(hyper.sigma2).astype(DTYPE),
     )
 
