@@ -330,18 +330,32 @@ def test_every_experiment_has_a_check():
     assert set(CHECKS) == set(EXPERIMENTS)
 
 
+class QuickRuns(dict):
+    """Quick runs into one temporary folder, each made the first time a test asks for it (so that
+    ``pytest -k NAME`` runs only that experiment)."""
+
+    def __init__(self, out: Path):
+        super().__init__()
+        self.out = out
+
+    def __missing__(self, name: str) -> dict:
+        self[name] = run_experiment(name, out_dir=self.out, quick=True)
+        return self[name]
+
+
 @pytest.fixture(scope="module")
 def quick_runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("figures")
-    return out, {name: run_experiment(name, out_dir=out, quick=True) for name in EXPERIMENTS}
+    runs = QuickRuns(tmp_path_factory.mktemp("figures"))
+    return runs.out, runs
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_quick_experiment_agrees_with_closed_form(name, quick_runs):
     out, payloads = quick_runs
+    returned = payloads[name]
     payload = json.loads((out / f"{name}.json").read_text())
     assert payload["figures"] and all((out / png).stat().st_size > 10_000 for png in payload["figures"])
-    assert payload == json.loads(json.dumps(payloads[name]))
+    assert payload == json.loads(json.dumps(returned))
     assert payload["config"] == experiment_config(name, quick=True)
     assert payload["quick"] is True and payload["versions"]["jax"]
     CHECKS[name](payload, strict=False)
