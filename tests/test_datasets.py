@@ -5,15 +5,21 @@ spectra, file loaders and their one-line errors.  Everything written to disk goe
 from __future__ import annotations
 
 import gzip
+import hashlib
+import importlib.util
+import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from linear_vae.cli import main
 from linear_vae.datasets import (
     Dataset,
     default_synthetic_spectrum,
     load_data,
+    load_fashion_mnist,
     load_file,
     load_mnist,
     make_synthetic,
@@ -68,6 +74,100 @@ def test_mnist_has_121_constant_pixels(mnist):
 
 def test_mnist_pixels_are_multiples_of_1_over_255(mnist):
     assert np.array_equal(np.round(mnist.X * 255) / 255, mnist.X)
+
+
+# --------------------------------------------------------------------------------------------
+# Shipped Fashion-MNIST
+# --------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+FASHION_DEB = Path("/var/cache/apt/archives/dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb")
+
+
+def _fashion_script():
+    """``scripts/make_fashion_mnist_subset.py`` as a module: it records the checksums the tests check."""
+    spec = importlib.util.spec_from_file_location(
+        "make_fashion_mnist_subset", ROOT / "scripts" / "make_fashion_mnist_subset.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def fashion() -> Dataset:
+    return load_fashion_mnist()
+
+
+def test_shipped_fashion_mnist_is_5000_by_784_float64_in_0_1(fashion):
+    assert fashion.X.shape == (5000, 784) and fashion.X.dtype == np.float64 and fashion.X.flags.c_contiguous
+    assert fashion.X.min() == 0.0 and fashion.X.max() == 1.0
+    assert fashion.name == "fashion_mnist" and fashion.is_image and fashion.population_eigenvalues is None
+
+
+def test_fashion_mnist_has_10_classes_sorted_in_blocks_of_500(fashion):
+    assert np.bincount(fashion.labels).tolist() == [500] * 10
+    assert np.array_equal(fashion.labels, np.repeat(np.arange(10), 500))
+
+
+def test_fashion_mnist_pixels_are_uint8_over_255_with_one_constant_pixel(fashion):
+    assert np.array_equal(np.round(fashion.X * 255) / 255, fashion.X)
+    constant = fashion.X.max(axis=0) == fashion.X.min(axis=0)
+    assert constant.sum() == 1 and np.all(fashion.X[:, constant] == 0.0)
+
+
+def test_fashion_mnist_is_not_mnist_and_loads_deterministically(fashion, mnist):
+    np.testing.assert_array_equal(load_fashion_mnist().X, fashion.X)
+    # Clothing fills far more of the frame than digits: MNIST's mean pixel is about 0.13, Fashion-MNIST's about 0.29.
+    assert fashion.X.mean() > 2 * mnist.X.mean()
+    sub = load_data("fashion_mnist", n=200, subset_seed=5)
+    np.testing.assert_array_equal(sub.X, random_subset(fashion, 200, seed=5).X)
+    assert sub.name == "fashion_mnist" and np.array_equal(sub.labels, random_subset(fashion, 200, seed=5).labels)
+
+
+def test_shipped_fashion_mnist_matches_the_checksums_its_script_records(fashion):
+    script = _fashion_script()
+    path = ROOT / "linear_vae" / "resources" / "fashion_mnist_5k.npz"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == script.FILE_SHA256
+    # The loader's floats, turned back into bytes, are exactly the recorded subset: the checksum
+    # covers the loader's scaling too, not only the file.
+    images = np.round(fashion.X * 255).astype(np.uint8)
+    assert script.content_sha256(images, fashion.labels.astype(np.uint8)) == script.CONTENT_SHA256
+
+
+@pytest.mark.skipif(not FASHION_DEB.is_file(), reason="the dataset-fashion-mnist .deb is not cached on this machine")
+def test_fashion_mnist_subset_rebuilds_from_the_debian_package(fashion):
+    """The script's selection, rerun on the source files, gives the shipped rows and labels."""
+    script = _fashion_script()
+    sources, _ = script.read_sources(FASHION_DEB)
+    assert {name: hashlib.sha256(raw).hexdigest() for name, raw in sources.items()} == script.SOURCE_SHA256
+    labels = script.parse_idx(sources[script.LABELS_NAME], ndim=1)
+    images = script.parse_idx(sources[script.IMAGES_NAME], ndim=3).reshape(-1, 784)
+    rows = script.select_subset(labels)
+    np.testing.assert_array_equal(images[rows] / 255.0, fashion.X)
+    np.testing.assert_array_equal(labels[rows], fashion.labels)
+
+
+def test_unknown_source_lists_the_data_sets_in_one_line():
+    with pytest.raises(ValueError) as err:
+        load_data("fashion")
+    assert one_line(err) == (
+        "`source` 'fashion' is neither a data set (mnist, fashion_mnist, synthetic) nor an existing file; use one of those"
+    )
+
+
+def test_command_line_reads_fashion_mnist_and_names_the_data_option(capsys):
+    assert main(["analyze", "--data", "fashion_mnist", "--n", "300", "-k", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 300 and report["d"] == 784
+    assert main(["analyze", "--data", "fashion", "-k", "2"]) == 2
+    assert "--data 'fashion' is neither a data set (mnist, fashion_mnist, synthetic)" in capsys.readouterr().err
+
+
+def test_key_is_refused_for_the_shipped_sets():
+    with pytest.raises(ValueError) as err:
+        load_data("fashion_mnist", key="images")
+    assert one_line(err) == "`key` applies only to .npz files, not fashion_mnist; drop `key`"
 
 
 # --------------------------------------------------------------------------------------------
