@@ -6,7 +6,14 @@ beta-ELBO optimum (:func:`linear_vae.optimum.beta_elbo_optimum`) each has a clos
 eigenvalues of ``S``, ``tr S`` and the water level ``t = beta sigma2`` alone.  ``cov`` is the (d, d)
 matrix ``S`` or, in the eigenbasis, the (d,) vector of its diagonal (as in
 :class:`linear_vae.elbo.DataStats`).  Rates and informations are in nats per datapoint; the
-distortion is a squared error in data units.  Everything is numpy, float64.
+distortion is a squared error in data units.  The exact values are numpy, float64.
+
+This module is the one entry point for metrics: it also re-exports the sampling estimators of
+:mod:`linear_vae.estimators` (docs/theory.md (T12)), which measure any Gaussian VAE, deep ones included,
+from its encoder and decoder: :func:`kl_rate_mc`, :func:`distortion_mc`, :func:`active_unit_variances`,
+:func:`active_units` (a count from encoder means), :func:`mutual_information_minibatch`,
+:func:`iwae_bound` and the adapter :func:`linear_model`.  The exact count from unit variances is
+:func:`active_unit_count`.
 """
 
 from __future__ import annotations
@@ -14,10 +21,38 @@ from __future__ import annotations
 import numpy as np
 
 from linear_vae.elbo import LinearVAE
+from linear_vae.estimators import (
+    AU_THRESHOLD,
+    active_unit_variances,
+    active_units,
+    distortion_mc,
+    iwae_bound,
+    kl_rate_mc,
+    linear_model,
+    mutual_information_minibatch,
+)
 from linear_vae.moments import spectrum_totals
 
-#: Default activity threshold of an active unit (Burda et al. 2016).
-AU_THRESHOLD = 0.01
+__all__ = [
+    "AU_THRESHOLD",
+    "METRIC_KEYS",
+    "active_unit_count",
+    "active_unit_variances",
+    "active_units",
+    "aggregate_posterior_gaussian",
+    "au_variances",
+    "collapse_metrics",
+    "distortion",
+    "distortion_mc",
+    "iwae_bound",
+    "kl_rate_mc",
+    "linear_model",
+    "marginal_kl_gaussian",
+    "mutual_information_gaussian",
+    "mutual_information_minibatch",
+    "optimum_collapse_metrics",
+    "rate",
+]
 
 METRIC_KEYS = (
     "rate",
@@ -85,8 +120,10 @@ def au_variances(params: LinearVAE, cov) -> np.ndarray:
     return np.sum(_v_s(V, cov) * V, axis=1)
 
 
-def active_units(variances, tau: float = AU_THRESHOLD) -> int:
-    """``#{i : Var_x E_q[z_i] > tau}``, the active-unit count (``tau = 0.01`` by default).
+def active_unit_count(variances, tau: float = AU_THRESHOLD) -> int:
+    """``#{i : Var_x E_q[z_i] > tau}``, the active-unit count (``tau = 0.01`` by default) from the (k,)
+    unit variances (exact ones from :func:`au_variances`, or :func:`active_unit_variances` of encoder
+    means; :func:`active_units` counts from the encoder means directly).
 
     References: docs/theory.md (T11.2); Burda et al. 2016.
     """
@@ -143,7 +180,7 @@ def collapse_metrics(params: LinearVAE, mean, cov, tau: float = AU_THRESHOLD) ->
         "distortion": distortion(params, mean, cov),
         "mutual_information_gaussian": mutual_information_gaussian(params, cov),
         "marginal_kl_gaussian": marginal_kl_gaussian(params, mean, cov),
-        "active_units": active_units(variances, tau),
+        "active_units": active_unit_count(variances, tau),
         "au_variances": variances.tolist(),
     }
 
