@@ -9,7 +9,15 @@ annealing only delays it.  This module is the deep counterpart of :mod:`linear_v
 * decoder: an MLP ``z -> mean`` of ``p(x|z) = N(mean, sigma2 I)``, ``sigma2`` one scalar, fixed or
   learned through ``log sigma2`` with its own learning rate (as in the paper);
 * objective: the reparameterised beta-ELBO on minibatches (one sample of ``z``, analytic KL), with
-  ``beta`` warmed up linearly from 0 to 1 over ``warmup`` steps for KL annealing (0: no annealing).
+  the KL weight warmed up linearly from 0 to ``beta`` (1 by default) over ``warmup`` steps for KL
+  annealing (0: no annealing).  Runs at equal ``beta sigma2`` are the same run (docs/theory.md (T13)),
+  so ``beta`` is rarely worth a grid axis;
+* checkpoint: every ``log_every`` steps the held-out one-sample beta-ELBO is recorded with the same
+  noise each time, and the parameters at its best value are kept in the scanned state
+  (:func:`keep_best`), since a stopping rule saves nothing in a lockstep vmapped grid;
+* measures: :func:`heldout_measures` reports every collapse measure of any Gaussian VAE given as
+  ``(encode, decode, sigma2)`` on held-out rows, by :mod:`linear_vae.metrics`' estimators, so the deep
+  and the linear VAE are measured by the same code.
 
 Precision: the networks train in **float32** for speed (stated here and in the README; the
 linear science paths stay float64).  The configurations of a grid differ in ``sigma2`` (the
@@ -30,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from linear_vae import divergence, loop
+from linear_vae import divergence, loop, metrics
 from linear_vae.elbo import standard_normal_kl
 from linear_vae.moments import LOG_2PI
 from linear_vae.train import DivergenceError
@@ -83,8 +91,9 @@ class DeepHyper(NamedTuple):
 
     sigma2: jax.Array  # fixed sigma2, or the initial value when learned
     learn_sigma2: jax.Array  # 1.0 to learn log sigma2, 0.0 to keep it fixed
-    warmup: jax.Array  # KL-annealing steps (beta = min(1, step / warmup)); 0: beta = 1 throughout
+    warmup: jax.Array  # KL-annealing steps (weight min(1, step / warmup) on beta); 0: no annealing
     seed: jax.Array
+    beta: jax.Array | float = 1.0  # the KL weight the run ends at (the beta-ELBO's beta)
 
 
 class DeepVAE(NamedTuple):
@@ -142,6 +151,12 @@ def elbo_terms(params: DeepVAE, x, key, config: DeepConfig):
 
     References: docs/theory.md (T3.4); Kingma & Welling 2013, Section 2.4 and eq. 10.
     """
+    log_lik, kl, _ = _elbo_parts(params, x, key, config)
+    return log_lik, kl
+
+
+def _elbo_parts(params: DeepVAE, x, key, config: DeepConfig):
+    """:func:`elbo_terms` and the encoder means."""
     mean, log_var = encode(params, x, config)
     z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape, DTYPE)
     reconstruction = mlp(params.decoder, z, config.activation)
@@ -149,7 +164,7 @@ def elbo_terms(params: DeepVAE, x, key, config: DeepConfig):
     log_lik = -0.5 * d * (LOG_2PI + params.log_sigma2) - jnp.sum((x - reconstruction) ** 2, axis=-1) / (
         2.0 * jnp.exp(params.log_sigma2)
     )
-    return log_lik, kl_per_dim(mean, log_var)
+    return log_lik, kl_per_dim(mean, log_var), mean
 
 
 def beta_at(step, warmup):
@@ -176,6 +191,9 @@ class DeepState(NamedTuple):
     key: jax.Array
     step: jax.Array
     first_nonfinite_step: jax.Array
+    best_params: DeepVAE  # the parameters at the best held-out objective recorded so far
+    best_objective: jax.Array  # that objective (:class:`DeepHistory`'s ``heldout_objective``)
+    best_step: jax.Array
 
 
 class DeepHistory(NamedTuple):
@@ -184,15 +202,17 @@ class DeepHistory(NamedTuple):
     step: jax.Array
     beta: jax.Array
     train_elbo: jax.Array  # one-sample ELBO on a fixed slice of the training data
-    heldout_elbo: jax.Array  # one-sample ELBO on the held-out data
+    heldout_elbo: jax.Array  # one-sample ELBO on the held-out data (at the current KL weight)
     kl_per_dim: jax.Array  # (k,) held-out average KL of each latent dimension
     sigma2: jax.Array
+    heldout_objective: jax.Array  # one-sample held-out beta-ELBO at the final beta, the same noise each record
+    au_variances: jax.Array  # (k,) Var over the held-out rows of the encoder means (active units)
 
 
 def train_step(state: DeepState, hyper: DeepHyper, X, config: DeepConfig) -> DeepState:
     key, key_rows, key_eps = jax.random.split(state.key, 3)
     rows = jax.random.randint(key_rows, (config.batch_size,), 0, X.shape[0])
-    beta = beta_at(state.step, hyper.warmup)
+    beta = beta_at(state.step, hyper.warmup) * hyper.beta
 
     def negative_elbo(params):
         log_lik, kl = elbo_terms(params, X[rows], key_eps, config)
@@ -202,20 +222,51 @@ def train_step(state: DeepState, hyper: DeepHyper, X, config: DeepConfig) -> Dee
     grads = grads._replace(log_sigma2=grads.log_sigma2 * hyper.learn_sigma2)
     updates, opt_state = make_optimizer(config).update(grads, state.opt_state, state.params)
     bad = jnp.where((state.first_nonfinite_step < 0) & ~jnp.isfinite(loss), state.step, state.first_nonfinite_step)
-    return DeepState(optax.apply_updates(state.params, updates), opt_state, key, state.step + 1, bad)
+    return state._replace(
+        params=optax.apply_updates(state.params, updates),
+        opt_state=opt_state,
+        key=key,
+        step=state.step + 1,
+        first_nonfinite_step=bad,
+    )
+
+
+#: Key of the noise of the held-out objective, the same at every record (common random numbers), so
+#: that the best checkpoint is chosen by the parameters rather than by the draw.
+OBJECTIVE_KEY = 2
 
 
 def measure(state: DeepState, hyper: DeepHyper, X_train_slice, X_heldout, config: DeepConfig) -> DeepHistory:
-    key_train, key_heldout = jax.random.split(jax.random.fold_in(jax.random.key(0), state.step))
-    beta = beta_at(state.step, hyper.warmup)
+    """One record: one-sample ELBOs on a training slice (fresh noise) and on the held-out rows (the
+    noise of :data:`OBJECTIVE_KEY`, so records differ only by the parameters), at the current KL
+    weight and, for the checkpoint, at the final ``beta``; held-out KL per dimension and AU variances."""
+    beta = beta_at(state.step, hyper.warmup) * hyper.beta
+    log_lik, kl, _ = _elbo_parts(state.params, X_train_slice, jax.random.fold_in(jax.random.key(0), state.step), config)
+    train_elbo = jnp.mean(log_lik) - beta * jnp.mean(jnp.sum(kl, axis=-1))
+    log_lik, kl, mean = _elbo_parts(state.params, X_heldout, jax.random.key(OBJECTIVE_KEY), config)
+    total_kl = jnp.mean(jnp.sum(kl, axis=-1))
+    return DeepHistory(
+        state.step,
+        beta,
+        train_elbo,
+        jnp.mean(log_lik) - beta * total_kl,
+        jnp.mean(kl, axis=0),
+        jnp.exp(state.params.log_sigma2),
+        jnp.mean(log_lik) - hyper.beta * total_kl,
+        jnp.var(mean, axis=0),
+    )
 
-    def elbo(X, key):
-        log_lik, kl = elbo_terms(state.params, X, key, config)
-        return jnp.mean(log_lik) - beta * jnp.mean(jnp.sum(kl, axis=-1)), jnp.mean(kl, axis=0)
 
-    train_elbo, _ = elbo(X_train_slice, key_train)
-    heldout_elbo, kl = elbo(X_heldout, key_heldout)
-    return DeepHistory(state.step, beta, train_elbo, heldout_elbo, kl, jnp.exp(state.params.log_sigma2))
+def keep_best(state: DeepState, record: DeepHistory) -> DeepState:
+    """Replace the kept checkpoint when this record's held-out objective beats it.  In a lockstep
+    vmapped grid a stopping rule saves no time, so every run trains for the whole budget and is
+    reported at this checkpoint: early stopping on the held-out objective, after the fact."""
+    better = record.heldout_objective > state.best_objective
+    return state._replace(
+        best_params=jax.tree.map(lambda new, old: jnp.where(better, new, old), state.params, state.best_params),
+        best_objective=jnp.where(better, record.heldout_objective, state.best_objective),
+        best_step=jnp.where(better, state.step, state.best_step),
+    )
 
 
 def divergence_measures(params: DeepVAE, X_heldout, config: DeepConfig):
@@ -236,7 +287,16 @@ def init_state(config: DeepConfig, hyper: DeepHyper, X_train, X_heldout):
     """The state of one configuration before its first step, and :func:`divergence_measures` there."""
     params = init_params(config, X_train.shape[1], hyper)
     key = jax.random.fold_in(jax.random.key(hyper.seed), 1)
-    state = DeepState(params, make_optimizer(config).init(params), key, jnp.zeros((), int), -jnp.ones((), int))
+    state = DeepState(
+        params,
+        make_optimizer(config).init(params),
+        key,
+        jnp.zeros((), int),
+        -jnp.ones((), int),
+        params,
+        jnp.asarray(-jnp.inf, DTYPE),
+        jnp.zeros((), int),
+    )
     return state, divergence_measures(params, X_heldout, config)
 
 
@@ -246,13 +306,15 @@ def run_steps(state: DeepState, hyper: DeepHyper, X_train, X_heldout, config: De
 
     def record(state, n_steps):
         state = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(s, hyper, X_train, config), state)
-        return state, measure(state, hyper, X_train_slice, X_heldout, config)
+        history = measure(state, hyper, X_train_slice, X_heldout, config)
+        return keep_best(state, history), history
 
     return jax.lax.scan(record, state, steps_per_record)
 
 
 class DeepResult(NamedTuple):
-    """Final parameters, histories and held-out per-example KL of every configuration (numpy)."""
+    """Final parameters, histories and held-out per-example KL of every configuration (numpy), and
+    the checkpoint of each at its best held-out objective (:func:`keep_best`)."""
 
     config: DeepConfig
     hyper: DeepHyper
@@ -261,6 +323,9 @@ class DeepResult(NamedTuple):
     heldout_kl: np.ndarray  # (C, N_heldout, k) per-example, per-dimension KL at the end
     seconds: float
     compile_seconds: float
+    best_params: DeepVAE
+    best_step: np.ndarray  # (C,) step of the best held-out objective
+    best_objective: np.ndarray  # (C,) that objective
 
 
 def train_grid(
@@ -271,11 +336,13 @@ def train_grid(
     when ``progress`` (:class:`linear_vae.progress.Progress`) shows them, else in one.  Raises
     :class:`~linear_vae.train.DivergenceError` by the rule of :mod:`linear_vae.divergence`."""
     config.validate(X_train.shape[1], X_train.shape[0])
+    sigma2 = jnp.asarray(hyper.sigma2, DTYPE)
     hyper = DeepHyper(
-        jnp.asarray(hyper.sigma2, DTYPE),
+        sigma2,
         jnp.asarray(hyper.learn_sigma2, DTYPE),
         jnp.asarray(hyper.warmup, DTYPE),
         jnp.asarray(hyper.seed, jnp.uint32),
+        jnp.broadcast_to(jnp.asarray(hyper.beta, DTYPE), sigma2.shape),
     )
     X_train = jnp.asarray(X_train, DTYPE)
     X_heldout = jnp.asarray(X_heldout, DTYPE)
@@ -327,7 +394,18 @@ def train_grid(
     mean, log_var = jax.vmap(lambda p: encode(p, X_heldout, config))(state.params)
     heldout_kl = np.asarray(kl_per_dim(mean, log_var), dtype=np.float64)
     host = lambda tree: jax.tree.map(np.asarray, tree)  # noqa: E731
-    return DeepResult(config, host(hyper), host(state.params), host(history), heldout_kl, seconds, compile_seconds)
+    return DeepResult(
+        config,
+        host(hyper),
+        host(state.params),
+        host(history),
+        heldout_kl,
+        seconds,
+        compile_seconds,
+        host(state.best_params),
+        np.asarray(state.best_step),
+        np.asarray(state.best_objective),
+    )
 
 
 #: Chunks of a deep run when progress is shown (each chunk reuses the one compiled program).
@@ -346,3 +424,81 @@ def _raise_divergence(
             f"learned = {bool(hyper.learn_sigma2[i])}, warmup = {int(hyper.warmup[i])}): "
             f"{reasons[i]}; lower the `learning_rate`"
         )
+
+
+# --- held-out measures, the same for the deep and the linear VAE ---------------------------------
+def decode(params: DeepVAE, z, config: DeepConfig):
+    """``p(x|z)``'s mean, (..., d)."""
+    return mlp(params.decoder, z, config.activation)
+
+
+def deep_model(params: DeepVAE, config: DeepConfig):
+    """One deep VAE as ``(encode, decode, sigma2)``, the model convention of :mod:`linear_vae.metrics`'
+    estimators (as :func:`linear_vae.metrics.linear_model` is for the linear VAE)."""
+    return (lambda x: encode(params, x, config)), (lambda z: decode(params, z, config)), jnp.exp(params.log_sigma2)
+
+
+class HeldoutMeasures(NamedTuple):
+    """What :func:`heldout_measures` reports of one model on held-out data (nats per datapoint, except
+    the distortion, a squared error in data units).  Leading axis [configuration,] when batched."""
+
+    kl: jax.Array  # (N, k) analytic KL(q(z|x_n) || p(z)) per row and latent dimension
+    au_variances: jax.Array  # (k,) Var_n E_q[z_i | x_n] (1/N), the active-unit statistic
+    rate: jax.Array  # the rows' average of the analytic total KL (the total KL)
+    distortion: jax.Array  # Monte-Carlo E_n E_q ||x_n - decode(z)||^2
+    elbo: jax.Array  # -d/2 log(2 pi sigma2) - distortion / (2 sigma2) - rate: the ELBO at beta = 1
+    iwae: jax.Array  # the rows' average of the importance-weighted bound
+    mi_batch: jax.Array  # minibatch MI, log q(z) over the whole batch including z's own row (low)
+    mi_leave_one_out: jax.Array  # minibatch MI, log q(z) over the other rows only (high)
+
+
+def heldout_measures(key, X, model, iwae_samples: int, distortion_samples: int) -> HeldoutMeasures:
+    """Every collapse measure of one model ``(encode, decode, sigma2)`` on the rows of ``X``, by the
+    estimators of :mod:`linear_vae.metrics` (so the deep and the linear VAE are measured by the same
+    code): the analytic KL per row and dimension, active-unit variances, the rate (the analytic KL
+    averaged over the rows: exact for these rows, no sampling), the Monte-Carlo distortion with
+    ``distortion_samples`` draws per row, the ELBO from them through
+    ``ELBO = -d/2 log(2 pi sigma2) - D / (2 sigma2) - R``, the IWAE bound with ``iwae_samples``, and
+    both minibatch forms of the mutual information with all rows of ``X`` as the batch (so the
+    whole-batch form is at most ``log N``).
+
+    References: docs/theory.md (T11.1, T12, T13); Burda et al. 2016; Alemi et al. 2018; Hoffman & Johnson 2016.
+    """
+    encode_fn, decode_fn, sigma2 = model
+    key_distortion, key_iwae, key_mi = jax.random.split(key, 3)
+    mean, log_var = encode_fn(X)
+    kl = kl_per_dim(mean, log_var)
+    rate = jnp.mean(jnp.sum(kl, axis=-1))
+    distortion = metrics.distortion_mc(key_distortion, X, mean, log_var, decode_fn, distortion_samples)
+    d = X.shape[-1]
+    elbo = -0.5 * d * (LOG_2PI + jnp.log(sigma2)) - distortion / (2.0 * sigma2) - rate
+    return HeldoutMeasures(
+        kl,
+        metrics.active_unit_variances(mean),
+        rate,
+        distortion,
+        elbo,
+        jnp.mean(metrics.iwae_bound(key_iwae, X, encode_fn, decode_fn, sigma2, iwae_samples)),
+        metrics.mutual_information_minibatch(key_mi, mean, log_var, include_self=True),
+        metrics.mutual_information_minibatch(key_mi, mean, log_var, include_self=False),
+    )
+
+
+def measure_grid(
+    params: DeepVAE, config: DeepConfig, X, seed: int, iwae_samples: int, distortion_samples: int
+) -> HeldoutMeasures:
+    """:func:`heldout_measures` of every configuration of a grid (``params`` with a leading
+    configuration axis, e.g. :class:`DeepResult`'s ``best_params``), one after another in one compiled
+    ``lax.map`` (memory of one configuration), in float32 like the training; numpy out."""
+    X = jnp.asarray(X, DTYPE)
+    n_configs = np.shape(params.log_sigma2)[0]
+    keys = jax.random.split(jax.random.key(seed), n_configs)
+
+    @jax.jit
+    def run(params, keys):
+        return jax.lax.map(
+            lambda pk: heldout_measures(pk[1], X, deep_model(pk[0], config), iwae_samples, distortion_samples),
+            (params, keys),
+        )
+
+    return jax.tree.map(np.asarray, run(jax.tree.map(jnp.asarray, params), keys))

@@ -71,3 +71,107 @@ def test_deep_vae_divergence_names_step_and_configuration():
     hyper = DeepHyper(np.array([1.0, 1e-30]), np.zeros(2), np.zeros(2), np.zeros(2, int))
     with pytest.raises(DivergenceError, match=r"in configuration \d .*by step \d+"):
         train_grid(config, hyper, X, X)
+
+
+BETA, SIGMA2 = 4.0, 0.25  # against beta = 1 at sigma2 = BETA * SIGMA2 = 1
+
+
+@pytest.fixture(scope="module")
+def equal_product_pair():
+    """Two small deep VAEs from the same seed, (beta, sigma2) = (4, 0.25) and (1, 1), with a held-out split."""
+    X = make_synthetic().X
+    config = DeepConfig(latent_dim=3, hidden=(16,), steps=100, log_every=20, batch_size=50)
+    hyper = DeepHyper(
+        np.array([SIGMA2, BETA * SIGMA2]), np.zeros(2), np.zeros(2), np.zeros(2, int), np.array([BETA, 1.0])
+    )
+    return X[:1500], X[1500:], config, train_grid(config, hyper, X[:1500], X[1500:])
+
+
+def test_equal_beta_sigma2_product_is_the_same_run(equal_product_pair):
+    """docs/theory.md (T13): beta-ELBO(beta, sigma2) = beta * ELBO(1, beta sigma2) + c(beta, sigma2) for any
+    encoder and decoder, sample by sample, with c = -d/2 log(2 pi sigma2) + beta d/2 log(2 pi beta sigma2);
+    so the gradients differ by the factor beta, and Adam (invariant to a constant gradient scale up to
+    its eps) trains the two to the same parameters."""
+    import jax
+    import jax.numpy as jnp
+
+    from linear_vae.deep import elbo_terms, init_params
+
+    X, _, config, result = equal_product_pair
+    d = X.shape[1]
+    params = init_params(config, d, DeepHyper(np.float32(1.0), 0.0, 0.0, np.uint32(0)))
+    Xj = jnp.asarray(X[:200], DTYPE)
+
+    @jax.jit
+    def beta_elbo(params, b, s2):
+        log_lik, kl = elbo_terms(params._replace(log_sigma2=jnp.log(s2)), Xj, jax.random.key(3), config)
+        return jnp.mean(log_lik) - b * jnp.mean(jnp.sum(kl, axis=-1))
+
+    args, args_1 = (BETA, np.float32(SIGMA2)), (1.0, np.float32(BETA * SIGMA2))
+    constant = -0.5 * d * np.log(2 * np.pi * SIGMA2) + BETA * 0.5 * d * np.log(2 * np.pi * BETA * SIGMA2)
+    # float32 values of a few hundred nats: the identity holds to ~1e-6 relative round-off.
+    np.testing.assert_allclose(
+        float(beta_elbo(params, *args)), BETA * float(beta_elbo(params, *args_1)) + constant, rtol=1e-5, atol=1e-3
+    )
+    grads, grads_1 = jax.grad(beta_elbo)(params, *args), jax.grad(beta_elbo)(params, *args_1)
+    for g, g1 in zip(
+        jax.tree.leaves(grads.encoder + grads.decoder), jax.tree.leaves(grads_1.encoder + grads_1.decoder)
+    ):
+        scale = float(jnp.max(jnp.abs(g)))  # float32 sums: round-off relative to the largest entry
+        np.testing.assert_allclose(np.asarray(g), BETA * np.asarray(g1), rtol=1e-3, atol=1e-5 * scale)
+    for leaf in jax.tree.leaves(result.params.encoder + result.params.decoder):
+        # 100 Adam steps of 1e-3 move each weight by up to 0.1; the two runs differ only by Adam's eps
+        # (1e-8 against gradient scales of 1e-2 and more) and float32 rounding: 1e-4 absolute.
+        np.testing.assert_allclose(leaf[0], leaf[1], rtol=0, atol=1e-4)
+
+
+def test_best_checkpoint_is_the_best_recorded_held_out_objective(equal_product_pair):
+    """The kept parameters score the recorded best held-out objective when measured again."""
+    import jax
+    import jax.numpy as jnp
+
+    from linear_vae.deep import OBJECTIVE_KEY, elbo_terms
+
+    _, held, config, result = equal_product_pair
+    for i, beta in enumerate((BETA, 1.0)):
+        objective = result.history.heldout_objective[i]
+        assert result.best_objective[i] == objective.max()
+        assert result.best_step[i] == result.history.step[i][np.argmax(objective)]
+        params = jax.tree.map(lambda leaf: jnp.asarray(leaf[i]), result.best_params)
+        log_lik, kl = elbo_terms(params, jnp.asarray(held, DTYPE), jax.random.key(OBJECTIVE_KEY), config)
+        # The same float32 computation as the record's (at the run's beta): equal to round-off.
+        value = float(jnp.mean(log_lik) - beta * jnp.mean(jnp.sum(kl, -1)))
+        np.testing.assert_allclose(value, objective.max(), rtol=1e-5)
+
+
+def test_heldout_measures_of_the_linear_optimum_are_exact():
+    """heldout_measures through the linear adapter at the closed-form optimum: the IWAE bound is the exact
+    held-out log-likelihood (the encoder is the exact posterior, so every importance weight is p(x)), the
+    rate and active-unit variances equal the moment formulas, and the Monte-Carlo distortion is within its
+    standard error of the exact one."""
+    import jax
+
+    from linear_vae import metrics
+    from linear_vae.deep import heldout_measures
+    from linear_vae.moments import compute_moments
+    from linear_vae.optimum import beta_elbo_optimum
+    from linear_vae.ppca import log_marginal_likelihood
+    from linear_vae.problem import Problem
+
+    X = make_synthetic().X
+    train, held = X[:1500], X[1500:]
+    problem = Problem.from_data(train)
+    moments = compute_moments(held)
+    sigma2 = 3.0
+    params = beta_elbo_optimum(problem.eigenvalues, K, 1.0, sigma2).parameters(
+        problem.mean, problem.spectrum.eigenvectors
+    )
+    measured = heldout_measures(jax.random.key(0), held, metrics.linear_model(params, sigma2), 50, 200)
+    exact = metrics.collapse_metrics(params, moments.mean, moments.cov)
+    log_likelihood = float(log_marginal_likelihood(params.W, sigma2, moments.cov, mean_offset=moments.mean - params.mu))
+    np.testing.assert_allclose(float(measured.iwae), log_likelihood, rtol=1e-10)  # float64 round-off
+    np.testing.assert_allclose(float(measured.rate), exact["rate"], rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(measured.au_variances), exact["au_variances"], rtol=1e-10, atol=1e-14)
+    # 200 draws x 500 rows of a squared error with a relative spread below 1: 1% is > 5 standard errors.
+    np.testing.assert_allclose(float(measured.distortion), exact["distortion"], rtol=0.01)
+    assert float(measured.mi_batch) <= np.log(len(held)) + 1e-9

@@ -12,4 +12,5 @@ EXPERIMENTS = (
     "identifiability",
     "collapse_fraction",
     "deep_vae",
+    "deep_vae_fashion",
 )
