@@ -11,6 +11,7 @@ EXPERIMENTS = (
     "escape_time",
     "identifiability",
     "collapse_fraction",
+    "stationary_points",
     "deep_vae",
     "deep_vae_fashion",
 )

@@ -1,0 +1,290 @@
+"""Theorem 1 of Lucas et al., numerically: the ELBO's stationary points are the MLL's, with no new local maxima.
+
+The MLL's stationary points at a fixed ``sigma2`` are enumerated in closed form by
+:func:`linear_vae.ppca.stationary_points` (docs/theory.md (T2.4)).  This module supplies what it
+takes to check the ELBO against them without assuming the answer:
+
+* the autodiff Hessians of the MLL in ``W`` and of the exact ELBO in *all* its parameters
+  ``(W, mu, V, log D)`` (:func:`mll_hessian`, :func:`elbo_hessian`) and their inertia
+  (:func:`inertia`), next to the inertia the theory predicts (:func:`predicted_inertia`);
+* a direct search for stationary points of the ELBO in all parameters from random starts: a
+  vmapped Levenberg-Marquardt iteration on the gradient ``g(x) = grad ELBO(x)`` (a root finder,
+  which converges to saddles as readily as to maxima; :func:`search_stationary_points`);
+* :func:`match_stationary_point`, which names the enumerated point a found one is.
+
+References: docs/theory.md (T15.1, T15.2, T15.3); Lucas et al. 2019, Section 4.2 and Appendix C.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from linear_vae import spd
+from linear_vae.elbo import DataStats, LinearVAE, exact_elbo, with_optimal_encoder
+from linear_vae.newton import projected_elbo
+from linear_vae.ppca import StationaryPoint
+
+#: A Hessian eigenvalue within this fraction of the spectral radius counts as zero (float64
+#: autodiff Hessians are exact to ~1e-15 relative; the smallest non-zero curvature of the problems
+#: here is ~1e-3 of the radius, so 1e-9 separates the two by six decades either way).
+ZERO_CURVATURE = 1e-9
+
+
+# --------------------------------------------------------------------------------------------
+# Hessians and their inertia
+# --------------------------------------------------------------------------------------------
+
+
+def elbo_hessian(params: LinearVAE, sigma2, stats: DataStats):
+    """The (n, n) autodiff Hessian of the exact ELBO (beta = 1) in all its parameters, flattened
+    in the order ``W, mu, V, log D`` (``n = 2 d k + d + k``), float64 (a JAX function: vmap it over
+    a batch of parameters).
+
+    References: docs/theory.md (T15.2, T3.1); Lucas et al. 2019, Appendix C.
+    """
+    flat, unravel = ravel_pytree(params)
+    return jax.hessian(lambda x: exact_elbo(unravel(x), sigma2, 1.0, stats))(flat)
+
+
+def mll_hessian(W, sigma2, stats: DataStats):
+    """The (d k, d k) autodiff Hessian of the pPCA MLL in ``W`` (bias at the sample mean), float64
+    (a JAX function, like :func:`elbo_hessian`).
+
+    The MLL is evaluated as :func:`linear_vae.newton.projected_elbo` at beta = 1, which is the MLL
+    of (T2.1) written with a closed-form derivative of ``M^{-1}`` and ``log det M``, so that the
+    second derivatives are matrix products (the tests check its value against
+    :func:`linear_vae.ppca.log_marginal_likelihood`).
+
+    References: docs/theory.md (T15.2, T2.1, T7.1); Tipping & Bishop 1999, eq. 4.
+    """
+    W = jnp.asarray(W)
+    log_sigma2 = jnp.log(sigma2)
+    hessian = jax.hessian(lambda w: projected_elbo(w.reshape(W.shape), log_sigma2, 1.0, stats))
+    return hessian(W.reshape(-1))
+
+
+#: :func:`elbo_hessian` and :func:`mll_hessian` over a leading batch axis of parameters, compiled once per shape.
+batched_elbo_hessians = jax.jit(jax.vmap(elbo_hessian, in_axes=(0, None, None)))
+batched_mll_hessians = jax.jit(jax.vmap(mll_hessian, in_axes=(0, None, None)))
+
+
+class Inertia(NamedTuple):
+    """Numbers of positive (ascent), zero and negative eigenvalues of a symmetric Hessian."""
+
+    positive: int
+    zero: int
+    negative: int
+
+
+def inertia(hessian, zero_tol: float = ZERO_CURVATURE) -> Inertia:
+    """:class:`Inertia` of a symmetric matrix, counting ``|eigenvalue| <= zero_tol * spectral radius``
+    as zero (numpy's ``eigvalsh`` on the host).
+
+    References: docs/theory.md (T15.2).
+    """
+    hessian = np.asarray(hessian, dtype=np.float64)
+    eigenvalues = np.linalg.eigvalsh(0.5 * (hessian + hessian.T))
+    tol = zero_tol * np.max(np.abs(eigenvalues))
+    return Inertia(
+        int(np.sum(eigenvalues > tol)), int(np.sum(np.abs(eigenvalues) <= tol)), int(np.sum(eigenvalues < -tol))
+    )
+
+
+def predicted_inertia(eigenvalues, point: StationaryPoint, sigma2: float) -> tuple[Inertia, Inertia]:
+    """The inertia of the MLL's Hessian in ``W`` and of the ELBO's in ``(W, mu, V, log D)`` at ``point``.
+
+    With ``J`` the used directions (``r = |J|``), ``z = k - r`` zero columns and ``d`` eigenvalues:
+
+    * ascent directions (both objectives): a zero column growing along an unused ``u_i`` with
+      ``lambda_i > sigma2``, and a used ``u_j`` turning towards an unused ``u_i`` with
+      ``lambda_i > lambda_j``: ``n_+ = z #{i not in J: lambda_i > sigma2} + sum_{j in J} #{i not in J: lambda_i > lambda_j}``;
+    * zero directions of the MLL: its rotation symmetry ``W -> W R``, whose orbit through ``W``
+      has dimension ``dim O(k) - dim O(z) = r z + r (r - 1) / 2`` (rotations among the zero columns
+      leave ``W`` fixed);
+    * the ELBO has no zero direction: its diagonal encoder breaks the rotation symmetry, and a
+      rotation between columns of unequal norms makes ``W^T W`` non-diagonal, which costs the
+      ELBO the gap (T3.3), so those directions curve down.  Its encoder and bias add
+      ``k d + k + d`` negative directions (it is strictly concave in them).
+
+    References: docs/theory.md (T15.2, T2.4, T3.3); Lucas et al. 2019, Section 4.2 and Appendix C.
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    d, k = len(lam), len(point.column_variances)
+    used = list(point.directions)
+    unused = lam[np.setdiff1d(np.arange(d), used)]
+    r, z = len(used), k - len(used)
+    ascent = z * int(np.sum(unused > sigma2)) + sum(int(np.sum(unused > lam[j])) for j in used)
+    rotations = r * z + r * (r - 1) // 2
+    mll = Inertia(ascent, rotations, d * k - ascent - rotations)
+    elbo = Inertia(ascent, 0, 2 * d * k + d + k - ascent)
+    return mll, elbo
+
+
+def stationary_vaes(W, mean, sigma2) -> LinearVAE:
+    """The linear VAEs at a stack (P, d, k) of MLL stationary points ``W`` (T2.4): ``mu`` the sample
+    mean and the optimal encoder (T3.2), at which the ELBO's gradient in all parameters vanishes
+    (T15.1).  Leading axis P.
+
+    References: docs/theory.md (T15.1, T3.2); Lucas et al. 2019, Appendix C.
+    """
+    return jax.jit(jax.vmap(lambda w: with_optimal_encoder(w, jnp.asarray(mean), sigma2, 1.0)))(jnp.asarray(W))
+
+
+# --------------------------------------------------------------------------------------------
+# Searching for the ELBO's stationary points directly
+# --------------------------------------------------------------------------------------------
+
+
+class SearchResult(NamedTuple):
+    """Where each start of :func:`search_stationary_points` ended (leading axis: start)."""
+
+    params: LinearVAE
+    gradient_norm: np.ndarray  # ||grad ELBO|| in all parameters at the end
+    initial_gradient_norm: np.ndarray
+
+
+def random_starts(key, n_starts: int, d: int, k: int, mean, scale_range=(0.05, 3.0)) -> LinearVAE:
+    """``n_starts`` random linear VAEs: ``W`` and ``V`` Gaussian with a per-start scale drawn
+    log-uniformly from ``scale_range``, ``mu`` the mean plus that noise, ``log D ~ U(-2, 1)``."""
+    key_scale, key_W, key_mu, key_V, key_D = jax.random.split(key, 5)
+    low, high = np.log(scale_range[0]), np.log(scale_range[1])
+    scale = jnp.exp(jax.random.uniform(key_scale, (n_starts, 1, 1), minval=low, maxval=high))
+    W = scale * jax.random.normal(key_W, (n_starts, d, k))
+    mu = jnp.asarray(mean) + scale[:, :, 0] * jax.random.normal(key_mu, (n_starts, d))
+    V = scale * jax.random.normal(key_V, (n_starts, k, d))
+    log_D = jax.random.uniform(key_D, (n_starts, k), minval=-2.0, maxval=1.0)
+    return LinearVAE(W, mu, V, log_D)
+
+
+def search_stationary_points(starts: LinearVAE, sigma2, stats: DataStats, iterations: int = 400) -> SearchResult:
+    """Solve ``grad ELBO(x) = 0`` in all parameters from every start (vmapped, float64).
+
+    Levenberg-Marquardt on the residual ``g(x)`` with Jacobian ``H(x)`` (the Hessian, by autodiff):
+    ``x <- x - (H^2 + m I)^{-1} H g``, accepted when it lowers ``||g||`` (then ``m <- m / 3``),
+    else rejected with ``m <- 4 m`` (Nocedal & Wright, *Numerical Optimization*, Section 10.3).
+    Minimising ``||g||^2`` is blind to the sign of the curvature, so the search finds saddles and
+    maxima alike; a start that ends at a non-zero local minimum of ``||g||`` is reported by its
+    ``gradient_norm``.  ``iterations`` steps, then stop: no tolerance inside the loop.
+
+    References: docs/theory.md (T15.3); Nocedal & Wright, *Numerical Optimization*, Section 10.3.
+    """
+    params, norm, norm0 = _search(starts, sigma2, stats, iterations)
+    return SearchResult(jax.tree.map(np.asarray, params), np.asarray(norm), np.asarray(norm0))
+
+
+@partial(jax.jit, static_argnames="iterations")
+def _search(starts: LinearVAE, sigma2, stats: DataStats, iterations: int):
+    _, unravel = ravel_pytree(jax.tree.map(lambda a: a[0], starts))
+
+    def gradient(x):
+        return ravel_pytree(jax.grad(lambda p: exact_elbo(p, sigma2, 1.0, stats))(unravel(x)))[0]
+
+    def solve_one(start):
+        x0, _ = ravel_pytree(start)
+        n = x0.shape[0]
+
+        def step(_, carry):
+            x, g, m = carry
+            H = jax.jacfwd(gradient)(x)
+            dx = -spd.solve(spd.cholesky(H @ H + m * jnp.eye(n)), H @ g)
+            g_new = gradient(x + dx)
+            better = jnp.sum(g_new**2) < jnp.sum(g**2)
+            return (
+                jnp.where(better, x + dx, x),
+                jnp.where(better, g_new, g),
+                jnp.where(better, jnp.maximum(m / 3.0, 1e-12), m * 4.0),
+            )
+
+        g0 = gradient(x0)
+        x, g, _ = jax.lax.fori_loop(0, iterations, step, (x0, g0, jnp.asarray(1e-3, x0.dtype)))
+        return unravel(x), jnp.linalg.norm(g), jnp.linalg.norm(g0)
+
+    return jax.vmap(solve_one)(starts)
+
+
+def tied_group_norms(eigenvalues, group_size: int, sigma2: float) -> np.ndarray:
+    """Squared norms ``x_i`` of the directions a tied group of ``m = group_size`` columns spans (T15.3).
+
+    ``m`` columns of equal norm have equal optimal encoder variances, so the ELBO is invariant to
+    rotating them among themselves.  Rotated to orthogonal columns ``u_i sqrt(x_i)`` (``i`` in a set
+    ``P`` of ``p <= m`` eigen-directions, ``m - p`` zero columns), the ELBO maximised over the
+    encoder with the group's variances tied is ``-1/2 sum_P lambda_i / (sigma2 + x_i) - m/2 log c``
+    plus terms free of ``x``, ``c = sigma2 + (sum_P x_i) / m``; it is stationary iff
+    ``sigma2 + x_i = sqrt(lambda_i c)`` for every ``i`` in ``P``, so ``y = sqrt(c)`` solves
+    ``m y^2 - y sum_P sqrt(lambda_i) - (m - p) sigma2 = 0``.  ``m = p = 1`` gives
+    ``x = lambda - sigma2``, the MLL's stationary point.  Returns ``x`` (``p``,), possibly
+    non-positive (then no such stationary point exists).
+
+    References: docs/theory.md (T15.3); Lucas et al. 2019, Appendix C.
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    m, p = group_size, len(lam)
+    if not 1 <= p <= m:
+        raise ValueError(f"a group of `group_size` {m} columns spans 1 to {m} directions, got {p} `eigenvalues`")
+    root_sum = float(np.sum(np.sqrt(lam)))
+    y = (root_sum + np.sqrt(root_sum**2 + 4.0 * m * (m - p) * sigma2)) / (2.0 * m)
+    return np.sqrt(lam) * y - sigma2
+
+
+class Group(NamedTuple):
+    """Columns of a stationary ``W`` that share one norm (and so one encoder variance), and the
+    eigen-directions they span; a group of one column with one direction is an MLL stationary column."""
+
+    size: int
+    directions: tuple[int, ...]
+
+
+def identify_stationary_point(
+    W, eigenvectors, eigenvalues, sigma2: float, tol: float = 1e-6
+) -> tuple[Group, ...] | None:
+    """Name the stationary point ``W`` is, up to column order, sign and rotation within a tied group.
+
+    The non-zero columns (``||w_c||^2 > tol``) are grouped by equal norm (within ``tol``).  Each
+    group's ``W_G^T W_G`` has eigenvalues ``x_i`` and (left) singular directions; every direction
+    with ``x_i > tol`` must be an eigenvector ``u_j`` of ``S`` (``|cos| >= 1 - tol``), distinct
+    across groups, and the ``x_i`` must equal :func:`tied_group_norms` of the group's size and
+    eigenvalues (for a group of one column: ``lambda_j - sigma2``).  Returns the groups, sorted, or
+    ``None`` for a ``W`` that is no such point.  An MLL stationary point (T2.4) is the case where
+    every group has one column and one direction.
+
+    References: docs/theory.md (T15.1, T15.3, T2.4); Lucas et al. 2019, Section 4.1 and Appendix C.
+    """
+    W = np.asarray(W, dtype=np.float64)
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    norms = np.sum(W**2, axis=0)
+    columns = [c for c in np.argsort(norms) if norms[c] > tol]
+    groups, used = [], set()
+    while columns:
+        members = [c for c in columns if abs(norms[c] - norms[columns[0]]) <= tol]
+        columns = [c for c in columns if c not in members]
+        B = W[:, members]
+        x, R = np.linalg.eigh(B.T @ B)
+        directions = []
+        for xi, r in zip(x, R.T):
+            if xi <= tol:
+                continue
+            cosines = np.abs(eigenvectors.T @ (B @ r)) / np.sqrt(xi)
+            j = int(np.argmax(cosines))
+            if cosines[j] < 1 - tol or j in used:
+                return None
+            used.add(j)
+            directions.append((j, xi))
+        directions.sort()
+        if not directions:
+            return None  # columns of equal non-zero norm spanning nothing: impossible for a real W
+        predicted = tied_group_norms(lam[[j for j, _ in directions]], len(members), sigma2)
+        if np.max(np.abs(predicted - [xi for _, xi in directions])) > tol:
+            return None
+        groups.append(Group(len(members), tuple(j for j, _ in directions)))
+    return tuple(sorted(groups))
+
+
+def is_mll_point(groups: tuple[Group, ...]) -> bool:
+    """Whether :func:`identify_stationary_point`'s groups describe a stationary point of the MLL."""
+    return all(g.size == 1 and len(g.directions) == 1 for g in groups)
