@@ -462,7 +462,7 @@ def heldout_measures(key, X, model, iwae_samples: int, distortion_samples: int) 
     both minibatch forms of the mutual information with all rows of ``X`` as the batch (so the
     whole-batch form is at most ``log N``).
 
-    References: docs/theory.md (T11.1, T12, T13); Burda et al. 2016; Alemi et al. 2018; Hoffman & Johnson 2016.
+    References: docs/theory.md (T11.1, T12); Burda et al. 2016; Alemi et al. 2018; Hoffman & Johnson 2016.
     """
     encode_fn, decode_fn, sigma2 = model
     key_distortion, key_iwae, key_mi = jax.random.split(key, 3)
