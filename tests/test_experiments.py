@@ -72,6 +72,13 @@ def check_collapse_threshold(payload: dict, strict: bool) -> None:
         # predicted gain of 1e-12 nats at either budget; 1e-6 is the trainer's contract.
         assert min(p["gap"]) > -1e-9 * 1e3
         assert max(np.array(p["gap"])[ok]) <= 1e-6
+        # the figure annotates every point where the two measures of a trained model differ
+        differ = [
+            {"x": v, "column_norm": a, "epsilon_delta": b}
+            for v, a, b in zip(p["x"], p["trained_active_dims"], p["trained_active_dims_epsilon_delta"])
+            if a != b
+        ]
+        assert p["measure_disagreements"] == differ
     np.testing.assert_allclose(results["beta_panel"]["thresholds"], lam[:k] / config["sigma2"], rtol=1e-9)
 
 
@@ -136,12 +143,19 @@ def check_escape_time(payload: dict, strict: bool) -> None:
     adam = [v for key, v in r["runs"].items() if key.startswith("adam")]
     assert adam
     for run in adam:
-        assert run["escaped"]
-        assert run["fitted_slope"] > r["runs"]["sgd_mll"]["fitted_slope"] + 1.0  # far flatter than -1
+        assert run["escaped"] and "fitted_slope" not in run  # no power law: nothing fitted
+        escape = np.array(run["escape_steps"])
+        lowest = int(np.argmin(escape))
+        assert run["min_escape_steps"] == escape[lowest] and run["gap_at_min_escape"] == gaps[lowest]
+        assert run["u_shaped"] == (0 < lowest < len(escape) - 1)
+        np.testing.assert_allclose(run["ends_ratio"], escape[-1] / escape[0], rtol=1e-12)
+        np.testing.assert_allclose(run["first_to_min_ratio"], escape[0] / escape[lowest], rtol=1e-12)
+        np.testing.assert_allclose(run["last_to_min_ratio"], escape[-1] / escape[lowest], rtol=1e-12)
     if strict:
         assert gaps[-1] / gaps[0] >= 50
         for run in adam:
             assert run["max_to_min_escape_ratio"] < 5 < 50 < r["runs"]["sgd_mll"]["max_to_min_escape_ratio"]
+            assert run["u_shaped"]  # the README's claim: a U, falling then rising over the two decades
 
 
 def check_identifiability(payload: dict, strict: bool) -> None:
@@ -217,14 +231,30 @@ def check_training_curves(payload: dict, strict: bool) -> None:
     s2, mll = ppca_mle(lam, k)
     np.testing.assert_allclose(r["mle_sigma2"], s2, rtol=1e-9)
     np.testing.assert_allclose(r["mle_mll"], mll, rtol=1e-10)
-    exact, stochastic = r["curves"]["exact"], r["curves"]["stochastic"]
-    for curve in (exact, stochastic):
+    # The 1/(N - 1) "MLE": the same closed form with every eigenvalue times c = N/(N - 1), lower by
+    # exactly d/2 log c (docs/theory.md (T14.1)); float64 round-off of ~1e3-nat values.
+    n, d = r["n"], r["d"]
+    np.testing.assert_allclose(r["unbiased_covariance_mle_mll"], ppca_mle(lam * n / (n - 1), k)[1], rtol=1e-10)
+    np.testing.assert_allclose(r["unbiased_covariance_shift"], 0.5 * d * np.log(n / (n - 1)), rtol=1e-12)
+    assert list(r["curves"]) == config["objectives"]
+    for curve in r["curves"].values():
         # ELBO <= MLL at every record (the bound), both <= the MLE; float64 round-off ~1e-9 on ~400 nats.
         assert min(np.array(curve["mll"]) - np.array(curve["elbo"])) >= -1e-9
         np.testing.assert_allclose(curve["final_elbo_gap"], mll - curve["final_elbo"], rtol=0, atol=1e-9)
         assert curve["final_mll_gap"] >= -1e-9 and curve["final_elbo_gap"] >= curve["final_mll_gap"] - 1e-9
         assert curve["active_dims"] == curve["predicted_active_dims"] == int((lam[:k] > s2).sum())
         assert curve["elbo"][0] < curve["elbo"][-1] - 100  # it did train
+    exact = r["curves"]["exact"]
+    if payload["name"] == "training_curves_paper":
+        # The notebook's setting: Adam at a constant 1e-3 hovers near the MLE without converging
+        # (measured 0.084 nats below it, sigma2 to 1.6e-4).  The claim drawn: it ends below the MLE
+        # and above the 1/(N - 1) "MLE", as the notebook's ELBO does (0.09 below, 0.30 above).
+        if strict:
+            assert 0 < exact["final_elbo_gap"] < 0.2
+            assert exact["final_elbo"] > r["unbiased_covariance_mle_mll"]
+            assert abs(exact["final_sigma2"] / s2 - 1) < 1e-3
+        return
+    stochastic = r["curves"]["stochastic"]
     # Exact objective: full budget within 1e-3 nats of the MLE (measured 5e-5), sigma2 to 1e-6;
     # stochastic: 0.5 nats (measured 0.24; minibatch noise with one sample of z), sigma2 to 1%.
     assert exact["final_elbo_gap"] < (1e-3 if strict else 0.2)
@@ -239,6 +269,9 @@ def check_landscape(payload: dict, strict: bool) -> None:
     s2 = np.array(config["sigma2s"])
     direction_lam = lam[np.array(config["directions"])]
     np.testing.assert_allclose(r["direction_eigenvalues"], direction_lam, rtol=1e-12)
+    used = config["used_directions"]
+    expected_norms = [np.concatenate([np.sqrt(lam[used] - s), [0.0]]) for s in s2]  # the stationary point W0
+    np.testing.assert_allclose(r["stationary_column_norms"], expected_norms, rtol=1e-12)
     predicted = (direction_lam[None, :] - s2[:, None]) / s2[:, None] ** 2
     np.testing.assert_allclose(r["predicted_curvature"], predicted, rtol=1e-12)
     # Central differences with step 1e-3 on a quartic-free quadratic leading term: error ~1e-7 measured.
@@ -253,11 +286,20 @@ def check_landscape(payload: dict, strict: bool) -> None:
 
 
 def check_latent_dim(payload: dict, strict: bool) -> None:
-    r = payload["results"]
+    config, r = payload["config"], payload["results"]
     lam = eigenvalues_for(payload)
+    mle_sources = [s["mle_of_latent_dim"] for s in r["series"] if s["mle_of_latent_dim"] is not None]
+    assert mle_sources == config["mle_sigma2_latent_dims"]
+    learned = next(s for s in r["series"] if s["sigma2_learned"])
     for series in r["series"]:
         closed, trained = series["closed_form"], series["trained"]
         ks = closed["latent_dims"]
+        assert ks == list(range(config["max_latent_dim"] + 1))
+        if series["mle_of_latent_dim"] is not None:  # sigma2 fixed at the MLE of a smaller K
+            np.testing.assert_allclose(series["sigma2"], ppca_mle(lam, series["mle_of_latent_dim"])[0], rtol=1e-9)
+        below = np.array(learned["closed_form"]["elbo"]) - np.array(closed["elbo"])
+        np.testing.assert_allclose([series["below_learned_min"], series["below_learned_max"]], [min(below), max(below)])
+        assert series["below_learned_min"] >= -1e-9  # the learned sigma2 is the best at every K
         if series["sigma2_learned"]:
             expected = [ppca_mle(lam, k)[1] for k in ks]
             np.testing.assert_array_equal(closed["active_dims"], ks)
@@ -450,8 +492,11 @@ CHECKS = {
     "identifiability": check_identifiability,
     "collapse_fraction": check_collapse_fraction,
     "training_curves": check_training_curves,
+    "training_curves_paper": check_training_curves,
     "landscape": check_landscape,
+    "landscape_paper": check_landscape,
     "latent_dim": check_latent_dim,
+    "latent_dim_paper": check_latent_dim,
     "stationary_points": check_stationary_points,
     "deep_vae": check_deep_vae,
     "deep_vae_fashion": check_deep_vae,

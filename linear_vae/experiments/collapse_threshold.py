@@ -5,7 +5,10 @@ Claim (Lucas et al. Section 4.2, docs/theory.md (T4)): latent dimension ``i`` is
 down at every ``beta_i* = lambda_i / sigma2`` (and, at beta = 1, in sigma2 with a step at every
 ``lambda_i``).  Trained linear VAEs (exact ELBO, trust-region Newton, one vmapped sweep per panel) are drawn as
 markers on the closed-form staircase; configurations within 2% of a threshold are drawn hollow
-grey (the saddle is flat there, see docs/theory.md (T4)).
+grey (the saddle is flat there, see docs/theory.md (T4)).  The two measures of a trained model,
+column norms (docs/theory.md (T5.2)) and (epsilon, delta)-collapse (T5.1), can differ on a dimension
+that is barely active; every point where they do is listed in the JSON (``measure_disagreements``)
+and annotated on the figure.
 """
 
 from __future__ import annotations
@@ -71,6 +74,12 @@ def run(config: dict, progress=None) -> dict:
             "predicted_active_dims": [r["predicted_active_dims"] for r in rows],
             "gap": [r["gap"] for r in rows],
             "nearest_threshold_distance": [r["nearest_threshold_distance"] for r in rows],
+            # points where the column-norm count and the (epsilon, delta)-count differ
+            "measure_disagreements": [
+                {"x": float(v), "column_norm": r["active_dims"], "epsilon_delta": r["active_dims_epsilon_delta"]}
+                for v, r in zip(x, rows)
+                if r["active_dims"] != r["active_dims_epsilon_delta"]
+            ],
         }
 
     eigenvalues = problem.eigenvalues
@@ -134,6 +143,19 @@ def plot(results: dict, config: dict):
                 markersize=6,
                 markerfacecolor="none",
                 label=f"trained, within {NEAR:.0%} of a threshold",
+            )
+        symbol = "β" if panel is results["beta_panel"] else "σ²"
+        for point in panel["measure_disagreements"]:
+            ax.annotate(
+                f"{symbol} = {point['x']:.2f}: {point['column_norm']} active by column norm,\n"
+                f"{point['epsilon_delta']} by (ε, δ) = (0.01, 0.01)",
+                xy=(point["x"], point["column_norm"]),
+                xytext=(0.97, 0.93),
+                textcoords="axes fraction",
+                ha="right",
+                va="top",
+                fontsize=8,
+                arrowprops={"arrowstyle": "->", "color": "0.3", "linewidth": 0.8},
             )
         log_axis(ax, "x")
         ax.set_xlabel(xlabel)

@@ -1,19 +1,23 @@
 """Figure 4: the landscape around a collapsed stationary point, from saddle to local maximum.
 
-Claim (Lucas et al. Section 4.1, Figure 2; docs/theory.md (T2.4)): at a fixed ``sigma2`` the decoder
-``W0`` with column 0 equal to ``u_1 sqrt(lambda_1 - sigma2)`` and column 1 ZERO is a stationary
-point of the pPCA marginal likelihood.  Moving the zero column along an unused principal
+Claim (Lucas et al. Section 4.1, Figure 1; docs/theory.md (T2.4)): at a fixed ``sigma2`` the decoder
+``W0`` whose first columns are ``u_j sqrt(lambda_j - sigma2)`` (``j`` in ``used_directions``) and whose
+last column is ZERO is a stationary point of the pPCA marginal likelihood.  Moving the zero column along an unused principal
 direction ``u_i`` changes the MLL by ``1/2 (lambda_i - sigma2) / sigma2^2 * a^2`` to second
 order (:func:`linear_vae.ppca.collapsed_curvature`): the collapsed point is a saddle while some
 unused ``lambda_i > sigma2`` and becomes a local maximum once ``sigma2`` exceeds every unused
 eigenvalue.  The ELBO with the optimal encoder (beta = 1) inherits this landscape: on the slice
 ``a u_2 + b u_3`` the columns stay orthogonal (``W^T W`` diagonal), so it equals the MLL exactly
 (docs/theory.md (T3.3)), and it adds no local maximum of its own (Lucas et al. Section 4.2).
+Where both directions ascend, the saddle is a local MINIMUM of the plotted slice (it still is a
+saddle of the whole landscape: the used columns' directions descend); the titles say so.
 
 We evaluate both objectives on a grid of ``(a, b)`` for three ``sigma2``: below ``lambda_3``
 (both directions ascend), between ``lambda_3`` and ``lambda_2`` (only ``u_2`` ascends) and above
 ``lambda_2`` (a local maximum), on synthetic data whose sample covariance has exactly the
-spectrum ``8 * 0.75**i`` (well-separated eigenvalues give a clean picture).  The whole grid is one
+spectrum ``8 * 0.75**i`` (well-separated eigenvalues give a clean picture).  The paper's setting,
+MNIST with four used columns and the zero column moved along ``u_5`` and ``u_7``, is
+:mod:`linear_vae.experiments.landscape_paper` (only ``CONFIG`` differs).  The whole grid is one
 ``vmap``ped, ``jit``ted call; no training is involved.  The closed-form quadratic is drawn as lines
 (1-D slices) and as the dashed zero-level lines of the predicted quadratic form (contours), the
 computed landscape as markers and filled contours; the finite-difference curvature at ``(0, 0)``
@@ -39,6 +43,7 @@ TITLE = "MLL and ELBO around a collapsed stationary point: saddle below the eige
 CONFIG = {
     "data": "synthetic",  # d = 20, sample-covariance eigenvalues exactly 8 * 0.75**i
     "latent_dim": 2,  # column 0 on u_1, column 1 collapsed (zero)
+    "used_directions": [0],  # 0-based eigen-directions of the columns before the zero one
     "directions": [1, 2],  # 0-based: the zero column moves along a u_2 + b u_3
     "sigma2s": [3.5, 5.2, 7.0],  # < lambda_3 = 4.5;  in (lambda_3, lambda_2 = 6);  in (lambda_2, lambda_1 = 8)
     "extent": 1.2,  # a, b in [-extent, extent]
@@ -49,24 +54,30 @@ CONFIG = {
 QUICK = {"grid_points": 21}
 
 
-def stationary_column_norms_of(eigenvalues, sigma2, latent_dim):
-    """Column norms of the collapsed stationary point ``W0``: ``sqrt(lambda_1 - sigma2)``, then zeros."""
-    if not eigenvalues[0] > sigma2:
-        raise ValueError(f"sigma2 = {sigma2} must lie below lambda_1 = {eigenvalues[0]:.6g} (column 0 is used)")
-    return np.concatenate([[np.sqrt(eigenvalues[0] - sigma2)], np.zeros(latent_dim - 1)])
+def stationary_column_norms_of(eigenvalues, sigma2, used_directions):
+    """Column norms of the collapsed stationary point ``W0``: ``sqrt(lambda_j - sigma2)`` for each used
+    direction ``j``, then one zero column (docs/theory.md (T2.4))."""
+    used = np.asarray(eigenvalues)[list(used_directions)]
+    if not np.all(used > sigma2):
+        raise ValueError(
+            f"`sigma2s` = {sigma2} must lie below the used eigenvalues {np.round(used, 6).tolist()}; lower it"
+        )
+    return np.concatenate([np.sqrt(used - sigma2), [0.0]])
 
 
-def make_landscape(eigenvectors, cov, mean, eigenvalues, latent_dim, directions):
-    """``f(a, b, sigma2) -> (MLL, ELBO)`` at ``W0 + (a u_i + b u_j) e_1^T``, ``vmap``ped over points and sigma2."""
+def make_landscape(eigenvectors, cov, mean, eigenvalues, used_directions, directions):
+    """``f(a, b, sigma2) -> (MLL, ELBO)`` at ``W0 + (a u_i + b u_j) e_k^T`` (``e_k``: the zero column),
+    ``vmap``ped over points and sigma2."""
     U = jnp.asarray(eigenvectors)
     stats = DataStats.from_moments(mean, cov)
-    lam1 = float(eigenvalues[0])
+    used = list(used_directions)
+    lam_used = jnp.asarray(np.asarray(eigenvalues)[used])
     i, j = directions
-    e0 = jnp.zeros(latent_dim).at[0].set(1.0)
-    e1 = jnp.zeros(latent_dim).at[1].set(1.0)
+    zero_column = jnp.zeros(len(used) + 1).at[len(used)].set(1.0)
 
     def objectives(a, b, sigma2):
-        W = jnp.outer(U[:, 0] * jnp.sqrt(lam1 - sigma2), e0) + jnp.outer(a * U[:, i] + b * U[:, j], e1)
+        W0 = jnp.concatenate([U[:, used] * jnp.sqrt(lam_used - sigma2), jnp.zeros((U.shape[0], 1))], axis=1)
+        W = W0 + jnp.outer(a * U[:, i] + b * U[:, j], zero_column)
         mll = log_marginal_likelihood(W, sigma2, stats.cov)
         elbo = exact_elbo(with_optimal_encoder(W, stats.mean, sigma2, 1.0), sigma2, 1.0, stats)
         return mll, elbo
@@ -79,16 +90,20 @@ def make_landscape(eigenvectors, cov, mean, eigenvalues, latent_dim, directions)
 def run(config: dict, progress=None) -> dict:
     problem = load_problem(config)
     eigenvalues = problem.eigenvalues
-    k = config["latent_dim"]
+    used = list(config["used_directions"])
+    if config["latent_dim"] != len(used) + 1:
+        raise ValueError(f"`latent_dim` must be len(`used_directions`) + 1 = {len(used) + 1} (one zero column)")
     i, j = config["directions"]
+    if {i, j} & set(used):
+        raise ValueError(f"`directions` {[i, j]} must be unused eigen-directions, not in {used}")
     sigma2s = np.asarray(config["sigma2s"], dtype=np.float64)
     for s in sigma2s:
-        stationary_column_norms_of(eigenvalues, s, k)
+        stationary_column_norms_of(eigenvalues, s, used)
     if config["basis"] == "eigen":
         U, cov, mean = np.eye(problem.d), eigenvalues, problem.mean @ problem.eigenvectors
     else:
         U, cov, mean = problem.eigenvectors, problem.cov, problem.mean
-    landscape = make_landscape(U, cov, mean, eigenvalues, k, (i, j))
+    landscape = make_landscape(U, cov, mean, eigenvalues, used, (i, j))
 
     axis = np.linspace(-config["extent"], config["extent"], int(config["grid_points"]))
     A, B = np.meshgrid(axis, axis, indexing="ij")  # values[s, p, q] at (a = axis[p], b = axis[q])
@@ -117,7 +132,7 @@ def run(config: dict, progress=None) -> dict:
     fitted_elbo = second_difference(elbo)
     centre = len(axis) // 2
     regimes = [
-        "saddle: ascends along both"
+        "saddle: ascends along both (a local minimum on this slice)"
         if np.all(c > 0)
         else "local maximum"
         if np.all(c < 0)
@@ -130,7 +145,8 @@ def run(config: dict, progress=None) -> dict:
         "directions": [i, j],
         "direction_eigenvalues": eigenvalues[[i, j]].tolist(),
         "lambda_1": float(eigenvalues[0]),
-        "stationary_column_norms": [stationary_column_norms_of(eigenvalues, s, k).tolist() for s in sigma2s],
+        "used_directions": used,
+        "stationary_column_norms": [stationary_column_norms_of(eigenvalues, s, used).tolist() for s in sigma2s],
         "axis": axis.tolist(),
         "mll_at_stationary_point": mll0.tolist(),
         "elbo_at_stationary_point": elbo0.tolist(),
@@ -161,6 +177,8 @@ def plot(results: dict, config: dict):
     i, j = results["directions"]
     lam_i, lam_j = results["direction_eigenvalues"]
     names = [f"u{_sub(i)}", f"u{_sub(j)}"]
+    used = results["used_directions"]
+    zero = f"column {len(used) + 1}"
     for col, sigma2 in enumerate(results["sigma2s"]):
         change = np.array(results["mll_change"][col])
         curv = np.array(results["predicted_curvature"][col])
@@ -188,9 +206,9 @@ def plot(results: dict, config: dict):
         ax.set_xlim(axis[0], axis[-1])
         ax.set_ylim(axis[0], axis[-1])
         ax.set_aspect("equal")
-        ax.set_xlabel(f"a (column 2 along {names[0]})")
-        ax.set_ylabel(f"b (column 2 along {names[1]})")
-        ax.set_title(f"{relation}\n{results['regime'][col]}")
+        ax.set_xlabel(f"a ({zero} along {names[0]})")
+        ax.set_ylabel(f"b ({zero} along {names[1]})")
+        ax.set_title(f"{relation}\n{results['regime'][col]}".replace(" (", "\n("))  # narrow panels
         bar = fig.colorbar(filled, ax=ax, shrink=0.9)
         bar.set_label("MLL change (nats per datapoint)")
         bar.formatter.set_powerlimits((-2, 2))
@@ -236,10 +254,14 @@ def plot(results: dict, config: dict):
     ]
     labels += ["computed MLL change = 0 (contours)", "closed-form quadratic = 0 (contours)", "stationary point W0"]
     fig.legend(handles, labels, loc="outside lower center", ncol=3)
+    if len(used) == 1:
+        columns = f"column 1 = u{_sub(used[0])}·sqrt(λ{_sub(used[0])} − σ²)"
+    else:
+        columns = f"columns 1–{len(used)} = u_j·sqrt(λ_j − σ²), j = " + ", ".join(str(u + 1) for u in used)
+    data = f"MNIST ({results['n']} digits)" if results["data"] == "mnist" else f"{results['data']} data"
     fig.suptitle(
-        f"Around the collapsed stationary point W0 (column 1 = u{_sub(0)}·sqrt(λ{_sub(0)} − σ²), "
-        f"column 2 = 0), {results['data']} data, d = {results['d']}\n"
-        f"perturbed to column 2 = a u{_sub(i)} + b u{_sub(j)}; the ELBO with the optimal encoder equals "
+        f"Around the collapsed stationary point W0 ({columns}, {zero} = 0), {data}, d = {results['d']}\n"
+        f"perturbed to {zero} = a u{_sub(i)} + b u{_sub(j)}; the ELBO with the optimal encoder equals "
         f"the MLL on this slice (the columns stay orthogonal)"
     )
     return fig

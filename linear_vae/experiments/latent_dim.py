@@ -13,8 +13,12 @@ trained on MNIST-1000 with the exact ELBO (trust-region Newton, random initialis
 few K, one vmapped sweep over the fixed sigma2 per K plus one learned-sigma2 run per K.  The fixed
 ``sigma2`` are read off the MNIST spectrum so that they cut it at 6, 12 and 26 eigenvalues, each
 at least 5% away from the nearest eigenvalue (a flat saddle converges slowly, docs/theory.md (T4)).
-Values are shown as the gain over the model with no latent variables (K = 0: ``x ~ N(mu, sigma2 I)``),
-so that curves whose absolute levels differ by a thousand nats share one log axis.
+Values are shown absolute (nats per datapoint: a fixed ``sigma2`` far above the learned one costs
+hundreds of nats at every K) and as the gain over the model with no latent variables (K = 0:
+``x ~ N(mu, sigma2 I)``), where curves whose absolute levels differ by a thousand nats share one
+log axis.  ``mle_sigma2_latent_dims`` adds curves at ``sigma2`` fixed to the learned (MLE) value of a
+smaller K, as the paper's Figure 2 does; :mod:`linear_vae.experiments.latent_dim_paper` is the
+paper's setting (K up to 300), with only ``CONFIG`` changed.
 """
 
 from __future__ import annotations
@@ -37,12 +41,14 @@ CONFIG = {
     "max_latent_dim": 64,  # closed form at every K = 1..64
     "trained_latent_dims": [4, 16, 32],  # one compiled sweep per K (x2: fixed and learned sigma2)
     "sigma2s": [2.0, 1.0, 0.43],  # #{lambda > sigma2} = 6, 12, 26 on MNIST-1000
+    "mle_sigma2_latent_dims": [],  # also sigma2 fixed at the MLE sigma2* of these K
     "initial_sigma2": 1.0,  # start of the learned-sigma2 runs
     "optimizer": "newton",
     "steps": 500,
     "seed": 0,  # Newton stops once converged (at most 500 iterations)
     "gain_tol": 1e-12,  # converged: predicted gain <= 1e-12 nats (round-off)
     "basis": "eigen",  # O(d k^2) steps; the ELBO is rotation invariant
+    "k_axis": "log2",  # "log2" or "linear"
 }
 QUICK = {"trained_latent_dims": [16]}
 
@@ -81,7 +87,9 @@ def run(config: dict, progress=None) -> dict:
     eigenvalues = problem.eigenvalues
     latent_dims = list(range(0, config["max_latent_dim"] + 1))
     trained_dims = list(config["trained_latent_dims"])
-    fixed = [float(s) for s in config["sigma2s"]]
+    mle_dims = list(config["mle_sigma2_latent_dims"])
+    fixed = [float(s) for s in config["sigma2s"]] + [learned_sigma2(eigenvalues, k) for k in mle_dims]
+    sources = [None] * len(config["sigma2s"]) + mle_dims + [None]  # the K whose MLE sigma2 is used
     settings = [*fixed, None]  # None: learned sigma2
     curves = [closed_form(eigenvalues, latent_dims, s) for s in settings]
 
@@ -135,23 +143,29 @@ def run(config: dict, progress=None) -> dict:
             fit["nearest_threshold_distance"].append(report["nearest_threshold_distance"])
 
     series = []
-    for s, curve, fit in zip(settings, curves, trained):
+    learned_curve = np.array(curves[-1]["elbo"])
+    for s, source, curve, fit in zip(settings, sources, curves, trained):
+        below_learned = learned_curve - np.array(curve["elbo"])
         series.append(
             {
                 "sigma2": s,  # None: learned
                 "sigma2_learned": s is None,
+                "mle_of_latent_dim": source,  # sigma2 is the MLE sigma2* at this K (None: given)
+                # learned optimum minus this one, over K = 0..max (nats per datapoint)
+                "below_learned_min": float(below_learned.min()),
+                "below_learned_max": float(below_learned.max()),
                 "usable_dims": None if s is None else int(np.sum(eigenvalues > s)),  # #{lambda_i > sigma2}
                 "closed_form": {**curve, "latent_dims": latent_dims},
                 "baseline_k0": curve["elbo"][0],  # ELBO = MLL with no latent variables
                 "trained": fit,
             }
         )
-    gaps = [abs(g) for entry in series for g in entry["trained"]["gap"]]
+    gaps = [abs(g) for entry in series for g in entry["trained"]["gap"]] or [0.0]
     mismatches = [
         abs(a - b)
         for entry in series
         for a, b in zip(entry["trained"]["active_dims"], entry["trained"]["predicted_active_dims"])
-    ]
+    ] or [0]
     return {
         **data_description(problem, config),
         "series": series,
@@ -164,43 +178,54 @@ def run(config: dict, progress=None) -> dict:
 def _label(entry):
     if entry["sigma2"] is None:
         return r"learned $\sigma^2$"
-    return rf"$\sigma^2$ = {entry['sigma2']:g} (#{{$\lambda_i > \sigma^2$}} = {entry['usable_dims']})"
+    usable = rf"#{{$\lambda_i > \sigma^2$}} = {entry['usable_dims']}"
+    if entry.get("mle_of_latent_dim") is not None:
+        return rf"$\sigma^2$ = {entry['sigma2']:.3g}, the MLE at K = {entry['mle_of_latent_dim']} ({usable})"
+    return rf"$\sigma^2$ = {entry['sigma2']:g} ({usable})"
+
+
+def _k_axis(ax, config, max_k, which="x"):
+    """K on a log2 axis with power-of-two ticks, or linear."""
+    if config["k_axis"] == "linear":
+        return
+    ticks = [2**i for i in range(int(np.log2(max_k)) + 1)]
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log", base=2)
+    (ax.set_xticks if which == "x" else ax.set_yticks)(ticks, [str(t) for t in ticks])
 
 
 def plot(results: dict, config: dict):
-    fig, axes = new_figure(ncols=2, width=5.2, height=4.2)
-    ax_value, ax_active = axes[0]
-    colors = [COLORS[0], COLORS[2], COLORS[3], COLORS[4]]
+    fig, axes = new_figure(ncols=3, width=4.9, height=4.4)
+    ax_absolute, ax_value, ax_active = axes[0]
+    colors = [COLORS[0], COLORS[2], COLORS[3], COLORS[1], COLORS[5], COLORS[4]]
+    colors = colors[: len(results["series"]) - 1] + [COLORS[4]]  # learned sigma2 always the same colour
     n_series = len(results["series"])
+    max_k = config["max_latent_dim"]
+    linear = config["k_axis"] == "linear"
     for j, (entry, color) in enumerate(zip(results["series"], colors)):
         curve, fit = entry["closed_form"], entry["trained"]
-        ks = np.array(curve["latent_dims"])[1:]
+        ks = np.array(curve["latent_dims"])
         base = entry["baseline_k0"]
-        ax_value.plot(ks, np.array(curve["elbo"][1:]) - base, color=color, **PREDICTION_STYLE, label=_label(entry))
         tk = np.array(fit["latent_dims"])
-        ax_value.plot(
-            tk,
-            np.array(fit["elbo"]) - base,
-            "o",
-            color=color,
-            markersize=8,
-            markerfacecolor="none",
-            markeredgewidth=1.5,
-        )
+        trained_style = dict(color=color, markersize=8, markerfacecolor="none", markeredgewidth=1.5)
+        first = 0 if linear else 1  # K = 0 has no place on a log axis
+        ax_absolute.plot(ks[first:], curve["elbo"][first:], color=color, **PREDICTION_STYLE, label=_label(entry))
+        ax_absolute.plot(tk, fit["elbo"], "o", **trained_style)
+        ax_absolute.plot(tk, fit["mll"], "x", color=color, markersize=5, markeredgewidth=1.2)
+        ax_value.plot(ks[1:], np.array(curve["elbo"][1:]) - base, color=color, **PREDICTION_STYLE)
+        ax_value.plot(tk, np.array(fit["elbo"]) - base, "o", **trained_style)
         ax_value.plot(tk, np.array(fit["mll"]) - base, "x", color=color, markersize=5, markeredgewidth=1.2)
         # the closed-form lines coincide up to their plateaus: draw them as nested bands, widest underneath,
         # and offset the trained markers slightly in K so that coinciding ones stay visible
         ax_active.plot(
-            ks,
+            ks[1:],
             curve["active_dims"][1:],
             color=color,
             linestyle="-",
             linewidth=1.6 + 1.6 * j,
             zorder=2 + n_series - j,
             solid_capstyle="butt",
-            label=_label(entry),
         )
-        offset = 2.0 ** (0.07 * (j - (n_series - 1) / 2))
+        offset = 2.0 ** (0.07 * (j - (n_series - 1) / 2)) if not linear else 1.0 + 0.02 * (j - (n_series - 1) / 2)
         ax_active.plot(
             tk * offset,
             fit["active_dims"],
@@ -223,27 +248,29 @@ def plot(results: dict, config: dict):
     ax_value.legend(
         style_handles,
         ["closed form (ELBO* = MLL*)", "trained ELBO (exact, Newton)", "trained MLL of its W"],
-        loc="upper left",
-        title="colours as on the right",
+        loc="center right" if linear else "upper left",  # off the curves
+        title="colours as in the legend below",
     )
-    ax_active.legend(
-        loc="upper left", title="lines: closed form; circles: trained\n(circles nudged in K to stay visible)"
-    )
-    ticks = [1, 2, 4, 8, 16, 32, 64]
-    for ax in (ax_value, ax_active):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.set_xlabel("latent dimensions K (log scale)")
-    ax_active.set_yscale("log", base=2)
-    ax_active.set_yticks(ticks, [str(t) for t in ticks])
+    for ax in axes[0]:
+        _k_axis(ax, config, max_k)
+        ax.set_xlabel("latent dimensions K" + ("" if linear else " (log scale)"))
+    ax_absolute.set_ylabel("optimal ELBO = MLL (nats per datapoint)")
+    ax_absolute.set_title("absolute values: a fixed σ² above the MLE\ncosts hundreds of nats at every K")
+    _k_axis(ax_active, config, max_k, which="y")
     ax_value.set_yscale("log")
     top = max(max(e["closed_form"]["elbo"]) - e["baseline_k0"] for e in results["series"])
     ax_value.set_ylim(None, 12 * top)  # room for the legend above the curves
     ax_value.set_ylabel("ELBO or MLL − value at K = 0 (nats per datapoint)")
-    ax_value.set_title("gain over no latent variables: flat once K > #{λᵢ > σ²}")
-    ax_active.set_ylabel("active latent dimensions (log scale)")
-    ax_active.set_title("active dimensions: min(K, #{λᵢ > σ²}), the rest collapse")
-    ax_active.set_ylim(0.8, 100)
+    ax_value.set_title("gain over no latent variables:\nflat once K > #{λᵢ > σ²}")
+    ax_active.set_ylabel("active latent dimensions" + ("" if linear else " (log scale)"))
+    ax_active.set_title("active dimensions: min(K, #{λᵢ > σ²}),\nthe rest collapse (circles nudged in K)")
+    ax_active.set_ylim(0.8 if not linear else 0, 1.5 * max_k if not linear else 1.05 * max_k)
+    fig.legend(
+        *ax_absolute.get_legend_handles_labels(),
+        loc="outside lower center",
+        ncol=min(3, n_series),
+        title="lines: closed form; markers: trained linear VAEs",
+    )
     fig.suptitle(
         f"Latent dimension K, MNIST ({results['n']} digits), β = 1: lines closed form, markers trained "
         f"linear VAEs (exact ELBO, Newton)"

@@ -14,6 +14,12 @@ the stochastic ELBO (minibatches of 100, one reparameterised sample), which plat
 below at the peak learning rate (gradient noise) and gets there as the learning rate decays.
 Both curves come from the trainer's history, recorded every ``log_every`` steps with the exact
 ELBO and MLL of the current parameters.  The closed-form MLE values are horizontal lines.
+
+The same module draws the paper's notebook configuration (:mod:`linear_vae.experiments.training_curves_paper`,
+only ``CONFIG`` differs): K = 200, exact ELBO only, Adam at a constant 1e-3 for 12,000 steps.  Beside
+the MLE it draws the value the notebook calls its MLE, the same closed form evaluated with the
+1/(N - 1) covariance, which lies exactly ``d/2 log(N / (N - 1))`` nats lower (docs/theory.md (T14.1)),
+so that a converging ELBO ends above it.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ CONFIG = {
     "n": 1000,
     "subset_seed": 0,  # seeded random 1,000 of the shipped digits
     "latent_dim": 16,
+    "objectives": ["exact", "stochastic"],  # exact: full batch, closed form; stochastic: minibatches
     "initial_sigma2": 1.0,  # sigma2 is learned (log sigma2 a parameter) from here
     "exact_steps": 20000,  # full-batch exact ELBO
     "stochastic_steps": 10000,  # minibatch Monte-Carlo ELBO
@@ -43,9 +50,44 @@ CONFIG = {
     "log_every": 20,
     "seed": 0,
     "basis": "eigen",  # O(d k^2) exact steps; the ELBO is rotation invariant
+    "middle_panel": "gap",  # "gap": MLE - objective on a log axis; "zoom": the last nats, linear
 }
 QUICK = {"exact_steps": 2000, "stochastic_steps": 1000}
-OBJECTIVES = ("exact", "stochastic")
+
+
+# --- closed form: the MLE with the 1/(N - 1) covariance ------------------------------------------
+def unbiased_covariance_mle(eigenvalues, latent_dim: int, n: int, sigma2: float | None = None) -> float:
+    """The closed-form maximum of the MLL with the 1/(N - 1) covariance ``N/(N - 1) S`` in place of ``S``.
+
+    Tipping & Bishop's ``MLL* = -1/2 [d log 2pi + sum_{i<=k} log lambda_i + (d - k) log sigma2* + d]``
+    with every eigenvalue scaled by ``c = N / (N - 1)`` (at a fixed ``sigma2``, the fixed-sigma2
+    maximum with scaled eigenvalues): the value a notebook reports as the MLE when it takes its
+    eigenvalues from ``np.cov`` or scikit-learn.
+
+    References: docs/theory.md (T14.1, T14.2); Tipping & Bishop 1999, eqs. 7-8.
+    """
+    scale = n / (n - 1)
+    return ppca_optimum(np.asarray(eigenvalues, dtype=np.float64) * scale, latent_dim, sigma2).mll
+
+
+def unbiased_covariance_shift(eigenvalues, latent_dim: int, n: int, sigma2: float | None = None) -> float:
+    """``MLL*(S) - MLL*(N/(N - 1) S)`` in closed form, ``c = N / (N - 1)``.
+
+    Learned sigma2: ``d/2 log c`` exactly, whatever the data (0.392 nats at d = 784, N = 1,000).
+    Fixed sigma2 with ``m`` active dimensions, both covariances having the same active set:
+    ``m/2 log c + (c - 1) / (2 sigma2) sum_{i not active} lambda_i``.
+
+    References: docs/theory.md (T14.1, T14.2).
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    scale = n / (n - 1)
+    if sigma2 is None:
+        return 0.5 * len(lam) * np.log(scale)
+    active = np.arange(len(lam)) < latent_dim
+    active &= lam > sigma2
+    if np.any(active != (np.arange(len(lam)) < latent_dim) & (scale * lam > sigma2)):
+        raise ValueError(f"`sigma2` = {sigma2:g} lies between an eigenvalue and N/(N-1) times it; move it")
+    return float(0.5 * active.sum() * np.log(scale) + (scale - 1) / (2 * sigma2) * lam[~active].sum())
 
 
 # --- run -----------------------------------------------------------------------------------------
@@ -55,7 +97,7 @@ def run(config: dict, progress=None) -> dict:
     k = config["latent_dim"]
     mle = ppca_optimum(eigenvalues, k)  # learned sigma2: sigma2* = mean(lambda_{k+1..d})
     curves = {}
-    for objective in OBJECTIVES:
+    for objective in config["objectives"]:
         train_config = TrainConfig(
             latent_dim=k,
             steps=config[f"{objective}_steps"],
@@ -92,6 +134,8 @@ def run(config: dict, progress=None) -> dict:
             "final_mll_gap": float(mle.mll - mll[-1]),  # closed-form MLE minus trained MLL, >= 0
             "final_mll_minus_elbo": float(mll[-1] - elbo[-1]),  # the bound's slack, >= 0
             "min_mll_minus_elbo": float(np.min(mll - elbo)),  # ELBO <= MLL at every record
+            # still rising? the ELBO's gain over the last tenth of the run (Adam has no convergence test)
+            "elbo_gain_last_tenth": float(elbo[-1] - elbo[int(0.9 * (len(elbo) - 1))]),
             "final_sigma2_relative_error": float(abs(sigma2[-1] - mle.sigma2) / mle.sigma2),
             "active_dims": report["active_dims"],
             "predicted_active_dims": report["predicted_active_dims"],
@@ -102,6 +146,9 @@ def run(config: dict, progress=None) -> dict:
         "latent_dim": k,
         "mle_mll": mle.mll,
         "mle_sigma2": mle.sigma2,
+        # the notebook's "MLE": the same closed form with the 1/(N - 1) covariance (docs/theory.md (T14.1))
+        "unbiased_covariance_mle_mll": unbiased_covariance_mle(eigenvalues, k, problem.dataset.n),
+        "unbiased_covariance_shift": unbiased_covariance_shift(eigenvalues, k, problem.dataset.n),
         "curves": curves,
         "max_final_elbo_gap": max(c["final_elbo_gap"] for c in curves.values()),
     }
@@ -110,26 +157,54 @@ def run(config: dict, progress=None) -> dict:
 # --- figure --------------------------------------------------------------------------------------
 def plot(results: dict, config: dict):
     fig, axes = new_figure(ncols=3, width=4.3, height=4.0)
-    ax_value, ax_gap, ax_sigma = axes[0]
+    ax_value, ax_middle, ax_sigma = axes[0]
     mle, mle_sigma2 = results["mle_mll"], results["mle_sigma2"]
-    for objective, color in zip(OBJECTIVES, (COLORS[0], COLORS[1])):
-        c = results["curves"][objective]
+    notebook_mle = results["unbiased_covariance_mle_mll"]
+    zoom = config["middle_panel"] == "zoom"
+    colors = dict(zip(("exact", "stochastic"), (COLORS[0], COLORS[1])))
+    for objective in config["objectives"]:
+        c, color = results["curves"][objective], colors[objective]
         steps = np.array(c["steps"])
         elbo, mll = np.array(c["elbo"]), np.array(c["mll"])
-        ax_value.plot(steps, elbo, color=color, linewidth=1.4, label=f"ELBO ({objective})")
-        ax_value.plot(steps, mll, color=color, linewidth=1.4, linestyle=":", label=f"MLL of its W ({objective})")
-        floor = 1e-6  # the exact trainer's gaps reach ~3e-5 nats; keep the log axis finite
-        ax_gap.plot(steps, np.maximum(mle - elbo, floor), color=color, linewidth=1.4)
-        ax_gap.plot(steps, np.maximum(mle - mll, floor), color=color, linewidth=1.4, linestyle=":")
+        for ax in (ax_value, ax_middle) if zoom else (ax_value,):
+            ax.plot(steps, elbo, color=color, linewidth=1.4, label=f"ELBO ({objective})")
+            ax.plot(steps, mll, color=color, linewidth=1.4, linestyle=":", label=f"MLL of its W ({objective})")
+        if not zoom:
+            floor = 1e-6  # the exact trainer's gaps reach ~3e-5 nats; keep the log axis finite
+            ax_middle.plot(steps, np.maximum(mle - elbo, floor), color=color, linewidth=1.4)
+            ax_middle.plot(steps, np.maximum(mle - mll, floor), color=color, linewidth=1.4, linestyle=":")
         ax_sigma.plot(steps, c["sigma2"], color=color, linewidth=1.4, label=f"{objective} ELBO")
-    ax_value.axhline(mle, color=COLORS[7], **PREDICTION_STYLE, label="closed-form MLE", zorder=0)
+    shift = results["unbiased_covariance_shift"]
+    for ax in (ax_value, ax_middle) if zoom else (ax_value,):
+        ax.axhline(mle, color=COLORS[7], **PREDICTION_STYLE, label="closed-form MLE (1/N covariance)", zorder=0)
+        ax.axhline(
+            notebook_mle,
+            color=COLORS[3],
+            **{**PREDICTION_STYLE, "linestyle": "--"},
+            label=f'the same with the 1/(N−1) covariance (the notebook\'s "MLE"): {shift:.3f} nats lower',
+            zorder=0,
+        )
     ax_value.set_ylim(mle - 30, mle + 4)
     ax_value.set_ylabel("objective (nats per datapoint)")
     ax_value.set_title("ELBO rises to the MLL, both reach the MLE\n(zoom: the last 30 nats)")
 
-    ax_gap.set_yscale("log")
-    ax_gap.set_ylabel("MLE − objective (nats per datapoint)")
-    ax_gap.set_title("distance to the closed-form MLE\n(log scale)")
+    if zoom:
+        exact = results["curves"]["exact"]
+        final = exact["final_elbo"]
+        ax_middle.set_ylim(notebook_mle - 0.6, mle + 0.25)
+        ax_middle.set_xlim(0.25 * exact["steps"][-1], exact["steps"][-1] * 1.02)
+        ax_middle.set_xscale("linear")
+        ax_middle.set_ylabel("objective (nats per datapoint)")
+        side = "above" if final > notebook_mle else "below"
+        ax_middle.set_title(
+            f"the last steps: the ELBO ends {exact['final_elbo_gap']:.3f} nats below the MLE,\n"
+            f'{abs(final - notebook_mle):.3f} {side} the 1/(N−1) "MLE"'
+        )
+        ax_middle.set_xlabel("training step")
+    else:
+        ax_middle.set_yscale("log")
+        ax_middle.set_ylabel("MLE − objective (nats per datapoint)")
+        ax_middle.set_title("distance to the closed-form MLE\n(log scale)")
 
     ax_sigma.axhline(mle_sigma2, color=COLORS[7], **PREDICTION_STYLE, zorder=0)
     closed_form = rf"$\sigma^{{2*}}$ = mean($\lambda_{{k+1..d}}$) = {mle_sigma2:.4g}"
@@ -146,14 +221,18 @@ def plot(results: dict, config: dict):
     ax_sigma.set_ylim(0.8 * min(mle_sigma2, min(min(c["sigma2"]) for c in results["curves"].values())), None)
     ax_sigma.set_ylabel(r"learned $\sigma^2$ (pixel variance, log scale)")
     ax_sigma.set_title("learned observation noise $\\sigma^2$ (colours as left)\nconverges to the closed-form MLE")
-    for ax in axes[0]:
+    for ax in (ax_value, ax_sigma) if zoom else axes[0]:
         log_axis(ax, "x", subs=(1.0,))  # 10, 100, ...: no crowded labels
         ax.set_xlabel("training step (log scale)")
-    fig.legend(*ax_value.get_legend_handles_labels(), loc="outside lower center", ncol=5)
+    fig.legend(*ax_value.get_legend_handles_labels(), loc="outside lower center", ncol=3)
+    schedule = "cosine-decayed" if config["schedule"] == "cosine" else config["schedule"]
+    trainers = {
+        "exact": "exact: full-batch closed-form ELBO",
+        "stochastic": f"stochastic: minibatches of {config['batch_size']}, one reparameterised sample",
+    }
     fig.suptitle(
-        f"Linear VAE with learned σ² (β = 1), MNIST ({results['n']} digits), K = {results['latent_dim']}, "
-        f"Adam, cosine-decayed learning rate\n"
-        f"exact: full-batch closed-form ELBO; stochastic: minibatches of {config['batch_size']}, "
-        f"one reparameterised sample"
+        f"Linear VAE with learned σ² from {config['initial_sigma2']:g} (β = 1), MNIST ({results['n']} digits), "
+        f"K = {results['latent_dim']}, Adam, {schedule} learning rate {config['learning_rate']:g}, float64\n"
+        + "; ".join(trainers[o] for o in config["objectives"])
     )
     return fig
