@@ -396,6 +396,50 @@ def check_stationary_points(payload: dict, strict: bool) -> None:
         assert s["local_maxima_found"] >= 1
 
 
+def check_encoders(payload: dict, strict: bool) -> None:
+    config, r = payload["config"], payload["results"]
+    X = load_data(config["data"]).X
+    order = np.random.default_rng(config["split_seed"]).permutation(len(X))
+    train, heldout = X[np.sort(order[: config["n_train"]])], X[np.sort(order[config["n_train"] :])]
+    centred = train - train.mean(axis=0)
+    lam, U = np.linalg.eigh(centred.T @ centred / len(train))
+    lam, U = np.clip(lam[::-1], 0, None), U[:, ::-1]
+    np.testing.assert_allclose(r["eigenvalues"], lam[: len(r["eigenvalues"])], rtol=0, atol=1e-9 * lam[0])
+    k = config["latent_dim"]
+    s2, mll = ppca_mle(lam, k)
+    np.testing.assert_allclose(r["mle_sigma2"], s2, rtol=1e-9)
+    np.testing.assert_allclose(r["mle_mll"], mll, rtol=1e-10)
+    # The MLE model's held-out log-likelihood, with the dense 784 x 784 covariance (float64 slogdet: ~1e-10).
+    h = heldout - heldout.mean(axis=0)
+    W = U[:, :k] * np.sqrt(lam[:k] - s2)
+    held = dense_mll(W, s2, h.T @ h / len(h), heldout.mean(axis=0) - train.mean(axis=0))
+    np.testing.assert_allclose(r["mle_heldout_mll"], held, rtol=1e-9)
+    runs = r["runs"]
+    assert len(runs) == len(config["encoders"]) * len(config["seeds"])
+    for run in runs:
+        # ELBO <= MLL of the same decoder (any encoder, (T3.3)) <= the pPCA MLE's MLL (T2.2), up to
+        # float64 round-off on values of ~1e2-1e3 nats.
+        assert run["train_elbo"] <= run["train_mll"] + 1e-8
+        assert run["train_mll"] <= r["mle_mll"] + 1e-8
+        assert run["heldout_elbo"] <= run["heldout_mll"] + 1e-8
+        np.testing.assert_allclose(run["gap_elbo_to_mle"], r["mle_mll"] - run["train_elbo"], rtol=1e-12)
+        np.testing.assert_allclose(run["gap_decoder_to_mle"], r["mle_mll"] - run["train_mll"], rtol=1e-12)
+        assert run["still_improving"] == (run["rise_last_quarter"] > config["plateau_tol"])
+    if strict:
+        # The README's claims, from 6,000 float32 Adam steps at a constant step size (measured: ELBO
+        # 4.0-5.2 nats and decoder MLL 2.0-2.4 nats below MLL* = 262.3, sigma2 within 1.3% of the MLE).
+        for run in runs:
+            assert run["gap_elbo_to_mle"] < 6.0 and run["gap_decoder_to_mle"] < 3.0
+            np.testing.assert_allclose(run["final_sigma2"], r["mle_sigma2"], rtol=0.02)
+        # The encoder does not matter: the encoders' mean decoder gaps lie within 1 nat of each other
+        # (measured 0.35), far less than the gap that training leaves (about 2 nats).
+        means = [
+            np.mean([run["gap_decoder_to_mle"] for run in runs if run["encoder"] == e["name"]])
+            for e in config["encoders"]
+        ]
+        assert max(means) - min(means) < 1.0
+
+
 def check_deep_vae(payload: dict, strict: bool) -> None:
     config, r = payload["config"], payload["results"]
     X = load_data(config["data"]).X
@@ -498,6 +542,7 @@ CHECKS = {
     "latent_dim": check_latent_dim,
     "latent_dim_paper": check_latent_dim,
     "stationary_points": check_stationary_points,
+    "encoders": check_encoders,
     "deep_vae": check_deep_vae,
     "deep_vae_fashion": check_deep_vae,
 }
