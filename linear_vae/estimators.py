@@ -31,8 +31,9 @@ AU_THRESHOLD = 0.01
 #: Importance samples per step of :func:`iwae_bound`'s scan (memory grows with this, not with ``samples``).
 IWAE_CHUNK = 16
 
-#: Rows of the pairwise density matrix formed at once by :func:`mutual_information_minibatch`.
-MI_ROW_BLOCK = 128
+#: Rows of the pairwise densities ``q(z_i|x_j)`` formed at once by :func:`mutual_information_minibatch`
+#: (memory ``MI_ROW_BLOCK x B x k``).
+MI_ROW_BLOCK = 64
 
 
 def _positive_int(value, name: str) -> int:
@@ -120,10 +121,20 @@ def active_units(mean, threshold: float = AU_THRESHOLD):
     return jnp.sum(active_unit_variances(mean) > threshold)
 
 
-def _pairwise_log_density(z, mean, log_var):
-    """``L[i, j] = log q(z_i | x_j)``, (B, B), formed ``MI_ROW_BLOCK`` rows at a time (memory B x block x k)."""
-    block = min(MI_ROW_BLOCK, z.shape[0])
-    return jax.lax.map(lambda z_i: diagonal_gaussian_log_density(z_i, mean, log_var), z, batch_size=block)
+def _log_marginal_estimates(z, mean, log_var):
+    """For every row ``i``: ``log sum_j q(z_i|x_j)`` over all ``j`` and over ``j != i``, two (B,) arrays.
+
+    Row ``i``'s densities under the ``B`` posteriors are formed ``MI_ROW_BLOCK`` rows at a time, so the
+    memory is ``MI_ROW_BLOCK x B x k``, never the whole ``B x B`` matrix."""
+    B = z.shape[0]
+
+    def one_row(args):
+        z_i, i = args
+        log_q = diagonal_gaussian_log_density(z_i, mean, log_var)  # (B,): z_i under every posterior
+        others = jnp.where(jnp.arange(B) == i, -jnp.inf, log_q)
+        return jax.nn.logsumexp(log_q), jax.nn.logsumexp(others)
+
+    return jax.lax.map(one_row, (z, jnp.arange(B)), batch_size=min(MI_ROW_BLOCK, B))
 
 
 def mutual_information_minibatch(key, mean, log_var, include_self: bool):
@@ -143,7 +154,8 @@ def mutual_information_minibatch(key, mean, log_var, include_self: bool):
       biased **high** in expectation (unbounded when a ``z_i`` falls far from every other posterior).
 
     Both converge to ``I`` as ``B`` grows, at a rate that worsens exponentially with ``I``: trust them
-    only where ``I`` is well below ``log B`` (see the calibration figure).  ``mean``, ``log_var``: (B, k).
+    only where ``I`` is well below ``log B`` (see the calibration figure).  ``mean``, ``log_var``: (B, k);
+    memory ``MI_ROW_BLOCK x B x k`` (the ``B x B`` densities are reduced a block of rows at a time).
 
     References: docs/theory.md (T12.3, T11.3); Hoffman & Johnson 2016; Poole et al. 2019, Section 2.
     """
@@ -153,14 +165,12 @@ def mutual_information_minibatch(key, mean, log_var, include_self: bool):
     if B < 2:
         raise ValueError(f"`mean` must hold a batch of at least 2 rows, got {B}")
     z, eps = _sample_posterior(key, mean, log_var, 1)
-    z = z[0]
-    log_q_pairs = _pairwise_log_density(z, mean, log_var)  # (B, B): row i is z_i under every posterior
-    log_q_self = -0.5 * jnp.sum(LOG_2PI + log_var + eps[0] ** 2, axis=-1)  # the diagonal, without round-off
+    log_q_self = -0.5 * jnp.sum(LOG_2PI + log_var + eps[0] ** 2, axis=-1)  # log q(z_i|x_i), (B,)
+    log_sum_all, log_sum_others = _log_marginal_estimates(z[0], mean, log_var)
     if include_self:
-        log_q_marginal = jax.nn.logsumexp(log_q_pairs, axis=1) - jnp.log(B)
+        log_q_marginal = log_sum_all - jnp.log(B)
     else:
-        others = jnp.where(jnp.eye(B, dtype=bool), -jnp.inf, log_q_pairs)
-        log_q_marginal = jax.nn.logsumexp(others, axis=1) - jnp.log(B - 1)
+        log_q_marginal = log_sum_others - jnp.log(B - 1)
     return jnp.mean(log_q_self - log_q_marginal)
 
 

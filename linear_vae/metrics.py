@@ -44,6 +44,8 @@ __all__ = [
     "collapse_metrics",
     "distortion",
     "distortion_mc",
+    "frontier_distortion",
+    "frontier_water_level",
     "iwae_bound",
     "kl_rate_mc",
     "linear_model",
@@ -52,6 +54,7 @@ __all__ = [
     "mutual_information_minibatch",
     "optimum_collapse_metrics",
     "rate",
+    "rate_distortion_frontier",
 ]
 
 METRIC_KEYS = (
@@ -214,3 +217,63 @@ def optimum_collapse_metrics(
         "active_units": int(np.sum(top > t / (1.0 - tau))),
         "au_variances": variances.tolist(),
     }
+
+
+def rate_distortion_frontier(eigenvalues, latent_dim: int, water_levels, *, trace=None, dim=None):
+    """The linear VAE's rate-distortion frontier with ``k`` latents at water levels ``theta``: arrays ``(R, D)``.
+
+    Reverse water-filling on the spectrum, cut at ``k`` components (the optimum of (T11.4) for every
+    ``theta = beta sigma2``): ``R(theta) = sum_{i<=k} 1/2 log(lambda_i / theta)_+`` (nats per datapoint) and
+    ``D(theta) = sum_{i<=k} min(lambda_i, theta) + sum_{i>k} lambda_i`` (squared data units).  The optimum
+    minimises ``D + 2 theta R``, so the frontier is convex with slope ``dD/dR = -2 theta``, no linear VAE
+    with ``k`` latents lies below it, and a model whose beta-ELBO is ``gap`` nats below the optimum lies
+    at most ``2 sigma2 gap`` above it.  Its kinks (collapse thresholds) are at ``theta = lambda_i``,
+    ``i <= k``.  For Gaussian data it is the Gaussian rate-distortion function restricted to ``k``
+    components; at ``k >= rank S`` the unrestricted one.
+
+    References: docs/theory.md (T11.5, T11.4); Lucas et al. 2019, Section 4.2; Alemi et al. 2018.
+    """
+    eigenvalues, trace, _ = spectrum_totals(eigenvalues, trace, dim, latent_dim)
+    top = eigenvalues[:latent_dim][None, :]
+    theta = np.atleast_1d(np.asarray(water_levels, dtype=np.float64))[:, None]
+    if not np.all(theta > 0):
+        raise ValueError("`water_levels` must be positive (theta = beta sigma2 > 0)")
+    active = top > theta
+    rate_values = np.sum(np.where(active, 0.5 * np.log(np.where(active, top, 1.0) / theta), 0.0), axis=1)
+    distortion_values = np.sum(np.minimum(top, theta), axis=1) + (trace - np.sum(top))
+    return rate_values, distortion_values
+
+
+def frontier_water_level(eigenvalues, latent_dim: int, rates, *, trace=None, dim=None) -> np.ndarray:
+    """The water level ``theta`` at which the frontier of :func:`rate_distortion_frontier` has rate ``R``.
+
+    On the segment with ``m`` active units, ``R = 1/2 sum_{i<=m} log lambda_i - m/2 log theta``, so
+    ``theta_m = exp((sum_{i<=m} log lambda_i - 2R) / m)``; the answer is the ``theta_m`` that lies in
+    ``[lambda_{m+1}, lambda_m)`` (``lambda_{k+1} = 0``).  ``R = 0`` gives ``lambda_1`` (the start of
+    total collapse).  Rates above the frontier's supremum (``k`` units at ``theta -> 0``) have no answer.
+
+    References: docs/theory.md (T11.5); Alemi et al. 2018.
+    """
+    eigenvalues, _, _ = spectrum_totals(eigenvalues, trace, dim, latent_dim)
+    top = eigenvalues[:latent_dim]
+    top = top[top > 0]
+    rates = np.atleast_1d(np.asarray(rates, dtype=np.float64))
+    if np.any(rates < 0):
+        raise ValueError("`rates` must be non-negative (nats per datapoint)")
+    m = np.arange(1, len(top) + 1)
+    theta_m = np.exp((np.cumsum(np.log(top))[None, :] - 2.0 * rates[:, None]) / m[None, :])  # (rates, m)
+    lower = np.append(top[1:], 0.0)[None, :]
+    inside = (theta_m >= lower) & (theta_m < top[None, :])
+    found = inside.any(axis=1)
+    return np.where(rates == 0, top[0], np.where(found, theta_m[np.arange(len(rates)), inside.argmax(axis=1)], np.nan))
+
+
+def frontier_distortion(eigenvalues, latent_dim: int, rates, *, trace=None, dim=None) -> np.ndarray:
+    """``D_k(R)``: the least distortion (squared data units) a linear VAE with ``k`` latents reaches at
+    rate ``R`` (nats per datapoint), on the frontier of :func:`rate_distortion_frontier`.  A model's
+    ``D - D_k(R)`` is its height above the frontier (``<= 2 sigma2 gap``; a deep model's may be < 0).
+
+    References: docs/theory.md (T11.5); Alemi et al. 2018.
+    """
+    theta = frontier_water_level(eigenvalues, latent_dim, rates, trace=trace, dim=dim)
+    return rate_distortion_frontier(eigenvalues, latent_dim, theta, trace=trace, dim=dim)[1]

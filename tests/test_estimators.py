@@ -1,5 +1,6 @@
 """Tests of the sampling estimators of :mod:`linear_vae.estimators` (docs/theory.md (T12)) against the
-exact values of :mod:`linear_vae.metrics` (docs/theory.md (T11)) and the pPCA log density.
+exact values of :mod:`linear_vae.metrics` (docs/theory.md (T11)) and the pPCA log density, and of the
+rate-distortion frontier of :mod:`linear_vae.metrics` (docs/theory.md (T11.5)).
 
 The model is a linear VAE on Gaussian data (d = 6, k = 3, fixed seeds), where every metric is known:
 on a fixed sample of rows the rate, distortion and active-unit variances are exact functions of the
@@ -18,7 +19,7 @@ import pytest
 
 import linear_vae  # noqa: F401  (float64)
 from linear_vae import metrics
-from linear_vae.elbo import DataStats, exact_elbo, with_optimal_encoder
+from linear_vae.elbo import DataStats, LinearVAE, exact_elbo, with_optimal_encoder
 from linear_vae.estimators import (
     active_unit_variances,
     active_units,
@@ -29,6 +30,7 @@ from linear_vae.estimators import (
     mutual_information_minibatch,
 )
 from linear_vae.moments import LOG_2PI
+from linear_vae.optimum import beta_elbo_optimum
 
 D_DIM, K = 6, 3
 
@@ -63,6 +65,7 @@ def rows():
     return params, X, mean, cov
 
 
+@pytest.mark.slow  # ~5 s; the quick metric_calibration run checks the same claims by default
 def test_mc_rate_and_distortion_are_unbiased_and_converge_as_inverse_sqrt_samples(rows):
     params, X, mean, cov = rows
     encode, decode, _ = linear_model(params, 0.5)
@@ -102,6 +105,7 @@ def test_active_unit_variances_on_rows_equal_the_exact_moment_values(rows):
         assert int(active_units(m, tau)) == metrics.active_unit_count(exact, tau)
 
 
+@pytest.mark.slow  # compilation; the quick metric_calibration run checks the same claim by default
 def test_active_unit_variances_of_fresh_rows_converge_to_the_population_value():
     params, mu, S = gaussian_problem()
     population = metrics.au_variances(params, S)
@@ -123,6 +127,7 @@ def test_iwae_bound_is_exact_when_q_is_the_true_posterior():
     np.testing.assert_allclose(bound, ppca_log_density(X, params, 0.5), rtol=0, atol=1e-10)
 
 
+@pytest.mark.slow  # ~3 s of compilation
 def test_iwae_bound_does_not_depend_on_the_chunk_size(rows):
     params, X, _, _ = rows
     encode, decode, sigma2 = linear_model(params, 0.5)
@@ -142,6 +147,7 @@ def chi_square_to_posterior(params, sigma2):
     return np.sqrt(det(Q)) / (det(P) * np.sqrt(det(2 * np.linalg.inv(P) - np.linalg.inv(Q)))) - 1
 
 
+@pytest.mark.slow  # ~5 s; the quick metric_calibration run checks the same claims by default
 def test_iwae_bias_is_the_elbo_gap_at_one_sample_and_falls_as_chi2_over_2k():
     sigma2 = 0.5
     params, mu, S = gaussian_problem(sigma2)
@@ -165,8 +171,8 @@ def test_iwae_bias_is_the_elbo_gap_at_one_sample_and_falls_as_chi2_over_2k():
 
 
 @pytest.mark.parametrize(  # I = 1.52 and 0.43 nats: both below 2, where the forms are usable
-    "sigma2", [0.5, pytest.param(2.0, marks=pytest.mark.slow)]
-)
+    "sigma2", [pytest.param(0.5, marks=pytest.mark.slow), pytest.param(2.0, marks=pytest.mark.slow)]
+)  # ~5 s each; the quick metric_calibration run checks the bracket and the log B ceiling by default
 def test_minibatch_mi_forms_bracket_the_exact_information_and_converge(sigma2):
     params, mu, S = gaussian_problem(sigma2)
     exact = metrics.mutual_information_gaussian(params, S)
@@ -189,6 +195,7 @@ def test_minibatch_mi_forms_bracket_the_exact_information_and_converge(sigma2):
             assert abs(low.mean() - exact) < 0.03 + 3 * se and abs(high.mean() - exact) < 0.03 + 3 * se
 
 
+@pytest.mark.slow  # compilation; the quick metric_calibration run checks the same claim by default
 def test_include_self_form_never_exceeds_log_batch_even_when_information_is_large():
     params, mu, S = gaussian_problem(sigma2=1e-3)  # I ~ 10 nats, far above log 16
     assert metrics.mutual_information_gaussian(params, S) > 3 * np.log(16)
@@ -233,3 +240,58 @@ def test_bad_sample_counts_and_shapes_are_refused_with_the_parameter_named(call,
     m, log_var = jnp.zeros((4, 3)), jnp.zeros((4, 3))
     with pytest.raises(ValueError, match=match):
         call(m, log_var)
+
+
+# --- the rate-distortion frontier of linear_vae.metrics (docs/theory.md (T11.5)) --------------------
+def frontier_problem(seed=0, d=7):
+    rng = np.random.default_rng(seed)
+    L = rng.standard_normal((d, d))
+    S = L @ L.T / d + 0.02 * np.eye(d)
+    lam, U = np.linalg.eigh(S)
+    return S, lam[::-1], U[:, ::-1], rng.standard_normal(d)
+
+
+@pytest.mark.parametrize("k", [2, 4, 7])
+def test_frontier_is_the_rate_and_distortion_of_the_optimum_by_the_general_formulas(k):
+    S, lam, U, mean = frontier_problem()
+    thetas = np.concatenate([np.geomspace(lam[-1] / 3, lam[0] * 2, 9), lam[:k]])  # kinks included
+    R, D = metrics.rate_distortion_frontier(lam, k, thetas)
+    for theta, r, dist in zip(thetas, R, D):
+        params = beta_elbo_optimum(lam, k, 1.0, theta).parameters(mean, U)  # beta = 1, sigma2 = theta
+        # The dense (T11.1) formulas on the optimum's parameters: an independent path to the same numbers.
+        assert (
+            abs(metrics.rate(params, mean, S) - r) < 1e-10 and abs(metrics.distortion(params, mean, S) - dist) < 1e-10
+        )
+
+
+def test_frontier_inverse_and_slope():
+    _, lam, _, _ = frontier_problem()
+    k = 4
+    thetas = np.geomspace(lam[k - 1] / 5, lam[0] * 0.999, 25)
+    R, D = metrics.rate_distortion_frontier(lam, k, thetas)
+    np.testing.assert_allclose(metrics.frontier_water_level(lam, k, R), thetas, rtol=1e-10)
+    np.testing.assert_allclose(metrics.frontier_distortion(lam, k, R), D, rtol=1e-12)
+    # dD/dR = -2 theta (central differences in theta, away from the kinks).
+    h = 1e-6
+    R_plus, D_plus = metrics.rate_distortion_frontier(lam, k, thetas * (1 + h))
+    R_minus, D_minus = metrics.rate_distortion_frontier(lam, k, thetas * (1 - h))
+    smooth = np.min(np.abs(np.log(thetas[:, None] / lam[None, :k])), axis=1) > 1e-3
+    np.testing.assert_allclose(((D_plus - D_minus) / (R_plus - R_minus))[smooth], -2 * thetas[smooth], rtol=1e-5)
+    assert metrics.frontier_water_level(lam, k, [0.0])[0] == lam[0]  # R = 0: total collapse starts at lambda_1
+
+
+def test_no_linear_vae_lies_below_the_frontier():
+    S, lam, _, mean = frontier_problem(seed=1)
+    rng = np.random.default_rng(2)
+    k = 3
+    for _ in range(300):
+        params = LinearVAE(
+            W=rng.standard_normal((len(lam), k)) * rng.uniform(0.05, 2.0),
+            mu=mean + 0.1 * rng.standard_normal(len(lam)),
+            V=rng.standard_normal((k, len(lam))) * rng.uniform(0.05, 2.0),
+            log_D=np.log(rng.uniform(0.01, 1.5, k)),
+        )
+        r, dist = metrics.rate(params, mean, S), metrics.distortion(params, mean, S)
+        below_sup = r < metrics.rate_distortion_frontier(lam, k, [lam[k - 1] * 1e-9])[0][0]
+        if below_sup:
+            assert dist >= metrics.frontier_distortion(lam, k, [r])[0] - 1e-9
