@@ -274,10 +274,11 @@ def ours_escape_time(r: dict, c: dict) -> str:
             )
             continue
         steps = run["escape_steps"]
-        shape = "U-shaped" if run["u_shaped"] else "monotone"
+        lowest = min(range(len(steps)), key=steps.__getitem__)
+        shape = "U-shaped" if 0 < lowest < len(steps) - 1 else "monotone"
         parts.append(
-            f"Adam/{label} {shape}: {count(steps[0])} steps at gap {gaps[0]:g}, {count(run['min_escape_steps'])} at "
-            f"{run['gap_at_min_escape']:.2g}, {count(steps[-1])} at {gaps[-1]:g}"
+            f"Adam/{label} {shape}: {count(steps[0])} steps at gap {gaps[0]:g}, {count(steps[lowest])} at "
+            f"{gaps[lowest]:.2g}, {count(steps[-1])} at {gaps[-1]:g}"
         )
     return "; ".join(parts)
 
