@@ -149,16 +149,16 @@ class SearchResult(NamedTuple):
     initial_gradient_norm: np.ndarray
 
 
-def random_starts(key, n_starts: int, d: int, k: int, mean, scale_range=(0.05, 3.0)) -> LinearVAE:
-    """``n_starts`` random linear VAEs: ``W`` and ``V`` Gaussian with a per-start scale drawn
-    log-uniformly from ``scale_range``, ``mu`` the mean plus that noise, ``log D ~ U(-2, 1)``."""
-    key_scale, key_W, key_mu, key_V, key_D = jax.random.split(key, 5)
-    low, high = np.log(scale_range[0]), np.log(scale_range[1])
-    scale = jnp.exp(jax.random.uniform(key_scale, (n_starts, 1, 1), minval=low, maxval=high))
-    W = scale * jax.random.normal(key_W, (n_starts, d, k))
-    mu = jnp.asarray(mean) + scale[:, :, 0] * jax.random.normal(key_mu, (n_starts, d))
-    V = scale * jax.random.normal(key_V, (n_starts, k, d))
-    log_D = jax.random.uniform(key_D, (n_starts, k), minval=-2.0, maxval=1.0)
+def random_starts(seed: int, n_starts: int, d: int, k: int, mean, scale_range=(0.05, 3.0)) -> LinearVAE:
+    """``n_starts`` random linear VAEs (numpy ``default_rng(seed)``, float64): ``W`` and ``V``
+    Gaussian with a per-start scale drawn log-uniformly from ``scale_range``, ``mu`` the mean plus
+    that noise, ``log D ~ U(-2, 1)``."""
+    rng = np.random.default_rng(seed)
+    scale = np.exp(rng.uniform(np.log(scale_range[0]), np.log(scale_range[1]), (n_starts, 1, 1)))
+    W = scale * rng.standard_normal((n_starts, d, k))
+    mu = np.asarray(mean, dtype=np.float64) + scale[:, :, 0] * rng.standard_normal((n_starts, d))
+    V = scale * rng.standard_normal((n_starts, k, d))
+    log_D = rng.uniform(-2.0, 1.0, (n_starts, k))
     return LinearVAE(W, mu, V, log_D)
 
 

@@ -60,8 +60,9 @@ CONFIG = {
     "sigma2_learning_rate": 3e-3,
     "plateau_tol": 0.5,  # nats: a larger rise over the last quarter of training is "still improving"
 }
-QUICK = {  # one small encoder (each architecture is its own compiled program)
-    "n_train": 1000,
+QUICK = {  # synthetic data (d = 20) and one small encoder: each architecture compiles its own program
+    "data": "synthetic",
+    "n_train": 1500,
     "latent_dim": 4,
     "encoders": [{"name": "MLP (ReLU)", "hidden": [32], "activation": "relu"}],
     "seeds": [0],

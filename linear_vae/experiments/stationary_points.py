@@ -81,19 +81,26 @@ def run(config: dict, progress=None) -> dict:
     lam, U = spectrum.eigenvalues, spectrum.eigenvectors
     mean = np.zeros(d)
     stats = DataStats.from_moments(mean, S)
-    if progress is not None:
-        progress.task(f"{NAME}: Hessians at the enumerated points")
     points = list(stationary_points(lam, k, s2))
-    batch = stationary.stationary_vaes(np.stack([p.weights(U) for p in points]), mean, s2)
-    elbo_of = jax.jit(jax.vmap(lambda p: exact_elbo(p, s2, 1.0, stats)))
-    gradient_norm_of = jax.jit(
-        jax.vmap(lambda p: ravel_pytree(jax.grad(lambda q: exact_elbo(q, s2, 1.0, stats))(p))[0]),
-    )
-    elbo_hessians = np.asarray(stationary.batched_elbo_hessians(batch, s2, stats))
-    mll_hessians = np.asarray(stationary.batched_mll_hessians(batch.W, s2, stats))
-    gradient_norms = np.linalg.norm(np.asarray(gradient_norm_of(batch)), axis=1)
-    elbos = np.asarray(elbo_of(batch))
-    mlls = np.asarray(jax.jit(jax.vmap(lambda W: log_marginal_likelihood(W, s2, S)))(batch.W))
+    enumerated_batch = stationary.stationary_vaes(np.stack([p.weights(U) for p in points]), mean, s2)
+    if progress is not None:
+        progress.task(f"{NAME}: searching for stationary points from {config['starts']} starts")
+    starts = stationary.random_starts(config["search_seed"], config["starts"], d, k, mean)
+    found = stationary.search_stationary_points(starts, s2, stats, iterations=config["iterations"])
+
+    if progress is not None:
+        progress.task(f"{NAME}: Hessians")
+    # The enumerated points, then the search's endpoints: one batch, one compiled program each.
+    both = jax.tree.map(lambda a, b: np.concatenate([np.asarray(a), b]), enumerated_batch, found.params)
+    n_points = len(points)
+    all_hessians = np.asarray(stationary.batched_elbo_hessians(both, s2, stats))
+    all_elbos = np.asarray(jax.jit(jax.vmap(lambda p: exact_elbo(p, s2, 1.0, stats)))(both))
+    elbo_hessians, hessians = all_hessians[:n_points], all_hessians[n_points:]
+    elbos, values = all_elbos[:n_points], all_elbos[n_points:]
+    mll_hessians = np.asarray(stationary.batched_mll_hessians(enumerated_batch.W, s2, stats))
+    gradient_of = jax.vmap(lambda p: ravel_pytree(jax.grad(lambda q: exact_elbo(q, s2, 1.0, stats))(p))[0])
+    gradient_norms = np.linalg.norm(np.asarray(jax.jit(gradient_of)(enumerated_batch)), axis=1)
+    mlls = np.asarray(jax.jit(jax.vmap(lambda W: log_marginal_likelihood(W, s2, S)))(enumerated_batch.W))
     enumerated = []
     for i, p in enumerate(points):
         predicted_mll, predicted_elbo = stationary.predicted_inertia(lam, p, s2)
@@ -113,12 +120,6 @@ def run(config: dict, progress=None) -> dict:
             }
         )
 
-    if progress is not None:
-        progress.task(f"{NAME}: searching for stationary points from {config['starts']} starts")
-    starts = stationary.random_starts(jax.random.key(config["search_seed"]), config["starts"], d, k, mean)
-    found = stationary.search_stationary_points(starts, s2, stats, iterations=config["iterations"])
-    hessians = np.asarray(stationary.batched_elbo_hessians(found.params, s2, stats))
-    values = np.asarray(elbo_of(found.params))
     index = {tuple(p.directions): i for i, p in enumerate(points)}
     endpoints = []
     for i in range(config["starts"]):
