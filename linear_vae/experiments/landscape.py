@@ -131,13 +131,17 @@ def run(config: dict, progress=None) -> dict:
     fitted_mll = second_difference(mll)
     fitted_elbo = second_difference(elbo)
     centre = len(axis) // 2
+
+    def top_used(s):  # the used directions are the top min(k, #{lambda > sigma2}): the global maximum (T2.4)
+        return sorted(used) == list(range(min(len(used) + 1, int(np.sum(eigenvalues > s)))))
+
     regimes = [
         "saddle: ascends along both (a local minimum on this slice)"
         if np.all(c > 0)
-        else "local maximum"
+        else ("local maximum (here the global one)" if top_used(s) else "local maximum")
         if np.all(c < 0)
         else "saddle: ascends along one"
-        for c in predicted
+        for c, s in zip(predicted, sigma2s)
     ]
     return {
         **data_description(problem, config),

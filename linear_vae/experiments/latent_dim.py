@@ -260,7 +260,7 @@ def plot(results: dict, config: dict):
     ax_value.set_yscale("log")
     top = max(max(e["closed_form"]["elbo"]) - e["baseline_k0"] for e in results["series"])
     ax_value.set_ylim(None, 12 * top)  # room for the legend above the curves
-    ax_value.set_ylabel("ELBO or MLL − value at K = 0 (nats per datapoint)")
+    ax_value.set_ylabel("ELBO or MLL − its value at K = 0 (nats)")
     ax_value.set_title("gain over no latent variables:\nflat once K > #{λᵢ > σ²}")
     ax_active.set_ylabel("active latent dimensions" + ("" if linear else " (log scale)"))
     ax_active.set_title("active dimensions: min(K, #{λᵢ > σ²}),\nthe rest collapse (circles nudged in K)")

@@ -34,4 +34,4 @@ CONFIG = {
     "basis": "data",  # as the notebook: Adam's trajectory depends on the basis
     "middle_panel": "zoom",
 }
-QUICK = {"exact_steps": 200, "basis": "eigen"}  # eigenbasis: O(d k^2) steps, a smoke test
+QUICK = {"exact_steps": 150, "latent_dim": 16, "learning_rate": 1e-2, "basis": "eigen"}  # a smoke test of the pipeline
