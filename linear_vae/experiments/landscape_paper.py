@@ -1,7 +1,8 @@
 """Figure 1 in the paper's setting: the landscape around a zero column of W on MNIST.
 
 The paper perturbs a zero column of a stationary pPCA decoder on MNIST along two principal
-directions (``u_5`` and ``u_7``) and plots the marginal likelihood around it.  Here: MNIST-1000
+directions and plots the marginal likelihood around it (its caption, as read for this project and
+not re-checked against the PDF, names ``u_5`` and ``u_7``; its ``sigma2`` values are not sourced here).  Here: MNIST-1000
 (seeded), the stationary point with columns ``u_j sqrt(lambda_j - sigma2)`` for ``j = 1..4`` and a
 zero fifth column, moved to ``a u_5 + b u_7``, at three ``sigma2`` read off the spectrum
 (``lambda_4 = 2.80``, ``lambda_5 = 2.59``, ``lambda_7 = 1.70``): below ``lambda_7`` (both directions
