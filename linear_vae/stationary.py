@@ -1,4 +1,4 @@
-"""Theorem 1 of Lucas et al., numerically: the ELBO's stationary points are the MLL's, with no new local maxima.
+"""Theorem 1 of Lucas et al., numerically: the ELBO has the MLL's stationary points, more saddles, no new maxima.
 
 The MLL's stationary points at a fixed ``sigma2`` are enumerated in closed form by
 :func:`linear_vae.ppca.stationary_points` (docs/theory.md (T2.4)).  This module supplies what it
@@ -10,7 +10,9 @@ takes to check the ELBO against them without assuming the answer:
 * a direct search for stationary points of the ELBO in all parameters from random starts: a
   vmapped Levenberg-Marquardt iteration on the gradient ``g(x) = grad ELBO(x)`` (a root finder,
   which converges to saddles as readily as to maxima; :func:`search_stationary_points`);
-* :func:`match_stationary_point`, which names the enumerated point a found one is.
+* :func:`identify_stationary_point`, which names the point a found one is: one of the MLL's
+  (T2.4), or one the MLL lacks, where columns of equal norm share eigen-directions
+  (:func:`tied_group_norms`, T15.3), always a saddle.
 
 References: docs/theory.md (T15.1, T15.2, T15.3); Lucas et al. 2019, Section 4.2 and Appendix C.
 """
