@@ -6,7 +6,8 @@ of a smaller K.  Here: the seeded MNIST-1000, the closed form at every K from 0 
 learned sigma2, for sigma2 = 1 and for sigma2 fixed at the MLE of K = 50
 (``sigma2* = mean(lambda_51..784) = 0.0115``, 214 eigenvalues above it, so that curve flattens at
 K = 214), in absolute nats per datapoint beside the gain over K = 0.  Trained points (Newton to
-convergence) are few and at K = 64: a Newton run at K = 300 takes more than 15 minutes on 2 cores.
+convergence) are few and at K = 64: a Newton run at K = 300 had not finished after 15 minutes on
+2 cores.
 
 Run and figure are :mod:`linear_vae.experiments.latent_dim`'s; only the configuration differs.
 """

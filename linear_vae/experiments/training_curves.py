@@ -18,7 +18,7 @@ ELBO and MLL of the current parameters.  The closed-form MLE values are horizont
 The same module draws the paper's notebook configuration (:mod:`linear_vae.experiments.training_curves_paper`,
 only ``CONFIG`` differs): K = 200, exact ELBO only, Adam at a constant 1e-3 for 12,000 steps.  Beside
 the MLE it draws the value the notebook calls its MLE, the same closed form evaluated with the
-1/(N - 1) covariance, which lies exactly ``d/2 log(N / (N - 1))`` nats lower (docs/theory.md (T14.1)),
+1/(N - 1) covariance, which lies exactly ``d/2 log(N / (N - 1))`` nats lower (docs/theory.md (T14)),
 so that a converging ELBO ends above it.
 """
 
