@@ -533,6 +533,168 @@ def check_deep_vae_claims(study: dict, lam: np.ndarray, r: dict) -> None:
             assert au[(kind, start)] > au[("fixed", start)]
 
 
+def _population_chi2(lam, k, beta, sigma2):
+    """``E_x chi2(p(z|x) || q(z|x))`` at the beta-ELBO optimum for ``x ~ N(0, diag(lam))``, by quadrature:
+    Gauss-Hermite nodes over ``x_i``, a trapezoid over ``z`` (independent of the library's closed form)."""
+    t = beta * sigma2
+    nodes, weights = np.polynomial.hermite_e.hermegauss(80)
+    weights = weights / weights.sum()
+    product = 1.0
+    for lam_i in lam[:k][lam[:k] > t]:
+        w2 = lam_i - t  # ||w_i||^2 at the optimum
+        P, a = sigma2 / (w2 + sigma2), np.sqrt(w2) / (w2 + sigma2)  # posterior N(a x, P)
+        Q, b = t / lam_i, np.sqrt(w2) / lam_i  # encoder N(b x, Q)
+        total = 0.0
+        for node, weight in zip(nodes, weights):
+            x = node * np.sqrt(lam_i)
+            z = np.linspace(a * x - 12 * np.sqrt(P), a * x + 12 * np.sqrt(P), 6001)
+            log_p = -0.5 * (LOG_2PI_REF + np.log(P) + (z - a * x) ** 2 / P)
+            log_q = -0.5 * (LOG_2PI_REF + np.log(Q) + (z - b * x) ** 2 / Q)
+            total += weight * np.trapezoid(np.exp(2 * log_p - log_q), z)
+        product *= total
+    return product - 1.0
+
+
+LOG_2PI_REF = float(np.log(2 * np.pi))
+
+
+def _within(mean, exact, sd, seeds, n_se=4.0, extra=0.0):
+    """``|mean - exact| <= n_se standard errors (sd / sqrt(seeds)) + extra``, elementwise."""
+    mean, exact, sd = (np.asarray(v, dtype=np.float64) for v in (mean, exact, sd))
+    return np.all(np.abs(mean - exact) <= n_se * sd / np.sqrt(seeds) + extra + 1e-12)
+
+
+def check_metric_calibration(payload: dict, strict: bool) -> None:
+    config, r = payload["config"], payload["results"]
+    g = r["gaussian"]
+    top, ratio, d = config["spectrum"]
+    lam = top * ratio ** np.arange(int(d))
+    np.testing.assert_allclose(g["eigenvalues"], lam, rtol=1e-14)
+    k, seeds, B = config["latent_dim"], config["seeds"], np.array(config["batch_sizes"])
+    for case in g["cases"]:
+        beta, sigma2 = case["beta"], case["sigma2"]
+        t, e = beta * sigma2, case["exact"]
+        # Exact population values at the optimum, from the spectrum (docs/theory.md (T11.4)).
+        rate = np.sum(0.5 * np.log(np.maximum(lam[:k] / t, 1.0)))
+        distortion = np.sum(np.minimum(lam[:k], t)) + lam[k:].sum()
+        np.testing.assert_allclose([e["rate"], e["mutual_information_gaussian"]], [rate, rate], rtol=1e-12)
+        np.testing.assert_allclose(e["distortion"], distortion, rtol=1e-12)
+        np.testing.assert_allclose(e["au_variances"], np.maximum(1 - t / lam[:k], 0), rtol=1e-12, atol=1e-15)
+        # IWAE references: log p(x) is the pPCA MLL of W = diag(sqrt(lambda - t)) (dense), the K = 1 bias the
+        # gap to the beta = 1 ELBO of the same parameters, and chi2 by quadrature.
+        W = np.zeros((len(lam), k))
+        W[np.arange(k), np.arange(k)] = np.sqrt(np.maximum(lam[:k] - t, 0))
+        mll = dense_mll(W, sigma2, np.diag(lam))
+        np.testing.assert_allclose(e["log_likelihood"], mll, rtol=1e-12)
+        elbo = -0.5 * len(lam) * (LOG_2PI_REF + np.log(sigma2)) - distortion / (2 * sigma2) - rate
+        np.testing.assert_allclose(e["iwae_bias_k1"], mll - elbo, rtol=1e-9)
+        np.testing.assert_allclose(e["chi2"], _population_chi2(lam, k, beta, sigma2), rtol=1e-6)
+        by = case["by_batch"]
+        # Rate and distortion are unbiased for the population values, at every B (4 standard errors).
+        for name, exact in (("rate", rate), ("distortion", distortion)):
+            assert _within(by[name]["mean"], np.full(len(B), exact), by[name]["sd"], seeds), name
+        # Sample variances of the encoder means (1/B): mean (B - 1)/B times the exact value.
+        au_exact = np.maximum(1 - t / lam[:k], 0)
+        expected = np.outer((B - 1) / B, au_exact)
+        assert _within(by["au_variances"]["mean"], expected, by["au_variances"]["sd"], seeds)
+        # The include-self MI never exceeds log B; in expectation it is below I, the leave-one-out form above.
+        assert np.all(np.array(by["mi_include_self"]["max"]) <= np.log(B) + 1e-9)
+        inc, exc = by["mi_include_self"], by["mi_exclude_self"]
+        se = lambda s: 3 * np.array(s["sd"]) / np.sqrt(seeds)  # noqa: E731
+        assert np.all(np.array(inc["mean"]) <= rate + se(inc)) and np.all(np.array(exc["mean"]) >= rate - se(exc))
+        if rate < 2 and B[-1] >= 1024:  # usable where I << log B: within 0.03 nats at B >= 1024
+            assert abs(inc["mean"][-1] - rate) < 0.03 + se(inc)[-1] and abs(exc["mean"][-1] - rate) < 0.03 + se(exc)[-1]
+        # The z-sampling error alone: unbiased, and its spread falls as S^(-1/2) (factor 1.6 for 24-seed sds).
+        S = np.array(config["mc_samples"])
+        for name in ("rate", "distortion") if len(S) else ():
+            s = case["by_samples"][name]
+            assert _within(s["mean"], np.zeros(len(S)), s["sd"], seeds), name
+            if strict:
+                ratio_sd = s["sd"][0] / s["sd"][-1]
+                assert np.sqrt(S[-1] / S[0]) / 1.6 < ratio_sd < 1.6 * np.sqrt(S[-1] / S[0]), (name, ratio_sd)
+        # IWAE: the K = 1 bias is the ELBO gap; from K = 10 on, chi2 / (2K) to 30% (the O(K^-2) term) + 4 SE.
+        K, iw, n = np.array(config["iwae_samples"]), case["iwae"], config["iwae_seeds"]
+        assert K[0] == 1 and _within(iw["mean"][0], e["iwae_bias_k1"], iw["sd"][0], n)
+        for j in np.flatnonzero(K >= 10):
+            predicted = e["chi2"] / (2 * K[j])
+            assert _within(iw["mean"][j], predicted, iw["sd"][j], n, extra=0.3 * predicted), (K[j], iw["mean"][j])
+    # MNIST: the exact values of the optimum on the digits' own moments (numpy's eigh), and the estimates.
+    m, setting = r["mnist"], config["mnist"]
+    X, lam_m, _ = reference(setting)
+    eigenvalues_for({"config": setting, "results": m})
+    km, t = setting["latent_dim"], setting["beta"] * setting["sigma2"]
+    rate = np.sum(0.5 * np.log(np.maximum(lam_m[:km] / t, 1.0)))
+    distortion = np.sum(np.minimum(lam_m[:km], t)) + lam_m[km:].sum()
+    count = int(np.sum(lam_m[:km] > t / (1 - r["au_threshold"])))
+    np.testing.assert_allclose([m["exact"]["rate"], m["exact"]["distortion"]], [rate, distortion], rtol=1e-9)
+    assert m["exact"]["active_units"] == count
+    for name, exact in (("rate", rate), ("distortion", distortion)):
+        # Rows drawn without replacement from the digits: unbiased (4 standard errors).
+        assert _within(
+            m["by_batch"][name]["mean"], np.full(len(m["batch_sizes"]), exact), m["by_batch"][name]["sd"], seeds
+        )
+    if strict:
+        assert m["by_batch"]["active_units"]["min"][-1] == m["by_batch"]["active_units"]["max"][-1] == count
+
+
+def _frontier(lam, k, theta):
+    """Reverse water-filling cut at k (docs/theory.md (T11.5)), written out for the check."""
+    theta = np.atleast_1d(theta)[:, None]
+    rate = np.sum(0.5 * np.log(np.maximum(lam[None, :k] / theta, 1.0)), axis=1)
+    return rate, np.sum(np.minimum(lam[None, :k], theta), axis=1) + lam[k:].sum()
+
+
+def _frontier_distortion_by_bisection(lam, k, rate):
+    """``D_k(R)``: bisection in log theta for the water level with rate ``R`` (R decreases in theta)."""
+    lo, hi = np.log(lam[min(k, np.sum(lam > 0)) - 1] * 1e-12), np.log(lam[0])
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _frontier(lam, k, np.exp(mid))[0][0] > rate:
+            lo = mid
+        else:
+            hi = mid
+    return _frontier(lam, k, np.exp(0.5 * (lo + hi)))[1][0]
+
+
+def check_rate_distortion(payload: dict, strict: bool) -> None:
+    config, r = payload["config"], payload["results"]
+    lam = eigenvalues_for(payload)
+    sigma2 = config["sigma2"]
+    for f in r["frontiers"]:
+        k = f["latent_dim"]
+        rate, distortion = _frontier(lam, k, np.array(f["water_levels"]))
+        np.testing.assert_allclose(f["rate"], rate, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(f["distortion"], distortion, rtol=1e-10)
+        np.testing.assert_allclose(
+            f["thresholds"]["water_levels"], lam[:k][lam[:k] >= min(f["water_levels"])], rtol=1e-9
+        )
+        assert np.all(np.diff(f["rate"]) >= -1e-12) and np.all(np.diff(f["distortion"]) <= 1e-12)  # theta descending
+    assert [t["latent_dim"] for t in r["trained"]] == config["trained_latent_dims"]
+    for t in r["trained"]:
+        k, theta = t["latent_dim"], np.array(t["water_levels"])
+        np.testing.assert_allclose(np.array(t["betas"]) * sigma2, theta, rtol=1e-12)
+        gap = np.array(t["gap"])
+        assert all(t["converged"]) and all(v == "agrees" for v in t["verdict"])
+        # Newton to a predicted gain of 1e-12 nats: the gap is at most the trainer's 1e-6 contract, and never
+        # below the optimum by more than float64 round-off of ~1e3-nat values.
+        assert gap.max() <= 1e-6 and gap.min() > -1e-9
+        # On the frontier: 0 <= D - D_k(R) <= 2 sigma2 gap (docs/theory.md (T11.5)); float slack 1e-9 squared
+        # pixel units (D is ~50, so 2e-11 relative; measured ~1e-14).
+        rate, distortion = np.array(t["rate"]), np.array(t["distortion"])
+        height = distortion - np.array([_frontier_distortion_by_bisection(lam, k, R) for R in rate])
+        assert np.all(height >= -1e-9) and np.all(height <= 2 * sigma2 * np.maximum(gap, 0) + 1e-9), height
+        np.testing.assert_allclose(t["frontier_distortion_at_rate"], distortion - height, rtol=0, atol=1e-9)
+        # R and D separately at the optimum's, to about sqrt(gap) (10 x sqrt(max(gap, 1e-12)), away from thresholds).
+        predicted_rate, predicted_distortion = _frontier(lam, k, theta)
+        ok = far(t["nearest_threshold_distance"], strict)
+        tol = 10 * np.sqrt(np.maximum(np.abs(gap), 1e-12))
+        assert np.all(np.abs(rate - predicted_rate)[ok] <= tol[ok]) and np.all(
+            np.abs(distortion - predicted_distortion)[ok] <= tol[ok]
+        )
+        predicted_units = np.sum(lam[None, :k] > (theta / (1 - 0.01))[:, None], axis=1)
+        np.testing.assert_array_equal(np.array(t["active_units"])[ok], predicted_units[ok])
+
+
 CHECKS = {
     "collapse_threshold": check_collapse_threshold,
     "kl_per_dim": check_kl_per_dim,
@@ -547,6 +709,8 @@ CHECKS = {
     "latent_dim_paper": check_latent_dim,
     "stationary_points": check_stationary_points,
     "encoders": check_encoders,
+    "metric_calibration": check_metric_calibration,
+    "rate_distortion": check_rate_distortion,
     "deep_vae": check_deep_vae,
     "deep_vae_fashion": check_deep_vae,
 }

@@ -16,6 +16,8 @@ EXPERIMENTS = (
     "collapse_fraction",
     "stationary_points",
     "encoders",
+    "metric_calibration",
+    "rate_distortion",
     "deep_vae",
     "deep_vae_fashion",
 )
