@@ -122,7 +122,9 @@ def active_units(mean, threshold: float = AU_THRESHOLD):
 
 
 def _log_marginal_estimates(z, mean, log_var):
-    """For every row ``i``: ``log sum_j q(z_i|x_j)`` over all ``j`` and over ``j != i``, two (B,) arrays.
+    """For every row ``i``: ``log q(z_i|x_i)`` and ``log sum_j q(z_i|x_j)`` over all ``j`` and over ``j != i``,
+    three (B,) arrays.  The first is the very term the full sum contains, so ``sum - self >= 0`` holds in
+    floating point too (the include-self estimate never exceeds ``log B``, in float32 as well).
 
     Row ``i``'s densities under the ``B`` posteriors are formed ``MI_ROW_BLOCK`` rows at a time, so the
     memory is ``MI_ROW_BLOCK x B x k``, never the whole ``B x B`` matrix."""
@@ -131,8 +133,9 @@ def _log_marginal_estimates(z, mean, log_var):
     def one_row(args):
         z_i, i = args
         log_q = diagonal_gaussian_log_density(z_i, mean, log_var)  # (B,): z_i under every posterior
-        others = jnp.where(jnp.arange(B) == i, -jnp.inf, log_q)
-        return jax.nn.logsumexp(log_q), jax.nn.logsumexp(others)
+        is_self = jnp.arange(B) == i
+        others = jnp.where(is_self, -jnp.inf, log_q)
+        return jnp.sum(jnp.where(is_self, log_q, 0.0)), jax.nn.logsumexp(log_q), jax.nn.logsumexp(others)
 
     return jax.lax.map(one_row, (z, jnp.arange(B)), batch_size=min(MI_ROW_BLOCK, B))
 
@@ -164,9 +167,8 @@ def mutual_information_minibatch(key, mean, log_var, include_self: bool):
     B = mean.shape[0]
     if B < 2:
         raise ValueError(f"`mean` must hold a batch of at least 2 rows, got {B}")
-    z, eps = _sample_posterior(key, mean, log_var, 1)
-    log_q_self = -0.5 * jnp.sum(LOG_2PI + log_var + eps[0] ** 2, axis=-1)  # log q(z_i|x_i), (B,)
-    log_sum_all, log_sum_others = _log_marginal_estimates(z[0], mean, log_var)
+    z, _ = _sample_posterior(key, mean, log_var, 1)
+    log_q_self, log_sum_all, log_sum_others = _log_marginal_estimates(z[0], mean, log_var)
     if include_self:
         log_q_marginal = log_sum_all - jnp.log(B)
     else:
