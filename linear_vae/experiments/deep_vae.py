@@ -40,6 +40,7 @@ from linear_vae.collapse import (
 )
 from linear_vae.datasets import load_data, train_heldout_split
 from linear_vae.deep import DeepConfig, DeepHyper, heldout_measures, measure_grid, train_grid
+from linear_vae.experiments.rate_distortion import draw_frontier
 from linear_vae.moments import compute_moments
 from linear_vae.optimum import active_count, beta_elbo_optimum, learned_sigma2
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
@@ -556,7 +557,7 @@ def plot_annealing(results: dict, config: dict):
     for ax in axes[0]:
         ax.axvline(warmup, color="0.5", linestyle=":", linewidth=1.2)
         ax.set_xlabel("training step")
-    axes[0, 0].text(warmup, k * 0.9, r" $\beta$ reaches 1", color="0.35", fontsize=8)
+    axes[0, 0].text(warmup, 1.0, r" $\beta$ reaches 1", color="0.35", fontsize=8)
     axes[0, 0].set_ylabel("active units on held-out data")
     axes[0, 0].set_ylim(-1, k + 2)
     axes[0, 1].set_ylabel(r"held-out ELBO at $\beta$ = 1 (nats per image)")
@@ -579,12 +580,15 @@ def plot_rate_distortion(results: dict, config: dict):
     fig, axes = new_figure(width=7.4, height=4.8)
     ax = axes[0, 0]
     front = study["linear"]["frontier"]
-    ax.plot(
-        front["rate"],
-        front["distortion"],
+    draw_frontier(
+        ax,
+        results["eigenvalues"],
+        k,
+        trace=results["trace"],
+        dim=results["d"],
+        theta_range=(min(front["water_level"]), results["eigenvalues"][0]),
         color=COLORS[0],
-        label=f"linear VAE optimum on the training spectrum, K = {k} (Gaussian rate-distortion, cut at K)",
-        **PREDICTION_STYLE,
+        label=f"linear VAE optimum on the training spectrum, K = {k} (dots: collapse thresholds)",
     )
     linear = study["linear"]["rows"]
     ax.plot(
