@@ -138,11 +138,9 @@ def exact_synthetic(eigenvalues, k: int, beta: float, sigma2: float) -> dict:
 
 
 # --- the estimators on a grid of seeds -------------------------------------------------------------
-def batch_estimates(key, params, draw, batch: int, sigma2):
-    """Every batch-size estimator on one fresh batch: rate, distortion (one sample of z each), AU
-    variances and count, and the two minibatch MI forms (sharing their z)."""
-    data_key, rate_key, distortion_key, mi_key = jax.random.split(key, 4)
-    x = draw(data_key, batch)
+def moment_estimates(rate_key, distortion_key, x, params, sigma2) -> dict:
+    """The estimators that need only encoder outputs on the batch ``x``: rate and distortion (one
+    sample of z each) and the AU variances and count."""
     encode, decode, _ = linear_model(params, sigma2)
     mean, log_var = encode(x)
     variances = active_unit_variances(mean)
@@ -151,6 +149,17 @@ def batch_estimates(key, params, draw, batch: int, sigma2):
         "distortion": distortion_mc(distortion_key, x, mean, log_var, decode),
         "au_variances": variances,
         "active_units": jnp.sum(variances > AU_THRESHOLD),
+    }
+
+
+def batch_estimates(key, params, draw, batch: int, sigma2):
+    """Every batch-size estimator on one fresh batch: :func:`moment_estimates` and the two minibatch
+    MI forms (sharing their z)."""
+    data_key, rate_key, distortion_key, mi_key = jax.random.split(key, 4)
+    x = draw(data_key, batch)
+    mean, log_var = linear_model(params, sigma2)[0](x)
+    return {
+        **moment_estimates(rate_key, distortion_key, x, params, sigma2),
         "mi_include_self": mutual_information_minibatch(mi_key, mean, log_var, include_self=True),
         "mi_exclude_self": mutual_information_minibatch(mi_key, mean, log_var, include_self=False),
     }
@@ -283,18 +292,10 @@ def run_synthetic(config: dict, progress=None) -> dict:
 
 
 def minibatch_estimates(key, X, params, batch: int, sigma2):
-    """Rate, distortion and active units on ``batch`` rows of ``X`` drawn without replacement."""
+    """:func:`moment_estimates` on ``batch`` rows of ``X`` drawn without replacement."""
     rows_key, rate_key, distortion_key = jax.random.split(key, 3)
     x = X[jax.random.choice(rows_key, X.shape[0], (batch,), replace=False)]
-    encode, decode, _ = linear_model(params, sigma2)
-    mean, log_var = encode(x)
-    variances = active_unit_variances(mean)
-    return {
-        "rate": kl_rate_mc(rate_key, mean, log_var),
-        "distortion": distortion_mc(distortion_key, x, mean, log_var, decode),
-        "au_variances": variances,
-        "active_units": jnp.sum(variances > AU_THRESHOLD),
-    }
+    return moment_estimates(rate_key, distortion_key, x, params, sigma2)
 
 
 def run_mnist(config: dict, progress=None) -> dict:
