@@ -341,7 +341,7 @@ def diff_latent_dim(p: Payloads) -> list[str]:
         c = p["latent_dim_paper"]["config"]
         notes.append(
             f"Fig. 2: `latent_dim_paper` on {count(c['n'])} digits, σ² fixed at {values(c['sigma2s'])} and at the MLE of "
-            f"K = {values(c['mle_sigma2_latent_dims'])}, trained (Newton) at K = {values(c['trained_latent_dims'])}; "
+            f"K = {values(c['mle_sigma2_latent_dims'])}, trained ({c['optimizer']}) at K = {values(c['trained_latent_dims'])}; "
             "the paper's N and smaller K are not sourced here."
         )
     if "latent_dim" in p:
