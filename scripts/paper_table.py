@@ -182,23 +182,19 @@ def ours_stationary_points(r: dict, c: dict) -> str:
     )
 
 
-def seed_mean(runs: list[dict], key: str) -> str:
-    """The mean over the seeds of one setting, with ``[min–max]`` when they differ."""
+def seed_mean(runs: list[dict], key: str, digits: int = 1) -> str:
+    """The mean over the seeds of one setting (``digits`` decimals unless whole), with ``[min–max]`` when
+    the seeds differ."""
     xs = [run[key] for run in runs]
-    mean = f"{sum(xs) / len(xs):,.3g}" if abs(sum(xs) / len(xs)) < 1000 else count(sum(xs) / len(xs))
-    return mean if min(xs) == max(xs) else f"{mean} [{min(xs):,.0f}–{max(xs):,.0f}]"
+    mean = sum(xs) / len(xs)
+    text = count(mean) if mean == round(mean) else fixed(mean, digits)
+    return text if min(xs) == max(xs) else f"{text} [{count(min(xs))}–{count(max(xs))}]"
 
 
 def ours_deep_vae(r: dict, c: dict) -> str:
     """Per latent size: the held-out mean-KL count (mean [min–max] over seeds) against the linear VAE's on the
     same rows, at the ends of the fixed-σ² grid and at σ² = 1 with and without annealing; the learned-σ² starts
     with their held-out IWAE bounds."""
-    if "studies" not in r:  # the single-seed study it replaces
-        fixed_runs = [run for run in r["runs"] if run["kind"] == "fixed"]
-        lo, hi = fixed_runs[0], fixed_runs[-1]
-        return (
-            f"σ² {lo['sigma2']:g} → {hi['sigma2']:g}: {lo['active_dims']} → {hi['active_dims']} active (ε, δ), one seed"
-        )
     parts = []
     for study in r["studies"]:
         groups: dict = {}
@@ -221,7 +217,7 @@ def ours_deep_vae(r: dict, c: dict) -> str:
         learned = sorted(key for key in groups if key[0] == "learned")
         learned_linear = next(count for (kind, _), count in linear.items() if kind == "learned")
         text += f"; σ² learned ({learned_linear}) from " + ", ".join(
-            f"{key[1]:g}: {seed_mean(groups[key], 'mean_kl_active')}, IWAE {seed_mean(groups[key], 'iwae')}"
+            f"{key[1]:g}: {seed_mean(groups[key], 'mean_kl_active')}, IWAE {seed_mean(groups[key], 'iwae', 0)}"
             for key in learned
         )
         parts.append(text)
@@ -395,8 +391,10 @@ def diff_deep_vae(name: str, what: str) -> Callable[[Payloads], list[str]]:
         if name not in p:
             return []
         c = p[name]["config"]
-        if "latent_dims" not in c:  # the single-seed study it replaces
-            return [f"{what}: one seed, K = {c['latent_dim']}, hidden {c['hidden']}, {count(c['steps'])} steps."]
+        if name != "deep_vae" and "deep_vae" in p:
+            mnist = p["deep_vae"]["config"]
+            if {k: v for k, v in c.items() if k != "data"} == {k: v for k, v in mnist.items() if k != "data"}:
+                return [f"{what}: the MNIST study's grid, network and budget, unchanged."]
         return [
             f"{what}: the network and budget are ours (the paper's are not sourced here): MLP {c['hidden']} "
             f"({c['activation']}), K = {values(c['latent_dims'])}, {count(c['n_train'])} training images and the rest "
