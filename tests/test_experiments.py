@@ -536,11 +536,11 @@ def check_deep_vae_claims(study: dict, lam: np.ndarray, r: dict) -> None:
     # The deep VAE keeps fewer units than the linear optimum at sigma2 = 0.3 and 1 (held-out, same measure).
     for sigma2 in (0.3, 1.0):
         assert au[("fixed", sigma2)] < linear[sigma2]["active_units"]
-    # Held-out fit: the deep VAE's ELBO beats the linear optimum's at every sigma2 <= 0.3, and is within
-    # 1 nat of it at sigma2 >= 1 (where both are nearly collapsed).
+    # Held-out fit: the deep VAE's ELBO beats the linear optimum's at every sigma2 <= 0.3, and is never
+    # more than 1 nat below it at larger sigma2 (where both are nearly collapsed).
     for sigma2 in fixed:
         gap = mean["heldout_elbo"][("fixed", sigma2)] - linear[sigma2]["heldout_elbo"]
-        assert gap > 0 if sigma2 <= 0.3 else abs(gap) < 1.0
+        assert gap > (0 if sigma2 <= 0.3 else -1.0)
     # Rate-distortion: the fixed-sigma2 runs at sigma2 <= 0.3 lie below the linear frontier D_K(R).
     front = study["linear"]["frontier"]
     order = np.argsort(front["rate"])
@@ -560,6 +560,10 @@ def check_deep_vae_claims(study: dict, lam: np.ndarray, r: dict) -> None:
         if ("fixed", start) in au and start >= 1:
             assert mean["sigma2_at_best"][("learned", start)] < start
             assert au[("learned", start)] > au[("fixed", start)]
+            # ... and is still falling over the last 300 steps: not converged.
+            for run in runs:
+                if run["kind"] == "learned" and run["sigma2"] == start:
+                    assert run["history"]["sigma2"][-1] < run["history"]["sigma2"][-4]
     low, high = ("learned", learned[0]), ("learned", learned[-1])
     assert mean["sigma2_at_best"][high] > mean["sigma2_at_best"][low]
     assert mean["rate"][high] < mean["rate"][low] and mean["heldout_elbo"][high] < mean["heldout_elbo"][low]
