@@ -530,6 +530,11 @@ def check_deep_vae_claims(study: dict, lam: np.ndarray, r: dict) -> None:
         for large in fixed:
             if large >= 10 * small:
                 assert au[("fixed", large)] <= au[("fixed", small)]
+    # All K units active by all three counts up to sigma2 = 0.03; overfitting visible at sigma2 = 0.01.
+    for sigma2 in (s for s in fixed if s <= 0.03):
+        assert au[("fixed", sigma2)] == mean["mean_kl_active"][("fixed", sigma2)] == k
+        assert mean["eps_delta_active"][("fixed", sigma2)] == k
+    assert mean["train_elbo_at_best"][("fixed", 0.01)] > mean["heldout_elbo"][("fixed", 0.01)]
     # The three counts disagree, the (epsilon, delta)-count the most lenient: never below the others.
     for setting in au:
         assert mean["eps_delta_active"][setting] >= max(au[setting], mean["mean_kl_active"][setting])
