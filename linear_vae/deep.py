@@ -44,6 +44,7 @@ from linear_vae.moments import LOG_2PI
 from linear_vae.train import DivergenceError
 
 DTYPE = jnp.float32
+SCHEDULES = ("constant", "cosine")
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "identity": lambda x: x}
 
 
@@ -61,6 +62,9 @@ class DeepConfig(NamedTuple):
     batch_size : minibatch size (rows drawn uniformly with replacement).
     learning_rate : Adam step size of the networks.
     sigma2_learning_rate : Adam step size of ``log sigma2`` when it is learned.
+    schedule : "constant" step sizes, or "cosine": both decay as ``(1 + cos(pi t / steps)) / 2``
+        towards 0 over the run, so that the one-sample gradient noise stops moving the parameters
+        at the end (used where a run should settle on an optimum, e.g. the Figure 4 analogue).
     """
 
     latent_dim: int = 32
@@ -72,10 +76,13 @@ class DeepConfig(NamedTuple):
     batch_size: int = 100
     learning_rate: float = 1e-3
     sigma2_learning_rate: float = 3e-3
+    schedule: str = "constant"
 
     def validate(self, d: int, n: int) -> "DeepConfig":
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown `schedule` {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.latent_dim < 1 or self.steps < 1 or self.log_every < 1:
             raise ValueError(
                 f"need `latent_dim`, `steps` and `log_every` >= 1, got {self.latent_dim}, {self.steps}, "
@@ -172,6 +179,13 @@ def beta_at(step, warmup):
     return jnp.where(warmup > 0, jnp.minimum(1.0, step / jnp.maximum(warmup, 1.0)), 1.0).astype(DTYPE)
 
 
+def step_size(base: float, config: DeepConfig):
+    """Adam's step size: ``base`` throughout, or cosine-decayed from ``base`` to 0 over ``config.steps``."""
+    if config.schedule == "cosine":
+        return optax.cosine_decay_schedule(base, config.steps)
+    return base
+
+
 def make_optimizer(config: DeepConfig) -> optax.GradientTransformation:
     """Adam on the networks and, with its own step size, on ``log sigma2``."""
 
@@ -181,7 +195,11 @@ def make_optimizer(config: DeepConfig) -> optax.GradientTransformation:
         )
 
     return optax.multi_transform(
-        {"net": optax.adam(config.learning_rate), "sigma2": optax.adam(config.sigma2_learning_rate)}, labels
+        {
+            "net": optax.adam(step_size(config.learning_rate, config)),
+            "sigma2": optax.adam(step_size(config.sigma2_learning_rate, config)),
+        },
+        labels,
     )
 
 

@@ -381,7 +381,7 @@ def diff_encoders(p: Payloads) -> list[str]:
     encoders = "; ".join(f"{e['name']}: hidden {e['hidden'] or 'none'}, {e['activation']}" for e in c["encoders"])
     return [
         f"Fig. 4: encoders ({encoders}) and budget are ours: K = {c['latent_dim']}, {count(c['n_train'])} training "
-        f"digits, σ² learned, Adam {c['learning_rate']:g}, minibatches of {c['batch_size']}, {count(c['steps'])} steps, "
+        f"digits, σ² learned, Adam {c['learning_rate']:g} ({c['schedule']} step size), minibatches of {c['batch_size']}, {count(c['steps'])} steps, "
         f"{len(c['seeds'])} seeds, float32 networks."
     ]
 

@@ -175,3 +175,15 @@ def test_heldout_measures_of_the_linear_optimum_are_exact():
     # 200 draws x 500 rows of a squared error with a relative spread below 1: 1% is > 5 standard errors.
     np.testing.assert_allclose(float(measured.distortion), exact["distortion"], rtol=0.01)
     assert float(measured.mi_batch) <= np.log(len(held)) + 1e-9
+
+
+def test_cosine_schedule_decays_the_step_size_from_its_base_to_zero_and_constant_keeps_it():
+    from linear_vae.deep import step_size
+
+    cosine = step_size(1e-3, DeepConfig(steps=1000, schedule="cosine"))
+    # optax's cosine decay: base * (1 + cos(pi t / steps)) / 2 -- 1e-3 at the start, half way at
+    # steps / 2, 0 at the end (float32 schedule values, so 1e-9 absolute).
+    np.testing.assert_allclose([cosine(0), cosine(500), cosine(1000)], [1e-3, 5e-4, 0.0], atol=1e-9)
+    assert step_size(1e-3, DeepConfig(steps=1000)) == 1e-3
+    with pytest.raises(ValueError, match="`schedule`"):
+        DeepConfig(schedule="linear").validate(d=4, n=100)
