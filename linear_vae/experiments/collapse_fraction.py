@@ -23,10 +23,9 @@ import numpy as np
 
 from linear_vae.collapse import collapsed_fraction_curve, encoder_kl_matrix
 from linear_vae.elbo import LinearVAE
-from linear_vae.experiments.common import data_description, load_problem, train
+from linear_vae.experiments.common import data_description, load_problem, newton_config, train
 from linear_vae.optimum import beta_elbo_optimum
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
-from linear_vae.train import TrainConfig
 
 NAME = "collapse_fraction"
 TITLE = "(epsilon, delta)-collapsed fraction of the latent dimensions against epsilon: closed form and trained"
@@ -66,9 +65,7 @@ def run(config: dict, progress=None) -> dict:
     n = len(sigma2s)
     epsilons = np.geomspace(*config["epsilons"][:2], int(config["epsilons"][2]))
     curve_epsilons = np.geomspace(epsilons[0], epsilons[-1], 400)
-    train_config = TrainConfig(
-        latent_dim=k, optimizer=config["optimizer"], steps=config["steps"], gain_tol=config["gain_tol"]
-    )
+    train_config = newton_config(config, k)
     result, reports = train(
         problem,
         train_config,

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from linear_vae.experiments.common import data_description, load_problem, train
+from linear_vae.experiments.common import data_description, load_problem, newton_config, train
 from linear_vae.optimum import active_count, beta_elbo_optimum
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
-from linear_vae.train import TrainConfig
 
 NAME = "collapse_threshold"
 TITLE = "Active latent dimensions against beta and sigma2: closed-form staircase and trained linear VAEs"
@@ -46,9 +45,7 @@ NEAR = 0.02
 def run(config: dict, progress=None) -> dict:
     problem = load_problem(config)
     k = config["latent_dim"]
-    train_config = TrainConfig(
-        latent_dim=k, optimizer=config["optimizer"], steps=config["steps"], gain_tol=config["gain_tol"]
-    )
+    train_config = newton_config(config, k)
     betas = np.geomspace(*config["betas"][:2], int(config["betas"][2]))
     sigma2s = np.geomspace(*config["sigma2s"][:2], int(config["sigma2s"][2]))
     n_beta = len(betas)

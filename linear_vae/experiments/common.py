@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from linear_vae.compare import train_and_compare
 from linear_vae.datasets import load_data
+from linear_vae.deep import DeepConfig
 from linear_vae.problem import Problem
 from linear_vae.progress import Progress
 from linear_vae.train import SweepResult, TrainConfig
@@ -12,6 +13,24 @@ from linear_vae.train import SweepResult, TrainConfig
 def load_problem(config: dict) -> Problem:
     """Load ``config['data']`` (``n``, ``subset_seed`` as in the CLI) and decompose its covariance."""
     return Problem.from_dataset(load_data(config["data"], n=config.get("n"), subset_seed=config.get("subset_seed", 0)))
+
+
+def newton_config(config: dict, latent_dim: int) -> TrainConfig:
+    """The linear trainer as an experiment's ``CONFIG`` names it: ``optimizer``, ``steps`` and
+    ``gain_tol`` (the convergence test of Newton's method), for ``latent_dim`` latents."""
+    return TrainConfig(
+        latent_dim=latent_dim, optimizer=config["optimizer"], steps=config["steps"], gain_tol=config["gain_tol"]
+    )
+
+
+#: The deep trainer's settings an experiment's ``CONFIG`` may name (any it omits keep their default).
+DEEP_TRAINING_KEYS = ("steps", "log_every", "batch_size", "learning_rate", "sigma2_learning_rate", "schedule")
+
+
+def deep_config(config: dict, **architecture) -> DeepConfig:
+    """A :class:`~linear_vae.deep.DeepConfig` with the training settings of ``config``
+    (:data:`DEEP_TRAINING_KEYS`) and the given architecture (``latent_dim``, ``hidden``, ...)."""
+    return DeepConfig(**{key: config[key] for key in DEEP_TRAINING_KEYS if key in config}, **architecture)
 
 
 def train(

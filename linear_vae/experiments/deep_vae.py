@@ -39,7 +39,8 @@ from linear_vae.collapse import (
     epsilon_delta_collapsed,
 )
 from linear_vae.datasets import load_data, train_heldout_split
-from linear_vae.deep import DeepConfig, DeepHyper, heldout_measures, measure_grid, train_grid
+from linear_vae.deep import DeepHyper, heldout_measures, measure_grid, train_grid
+from linear_vae.experiments.common import deep_config
 from linear_vae.experiments.rate_distortion import draw_frontier
 from linear_vae.moments import compute_moments
 from linear_vae.optimum import active_count, beta_elbo_optimum, learned_sigma2
@@ -103,19 +104,6 @@ def grid(config: dict) -> list[dict]:
     return [{**g, "seed": seed} for g in settings(config) for seed in config["seeds"]]
 
 
-def deep_config(config: dict, latent_dim: int) -> DeepConfig:
-    return DeepConfig(
-        latent_dim=latent_dim,
-        hidden=tuple(config["hidden"]),
-        activation=config["activation"],
-        steps=config["steps"],
-        log_every=config["log_every"],
-        batch_size=config["batch_size"],
-        learning_rate=config["learning_rate"],
-        sigma2_learning_rate=config["sigma2_learning_rate"],
-    )
-
-
 # --- run -----------------------------------------------------------------------------------------
 def run(config: dict, progress=None) -> dict:
     train, heldout = train_heldout_split(load_data(config["data"]), config["n_train"], config["split_seed"])
@@ -166,7 +154,7 @@ def deep_study(config: dict, k: int, X_train, X_heldout, epsilons, progress) -> 
         np.array([g["warmup"] for g in configs], float),
         np.array([g["seed"] for g in configs]),
     )
-    dc = deep_config(config, k)
+    dc = deep_config(config, latent_dim=k, hidden=tuple(config["hidden"]), activation=config["activation"])
     result = train_grid(dc, hyper, X_train, X_heldout, progress=progress)
     if progress:
         progress.task(f"{NAME}: held-out measures of {len(configs)} deep VAEs, K = {k}")

@@ -30,8 +30,9 @@ import numpy as np
 
 from linear_vae.compare import max_principal_angle_deg
 from linear_vae.datasets import load_data, train_heldout_split
-from linear_vae.deep import DeepConfig, DeepHyper, encode, train_grid
+from linear_vae.deep import DeepHyper, encode, train_grid
 from linear_vae.elbo import standard_normal_kl
+from linear_vae.experiments.common import deep_config
 from linear_vae.moments import LOG_2PI, compute_moments
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, new_figure
 from linear_vae.ppca import log_marginal_likelihood, ppca_optimum
@@ -105,23 +106,18 @@ def run(config: dict, progress=None) -> dict:
     W_mle = mle.weights(problem.eigenvectors)
     runs = []
     for encoder in config["encoders"]:
-        deep_config = DeepConfig(
+        trainer = deep_config(
+            config,
             latent_dim=k,
             hidden=tuple(encoder["hidden"]),
             decoder_hidden=(),  # a linear decoder under every encoder
             activation=encoder["activation"],
-            steps=config["steps"],
-            log_every=config["log_every"],
-            batch_size=config["batch_size"],
-            learning_rate=config["learning_rate"],
-            sigma2_learning_rate=config["sigma2_learning_rate"],
-            schedule=config["schedule"],
         )
         n = len(seeds)
         hyper = DeepHyper(np.full(n, config["sigma2_init"]), np.ones(n), np.zeros(n), np.array(seeds))
         if progress is not None:
             progress.task(f"{NAME}: {encoder['name']} encoder, {n} seeds")
-        result = train_grid(deep_config, hyper, train.X, heldout.X, progress=progress)
+        result = train_grid(trainer, hyper, train.X, heldout.X, progress=progress)
         history = result.history
         quarter = len(history.step[0]) * 3 // 4
         for i, seed in enumerate(seeds):
@@ -132,8 +128,8 @@ def run(config: dict, progress=None) -> dict:
             sigma2 = float(np.exp(np.float64(result.params.log_sigma2[i])))
             params = result.params._replace(encoder=layers, decoder=None, log_sigma2=None)
 
-            def elbo_on(X, params=params, deep_config=deep_config, W=W, b=b, sigma2=sigma2):
-                mean, log_var = encode(params, jnp.asarray(X, jnp.float32), deep_config)
+            def elbo_on(X, params=params, trainer=trainer, W=W, b=b, sigma2=sigma2):
+                mean, log_var = encode(params, jnp.asarray(X, jnp.float32), trainer)
                 return exact_elbo_linear_decoder(
                     X, np.asarray(mean, np.float64), np.asarray(log_var, np.float64), W, b, sigma2
                 )

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from linear_vae.experiments.common import data_description, load_problem, train
+from linear_vae.experiments.common import data_description, load_problem, newton_config, train
 from linear_vae.optimum import optimal_kl_per_dim
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
-from linear_vae.train import TrainConfig
 
 NAME = "kl_per_dim"
 TITLE = "Per-dimension KL against beta: closed-form curves and trained linear VAEs"
@@ -41,9 +40,7 @@ def run(config: dict, progress=None) -> dict:
     problem = load_problem(config)
     k, sigma2 = config["latent_dim"], config["sigma2"]
     betas = np.geomspace(*config["betas"][:2], int(config["betas"][2]))
-    train_config = TrainConfig(
-        latent_dim=k, optimizer=config["optimizer"], steps=config["steps"], gain_tol=config["gain_tol"]
-    )
+    train_config = newton_config(config, k)
     result, reports = train(
         problem,
         train_config,

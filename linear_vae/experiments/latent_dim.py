@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from linear_vae.experiments.common import data_description, load_problem, train
+from linear_vae.experiments.common import data_description, load_problem, newton_config, train
 from linear_vae.optimum import beta_elbo_optimum, learned_sigma2
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, new_figure
-from linear_vae.train import TrainConfig
 
 NAME = "latent_dim"
 TITLE = "ELBO and marginal likelihood against the number of latent dimensions: extra dimensions collapse"
@@ -107,9 +106,7 @@ def run(config: dict, progress=None) -> dict:
     )
     trained = [{"latent_dims": trained_dims, **{key: [] for key in keys}} for _ in settings]
     for k in trained_dims:
-        base = TrainConfig(
-            latent_dim=k, optimizer=config["optimizer"], steps=config["steps"], gain_tol=config["gain_tol"]
-        )
+        base = newton_config(config, k)
         sweeps = [
             (base, [1.0] * len(fixed), fixed, train_label(k, fixed)),  # fixed sigma2, vmapped
             (base._replace(learn_sigma2=True), [1.0], [config["initial_sigma2"]], train_label(k)),

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from linear_vae.experiments.common import data_description, load_problem, train
+from linear_vae.experiments.common import data_description, load_problem, newton_config, train
 from linear_vae.metrics import frontier_distortion, rate_distortion_frontier
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, TRAINED_STYLE, log_axis, new_figure
-from linear_vae.train import TrainConfig
 
 NAME = "rate_distortion"
 TITLE = "The rate-distortion frontier of the linear VAE on MNIST: reverse water-filling, and trained models on it"
@@ -135,9 +134,7 @@ def run(config: dict, progress=None) -> dict:
         )
     trained = []
     for k in config["trained_latent_dims"]:
-        train_config = TrainConfig(
-            latent_dim=k, optimizer=config["optimizer"], steps=config["steps"], gain_tol=config["gain_tol"]
-        )
+        train_config = newton_config(config, k)
         _, reports = train(
             problem,
             train_config,
