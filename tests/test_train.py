@@ -977,28 +977,18 @@ def test_eigenbasis_training_reaches_the_optimum_in_the_data_basis(synthetic, ei
         assert r["bias_error"] < 1e-8, r
 
 
+#: `linear-vae sweep` of the main synthetic setting at beta = 0.5 and 2, JSON output (the basis tests add to it).
+SWEEP_TWO_BETAS = "sweep --data synthetic -k {k} --betas 0.5,2 --sigma2s {sigma2} --json --quiet".format(
+    k=K, sigma2=SIGMA2
+).split()
+
+
 def test_cli_basis_option_trains_in_the_eigenbasis(capsys, synthetic, eigen_data):
     # `linear-vae sweep --basis eigen` must run the same program as train_sweep in the eigenbasis
     # (same data, config and seeds: identical to round-off), and differ from the data basis (Adam
     # is not rotation invariant), so the option is neither ignored nor mis-wired.
     betas, steps = [0.5, 2.0], 500
-    argv = [
-        "sweep",
-        "--data",
-        "synthetic",
-        "-k",
-        str(K),
-        "--betas",
-        "0.5,2",
-        "--sigma2s",
-        str(SIGMA2),
-        "--steps",
-        str(steps),
-        "--optimizer",
-        "adam",
-        "--json",
-        "--quiet",
-    ]
+    argv = SWEEP_TWO_BETAS + ["--steps", str(steps), "--optimizer", "adam"]
     elbos = {}
     for basis in ("eigen", "data"):
         status, out, err = run_cli(capsys, argv + ["--basis", basis])
@@ -1013,19 +1003,7 @@ def test_newton_trains_the_same_model_in_either_basis(capsys):
     # Newton's steps are invariant to an orthogonal change of basis and its start is drawn in the
     # data basis either way, so --basis changes the cost only: same model to round-off, and the
     # gap's two parts (decoder and inference gap) agree to 1e-10 nats
-    argv = [
-        "sweep",
-        "--data",
-        "synthetic",
-        "-k",
-        str(K),
-        "--betas",
-        "0.5,2",
-        "--sigma2s",
-        str(SIGMA2),
-        "--json",
-        "--quiet",
-    ]
+    argv = SWEEP_TWO_BETAS
     runs = {}
     for basis in ("eigen", "data"):
         status, out, err = run_cli(capsys, argv + ["--basis", basis])
