@@ -138,11 +138,9 @@ def exact_synthetic(eigenvalues, k: int, beta: float, sigma2: float) -> dict:
 
 
 # --- the estimators on a grid of seeds -------------------------------------------------------------
-def moment_estimates(rate_key, distortion_key, x, params, sigma2) -> dict:
-    """The estimators that need only encoder outputs on the batch ``x``: rate and distortion (one
-    sample of z each) and the AU variances and count."""
-    encode, decode, _ = linear_model(params, sigma2)
-    mean, log_var = encode(x)
+def moment_estimates(rate_key, distortion_key, x, mean, log_var, decode) -> dict:
+    """The estimators that need only the encoder's outputs ``mean``, ``log_var`` on the batch ``x``:
+    rate and distortion (one sample of z each) and the AU variances and count."""
     variances = active_unit_variances(mean)
     return {
         "rate": kl_rate_mc(rate_key, mean, log_var),
@@ -157,9 +155,10 @@ def batch_estimates(key, params, draw, batch: int, sigma2):
     MI forms (sharing their z)."""
     data_key, rate_key, distortion_key, mi_key = jax.random.split(key, 4)
     x = draw(data_key, batch)
-    mean, log_var = linear_model(params, sigma2)[0](x)
+    encode, decode, _ = linear_model(params, sigma2)
+    mean, log_var = encode(x)
     return {
-        **moment_estimates(rate_key, distortion_key, x, params, sigma2),
+        **moment_estimates(rate_key, distortion_key, x, mean, log_var, decode),
         "mi_include_self": mutual_information_minibatch(mi_key, mean, log_var, include_self=True),
         "mi_exclude_self": mutual_information_minibatch(mi_key, mean, log_var, include_self=False),
     }
@@ -295,7 +294,8 @@ def minibatch_estimates(key, X, params, batch: int, sigma2):
     """:func:`moment_estimates` on ``batch`` rows of ``X`` drawn without replacement."""
     rows_key, rate_key, distortion_key = jax.random.split(key, 3)
     x = X[jax.random.choice(rows_key, X.shape[0], (batch,), replace=False)]
-    return moment_estimates(rate_key, distortion_key, x, params, sigma2)
+    encode, decode, _ = linear_model(params, sigma2)
+    return moment_estimates(rate_key, distortion_key, x, *encode(x), decode)
 
 
 def run_mnist(config: dict, progress=None) -> dict:
