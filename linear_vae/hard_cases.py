@@ -40,7 +40,6 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from linear_vae.datasets import Dataset, make_synthetic
-from linear_vae.moments import compute_moments, eigen_decomposition
 from linear_vae.optimum import beta_elbo_optimum, learned_sigma2, threshold_distance
 
 #: Smallest relative distance ``|lambda_i - beta sigma2| / (beta sigma2)``, ``i <= k``, of a well-posed case.
@@ -241,16 +240,6 @@ def hard_cases() -> list[HardCase]:
 # --------------------------------------------------------------------------------------------
 # Well-posedness
 # --------------------------------------------------------------------------------------------
-
-
-def sample_eigenvalues(dataset: Dataset) -> np.ndarray:
-    """The eigenvalues of the ``1/N`` sample covariance of ``dataset`` (descending)."""
-    return eigen_decomposition(compute_moments(dataset.X).cov).eigenvalues
-
-
-def sigma2_at_optimum(eigenvalues, latent_dim: int, beta: float, sigma2: float | None) -> float:
-    """``sigma2`` itself, or the learned sigma2 of the closed form when ``sigma2`` is None."""
-    return float(sigma2) if sigma2 is not None else learned_sigma2(eigenvalues, latent_dim, beta)
 
 
 def initial_sigma2s(case: HardCase, eigenvalues) -> list[float]:

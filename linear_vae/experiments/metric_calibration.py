@@ -82,10 +82,6 @@ def population(config: dict):
     return eigenvalues, mean
 
 
-def optimum_params(eigenvalues, mean, eigenvectors, k: int, beta: float, sigma2: float):
-    return beta_elbo_optimum(eigenvalues, k, beta, sigma2).parameters(mean, eigenvectors)
-
-
 def iwae_bias_asymptote(eigenvalues, k: int, beta: float, sigma2: float) -> float:
     """``E_x chi2(p(z|x) || q(z|x))`` at the beta-ELBO optimum for ``x ~ N(mu, diag(eigenvalues))``.
 
