@@ -87,6 +87,7 @@ class LoopResult(NamedTuple):
     steps_done: int
     seconds: float  # training wall time, compilation excluded
     compile_seconds: float
+    hook_seconds: float  # the part of ``seconds`` spent in the ``between`` hook (its checks)
 
 
 def run_in_chunks(
@@ -103,7 +104,9 @@ def run_in_chunks(
 
     ``between(Chunk)`` returns ``(state, stop, compile_seconds)``: the state to continue from,
     whether to stop now, and the seconds it spent compiling (its checks are compiled lazily, on
-    the state as the run leaves it; that time counts as compilation, not training).
+    the state as the run leaves it; that time counts as compilation, not training).  The rest of
+    the hook's time counts as training and is also reported apart (``hook_seconds``), so that
+    ``seconds - hook_seconds`` is the cost of the steps alone, whatever the hook checks.
     ``progress(steps_done, steps_total)`` is called after each chunk.  ``sharded``: the state is
     spread over devices (:func:`shard_configurations`) and is put back into the layout the chunk
     program was compiled for after the hook.
@@ -119,16 +122,21 @@ def run_in_chunks(
 
     announce(progress, "training")
     start = time.perf_counter()
-    histories, steps_done = [], 0
+    histories, steps_done, hook_seconds = [], 0, 0.0
     for index, steps in enumerate(chunk_steps):
         state, history = compiled(state, *args, steps)
         histories.append(history)
         steps_done += int(np.sum(steps_per_record[index * chunk : (index + 1) * chunk]))
         if between is not None:
+            # The hook reads the chunk's results anyway; waiting for them first lets its own time
+            # (convergence and divergence checks) be told apart from the steps'.
+            jax.block_until_ready((state, history))
+            hook_start = time.perf_counter()
             state, stop, compiling = between(
                 Chunk(state, first_record, history, steps_done, index == len(chunk_steps) - 1)
             )
             compile_seconds += compiling
+            hook_seconds += time.perf_counter() - hook_start - compiling
             start += compiling
         else:
             stop = False
@@ -143,4 +151,4 @@ def run_in_chunks(
     seconds = time.perf_counter() - start
     if progress is not None and hasattr(progress, "converged") and steps_done < total_steps:
         progress.converged(steps_done)
-    return LoopResult(state, first_record, history, steps_done, seconds, compile_seconds)
+    return LoopResult(state, first_record, history, steps_done, seconds, compile_seconds, hook_seconds)

@@ -426,7 +426,7 @@ class SweepResult(NamedTuple):
     params: LinearVAE
     sigma2: np.ndarray
     history: History
-    seconds: float  # training wall time, compilation excluded
+    seconds: float  # training wall time, compilation excluded (convergence checks included)
     compile_seconds: float
     steps_used: np.ndarray  # (C,) steps taken before converging (or all of them)
     diagnosis: newton.Diagnosis
@@ -434,6 +434,12 @@ class SweepResult(NamedTuple):
     start_objective: np.ndarray
     diverged: np.ndarray
     divergence: list
+    check_seconds: float  # the part of ``seconds`` spent in convergence and divergence checks
+
+    @property
+    def step_seconds(self) -> float:
+        """Training wall time of the optimiser steps and records alone (checks excluded)."""
+        return self.seconds - self.check_seconds
 
     @property
     def converged(self) -> np.ndarray:
@@ -557,6 +563,7 @@ def train_sweep(
         monitor.watch.start,
         diverged,
         reasons,
+        outcome.hook_seconds,
     )
 
 

@@ -304,3 +304,19 @@ def test_a_scaling_point_runs_in_a_fresh_process():
     point = measure.step_cost_in_fresh_process(50, 4, 1, 1)
     assert "error" not in point and point["attempts"] == 1
     assert (point["d"], point["k"], point["configs"]) == (50, 4, 1) and point["seconds_per_step_per_config"] > 0
+
+
+def test_the_speed_check_names_each_ratio_that_misses_its_bound():
+    trainer = benchmarks_module("trainer")
+    passing = {
+        "sweep_over_loop_step_ratio": 1.25,
+        "data_over_eigen_basis_ratio": 1.5,
+        "fraction_of_float64_matmul": 0.5,
+    }
+    assert trainer.failed_checks(passing) == []  # the bounds themselves pass
+    failing = {"sweep_over_loop_step_ratio": 1.8, "data_over_eigen_basis_ratio": 1.2, "fraction_of_float64_matmul": 0.4}
+    lines = trainer.failed_checks(failing)
+    assert len(lines) == 3
+    assert "1.80, above the bound 1.25" in lines[0]
+    assert "1.20, below the bound 1.5" in lines[1]
+    assert "0.40, below the bound 0.5" in lines[2]

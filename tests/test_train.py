@@ -1040,3 +1040,12 @@ def test_every_convergence_check_is_recorded_with_its_step(main_sweep):
     assert steps == list(range(5, n_records + 1, 5))
     assert all(gains.shape == (10,) for _, gains in result.checks)
     np.testing.assert_array_equal(result.checks[-1][1], result.diagnosis.predicted_gain)
+
+
+def test_a_sweep_reports_its_checks_time_as_part_of_its_training_time(main_sweep):
+    """``benchmarks/trainer.py`` times the steps alone (``step_seconds``): the convergence checks
+    between chunks are counted in ``check_seconds``, which is part of ``seconds``."""
+    result, _ = main_sweep
+    assert len(result.checks) >= 1
+    assert 0.0 < result.check_seconds < result.seconds
+    assert result.step_seconds == pytest.approx(result.seconds - result.check_seconds)
