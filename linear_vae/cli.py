@@ -20,6 +20,13 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    """Every (sub)command's parser: one-line errors, and no abbreviated options (an abbreviation
+    that names one option today is ambiguous once another option shares its prefix)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line, no usage dump
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
@@ -415,19 +422,38 @@ def cmd_verify(args) -> int:
     return 0 if outcome["passed"] else 1
 
 
+def _is_full_budget(path: str) -> bool:
+    """Whether ``path`` is an experiment's JSON written with the full budget (``"quick": false``)."""
+    import json
+
+    try:
+        with open(path) as f:
+            return json.load(f).get("quick") is False
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def cmd_reproduce(args) -> int:
     """Regenerate the paper's figures (PNG) with the numbers behind each (JSON)."""
     import os
     import time
 
-    out = io.check_output_dir(args.out)  # an unusable --out fails before anything is loaded or run
-    folder = os.path.join(args.out, "")  # as given, with one trailing slash
+    out_arg = args.out or ("figures-quick" if args.quick else "figures")
+    out = io.check_output_dir(out_arg)  # an unusable --out fails before anything is loaded or run
+    folder = os.path.join(out_arg, "")  # as given, with one trailing slash
 
     from linear_vae import interrupts
     from linear_vae.experiments.runner import EXPERIMENTS, run_experiment
     from linear_vae.progress import Progress
 
     names = args.only or list(EXPERIMENTS)  # argparse's choices have refused unknown names
+    if args.quick and not args.force:
+        full = [name for name in names if _is_full_budget(os.path.join(out, f"{name}.json"))]
+        if full:
+            raise ValueError(
+                f"{folder} holds the full-budget results of {', '.join(full)}, which a --quick run would "
+                "replace; write elsewhere with --out, or pass --force"
+            )
     total_start = time.perf_counter()
     written_figures, finished = 0, 0
 
@@ -482,9 +508,16 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help=cmd_sweep.__doc__, description=cmd_sweep.__doc__)
     _add_data_options(sweep)
     _add_latent_dim(sweep)
-    sweep.add_argument("--betas", default="1", help="KL weights: a,b,c or START:STOP:NUM (log-spaced) (default 1)")
+    # --beta and --sigma2 are accepted too (one value is a list of one), as every command that
+    # trains takes them.
     sweep.add_argument(
-        "--sigma2s", default=None, help="fixed observation variances: a,b,c or START:STOP:NUM (omit to learn sigma2)"
+        "--betas", "--beta", default="1", help="KL weights: a,b,c or START:STOP:NUM (log-spaced) (default 1)"
+    )
+    sweep.add_argument(
+        "--sigma2s",
+        "--sigma2",
+        default=None,
+        help="fixed observation variances: a,b,c or START:STOP:NUM (omit to learn sigma2)",
     )
     sweep.add_argument("--seeds", default="0", help="seeds: a,b,c (default 0)")
     _add_training_options(sweep)
@@ -541,8 +574,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument(
         "--out",
-        default="figures",
-        help="output folder, created if needed and checked before anything runs (default: figures)",
+        default=None,
+        help="output folder, created if needed and checked before anything runs "
+        "(default: figures, or figures-quick with --quick)",
+    )
+    reproduce.add_argument(
+        "--force",
+        action="store_true",
+        help="let a --quick run replace full-budget results in --out (refused otherwise)",
     )
     reproduce.add_argument("--quiet", action="store_true", help="no progress on stderr")
     reproduce.set_defaults(func=cmd_reproduce)

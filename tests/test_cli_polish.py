@@ -4,6 +4,7 @@ choices, quick figures marked on the image, distinct progress labels, a closing 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from types import SimpleNamespace
 
@@ -228,3 +229,32 @@ def test_reproduce_closing_line_names_the_folder(slash, tmp_path, capsys, monkey
         f"[1/2] landscape: wrote landscape_a.png, landscape_b.png, landscape.json in {out}/" in line for line in lines
     )
     assert lines[-1].startswith(f"reproduce: 4 figure(s) from 2 experiment(s) written to {out}/ in ")
+
+
+# --- 8. a quick run never replaces the committed full-budget figures ----------------------------------
+def _fake_run(name, out_dir, quick=False, progress=None, **kwargs):
+    io.atomic_write_json(f"{out_dir}/{name}.json", {"name": name, "quick": quick})
+    return {"figures": []}
+
+
+def test_reproduce_quick_writes_to_figures_quick_by_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "run_experiment", _fake_run)
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "--quick", "--only", "landscape"]) == 0
+    assert (tmp_path / "figures-quick" / "landscape.json").exists()
+    assert not (tmp_path / "figures").exists()
+    assert "written to figures-quick/" in _stderr_lines(capsys.readouterr().err)[-1]
+
+
+def test_a_quick_run_refuses_to_replace_full_budget_results_unless_forced(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "run_experiment", _fake_run)
+    full = tmp_path / "landscape.json"
+    io.atomic_write_json(full, {"name": "landscape", "quick": False})
+    status = main(["reproduce", "--quick", "--only", "landscape", "kl_per_dim", "--out", str(tmp_path)])
+    lines = _stderr_lines(capsys.readouterr().err)
+    assert status == 2 and len(lines) == 1
+    assert "full-budget results of landscape" in lines[0] and "--force" in lines[0]
+    assert json.loads(full.read_text())["quick"] is False  # untouched
+    assert not (tmp_path / "kl_per_dim.json").exists()  # nothing ran
+    assert main(["reproduce", "--quick", "--only", "landscape", "--out", str(tmp_path), "--force"]) == 0
+    assert json.loads(full.read_text())["quick"] is True
