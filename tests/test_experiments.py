@@ -18,7 +18,7 @@ import pytest
 from reference import dense_mll, optimal_beta_elbo, optimal_decoder, ppca_mle
 
 from linear_vae.datasets import load_data
-from linear_vae.experiments.runner import EXPERIMENTS, experiment_config, run_experiment
+from linear_vae.experiments.runner import EXPERIMENTS, experiment_config, run_experiment, versions
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
 
@@ -771,23 +771,43 @@ def test_every_experiment_has_a_check():
     assert set(CHECKS) == set(EXPERIMENTS)
 
 
+#: Where ``linear-vae reproduce --quick`` writes by default; the README's set-up command (which CI
+#: runs just before the tests) fills it.
+QUICK_FIGURES = FIGURES.parent / "figures-quick"
+
+
+def made_by_this_code(payload: dict, name: str) -> bool:
+    """Whether a quick payload was made by this very code, data and libraries (the source
+    fingerprint and versions of :func:`linear_vae.experiments.runner.versions`), so that checking
+    it checks what a new run would make."""
+    return (
+        payload.get("quick") is True
+        and payload.get("versions") == versions()
+        and payload.get("config") == experiment_config(name, quick=True)
+    )
+
+
 class QuickRuns(dict):
-    """Quick runs into one temporary folder, each made the first time a test asks for it (so that
-    ``pytest -k NAME`` runs only that experiment)."""
+    """Quick runs, each made the first time a test asks for it (so that ``pytest -k NAME`` runs only
+    that experiment) into one temporary folder, unless ``figures-quick/`` already holds it, made by
+    this code (:func:`made_by_this_code`): then that one is checked, not made again."""
 
     def __init__(self, out: Path):
         super().__init__()
         self.out = out
 
-    def __missing__(self, name: str) -> dict:
-        self[name] = run_experiment(name, out_dir=self.out, quick=True)
+    def __missing__(self, name: str) -> tuple[Path, dict]:
+        made = QUICK_FIGURES / f"{name}.json"
+        if made.exists() and made_by_this_code(payload := json.loads(made.read_text()), name):
+            self[name] = QUICK_FIGURES, payload
+        else:
+            self[name] = self.out, run_experiment(name, out_dir=self.out, quick=True)
         return self[name]
 
 
 @pytest.fixture(scope="module")
 def quick_runs(tmp_path_factory):
-    runs = QuickRuns(tmp_path_factory.mktemp("figures"))
-    return runs.out, runs
+    return QuickRuns(tmp_path_factory.mktemp("figures"))
 
 
 #: Quick runs too long for the default suite: training_curves_paper compiles its own K-dimensional
@@ -800,8 +820,7 @@ SLOW_QUICK = {"training_curves_paper", "deep_vae_fashion"}
     "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_QUICK else n for n in EXPERIMENTS]
 )
 def test_quick_experiment_agrees_with_closed_form(name, quick_runs):
-    out, payloads = quick_runs
-    returned = payloads[name]
+    out, returned = quick_runs[name]
     payload = json.loads((out / f"{name}.json").read_text())
     assert payload["figures"] and all((out / png).stat().st_size > 10_000 for png in payload["figures"])
     assert payload == json.loads(json.dumps(returned))
@@ -817,3 +836,14 @@ def test_committed_figure_agrees_with_closed_form(name):
     assert payload["quick"] is False
     assert payload["config"] == experiment_config(name, quick=False), "figure is stale: rerun linear-vae reproduce"
     CHECKS[name](payload, strict=True)
+
+
+def test_run_experiment_returns_what_it_writes_and_stamps_the_code(tmp_path):
+    """The cheapest experiment, made here: its return value is its JSON, stamped with this code's
+    fingerprint (what lets :class:`QuickRuns` check a ``figures-quick/`` run instead of making it
+    again); a payload from other code is not taken for this code's."""
+    returned = run_experiment("landscape", out_dir=tmp_path, quick=True)
+    assert json.loads((tmp_path / "landscape.json").read_text()) == json.loads(json.dumps(returned))
+    assert made_by_this_code(returned, "landscape")
+    other = {**returned, "versions": {**returned["versions"], "source": "0" * 64}}
+    assert not made_by_this_code(other, "landscape")

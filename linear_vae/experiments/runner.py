@@ -44,7 +44,23 @@ def versions() -> dict:
         "optax": optax.__version__,
         "numpy": numpy.__version__,
         "matplotlib": matplotlib.__version__,
+        "source": source_fingerprint(),
     }
+
+
+def source_fingerprint() -> str:
+    """SHA-256 of the package's source and shipped data (every file under :mod:`linear_vae` but
+    byte code, by relative path and content): results with the same fingerprint and library
+    versions were made by the same code from the same data."""
+    import hashlib
+
+    import linear_vae
+
+    root = Path(linear_vae.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def experiment_config(name: str, quick: bool) -> dict:
