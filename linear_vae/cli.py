@@ -86,8 +86,8 @@ def _add_optimizer_options(
     parser.add_argument(
         "--lr",
         type=float,
-        default=lr_default,
-        help=f"peak learning rate of adam and sgd; newton takes none (default {lr_default:g})",
+        default=None,
+        help=f"peak learning rate of adam and sgd; newton takes none and refuses it (default {lr_default:g})",
     )
 
 
@@ -255,7 +255,7 @@ def _train_config(args, latent_dim: int, learn_sigma2: bool):
         log_every=args.log_every,
         objective=args.objective,
         optimizer=optimizer,
-        learning_rate=args.lr,
+        learning_rate=_learning_rate(args, optimizer, TrainConfig._field_defaults["learning_rate"]),
         schedule=args.schedule,
         batch_size=args.batch_size,
         mc_samples=args.mc_samples,
@@ -264,6 +264,18 @@ def _train_config(args, latent_dim: int, learn_sigma2: bool):
         basis=args.basis,
         gain_tol=args.gain_tol,
     )
+
+
+def _learning_rate(args, optimizer: str, default: float) -> float:
+    """``--lr``, or ``default`` when it is not given; refused with Newton, which has no step size
+    (it would otherwise be accepted and silently ignored)."""
+    if args.lr is None:
+        return default
+    if optimizer == "newton":
+        raise ValueError(
+            "--lr sets the step size of adam and sgd, and newton takes none; drop --lr or choose --optimizer adam"
+        )
+    return args.lr
 
 
 def _default_sigma2_init(args, problem) -> float:
@@ -319,6 +331,8 @@ def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2, on_diverge
 
 
 def _print_reports(reports: list[dict], as_json: bool, single: bool = False) -> None:
+    from linear_vae.compare import ROUNDOFF_GAP
+
     if as_json:
         print(io.dumps(reports[0] if single else reports))
         return
@@ -330,8 +344,8 @@ def _print_reports(reports: list[dict], as_json: bool, single: bool = False) -> 
     for r in reports:
         print(
             f"{_cell(r['beta'], 10, '.4g')} {_cell(r['sigma2'], 10, '.4g')} {r['seed']:>4} "
-            f"{_cell(r['elbo'], 14, '.6f')} {_cell(r['optimal_elbo'], 14, '.6f')} {_cell(r['gap'], 10, '.2e')} "
-            f"{_cell(r['decoder_gap'], 10, '.2e')} {_cell(r['inference_gap'], 10, '.2e')} {r['active_dims']:>6} "
+            f"{_cell(r['elbo'], 14, '.6f')} {_cell(r['optimal_elbo'], 14, '.6f')} {_gap_cell(r, 'gap')} "
+            f"{_gap_cell(r, 'decoder_gap')} {_gap_cell(r, 'inference_gap')} {r['active_dims']:>6} "
             f"{r['predicted_active_dims']:>4} {_cell(r['max_principal_angle_deg'], 7, '.2f')} "
             f"{_cell(r['nearest_threshold_distance'], 9, '.3f')} {r['steps_used']:>6}  {r['verdict']}"
             + (f" ({'; '.join(r['reasons'])})" if r["reasons"] else "")
@@ -340,13 +354,24 @@ def _print_reports(reports: list[dict], as_json: bool, single: bool = False) -> 
     print(
         f"(nats per datapoint; gap = optimum - trained = decoder + inference; angle in degrees; dist = "
         f"|lambda - beta sigma2| / (beta sigma2); {first['optimizer']}, steps used of at most {first['steps']}; "
-        f"{first['sweep_seconds']:.2f} s training, {first['compile_seconds']:.2f} s compilation)"
+        f"{first['sweep_seconds']:.2f} s training, {first['compile_seconds']:.2f} s compilation; "
+        f"{ROUNDOFF_GAP}: below zero by float64 round-off only, the JSON keeps the signed value)"
     )
     print(
         "verdict: agrees = converged by the trainer's own test and on the closed form; not converged = "
         "the trainer cannot vouch for its end point; diverged = the optimiser blew up (lower --lr); "
         "disagrees = converged yet off the closed form"
     )
+
+
+def _gap_cell(report: dict, key: str) -> str:
+    """A gap column: ``~ 0`` where the gap is below zero by round-off only (:func:`linear_vae.compare.gap_text`)."""
+    from linear_vae.compare import ROUNDOFF, gap_text
+
+    gap, optimum = report[key], report["optimal_elbo"]
+    if gap is None or not -ROUNDOFF * (1.0 + abs(optimum)) <= gap < 0:
+        return _cell(gap, 10, ".2e")
+    return gap_text(gap, optimum)
 
 
 def _cell(value, width: int, spec: str) -> str:
@@ -396,8 +421,9 @@ def cmd_sweep(args) -> int:
 def cmd_verify(args) -> int:
     """Train a sweep chosen from the data's spectrum and check it against the closed form (exit 1 when it
     disagrees or did not converge)."""
-    from linear_vae.verify import run_verification
+    from linear_vae.verify import VERIFY_DEFAULTS, run_verification
 
+    learning_rate = _learning_rate(args, args.optimizer, VERIFY_DEFAULTS["learning_rate"])
     dataset = _load(args)
     progress = _progress(args, "verify")
     try:
@@ -407,7 +433,7 @@ def cmd_verify(args) -> int:
             sigma2=args.sigma2,
             optimizer=args.optimizer,
             steps=args.steps,
-            learning_rate=args.lr,
+            learning_rate=learning_rate,
             gap_tolerance=args.gap_tol,
             angle_tolerance_deg=args.angle_tol,
             seed=args.seed,
@@ -418,7 +444,7 @@ def cmd_verify(args) -> int:
     if args.json:
         print(io.dumps(outcome))
     else:
-        print(outcome["table"])
+        print(for_the_command_line(outcome["table"], "verify"))  # "raise `steps`" -> "raise --steps"
     return 0 if outcome["passed"] else 1
 
 

@@ -169,6 +169,31 @@ def convergence_rate(result: SweepResult, i: int, gain_tol: float = GAIN_TOL) ->
     return float(rate), max(0, int(np.ceil(np.log(gain_tol / remaining) / np.log(rate))))
 
 
+#: Relative float64 round-off of an ELBO: a trained ELBO above the optimum by at most
+#: ``ROUNDOFF (1 + |ELBO*|)`` equals it (docs/theory.md (T7.5)).
+ROUNDOFF = 1e-9
+
+#: How a gap that is negative by round-off only is printed (the JSON keeps the signed value).
+ROUNDOFF_GAP = "~ 0"
+
+
+def gap_text(gap: float, optimal_elbo: float, width: int = 10) -> str:
+    """A gap (optimum minus trained, nats per datapoint) for a table: ``.2e``, or :data:`ROUNDOFF_GAP`
+    where it is below zero by float64 round-off only, so that round-off is not read as the trained
+    model beating the optimum."""
+    if -ROUNDOFF * (1.0 + abs(optimal_elbo)) <= gap < 0:
+        return f"{ROUNDOFF_GAP:>{width}}"
+    return f"{gap:>{width}.2e}"
+
+
+def gain_text(gain: float) -> str:
+    """A predicted gain for a message: its value, or why it has none (the Newton model is indefinite,
+    or conjugate gradients did not solve it: far from a maximum)."""
+    if np.isfinite(gain):
+        return f"{gain:.2e}"
+    return "not defined yet (the Newton model is indefinite: far from a maximum)"
+
+
 def verdict(report: dict, gap_tol: float = GAP_TOL) -> tuple[str, list[str]]:
     """``(verdict, reasons)`` of one report (see the module docstring).
 
@@ -190,12 +215,12 @@ def verdict(report: dict, gap_tol: float = GAP_TOL) -> tuple[str, list[str]]:
             + (f", about {needed} more steps at that rate" if needed is not None else ", not shrinking")
         )
         return "not converged", [
-            f"predicted gain {report['predicted_gain']:.2e} after {report['steps_used']} steps ({measured})"
+            f"predicted gain {gain_text(report['predicted_gain'])} after {report['steps_used']} steps ({measured})"
         ]
     reasons = []
     if report["gap"] > gap_tol:
         reasons.append(f"gap {report['gap']:.2e} > {gap_tol:.0e}")
-    if report["gap"] < -1e-9 * (1.0 + abs(report["optimal_elbo"])):
+    if report["gap"] < -ROUNDOFF * (1.0 + abs(report["optimal_elbo"])):
         reasons.append(f"trained ELBO exceeds the optimum by {-report['gap']:.2e}")
     if report["active_dims"] != report["predicted_active_dims"]:
         reasons.append(f"{report['active_dims']} active dimensions, predicted {report['predicted_active_dims']}")

@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from linear_vae.compare import GAP_TOL, train_and_compare, verdict
+from linear_vae.compare import GAP_TOL, ROUNDOFF_GAP, gap_text, train_and_compare, verdict
 from linear_vae.datasets import Dataset
 from linear_vae.optimum import learned_sigma2
 from linear_vae.problem import Problem
@@ -185,8 +185,9 @@ def format_table(outcome: dict) -> str:
         angle = "-" if r["max_principal_angle_deg"] is None else f"{r['max_principal_angle_deg']:.2f}"
         sigma2 = f"{r['sigma2']:.4g}" + ("*" if r["sigma2_learned"] else "")
         line = (
-            f"{r['beta']:>9.4g} {sigma2:>9} {r['kind']:>4} {r['nearest_threshold_distance']:>7.3f} {r['gap']:>10.2e} "
-            f"{r['decoder_gap']:>10.2e} {r['inference_gap']:>10.2e} {r['active_dims']:>6} "
+            f"{r['beta']:>9.4g} {sigma2:>9} {r['kind']:>4} {r['nearest_threshold_distance']:>7.3f} "
+            f"{gap_text(r['gap'], r['optimal_elbo'])} {gap_text(r['decoder_gap'], r['optimal_elbo'])} "
+            f"{gap_text(r['inference_gap'], r['optimal_elbo'])} {r['active_dims']:>6} "
             f"{r['predicted_active_dims']:>4} {angle:>6} {r['steps_used']:>6} {'yes' if r['converged'] else 'no':>4}  "
             f"{r['status']}"
         )
@@ -195,7 +196,8 @@ def format_table(outcome: dict) -> str:
         f"gap = optimum - trained = decoder + inference, nats per datapoint; far: converged, gap <= "
         f"{outcome['gap_tolerance']:.0e}, active dimensions as predicted, angle <= "
         f"{outcome['angle_tolerance_deg']} deg; near (dist < {NEAR}): trained <= optimum only; "
-        f"* learned sigma2 (must match the MLE to {SIGMA2_TOLERANCE:.0e})"
+        f"* learned sigma2 (must match the MLE to {SIGMA2_TOLERANCE:.0e}); {ROUNDOFF_GAP}: below zero by float64 "
+        "round-off only (the JSON keeps the signed value)"
     )
     if outcome["learned_sigma2_skipped"]:
         lines.append(f"no learned-sigma2 run: {outcome['learned_sigma2_skipped']}")

@@ -37,7 +37,7 @@ from reference import dense_beta_elbo, optimal_beta_elbo, ppca_mle
 
 import linear_vae  # noqa: F401  (float64 switch)
 import linear_vae.train as train_module
-from linear_vae.cli import main
+from linear_vae.cli import for_the_command_line, main
 from linear_vae.compare import compare_sweep
 from linear_vae.datasets import load_data, make_synthetic
 from linear_vae.moments import compute_moments, eigen_decomposition
@@ -705,6 +705,9 @@ def test_verify_stopped_early_says_not_converged_and_exits_1(capsys):
     assert all(c["status"] == "not converged" and not c["converged"] for c in far)
     assert all(c["status"] != "disagrees" for c in outcome["configs"])
     assert outcome["table"].splitlines()[-1].startswith("NOT CONVERGED")
+    # the library names its parameter (`steps`); the command line prints the option that sets it
+    assert outcome["table"].endswith("(raise `steps`)")
+    assert for_the_command_line(outcome["table"], "verify").endswith("(raise --steps)")
 
 
 BAD_INPUTS = {
@@ -723,7 +726,9 @@ BAD_INPUTS = {
         "newton",
     ],
     "train batch larger than data": ["train", "--sigma2", "1", "--objective", "stochastic", "--batch-size", "2001"],
-    "train lr 0": ["train", "--sigma2", "1", "--lr", "0"],
+    "train lr 0": ["train", "--sigma2", "1", "--optimizer", "adam", "--lr", "0"],
+    "train lr with newton, which has no step size": ["train", "--sigma2", "1", "--lr", "0.1"],
+    "verify lr with newton": ["verify", "--lr", "0.1"],
     "sweep beta 0": ["sweep", "--betas", "0,1", "--sigma2s", "1"],
     "sweep sigma2 0": ["sweep", "--betas", "1", "--sigma2s", "0"],
     "sweep unknown betas syntax": ["sweep", "--betas", "1:2", "--sigma2s", "1"],
@@ -1049,3 +1054,12 @@ def test_a_sweep_reports_its_checks_time_as_part_of_its_training_time(main_sweep
     assert len(result.checks) >= 1
     assert 0.0 < result.check_seconds < result.seconds
     assert result.step_seconds == pytest.approx(result.seconds - result.check_seconds)
+
+
+def test_lr_with_newton_is_refused_naming_what_to_do(capsys):
+    status, out, err = run_cli(capsys, ["train", "--data", "synthetic", "-k", "2", "--sigma2", "1", "--lr", "0.1"])
+    assert status == 2 and out == ""
+    assert err.strip() == (
+        "linear-vae: error: --lr sets the step size of adam and sgd, and newton takes none; "
+        "drop --lr or choose --optimizer adam"
+    )

@@ -1,0 +1,39 @@
+"""How :mod:`linear_vae.compare` words its numbers for people: a gap below zero by round-off only is
+not shown as the trained model beating the optimum, and a predicted gain that does not exist is not
+shown as ``inf``."""
+
+from __future__ import annotations
+
+import math
+
+from linear_vae.compare import ROUNDOFF_GAP, gain_text, gap_text, verdict
+
+
+def test_a_gap_below_zero_by_round_off_only_reads_as_zero():
+    optimum = -941.9  # round-off of an ELBO this size: 1e-9 (1 + 941.9), about 9.4e-7
+    assert gap_text(-3e-13, optimum).strip() == ROUNDOFF_GAP
+    assert gap_text(-9e-7, optimum).strip() == ROUNDOFF_GAP
+    assert gap_text(-1e-6, optimum).strip() == "-1.00e-06"  # past round-off: shown signed ("disagrees")
+    assert gap_text(0.0, optimum).strip() == "0.00e+00"
+    assert gap_text(2.5e-9, optimum).strip() == "2.50e-09"
+    assert len(gap_text(-3e-13, optimum)) == 10  # the table keeps its width
+
+
+def test_an_undefined_predicted_gain_is_explained_not_printed_as_inf():
+    assert gain_text(2.5e-3) == "2.50e-03"
+    assert "inf" not in gain_text(math.inf) and "indefinite" in gain_text(math.inf)
+    report = {
+        "converged": False,
+        "gap": 1.0,
+        "optimal_elbo": -50.0,
+        "active_dims": 3,
+        "predicted_active_dims": 3,
+        "predicted_gain": math.inf,
+        "steps_used": 40,
+        "convergence_rate": 0.99,
+        "steps_needed": 372,
+    }
+    outcome, reasons = verdict(report)
+    assert outcome == "not converged"
+    assert "predicted gain not defined yet" in reasons[0] and "inf" not in reasons[0]
+    assert "about 372 more steps" in reasons[0]
