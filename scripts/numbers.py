@@ -1,0 +1,147 @@
+"""Write the numbers in the README's and the docs' prose from the JSONs the commands wrote.
+
+A generated block holds its template in an HTML comment (invisible on the rendered page) and the
+text made from it below, up to the closing marker::
+
+    <!-- numbers
+    Newton's checks take {benchmarks/results.json:sweep_newton.trace.checks_share_of_training|%}
+    of its training clock.
+    -->
+    Newton's checks take 56% of its training clock.
+    <!-- /numbers -->
+
+Each ``{...}`` names a JSON file (relative to the repository root) and a dotted key in it (list
+items by index), optionally divided or multiplied by a second one (``{A:x / B:y|.1f}``), or
+``min``/``max`` of a list or ``1 -`` a fraction (``{max A:x}``), and a
+format after ``|``: a Python format spec (``.2f``, ``,.0f``, ``.1e``), or ``%`` (a fraction as a
+whole percentage), ``us`` (seconds as whole microseconds, with thousands separators) or ``G``
+(per second as billions, one decimal).  Nothing between the markers is typed by hand: it is
+regenerated from the template.
+
+Usage::
+
+    python scripts/numbers.py            # rewrite every block of README.md and docs/*.md
+    python scripts/numbers.py --check    # exit 1 naming each stale block
+
+Pages are rewritten atomically (temporary file beside them, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK = re.compile(r"(<!-- numbers\n(?P<template>.*?)\n-->\n)(?P<text>.*?)(<!-- /numbers -->)", re.S)
+FIELD = re.compile(r"\{(?P<expr>[^{}|]+)(?:\|(?P<spec>[^{}]+))?\}")
+VALUE = re.compile(r"\s*(?P<path>[\w./-]+\.json):(?P<key>[\w.\-]+)\s*")
+
+
+def pages() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@lru_cache(maxsize=None)
+def load(path: str) -> dict:
+    return json.loads((ROOT / path).read_text())
+
+
+def lookup(path: str, key: str):
+    """The value at dotted ``key`` of the JSON at ``path`` (a ``KeyError`` naming both if absent).
+
+    Keys are matched greedily, so a key that itself contains dots (``1e-05``, ``0.01``) is found."""
+    node, parts = load(path), key.split(".")
+    while parts:
+        for n in range(len(parts), 0, -1):
+            name = ".".join(parts[:n])
+            if isinstance(node, dict) and name in node:
+                node, parts = node[name], parts[n:]
+                break
+            if isinstance(node, list) and name.isdigit() and int(name) < len(node):
+                node, parts = node[int(name)], parts[n:]
+                break
+        else:
+            raise KeyError(f"{path} has no key {key!r}")
+    return node
+
+
+def evaluate(expr: str) -> float:
+    """``A``, ``A / B``, ``A * B``, ``1 - A``, or ``min A`` / ``max A`` of a list, each ``A`` a ``file.json:key``."""
+    expr = expr.strip()
+    for name, function in (("min ", min), ("max ", max)):
+        if expr.startswith(name):
+            return function(evaluate(expr[len(name) :]))
+    if expr.startswith("1 - "):
+        return 1 - evaluate(expr[4:])
+    for op in ("/", "*"):
+        if f" {op} " in expr:
+            left, right = (evaluate(part) for part in expr.split(f" {op} ", 1))
+            return left / right if op == "/" else left * right
+    match = VALUE.fullmatch(expr)
+    if not match:
+        raise ValueError(f"cannot read {expr!r}: write file.json:dotted.key")
+    return lookup(match["path"], match["key"])
+
+
+def formatted(value, spec: str | None) -> str:
+    if spec == "%":
+        return f"{100 * value:.0f}%"
+    if spec == "us":
+        return f"{value * 1e6:,.0f}"
+    if spec == "G":
+        return f"{value / 1e9:.1f}"
+    return format(value, spec or "")
+
+
+def render(template: str) -> str:
+    """The text a template gives, ending in a newline (the closing marker has a line of its own)."""
+    return FIELD.sub(lambda m: formatted(evaluate(m["expr"]), m["spec"]), template) + "\n"
+
+
+def regenerate(text: str) -> str:
+    """``text`` with every block's generated part made again from its template."""
+    return BLOCK.sub(lambda m: m.group(1) + render(m["template"]) + m.group(4), text)
+
+
+def stale_blocks(text: str) -> list[str]:
+    """The first line of each block whose text is not what its template gives."""
+    return [m["template"].splitlines()[0] for m in BLOCK.finditer(text) if m["text"] != render(m["template"])]
+
+
+def write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if any block is stale; write nothing")
+    args = parser.parse_args(argv)
+    stale = []
+    for page in pages():
+        text = page.read_text()
+        if args.check:
+            stale += [f"{page.relative_to(ROOT)}: {first}" for first in stale_blocks(text)]
+        elif regenerate(text) != text:
+            write_atomically(page, regenerate(text))
+            print(f"rewrote {page.relative_to(ROOT)}")
+    if stale:
+        print("stale generated numbers (run python scripts/numbers.py):\n  " + "\n  ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
