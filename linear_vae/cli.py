@@ -484,7 +484,7 @@ def cmd_reproduce(args) -> int:
     written_figures, finished = 0, 0
 
     def status() -> str:  # what the "interrupted" line reports (linear_vae.interrupts)
-        return f"{finished} of {len(names)} figures written to {folder}"
+        return f"{finished} of {len(names)} experiments ({written_figures} figure(s)) written to {folder}"
 
     interrupts.set_status(status)
     progress = Progress(enabled=not args.quiet)

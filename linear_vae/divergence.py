@@ -59,7 +59,8 @@ def diagnose(start, end, model_variance, data_variance: float, first_nonfinite_s
         elif model_variance[i] > SCALE_FACTOR**2 * data_variance:
             reasons.append(
                 f"the model's total variance reached {model_variance[i]:.3g}, more than "
-                f"{SCALE_FACTOR:.0e}^2 times the data's {data_variance:.3g}, by step {int(final_step[i])}"
+                f"{SCALE_FACTOR**2:.0e} times the data's {data_variance:.3g} (a scale {SCALE_FACTOR:.0e} times the "
+                f"data's), by step {int(final_step[i])}"
             )
         elif end[i] < start[i] - margin(start[i]):
             reasons.append(

@@ -662,8 +662,9 @@ class _DivergenceWatch:
 
     def _raise(self, i: int, reasons: list) -> None:
         h = self.hyper
+        sigma2 = "initial sigma2" if self.config.learn_sigma2 else "sigma2"  # a learned one has moved since
         raise DivergenceError(
-            f"training diverged in configuration {i} (beta = {float(h.beta[i]):.6g}, sigma2 = {float(h.sigma2[i]):.6g}, "
+            f"training diverged in configuration {i} (beta = {float(h.beta[i]):.6g}, {sigma2} = {float(h.sigma2[i]):.6g}, "
             f"seed = {int(h.seed[i])}): {reasons[i]}; lower the `learning_rate`"
         )
 

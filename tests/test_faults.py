@@ -84,7 +84,9 @@ def test_interrupt_stops_with_one_line_status_and_no_partial_file(tmp_path, expe
     text = "\n".join(lines)
     assert "Traceback" not in text and "Exception ignored" not in text
     interrupted = [line for line in lines if "interrupted" in line]
-    assert interrupted == [f"linear-vae: interrupted; 0 of 1 figures written to {out}/; nothing partial left"], lines
+    assert interrupted == [
+        f"linear-vae: interrupted; 0 of 1 experiments (0 figure(s)) written to {out}/; nothing partial left"
+    ], lines
     assert lines[-1] == interrupted[0]  # nothing is printed after it
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     assert not (out / f"{experiment}.json").exists()  # the JSON is written last: the experiment did not finish
@@ -155,6 +157,7 @@ def test_divergence_rule_boundaries():
     )
     assert diverged.tolist() == [False, True, False, True, True]
     assert reasons[0] is None and "fell" in reasons[1] and "step 7" in reasons[3] and "total variance" in reasons[4]
+    assert "more than 1e+12 times the data's 1 (a scale 1e+06 times the data's)" in reasons[4]
 
 
 @pytest.fixture(scope="module")
