@@ -11,7 +11,7 @@ text made from it below, up to the closing marker::
     <!-- /numbers -->
 
 Each ``{...}`` names a JSON file (relative to the repository root) and a dotted key in it (list
-items by index), optionally divided or multiplied by a second one (``{A:x / B:y|.1f}``), or
+items by index, ``*`` for every item), optionally divided or multiplied by a second one (``{A:x / B:y|.1f}``), or
 ``min``/``max`` of a list or ``1 -`` a fraction (``{max A:x}``), and a
 format after ``|``: a Python format spec (``.2f``, ``,.0f``, ``.1e``), or ``%`` (a fraction as a
 whole percentage), ``us`` (seconds as whole microseconds, with thousands separators) or ``G``
@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"(<!-- numbers\n(?P<template>.*?)\n-->\n)(?P<text>.*?)(<!-- /numbers -->)", re.S)
 FIELD = re.compile(r"\{(?P<expr>[^{}|]+)(?:\|(?P<spec>[^{}]+))?\}")
-VALUE = re.compile(r"\s*(?P<path>[\w./-]+\.json):(?P<key>[\w.\-]+)\s*")
+VALUE = re.compile(r"\s*(?P<path>[\w./-]+\.json):(?P<key>[\w.*\-]+)\s*")
 
 
 def pages() -> list[Path]:
@@ -57,6 +57,11 @@ def lookup(path: str, key: str):
 
     Keys are matched greedily, so a key that itself contains dots (``1e-05``, ``0.01``) is found."""
     node, parts = load(path), key.split(".")
+    if "*" in parts:  # every item of a list: items.*.field
+        star = parts.index("*")
+        items = lookup(path, ".".join(parts[:star]))
+        rest = ".".join(parts[star + 1 :])
+        return [_field(item, rest, path, key) for item in items]
     while parts:
         for n in range(len(parts), 0, -1):
             name = ".".join(parts[:n])
@@ -69,6 +74,14 @@ def lookup(path: str, key: str):
         else:
             raise KeyError(f"{path} has no key {key!r}")
     return node
+
+
+def _field(item, rest: str, path: str, key: str):
+    for name in rest.split(".") if rest else []:
+        if not isinstance(item, dict) or name not in item:
+            raise KeyError(f"{path} has no key {key!r}")
+        item = item[name]
+    return item
 
 
 def evaluate(expr: str) -> float:

@@ -32,7 +32,16 @@ def test_every_generated_block_is_up_to_date(numbers, capsys):
 def sandbox(numbers, tmp_path, monkeypatch):
     """``numbers`` reading its JSONs from a temporary root holding ``r.json``."""
     (tmp_path / "r.json").write_text(
-        json.dumps({"a": {"1e-05": {"x": 0.5639}}, "steps": 40000, "list": [5, 20, 15], "rate": 9.98e10, "t": 0.001912})
+        json.dumps(
+            {
+                "a": {"1e-05": {"x": 0.5639}},
+                "steps": 40000,
+                "list": [5, 20, 15],
+                "rate": 9.98e10,
+                "t": 0.001912,
+                "cases": [{"s": 0.2}, {"s": 6.0}, {"s": 0.1}],
+            }
+        )
     )
     monkeypatch.setattr(numbers, "ROOT", tmp_path)
     numbers.load.cache_clear()
@@ -43,9 +52,9 @@ def sandbox(numbers, tmp_path, monkeypatch):
 def test_fields_read_dotted_keys_lists_and_formats(sandbox):
     template = (
         "{r.json:a.1e-05.x|%} {r.json:steps|,} {min r.json:list}-{max r.json:list} {r.json:rate|G} "
-        "{r.json:t|us} {r.json:steps / r.json:list.1|.1f} {1 - r.json:a.1e-05.x|.2f}"
+        "{r.json:t|us} {r.json:steps / r.json:list.1|.1f} {1 - r.json:a.1e-05.x|.2f} {max r.json:cases.*.s}"
     )
-    assert sandbox.render(template) == "56% 40,000 5-20 99.8 1,912 2000.0 0.44\n"
+    assert sandbox.render(template) == "56% 40,000 5-20 99.8 1,912 2000.0 0.44 6.0\n"
 
 
 def test_a_block_is_regenerated_from_its_template_and_a_typed_number_is_stale(sandbox):
