@@ -11,8 +11,9 @@ text made from it below, up to the closing marker::
     <!-- /numbers -->
 
 Each ``{...}`` names a JSON file (relative to the repository root) and a dotted key in it (list
-items by index, ``*`` for every item), optionally divided or multiplied by a second one (``{A:x / B:y|.1f}``), or
-``min``/``max`` of a list or ``1 -`` a fraction (``{max A:x}``), and a
+items by index, ``*`` for every item), or several of these and numbers joined by ``+ - * /``
+(left to right: ``{A:x / B:y|.1f}``, ``{1 - A:x|%}``), or ``min``/``max`` of a list (``{max A:x}``),
+and a
 format after ``|``: a Python format spec (``.2f``, ``,.0f``, ``.1e``), or ``%`` (a fraction as a
 whole percentage), ``us`` (seconds as whole microseconds, with thousands separators) or ``G``
 (per second as billions, one decimal).  Nothing between the markers is typed by hand: it is
@@ -85,21 +86,28 @@ def _field(item, rest: str, path: str, key: str):
 
 
 def evaluate(expr: str) -> float:
-    """``A``, ``A / B``, ``A * B``, ``1 - A``, or ``min A`` / ``max A`` of a list, each ``A`` a ``file.json:key``."""
+    """Operands (``file.json:key``, or a number) joined by `` + ``, `` - ``, `` * ``, `` / ``, taken
+    left to right; ``min A`` / ``max A`` of a list."""
     expr = expr.strip()
     for name, function in (("min ", min), ("max ", max)):
         if expr.startswith(name):
             return function(evaluate(expr[len(name) :]))
-    if expr.startswith("1 - "):
-        return 1 - evaluate(expr[4:])
-    for op in ("/", "*"):
-        if f" {op} " in expr:
-            left, right = (evaluate(part) for part in expr.split(f" {op} ", 1))
-            return left / right if op == "/" else left * right
-    match = VALUE.fullmatch(expr)
-    if not match:
-        raise ValueError(f"cannot read {expr!r}: write file.json:dotted.key")
-    return lookup(match["path"], match["key"])
+    tokens = re.split(r" ([-+*/]) ", expr)
+    value = operand(tokens[0])
+    for op, token in zip(tokens[1::2], tokens[2::2]):
+        right = operand(token)
+        value = {"+": value + right, "-": value - right, "*": value * right, "/": value / right}[op]
+    return value
+
+
+def operand(token: str):
+    match = VALUE.fullmatch(token)
+    if match:
+        return lookup(match["path"], match["key"])
+    try:
+        return float(token)
+    except ValueError:
+        raise ValueError(f"cannot read {token!r}: write file.json:dotted.key or a number") from None
 
 
 def formatted(value, spec: str | None) -> str:
