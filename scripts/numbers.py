@@ -15,8 +15,8 @@ items by index, ``*`` for every item), or several of these and numbers joined by
 (left to right: ``{A:x / B:y|.1f}``, ``{1 - A:x|%}``), or ``min``/``max`` of a list (``{max A:x}``),
 and a
 format after ``|``: a Python format spec (``.2f``, ``,.0f``, ``.1e``), or ``%`` (a fraction as a
-whole percentage), ``us`` (seconds as whole microseconds, with thousands separators) or ``G``
-(per second as billions, one decimal).  Nothing between the markers is typed by hand: it is
+whole percentage), ``us`` (seconds as whole microseconds, with thousands separators), ``G``
+(per second as billions, one decimal) or ``len`` (the length of a list).  Nothing between the markers is typed by hand: it is
 regenerated from the template.
 
 Usage::
@@ -115,6 +115,8 @@ def formatted(value, spec: str | None) -> str:
         return f"{100 * value:.0f}%"
     if spec == "us":
         return f"{value * 1e6:,.0f}"
+    if spec == "len":
+        return str(len(value))
     if spec == "G":
         return f"{value / 1e9:.1f}"
     return format(value, spec or "")

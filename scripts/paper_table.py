@@ -174,7 +174,7 @@ def ours_stationary_points(r: dict, c: dict) -> str:
         f"{len(points)} MLL stationary points, {as_predicted} with the predicted Hessian inertia (MLL and ELBO); "
         f"{m['starts']} searches for ∇ELBO = 0: {m['converged']} converged, {m['identified']} identified "
         f"({m['at_mll_points']} at MLL points, all {m['enumerated_points_reached']} reached; {m['at_elbo_only_points']} at "
-        f"ELBO-only saddles); "
+        f"{m['distinct_elbo_only_points']} distinct ELBO-only saddles); "
         ""
         + (
             f"every local maximum found ({m['local_maxima_found']}) is the global one"
