@@ -511,8 +511,29 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def _add_cache_option(parser) -> None:
+    """``--compilation-cache DIR|off`` (:mod:`linear_vae.compilation_cache`), showing the folder in use."""
+    from linear_vae import compilation_cache
+
+    folder = compilation_cache.resolve()
+    parser.add_argument(
+        "--compilation-cache",
+        metavar="DIR|off",
+        default=None,
+        help=f"keep compiled programs in DIR between runs, or 'off' (default: ${compilation_cache.ENV}, else "
+        f"{compilation_cache.default_folder()}; now {folder or 'off'})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="linear-vae", description=__doc__.splitlines()[0])
+    from linear_vae import compilation_cache
+
+    parser = _Parser(
+        prog="linear-vae",
+        description=__doc__.splitlines()[0],
+        epilog=f"Compiled programs are kept between runs in {compilation_cache.resolve() or '(off)'}: "
+        f"set {compilation_cache.ENV}=DIR or off, or give a command --compilation-cache DIR|off.",
+    )
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__version__}", help="print the version and exit"
     )
@@ -521,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(analyze)
     _add_model_options(analyze)
     _add_output_options(analyze, "one JSON object", progress=False)
+    _add_cache_option(analyze)
     analyze.set_defaults(func=cmd_analyze)
 
     train = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
@@ -529,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(train)
     _add_seed(train, "the initialisation and sampling")
     _add_output_options(train, "one JSON object")
+    _add_cache_option(train)
     train.set_defaults(func=cmd_train)
 
     sweep = sub.add_parser("sweep", help=cmd_sweep.__doc__, description=cmd_sweep.__doc__)
@@ -548,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", default="0", help="seeds: a,b,c (default 0)")
     _add_training_options(sweep)
     _add_output_options(sweep, "one JSON array")
+    _add_cache_option(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
     verify = sub.add_parser("verify", help=cmd_verify.__doc__, description=cmd_verify.__doc__)
@@ -583,6 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_seed(verify, "the random initial decoder of every configuration")
     _add_output_options(verify, "one JSON object")
+    _add_cache_option(verify)
     verify.set_defaults(func=cmd_verify)
 
     reproduce = sub.add_parser("reproduce", help=cmd_reproduce.__doc__, description=cmd_reproduce.__doc__)
@@ -610,6 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="let a --quick run replace full-budget results in --out (refused otherwise)",
     )
     reproduce.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _add_cache_option(reproduce)
     reproduce.set_defaults(func=cmd_reproduce)
     return parser
 
@@ -655,6 +681,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         command = args.command
+        from linear_vae import compilation_cache
+
+        compilation_cache.enable(compilation_cache.resolve(args.compilation_cache))
         return args.func(args)
     except (UsageError, ValueError) as error:
         print(f"linear-vae: error: {for_the_command_line(error, command)}", file=sys.stderr)

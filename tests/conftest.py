@@ -32,3 +32,20 @@ def closed_form_active_epsilon_delta():
         return k - int(epsilon_delta_collapsed(encoder_kl_matrix(params, problem.X)).sum())
 
     return active
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_compilation_cache(tmp_path_factory):
+    """One empty compilation cache per test session (:mod:`linear_vae.compilation_cache`), so that runs
+    stay hermetic while the command lines started by the tests share their compiled programs."""
+    import os
+
+    from linear_vae.compilation_cache import ENV
+
+    previous = os.environ.get(ENV)
+    os.environ[ENV] = str(tmp_path_factory.mktemp("compilation-cache"))
+    yield
+    if previous is None:
+        os.environ.pop(ENV, None)
+    else:
+        os.environ[ENV] = previous
