@@ -177,11 +177,16 @@ ROUNDOFF = 1e-9
 ROUNDOFF_GAP = "~ 0"
 
 
+def roundoff(optimal_elbo: float) -> float:
+    """How far below zero a gap may fall by float64 round-off alone: ``ROUNDOFF (1 + |ELBO*|)``."""
+    return ROUNDOFF * (1.0 + abs(optimal_elbo))
+
+
 def gap_text(gap: float, optimal_elbo: float, width: int = 10) -> str:
     """A gap (optimum minus trained, nats per datapoint) for a table: ``.2e``, or :data:`ROUNDOFF_GAP`
     where it is below zero by float64 round-off only, so that round-off is not read as the trained
     model beating the optimum."""
-    if -ROUNDOFF * (1.0 + abs(optimal_elbo)) <= gap < 0:
+    if -roundoff(optimal_elbo) <= gap < 0:
         return f"{ROUNDOFF_GAP:>{width}}"
     return f"{gap:>{width}.2e}"
 
@@ -220,7 +225,7 @@ def verdict(report: dict, gap_tol: float = GAP_TOL) -> tuple[str, list[str]]:
     reasons = []
     if report["gap"] > gap_tol:
         reasons.append(f"gap {report['gap']:.2e} > {gap_tol:.0e}")
-    if report["gap"] < -ROUNDOFF * (1.0 + abs(report["optimal_elbo"])):
+    if report["gap"] < -roundoff(report["optimal_elbo"]):
         reasons.append(f"trained ELBO exceeds the optimum by {-report['gap']:.2e}")
     if report["active_dims"] != report["predicted_active_dims"]:
         reasons.append(f"{report['active_dims']} active dimensions, predicted {report['predicted_active_dims']}")

@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from linear_vae.compare import GAP_TOL, ROUNDOFF_GAP, gap_text, train_and_compare, verdict
+from linear_vae.compare import GAP_TOL, ROUNDOFF_GAP, gap_text, roundoff, train_and_compare, verdict
 from linear_vae.datasets import Dataset
 from linear_vae.optimum import learned_sigma2
 from linear_vae.problem import Problem
@@ -80,7 +80,7 @@ def judge(report: dict, gap_tolerance: float, angle_tolerance_deg: float) -> tup
     ``status`` is ``"pass"``, ``"not converged"`` or ``"disagrees"``; near configurations only
     ever fail by exceeding the optimum.
     """
-    if report["gap"] < -1e-9 * (1.0 + abs(report["optimal_elbo"])):
+    if report["gap"] < -roundoff(report["optimal_elbo"]):
         return "disagrees", [f"trained ELBO exceeds the optimum by {-report['gap']:.2e}"]
     if report["kind"] == "near":
         return "pass", []

@@ -1,4 +1,4 @@
-"""The README's and the docs' generated numbers (``scripts/numbers.py``): every block is what its
+"""The README's and the docs' generated numbers (``scripts/generated_numbers.py``): every block is what its
 template gives from the committed JSONs, and the template language reads what it says."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def numbers():
-    spec = importlib.util.spec_from_file_location("numbers_script", ROOT / "scripts" / "numbers.py")
+    spec = importlib.util.spec_from_file_location("generated_numbers", ROOT / "scripts" / "generated_numbers.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -23,7 +23,9 @@ def numbers():
 
 
 def test_every_generated_block_is_up_to_date(numbers, capsys):
-    assert numbers.main(["--check"]) == 0, capsys.readouterr().err + " (run python scripts/numbers.py and commit)"
+    assert numbers.main(["--check"]) == 0, (
+        capsys.readouterr().err + " (run python scripts/generated_numbers.py and commit)"
+    )
     blocks = sum(len(numbers.BLOCK.findall(page.read_text())) for page in numbers.pages())
     assert blocks >= 3  # the performance section's
 

@@ -10,6 +10,7 @@ call :func:`run_experiment`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import platform
 import time
@@ -48,10 +49,12 @@ def versions() -> dict:
     }
 
 
+@functools.lru_cache(maxsize=1)
 def source_fingerprint() -> str:
     """SHA-256 of the package's source and shipped data (every file under :mod:`linear_vae` but
     byte code, by relative path and content): results with the same fingerprint and library
-    versions were made by the same code from the same data."""
+    versions were made by the same code from the same data.  Computed once per process (the
+    files are read and hashed in full, and every experiment's :func:`versions` asks)."""
     import hashlib
 
     import linear_vae

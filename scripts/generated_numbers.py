@@ -19,24 +19,27 @@ whole percentage), ``us`` (seconds as whole microseconds, with thousands separat
 (per second as billions, one decimal) or ``len`` (the length of a list).  Nothing between the markers is typed by hand: it is
 regenerated from the template.
 
+(Not ``numbers.py``: run as a script, that name would shadow the standard library's ``numbers``
+module, which numpy imports.)
+
 Usage::
 
-    python scripts/numbers.py            # rewrite every block of README.md and docs/*.md
-    python scripts/numbers.py --check    # exit 1 naming each stale block
+    python scripts/generated_numbers.py            # rewrite every block of README.md and docs/*.md
+    python scripts/generated_numbers.py --check    # exit 1 naming each stale block
 
-Pages are rewritten atomically (temporary file beside them, then ``os.replace``).
+Pages are rewritten atomically, with the usual permissions (:func:`linear_vae.io.atomic_write_bytes`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import tempfile
 from functools import lru_cache
 from pathlib import Path
+
+from linear_vae.io import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"(<!-- numbers\n(?P<template>.*?)\n-->\n)(?P<text>.*?)(<!-- /numbers -->)", re.S)
@@ -137,17 +140,6 @@ def stale_blocks(text: str) -> list[str]:
     return [m["template"].splitlines()[0] for m in BLOCK.finditer(text) if m["text"] != render(m["template"])]
 
 
-def write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if any block is stale; write nothing")
@@ -158,10 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             stale += [f"{page.relative_to(ROOT)}: {first}" for first in stale_blocks(text)]
         elif regenerate(text) != text:
-            write_atomically(page, regenerate(text))
+            atomic_write_bytes(page, regenerate(text).encode())
             print(f"rewrote {page.relative_to(ROOT)}")
     if stale:
-        print("stale generated numbers (run python scripts/numbers.py):\n  " + "\n  ".join(stale), file=sys.stderr)
+        print(
+            "stale generated numbers (run python scripts/generated_numbers.py):\n  " + "\n  ".join(stale),
+            file=sys.stderr,
+        )
         return 1
     return 0
 
