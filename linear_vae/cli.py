@@ -491,7 +491,9 @@ def cmd_reproduce(args) -> int:
         progress.context(f"[{index}/{len(names)}]")
         progress.task(name)
         progress.phase("loading data")
-        payload = run_experiment(name, out_dir=out, quick=args.quick, progress=progress)
+        payload = run_experiment(
+            name, out_dir=out, quick=args.quick, progress=progress, resume=args.resume, restart=args.force
+        )
         progress.close()
         finished += 1
         written_figures += len(payload["figures"])
@@ -630,7 +632,14 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--force",
         action="store_true",
-        help="let a --quick run replace full-budget results in --out (refused otherwise)",
+        help="let a --quick run replace full-budget results in --out, and let a resumable experiment "
+        "(deep_vae, deep_vae_fashion) start over, deleting its checkpoint (both refused otherwise)",
+    )
+    reproduce.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a resumable experiment (deep_vae, deep_vae_fashion) from the checkpoint it keeps in --out "
+        "(NAME.checkpoint.pkl, written every few minutes); a finished one is measured and drawn again",
     )
     reproduce.add_argument("--quiet", action="store_true", help="no progress on stderr")
     _add_cache_option(reproduce)

@@ -41,6 +41,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -55,6 +56,9 @@ __all__ = [
     "make_synthetic",
     "load_file",
     "random_subset",
+    "train_heldout_split",
+    "Splits",
+    "three_way_split",
     "load_data",
     "validate_data",
 ]
@@ -564,6 +568,55 @@ def train_heldout_split(dataset: Dataset, n_train: int, seed: int = 0) -> tuple[
         return dataclasses.replace(dataset, X=dataset.X[rows], labels=labels)
 
     return part(order[:n_train]), part(order[n_train:])
+
+
+class Splits(NamedTuple):
+    """Three disjoint parts of one data set: ``train`` fits the model, ``validation`` decides when
+    to stop and which checkpoint to keep, ``test`` is only measured; ``rows`` are the indices of
+    each part in the original data (for the record, and for the disjointness test)."""
+
+    train: Dataset
+    validation: Dataset
+    test: Dataset
+    rows: dict
+
+
+def three_way_split(dataset: Dataset, n_validation: int, n_test: int, seed: int = 0) -> Splits:
+    """Split the rows into training, validation and test parts, seeded and class-balanced.
+
+    Each class is shuffled with ``np.random.default_rng(seed)`` and its rows are given evenly spaced
+    positions ``(rank + u) / n_class`` in [0, 1) (``u`` uniform, from the same generator); sorting all
+    rows by position interleaves the classes in proportion, so that any run of consecutive rows holds
+    each class within one row of its share.  The first ``n_test`` rows are the test part, the next
+    ``n_validation`` the validation part, the rest train.  Without labels the rows are a seeded
+    permutation.  Each part is kept in file order.
+    """
+    n_validation, n_test = _as_count(n_validation, "n_validation"), _as_count(n_test, "n_test")
+    if min(n_validation, n_test) < 2 or dataset.n - n_validation - n_test < 2:
+        raise ValueError(
+            f"validation {n_validation} and test {n_test} rows must each be at least 2 and leave at least 2 of "
+            f"the {dataset.n} samples to train on"
+        )
+    rng = np.random.default_rng(seed)
+    if dataset.labels is None:
+        order = rng.permutation(dataset.n)
+    else:
+        position = np.empty(dataset.n)
+        for label in np.unique(dataset.labels):
+            rows = rng.permutation(np.flatnonzero(dataset.labels == label))
+            position[rows] = (np.arange(rows.size) + rng.uniform(size=rows.size)) / rows.size
+        order = np.argsort(position, kind="stable")
+    parts = {
+        "test": np.sort(order[:n_test]),
+        "validation": np.sort(order[n_test : n_test + n_validation]),
+        "train": np.sort(order[n_test + n_validation :]),
+    }
+
+    def part(rows):
+        labels = None if dataset.labels is None else dataset.labels[rows]
+        return dataclasses.replace(dataset, X=dataset.X[rows], labels=labels)
+
+    return Splits(part(parts["train"]), part(parts["validation"]), part(parts["test"]), parts)
 
 
 def load_data(

@@ -30,6 +30,7 @@ form.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -38,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from linear_vae import divergence, loop, metrics
+from linear_vae import divergence, loop, metrics, stopping
 from linear_vae.elbo import standard_normal_kl
 from linear_vae.moments import LOG_2PI
 from linear_vae.train import DivergenceError
@@ -97,10 +98,12 @@ class DeepHyper(NamedTuple):
     """Per-configuration values (scalars; arrays when batched)."""
 
     sigma2: jax.Array  # fixed sigma2, or the initial value when learned
-    learn_sigma2: jax.Array  # 1.0 to learn log sigma2, 0.0 to keep it fixed
+    learn_sigma2: jax.Array  # 1.0 to learn log sigma2 by Adam, 0.0 to keep it fixed (or set it exactly)
     warmup: jax.Array  # KL-annealing steps (weight min(1, step / warmup) on beta); 0: no annealing
     seed: jax.Array
     beta: jax.Array | float = 1.0  # the KL weight the run ends at (the beta-ELBO's beta)
+    sigma2_step_size: jax.Array | float | None = None  # Adam's step size on log sigma2 (None: the config's)
+    exact_sigma2: jax.Array | float = 0.0  # 1.0: after each step sigma2 = the minibatch's squared error per pixel
 
 
 class DeepVAE(NamedTuple):
@@ -158,20 +161,19 @@ def elbo_terms(params: DeepVAE, x, key, config: DeepConfig):
 
     References: docs/theory.md (T3.4); Kingma & Welling 2013, Section 2.4 and eq. 10.
     """
-    log_lik, kl, _ = _elbo_parts(params, x, key, config)
+    log_lik, kl, _, _ = _elbo_parts(params, x, key, config)
     return log_lik, kl
 
 
 def _elbo_parts(params: DeepVAE, x, key, config: DeepConfig):
-    """:func:`elbo_terms` and the encoder means."""
+    """:func:`elbo_terms`, the encoder means and the squared reconstruction error per example."""
     mean, log_var = encode(params, x, config)
     z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape, DTYPE)
     reconstruction = mlp(params.decoder, z, config.activation)
     d = x.shape[-1]
-    log_lik = -0.5 * d * (LOG_2PI + params.log_sigma2) - jnp.sum((x - reconstruction) ** 2, axis=-1) / (
-        2.0 * jnp.exp(params.log_sigma2)
-    )
-    return log_lik, kl_per_dim(mean, log_var), mean
+    squared_error = jnp.sum((x - reconstruction) ** 2, axis=-1)
+    log_lik = -0.5 * d * (LOG_2PI + params.log_sigma2) - squared_error / (2.0 * jnp.exp(params.log_sigma2))
+    return log_lik, kl_per_dim(mean, log_var), mean, jax.lax.stop_gradient(squared_error)
 
 
 def beta_at(step, warmup):
@@ -187,7 +189,8 @@ def step_size(base: float, config: DeepConfig):
 
 
 def make_optimizer(config: DeepConfig) -> optax.GradientTransformation:
-    """Adam on the networks and, with its own step size, on ``log sigma2``."""
+    """Adam on the networks and on ``log sigma2``; the latter's update comes out at unit step size
+    (times the schedule) and :func:`train_step` scales it by each configuration's own step size."""
 
     def labels(params):
         return DeepVAE(
@@ -197,7 +200,7 @@ def make_optimizer(config: DeepConfig) -> optax.GradientTransformation:
     return optax.multi_transform(
         {
             "net": optax.adam(step_size(config.learning_rate, config)),
-            "sigma2": optax.adam(step_size(config.sigma2_learning_rate, config)),
+            "sigma2": optax.chain(optax.scale_by_adam(), optax.scale_by_learning_rate(step_size(1.0, config))),
         },
         labels,
     )
@@ -212,6 +215,7 @@ class DeepState(NamedTuple):
     best_params: DeepVAE  # the parameters at the best held-out objective recorded so far
     best_objective: jax.Array  # that objective (:class:`DeepHistory`'s ``heldout_objective``)
     best_step: jax.Array
+    log_sigma2_sum: jax.Array  # sum of log sigma2 over the steps since the last record
 
 
 class DeepHistory(NamedTuple):
@@ -225,27 +229,37 @@ class DeepHistory(NamedTuple):
     sigma2: jax.Array
     heldout_objective: jax.Array  # one-sample held-out beta-ELBO at the final beta, the same noise each record
     au_variances: jax.Array  # (k,) Var over the held-out rows of the encoder means (active units)
+    mean_log_sigma2: jax.Array  # mean of log sigma2 over the steps since the previous record
 
 
 def train_step(state: DeepState, hyper: DeepHyper, X, config: DeepConfig) -> DeepState:
-    key, key_rows, key_eps = jax.random.split(state.key, 3)
+    """One Adam step on a minibatch's one-sample beta-ELBO.  ``log sigma2`` then moves by its own
+    Adam step (``learn_sigma2``), or is set to the log of the minibatch's squared reconstruction error
+    per pixel (``exact_sigma2``): at the networks before the step this maximises the minibatch's
+    ELBO over sigma2 (docs/theory.md (T15.2)); the raw value is used, no moving average."""
+    key, key_rows, key_eps = jax.random.split(jax.random.wrap_key_data(state.key), 3)
     rows = jax.random.randint(key_rows, (config.batch_size,), 0, X.shape[0])
     beta = beta_at(state.step, hyper.warmup) * hyper.beta
 
     def negative_elbo(params):
-        log_lik, kl = elbo_terms(params, X[rows], key_eps, config)
-        return -(jnp.mean(log_lik) - beta * jnp.mean(jnp.sum(kl, axis=-1)))
+        log_lik, kl, _, squared_error = _elbo_parts(params, X[rows], key_eps, config)
+        return -(jnp.mean(log_lik) - beta * jnp.mean(jnp.sum(kl, axis=-1))), squared_error
 
-    loss, grads = jax.value_and_grad(negative_elbo)(state.params)
+    (loss, squared_error), grads = jax.value_and_grad(negative_elbo, has_aux=True)(state.params)
     grads = grads._replace(log_sigma2=grads.log_sigma2 * hyper.learn_sigma2)
     updates, opt_state = make_optimizer(config).update(grads, state.opt_state, state.params)
+    updates = updates._replace(log_sigma2=updates.log_sigma2 * hyper.sigma2_step_size)
+    params = optax.apply_updates(state.params, updates)
+    exact = jnp.log(jnp.mean(squared_error) / X.shape[-1]).astype(DTYPE)
+    params = params._replace(log_sigma2=jnp.where(hyper.exact_sigma2 > 0, exact, params.log_sigma2))
     bad = jnp.where((state.first_nonfinite_step < 0) & ~jnp.isfinite(loss), state.step, state.first_nonfinite_step)
     return state._replace(
-        params=optax.apply_updates(state.params, updates),
+        params=params,
         opt_state=opt_state,
-        key=key,
+        key=jax.random.key_data(key),
         step=state.step + 1,
         first_nonfinite_step=bad,
+        log_sigma2_sum=state.log_sigma2_sum + params.log_sigma2,
     )
 
 
@@ -254,14 +268,17 @@ def train_step(state: DeepState, hyper: DeepHyper, X, config: DeepConfig) -> Dee
 OBJECTIVE_KEY = 2
 
 
-def measure(state: DeepState, hyper: DeepHyper, X_train_slice, X_heldout, config: DeepConfig) -> DeepHistory:
+def measure(state: DeepState, hyper: DeepHyper, X_train_slice, X_heldout, config: DeepConfig, n_steps=1) -> DeepHistory:
     """One record: one-sample ELBOs on a training slice (fresh noise) and on the held-out rows (the
     noise of :data:`OBJECTIVE_KEY`, so records differ only by the parameters), at the current KL
-    weight and, for the checkpoint, at the final ``beta``; held-out KL per dimension and AU variances."""
+    weight and, for the checkpoint, at the final ``beta``; held-out KL per dimension and AU variances;
+    the mean of ``log sigma2`` over the ``n_steps`` steps since the previous record."""
     beta = beta_at(state.step, hyper.warmup) * hyper.beta
-    log_lik, kl, _ = _elbo_parts(state.params, X_train_slice, jax.random.fold_in(jax.random.key(0), state.step), config)
+    log_lik, kl, _, _ = _elbo_parts(
+        state.params, X_train_slice, jax.random.fold_in(jax.random.key(0), state.step), config
+    )
     train_elbo = jnp.mean(log_lik) - beta * jnp.mean(jnp.sum(kl, axis=-1))
-    log_lik, kl, mean = _elbo_parts(state.params, X_heldout, jax.random.key(OBJECTIVE_KEY), config)
+    log_lik, kl, mean, _ = _elbo_parts(state.params, X_heldout, jax.random.key(OBJECTIVE_KEY), config)
     total_kl = jnp.mean(jnp.sum(kl, axis=-1))
     return DeepHistory(
         state.step,
@@ -272,6 +289,7 @@ def measure(state: DeepState, hyper: DeepHyper, X_train_slice, X_heldout, config
         jnp.exp(state.params.log_sigma2),
         jnp.mean(log_lik) - hyper.beta * total_kl,
         jnp.var(mean, axis=0),
+        state.log_sigma2_sum / jnp.maximum(n_steps, 1),
     )
 
 
@@ -308,12 +326,13 @@ def init_state(config: DeepConfig, hyper: DeepHyper, X_train, X_heldout):
     state = DeepState(
         params,
         make_optimizer(config).init(params),
-        key,
+        jax.random.key_data(key),
         jnp.zeros((), int),
         -jnp.ones((), int),
         params,
         jnp.asarray(-jnp.inf, DTYPE),
         jnp.zeros((), int),
+        jnp.zeros((), DTYPE),
     )
     return state, divergence_measures(params, X_heldout, config)
 
@@ -324,8 +343,9 @@ def run_steps(state: DeepState, hyper: DeepHyper, X_train, X_heldout, config: De
 
     def record(state, n_steps):
         state = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(s, hyper, X_train, config), state)
-        history = measure(state, hyper, X_train_slice, X_heldout, config)
-        return keep_best(state, history), history
+        history = measure(state, hyper, X_train_slice, X_heldout, config, n_steps)
+        state = keep_best(state, history)._replace(log_sigma2_sum=jnp.zeros((), DTYPE))
+        return state, history
 
     return jax.lax.scan(record, state, steps_per_record)
 
@@ -354,21 +374,10 @@ def train_grid(
     when ``progress`` (:class:`linear_vae.progress.Progress`) shows them, else in one.  Raises
     :class:`~linear_vae.train.DivergenceError` by the rule of :mod:`linear_vae.divergence`."""
     config.validate(X_train.shape[1], X_train.shape[0])
-    sigma2 = jnp.asarray(hyper.sigma2, DTYPE)
-    hyper = DeepHyper(
-        sigma2,
-        jnp.asarray(hyper.learn_sigma2, DTYPE),
-        jnp.asarray(hyper.warmup, DTYPE),
-        jnp.asarray(hyper.seed, jnp.uint32),
-        jnp.broadcast_to(jnp.asarray(hyper.beta, DTYPE), sigma2.shape),
-    )
+    hyper = batched_hyper(config, hyper)
     X_train = jnp.asarray(X_train, DTYPE)
     X_heldout = jnp.asarray(X_heldout, DTYPE)
-    init = jax.jit(jax.vmap(lambda h, a, b: init_state(config, h, a, b), in_axes=(0, None, None)))
-    run = jax.jit(
-        jax.vmap(lambda s, h, a, b, n: run_steps(s, h, a, b, config, n), in_axes=(0, 0, None, None, None)),
-        donate_argnums=0,
-    )
+    init, run = grid_programs(config)
     if progress is not None:
         progress.task(f"deep VAEs: {hyper.sigma2.shape[0]} configurations, {config.steps} steps")
     steps_per_record = loop.record_steps(config.steps, config.log_every)
@@ -423,6 +432,113 @@ def train_grid(
         host(state.best_params),
         np.asarray(state.best_step),
         np.asarray(state.best_objective),
+    )
+
+
+def batched_hyper(config: DeepConfig, hyper: DeepHyper) -> DeepHyper:
+    """``hyper`` as device arrays of one length, defaults filled in (the sigma2 step size from
+    ``config``)."""
+    sigma2 = jnp.asarray(hyper.sigma2, DTYPE)
+    step = config.sigma2_learning_rate if hyper.sigma2_step_size is None else hyper.sigma2_step_size
+    return DeepHyper(
+        sigma2,
+        jnp.asarray(hyper.learn_sigma2, DTYPE),
+        jnp.asarray(hyper.warmup, DTYPE),
+        jnp.asarray(hyper.seed, jnp.uint32),
+        jnp.broadcast_to(jnp.asarray(hyper.beta, DTYPE), sigma2.shape),
+        jnp.broadcast_to(jnp.asarray(step, DTYPE), sigma2.shape),
+        jnp.broadcast_to(jnp.asarray(hyper.exact_sigma2, DTYPE), sigma2.shape),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def grid_programs(config: DeepConfig):
+    """``(init, run)`` of a grid, ``jit(vmap(...))``-ed over the configuration axis, in the form of
+    :mod:`linear_vae.loop`: ``init(hyper, X_train, X_heldout)``, ``run(state, hyper, X_train,
+    X_heldout, steps_per_record)`` (the state is donated)."""
+    init = jax.jit(jax.vmap(lambda h, a, b: init_state(config, h, a, b), in_axes=(0, None, None)))
+    run = jax.jit(
+        jax.vmap(lambda s, h, a, b, n: run_steps(s, h, a, b, config, n), in_axes=(0, 0, None, None, None)),
+        donate_argnums=0,
+    )
+    return init, run
+
+
+class StoppedDeepGrid(NamedTuple):
+    """What :func:`train_until_stopped` returns (numpy; lists and leading axes by configuration)."""
+
+    config: DeepConfig
+    hyper: DeepHyper
+    histories: list  # DeepHistory of each configuration, its records up to its stop
+    decisions: list  # stopping.StopDecision of each configuration at its stop
+    best_params: DeepVAE  # stacked: each configuration at its best validation record
+    best_step: np.ndarray
+    best_objective: np.ndarray
+    grid: loop.StoppedGrid  # timings and the configuration-steps run, saved and padded
+
+
+def train_until_stopped(
+    config: DeepConfig,
+    hyper: DeepHyper,
+    X_train: np.ndarray,
+    X_validation: np.ndarray,
+    rule: stopping.StoppingRule,
+    checkpoint=None,
+    identity: str = "",
+    progress=None,
+    drop_finished: bool = True,
+    checkpoint_seconds: float = 300.0,
+) -> StoppedDeepGrid:
+    """Train every configuration of ``hyper`` until it stops by ``rule`` (:mod:`linear_vae.stopping`:
+    patience on the validation objective, settled ``log sigma2`` when learned, a cap), through
+    :func:`linear_vae.loop.run_until_stopped`: finished configurations leave the grid, and the
+    grid is checkpointed to ``checkpoint`` and resumed from it.  Each is kept at its best
+    validation record.  ``config.steps`` is unused (the rule's cap bounds a run); the step sizes
+    are constant."""
+    config.validate(X_train.shape[1], X_train.shape[0])
+    rule.validate(config.log_every)
+    if config.schedule != "constant":
+        raise ValueError("a run stopped by a rule needs `schedule` 'constant' (a decay needs a known end)")
+    host_hyper = jax.tree.map(np.asarray, batched_hyper(config, hyper))
+    learned = (host_hyper.learn_sigma2 > 0) | (host_hyper.exact_sigma2 > 0)
+    init, run = grid_programs(config)
+
+    def decide(i, records: DeepHistory):
+        decision = stopping.decide(
+            rule,
+            config.log_every,
+            records.step,
+            records.heldout_objective,
+            records.mean_log_sigma2,
+            bool(learned[i]),
+            int(host_hyper.warmup[i]),
+        )
+        return decision.stopped, decision
+
+    def keep(state: DeepState):
+        return (state.best_params, state.best_step, state.best_objective)
+
+    if hasattr(progress, "task"):
+        progress.task(f"deep VAEs: {len(learned)} configurations, each until it stops (at most {rule.max_steps} steps)")
+    grid = loop.run_until_stopped(
+        init,
+        run,
+        batched_hyper(config, hyper),
+        (jnp.asarray(X_train, DTYPE), jnp.asarray(X_validation, DTYPE)),
+        config.log_every,
+        rule.max_steps // config.log_every,
+        decide,
+        keep,
+        checkpoint=checkpoint,
+        identity=identity,
+        progress=progress,
+        drop_finished=drop_finished,
+        checkpoint_seconds=checkpoint_seconds,
+    )
+    stack = lambda trees: jax.tree.map(lambda *xs: np.stack(xs), *trees)  # noqa: E731
+    best_params, best_step, best_objective = stack(grid.kept)
+    return StoppedDeepGrid(
+        config, host_hyper, grid.histories, grid.decisions, best_params, best_step, best_objective, grid
     )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -152,3 +153,198 @@ def run_in_chunks(
     if progress is not None and hasattr(progress, "converged") and steps_done < total_steps:
         progress.converged(steps_done)
     return LoopResult(state, first_record, history, steps_done, seconds, compile_seconds, hook_seconds)
+
+
+# --- runs that stop by a rule: finished configurations leave the grid ----------------------------
+def padded_size(n_active: int, n_start: int) -> int:
+    """The grid size that ``n_active`` running configurations are padded to: the starting size, or
+    the smallest power of two or three times a power of two that holds them (so a grid shrinking
+    from ``n_start`` compiles at most about ``2 log2(n_start)`` sizes, and at most a third of its
+    lanes are padding)."""
+    sizes = sorted({n_start} | {m * 2**j for m in (1, 3) for j in range(n_start.bit_length()) if m * 2**j < n_start})
+    return next(s for s in sizes if s >= n_active)
+
+
+class StoppedGrid(NamedTuple):
+    """What :func:`run_until_stopped` returns (host numpy throughout)."""
+
+    first_record: Any  # the measurement before the first step (leading axis: configuration)
+    histories: list  # per configuration, its records up to its stop (leading axis: record)
+    kept: list  # per configuration, ``keep(state)`` when it stopped
+    decisions: list  # per configuration, what ``decide`` returned when it stopped
+    seconds: float  # training wall time, compilation excluded (this process only, when resumed)
+    compile_seconds: float
+    configuration_steps: int  # optimiser steps of the configurations themselves, summed
+    lane_steps: int  # optimiser steps the compiled grid ran, padding included
+    cap_steps: int  # what training every configuration to the cap would have cost
+    sizes: list  # (record, grid size) at each change of the padded grid size
+    resumed_from_record: int  # 0, or the record a checkpoint was resumed at
+    resumed_lane_steps: int  # the lane steps run before that (not part of ``seconds``)
+
+
+#: Compiled record programs of :func:`run_until_stopped`, by program and argument shapes (a grid
+#: trained twice in one process, or resumed, compiles each size once).
+_COMPILED: dict = {}
+
+
+def _take(tree, index):
+    return jax.tree.map(lambda a: a[index], tree)
+
+
+def _host(tree):
+    return jax.tree.map(np.asarray, tree)
+
+
+def run_until_stopped(
+    init: Callable,
+    run: Callable,
+    hyper,
+    shared: tuple,
+    log_every: int,
+    max_records: int,
+    decide: Callable[[int, Any], tuple[bool, Any]],
+    keep: Callable[[Any], Any],
+    checkpoint=None,
+    checkpoint_seconds: float = 300.0,
+    identity: str = "",
+    progress=None,
+    drop_finished: bool = True,
+) -> StoppedGrid:
+    """Train a grid record by record until every configuration has stopped by its rule, dropping
+    the finished ones and resuming from a checkpoint.
+
+    ``init(hyper, *shared) -> (state, first_record)`` and ``run(state, hyper, *shared, steps) ->
+    (state, history)`` are ``jit(vmap(...))``-ed over the configuration axis of ``state`` and
+    ``hyper`` (as for :func:`run_in_chunks`); ``run`` is called with one record of ``log_every``
+    steps.  After every record ``decide(i, records_i)`` is asked for each running configuration
+    ``i`` (``records_i``: its records so far, leading axis record) and returns ``(stopped, info)``;
+    a stopped configuration's state is reduced to ``keep(state_i)`` and leaves the grid.  The
+    running ones are gathered into a grid of :func:`padded_size` lanes (padding repeats the last
+    running configuration, whose copies compute the same numbers and are discarded), with one
+    compiled program per size.  A configuration still running after ``max_records`` records is
+    passed to ``decide`` as usual, which must stop it there.  ``drop_finished=False`` keeps every
+    configuration in the grid to the end (one compilation; the finished ones' further steps are
+    discarded).
+
+    ``checkpoint``: a file path.  The whole grid (records, kept states, running states) is written
+    there atomically every ``checkpoint_seconds`` and when the grid finishes; if the file exists
+    and was written for the same ``identity`` (a string naming the configuration), training
+    continues from it, and the result is bitwise the one an uninterrupted run gives.
+    """
+    import pickle
+
+    from linear_vae.io import atomic_write_bytes
+
+    n = jax.tree.leaves(hyper)[0].shape[0]
+    announce(progress, "compiling")
+    compile_start = time.perf_counter()
+    state, first_record = init(hyper, *shared)
+    compile_seconds = time.perf_counter() - compile_start
+    treedef = jax.tree.structure(state)
+    first_record = _host(first_record)
+    records: list[list] = [[] for _ in range(n)]
+    kept: list = [None] * n
+    decisions: list = [None] * n
+    active = np.arange(n)
+    done_records, lane_steps, configuration_steps, sizes, resumed, resumed_lane_steps = 0, 0, 0, [], 0, 0
+    path = None if checkpoint is None else Path(checkpoint)
+    if path is not None and path.exists():
+        with open(path, "rb") as f:
+            saved = pickle.load(f)
+        if saved["identity"] != identity:
+            raise ValueError(
+                f"{path} was written by a different configuration; delete it, or resume with the settings that wrote it"
+            )
+        records, kept, decisions, active = saved["records"], saved["kept"], saved["decisions"], saved["active"]
+        done_records, lane_steps, configuration_steps, sizes = (
+            saved["records_done"],
+            saved["lane_steps"],
+            saved["configuration_steps"],
+            saved["sizes"],
+        )
+        state = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in saved["state"]])
+        resumed, resumed_lane_steps = done_records, lane_steps
+        layout = saved["layout"]
+    else:
+        layout = np.arange(n)
+
+    def save():
+        leaves = [np.asarray(a) for a in jax.tree.leaves(state)]
+        blob = {
+            "layout": layout,
+            "identity": identity,
+            "records": records,
+            "kept": kept,
+            "decisions": decisions,
+            "active": active,
+            "records_done": done_records,
+            "lane_steps": lane_steps,
+            "configuration_steps": configuration_steps,
+            "sizes": sizes,
+            "state": leaves,
+        }
+        atomic_write_bytes(path, pickle.dumps(blob, protocol=pickle.HIGHEST_PROTOCOL))
+
+    steps = jnp.asarray([log_every], dtype=jnp.int32)
+    start = last_save = time.perf_counter()
+    announce(progress, "training")
+    if not sizes:
+        sizes.append((0, n))
+    while active.size and done_records < max_records:
+        size = padded_size(active.size, n) if drop_finished else n
+        if drop_finished and (layout.size != size or not np.array_equal(layout[: active.size], active)):
+            # Gather the running configurations (positions of ``active`` within ``layout``) and pad.
+            positions = np.searchsorted(layout, active)
+            index = np.concatenate([positions, np.full(size - active.size, positions[-1])])
+            state = _take(state, index)
+            layout = np.concatenate([active, np.full(size - active.size, active[-1])])
+            if not sizes or sizes[-1][1] != size:
+                sizes.append((done_records, size))
+        lane_hyper = _take(hyper, layout)
+        signature = (run, tuple((a.shape, a.dtype) for a in jax.tree.leaves((state, lane_hyper, shared))))
+        if signature not in _COMPILED:
+            compile_start = time.perf_counter()
+            _COMPILED[signature] = run.lower(state, lane_hyper, *shared, steps).compile()
+            spent = time.perf_counter() - compile_start
+            compile_seconds += spent
+            start += spent
+            last_save += spent
+        state, history = _COMPILED[signature](state, lane_hyper, *shared, steps)
+        history = _host(history)
+        done_records += 1
+        lane_steps += size * log_every
+        configuration_steps += active.size * log_every
+        still = []
+        for lane, i in zip(np.searchsorted(layout, active), active):
+            records[i].append(_take(history, (lane, 0)))
+            stopped, info = decide(int(i), _stack(records[i]))
+            if stopped:
+                kept[i], decisions[i] = _host(keep(_take(state, lane))), info
+            else:
+                still.append(i)
+        active = np.asarray(still, dtype=int)
+        if progress:
+            progress(configuration_steps, n * max_records * log_every)
+        if path is not None and (not active.size or time.perf_counter() - last_save >= checkpoint_seconds):
+            save()
+            last_save = time.perf_counter()
+    if active.size:
+        raise RuntimeError(f"`decide` left {active.size} configurations running after the last record")
+    return StoppedGrid(
+        first_record,
+        [_stack(r) for r in records],
+        kept,
+        decisions,
+        time.perf_counter() - start,
+        compile_seconds,
+        configuration_steps,
+        lane_steps,
+        n * max_records * log_every,
+        sizes,
+        resumed,
+        resumed_lane_steps,
+    )
+
+
+def _stack(records: list):
+    return jax.tree.map(lambda *xs: np.stack(xs), *records)

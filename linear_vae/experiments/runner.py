@@ -72,18 +72,46 @@ def experiment_config(name: str, quick: bool) -> dict:
     return {**module.CONFIG, **(module.QUICK if quick else {})}
 
 
+def checkpoint_path(name: str, out_dir) -> Path:
+    """Where a resumable experiment (one whose module sets ``RESUMABLE``) keeps its training state."""
+    return Path(out_dir) / f"{name}.checkpoint.pkl"
+
+
 def run_experiment(
-    name: str, out_dir="figures", quick: bool = False, progress: Progress | None = None, command: str | None = None
+    name: str,
+    out_dir="figures",
+    quick: bool = False,
+    progress: Progress | None = None,
+    command: str | None = None,
+    resume: bool = False,
+    restart: bool = False,
 ) -> dict:
     """Run ``name``, write ``out_dir/name.json`` and ``out_dir/name.png``, return the JSON payload.
 
     ``progress`` (:class:`linear_vae.progress.Progress`) is shown each training task and the drawing.
 
-    With ``quick`` every figure carries :data:`linear_vae.plotting.QUICK_NOTE` on the image."""
+    With ``quick`` every figure carries :data:`linear_vae.plotting.QUICK_NOTE` on the image.
+
+    A resumable experiment (the deep-VAE studies) checkpoints its training to
+    :func:`checkpoint_path` every few minutes.  If that file exists, ``resume`` continues from it and
+    ``restart`` deletes it and starts over; with neither, ``ValueError`` (hours of training are not
+    thrown away unasked)."""
     module = load(name)
     config = experiment_config(name, quick)
+    extra = {}
+    if getattr(module, "RESUMABLE", False):
+        checkpoint = checkpoint_path(name, out_dir)
+        if checkpoint.exists() and not resume:
+            if not restart:
+                raise ValueError(
+                    f"{checkpoint} holds the training state of an earlier {name} run; continue it with --resume, or "
+                    "start over with --force"
+                )
+            checkpoint.unlink()
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        extra["checkpoint"] = checkpoint
     start = time.perf_counter()
-    results = module.run(config, progress=progress)
+    results = module.run(config, progress=progress, **extra)
     seconds = time.perf_counter() - start
     payload = {
         "name": name,

@@ -1,0 +1,90 @@
+"""The stopping rule of a trained run that has no closed form to stop at (the deep VAE).
+
+A run is recorded every ``log_every`` steps: its validation objective (the one-sample ELBO on the
+validation images, drawn with the same noise at every record, so that records differ only by the
+parameters) and, when ``sigma2`` is learned, the mean of ``log sigma2`` over the steps since the
+previous record.  docs/theory.md (T15.1) states the rule:
+
+* **patience**: the run stops once its best validation objective has not improved by more than
+  ``tolerance`` nats for ``patience`` steps.  The clock restarts only at a record that beats the
+  best so far by more than ``tolerance`` (small improvements still move the checkpoint, not the
+  clock);
+* **settled sigma2** (learned runs only): the mean of ``log sigma2`` over the last ``window`` steps
+  differs from its mean over the ``window`` steps before by less than ``sigma2_tolerance``.  Window
+  means rather than end points, since constant-step Adam and the raw minibatch update both jitter
+  by more than the tolerance from step to step;
+* **cap**: a run that reaches ``max_steps`` without meeting both is *not converged*.
+
+:func:`decide` is evaluated on the host after every record, so a run stops at the first record at
+which the rule holds and its checkpoint is the best record up to there.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+#: Why a run stopped (``StopDecision.reason``).
+CONVERGED, CAP, NONFINITE, RUNNING = "converged", "cap", "non-finite", "running"
+
+
+class StoppingRule(NamedTuple):
+    """The rule's constants (steps and nats; the defaults are the deep-VAE study's)."""
+
+    patience: int = 3000
+    tolerance: float = 0.1
+    window: int = 1500
+    sigma2_tolerance: float = 0.01
+    max_steps: int = 20000
+
+    def validate(self, log_every: int) -> "StoppingRule":
+        if min(self.patience, self.window, self.max_steps, log_every) < 1:
+            raise ValueError(f"the stopping rule needs positive step counts, got {self._asdict()}")
+        if self.window % log_every or self.patience % log_every or self.max_steps % log_every:
+            raise ValueError(
+                f"`patience` {self.patience}, `window` {self.window} and `max_steps` {self.max_steps} must be "
+                f"multiples of the record interval {log_every}"
+            )
+        if self.tolerance < 0 or self.sigma2_tolerance <= 0:
+            raise ValueError("`tolerance` must be >= 0 and `sigma2_tolerance` > 0")
+        return self
+
+
+class StopDecision(NamedTuple):
+    stopped: bool
+    reason: str  # CONVERGED, CAP, NONFINITE or RUNNING
+    sigma2_drift: float  # |window mean difference| of log sigma2 at this record (nan if not learned / too early)
+    steps_since_improvement: int
+
+
+def decide(
+    rule: StoppingRule, log_every: int, steps, objective, mean_log_sigma2, learned: bool, warmup: int = 0
+) -> StopDecision:
+    """The rule applied to one run's records so far, taken every ``log_every`` steps (``steps``,
+    ``objective`` and ``mean_log_sigma2`` are 1-D, one entry per record, the last the newest).
+    With KL annealing the patience clock starts no earlier than the end of the ``warmup``, when the
+    objective trained becomes the one recorded."""
+    steps = np.asarray(steps)
+    objective = np.asarray(objective, dtype=np.float64)
+    step = int(steps[-1])
+    if not np.isfinite(objective[-1]):
+        return StopDecision(True, NONFINITE, float("nan"), 0)
+    best, anchor = -np.inf, int(steps[0])
+    for s, value in zip(steps, objective):
+        if value > best + rule.tolerance:
+            anchor = int(s)
+        best = max(best, value)
+    waited = step - max(anchor, int(warmup))
+    drift = float("nan")
+    if learned:
+        per_window = rule.window // log_every
+        values = np.asarray(mean_log_sigma2, dtype=np.float64)
+        if len(values) >= 2 * per_window:
+            drift = abs(values[-per_window:].mean() - values[-2 * per_window : -per_window].mean())
+    settled = (not learned) or drift < rule.sigma2_tolerance
+    if waited >= rule.patience and settled:
+        return StopDecision(True, CONVERGED, drift, waited)
+    if step >= rule.max_steps:
+        return StopDecision(True, CAP, drift, waited)
+    return StopDecision(False, RUNNING, drift, waited)
