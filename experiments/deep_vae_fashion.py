@@ -1,4 +1,4 @@
-"""Regenerate figures/deep_vae_fashion_{active,collapse,annealing,rate_distortion}.png and figures/deep_vae_fashion.json: `python experiments/deep_vae_fashion.py [--quick] [--out DIR]`.
+"""Regenerate figures/deep_vae_fashion_{active,kl_per_dim,learned,collapse,annealing,rate_distortion}.png and figures/deep_vae_fashion.json: `python experiments/deep_vae_fashion.py [--quick] [--out DIR]`.
 
 The experiment itself (configuration, run, figure) reads top to bottom in
 `linear_vae/experiments/deep_vae_fashion.py`; this script and `linear-vae reproduce --only deep_vae_fashion` both run it.

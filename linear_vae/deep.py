@@ -236,7 +236,7 @@ def train_step(state: DeepState, hyper: DeepHyper, X, config: DeepConfig) -> Dee
     """One Adam step on a minibatch's one-sample beta-ELBO.  ``log sigma2`` then moves by its own
     Adam step (``learn_sigma2``), or is set to the log of the minibatch's squared reconstruction error
     per pixel (``exact_sigma2``): at the networks before the step this maximises the minibatch's
-    ELBO over sigma2 (docs/theory.md (T15.2)); the raw value is used, no moving average."""
+    ELBO over sigma2 (docs/theory.md (T16.2)); the raw value is used, no moving average."""
     key, key_rows, key_eps = jax.random.split(jax.random.wrap_key_data(state.key), 3)
     rows = jax.random.randint(key_rows, (config.batch_size,), 0, X.shape[0])
     beta = beta_at(state.step, hyper.warmup) * hyper.beta

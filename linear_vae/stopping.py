@@ -3,7 +3,7 @@
 A run is recorded every ``log_every`` steps: its validation objective (the one-sample ELBO on the
 validation images, drawn with the same noise at every record, so that records differ only by the
 parameters) and, when ``sigma2`` is learned, the mean of ``log sigma2`` over the steps since the
-previous record.  docs/theory.md (T15.1) states the rule:
+previous record.  docs/theory.md (T16.1) states the rule:
 
 * **patience**: the run stops once its best validation objective has not improved by more than
   ``tolerance`` nats for ``patience`` steps.  The clock restarts only at a record that beats the

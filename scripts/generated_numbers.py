@@ -19,6 +19,14 @@ whole percentage), ``us`` (seconds as whole microseconds, with thousands separat
 (per second as billions, one decimal) or ``len`` (the length of a list).  Nothing between the markers is typed by hand: it is
 regenerated from the template.
 
+A *report* block is a whole passage written by the experiment that made a JSON: its module's
+``report(payload)`` (for example :func:`linear_vae.experiments.deep_vae.report`, which states a
+direction only where two 95% intervals separate)::
+
+    <!-- report figures/deep_vae.json -->
+    ...
+    <!-- /report -->
+
 (Not ``numbers.py``: run as a script, that name would shadow the standard library's ``numbers``
 module, which numpy imports.)
 
@@ -44,6 +52,7 @@ from linear_vae.io import atomic_write_bytes
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"(<!-- numbers\n(?P<template>.*?)\n-->\n)(?P<text>.*?)(<!-- /numbers -->)", re.S)
 FIELD = re.compile(r"\{(?P<expr>[^{}|]+)(?:\|(?P<spec>[^{}]+))?\}")
+REPORT = re.compile(r"(<!-- report (?P<path>[\w./-]+\.json) -->\n)(?P<text>.*?)(<!-- /report -->)", re.S)
 VALUE = re.compile(r"\s*(?P<path>[\w./-]+\.json):(?P<key>[\w.*\-]+)\s*")
 
 
@@ -130,14 +139,25 @@ def render(template: str) -> str:
     return FIELD.sub(lambda m: formatted(evaluate(m["expr"]), m["spec"]), template) + "\n"
 
 
+def report(path: str) -> str:
+    """The passage the experiment module that wrote ``path`` makes of it (``report(payload)``)."""
+    import importlib
+
+    payload = load(path)
+    module = importlib.import_module(f"linear_vae.experiments.{payload['name']}")
+    return module.report(payload)
+
+
 def regenerate(text: str) -> str:
-    """``text`` with every block's generated part made again from its template."""
-    return BLOCK.sub(lambda m: m.group(1) + render(m["template"]) + m.group(4), text)
+    """``text`` with every block's generated part made again from its template or its JSON."""
+    text = BLOCK.sub(lambda m: m.group(1) + render(m["template"]) + m.group(4), text)
+    return REPORT.sub(lambda m: m.group(1) + report(m["path"]) + m.group(4), text)
 
 
 def stale_blocks(text: str) -> list[str]:
-    """The first line of each block whose text is not what its template gives."""
-    return [m["template"].splitlines()[0] for m in BLOCK.finditer(text) if m["text"] != render(m["template"])]
+    """The first line of each block whose text is not what its template or its JSON gives."""
+    stale = [m["template"].splitlines()[0] for m in BLOCK.finditer(text) if m["text"] != render(m["template"])]
+    return stale + [f"report {m['path']}" for m in REPORT.finditer(text) if m["text"] != report(m["path"])]
 
 
 def main(argv: list[str] | None = None) -> int:

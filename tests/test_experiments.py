@@ -327,14 +327,6 @@ def check_latent_dim(payload: dict, strict: bool) -> None:
             )
 
 
-def _deep_seed_means(runs: list[dict], key: str) -> dict:
-    """``{(kind, sigma2): mean over seeds of run[key]}``."""
-    groups: dict = {}
-    for run in runs:
-        groups.setdefault((run["kind"], run["sigma2"]), []).append(run[key])
-    return {setting: float(np.mean(values)) for setting, values in groups.items()}
-
-
 def check_stationary_points(payload: dict, strict: bool) -> None:
     config, r = payload["config"], payload["results"]
     lam_given = np.asarray(config["eigenvalues"], dtype=np.float64)
@@ -444,144 +436,119 @@ def check_encoders(payload: dict, strict: bool) -> None:
         assert max(means) - min(means) < 1.0
 
 
+def first_stop(history: dict, rule: dict, every: int, learned: bool, warmup: int):
+    """The record index at which the stopping rule of docs/theory.md (T16.1) first holds, and why
+    (written here from its statement, apart from ``linear_vae.stopping``); ``None`` if it never does."""
+    steps, objective = np.array(history["step"]), np.array(history["validation_objective"], dtype=float)
+    log_sigma2 = np.array(history["mean_log_sigma2"], dtype=float)
+    window = rule["window"] // every
+    best, anchor = -np.inf, steps[0]
+    for j, step in enumerate(steps):
+        if not np.isfinite(objective[j]):
+            return j, "non-finite"
+        if objective[j] > best + rule["tolerance"]:
+            anchor = step
+        best = max(best, objective[j])
+        settled = not learned or (
+            j + 1 >= 2 * window
+            and abs(log_sigma2[j + 1 - window : j + 1].mean() - log_sigma2[j + 1 - 2 * window : j + 1 - window].mean())
+            < rule["sigma2_tolerance"]
+        )
+        if step - max(anchor, warmup) >= rule["patience"] and settled:
+            return j, "converged"
+        if step >= rule["max_steps"]:
+            return j, "cap"
+    return None
+
+
 def check_deep_vae(payload: dict, strict: bool) -> None:
     config, r = payload["config"], payload["results"]
-    X = load_data(config["data"]).X
-    order = np.random.default_rng(config["split_seed"]).permutation(len(X))
-    train, held = X[np.sort(order[: config["n_train"]])], X[np.sort(order[config["n_train"] :])]
-    mean, held_mean = train.mean(axis=0), held.mean(axis=0)
+    data = load_data(config["data"])
+    rows = {name: np.array(part) for name, part in r["split"]["rows"].items()}
+    # Three disjoint parts covering the data, of the sizes asked for, class-balanced to one image.
+    assert np.unique(np.concatenate(list(rows.values()))).size == data.n == sum(p.size for p in rows.values())
+    assert (rows["validation"].size, rows["test"].size) == (config["n_validation"], config["n_test"])
+    shares = np.bincount(data.labels, minlength=10) / data.n
+    for part in ("validation", "test"):
+        assert np.all(np.abs(np.bincount(data.labels[rows[part]], minlength=10) - shares * rows[part].size) <= 1)
+    train, test = data.X[rows["train"]], data.X[rows["test"]]
+    mean, test_mean = train.mean(axis=0), test.mean(axis=0)
     lam, U = np.linalg.eigh((train - mean).T @ (train - mean) / len(train))
     lam, U = np.clip(lam[::-1], 0, None), U[:, ::-1]
-    S_held = (held - held_mean).T @ (held - held_mean) / len(held)
+    S_test = (test - test_mean).T @ (test - test_mean) / len(test)
     np.testing.assert_allclose(r["eigenvalues"], lam[: len(r["eigenvalues"])], rtol=0, atol=1e-9 * lam[0])
+    k, tau = r["latent_dim"], r["au_threshold"]
     curves = r["closed_form"]
-    for k, count in curves["active_dims"].items():
-        np.testing.assert_array_equal(count, [int((lam[: int(k)] > s).sum()) for s in curves["sigma2"]])
-    seeds = config["seeds"]
-    assert len(seeds) >= (3 if strict else 2)
-    for study in r["studies"]:
-        k = study["latent_dim"]
-        # The linear VAE: the closed-form optimum on the training rows (dense numpy here), measured on
-        # the held-out rows.  Its encoder is the exact posterior of its decoder, so the ELBO equals the
-        # log-likelihood and every importance weight is the same: the IWAE estimate equals the exact
-        # held-out log-likelihood up to float64 round-off of ~1e3-nat sums (1e-9 relative).
-        for row in study["linear"]["rows"]:
-            sigma2 = row["sigma2"] if row["kind"] == "fixed" else ppca_mle(lam, k)[0]
-            np.testing.assert_allclose(row["sigma2"], sigma2, rtol=1e-9)
-            W = optimal_decoder(lam, U, k, 1.0, sigma2)
-            log_likelihood = dense_mll(W, sigma2, S_held, offset=held_mean - mean)
-            np.testing.assert_allclose(row["heldout_log_likelihood"], log_likelihood, rtol=1e-9, atol=1e-9)
-            np.testing.assert_allclose(row["heldout_elbo"], log_likelihood, rtol=1e-9, atol=1e-9)
-            np.testing.assert_allclose(row["estimated"]["iwae"], log_likelihood, rtol=1e-9, atol=1e-9)
-            column = np.sum(W**2, axis=0)
-            V = (W / (column + sigma2)).T  # the posterior mean M^-1 W^T, M = W^T W + sigma2 I diagonal
-            au = np.var((held - mean) @ V.T, axis=0)
-            np.testing.assert_allclose(row["au_variances"], au, rtol=1e-8, atol=1e-12)
-            assert row["active_units"] == int(np.sum(au > r["au_threshold"]))
-            assert row["predicted_active_dims"] == int(np.sum(lam[:k] > sigma2))
-        front = study["linear"]["frontier"]
-        t = np.array(front["water_level"])
+    np.testing.assert_array_equal(curves["active_dims"], [int((lam[:k] > s).sum()) for s in curves["sigma2"]])
+    np.testing.assert_array_equal(
+        curves["active_units"], [int((lam[:k] > s / (1 - tau)).sum()) for s in curves["sigma2"]]
+    )
+    # The linear VAE: the closed-form optimum on the training images (dense numpy here), measured on
+    # the test images.  Its encoder is the exact posterior of its decoder, so the ELBO equals the
+    # log-likelihood and every importance weight is the same: the IWAE estimate equals the exact test
+    # log-likelihood up to float64 round-off of ~1e3-nat sums (1e-9 relative).
+    for row in r["linear"]["rows"]:
+        sigma2 = row["sigma2"] if row["kind"] == "fixed" else ppca_mle(lam, k)[0]
+        np.testing.assert_allclose(row["sigma2"], sigma2, rtol=1e-9)
+        W = optimal_decoder(lam, U, k, 1.0, sigma2)
+        log_likelihood = dense_mll(W, sigma2, S_test, offset=test_mean - mean)
+        np.testing.assert_allclose(row["test_log_likelihood"], log_likelihood, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(row["test_elbo"], log_likelihood, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(row["estimated"]["iwae"], log_likelihood, rtol=1e-9, atol=1e-9)
+        V = (W / (np.sum(W**2, axis=0) + sigma2)).T  # the posterior mean M^-1 W^T, M diagonal
+        au = np.var((test - mean) @ V.T, axis=0)
+        np.testing.assert_allclose(row["au_variances"], au, rtol=1e-8, atol=1e-12)
+        assert row["active_units"] == int(np.sum(au > tau))
+        assert row["predicted_active_dims"] == int(np.sum(lam[:k] > sigma2))
+        np.testing.assert_allclose(row["optimum_kl_per_dim"], np.maximum(0.5 * np.log(lam[:k] / sigma2), 0), rtol=1e-9)
+    for curve, components in ((r["linear"]["frontier"], k), (r["linear"]["gaussian_rd"], len(lam))):
+        t = np.array(curve["water_level"])
         np.testing.assert_allclose(
-            front["distortion"],
-            np.minimum(lam[None, :k], t[:, None]).sum(axis=1) + lam[k:].sum(),
+            curve["distortion"],
+            np.minimum(lam[None, :components], t[:, None]).sum(axis=1) + lam[components:].sum(),
             rtol=1e-9,
         )
-        runs = study["runs"]
-        assert len(runs) == len(seeds) * (len(config["fixed_sigma2s"]) + len(config["learned_sigma2_inits"]) + 1)
-        for run in runs:
-            # The total KL is the sum of the per-dimension held-out KL; the IWAE bound is above the
-            # ELBO (100 samples against one; the ELBO's distortion is a 10-sample Monte-Carlo mean,
-            # whose error is below 1% of the ELBO at every sigma2 here); the whole-batch MI is at most
-            # log B (B = the held-out rows); counts within 0..K; the checkpoint one of the records.
-            np.testing.assert_allclose(run["rate"], np.sum(run["heldout_kl_per_dim"]), rtol=1e-4, atol=1e-4)
-            assert run["iwae"] >= run["heldout_elbo"] - 0.01 * abs(run["heldout_elbo"]) - 1.0
-            assert run["mi_batch"] <= np.log(r["n_heldout"]) + 1e-4
-            assert all(0 <= run[c] <= k for c in ("eps_delta_active", "mean_kl_active", "active_units"))
-            assert run["active_units"] == int(np.sum(np.array(run["au_variances"]) > r["au_threshold"]))
-            assert run["mean_kl_active"] == int(np.sum(np.array(run["heldout_kl_per_dim"]) > r["epsilon"]))
-            assert run["best_step"] in run["history"]["step"] and run["best_step"] > 0
-            best = run["history"]["step"].index(run["best_step"])
-            assert run["heldout_objective_at_best"] == max(run["history"]["heldout_objective"])
-            assert run["sigma2_at_best"] == run["history"]["sigma2"][best]
-            if run["kind"] != "learned":
-                np.testing.assert_allclose(run["sigma2_at_best"], run["sigma2"], rtol=1e-6)
-            fraction = np.array(run["collapsed_fraction"])
-            assert np.all(np.diff(fraction) >= 0) and fraction[-1] <= 1  # more collapse at larger epsilon
-            at = np.searchsorted(r["epsilons"], r["epsilon"])
-            assert abs(fraction[at] * k - (k - run["eps_delta_active"])) <= 1
-        if strict:
-            check_deep_vae_claims(study, lam, r)
-
-
-def check_deep_vae_claims(study: dict, lam: np.ndarray, r: dict) -> None:
-    """The direction of every claim the README's deep-VAE section makes, on the seed means."""
-    runs, k = study["runs"], study["latent_dim"]
-    mean = {key: _deep_seed_means(runs, key) for key in runs[0] if isinstance(runs[0][key], (int, float))}
-    au, steps = mean["active_units"], max(runs[0]["history"]["step"])
-    fixed = sorted(s for kind, s in au if kind == "fixed")
-    linear = {row["sigma2"]: row for row in study["linear"]["rows"] if row["kind"] == "fixed"}
-    # Every run is reported at a checkpoint in the last fifth of the budget: the held-out ELBO was still
-    # improving (or flat) at the end, so these are budget-limited, not converged, runs.
-    assert min(run["best_step"] for run in runs) >= 0.8 * steps
-    # Larger sigma2 collapses more: fewer active units at the largest sigma2 than at the smallest, and
-    # never more after a 10-fold increase of sigma2.
-    assert au[("fixed", fixed[0])] == k > au[("fixed", fixed[-1])]
-    for small in fixed:
-        for large in fixed:
-            if large >= 10 * small:
-                assert au[("fixed", large)] <= au[("fixed", small)]
-    # All K units active by all three counts up to sigma2 = 0.03; overfitting visible at sigma2 = 0.01.
-    for sigma2 in (s for s in fixed if s <= 0.03):
-        assert au[("fixed", sigma2)] == mean["mean_kl_active"][("fixed", sigma2)] == k
-        assert mean["eps_delta_active"][("fixed", sigma2)] == k
-    assert mean["train_elbo_at_best"][("fixed", 0.01)] > mean["heldout_elbo"][("fixed", 0.01)]
-    # The three counts disagree, the (epsilon, delta)-count the most lenient: never below the others.
-    for setting in au:
-        assert mean["eps_delta_active"][setting] >= max(au[setting], mean["mean_kl_active"][setting])
-    # The deep VAE keeps fewer units than the linear optimum at sigma2 = 0.3 and 1 (held-out, same measure).
-    for sigma2 in (0.3, 1.0):
-        assert au[("fixed", sigma2)] < linear[sigma2]["active_units"]
-    # Held-out fit: the deep VAE's ELBO beats the linear optimum's at every sigma2 <= 0.3, and is never
-    # more than 1 nat below it at larger sigma2 (where both are nearly collapsed).
-    for sigma2 in fixed:
-        gap = mean["heldout_elbo"][("fixed", sigma2)] - linear[sigma2]["heldout_elbo"]
-        assert gap > (0 if sigma2 <= 0.3 else -1.0)
-    # Rate-distortion: the fixed-sigma2 runs at sigma2 <= 0.3 lie below the linear frontier D_K(R).
-    front = study["linear"]["frontier"]
-    order = np.argsort(front["rate"])
-    frontier_at = lambda rate: np.interp(rate, np.array(front["rate"])[order], np.array(front["distortion"])[order])  # noqa: E731
-    for sigma2 in (s for s in fixed if s <= 0.3):
-        assert mean["distortion"][("fixed", sigma2)] < frontier_at(mean["rate"][("fixed", sigma2)])
-    # The whole-batch MI saturates at log B where the rate is large, and stays below the rate.
-    for setting, rate in mean["rate"].items():
-        assert mean["mi_batch"][setting] <= rate + 1e-6
-        if rate > 50:
-            assert mean["mi_batch"][setting] > np.log(r["n_heldout"]) - 0.1
-    # Learned sigma2: from a large start it decreases and keeps more units than that sigma2 fixed; from
-    # the largest start it still ends with a larger sigma2, a smaller rate and a worse held-out ELBO
-    # than from the smallest start (the linear optimum is the same from every start).
-    learned = sorted(s for kind, s in au if kind == "learned")
-    for start in learned:
-        if ("fixed", start) in au and start >= 1:
-            assert mean["sigma2_at_best"][("learned", start)] < start
-            assert au[("learned", start)] > au[("fixed", start)]
-            # ... and is still falling over the last 300 steps: not converged.
-            for run in runs:
-                if run["kind"] == "learned" and run["sigma2"] == start:
-                    assert run["history"]["sigma2"][-1] < run["history"]["sigma2"][-4]
-    low, high = ("learned", learned[0]), ("learned", learned[-1])
-    assert mean["sigma2_at_best"][high] > mean["sigma2_at_best"][low]
-    assert mean["rate"][high] < mean["rate"][low] and mean["heldout_elbo"][high] < mean["heldout_elbo"][low]
-    # KL annealing: collapse starts during the warm-up (fewer than K units when beta reaches 1) and
-    # continues after it; at the end it keeps more units and a better held-out ELBO than no annealing.
-    annealed = [run for run in runs if run["kind"] == "annealed"]
-    sigma2 = annealed[0]["sigma2"]
-    at_warmup = annealed[0]["history"]["step"].index(annealed[0]["warmup"])
-    history = np.array([run["history"]["active_units"] for run in annealed])
-    assert history[:, at_warmup].mean() < k and history[:, -1].mean() < history[:, at_warmup].mean()
-    setting = ("annealed", sigma2)
-    assert au[setting] > au[("fixed", sigma2)]
-    assert mean["heldout_elbo"][setting] > mean["heldout_elbo"][("fixed", sigma2)]
+    # Every run of the grid is kept, stopped where the rule (re-read here) first held, and reported
+    # at its best validation record up to there.
+    runs, rule, every = r["runs"], config["rule"], config["log_every"]
+    kinds = {"fixed": len(config["fixed_sigma2s"]) * len(config["fixed_seeds"]), "annealed": len(config["fixed_seeds"])}
+    kinds["learned"] = (
+        len(config["learned_sigma2_inits"]) * len(config["sigma2_step_sizes"]) * len(config["learned_seeds"])
+    )
+    assert {kind: sum(run["kind"] == kind for run in runs) for kind in kinds} == kinds
+    log_n = np.log(r["split"]["n_test"])
+    for run in runs:
+        history = run["history"]
+        learned = run["kind"] == "learned"
+        index, reason = first_stop(history, rule, every, learned, run["warmup"])
+        assert index == len(history["step"]) - 1 and reason == run["stop_reason"], (run["kind"], run["sigma2"])
+        assert run["converged"] == (reason == "converged") and run["stop_step"] == history["step"][-1]
+        best = int(np.argmax(history["validation_objective"]))
+        assert run["best_step"] == history["step"][best]
+        assert run["sigma2_at_best"] == history["sigma2"][best]
+        if not learned:
+            np.testing.assert_allclose(history["sigma2"], run["sigma2"], rtol=1e-6)
+        for count in ("active_units", "mean_kl_active"):
+            last = history[count][-10:]
+            assert run["validation_count_range"][count] == [min(last), max(last)]
+        # Test measures: the rate is the sum of the per-dimension KL; the IWAE bound (100 samples) is
+        # above the one-sample-distortion ELBO less its Monte-Carlo error (10 samples, below 1% of
+        # the ELBO here); the whole-batch MI is at most log N; counts within 0..K and consistent.
+        np.testing.assert_allclose(run["rate"], np.sum(run["test_kl_per_dim"]), rtol=1e-4, atol=1e-4)
+        assert run["iwae"] >= run["test_elbo"] - 0.01 * abs(run["test_elbo"]) - 1.0
+        assert run["mi_batch"] <= log_n + 1e-4
+        assert all(0 <= run[c] <= k for c in ("eps_delta_active", "mean_kl_active", "active_units"))
+        assert run["active_units"] == int(np.sum(np.array(run["au_variances"]) > tau))
+        assert run["mean_kl_active"] == int(np.sum(np.array(run["test_kl_per_dim"]) > r["epsilon"]))
+        fraction = np.array(run["collapsed_fraction"])
+        assert np.all(np.diff(fraction) >= 0) and fraction[-1] <= 1  # more collapse at larger epsilon
+    training = r["training"]
+    assert training["configuration_steps"] == sum(run["stop_step"] for run in runs)
+    assert training["configuration_steps"] <= training["lane_steps"] <= training["cap_steps"]
+    assert training["cap_steps"] == len(runs) * rule["max_steps"]
+    if strict:
+        # Done when at least 90% of the runs stop by the rule before the cap (issue #20).
+        assert sum(run["converged"] for run in runs) >= 0.9 * len(runs)
 
 
 def _population_chi2(lam, k, beta, sigma2):
@@ -829,8 +796,20 @@ def test_quick_experiment_agrees_with_closed_form(name, quick_runs):
     CHECKS[name](payload, strict=False)
 
 
+#: Experiments whose committed results were withdrawn and are being made again, with why: their
+#: committed figure is checked again once it is back (the quick run is checked meanwhile).
+PENDING = {
+    name: "withdrawn with the fixed-budget study; being rerun under the stopping rule of docs/theory.md (T16.1) "
+    f"(linear-vae reproduce --only {name} --resume continues it)"
+    for name in ("deep_vae", "deep_vae_fashion")
+    if not (FIGURES / f"{name}.json").exists()
+}
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_committed_figure_agrees_with_closed_form(name):
+    if name in PENDING:
+        pytest.skip(PENDING[name])
     payload = json.loads((FIGURES / f"{name}.json").read_text())
     assert all((FIGURES / png).exists() for png in payload.get("figures", [f"{name}.png"]))
     assert payload["quick"] is False
@@ -847,3 +826,32 @@ def test_run_experiment_returns_what_it_writes_and_stamps_the_code(tmp_path):
     assert made_by_this_code(returned, "landscape")
     other = {**returned, "versions": {**returned["versions"], "source": "0" * 64}}
     assert not made_by_this_code(other, "landscape")
+
+
+def test_deep_vae_report_states_a_direction_only_when_the_intervals_separate(quick_runs):
+    """The generated deep-VAE text, on the quick run's payload with its runs marked converged and
+    their active-unit counts set: 95% t-intervals (n - 1 degrees of freedom) that separate give a
+    direction, overlapping ones "no difference"; a run that did not converge is left out."""
+    from linear_vae.experiments.deep_vae import interval, report
+
+    low = interval([1.0, 2.0, 3.0])
+    half = 4.30265273 / np.sqrt(3)  # t_{0.975, 2} = 4.30265273 (tables, 9 digits), standard deviation 1
+    np.testing.assert_allclose([low["low"], low["high"]], [2 - half, 2 + half], rtol=1e-8)
+    _, payload = quick_runs["deep_vae"]
+    payload = json.loads(json.dumps(payload))
+    runs = payload["results"]["runs"]
+    fixed = sorted({run["sigma2"] for run in runs if run["kind"] == "fixed"})
+    counts = {fixed[0]: [30, 31], fixed[1]: [5, 6]}  # separated: "fewer"
+    for run in runs:
+        run["converged"], run["stop_reason"] = True, "converged"
+        if run["kind"] == "fixed":
+            run["active_units"] = counts[run["sigma2"]][run["seed"]]
+    text = report(payload)
+    assert f"- sigma2 {fixed[0]:g} to {fixed[1]:g}: fewer (5.5 [" in text
+    counts[fixed[1]] = [20, 40]  # the interval of 20 and 40 covers 30.5
+    for run in runs:
+        if run["kind"] == "fixed":
+            run["active_units"] = counts[run["sigma2"]][run["seed"]]
+    assert "no difference at this number of seeds (30.0 [" in report(payload)
+    runs[0]["converged"] = False
+    assert "1 of" not in report(payload).split("\n")[0] and "not converged" in report(payload)

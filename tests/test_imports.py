@@ -85,4 +85,5 @@ def test_nothing_in_the_library_imports_the_cli():
 
 
 def test_the_training_loop_imports_no_model():
-    assert package_imports()["linear_vae.loop"] == set()
+    # Only the atomic file writer, for the checkpoint of a grid that stops by rule.
+    assert package_imports()["linear_vae.loop"] <= {"linear_vae.io"}

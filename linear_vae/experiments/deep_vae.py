@@ -1,34 +1,47 @@
-"""Deep VAE: posterior collapse against the observation noise, fixed, learned and annealed, with seeds,
-measured on held-out data by the same estimators as the linear VAE next to it.
+"""Deep VAE: posterior collapse against the observation noise, fixed, learned and annealed, every
+run trained until it stops by rule, chosen on validation images and measured on test images,
+next to the linear VAE.
 
 Claim (Lucas et al. 2019, Section 6 and Table 1): what the linear VAE shows in closed form carries
 over to deep Gaussian VAEs.  A larger ``sigma2`` collapses more latent dimensions (the linear
 count is ``#{lambda_i > sigma2}`` at beta = 1), learning ``sigma2`` mitigates collapse but a large
 initial ``sigma2`` still collapses, and KL annealing only delays collapse.
 
-Each latent size is one compiled call of :func:`linear_vae.deep.train_grid`: fixed, learned and
-annealed ``sigma2``, each with several seeds, are values of one vmapped grid trained in lockstep
-for the whole budget; every run is reported at its **best held-out checkpoint** (the parameters
-at the best one-sample held-out ELBO among the records, kept in the scanned state), since a
-stopping rule saves nothing in a lockstep grid.  Equal ``beta sigma2`` gives the same run
-(docs/theory.md (T13)), so beta is not a grid axis.  At that checkpoint every run is measured on the
-held-out rows by :func:`linear_vae.deep.heldout_measures`: the (epsilon, delta)-count and the
-held-out mean-KL count, active units ``Var_x E_q[z_i] > 0.01``, the total KL (the rate), the
-Monte-Carlo distortion, the ELBO, the IWAE bound and both minibatch forms of the mutual
-information.  The linear VAE is the closed-form optimum on the same training rows (which trained
-linear VAEs reach to 1e-6 nats), measured on the same held-out rows exactly from their moments and
-by the same estimators; its IWAE bound equals its exact held-out pPCA log-likelihood, because its
-encoder is the exact posterior.  Networks in float32.  :data:`CONFIG`'s ``data`` selects MNIST
-(``deep_vae``) or Fashion-MNIST (``deep_vae_fashion``, standing in for the paper's CelebA).
+The set-up (docs/theory.md (T16)):
+
+* **three disjoint splits** of the shipped 5,000 images (:func:`linear_vae.datasets.three_way_split`,
+  class-balanced): 4,000 train the networks and fit the linear closed form, 500 validation images
+  decide when a run stops and which checkpoint it is reported at, 500 test images are only measured;
+* **a stopping rule** (:mod:`linear_vae.stopping`): a run stops once its validation ELBO has not
+  improved by more than 0.1 nats for 3,000 steps and, when sigma2 is learned, its window means of
+  log sigma2 have settled; a run that reaches 20,000 steps first is *not converged* and no claim
+  rests on it.  Finished runs leave the vmapped grid (:func:`linear_vae.loop.run_until_stopped`)
+  and the grid is checkpointed beside the output, so ``--resume`` continues an interrupted study;
+* **learned sigma2 with the step size as a factor**: starts 0.01, 3 and 10, each under Adam on
+  log sigma2 at several step sizes and under the exact update (sigma2 set to the minibatch's squared
+  error per pixel after every step), so a deficit of a large start can be told from a slow sigma2;
+* **annealing** at sigma2 = 1, against the fixed-sigma2 runs at 1 with the same seeds.
+
+Every run is measured at its best validation checkpoint on the test images by
+:func:`linear_vae.deep.heldout_measures` (counts, per-dimension KL, rate, distortion, ELBO, IWAE,
+MI).  The linear VAE is the closed-form optimum on the training images, measured on the same test
+images exactly and by the same estimators.  Seed summaries are means with 95% t-intervals
+(:func:`interval`), and the generated claims state a direction only where two intervals do not
+overlap.  Networks in float32.  :data:`CONFIG`'s ``data`` selects MNIST (``deep_vae``) or
+Fashion-MNIST (``deep_vae_fashion``, standing in for the paper's CelebA).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from pathlib import Path
 
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
+import scipy.stats
 
 from linear_vae import metrics
 from linear_vae.collapse import (
@@ -38,8 +51,8 @@ from linear_vae.collapse import (
     encoder_kl_matrix,
     epsilon_delta_collapsed,
 )
-from linear_vae.datasets import load_data, train_heldout_split
-from linear_vae.deep import DeepHyper, heldout_measures, measure_grid, train_grid
+from linear_vae.datasets import load_data, three_way_split
+from linear_vae.deep import DeepHyper, heldout_measures, measure_grid, train_until_stopped
 from linear_vae.experiments.common import deep_config
 from linear_vae.experiments.rate_distortion import draw_frontier
 from linear_vae.moments import compute_moments
@@ -47,92 +60,130 @@ from linear_vae.optimum import active_count, beta_elbo_optimum, learned_sigma2
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.problem import Problem
+from linear_vae.stopping import CONVERGED, StoppingRule
 
 NAME = "deep_vae"
-TITLE = "Deep Gaussian VAE on MNIST: collapse against sigma2, learned sigma2, KL annealing, with seeds, next to the linear VAE"
+TITLE = (
+    "Deep Gaussian VAE on MNIST, every run stopped by rule: collapse against sigma2, learned sigma2 at several "
+    "step sizes, KL annealing, next to the linear VAE"
+)
+#: Training is checkpointed beside the output and resumed (:func:`linear_vae.experiments.runner.run_experiment`).
+RESUMABLE = True
+#: Marks the JSON layout of this study (runs stopped by rule, three splits).
+SCHEMA = "stopped-by-rule/1"
 
 # --- configuration -------------------------------------------------------------------------------
 CONFIG = {
     "data": "mnist",
-    "n_train": 4000,
-    "split_seed": 0,  # 4,000 training / 1,000 held-out images
-    "latent_dims": [32],  # K = 128 too was trimmed to fit the budget (README)
+    "n_validation": 500,
+    "n_test": 500,
+    "split_seed": 0,  # 4,000 training / 500 validation / 500 test images, class-balanced
+    "latent_dim": 32,
     "hidden": [512, 256],
     "activation": "relu",
-    "steps": 3000,
-    "log_every": 100,  # a held-out record (and checkpoint candidate) every 100 steps
+    "log_every": 100,  # a validation record (and checkpoint candidate) every 100 steps
     "batch_size": 100,
     "learning_rate": 1e-3,
-    "sigma2_learning_rate": 3e-3,  # Adam; its own step size on log sigma2
-    "fixed_sigma2s": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0],
-    "learned_sigma2_inits": [0.01, 0.3, 3.0, 10.0],
+    "rule": {"patience": 3000, "tolerance": 0.1, "window": 1500, "sigma2_tolerance": 0.01, "max_steps": 20000},
+    "drop_finished": True,  # finished runs leave the grid (a compilation per padded grid size)
+    "checkpoint_minutes": 5,
+    "fixed_sigma2s": [0.001, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0],
+    "fixed_seeds": [0, 1, 2, 3, 4],
+    "learned_sigma2_inits": [0.01, 3.0, 10.0],
+    "sigma2_step_sizes": [1e-3, 1e-2, 3e-2, "exact"],  # Adam on log sigma2, or the exact update
+    "learned_seeds": [0, 1, 2],
     "annealed_sigma2": 1.0,
-    "warmup_fraction": 0.5,  # beta: 0 -> 1 over the first half
-    "seeds": [0, 1, 2],
+    "warmup": 2000,  # KL weight from 0 to 1 over the first 2,000 steps
     "iwae_samples": 100,
     "distortion_samples": 10,
     "measure_seed": 0,
-    "closed_form_latent_dims": [32, 128],  # the linear count drawn for these K
+    "au_half": 0.5,  # the "half the units" level of the active-unit count
     "epsilons": [1e-4, 10.0, 41],  # log-spaced START, STOP, NUM (nats)
 }
 QUICK = {
     "hidden": [64, 32],
-    "steps": 60,
     "log_every": 20,
+    "rule": {"patience": 100, "tolerance": 0.1, "window": 60, "sigma2_tolerance": 0.01, "max_steps": 300},
+    "drop_finished": False,  # one compilation; the dropping is tested in tests/test_stopping.py
     "fixed_sigma2s": [0.1, 1.0],
+    "fixed_seeds": [0, 1],
     "learned_sigma2_inits": [3.0],
-    "seeds": [0, 1],
+    "sigma2_step_sizes": [1e-2, "exact"],
+    "learned_seeds": [0, 1],
+    "warmup": 60,
     "iwae_samples": 8,
     "distortion_samples": 2,
     "epsilons": [1e-4, 10.0, 11],
 }
 
 KINDS = ("fixed", "learned", "annealed")
-
-
-def settings(config: dict) -> list[dict]:
-    """One entry per setting (its kind, sigma2 fixed or initial, warm-up steps), before seeds."""
-    fixed = [{"kind": "fixed", "sigma2": s, "warmup": 0} for s in config["fixed_sigma2s"]]
-    learned = [{"kind": "learned", "sigma2": s, "warmup": 0} for s in config["learned_sigma2_inits"]]
-    warmup = int(config["warmup_fraction"] * config["steps"])
-    annealed = [{"kind": "annealed", "sigma2": config["annealed_sigma2"], "warmup": warmup}]
-    return fixed + learned + annealed
+#: The configuration keys that fix what is trained: a checkpoint resumes only under the same ones.
+TRAINING_KEYS = (
+    "data", "n_validation", "n_test", "split_seed", "latent_dim", "hidden", "activation", "log_every",
+    "batch_size", "learning_rate", "rule", "drop_finished", "fixed_sigma2s", "fixed_seeds",
+    "learned_sigma2_inits", "sigma2_step_sizes", "learned_seeds", "annealed_sigma2", "warmup",
+)  # fmt: skip
 
 
 def grid(config: dict) -> list[dict]:
-    """Every trained configuration: each setting once per seed."""
-    return [{**g, "seed": seed} for g in settings(config) for seed in config["seeds"]]
+    """Every trained configuration: its kind, sigma2 (fixed or initial), step size on log sigma2
+    (``None`` when fixed), warm-up steps and seed."""
+    fixed = [
+        {"kind": "fixed", "sigma2": s, "sigma2_step": None, "warmup": 0, "seed": seed}
+        for s in config["fixed_sigma2s"]
+        for seed in config["fixed_seeds"]
+    ]
+    learned = [
+        {"kind": "learned", "sigma2": s, "sigma2_step": step, "warmup": 0, "seed": seed}
+        for s in config["learned_sigma2_inits"]
+        for step in config["sigma2_step_sizes"]
+        for seed in config["learned_seeds"]
+    ]
+    annealed = [
+        {"kind": "annealed", "sigma2": config["annealed_sigma2"], "sigma2_step": None, "warmup": config["warmup"]}
+        | {"seed": seed}
+        for seed in config["fixed_seeds"]
+    ]
+    return fixed + learned + annealed
+
+
+def checkpoint_identity(config: dict) -> str:
+    """What a resumed grid must have been started with: the training keys of ``config``."""
+    return hashlib.sha256(json.dumps({k: config[k] for k in TRAINING_KEYS}, sort_keys=True).encode()).hexdigest()
 
 
 # --- run -----------------------------------------------------------------------------------------
-def run(config: dict, progress=None) -> dict:
-    train, heldout = train_heldout_split(load_data(config["data"]), config["n_train"], config["split_seed"])
-    problem = Problem.from_dataset(train)
+def run(config: dict, progress=None, checkpoint: Path | None = None) -> dict:
+    """Train the grid until every run has stopped (resuming from ``checkpoint`` when it exists and
+    was written for this configuration), then measure every run and the linear optimum on the test
+    images."""
+    splits = three_way_split(load_data(config["data"]), config["n_validation"], config["n_test"], config["split_seed"])
+    problem = Problem.from_dataset(splits.train)
     epsilons = np.geomspace(*config["epsilons"][:2], int(config["epsilons"][2]))
-    studies = []
-    for k in config["latent_dims"]:
-        if progress:
-            progress.task(f"{NAME}: deep VAEs, K = {k}")
-        studies.append(
-            {
-                "latent_dim": k,
-                **deep_study(config, k, train.X, heldout.X, epsilons, progress),
-                "linear": linear_study(config, problem, k, heldout.X, epsilons),
-            }
-        )
+    k = config["latent_dim"]
+    if progress:
+        progress.task(f"{NAME}: deep VAEs, K = {k}")
+    deep = deep_study(config, splits, epsilons, progress, checkpoint)
     return {
-        "n_train": train.n,
-        "n_heldout": heldout.n,
-        "d": train.d,
-        "split_seed": config["split_seed"],
-        "eigenvalues": problem.eigenvalues[:160].tolist(),
+        "schema": SCHEMA,
+        "split": {
+            "seed": config["split_seed"],
+            "n_train": splits.train.n,
+            "n_validation": splits.validation.n,
+            "n_test": splits.test.n,
+            "rows": {name: rows.tolist() for name, rows in splits.rows.items()},
+        },
+        "d": splits.train.d,
+        "latent_dim": k,
+        "eigenvalues": problem.eigenvalues.tolist(),
         "trace": problem.trace,
         "epsilons": epsilons.tolist(),
         "epsilon": DEFAULT_EPSILON,
         "delta": DEFAULT_DELTA,
         "au_threshold": metrics.AU_THRESHOLD,
         "closed_form": closed_form_curves(config, problem.eigenvalues),
-        "studies": studies,
+        **deep,
+        "linear": linear_study(config, problem, k, splits.test.X, epsilons),
     }
 
 
@@ -145,69 +196,123 @@ def counts(kl: np.ndarray, au_variances: np.ndarray) -> dict:
     }
 
 
-def deep_study(config: dict, k: int, X_train, X_heldout, epsilons, progress) -> dict:
-    """Train the grid at latent size ``k`` and measure every run at its best held-out checkpoint."""
+#: Records before the stop over which each count's range is reported (a count that swings says so).
+LAST_RECORDS = 10
+
+
+def train(config: dict, splits, progress=None, checkpoint=None):
+    """Train every configuration of :func:`grid` until it stops by rule
+    (:func:`linear_vae.deep.train_until_stopped`), resuming from ``checkpoint`` if it exists."""
     configs = grid(config)
     hyper = DeepHyper(
         np.array([g["sigma2"] for g in configs]),
-        np.array([g["kind"] == "learned" for g in configs], float),
+        np.array([g["kind"] == "learned" and g["sigma2_step"] != "exact" for g in configs], float),
         np.array([g["warmup"] for g in configs], float),
         np.array([g["seed"] for g in configs]),
+        sigma2_step_size=np.array([g["sigma2_step"] if isinstance(g["sigma2_step"], float) else 0.0 for g in configs]),
+        exact_sigma2=np.array([g["sigma2_step"] == "exact" for g in configs], float),
     )
-    dc = deep_config(config, latent_dim=k, hidden=tuple(config["hidden"]), activation=config["activation"])
-    result = train_grid(dc, hyper, X_train, X_heldout, progress=progress)
+    dc = deep_config(
+        config, latent_dim=config["latent_dim"], hidden=tuple(config["hidden"]), activation=config["activation"]
+    )
+    rule = StoppingRule(**config["rule"])
+    result = train_until_stopped(
+        dc,
+        hyper,
+        splits.train.X,
+        splits.validation.X,
+        rule,
+        checkpoint=checkpoint,
+        identity=checkpoint_identity(config),
+        progress=progress,
+        drop_finished=config["drop_finished"],
+        checkpoint_seconds=60.0 * config["checkpoint_minutes"],
+    )
+    return configs, dc, result
+
+
+def deep_study(config: dict, splits, epsilons, progress, checkpoint) -> dict:
+    """Train every configuration until it stops by rule and measure it at its best validation
+    checkpoint on the test images."""
+    configs, dc, result = train(config, splits, progress, checkpoint)
     if progress:
-        progress.task(f"{NAME}: held-out measures of {len(configs)} deep VAEs, K = {k}")
+        progress.task(f"{NAME}: test-image measures of {len(configs)} deep VAEs")
     measured = measure_grid(
-        result.best_params, dc, X_heldout, config["measure_seed"], config["iwae_samples"], config["distortion_samples"]
+        result.best_params,
+        dc,
+        splits.test.X,
+        config["measure_seed"],
+        config["iwae_samples"],
+        config["distortion_samples"],
     )
-    h = result.history
     runs = []
     for i, g in enumerate(configs):
-        best = int(np.flatnonzero(h.step[i] == result.best_step[i])[0])
+        h, decision = result.histories[i], result.decisions[i]
+        best = int(np.flatnonzero(h.step == result.best_step[i])[0])
         kl = measured.kl[i].astype(np.float64)
+        units = (h.au_variances > metrics.AU_THRESHOLD).sum(axis=1)
+        kl_active = (h.kl_per_dim > DEFAULT_EPSILON).sum(axis=1)
         runs.append(
             {
                 **g,
+                "stop_reason": decision.reason,
+                "converged": decision.reason == CONVERGED,
+                "stop_step": int(h.step[-1]),
                 "best_step": int(result.best_step[i]),
-                "sigma2_at_best": float(h.sigma2[i, best]),
-                "final_sigma2": float(h.sigma2[i, -1]),
+                "sigma2_at_best": float(h.sigma2[best]),
+                "sigma2_drift_at_stop": None if math.isnan(decision.sigma2_drift) else decision.sigma2_drift,
                 **counts(kl, measured.au_variances[i]),
+                "validation_count_range": {
+                    "active_units": [int(units[-LAST_RECORDS:].min()), int(units[-LAST_RECORDS:].max())],
+                    "mean_kl_active": [int(kl_active[-LAST_RECORDS:].min()), int(kl_active[-LAST_RECORDS:].max())],
+                },
                 "au_variances": measured.au_variances[i].tolist(),
-                "heldout_kl_per_dim": kl.mean(axis=0).tolist(),
+                "test_kl_per_dim": kl.mean(axis=0).tolist(),
                 "collapsed_fraction": collapsed_fraction_curve(kl, epsilons, DEFAULT_DELTA).tolist(),
                 "rate": float(measured.rate[i]),
                 "distortion": float(measured.distortion[i]),
-                "heldout_elbo": float(measured.elbo[i]),
+                "test_elbo": float(measured.elbo[i]),
                 "iwae": float(measured.iwae[i]),
                 "mi_batch": float(measured.mi_batch[i]),
                 "mi_leave_one_out": float(measured.mi_leave_one_out[i]),
-                "train_elbo_at_best": float(h.train_elbo[i, best]),
-                "heldout_objective_at_best": float(result.best_objective[i]),
-                "final_train_elbo": float(h.train_elbo[i, -1]),
-                "final_heldout_elbo": float(h.heldout_elbo[i, -1]),
+                "validation_objective_at_best": float(result.best_objective[i]),
+                "train_elbo_at_best": float(h.train_elbo[best]),
                 "history": {
-                    "step": h.step[i].tolist(),
-                    "beta": h.beta[i].tolist(),
-                    "train_elbo": h.train_elbo[i].tolist(),
-                    "heldout_elbo": h.heldout_elbo[i].tolist(),
-                    "heldout_objective": h.heldout_objective[i].tolist(),
-                    "sigma2": h.sigma2[i].tolist(),
-                    "active_units": (h.au_variances[i] > metrics.AU_THRESHOLD).sum(axis=1).tolist(),
-                    "mean_kl_active": (h.kl_per_dim[i] > DEFAULT_EPSILON).sum(axis=1).tolist(),
+                    "step": h.step.tolist(),
+                    "train_elbo": h.train_elbo.tolist(),
+                    "validation_objective": h.heldout_objective.tolist(),
+                    "sigma2": h.sigma2.tolist(),
+                    "mean_log_sigma2": h.mean_log_sigma2.tolist(),
+                    "active_units": units.tolist(),
+                    "mean_kl_active": kl_active.tolist(),
                 },
             }
         )
-    return {"runs": runs, "deep_seconds": result.seconds, "deep_compile_seconds": result.compile_seconds}
+    grid_run = result.grid
+    return {
+        "runs": runs,
+        "training": {
+            "seconds": grid_run.seconds,
+            "compile_seconds": grid_run.compile_seconds,
+            "configuration_steps": grid_run.configuration_steps,
+            "lane_steps": grid_run.lane_steps,
+            "cap_steps": grid_run.cap_steps,
+            "grid_sizes": [list(map(int, s)) for s in grid_run.sizes],
+            "resumed_from_record": grid_run.resumed_from_record,
+            "ms_per_configuration_step": 1e3
+            * grid_run.seconds
+            / max(grid_run.lane_steps - grid_run.resumed_lane_steps, 1),
+        },
+    }
 
 
-def linear_study(config: dict, problem: Problem, k: int, X_heldout, epsilons) -> dict:
-    """The closed-form linear VAE on the training rows at each fixed sigma2 and at the learned
-    (maximum-likelihood) sigma2, measured on the held-out rows: exactly from their moments, and by
-    the deep VAE's estimators (:func:`linear_vae.deep.heldout_measures`, float64 here)."""
+def linear_study(config: dict, problem: Problem, k: int, X_test, epsilons) -> dict:
+    """The closed-form linear VAE on the training images at each fixed sigma2 and at the learned
+    (maximum-likelihood) sigma2, measured on the test images: exactly from their moments, and by the
+    deep VAE's estimators (:func:`linear_vae.deep.heldout_measures`, float64 here)."""
     spectrum = problem.spectrum
-    held = compute_moments(np.asarray(X_heldout, dtype=np.float64))
-    X_heldout = np.asarray(X_heldout, dtype=np.float64)
+    test = compute_moments(np.asarray(X_test, dtype=np.float64))
+    X_test = np.asarray(X_test, dtype=np.float64)
     sigma2_mle = learned_sigma2(spectrum.eigenvalues, k, trace=spectrum.trace, dim=spectrum.dim)
     rows = [("fixed", s) for s in config["fixed_sigma2s"]] + [("learned", sigma2_mle)]
     key = jax.random.key(config["measure_seed"])
@@ -215,17 +320,17 @@ def linear_study(config: dict, problem: Problem, k: int, X_heldout, epsilons) ->
     @jax.jit  # one compilation for every row (same shapes)
     def estimate(key, params, sigma2):
         model = metrics.linear_model(params, sigma2)
-        return heldout_measures(key, X_heldout, model, config["iwae_samples"], config["distortion_samples"])
+        return heldout_measures(key, X_test, model, config["iwae_samples"], config["distortion_samples"])
 
     out = []
     for i, (kind, sigma2) in enumerate(rows):
         optimum = beta_elbo_optimum(spectrum.eigenvalues, k, 1.0, sigma2, trace=spectrum.trace, dim=spectrum.dim)
         params = optimum.parameters(problem.mean, spectrum.eigenvectors)
-        exact = metrics.collapse_metrics(params, held.mean, held.cov)
-        kl = encoder_kl_matrix(params, X_heldout)
-        log_likelihood = float(log_marginal_likelihood(params.W, sigma2, held.cov, mean_offset=held.mean - params.mu))
+        exact = metrics.collapse_metrics(params, test.mean, test.cov)
+        kl = encoder_kl_matrix(params, X_test)
+        log_likelihood = float(log_marginal_likelihood(params.W, sigma2, test.cov, mean_offset=test.mean - params.mu))
         estimated = estimate(jax.random.fold_in(key, i), params, sigma2)
-        d = X_heldout.shape[1]
+        d = X_test.shape[1]
         out.append(
             {
                 "kind": kind,
@@ -233,132 +338,387 @@ def linear_study(config: dict, problem: Problem, k: int, X_heldout, epsilons) ->
                 "predicted_active_dims": int(active_count(spectrum.eigenvalues, k, sigma2)),
                 **counts(kl, np.asarray(exact["au_variances"])),
                 "au_variances": exact["au_variances"],
-                "heldout_kl_per_dim": kl.mean(axis=0).tolist(),
+                "test_kl_per_dim": kl.mean(axis=0).tolist(),
+                "optimum_kl_per_dim": np.maximum(0.5 * np.log(spectrum.eigenvalues[:k] / sigma2), 0.0).tolist(),
                 "collapsed_fraction": collapsed_fraction_curve(kl, epsilons, DEFAULT_DELTA).tolist(),
                 "rate": exact["rate"],
                 "distortion": exact["distortion"],
-                "heldout_elbo": -0.5 * d * math.log(2 * math.pi * sigma2)
+                "test_elbo": -0.5 * d * math.log(2 * math.pi * sigma2)
                 - exact["distortion"] / (2 * sigma2)
                 - exact["rate"],
-                "heldout_log_likelihood": log_likelihood,
+                "test_log_likelihood": log_likelihood,
                 "mutual_information_gaussian": exact["mutual_information_gaussian"],
                 "train_elbo": optimum.elbo,
                 "estimated": {
                     "active_units": int(np.sum(np.asarray(estimated.au_variances) > metrics.AU_THRESHOLD)),
                     "rate": float(estimated.rate),
                     "distortion": float(estimated.distortion),
-                    "heldout_elbo": float(estimated.elbo),
+                    "test_elbo": float(estimated.elbo),
                     "iwae": float(estimated.iwae),
                     "mi_batch": float(estimated.mi_batch),
                     "mi_leave_one_out": float(estimated.mi_leave_one_out),
                 },
             }
         )
-    return {"rows": out, "frontier": frontier(problem.eigenvalues, k, config)}
+    return {
+        "rows": out,
+        "frontier": frontier(problem.eigenvalues, k, config),
+        "gaussian_rd": frontier(problem.eigenvalues, len(problem.eigenvalues), config),
+    }
 
 
 def frontier(eigenvalues, k: int, config: dict) -> dict:
-    """The linear VAE's rate-distortion curve on the training spectrum: its optimum at every water
-    level ``t = beta sigma2`` (reverse water-filling cut at ``k`` components), docs/theory.md (T11.4)."""
-    levels = np.geomspace(min(config["fixed_sigma2s"]) / 10, max(config["fixed_sigma2s"]) * 10, 200)
-    points = [metrics.optimum_collapse_metrics(eigenvalues, k, t) for t in levels]
+    """The linear VAE's rate-distortion curve on the training spectrum at every water level
+    ``t = beta sigma2`` (reverse water-filling cut at ``k`` components), docs/theory.md (T11.4).
+    With ``k = d`` it is the Gaussian rate-distortion function R(D) of data with this covariance:
+    no code of any kind does better on Gaussian data (Cover & Thomas, Theorem 10.3.3)."""
+    levels = np.geomspace(min(config["fixed_sigma2s"]) / 100, max(config["fixed_sigma2s"]) * 10, 300)
+    rate, distortion = metrics.rate_distortion_frontier(np.asarray(eigenvalues), k, levels)
     return {
         "water_level": levels.tolist(),
-        "rate": [p["rate"] for p in points],
-        "distortion": [p["distortion"] for p in points],
+        "rate": np.asarray(rate).tolist(),
+        "distortion": np.asarray(distortion).tolist(),
     }
 
 
 def closed_form_curves(config: dict, eigenvalues) -> dict:
-    """The linear VAE's count against sigma2 on the training spectrum, for each K drawn: active
-    dimensions ``#{lambda_i > sigma2}`` and active units ``#{lambda_i > sigma2 / (1 - tau)}`` (T11.4)."""
+    """The linear VAE's counts against sigma2 on the training spectrum: active dimensions
+    ``#{lambda_i > sigma2}`` and active units ``#{lambda_i > sigma2 / (1 - tau)}`` (T11.4)."""
     sigma2 = np.geomspace(min(config["fixed_sigma2s"]) / 2, max(config["fixed_sigma2s"]) * 2, 400)
-    tau = metrics.AU_THRESHOLD
+    tau, k = metrics.AU_THRESHOLD, config["latent_dim"]
     return {
         "sigma2": sigma2.tolist(),
-        "active_dims": {
-            str(k): active_count(eigenvalues, k, sigma2).tolist() for k in config["closed_form_latent_dims"]
-        },
-        "active_units": {
-            str(k): active_count(eigenvalues, k, sigma2 / (1 - tau)).tolist() for k in config["closed_form_latent_dims"]
-        },
+        "active_dims": active_count(eigenvalues, k, sigma2).tolist(),
+        "active_units": active_count(eigenvalues, k, sigma2 / (1 - tau)).tolist(),
     }
 
 
 # --- summaries over seeds ------------------------------------------------------------------------
+def interval(values) -> dict:
+    """Mean and 95% t-interval over seeds (n - 1 degrees of freedom): ``{"mean", "low", "high", "n"}``;
+    with one value the interval is that value."""
+    values = np.asarray(values, dtype=np.float64)
+    n, mean = values.size, float(values.mean())
+    half = float(scipy.stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": int(n)}
+
+
+def separated(a: dict, b: dict) -> int:
+    """+1 when interval ``a`` lies wholly above ``b``, -1 when wholly below, 0 when they overlap."""
+    return 1 if a["low"] > b["high"] else -1 if a["high"] < b["low"] else 0
+
+
+def setting_key(run: dict) -> tuple:
+    return (run["kind"], run["sigma2"], str(run["sigma2_step"]), run["warmup"])
+
+
 def by_setting(runs: list[dict]) -> list[list[dict]]:
-    """The runs grouped by setting (kind, sigma2, warm-up), in grid order."""
+    """The runs grouped by setting (kind, sigma2, step size on log sigma2, warm-up), in grid order."""
     groups: dict = {}
     for r in runs:
-        groups.setdefault((r["kind"], r["sigma2"], r["warmup"]), []).append(r)
+        groups.setdefault(setting_key(r), []).append(r)
     return list(groups.values())
 
 
-def spread(group: list[dict], key) -> tuple[float, float, float]:
-    """Mean, minimum and maximum over the seeds of ``key`` (a name or a function of a run)."""
-    values = np.array([key(r) if callable(key) else r[key] for r in group], dtype=np.float64)
-    return float(values.mean()), float(values.min()), float(values.max())
+#: The measures summarised per setting.
+MEASURES = ("active_units", "mean_kl_active", "eps_delta_active", "rate", "distortion", "test_elbo", "iwae",
+            "mi_batch", "mi_leave_one_out", "sigma2_at_best", "best_step", "stop_step")  # fmt: skip
 
 
-def _cell(group, key, fmt: str) -> str:
-    mean, low, high = spread(group, key)
-    return f"{mean:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
+def summaries(results: dict) -> list[dict]:
+    """One entry per setting: the setting, how many of its runs converged, and every measure of
+    :data:`MEASURES` over the converged runs as :func:`interval` (``None`` when none converged)."""
+    out = []
+    for group in by_setting(results["runs"]):
+        converged = [r for r in group if r["converged"]]
+        g = group[0]
+        out.append(
+            {
+                "kind": g["kind"],
+                "sigma2": g["sigma2"],
+                "sigma2_step": g["sigma2_step"],
+                "warmup": g["warmup"],
+                "runs": len(group),
+                "converged": len(converged),
+                **{m: interval([r[m] for r in converged]) if converged else None for m in MEASURES},
+            }
+        )
+    return out
+
+
+def half_units_sigma2(sigma2s, units, half: float) -> float | None:
+    """The sigma2 at which the active-unit count falls through ``half`` (K/2), interpolated linearly
+    in log sigma2 between the two fixed values around it; ``None`` when it never does."""
+    sigma2s, units = np.asarray(sigma2s, dtype=np.float64), np.asarray(units, dtype=np.float64)
+    below = np.flatnonzero(units < half)
+    if not below.size or below[0] == 0:
+        return None
+    j = below[0]
+    x0, x1, y0, y1 = np.log(sigma2s[j - 1]), np.log(sigma2s[j]), units[j - 1], units[j]
+    return float(np.exp(x0 + (half - y0) * (x1 - x0) / (y1 - y0)))
+
+
+def half_units(results: dict, config: dict) -> dict:
+    """The sigma2 at which half of the K units remain active: the linear optimum's (exact on the
+    training spectrum), and the deep VAE's from the seed means, with an interval from the seeds
+    (the crossing of each seed's own curve, then :func:`interval` over the seeds that cross)."""
+    k = results["latent_dim"]
+    half = config["au_half"] * k
+    lam = np.asarray(results["eigenvalues"])
+    tau = results["au_threshold"]
+    linear = float(lam[int(math.ceil(half)) - 1] * (1 - tau)) if half <= len(lam) else None
+    fixed = sorted({r["sigma2"] for r in results["runs"] if r["kind"] == "fixed"})
+    per_seed = []
+    for seed in sorted({r["seed"] for r in results["runs"] if r["kind"] == "fixed"}):
+        runs = {r["sigma2"]: r for r in results["runs"] if r["kind"] == "fixed" and r["seed"] == seed}
+        if all(runs[s]["converged"] for s in fixed):
+            crossing = half_units_sigma2(fixed, [runs[s]["active_units"] for s in fixed], half)
+            if crossing is not None:
+                per_seed.append(math.log10(crossing))
+    summary = interval(per_seed) if per_seed else None
+    return {
+        "units": half,
+        "linear_sigma2": linear,
+        "deep_log10_sigma2": summary,
+        "deep_sigma2": None if summary is None else {k_: 10 ** summary[k_] for k_ in ("mean", "low", "high")},
+    }
+
+
+def _fmt(iv: dict | None, fmt: str) -> str:
+    if iv is None:
+        return "none converged"
+    return f"{iv['mean']:{fmt}} [{iv['low']:{fmt}}, {iv['high']:{fmt}}]"
 
 
 SETTING_NAMES = {"fixed": "fixed", "learned": "learned from", "annealed": "fixed, annealed"}
 
 
+def setting_name(s: dict) -> str:
+    name = SETTING_NAMES[s["kind"]] + f" {s['sigma2']:g}"
+    if s["kind"] == "learned":
+        name += ", exact update" if s["sigma2_step"] == "exact" else f", Adam step {s['sigma2_step']:g}"
+    if s["kind"] == "annealed":
+        name += f" (warm-up {s['warmup']} steps)"
+    return name
+
+
 def table(results: dict) -> str:
-    """Markdown tables per latent size: every measure per setting, mean [min, max] over the seeds, at
-    the best held-out checkpoint; then the linear VAE's exact held-out values."""
-    parts = []
-    for study in results["studies"]:
-        k = study["latent_dim"]
-        lines = [
-            f"K = {k}: deep VAE at its best held-out checkpoint, mean [min, max] over "
-            f"{len(by_setting(study['runs'])[0])} seeds",
-            "",
-            "| sigma2 | sigma2 at best | best step | (eps, delta) count | mean-KL count | active units | "
-            "total KL (nats) | distortion | MI, whole batch (nats) | MI, leave-one-out (nats) | held-out ELBO | IWAE | "
-            "training ELBO |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for group in by_setting(study["runs"]):
-            g = group[0]
-            name = SETTING_NAMES[g["kind"]] + f" {g['sigma2']:g}"
-            if g["kind"] == "annealed":
-                name += f" (warm-up {g['warmup']})"
-            lines.append(
-                f"| {name} | {_cell(group, 'sigma2_at_best', '.3g')} | {_cell(group, 'best_step', '.0f')} | "
-                f"{_cell(group, 'eps_delta_active', '.1f')} | {_cell(group, 'mean_kl_active', '.1f')} | "
-                f"{_cell(group, 'active_units', '.1f')} | {_cell(group, 'rate', '.1f')} | "
-                f"{_cell(group, 'distortion', '.1f')} | {_cell(group, 'mi_batch', '.2f')} | "
-                f"{_cell(group, 'mi_leave_one_out', '.1f')} | {_cell(group, 'heldout_elbo', '.1f')} | "
-                f"{_cell(group, 'iwae', '.1f')} | {_cell(group, 'train_elbo_at_best', '.1f')} |"
-            )
+    """Markdown: every measure per setting on the test images, mean [95% t-interval] over the
+    converged seeds, at the best validation checkpoint; then the linear VAE's exact test values."""
+    k = results["latent_dim"]
+    lines = [
+        f"K = {k}: deep VAE at its best validation checkpoint, measured on the {results['split']['n_test']} test "
+        "images; mean [95% t-interval] over the runs that stopped by rule (converged of runs)",
+        "",
+        "| setting | converged | stop step | sigma2 at best | active units | mean-KL count | (eps, delta) count | "
+        "rate (nats) | distortion | test ELBO | IWAE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries(results):
+        lines.append(
+            f"| {setting_name(s)} | {s['converged']} of {s['runs']} | {_fmt(s['stop_step'], '.0f')} | "
+            f"{_fmt(s['sigma2_at_best'], '.3g')} | {_fmt(s['active_units'], '.1f')} | "
+            f"{_fmt(s['mean_kl_active'], '.1f')} | {_fmt(s['eps_delta_active'], '.1f')} | {_fmt(s['rate'], '.1f')} | "
+            f"{_fmt(s['distortion'], '.1f')} | {_fmt(s['test_elbo'], '.1f')} | {_fmt(s['iwae'], '.1f')} |"
+        )
+    lines += [
+        "",
+        f"K = {k}: linear VAE (closed-form optimum on the training images), exact on the test images",
+        "",
+        "| sigma2 | active dims (closed form) | active units | mean-KL count | rate (nats) | distortion | test ELBO | "
+        "test log-likelihood |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["linear"]["rows"]:
+        name = f"{r['sigma2']:.3g}" + (" (learned)" if r["kind"] == "learned" else "")
+        lines.append(
+            f"| {name} | {r['predicted_active_dims']} | {r['active_units']} | {r['mean_kl_active']} | {r['rate']:.1f} | "
+            f"{r['distortion']:.1f} | {r['test_elbo']:.1f} | {r['test_log_likelihood']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+# --- the README's text, generated from the JSON -----------------------------------------------------
+def _iv(iv: dict | None, fmt: str = ".1f") -> str:
+    """``mean [low, high]``, or "no converged run"."""
+    return "no converged run" if iv is None else f"{iv['mean']:{fmt}} [{iv['low']:{fmt}}, {iv['high']:{fmt}}]"
+
+
+def _compare(a: dict | None, b: dict | None, more: str, less: str, fmt: str = ".1f") -> str:
+    """ "``more``"/"``less``" when the 95% intervals of ``a`` and ``b`` separate, else "no difference at
+    this number of seeds", with both intervals."""
+    if a is None or b is None:
+        return "not comparable (a setting has no converged run)"
+    word = {1: more, -1: less, 0: "no difference at this number of seeds"}[separated(a, b)]
+    return f"{word} ({_iv(a, fmt)} against {_iv(b, fmt)})"
+
+
+def _against_point(iv: dict | None, value: float, fmt: str = ".1f") -> str:
+    """Where an interval lies against one exact value (the linear optimum's)."""
+    if iv is None:
+        return "no converged run"
+    where = "above" if iv["low"] > value else "below" if iv["high"] < value else "consistent with"
+    return f"{where} ({_iv(iv, fmt)} against {value:{fmt}})"
+
+
+def report(payload: dict) -> str:
+    """The deep-VAE results as markdown, every number and every direction from the JSON: convergence,
+    cost, the tables, then each comparison, stated as a direction only when the two 95%
+    t-intervals separate (docs/theory.md (T16.3))."""
+    results, config = payload["results"], payload["config"]
+    runs, k = results["runs"], results["latent_dim"]
+    converged = sum(r["converged"] for r in runs)
+    training = results["training"]
+    summary = {(e["kind"], e["sigma2"], str(e["sigma2_step"])): e for e in summaries(results)}
+    fixed = sorted({r["sigma2"] for r in runs if r["kind"] == "fixed"})
+    linear = {r["sigma2"]: r for r in results["linear"]["rows"] if r["kind"] == "fixed"}
+    lines = []
+    not_converged = [setting_name(e) for e in summaries(results) if e["converged"] < e["runs"]]
+    lines.append(
+        f"**Convergence**: {converged} of {len(runs)} runs ({100 * converged / len(runs):.0f}%) stopped by the rule "
+        f"before the cap of {config['rule']['max_steps']:,} steps"
+        + (
+            f"; not converged, and left out of every summary: runs of {', '.join(not_converged)}."
+            if not_converged
+            else "."
+        )
+        + f" Training took {training['seconds'] / 60:.0f} min ({training['ms_per_configuration_step']:.1f} ms per "
+        f"configuration-step on the lanes run, {training['compile_seconds'] / 60:.1f} min compiling "
+        f"{len(training['grid_sizes'])} grid sizes); dropping finished runs ran "
+        f"{training['lane_steps']:,} lane-steps where training every run to the cap would run {training['cap_steps']:,} "
+        f"({100 * (1 - training['lane_steps'] / training['cap_steps']):.0f}% saved)."
+    )
+    lines += ["", table(results), ""]
+
+    def units(sigma2: float):
+        return summary[("fixed", sigma2, "None")]["active_units"]
+
+    lines.append("**Larger fixed sigma2, fewer active units** (test images, adjacent values of the grid):")
+    for low, high in zip(fixed, fixed[1:]):
+        lines.append(f"- sigma2 {low:g} to {high:g}: {_compare(units(high), units(low), 'more', 'fewer')}")
+    lines += ["", "**Deep against linear, active units** (the linear optimum's count on the same test images):"]
+    for s_ in fixed:
+        lines.append(f"- sigma2 = {s_:g}: deep {_against_point(units(s_), linear[s_]['active_units'])}")
+    half = half_units(results, config)
+    deep_half = half["deep_log10_sigma2"]
+    if deep_half is not None and half["linear_sigma2"] is not None:
         lines += [
             "",
-            f"K = {k}: linear VAE (closed-form optimum on the training rows), exact on the held-out rows",
-            "",
-            "| sigma2 | (eps, delta) count | mean-KL count | active units | total KL (nats) | distortion | "
-            "held-out ELBO | held-out log-likelihood | IWAE (estimated) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            f"**Half the units** ({half['units']:g} of {k}) remain at sigma2 = {half['linear_sigma2']:.3g} for the linear "
+            f"optimum and at {10 ** deep_half['mean']:.3g} [{10 ** deep_half['low']:.3g}, {10 ** deep_half['high']:.3g}] "
+            f"for the deep VAE ({deep_half['n']} seeds, interpolated in log sigma2): the deep crossing is "
+            + _against_point(deep_half, math.log10(half["linear_sigma2"]), ".2f").split(" (")[0]
+            + " the linear one.",
         ]
-        for r in study["linear"]["rows"]:
-            name = f"{r['sigma2']:.3g}" + (" (learned)" if r["kind"] == "learned" else "")
+    lines += ["", "**Deep against linear, rate** (nats per test image):"]
+    for s_ in fixed:
+        lines.append(
+            f"- sigma2 = {s_:g}: deep {_against_point(summary[('fixed', s_, 'None')]['rate'], linear[s_]['rate'])}"
+        )
+    lines += ["", _learned_text(results, summary), "", _annealing_text(results, summary), "", _rd_text(results)]
+    return "\n".join(lines) + "\n"
+
+
+def _learned_text(results: dict, summary: dict) -> str:
+    """Does a large start of a learned sigma2 leave a lasting deficit, whatever the step size?"""
+    starts = sorted({r["sigma2"] for r in results["runs"] if r["kind"] == "learned"})
+    steps = list(dict.fromkeys(str(r["sigma2_step"]) for r in results["runs"] if r["kind"] == "learned"))
+    small = starts[0]
+    lines = [f"**Learned sigma2: a large start against a start at {small:g}**, per update of log sigma2 (test images):"]
+    verdicts = {}
+    for step in steps:
+        name = "the exact update" if step == "exact" else f"Adam at {float(step):g}"
+        for start in starts[1:]:
+            a, b = summary[("learned", start, step)], summary[("learned", small, step)]
+            deficit = [separated(a[m], b[m]) if a[m] and b[m] else None for m in ("test_elbo", "rate", "active_units")]
+            verdicts[(step, start)] = deficit
             lines.append(
-                f"| {name} | {r['eps_delta_active']} | {r['mean_kl_active']} | {r['active_units']} | "
-                f"{r['rate']:.1f} | {r['distortion']:.1f} | {r['heldout_elbo']:.1f} | "
-                f"{r['heldout_log_likelihood']:.1f} | {r['estimated']['iwae']:.1f} |"
+                f"- {name}, from {start:g}: test ELBO {_compare(a['test_elbo'], b['test_elbo'], 'higher', 'lower')}; "
+                f"rate {_compare(a['rate'], b['rate'], 'higher', 'lower')}; active units "
+                f"{_compare(a['active_units'], b['active_units'], 'more', 'fewer')}; sigma2 at the checkpoint "
+                f"{_iv(a['sigma2_at_best'], '.3g')} against {_iv(b['sigma2_at_best'], '.3g')}"
             )
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts)
+    worse = {key for key, d in verdicts.items() if d[0] == -1}
+    if not verdicts or any(None in d for d in verdicts.values()):
+        answer = "Not every setting has converged runs, so the question stays open here."
+    elif not worse:
+        answer = "No update leaves a large start with a test ELBO below the small start's at this number of seeds."
+    elif all((step, start) in worse for step in steps for start in starts[1:]):
+        answer = (
+            "Every update leaves a large start with a lower test ELBO: the deficit does not depend on the step size."
+        )
+    else:
+        fast = [s for s in steps if not any((s, start) in worse for start in starts[1:])]
+        answer = (
+            "The deficit in test ELBO depends on the update: it is there under "
+            + ", ".join(sorted({("the exact update" if s == "exact" else f"Adam at {float(s):g}") for s, _ in worse}))
+            + " and not under "
+            + ", ".join("the exact update" if s == "exact" else f"Adam at {float(s):g}" for s in fast)
+            + ", so here it is an effect of how fast sigma2 may move, not of the objective."
+        )
+    return "\n".join(lines + ["", answer])
+
+
+def _annealing_text(results: dict, summary: dict) -> str:
+    annealed = next((e for e in summary.values() if e["kind"] == "annealed"), None)
+    if annealed is None:
+        return ""
+    plain = summary.get(("fixed", annealed["sigma2"], "None"))
+
+    def ranges(kind: str) -> str:
+        """Each converged run's validation active-unit range over its last records."""
+        spans = [
+            "{}-{}".format(*r["validation_count_range"]["active_units"])
+            for r in results["runs"]
+            if r["kind"] == kind and r["sigma2"] == annealed["sigma2"] and r["converged"]
+        ]
+        return ", ".join(spans) or "no converged run"
+
+    return (
+        f"**KL annealing** at sigma2 = {annealed['sigma2']:g} (beta from 0 to 1 over {annealed['warmup']:,} steps) against "
+        f"none, at the checkpoint on the test images: test ELBO "
+        f"{_compare(annealed['test_elbo'], plain['test_elbo'], 'higher', 'lower')}; rate "
+        f"{_compare(annealed['rate'], plain['rate'], 'higher', 'lower')}; active units "
+        f"{_compare(annealed['active_units'], plain['active_units'], 'more', 'fewer')}. Validation active units over "
+        f"the last {LAST_RECORDS} records before each stop (min-max per run): annealed {ranges('annealed')}, "
+        f"not annealed {ranges('fixed')}."
+    )
+
+
+def _rd_text(results: dict) -> str:
+    """Which settings' mean (rate, distortion) lie below the Gaussian R(D) and the K-latent frontier."""
+    gaussian, front = results["linear"]["gaussian_rd"], results["linear"]["frontier"]
+
+    def at(curve, rate):
+        order = np.argsort(curve["rate"])
+        return float(np.interp(rate, np.asarray(curve["rate"])[order], np.asarray(curve["distortion"])[order]))
+
+    below_gaussian, between, above = [], [], []
+    for e in summaries(results):
+        if e["rate"] is None:
+            continue
+        rate, distortion = e["rate"]["mean"], e["distortion"]["mean"]
+        label = f"{setting_name(e)} (R = {rate:.1f}, D = {distortion:.1f})"
+        if distortion < at(gaussian, rate):
+            below_gaussian.append(label)
+        elif distortion < at(front, rate):
+            between.append(label)
+        else:
+            above.append(label)
+    return (
+        f"**Rate and distortion** (seed means on the test images, against two curves of the training spectrum): below "
+        f"the Gaussian R(D), the bound of any code on Gaussian data of this covariance, so exploiting that the "
+        f"images are not Gaussian: {'; '.join(below_gaussian) or 'none'}. Below only the K = {results['latent_dim']} "
+        f"linear frontier: {'; '.join(between) or 'none'}. Above both: {'; '.join(above) or 'none'}."
+    )
 
 
 # --- figures -------------------------------------------------------------------------------------
 def plot(results: dict, config: dict) -> dict:
     return {
-        "active": plot_active_units(results, config),
+        "active": plot_active_and_rate(results, config),
+        "kl_per_dim": plot_kl_per_dim(results, config),
+        "learned": plot_learned(results, config),
         "collapse": plot_collapse_fraction(results, config),
         "annealing": plot_annealing(results, config),
         "rate_distortion": plot_rate_distortion(results, config),
@@ -366,251 +726,349 @@ def plot(results: dict, config: dict) -> dict:
 
 
 DATA_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+NOT_CONVERGED_STYLE = {"marker": "x", "color": "0.45", "linestyle": "none", "markersize": 6}
 
 
 def _data_name(config: dict) -> str:
     return DATA_NAMES.get(config["data"], config["data"])
 
 
-def _errorbar(ax, groups, x_key, y_key, **style):
-    """Seed means with min-max bars in ``y`` (and in ``x`` when it varies across seeds)."""
-    x = np.array([spread(g, x_key) for g in groups])
-    y = np.array([spread(g, y_key) for g in groups])
-    return ax.errorbar(
-        x[:, 0],
-        y[:, 0],
-        xerr=[x[:, 0] - x[:, 1], x[:, 2] - x[:, 0]] if np.any(x[:, 2] > x[:, 1]) else None,
-        yerr=[y[:, 0] - y[:, 1], y[:, 2] - y[:, 0]],
-        capsize=3,
-        **style,
-    )
+def _converged_note(results: dict) -> str:
+    runs = results["runs"]
+    return f"{sum(r['converged'] for r in runs)} of {len(runs)} runs stopped by rule before the cap"
 
 
-def _groups(study: dict, kind: str) -> list[list[dict]]:
-    return [g for g in by_setting(study["runs"]) if g[0]["kind"] == kind]
+def _summary_bars(ax, entries, x_of, measure: str, **style):
+    """Error bars of ``measure`` (mean and 95% t-interval over converged seeds) at ``x_of(entry)``."""
+    entries = [e for e in entries if e[measure] is not None]
+    if not entries:
+        return None
+    x = np.array([x_of(e) for e in entries], dtype=np.float64)
+    y = np.array([[e[measure]["mean"], e[measure]["low"], e[measure]["high"]] for e in entries])
+    return ax.errorbar(x, y[:, 0], yerr=[y[:, 0] - y[:, 1], y[:, 2] - y[:, 0]], capsize=3, **style)
 
 
-def plot_active_units(results: dict, config: dict):
-    """Active units ``Var_x E_q[z_i] > 0.01`` on the held-out rows against sigma2, for the deep VAE
-    (fixed and learned, seed means with min-max bars) and the linear VAE (the closed-form count on
-    the training spectrum as lines, the closed-form model measured on the held-out rows as squares)."""
-    studies = results["studies"]
-    fig, axes = new_figure(ncols=len(studies), width=6.8, height=4.6)
-    curves = results["closed_form"]
-    for ax, study in zip(axes[0], studies):
-        k = study["latent_dim"]
-        ax.step(
-            curves["sigma2"],
-            curves["active_units"][str(k)],
-            where="post",
-            color=COLORS[0],
-            label=r"linear VAE, closed form on the training rows: $\#\{\lambda_i > \sigma^2/(1-\tau)\}$",
-            **PREDICTION_STYLE,
-        )
-        linear = study["linear"]["rows"]
+def _legend(ax, **style) -> None:
+    """A legend, when anything on ``ax`` has a label (a quick run may have no converged run to draw)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**style)
+
+
+def _not_converged(ax, runs, x_key, y_key, label=True):
+    bad = [r for r in runs if not r["converged"]]
+    if bad:
         ax.plot(
-            [r["sigma2"] for r in linear],
-            [r["active_units"] for r in linear],
-            "s",
-            color=COLORS[0],
-            markerfacecolor="none",
-            markersize=8,
-            label=r"linear VAE optimum, measured on held-out (leftmost: learned $\sigma^2$)",
+            [r[x_key] for r in bad],
+            [r[y_key] for r in bad],
+            label="single run that did not converge (no claim rests on it)" if label else None,
+            **NOT_CONVERGED_STYLE,
         )
-        _errorbar(
-            ax,
-            _groups(study, "fixed"),
-            "sigma2",
-            "active_units",
-            fmt="o-",
+
+
+def plot_active_and_rate(results: dict, config: dict):
+    """Active units and rate on the test images against the fixed sigma2: the deep VAE (mean and 95%
+    t-interval of the converged seeds) beside the linear VAE (closed-form count on the training
+    spectrum as a line, its optimum measured on the test images as squares), with the sigma2 at
+    which half the units remain."""
+    k = results["latent_dim"]
+    fig, axes = new_figure(ncols=2, width=6.0, height=4.6)
+    summary = [s for s in summaries(results) if s["kind"] == "fixed"]
+    fixed_runs = [r for r in results["runs"] if r["kind"] == "fixed"]
+    linear = [r for r in results["linear"]["rows"] if r["kind"] == "fixed"]
+    curves = results["closed_form"]
+    ax = axes[0, 0]
+    ax.step(
+        curves["sigma2"],
+        curves["active_units"],
+        where="post",
+        color=COLORS[0],
+        label=r"linear VAE, closed form: $\#\{\lambda_i > \sigma^2/(1-\tau)\}$",
+        **PREDICTION_STYLE,
+    )
+    ax.plot(
+        [r["sigma2"] for r in linear],
+        [r["active_units"] for r in linear],
+        "s",
+        color=COLORS[0],
+        markerfacecolor="none",
+        markersize=8,
+        label="linear VAE optimum, measured on the test images",
+    )
+    _summary_bars(
+        ax, summary, lambda e: e["sigma2"], "active_units", fmt="o-", color=COLORS[3], linewidth=1,
+        label="deep VAE (mean, 95% t-interval over converged seeds)",
+    )  # fmt: skip
+    _not_converged(ax, fixed_runs, "sigma2", "active_units")
+    half = half_units(results, config)
+    ax.axhline(half["units"], color="0.5", linestyle=":", linewidth=1)
+    if half["linear_sigma2"] is not None:
+        ax.axvline(half["linear_sigma2"], color=COLORS[0], linestyle=":", linewidth=1.2)
+    if half["deep_sigma2"] is not None:
+        band = half["deep_sigma2"]
+        ax.axvspan(
+            band["low"],
+            band["high"],
             color=COLORS[3],
-            linewidth=1,
-            label=r"deep VAE, fixed $\sigma^2$ (mean, min-max of seeds)",
+            alpha=0.15,
+            linewidth=0,
+            label="deep: half the units, 95% interval",
         )
-        for g in _groups(study, "learned"):
-            mean_final = spread(g, "sigma2_at_best")[0]
-            mean_count = spread(g, "active_units")[0]
-            ax.annotate(
-                "",
-                xy=(mean_final, mean_count),
-                xytext=(g[0]["sigma2"], mean_count),
-                arrowprops={"arrowstyle": "->", "color": COLORS[2], "lw": 1.2},
-            )
-        _errorbar(
-            ax,
-            _groups(study, "learned"),
-            "sigma2_at_best",
-            "active_units",
-            fmt="D",
-            color=COLORS[2],
-            markersize=6,
-            label=r"deep VAE, learned $\sigma^2$ (arrow: initial $\to$ learned)",
-        )
-        _errorbar(
-            ax,
-            _groups(study, "annealed"),
-            "sigma2",
-            "active_units",
-            fmt="^",
-            color=COLORS[1],
-            markersize=7,
-            label="deep VAE, fixed, KL annealing",
-        )
-        log_axis(ax, "x")
-        ax.set_xlabel(r"observation noise $\sigma^2$ (learned: at the best checkpoint; log scale)")
-        ax.set_ylabel(r"active units on held-out data: $\mathrm{Var}_x\, E_q[z_i] > 0.01$")
-        ax.set_ylim(-1, k + 2)
-        ax.set_title(f"{_data_name(config)}, K = {k}: active units against the observation noise")
-        ax.legend(loc="lower left", fontsize=7.5)
+        ax.axvline(band["mean"], color=COLORS[3], linestyle=":", linewidth=1.2)
+    log_axis(ax, "x", subs=(1.0,))
+    ax.set_xlabel(r"fixed observation noise $\sigma^2$ (log scale)")
+    ax.set_ylabel(r"active units on test images: $\mathrm{Var}_x E_q[z_i] > 0.01$")
+    ax.set_ylim(-1, k + 2)
+    ax.set_title(f"active units (dotted: half of K = {k} remain)")
+    _legend(ax, loc="lower left", fontsize=7.5)
+    ax = axes[0, 1]
+    ax.plot(
+        [r["sigma2"] for r in linear], [r["rate"] for r in linear], "s-", color=COLORS[0], markerfacecolor="none",
+        markersize=8, label="linear VAE optimum, on the test images",
+    )  # fmt: skip
+    _summary_bars(
+        ax, summary, lambda e: e["sigma2"], "rate", fmt="o-", color=COLORS[3], linewidth=1,
+        label="deep VAE (mean, 95% t-interval)",
+    )  # fmt: skip
+    _not_converged(ax, fixed_runs, "sigma2", "rate")
+    log_axis(ax, "x", subs=(1.0,))
+    ax.set_xlabel(r"fixed observation noise $\sigma^2$ (log scale)")
+    ax.set_ylabel("rate: total KL on test images (nats per image)")
+    ax.set_title("rate")
+    _legend(ax, loc="upper right", fontsize=7.5)
+    fig.suptitle(f"{_data_name(config)}, K = {k}, deep against linear VAE ({_converged_note(results)})")
     return fig
 
 
-def plot_collapse_fraction(results: dict, config: dict):
-    """The (epsilon, delta)-collapsed fraction against epsilon of every setting, seed means: fixed
-    sigma2 (left) and learned / annealed (right).  These lines are trained models, not the closed
-    form; a later curve is drawn thinner over an earlier one, so that coinciding curves stay visible."""
-    study = results["studies"][0]
-    fig, axes = new_figure(ncols=2, width=5.2, height=4.4)
-    eps = results["epsilons"]
-    fixed = _groups(study, "fixed")
-    cmap = plt.get_cmap("viridis")
-    for i, g in enumerate(fixed):
-        ax = axes[0, 0]
+def plot_kl_per_dim(results: dict, config: dict):
+    """For every fixed sigma2: the deep VAE's per-dimension KL on the test images, sorted (mean and
+    95% interval of the converged seeds), against the linear optimum's ``(1/2) log(lambda_i /
+    sigma2)`` for ``lambda_i > sigma2`` (docs/theory.md (T11.4))."""
+    k = results["latent_dim"]
+    sigma2s = sorted({r["sigma2"] for r in results["runs"] if r["kind"] == "fixed"})
+    ncols = min(4, len(sigma2s))
+    nrows = -(-len(sigma2s) // ncols)
+    fig, axes = new_figure(ncols=ncols, nrows=nrows, width=3.4, height=2.9, sharex=True, sharey=True)
+    linear = {r["sigma2"]: r for r in results["linear"]["rows"] if r["kind"] == "fixed"}
+    dims = np.arange(1, k + 1)
+    for ax, sigma2 in zip(axes.flat, sigma2s):
+        runs = [r for r in results["runs"] if r["kind"] == "fixed" and r["sigma2"] == sigma2]
+        converged = [np.sort(r["test_kl_per_dim"])[::-1] for r in runs if r["converged"]]
         ax.step(
-            eps,
-            np.mean([r["collapsed_fraction"] for r in g], axis=0),
-            where="post",
-            color=cmap(0.85 * i / max(len(fixed) - 1, 1)),
-            linewidth=4.5 - 3.5 * i / max(len(fixed) - 1, 1),
-            label=rf"$\sigma^2$ = {g[0]['sigma2']:g}",
+            dims,
+            linear[sigma2]["optimum_kl_per_dim"],
+            where="mid",
+            color=COLORS[0],
+            label="linear optimum",
+            **PREDICTION_STYLE,
         )
-    others = _groups(study, "learned") + _groups(study, "annealed")
-    for i, g in enumerate(others):
-        r0 = g[0]
-        label = (
-            rf"learned from {r0['sigma2']:g} ($\to$ {spread(g, 'sigma2_at_best')[0]:.3g})"
-            if r0["kind"] == "learned"
-            else rf"fixed {r0['sigma2']:g}, annealed"
-        )
-        axes[0, 1].step(
-            eps,
-            np.mean([r["collapsed_fraction"] for r in g], axis=0),
-            where="post",
-            color=COLORS[(i + 1) % len(COLORS)],
-            linestyle=["-", "--", "-.", ":"][i % 4],
-            linewidth=4.0 - 3.0 * i / max(len(others) - 1, 1),
-            label=label,
-        )
-    for ax, title in zip(axes[0], (r"fixed $\sigma^2$", r"learned $\sigma^2$; KL annealing")):
-        log_axis(ax, "x", subs=(1.0,))
-        ax.set_xlabel(r"$\epsilon$ (nats, log scale)")
-        ax.set_ylim(-0.03, 1.03)
-        ax.set_title(f"trained deep VAEs, {title}")
-        ax.legend(loc="upper left", fontsize=7.5, title="trained (mean of seeds)", title_fontsize=7.5)
-    axes[0, 0].set_ylabel(r"fraction of latent dimensions $(\epsilon, \delta)$-collapsed")
+        if converged:
+            values = np.array(converged)
+            stats = [interval(values[:, j]) for j in range(k)] if len(converged) > 1 else None
+            ax.plot(
+                dims, values.mean(axis=0), "o", color=COLORS[3], markersize=3, label=f"deep, {len(converged)} seeds"
+            )
+            if stats:
+                ax.fill_between(
+                    dims,
+                    [s_["low"] for s_ in stats],
+                    [s_["high"] for s_ in stats],
+                    color=COLORS[3],
+                    alpha=0.25,
+                    linewidth=0,
+                )
+        for r in runs:
+            if not r["converged"]:
+                ax.plot(dims, np.sort(r["test_kl_per_dim"])[::-1], color="0.5", linewidth=0.8, linestyle="--")
+        ax.set_title(rf"$\sigma^2$ = {sigma2:g}", fontsize=9)
+        ax.set_yscale("symlog", linthresh=0.01)
+        ax.axhline(DEFAULT_EPSILON, color="0.6", linestyle=":", linewidth=1)
+    for ax in axes.flat[len(sigma2s) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("latent dimension, sorted by KL")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("KL on test images (nats)")
+    _legend(axes[0, 0], loc="upper right", fontsize=7)
     fig.suptitle(
-        f"{_data_name(config)}, held-out images, K = {study['latent_dim']}, " + r"$\delta$ = 0.01." + "\n"
-        "Every line is a trained model (not the closed form); coinciding lines are drawn thinner on top",
+        f"{_data_name(config)}: per-dimension KL, deep VAE (dots, 95% band; dashed grey: a run that did not converge)\n"
+        r"against the linear optimum $\frac{1}{2}\log(\lambda_i/\sigma^2)_+$; dotted: $\epsilon$ = 0.01",
+        fontsize=9,
+    )
+    return fig
+
+
+STEP_LABELS = {"exact": "exact update"}
+
+
+def plot_learned(results: dict, config: dict):
+    """Learned sigma2: test ELBO, active units and sigma2 at the checkpoint for each start and each
+    step size on log sigma2 (and the exact update), mean and 95% t-interval over converged seeds."""
+    learned = [s for s in summaries(results) if s["kind"] == "learned"]
+    steps = list(dict.fromkeys(str(s["sigma2_step"]) for s in learned))
+    starts = sorted({s["sigma2"] for s in learned})
+    fig, axes = new_figure(ncols=3, width=4.4, height=4.0)
+    for column, (measure, label) in enumerate(
+        (("test_elbo", "test ELBO (nats per image)"), ("active_units", "active units on test images"),
+         ("sigma2_at_best", r"learned $\sigma^2$ at the checkpoint"))
+    ):  # fmt: skip
+        ax = axes[0, column]
+        for j, start in enumerate(starts):
+            entries = [s for s in learned if s["sigma2"] == start]
+            _summary_bars(
+                ax, entries, lambda e, j=j: steps.index(str(e["sigma2_step"])) + 0.12 * (j - 1), measure, fmt="o",
+                color=COLORS[j + 1], label=rf"from $\sigma^2$ = {start:g}",
+            )  # fmt: skip
+            for r in results["runs"]:
+                if r["kind"] == "learned" and r["sigma2"] == start and not r["converged"]:
+                    ax.plot(steps.index(str(r["sigma2_step"])) + 0.12 * (j - 1), r[measure], **NOT_CONVERGED_STYLE)
+        ax.set_xticks(
+            range(len(steps)), [STEP_LABELS[s] if s in STEP_LABELS else f"Adam {float(s):g}" for s in steps], fontsize=8
+        )
+        ax.set_xlabel(r"update of $\log\sigma^2$")
+        ax.set_ylabel(label)
+        if measure == "sigma2_at_best":
+            ax.set_yscale("log")
+    _legend(axes[0, 0], loc="lower right", fontsize=7.5)
+    fig.suptitle(
+        rf"{_data_name(config)}: learned $\sigma^2$ by start and step size (mean, 95% t-interval of converged seeds; "
+        "x: a run that did not converge)",
         fontsize=10,
     )
     return fig
 
 
-def _band(ax, step, values, color, label, **style):
-    values = np.asarray(values, dtype=np.float64)
-    ax.plot(step, values.mean(axis=0), color=color, linewidth=1.8, label=label, **style)
-    ax.fill_between(step, values.min(axis=0), values.max(axis=0), color=color, alpha=0.2, linewidth=0)
+def plot_collapse_fraction(results: dict, config: dict):
+    """The (epsilon, delta)-collapsed fraction against epsilon for each fixed sigma2: the deep VAE
+    (mean over converged seeds, band from their minimum to maximum) and the linear optimum on the
+    same test images (dashed, same colour); epsilon = 0.01 marked."""
+    fig, axes = new_figure(width=7.0, height=4.6)
+    ax = axes[0, 0]
+    eps = results["epsilons"]
+    linear = {r["sigma2"]: r for r in results["linear"]["rows"] if r["kind"] == "fixed"}
+    sigma2s = sorted({r["sigma2"] for r in results["runs"] if r["kind"] == "fixed"})
+    palette = plt.get_cmap("tab10")
+    for i, sigma2 in enumerate(sigma2s):
+        color = palette(i % 10)
+        curves = np.array(
+            [
+                r["collapsed_fraction"]
+                for r in results["runs"]
+                if r["kind"] == "fixed" and r["sigma2"] == sigma2 and r["converged"]
+            ]
+        )
+        if curves.size:
+            ax.step(
+                eps, curves.mean(axis=0), where="post", color=color, linewidth=1.8, label=rf"$\sigma^2$ = {sigma2:g}"
+            )
+            ax.fill_between(
+                eps, curves.min(axis=0), curves.max(axis=0), step="post", color=color, alpha=0.15, linewidth=0
+            )
+        ax.step(
+            eps,
+            linear[sigma2]["collapsed_fraction"],
+            where="post",
+            color=color,
+            linewidth=1.0,
+            linestyle="--",
+            label=None if curves.size else rf"$\sigma^2$ = {sigma2:g} (linear only: no converged deep run)",
+        )
+    ax.axvline(DEFAULT_EPSILON, color="0.3", linestyle=":", linewidth=1.2)
+    ax.text(DEFAULT_EPSILON, 1.06, r" $\epsilon$ = 0.01", fontsize=8, color="0.3", va="bottom")
+    log_axis(ax, "x", subs=(1.0,))
+    ax.set_xlabel(r"$\epsilon$ (nats, log scale)")
+    ax.set_ylabel(r"fraction of latent dimensions $(\epsilon, \delta)$-collapsed")
+    ax.set_ylim(-0.04, 1.12)
+    _legend(
+        ax,
+        loc="upper left",
+        fontsize=7.5,
+        ncols=2,
+        title="solid: deep (band: seed range); dashed: linear",
+        title_fontsize=7.5,
+    )
+    ax.set_title(f"{_data_name(config)}, test images, K = {results['latent_dim']}, " + r"$\delta$ = 0.01", fontsize=10)
+    return fig
 
 
 def plot_annealing(results: dict, config: dict):
-    """Active units and the held-out ELBO over training with and without KL annealing at the
-    annealed sigma2 (seed means, min-max bands)."""
-    study = results["studies"][0]
-    annealed = _groups(study, "annealed")[0]
-    sigma2 = annealed[0]["sigma2"]
-    plain = next((g for g in _groups(study, "fixed") if g[0]["sigma2"] == sigma2), None)
-    fig, axes = new_figure(ncols=2, width=4.8, height=3.9)
-    step = annealed[0]["history"]["step"]
+    """Validation active units and validation ELBO over training with and without KL annealing at
+    the annealed sigma2, one line per seed to its stop (a cross marks the stop, a dot the checkpoint)."""
+    annealed = [r for r in results["runs"] if r["kind"] == "annealed"]
+    sigma2 = annealed[0]["sigma2"] if annealed else None
+    plain = [r for r in results["runs"] if r["kind"] == "fixed" and r["sigma2"] == sigma2]
+    fig, axes = new_figure(ncols=2, width=5.0, height=4.0)
+    k = results["latent_dim"]
     for group, color, label in ((annealed, COLORS[1], "KL annealing"), (plain, COLORS[0], "no annealing")):
-        if group is None:
-            continue
-        _band(axes[0, 0], step, [r["history"]["active_units"] for r in group], color, label)
-        _band(axes[0, 1], step, [r["history"]["heldout_objective"] for r in group], color, label)
-    k = study["latent_dim"]
+        for i, r in enumerate(group):
+            h = r["history"]
+            for ax, key in ((axes[0, 0], "active_units"), (axes[0, 1], "validation_objective")):
+                ax.plot(h["step"], h[key], color=color, linewidth=0.9, alpha=0.8, label=label if i == 0 else None)
+                ax.plot(h["step"][-1], h[key][-1], "x" if not r["converged"] else "|", color=color, markersize=7)
+            best = h["step"].index(r["best_step"])
+            axes[0, 1].plot(r["best_step"], h["validation_objective"][best], "o", color=color, markersize=4)
     tau = results["au_threshold"]
-    linear = int(active_count(np.array(results["eigenvalues"]), k, sigma2 / (1 - tau)))
-    axes[0, 0].axhline(
-        linear, color="0.3", linestyle="--", linewidth=1.2, label=f"linear VAE, closed form: {linear} active units"
-    )
-    warmup = annealed[0]["warmup"]
+    linear = int(active_count(np.array(results["eigenvalues"]), k, sigma2 / (1 - tau))) if sigma2 else 0
+    axes[0, 0].axhline(linear, color="0.3", linestyle="--", linewidth=1.2, label=f"linear VAE, closed form: {linear}")
+    warmup = annealed[0]["warmup"] if annealed else 0
     for ax in axes[0]:
         ax.axvline(warmup, color="0.5", linestyle=":", linewidth=1.2)
         ax.set_xlabel("training step")
-    axes[0, 0].text(warmup, 1.0, r" $\beta$ reaches 1", color="0.35", fontsize=8)
-    axes[0, 0].set_ylabel("active units on held-out data")
+    axes[0, 0].set_ylabel("active units on validation images")
     axes[0, 0].set_ylim(-1, k + 2)
-    axes[0, 1].set_ylabel(r"held-out ELBO at $\beta$ = 1 (nats per image)")
-    objective = np.array([r["history"]["heldout_objective"] for r in annealed + (plain or [])])
-    axes[0, 1].set_ylim(np.percentile(objective, 10) - 20, objective.max() + 10)
-    axes[0, 0].legend(loc="upper right", fontsize=8)
-    axes[0, 1].legend(loc="lower right", fontsize=8)
+    axes[0, 1].set_ylabel(r"validation ELBO at $\beta$ = 1 (nats per image)")
+    objective = np.concatenate([r["history"]["validation_objective"] for r in annealed + plain]) if annealed else [0]
+    axes[0, 1].set_ylim(np.percentile(objective, 5) - 5, np.max(objective) + 5)
+    _legend(axes[0, 0], loc="upper right", fontsize=8)
+    _legend(axes[0, 1], loc="lower right", fontsize=8)
     fig.suptitle(
-        rf"{_data_name(config)}, K = {k}: KL annealing at fixed $\sigma^2$ = {sigma2:g}, $\beta$ from 0 to 1 over "
-        f"{warmup} steps (mean and min-max of {len(annealed)} seeds)"
+        rf"{_data_name(config)}, K = {k}: KL annealing at fixed $\sigma^2$ = {sigma2:g} ($\beta$ 0 to 1 over {warmup} "
+        "steps, dotted); one line per seed, to its stop",
+        fontsize=10,
     )
     return fig
 
 
 def plot_rate_distortion(results: dict, config: dict):
-    """Held-out (rate, distortion) of every deep run beside the linear VAE's closed-form frontier on
-    the training spectrum and the linear optimum measured on the held-out rows."""
-    study = results["studies"][0]
-    k = study["latent_dim"]
+    """Test (rate, distortion) of every converged deep run beside two bounds on the training
+    spectrum: the Gaussian R(D) (reverse water-filling over all d components; no code does better
+    on Gaussian data of this covariance) and the linear VAE's K-latent frontier."""
+    k = results["latent_dim"]
     fig, axes = new_figure(width=7.4, height=4.8)
     ax = axes[0, 0]
-    front = study["linear"]["frontier"]
+    gaussian = results["linear"]["gaussian_rd"]
+    ax.plot(gaussian["rate"], gaussian["distortion"], color="0.2", linestyle="--", linewidth=1.4, zorder=3,
+            label="Gaussian R(D), all d components: the bound for any code on Gaussian data")  # fmt: skip
     draw_frontier(
-        ax,
-        results["eigenvalues"],
-        k,
-        trace=results["trace"],
-        dim=results["d"],
-        theta_range=(min(front["water_level"]), results["eigenvalues"][0]),
-        color=COLORS[0],
-        label=f"linear VAE optimum on the training spectrum, K = {k} (dots: collapse thresholds)",
-    )
-    linear = study["linear"]["rows"]
-    ax.plot(
-        [r["rate"] for r in linear],
-        [r["distortion"] for r in linear],
-        "s",
-        color=COLORS[0],
-        markerfacecolor="none",
-        markersize=8,
-        label="linear VAE optimum, measured on held-out",
-    )
+        ax, results["eigenvalues"], k, trace=results["trace"], dim=results["d"],
+        theta_range=(min(results["linear"]["frontier"]["water_level"]), results["eigenvalues"][0]), color=COLORS[0],
+        label=f"linear VAE optimum with K = {k} latents (dots: collapse thresholds)",
+    )  # fmt: skip
+    summary = summaries(results)
     for kind, fmt, color, label in (
         ("fixed", "o", COLORS[3], r"deep VAE, fixed $\sigma^2$"),
         ("learned", "D", COLORS[2], r"deep VAE, learned $\sigma^2$"),
         ("annealed", "^", COLORS[1], "deep VAE, KL annealing"),
     ):
-        _errorbar(ax, _groups(study, kind), "rate", "distortion", fmt=fmt, color=color, markersize=6, label=label)
-    for g in _groups(study, "fixed"):
-        ax.annotate(
-            f"{g[0]['sigma2']:g}",
-            (spread(g, "rate")[0], spread(g, "distortion")[0]),
-            textcoords="offset points",
-            xytext=(4, 4),
-            fontsize=7,
-            color=COLORS[3],
-        )
-    ax.set_xlabel("rate: held-out total KL (nats per image)")
-    ax.set_ylabel("distortion: held-out squared error per image (pixel units)")
+        entries = [s for s in summary if s["kind"] == kind and s["rate"] is not None]
+        if entries:
+            ax.errorbar(
+                [e["rate"]["mean"] for e in entries], [e["distortion"]["mean"] for e in entries],
+                xerr=[[e["rate"]["mean"] - e["rate"]["low"] for e in entries], [e["rate"]["high"] - e["rate"]["mean"] for e in entries]],
+                yerr=[[e["distortion"]["mean"] - e["distortion"]["low"] for e in entries], [e["distortion"]["high"] - e["distortion"]["mean"] for e in entries]],
+                fmt=fmt, color=color, markersize=6, capsize=2, label=label,
+            )  # fmt: skip
+    for e in summary:
+        if e["kind"] == "fixed" and e["rate"] is not None:
+            ax.annotate(f"{e['sigma2']:g}", (e["rate"]["mean"], e["distortion"]["mean"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7, color=COLORS[3])  # fmt: skip
+    _not_converged(ax, results["runs"], "rate", "distortion")
+    rates = [r["rate"] for r in results["runs"]]
+    ax.set_xlim(0, max(rates + [1.0]) * 1.15)
+    ax.set_ylim(0, max(r["distortion"] for r in results["runs"]) * 1.1 if results["runs"] else None)
+    ax.set_xlabel("rate: total KL on test images (nats per image)")
+    ax.set_ylabel("distortion: squared error per test image (pixel units)")
     ax.set_title(
-        f"{_data_name(config)}, K = {k}: rate and distortion on held-out data.  The frontier is optimal "
-        "for Gaussian data\nof this covariance with a linear code; a deep VAE on non-Gaussian images "
-        "can lie below it",
-        fontsize=9,
+        f"{_data_name(config)}, K = {k}: rate and distortion on test images (mean, 95% t-interval)", fontsize=10
     )
-    ax.legend(loc="upper right", fontsize=7.5)
+    _legend(ax, loc="upper right", fontsize=7.5)
     return fig
