@@ -8,3 +8,7 @@ float64 (see :mod:`linear_vae.precision`).
 from linear_vae import precision  # noqa: F401  (must run before any JAX array is made)
 
 __version__ = "0.1.0"
+
+from linear_vae.estimator import LinearVAE  # noqa: E402  (the scikit-learn-style estimator)
+
+__all__ = ["LinearVAE", "__version__"]

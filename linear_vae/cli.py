@@ -316,7 +316,7 @@ def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2, on_diverge
     b, s, r = (list(column) for column in zip(*itertools.product(betas, sigma2s, seeds)))
     progress = _progress(args, args.command if len(b) == 1 else f"{args.command} ({len(b)} configurations)")
     try:
-        _, reports = train_and_compare(
+        result, reports = train_and_compare(
             problem,
             _train_config(args, latent_dim, learn_sigma2),
             b,
@@ -327,7 +327,7 @@ def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2, on_diverge
         )
     finally:
         progress.close()
-    return problem.dataset, reports
+    return problem, result, reports
 
 
 def _print_reports(reports: list[dict], as_json: bool, single: bool = False) -> None:
@@ -389,9 +389,66 @@ def _cell(value, width: int, spec: str) -> str:
 def cmd_train(args) -> int:
     """Train one linear VAE by gradient ascent and compare it with the closed form."""
     learn = args.sigma2 is None
+    if args.save_model is not None:
+        io.check_output_file(args.save_model, "--save-model")  # before training, not after
     # A diverged run raises DivergenceError (a ValueError): one line naming the step, exit 2.
-    _, reports = _run_sweep(args, args.latent_dim, [args.beta], [args.sigma2], [args.seed], learn, "raise")
+    problem, result, reports = _run_sweep(
+        args, args.latent_dim, [args.beta], [args.sigma2], [args.seed], learn, "raise"
+    )
+    if args.save_model is not None:
+        from linear_vae.estimator import LinearVAE
+
+        settings = {"latent_dim": args.latent_dim, "beta": args.beta, "sigma2": args.sigma2, "seed": args.seed}
+        settings |= {"sigma2_init": args.sigma2_init, "optimizer": args.optimizer or "newton", "steps": args.steps}
+        LinearVAE(**settings, learning_rate=args.lr).take_trained(result, 0, reports[0], problem).save(args.save_model)
     _print_reports(reports, args.json, single=True)
+    return 0
+
+
+def cmd_score(args) -> int:
+    """Score a saved model (train --save-model) on data: the ELBO, the exact log-likelihood, active
+    units and the collapse metrics, per datapoint."""
+    from linear_vae.estimator import LinearVAE
+    from linear_vae.metrics import collapse_metrics
+    from linear_vae.moments import compute_moments
+
+    model = LinearVAE.load(args.model)
+    dataset = _load(args)
+    X = dataset.X
+    if X.shape[1] != model.n_features_in_:
+        raise ValueError(
+            f"{dataset.name} has {X.shape[1]} features, the model {model.n_features_in_}; score it on data of that width"
+        )
+    moments = compute_moments(X)
+    outcome = {
+        "model": str(args.model),
+        "data": dataset.name,
+        "n": int(X.shape[0]),
+        "d": int(X.shape[1]),
+        "latent_dim": int(model.components_.shape[0]),
+        "beta": float(model.beta),
+        "sigma2": model.noise_variance_,
+        "elbo": model.score(X),
+        "log_likelihood": model.log_likelihood(X),
+        "training_elbo": model.report_["elbo"],
+        **collapse_metrics(model.params_, moments.mean, moments.cov),
+    }
+    if args.json:
+        print(io.dumps(outcome))
+        return 0
+    rows = [
+        (
+            "model",
+            f"{args.model} (K = {outcome['latent_dim']}, beta = {outcome['beta']:g}, sigma2 = {outcome['sigma2']:.6g})",
+        ),
+        ("data", f"{dataset.name}: N = {outcome['n']}, d = {outcome['d']}"),
+        ("ELBO", f"{outcome['elbo']:.6f} nats per datapoint (on its training data: {outcome['training_elbo']:.6f})"),
+        ("log-likelihood", f"{outcome['log_likelihood']:.6f} nats per datapoint (exact)"),
+        ("rate", f"{outcome['rate']:.6g} nats"),
+        ("distortion", f"{outcome['distortion']:.6g}"),
+        ("active units", f"{outcome['active_units']} of {outcome['latent_dim']} (Var_x E_q[z_i] > 0.01)"),
+    ]
+    print(_format_table(rows))
     return 0
 
 
@@ -550,9 +607,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(train)
     _add_training_options(train)
     _add_seed(train, "the initialisation and sampling")
+    train.add_argument(
+        "--save-model",
+        metavar="PATH",
+        default=None,
+        help="write the trained model to PATH (.npz: parameters, settings, training spectrum); "
+        "score it later with `linear-vae score --model PATH`, or LinearVAE.load(PATH) from Python",
+    )
     _add_output_options(train, "one JSON object")
     _add_cache_option(train)
     train.set_defaults(func=cmd_train)
+
+    score = sub.add_parser("score", help=cmd_score.__doc__, description=cmd_score.__doc__)
+    score.add_argument("--model", required=True, metavar="PATH", help="a model written by `train --save-model`")
+    _add_data_options(score)
+    _add_output_options(score, "one JSON object", progress=False)
+    _add_cache_option(score)
+    score.set_defaults(func=cmd_score)
 
     sweep = sub.add_parser("sweep", help=cmd_sweep.__doc__, description=cmd_sweep.__doc__)
     _add_data_options(sweep)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from linear_vae.elbo import LinearVAE, kl_per_datapoint
+from linear_vae.elbo import LinearVAEParams, kl_per_datapoint
 
 #: The paper's delta: a dimension may carry information on at most 1% of the data and still count as collapsed.
 DEFAULT_DELTA = 0.01
@@ -43,7 +43,7 @@ def collapsed_fraction_curve(kl_matrix: np.ndarray, epsilons, delta: float = DEF
     return np.array([epsilon_delta_collapsed(kl_matrix, e, delta).mean() for e in np.atleast_1d(epsilons)])
 
 
-def encoder_kl_matrix(params: LinearVAE, X: np.ndarray) -> np.ndarray:
+def encoder_kl_matrix(params: LinearVAEParams, X: np.ndarray) -> np.ndarray:
     """Per-datapoint, per-dimension KL ``(N, k)`` of a linear VAE's encoder on ``X`` (numpy float64).
 
     References: docs/theory.md (T5.1); Lucas et al. 2019, Section 6.

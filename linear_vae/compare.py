@@ -36,7 +36,7 @@ from linear_vae.collapse import (
     encoder_kl_matrix,
     epsilon_delta_collapsed,
 )
-from linear_vae.elbo import DataStats, LinearVAE
+from linear_vae.elbo import DataStats, LinearVAEParams
 from linear_vae.metrics import collapse_metrics
 from linear_vae.newton import GAIN_TOL, projected_elbo
 from linear_vae.optimum import beta_elbo_optimum, learned_sigma2, threshold_distance
@@ -72,7 +72,7 @@ def off_diagonal_ratio(W: np.ndarray) -> float:
 
 
 def compare_one(
-    params: LinearVAE,
+    params: LinearVAEParams,
     sigma2: float,
     beta: float,
     sigma2_learned: bool,
@@ -108,7 +108,7 @@ def compare_one(
     mll = float(log_marginal_likelihood(W, sigma2, cov, mean - mu, dim=problem.d))
     projected = float(projected_elbo(W, np.log(sigma2), beta, DataStats.from_moments(mean, cov, dim=problem.d)))
     V = params.V if basis == "data" else params.V @ problem.eigenvectors
-    metrics = collapse_metrics(LinearVAE(W, mu, V, params.log_D), mean, cov)  # exact, from the moments (T11)
+    metrics = collapse_metrics(LinearVAEParams(W, mu, V, params.log_D), mean, cov)  # exact, from the moments (T11)
     X = problem.dataset.X
     return {
         **metrics,
@@ -247,7 +247,7 @@ def compare_sweep(
     n_configs = len(result.sigma2)
     diagnosis = result.diagnosis
     for i in range(n_configs):
-        params = LinearVAE(*(p[i] for p in result.params))
+        params = LinearVAEParams(*(p[i] for p in result.params))
         report = compare_one(
             params,
             result.sigma2[i],

@@ -18,7 +18,7 @@ from linear_vae.moments import LOG_2PI
 from linear_vae.ppca import covariance_times, covariance_trace
 
 
-class LinearVAE(NamedTuple):
+class LinearVAEParams(NamedTuple):
     """Parameters of the linear VAE (a JAX pytree).
 
     Attributes
@@ -61,7 +61,7 @@ class DataStats(NamedTuple):
         return cls(mean, cov, covariance_trace(cov), jnp.asarray(mean.shape[0] if dim is None else dim, jnp.float64))
 
 
-def elbo_terms(params: LinearVAE, sigma2, stats: DataStats):
+def elbo_terms(params: LinearVAEParams, sigma2, stats: DataStats):
     """Expected log-likelihood and per-dimension KL, averaged over the data, in closed form.
 
     With ``A = I - W V`` and ``delta = mean - mu`` (docs/theory.md (T3); Lucas et al. Appendix C):
@@ -109,7 +109,7 @@ def standard_normal_kl(mean_sq, variance, log_variance):
     return 0.5 * (variance + mean_sq - 1.0 - log_variance)
 
 
-def exact_elbo(params: LinearVAE, sigma2, beta, stats: DataStats):
+def exact_elbo(params: LinearVAEParams, sigma2, beta, stats: DataStats):
     """The beta-ELBO ``E_q log p(x|z) - beta KL(q(z|x) || p(z))``, exact, per datapoint (nats).
 
     References: docs/theory.md (T3.1); Lucas et al. 2019, Section 4.2 and Appendix C.
@@ -118,7 +118,7 @@ def exact_elbo(params: LinearVAE, sigma2, beta, stats: DataStats):
     return expected_log_lik - beta * jnp.sum(kl_per_dim)
 
 
-def kl_per_datapoint(params: LinearVAE, X):
+def kl_per_datapoint(params: LinearVAEParams, X):
     """``KL_i(x) = 1/2 [ D_i + (v_i^T (x - mu))^2 - 1 - log D_i ]`` for every sample: (N, k).
 
     The per-example, per-dimension KL that the (epsilon, delta)-collapse measure thresholds
@@ -131,7 +131,7 @@ def kl_per_datapoint(params: LinearVAE, X):
     return standard_normal_kl(means**2, D, params.log_D)
 
 
-def monte_carlo_elbo(params: LinearVAE, sigma2, beta, X, key, n_samples: int = 1, dim=None):
+def monte_carlo_elbo(params: LinearVAEParams, sigma2, beta, X, key, n_samples: int = 1, dim=None):
     """Reparameterised Monte-Carlo estimate of the beta-ELBO on the rows of ``X``.
 
     ``z = V (x - mu) + sqrt(D) * eps``, ``eps ~ N(0, I_k)`` (the standard deviation, not the
@@ -172,13 +172,13 @@ def optimal_encoder(W, sigma2, beta):
     return V, D
 
 
-def with_optimal_encoder(W, mu, sigma2, beta) -> LinearVAE:
-    """A :class:`LinearVAE` with decoder ``(W, mu)`` and its :func:`optimal_encoder`.
+def with_optimal_encoder(W, mu, sigma2, beta) -> LinearVAEParams:
+    """A :class:`LinearVAEParams` with decoder ``(W, mu)`` and its :func:`optimal_encoder`.
 
     References: docs/theory.md (T3.2); Lucas et al. 2019, Appendix C.
     """
     V, D = optimal_encoder(W, sigma2, beta)
-    return LinearVAE(jnp.asarray(W), jnp.asarray(mu), V, jnp.log(D))
+    return LinearVAEParams(jnp.asarray(W), jnp.asarray(mu), V, jnp.log(D))
 
 
 def elbo_gap_optimal_encoder(W, sigma2):

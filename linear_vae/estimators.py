@@ -234,7 +234,7 @@ def iwae_bound(key, x, encode, decode, sigma2, samples: int, chunk: int = IWAE_C
 
 
 def linear_model(params, sigma2):
-    """The linear VAE ``(W, mu, V, log D)`` of :class:`linear_vae.elbo.LinearVAE` as a model for these
+    """The linear VAE ``(W, mu, V, log D)`` of :class:`linear_vae.elbo.LinearVAEParams` as a model for these
     estimators: ``(encode, decode, sigma2)`` with ``encode(x) = (V (x - mu), log D)`` (the variance the
     same for every row) and ``decode(z) = W z + mu``; ``sigma2`` is passed through.
 

@@ -127,3 +127,22 @@ def check_output_dir(path, option: str = "--out") -> Path:
         reason = error.strerror or str(error)
         raise ValueError(f"cannot write figures to {path}: {step} ({reason}); {advice}") from None
     return path
+
+
+def check_output_file(path, option: str) -> Path:
+    """Check, before any work, that a file can be written at ``path`` (its folder exists and takes a
+    new file, and ``path`` is not a folder); ``ValueError`` with one line saying what to change."""
+    path = Path(path)
+    advice = f"pass {option} a file path in a writable folder"
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a folder; {advice}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {path}: the folder {folder} does not exist; {advice}")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".linear-vae-write-test.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"cannot write {path}: {error.strerror or error}; {advice}") from None
+    return path

@@ -1,6 +1,6 @@
 """Exact posterior-collapse metrics of the linear VAE: rate, distortion, mutual information, active units.
 
-docs/theory.md (T11).  For a linear VAE ``(W, mu, V, log D)`` (:class:`linear_vae.elbo.LinearVAE`) every
+docs/theory.md (T11).  For a linear VAE ``(W, mu, V, log D)`` (:class:`linear_vae.elbo.LinearVAEParams`) every
 metric is an exact function of the data's mean and 1/N covariance ``S`` (no sampling); at the
 beta-ELBO optimum (:func:`linear_vae.optimum.beta_elbo_optimum`) each has a closed form in the
 eigenvalues of ``S``, ``tr S`` and the water level ``t = beta sigma2`` alone.  ``cov`` is the (d, d)
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from linear_vae.elbo import LinearVAE
+from linear_vae.elbo import LinearVAEParams
 from linear_vae.estimators import (
     AU_THRESHOLD,
     active_unit_variances,
@@ -67,7 +67,7 @@ METRIC_KEYS = (
 )
 
 
-def _unpack(params: LinearVAE, mean, cov):
+def _unpack(params: LinearVAEParams, mean, cov):
     W, mu, V, log_D = (np.asarray(p, dtype=np.float64) for p in params)
     mean, cov = np.asarray(mean, dtype=np.float64), np.asarray(cov, dtype=np.float64)
     return W, mu, V, log_D, mean, cov
@@ -82,7 +82,7 @@ def _trace(cov) -> float:
     return float(np.sum(cov) if cov.ndim == 1 else np.trace(cov))
 
 
-def rate(params: LinearVAE, mean, cov) -> float:
+def rate(params: LinearVAEParams, mean, cov) -> float:
     """The rate ``R = E_x KL(q(z|x) || p(z))`` in nats per datapoint, exact from the moments.
 
     ``R = 1/2 [tr D + tr(V S V^T) + ||V (mean - mu)||^2 - k - sum_i log D_i]``; the offset term
@@ -96,7 +96,7 @@ def rate(params: LinearVAE, mean, cov) -> float:
     return 0.5 * float(np.sum(np.exp(log_D)) + tr_VSVt + V_delta @ V_delta - len(log_D) - np.sum(log_D))
 
 
-def distortion(params: LinearVAE, mean, cov) -> float:
+def distortion(params: LinearVAEParams, mean, cov) -> float:
     """The distortion ``E_x E_q(z|x) ||x - mu - W z||^2``: a squared error in data units, not nats.
 
     ``= tr(A S A^T) + ||A (mean - mu)||^2 + sum_i D_i ||w_i||^2`` with ``A = I - W V``, evaluated
@@ -114,7 +114,7 @@ def distortion(params: LinearVAE, mean, cov) -> float:
     return float(trace_ASA + A_delta @ A_delta + np.sum(np.exp(log_D) * np.diag(WtW)))
 
 
-def au_variances(params: LinearVAE, cov) -> np.ndarray:
+def au_variances(params: LinearVAEParams, cov) -> np.ndarray:
     """Activity of each latent unit, ``Var_x E_q[z_i] = (V S V^T)_ii``, (k,).
 
     References: docs/theory.md (T11.2); Burda et al. 2016.
@@ -133,7 +133,7 @@ def active_unit_count(variances, tau: float = AU_THRESHOLD) -> int:
     return int(np.sum(np.asarray(variances) > tau))
 
 
-def aggregate_posterior_gaussian(params: LinearVAE, mean, cov) -> tuple[np.ndarray, np.ndarray]:
+def aggregate_posterior_gaussian(params: LinearVAEParams, mean, cov) -> tuple[np.ndarray, np.ndarray]:
     """``q(z) = N(V (mean - mu), V S V^T + diag D)`` for Gaussian data ``x ~ N(mean, S)``: ``(m, Sigma)``.
 
     References: docs/theory.md (T11.3); Hoffman & Johnson 2016.
@@ -147,7 +147,7 @@ def _log_det_spd(M) -> float:
     return 2.0 * float(np.sum(np.log(np.diag(L))))
 
 
-def mutual_information_gaussian(params: LinearVAE, cov) -> float:
+def mutual_information_gaussian(params: LinearVAEParams, cov) -> float:
     """``I(x; z) = 1/2 log det(V S V^T + D) - 1/2 sum_i log D_i`` for Gaussian data ``x ~ N(mean, S)``.
 
     ``H(z) - H(z|x)`` of the jointly Gaussian ``(x, z)``, in nats.  For a finite sample ``q(z)`` is a
@@ -160,7 +160,7 @@ def mutual_information_gaussian(params: LinearVAE, cov) -> float:
     return 0.5 * (_log_det_spd(Sigma) - float(np.sum(np.asarray(params.log_D, dtype=np.float64))))
 
 
-def marginal_kl_gaussian(params: LinearVAE, mean, cov) -> float:
+def marginal_kl_gaussian(params: LinearVAEParams, mean, cov) -> float:
     """``KL(q(z) || p(z))`` with ``q(z) = N(m, Sigma)`` of :func:`aggregate_posterior_gaussian`:
     ``1/2 [tr Sigma + ||m||^2 - k - log det Sigma]``.  ``rate = mutual_information_gaussian + marginal_kl_gaussian``
     exactly (ELBO surgery).
@@ -171,7 +171,7 @@ def marginal_kl_gaussian(params: LinearVAE, mean, cov) -> float:
     return 0.5 * float(np.trace(Sigma) + m @ m - len(m) - _log_det_spd(Sigma))
 
 
-def collapse_metrics(params: LinearVAE, mean, cov, tau: float = AU_THRESHOLD) -> dict:
+def collapse_metrics(params: LinearVAEParams, mean, cov, tau: float = AU_THRESHOLD) -> dict:
     """Every metric of (T11) for the parameters ``params`` on data with moments ``(mean, S)``, as a
     JSON-ready dict with the keys of :data:`METRIC_KEYS` (floats, an int, a list).
 

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from linear_vae import spd
-from linear_vae.elbo import DataStats, LinearVAE, with_optimal_encoder
+from linear_vae.elbo import DataStats, LinearVAEParams, with_optimal_encoder
 from linear_vae.moments import LOG_2PI
 from linear_vae.ppca import covariance_times
 
@@ -129,7 +129,7 @@ def _host_eigh(A):
     return jax.pure_callback(lambda a: tuple(np.linalg.eigh(np.asarray(a))), shapes, A, vmap_method="expand_dims")
 
 
-def represented_vae(W, mean, sigma2, beta) -> LinearVAE:
+def represented_vae(W, mean, sigma2, beta) -> LinearVAEParams:
     """The linear VAE a decoder ``W`` stands for: ``(W R, mean, V*, log D*)`` with ``Phi(W)`` as its ELBO.
 
     ``R`` holds the eigenvectors of ``W^T W`` (largest first, so the columns come out by
@@ -144,7 +144,7 @@ def represented_vae(W, mean, sigma2, beta) -> LinearVAE:
     return with_optimal_encoder(W @ R[:, ::-1], mean, sigma2, beta)
 
 
-def with_canonical_signs(params: LinearVAE) -> LinearVAE:
+def with_canonical_signs(params: LinearVAEParams) -> LinearVAEParams:
     """Flip each latent dimension (column of ``W``, row of ``V``) so that the column's entry of largest
     magnitude is positive, as the eigenvectors of :mod:`linear_vae.moments` (numpy; leading
     configuration axis).  The ELBO is unchanged: the prior and ``D`` are symmetric.
@@ -154,7 +154,7 @@ def with_canonical_signs(params: LinearVAE) -> LinearVAE:
     W, mu, V, log_D = (np.asarray(p) for p in params)
     rows = np.argmax(np.abs(W), axis=1)  # (C, k)
     signs = np.where(np.take_along_axis(W, rows[:, None, :], axis=1)[:, 0] < 0, -1.0, 1.0)
-    return LinearVAE(W * signs[:, None, :], mu, V * signs[:, :, None], log_D)
+    return LinearVAEParams(W * signs[:, None, :], mu, V * signs[:, :, None], log_D)
 
 
 # --------------------------------------------------------------------------------------------

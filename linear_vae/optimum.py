@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from linear_vae.elbo import LinearVAE
+from linear_vae.elbo import LinearVAEParams
 from linear_vae.moments import LOG_2PI, rank_tolerance, spectrum_totals
 from linear_vae.ppca import mll_in_eigenbasis
 
@@ -55,7 +55,7 @@ class BetaElboOptimum(NamedTuple):
         """``#{i <= k : lambda_i > beta sigma2}``."""
         return int(np.sum(self.active))
 
-    def parameters(self, mean: np.ndarray, eigenvectors: np.ndarray) -> LinearVAE:
+    def parameters(self, mean: np.ndarray, eigenvectors: np.ndarray) -> LinearVAEParams:
         """Optimal ``(W, mu, V, log D)``: ``w_i = u_i sqrt(max(lambda_i - t, 0))``, ``mu`` = sample mean,
         ``v_i = u_i sqrt(l_i) / (l_i + t)`` (the optimal encoder, diagonal ``M``), ``D`` as above.
 
@@ -66,7 +66,7 @@ class BetaElboOptimum(NamedTuple):
         U = eigenvectors[:, :k]
         W = U * np.sqrt(self.column_variances)
         V = (U * (np.sqrt(self.column_variances) / (self.column_variances + t))).T
-        return LinearVAE(W, np.asarray(mean, dtype=np.float64), V, np.log(self.encoder_variances))
+        return LinearVAEParams(W, np.asarray(mean, dtype=np.float64), V, np.log(self.encoder_variances))
 
 
 def collapse_thresholds(eigenvalues, latent_dim: int, sigma2: float) -> np.ndarray:

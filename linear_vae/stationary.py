@@ -28,7 +28,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from linear_vae import spd
-from linear_vae.elbo import DataStats, LinearVAE, exact_elbo, with_optimal_encoder
+from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo, with_optimal_encoder
 from linear_vae.newton import projected_elbo
 from linear_vae.ppca import StationaryPoint
 
@@ -43,7 +43,7 @@ ZERO_CURVATURE = 1e-9
 # --------------------------------------------------------------------------------------------
 
 
-def elbo_hessian(params: LinearVAE, sigma2, stats: DataStats):
+def elbo_hessian(params: LinearVAEParams, sigma2, stats: DataStats):
     """The (n, n) autodiff Hessian of the exact ELBO (beta = 1) in all its parameters, flattened
     in the order ``W, mu, V, log D`` (``n = 2 d k + d + k``), float64 (a JAX function: vmap it over
     a batch of parameters).
@@ -128,7 +128,7 @@ def predicted_inertia(eigenvalues, point: StationaryPoint, sigma2: float) -> tup
     return mll, elbo
 
 
-def stationary_vaes(W, mean, sigma2) -> LinearVAE:
+def stationary_vaes(W, mean, sigma2) -> LinearVAEParams:
     """The linear VAEs at a stack (P, d, k) of MLL stationary points ``W`` (T2.4): ``mu`` the sample
     mean and the optimal encoder (T3.2), at which the ELBO's gradient in all parameters vanishes
     (T15.1).  Leading axis P.
@@ -146,12 +146,12 @@ def stationary_vaes(W, mean, sigma2) -> LinearVAE:
 class SearchResult(NamedTuple):
     """Where each start of :func:`search_stationary_points` ended (leading axis: start)."""
 
-    params: LinearVAE
+    params: LinearVAEParams
     gradient_norm: np.ndarray  # ||grad ELBO|| in all parameters at the end
     initial_gradient_norm: np.ndarray
 
 
-def random_starts(seed: int, n_starts: int, d: int, k: int, mean, scale_range=(0.05, 3.0)) -> LinearVAE:
+def random_starts(seed: int, n_starts: int, d: int, k: int, mean, scale_range=(0.05, 3.0)) -> LinearVAEParams:
     """``n_starts`` random linear VAEs (numpy ``default_rng(seed)``, float64): ``W`` and ``V``
     Gaussian with a per-start scale drawn log-uniformly from ``scale_range``, ``mu`` the mean plus
     that noise, ``log D ~ U(-2, 1)``."""
@@ -161,10 +161,10 @@ def random_starts(seed: int, n_starts: int, d: int, k: int, mean, scale_range=(0
     mu = np.asarray(mean, dtype=np.float64) + scale[:, :, 0] * rng.standard_normal((n_starts, d))
     V = scale * rng.standard_normal((n_starts, k, d))
     log_D = rng.uniform(-2.0, 1.0, (n_starts, k))
-    return LinearVAE(W, mu, V, log_D)
+    return LinearVAEParams(W, mu, V, log_D)
 
 
-def search_stationary_points(starts: LinearVAE, sigma2, stats: DataStats, iterations: int = 400) -> SearchResult:
+def search_stationary_points(starts: LinearVAEParams, sigma2, stats: DataStats, iterations: int = 400) -> SearchResult:
     """Solve ``grad ELBO(x) = 0`` in all parameters from every start (vmapped, float64).
 
     Levenberg-Marquardt on the residual ``g(x)`` with Jacobian ``H(x)`` (the Hessian, by autodiff):
@@ -181,7 +181,7 @@ def search_stationary_points(starts: LinearVAE, sigma2, stats: DataStats, iterat
 
 
 @partial(jax.jit, static_argnames="iterations")
-def _search(starts: LinearVAE, sigma2, stats: DataStats, iterations: int):
+def _search(starts: LinearVAEParams, sigma2, stats: DataStats, iterations: int):
     _, unravel = ravel_pytree(jax.tree.map(lambda a: a[0], starts))
 
     def gradient(x):

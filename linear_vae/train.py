@@ -44,7 +44,7 @@ import numpy as np
 import optax
 
 from linear_vae import divergence, loop, newton
-from linear_vae.elbo import DataStats, LinearVAE, elbo_terms, monte_carlo_elbo, optimal_encoder
+from linear_vae.elbo import DataStats, LinearVAEParams, elbo_terms, monte_carlo_elbo, optimal_encoder
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.problem import BASES, Problem
 from linear_vae.validation import check_latent_dim, check_positive
@@ -195,7 +195,7 @@ class TrainData(NamedTuple):
             jnp.asarray(problem.mean - U @ (U.T @ problem.mean)),
         )
 
-    def to_data_basis(self, params: LinearVAE) -> LinearVAE:
+    def to_data_basis(self, params: LinearVAEParams) -> LinearVAEParams:
         """Map parameters (numpy, leading configuration axis) from the training basis back to the data:
         ``W -> U W``, ``V -> V U^T``, ``mu -> U mu + mean_outside``.
 
@@ -205,7 +205,7 @@ class TrainData(NamedTuple):
             return params
         U = np.asarray(self.rotation)
         W, mu, V, log_D = params
-        return LinearVAE(np.einsum("ij,cjk->cik", U, W), mu @ U.T + np.asarray(self.mean_outside), V @ U.T, log_D)
+        return LinearVAEParams(np.einsum("ij,cjk->cik", U, W), mu @ U.T + np.asarray(self.mean_outside), V @ U.T, log_D)
 
 
 class Hyper(NamedTuple):
@@ -217,7 +217,7 @@ class Hyper(NamedTuple):
 
 
 class Trainable(NamedTuple):
-    params: LinearVAE
+    params: LinearVAEParams
     log_sigma2: jax.Array
 
 
@@ -258,7 +258,7 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return optax.adam(lr) if config.optimizer == "adam" else optax.sgd(lr)
 
 
-def initial_parameters(config: TrainConfig, hyper: Hyper, data: TrainData, key) -> LinearVAE:
+def initial_parameters(config: TrainConfig, hyper: Hyper, data: TrainData, key) -> LinearVAEParams:
     """Initial ``(W, mu, V, log D)`` for ``config.init`` (see :class:`TrainConfig`)."""
     d, k = data.eigenvectors.shape[0], config.latent_dim  # d: the coordinates trained on
     key_w, _ = jax.random.split(key)
@@ -272,12 +272,12 @@ def initial_parameters(config: TrainConfig, hyper: Hyper, data: TrainData, key) 
         # The encoder starts at the prior (V = 0, D = 1): V then only ever grows along directions
         # the data vary in (its gradient is proportional to W^T S), which keeps Adam from leaving
         # slowly decaying noise along the near-null directions of S.
-        return LinearVAE(noise_w, jnp.zeros(d), jnp.zeros((k, d)), jnp.zeros(k))
+        return LinearVAEParams(noise_w, jnp.zeros(d), jnp.zeros((k, d)), jnp.zeros(k))
     keep = jnp.ones(k).at[jnp.asarray(config.collapsed_columns, dtype=int)].set(0.0)
     t = hyper.beta * hyper.sigma2
     W = data.eigenvectors[:, :k] * jnp.sqrt(jnp.maximum(data.eigenvalues[:k] - t, 0.0)) * keep + noise_w
     V, D = optimal_encoder(W, hyper.sigma2, hyper.beta)
-    return LinearVAE(W, data.stats.mean, V, jnp.log(D))
+    return LinearVAEParams(W, data.stats.mean, V, jnp.log(D))
 
 
 def init_state(config: TrainConfig, hyper: Hyper, data: TrainData) -> TrainState:
@@ -350,7 +350,7 @@ def train_step(state: TrainState, hyper: Hyper, data: TrainData, config: TrainCo
     return jax.tree.map(lambda old, new: jnp.where(state.converged, old, new), state, stepped)
 
 
-def model(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> LinearVAE:
+def model(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> LinearVAEParams:
     """The linear VAE a state stands for: its parameters, or for Newton the represented VAE
     (:func:`linear_vae.newton.represented_vae`: rotated decoder, optimal encoder, bias at the mean)."""
     if config.optimizer != "newton":
@@ -423,7 +423,7 @@ class SweepResult(NamedTuple):
 
     config: TrainConfig
     hyper: Hyper
-    params: LinearVAE
+    params: LinearVAEParams
     sigma2: np.ndarray
     history: History
     seconds: float  # training wall time, compilation excluded (convergence checks included)

@@ -120,7 +120,7 @@ def dense_elbo_terms(params, sigma2, X):
     ``KL_j = 1/2 [D_j + (v_j^T y)^2 - 1 - log D_j]``.  Lucas et al. 2019, Appendix C; docs/theory.md (T3).
     Uses no covariance identity: ``X`` itself, not ``(mean, S)``.
 
-    ``params`` is ``(W, mu, V, log_D)`` (a ``LinearVAE`` or any 4-sequence).
+    ``params`` is ``(W, mu, V, log_D)`` (a ``LinearVAEParams`` or any 4-sequence).
     """
     W, mu, V, log_D = (np.asarray(p, dtype=np.float64) for p in params)
     X = np.asarray(X, dtype=np.float64)

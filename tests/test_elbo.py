@@ -25,7 +25,7 @@ import linear_vae  # noqa: F401  (float64)
 from linear_vae.datasets import make_synthetic
 from linear_vae.elbo import (
     DataStats,
-    LinearVAE,
+    LinearVAEParams,
     elbo_gap_optimal_encoder,
     elbo_terms,
     exact_elbo,
@@ -67,7 +67,7 @@ def problem(eigenvalues, seed):
 
 
 def random_params(rng, d, k, mu, w_scale=1.0):
-    return LinearVAE(
+    return LinearVAEParams(
         W=w_scale * rng.standard_normal((d, k)),
         mu=np.asarray(mu, dtype=np.float64),
         V=0.5 * rng.standard_normal((k, d)),
@@ -137,7 +137,7 @@ def _mc_setup(log_D):
     X = rng.standard_normal((N, d)) @ rng.standard_normal((d, d)) + 2.0
     mean = X.mean(0)
     S = (X - mean).T @ (X - mean) / N
-    params = LinearVAE(
+    params = LinearVAEParams(
         W=rng.standard_normal((d, k)),
         mu=mean + 0.3 * rng.normal(size=d),
         V=0.3 * rng.standard_normal((k, d)),
@@ -257,10 +257,10 @@ def test_closed_form_optimum_is_stationary_in_all_parameters_and_no_perturbation
     opt = beta_elbo_optimum(LAMBDA6, K3, beta, sigma2)
     t = beta * sigma2
     assert opt.active_dims == int(np.sum(LAMBDA6[:K3] > t))
-    params = LinearVAE(*(jnp.asarray(p) for p in opt.parameters(MEAN6, U6)))
+    params = LinearVAEParams(*(jnp.asarray(p) for p in opt.parameters(MEAN6, U6)))
     grad = _elbo_grad(params, sigma2, beta, STATS6)
     tol = scale_aware_tol(_elbo_grad, params, (sigma2, beta, STATS6))
-    for name, g in zip(LinearVAE._fields, grad):
+    for name, g in zip(LinearVAEParams._fields, grad):
         assert float(jnp.abs(g).max()) < tol, (name, g)
     value = float(_elbo(params, sigma2, beta, STATS6))
     # Random perturbations in all parameters, small (1e-3) and larger (1e-1), many directions:
@@ -303,7 +303,7 @@ def test_closed_form_optimum_values_equal_exact_elbo_mll_and_written_out_formula
 D5, K2 = 5, 2
 LAMBDA5 = np.array([5.0, 3.0, 2.0, 1.0, 0.5])
 S5, U5, MEAN5, STATS5 = problem(LAMBDA5, seed=8)
-_, _UNRAVEL5 = ravel_pytree(LinearVAE(jnp.zeros((D5, K2)), jnp.zeros(D5), jnp.zeros((K2, D5)), jnp.zeros(K2)))
+_, _UNRAVEL5 = ravel_pytree(LinearVAEParams(jnp.zeros((D5, K2)), jnp.zeros(D5), jnp.zeros((K2, D5)), jnp.zeros(K2)))
 _elbo_hessian5 = jax.jit(jax.hessian(lambda flat, s2, beta, stats: exact_elbo(_UNRAVEL5(flat), s2, beta, stats)))
 
 
@@ -318,7 +318,7 @@ def test_elbo_hessian_at_every_stationary_point_local_max_iff_global_max(sigma2)
         params = with_optimal_encoder(W, MEAN5, sigma2, 1.0)
         grad = _elbo_grad(params, sigma2, 1.0, STATS5)
         tol = scale_aware_tol(_elbo_grad, params, (sigma2, 1.0, STATS5))
-        for name, g in zip(LinearVAE._fields, grad):
+        for name, g in zip(LinearVAEParams._fields, grad):
             assert float(jnp.abs(g).max()) < tol, (point.directions, name)
         flat, _ = ravel_pytree(params)
         H = np.asarray(_elbo_hessian5(flat, sigma2, 1.0, STATS5))

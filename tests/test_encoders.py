@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from reference import dense_mll
 
-from linear_vae.elbo import DataStats, LinearVAE, exact_elbo, optimal_encoder
+from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo, optimal_encoder
 from linear_vae.experiments.encoders import exact_elbo_linear_decoder, heldout_mll
 from linear_vae.moments import compute_moments
 
@@ -19,7 +19,7 @@ def data(n=400, d=5, seed=0):
 def test_with_a_linear_encoder_it_is_the_moment_form_of_the_exact_elbo():
     X = data()
     rng = np.random.default_rng(1)
-    params = LinearVAE(
+    params = LinearVAEParams(
         rng.standard_normal((5, 2)),
         X.mean(0) + 0.1 * rng.standard_normal(5),
         rng.standard_normal((2, 5)),

@@ -19,7 +19,7 @@ import pytest
 
 import linear_vae  # noqa: F401  (float64)
 from linear_vae import metrics
-from linear_vae.elbo import DataStats, LinearVAE, exact_elbo, with_optimal_encoder
+from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo, with_optimal_encoder
 from linear_vae.estimators import (
     active_unit_variances,
     active_units,
@@ -292,7 +292,7 @@ def test_no_linear_vae_lies_below_the_frontier():
     rng = np.random.default_rng(2)
     k = 3
     for _ in range(300):
-        params = LinearVAE(
+        params = LinearVAEParams(
             W=rng.standard_normal((len(lam), k)) * rng.uniform(0.05, 2.0),
             mu=mean + 0.1 * rng.standard_normal(len(lam)),
             V=rng.standard_normal((k, len(lam))) * rng.uniform(0.05, 2.0),

@@ -19,7 +19,7 @@ import linear_vae  # noqa: F401  (float64)
 from linear_vae.analysis import analyze
 from linear_vae.cli import main
 from linear_vae.datasets import load_data
-from linear_vae.elbo import DataStats, LinearVAE, exact_elbo, with_optimal_encoder
+from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo, with_optimal_encoder
 from linear_vae.metrics import (
     METRIC_KEYS,
     active_unit_count,
@@ -44,7 +44,7 @@ def random_problem(seed=0, d=D_DIM, k=K):
     L = rng.standard_normal((d, d)) * rng.uniform(0.3, 2.0, d)
     S = L @ L.T / d + 0.05 * np.eye(d)
     mean = rng.standard_normal(d)
-    params = LinearVAE(
+    params = LinearVAEParams(
         W=rng.standard_normal((d, k)),
         mu=mean + 0.3 * rng.standard_normal(d),
         V=0.5 * rng.standard_normal((k, d)),
@@ -86,7 +86,7 @@ def test_general_formulas_match_dense_algebra(seed):
     # under the rotation x -> U^T x of the data with W -> U^T W, V -> V U, mu -> U^T mu.
     spectrum = eigen_decomposition(S)
     U = spectrum.eigenvectors
-    rotated = LinearVAE(U.T @ W, U.T @ mu, V @ U, log_D)
+    rotated = LinearVAEParams(U.T @ W, U.T @ mu, V @ U, log_D)
     full, eigen = collapse_metrics(params, mean, S), collapse_metrics(rotated, U.T @ mean, spectrum.eigenvalues)
     for key in METRIC_KEYS:
         np.testing.assert_allclose(eigen[key], full[key], rtol=1e-10, err_msg=key)
@@ -158,7 +158,7 @@ def test_rate_is_mutual_information_plus_marginal_kl(seed):
 def test_elbo_is_minus_distortion_over_2_sigma2_minus_beta_rate(seed, beta):
     params, mean, S = random_problem(seed)
     sigma2 = 0.7
-    elbo = float(exact_elbo(LinearVAE(*map(jnp.asarray, params)), sigma2, beta, DataStats.from_moments(mean, S)))
+    elbo = float(exact_elbo(LinearVAEParams(*map(jnp.asarray, params)), sigma2, beta, DataStats.from_moments(mean, S)))
     split = (
         -0.5 * D_DIM * (LOG_2PI + np.log(sigma2))
         - distortion(params, mean, S) / (2 * sigma2)
@@ -198,7 +198,7 @@ def test_optimum_metrics_match_the_general_formulas_at_the_optimal_parameters(se
         np.testing.assert_allclose(from_top[key], closed[key], rtol=1e-12, err_msg=key)
     # The optimal encoder of the optimal decoder (docs/theory.md (T3.2)) is the same encoder.
     recomputed = with_optimal_encoder(params.W, params.mu, sigma2, beta)
-    for candidate in (params, LinearVAE(*map(np.asarray, recomputed))):
+    for candidate in (params, LinearVAEParams(*map(np.asarray, recomputed))):
         general = collapse_metrics(candidate, mean, S, tau=tau)
         for key in ("rate", "distortion", "mutual_information_gaussian"):
             assert general[key] == pytest.approx(closed[key], rel=1e-10), key

@@ -33,7 +33,7 @@ import linear_vae  # noqa: F401  (float64)
 from linear_vae import newton
 from linear_vae.compare import GAP_TOL as COMPARE_GAP_TOL
 from linear_vae.compare import compare_one, train_and_compare, verdict
-from linear_vae.elbo import DataStats, LinearVAE, exact_elbo, optimal_encoder
+from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo, optimal_encoder
 from linear_vae.hard_cases import WELL_POSED_MARGIN, HardCase, check_well_posed, hard_cases, initial_sigma2s
 from linear_vae.moments import LOG_2PI
 from linear_vae.optimum import beta_elbo_optimum, learned_sigma2, threshold_distance
@@ -303,7 +303,7 @@ def test_optimal_encoder_zeroes_the_gradient_of_the_exact_elbo_in_V_log_D_and_mu
     for beta, sigma2 in [(0.5, 0.4), (1.0, 1.0), (3.0, 0.1)]:
         W = rng.normal(size=(8, 3))  # non-orthogonal columns: M is not diagonal
         V, D = optimal_encoder(W, sigma2, beta)
-        params = LinearVAE(jnp.asarray(W), stats.mean, V, jnp.log(D))
+        params = LinearVAEParams(jnp.asarray(W), stats.mean, V, jnp.log(D))
         g = grad(params, sigma2, beta, stats)
         # gradients are differences of O(||S|| ||W|| / sigma2) terms (<= ~1e3 here): round-off ~1e-12
         scale = float(jnp.max(jnp.abs(grad(params._replace(V=V * 1.1), sigma2, beta, stats).V)))
@@ -487,7 +487,12 @@ def test_decoder_gap_is_invariant_to_latent_rotations(problems):
         assert phi == pytest.approx(phi_rotated, abs=1e-10)
         reports = [
             compare_one(
-                LinearVAE(w, problem.mean, np.zeros((k, w.shape[0])), np.zeros(k)), sigma2, beta, False, 0.0, problem
+                LinearVAEParams(w, problem.mean, np.zeros((k, w.shape[0])), np.zeros(k)),
+                sigma2,
+                beta,
+                False,
+                0.0,
+                problem,
             )
             for w in (W, W @ R)
         ]

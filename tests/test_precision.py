@@ -19,7 +19,7 @@ import pytest
 
 import linear_vae  # noqa: F401
 from linear_vae.datasets import load_data, load_mnist
-from linear_vae.elbo import DataStats, LinearVAE, exact_elbo
+from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo
 from linear_vae.moments import compute_moments, eigen_decomposition
 from linear_vae.optimum import beta_elbo_optimum, learned_sigma2
 from linear_vae.ppca import log_marginal_likelihood
@@ -63,7 +63,7 @@ def test_exact_elbo_and_mll_outputs_are_float64():
     A = rng.standard_normal((d, d))
     S = A @ A.T / d
     mean = rng.normal(size=d)
-    params = LinearVAE(rng.standard_normal((d, k)), mean, rng.standard_normal((k, d)), np.zeros(k))
+    params = LinearVAEParams(rng.standard_normal((d, k)), mean, rng.standard_normal((k, d)), np.zeros(k))
     stats = DataStats.from_moments(mean, S)
     elbo = exact_elbo(params, 0.5, 1.0, stats)
     mll = log_marginal_likelihood(params.W, 0.5, S)
@@ -94,7 +94,7 @@ def test_exact_elbo_at_mnist_optimum_equals_closed_form_to_1e10(mnist, k, sigma2
     # Sensitivity check: the same computation forced to float32 misses the bound (for the
     # learned sigma2 = 0.018, where the ELBO is dominated by large cancelling terms, the float32
     # error is ~1e-6; at sigma2 = 1 it is ~5e-8).
-    p32 = LinearVAE(*(jnp.asarray(a, jnp.float32) for a in params))
+    p32 = LinearVAEParams(*(jnp.asarray(a, jnp.float32) for a in params))
     st32 = DataStats(*(jnp.asarray(a, jnp.float32) for a in stats))
     v32 = float(exact_elbo(p32, jnp.float32(s2), jnp.float32(1.0), st32))
     assert abs(v32 - opt.elbo) > 1e-10 * abs(opt.elbo)

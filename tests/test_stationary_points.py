@@ -12,7 +12,7 @@ from jax.flatten_util import ravel_pytree
 from reference import dense_mll
 
 from linear_vae import stationary
-from linear_vae.elbo import DataStats, LinearVAE, exact_elbo
+from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo
 from linear_vae.ppca import log_marginal_likelihood, stationary_points
 
 LAM = np.array([4.0, 2.0, 1.4, 0.5])  # distinct; sigma2 = 1 between 1.4 and 0.5
@@ -26,7 +26,7 @@ def problem():
     return S, Q, DataStats.from_moments(np.zeros(4), S)
 
 
-def gradient_norms_of(params: LinearVAE, stats) -> np.ndarray:
+def gradient_norms_of(params: LinearVAEParams, stats) -> np.ndarray:
     """||grad ELBO|| in all parameters, for a batch of parameters."""
     gradient = jax.grad(lambda p: exact_elbo(p, SIGMA2, 1.0, stats))
     return np.asarray(jax.jit(jax.vmap(lambda p: jnp.linalg.norm(ravel_pytree(gradient(p))[0])))(params))

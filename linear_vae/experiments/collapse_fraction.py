@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from linear_vae.collapse import collapsed_fraction_curve, encoder_kl_matrix
-from linear_vae.elbo import LinearVAE
+from linear_vae.elbo import LinearVAEParams
 from linear_vae.experiments.common import data_description, load_problem, newton_config, train
 from linear_vae.optimum import beta_elbo_optimum
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
@@ -81,7 +81,7 @@ def run(config: dict, progress=None) -> dict:
     for i, sigma2 in enumerate(sigma2s):
         optimum = beta_elbo_optimum(problem.eigenvalues, k, 1.0, sigma2)
         kl_closed = encoder_kl_matrix(optimum.parameters(problem.mean, problem.eigenvectors), X)
-        kl_trained = encoder_kl_matrix(LinearVAE(*(p[i] for p in result.params)), X)
+        kl_trained = encoder_kl_matrix(LinearVAEParams(*(p[i] for p in result.params)), X)
         closed = collapsed_fraction_curve(kl_closed, epsilons, delta)
         trained = collapsed_fraction_curve(kl_trained, epsilons, delta)
         panels.append(

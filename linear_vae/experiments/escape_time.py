@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from linear_vae.elbo import DataStats, LinearVAE, elbo_terms
+from linear_vae.elbo import DataStats, LinearVAEParams, elbo_terms
 from linear_vae.escape import elbo_growth_rate, initial_amplitude_sq, predicted_escape_steps
 from linear_vae.experiments.common import data_description, load_problem, train
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
@@ -91,7 +91,7 @@ def elbo_hessian_rates(problem, sigma2s):
 
     def elbo(flat, sigma2):
         W, V = flat[:d, None], flat[None, d:]
-        expected_log_lik, kl = elbo_terms(LinearVAE(W, stats.mean, V, jnp.zeros(1)), sigma2, stats)
+        expected_log_lik, kl = elbo_terms(LinearVAEParams(W, stats.mean, V, jnp.zeros(1)), sigma2, stats)
         return expected_log_lik - jnp.sum(kl)
 
     hessian = jax.jit(jax.hessian(elbo))
