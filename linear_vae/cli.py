@@ -542,23 +542,24 @@ def cmd_reproduce(args) -> int:
         return f"{finished} of {len(names)} experiments ({written_figures} figure(s)) written to {folder}"
 
     interrupts.set_status(status)
-    progress = Progress(enabled=not args.quiet)
-    for index, name in enumerate(names, 1):
-        start = time.perf_counter()
-        progress.context(f"[{index}/{len(names)}]")
-        progress.task(name)
-        progress.phase("loading data")
-        payload = run_experiment(
-            name, out_dir=out, quick=args.quick, progress=progress, resume=args.resume, restart=args.force
-        )
-        progress.close()
-        finished += 1
-        written_figures += len(payload["figures"])
-        progress.context("")
-        written = ", ".join(payload["figures"] + [f"{name}.json"])
-        progress.message(
-            f"[{index}/{len(names)}] {name}: wrote {written} in {folder} ({time.perf_counter() - start:.1f} s)"
-        )
+    with io.folder_lock(out, "linear-vae reproduce"):
+        progress = Progress(enabled=not args.quiet)
+        for index, name in enumerate(names, 1):
+            start = time.perf_counter()
+            progress.context(f"[{index}/{len(names)}]")
+            progress.task(name)
+            progress.phase("loading data")
+            payload = run_experiment(
+                name, out_dir=out, quick=args.quick, progress=progress, resume=args.resume, restart=args.force
+            )
+            progress.close()
+            finished += 1
+            written_figures += len(payload["figures"])
+            progress.context("")
+            written = ", ".join(payload["figures"] + [f"{name}.json"])
+            progress.message(
+                f"[{index}/{len(names)}] {name}: wrote {written} in {folder} ({time.perf_counter() - start:.1f} s)"
+            )
     interrupts.set_status(None)
     progress.message(
         f"reproduce: {written_figures} figure(s) from {len(names)} experiment(s) written to {folder} "

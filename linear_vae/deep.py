@@ -12,9 +12,13 @@ annealing only delays it.  This module is the deep counterpart of :mod:`linear_v
   the KL weight warmed up linearly from 0 to ``beta`` (1 by default) over ``warmup`` steps for KL
   annealing (0: no annealing).  Runs at equal ``beta sigma2`` are the same run (docs/theory.md (T13)),
   so ``beta`` is rarely worth a grid axis;
-* checkpoint: every ``log_every`` steps the held-out one-sample beta-ELBO is recorded with the same
-  noise each time, and the parameters at its best value are kept in the scanned state
-  (:func:`keep_best`), since a stopping rule saves nothing in a lockstep vmapped grid;
+* checkpoint: every ``log_every`` steps the held-out (validation) one-sample beta-ELBO is recorded
+  with the same noise each time, and the parameters at its best value are kept in the scanned
+  state (:func:`keep_best`);
+* stopping: :func:`train_grid` trains every configuration for ``config.steps``;
+  :func:`train_until_stopped` trains each until it stops by the rule of :mod:`linear_vae.stopping`,
+  dropping finished configurations from the grid and resuming from a checkpoint
+  (:func:`linear_vae.loop.run_until_stopped`);
 * measures: :func:`heldout_measures` reports every collapse measure of any Gaussian VAE given as
   ``(encode, decode, sigma2)`` on held-out rows, by :mod:`linear_vae.metrics`' estimators, so the deep
   and the linear VAE are measured by the same code.
@@ -294,9 +298,8 @@ def measure(state: DeepState, hyper: DeepHyper, X_train_slice, X_heldout, config
 
 
 def keep_best(state: DeepState, record: DeepHistory) -> DeepState:
-    """Replace the kept checkpoint when this record's held-out objective beats it.  In a lockstep
-    vmapped grid a stopping rule saves no time, so every run trains for the whole budget and is
-    reported at this checkpoint: early stopping on the held-out objective, after the fact."""
+    """Replace the kept checkpoint when this record's held-out objective beats it, so that a run is
+    reported at its best record however long it trained after it."""
     better = record.heldout_objective > state.best_objective
     return state._replace(
         best_params=jax.tree.map(lambda new, old: jnp.where(better, new, old), state.params, state.best_params),

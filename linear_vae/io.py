@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -146,3 +147,33 @@ def check_output_file(path, option: str) -> Path:
     except OSError as error:
         raise ValueError(f"cannot write {path}: {error.strerror or error}; {advice}") from None
     return path
+
+
+@contextlib.contextmanager
+def folder_lock(folder, what: str):
+    """Hold an exclusive lock on ``folder`` (the file ``.linear-vae.lock`` in it) for as long as the
+    block runs, so that two commands never write results into one folder at once; ``ValueError``
+    naming the holder when another process (or another open of the lock) holds it.  The lock goes
+    with the process: a killed command leaves no stale lock behind (``flock``)."""
+    import fcntl
+
+    path = Path(folder) / ".linear-vae.lock"
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ValueError(
+            f"{folder} is being written by another {what} ({holder}); wait for it to finish, or pass another --out"
+        ) from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield path
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()

@@ -258,3 +258,17 @@ def test_a_quick_run_refuses_to_replace_full_budget_results_unless_forced(tmp_pa
     assert not (tmp_path / "kl_per_dim.json").exists()  # nothing ran
     assert main(["reproduce", "--quick", "--only", "landscape", "--out", str(tmp_path), "--force"]) == 0
     assert json.loads(full.read_text())["quick"] is True
+
+
+def test_two_reproduce_runs_never_write_one_folder_at_once(tmp_path, monkeypatch, capsys):
+    """While one holds the folder's lock, a second refuses in one line (status 2) and writes nothing;
+    once the first is done, the folder is free again."""
+    monkeypatch.setattr(runner, "run_experiment", _fake_run)
+    with io.folder_lock(tmp_path, "linear-vae reproduce"):
+        status = main(["reproduce", "--quick", "--only", "landscape", "--out", str(tmp_path)])
+        lines = _stderr_lines(capsys.readouterr().err)
+        assert status == 2 and len(lines) == 1
+        assert "being written by another linear-vae reproduce (pid " in lines[0] and "--out" in lines[0]
+        assert not (tmp_path / "landscape.json").exists()
+    assert main(["reproduce", "--quick", "--only", "landscape", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "landscape.json").exists()
