@@ -458,7 +458,7 @@ def cmd_sweep(args) -> int:
     seeds = _parse_values(args.seeds, "--seeds", int)
     learn = args.sigma2s is None
     sigma2s = [None] if learn else _parse_values(args.sigma2s, "--sigma2s")
-    _, reports = _run_sweep(args, args.latent_dim, betas, sigma2s, seeds, learn, "report")
+    _, _, reports = _run_sweep(args, args.latent_dim, betas, sigma2s, seeds, learn, "report")
     _print_reports(reports, args.json)
     diverged = [r for r in reports if r["diverged"]]
     if diverged:

@@ -46,7 +46,6 @@ import optax
 from linear_vae import divergence, loop, metrics, stopping
 from linear_vae.elbo import standard_normal_kl
 from linear_vae.moments import LOG_2PI
-from linear_vae.train import DivergenceError
 
 DTYPE = jnp.float32
 SCHEDULES = ("constant", "cosine")
@@ -375,7 +374,7 @@ def train_grid(
     """Train every configuration of ``hyper`` (1-D arrays of equal length) in one compiled program,
     through the shared loop (:func:`linear_vae.loop.run_in_chunks`): in :data:`DEEP_CHUNKS` chunks
     when ``progress`` (:class:`linear_vae.progress.Progress`) shows them, else in one.  Raises
-    :class:`~linear_vae.train.DivergenceError` by the rule of :mod:`linear_vae.divergence`."""
+    :class:`~linear_vae.divergence.DivergenceError` by the rule of :mod:`linear_vae.divergence`."""
     config.validate(X_train.shape[1], X_train.shape[0])
     hyper = batched_hyper(config, hyper)
     X_train = jnp.asarray(X_train, DTYPE)
@@ -552,11 +551,11 @@ DEEP_CHUNKS = 10
 def _raise_divergence(
     hyper: DeepHyper, start, end, model_variance, data_variance: float, first_nonfinite_step, steps
 ) -> None:
-    """Raise :class:`~linear_vae.train.DivergenceError` for the first configuration that diverged."""
+    """Raise :class:`~linear_vae.divergence.DivergenceError` for the first configuration that diverged."""
     diverged, reasons = divergence.diagnose(start, end, model_variance, data_variance, first_nonfinite_step, steps)
     if diverged.any():
         i = int(np.argmax(diverged))
-        raise DivergenceError(
+        raise divergence.DivergenceError(
             f"deep VAE training diverged in configuration {i} (sigma2 = {float(hyper.sigma2[i]):.4g}, "
             f"learned = {bool(hyper.learn_sigma2[i])}, warmup = {int(hyper.warmup[i])}): "
             f"{reasons[i]}; lower the `learning_rate`"

@@ -24,6 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 
+
+class DivergenceError(ValueError):
+    """Training diverged by the rule above; raised by either trainer naming the configuration and the step."""
+
+
 MARGIN_NATS = 10.0
 MARGIN_FRACTION = 0.01
 SCALE_FACTOR = 1e6

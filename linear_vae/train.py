@@ -446,10 +446,6 @@ class SweepResult(NamedTuple):
         return np.asarray(self.diagnosis.converged, dtype=bool)
 
 
-class DivergenceError(ValueError):
-    """Training diverged (:mod:`linear_vae.divergence`); raised naming the configuration and the step."""
-
-
 def _records_per_chunk(config: TrainConfig, total_records: int, n_chunks: int, progress) -> int:
     """Newton is checked every :data:`NEWTON_CHECK_EVERY` iterations; gradient methods in ``n_chunks``
     chunks when they are checked or show progress, else in one."""
@@ -514,7 +510,7 @@ def train_sweep(
     step.
 
     Divergence (:mod:`linear_vae.divergence`) is checked between chunks and at the end.  With
-    ``on_divergence="raise"`` the first diverged configuration raises :class:`DivergenceError`
+    ``on_divergence="raise"`` the first diverged configuration raises :class:`~linear_vae.divergence.DivergenceError`
     naming it and the step; with ``"report"`` the sweep runs on and the result marks it
     (``diverged``, ``divergence``).
     """
@@ -663,7 +659,7 @@ class _DivergenceWatch:
     def _raise(self, i: int, reasons: list) -> None:
         h = self.hyper
         sigma2 = "initial sigma2" if self.config.learn_sigma2 else "sigma2"  # a learned one has moved since
-        raise DivergenceError(
+        raise divergence.DivergenceError(
             f"training diverged in configuration {i} (beta = {float(h.beta[i]):.6g}, {sigma2} = {float(h.sigma2[i]):.6g}, "
             f"seed = {int(h.seed[i])}): {reasons[i]}; lower the `learning_rate`"
         )

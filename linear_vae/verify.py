@@ -23,7 +23,7 @@ Every configuration also must not exceed its optimum by more than float64 round-
 :func:`linear_vae.compare.verdict`; the whole run *agrees* when every configuration passes,
 *disagrees* when any converged configuration contradicts the closed form, and is *not
 converged* otherwise.  The command exits 1 on either of the last two.  A run that diverges
-(:mod:`linear_vae.divergence`) stops the verification with :class:`~linear_vae.train.DivergenceError`
+(:mod:`linear_vae.divergence`) stops the verification with :class:`~linear_vae.divergence.DivergenceError`
 (exit 2 from the command): its numbers say nothing about the theory.
 """
 

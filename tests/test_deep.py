@@ -9,7 +9,7 @@ from linear_vae.analysis import analyze
 from linear_vae.collapse import epsilon_delta_collapsed
 from linear_vae.datasets import make_synthetic
 from linear_vae.deep import DTYPE, DeepConfig, DeepHyper, train_grid
-from linear_vae.train import DivergenceError
+from linear_vae.divergence import DivergenceError
 
 SIGMA2S = np.array([1.0, 3.0, 5.0])  # 5, 4 and 2 of the top eigenvalues 8 * 0.75**i above them
 K = 4

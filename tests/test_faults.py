@@ -24,8 +24,9 @@ import pytest
 from linear_vae import divergence, io
 from linear_vae.cli import _cell, main
 from linear_vae.datasets import load_data
+from linear_vae.divergence import DivergenceError
 from linear_vae.problem import Problem
-from linear_vae.train import DivergenceError, TrainConfig, TrainData, record_steps, train_sweep
+from linear_vae.train import TrainConfig, TrainData, record_steps, train_sweep
 
 #: The installed console script; ``python -m linear_vae_launcher`` (the same entry point) when it is
 #: not on the PATH (a virtual environment used without activating it).

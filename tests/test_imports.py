@@ -87,3 +87,7 @@ def test_nothing_in_the_library_imports_the_cli():
 def test_the_training_loop_imports_no_model():
     # Only the atomic file writer, for the checkpoint of a grid that stops by rule.
     assert package_imports()["linear_vae.loop"] <= {"linear_vae.io"}
+
+
+def test_the_deep_trainer_does_not_import_the_linear_one():
+    assert "linear_vae.train" not in package_imports()["linear_vae.deep"]

@@ -40,9 +40,10 @@ import linear_vae.train as train_module
 from linear_vae.cli import for_the_command_line, main
 from linear_vae.compare import compare_sweep
 from linear_vae.datasets import load_data, make_synthetic
+from linear_vae.divergence import DivergenceError
 from linear_vae.moments import compute_moments, eigen_decomposition
 from linear_vae.problem import Problem
-from linear_vae.train import DivergenceError, TrainConfig, TrainData, train_single, train_sweep
+from linear_vae.train import TrainConfig, TrainData, train_single, train_sweep
 
 K = 8  # latent dimensions of the main sweep (thresholds lambda_1..lambda_8 = 8 .. 1.07)
 SIGMA2 = 1.0  # fixed sigma2 of the main sweep: beta* = lambda_i
