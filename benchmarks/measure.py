@@ -329,7 +329,7 @@ def hard_case_runs(quick: bool) -> dict:
     (each compiles its own program), at most :data:`QUICK_HARD_CASE_ITERATIONS` iterations."""
     if hard_cases is None:
         return {"error": f"linear_vae.hard_cases is not available ({HARD_CASES_IMPORT_ERROR})", "cases": []}
-    from linear_vae.compare import train_and_compare
+    from linear_vae.compare import train_and_compare_zipped
 
     cases = hard_cases()
     if quick:
@@ -361,9 +361,8 @@ def hard_case_runs(quick: bool) -> dict:
                 latent_dim=case.latent_dim, learn_sigma2=learned, steps=QUICK_HARD_CASE_ITERATIONS if quick else None
             )
             t0 = time.perf_counter()
-            result, reports = train_and_compare(
-                problem, config, betas, np.full(len(betas), sigma2), np.zeros(len(betas), int)
-            )
+            start = {"sigma2_init": sigma2} if learned else {"sigma2s": sigma2}
+            result, reports = train_and_compare_zipped(problem, config, betas, seeds=0, **start)
             row.update(
                 n=problem.dataset.n,
                 d=problem.dataset.d,
@@ -407,7 +406,7 @@ def hard_case_runs(quick: bool) -> dict:
             f"TrainConfig(latent_dim=case.latent_dim, learn_sigma2=case.sigma2 is None{cap}), the default "
             "Newton optimiser; initial sigma2 = the case's, or the mean eigenvalue when learned; "
             "gaps against the closed-form optimum (at the closed-form learned sigma2 when learned); "
-            "wall_seconds is the whole train_and_compare call (basis change, compilation, training, "
+            "wall_seconds is the whole train_and_compare_zipped call (basis change, compilation, training, "
             "comparison)"
         ),
     }

@@ -297,9 +297,8 @@ def _progress(args, label: str):
 
 def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2, on_divergence: str):
     """Train the Cartesian product of ``betas x sigma2s x seeds`` in one compiled call and compare."""
-    import itertools
 
-    from linear_vae.compare import train_and_compare
+    from linear_vae.compare import train_and_compare_grid
     from linear_vae.problem import Problem
     from linear_vae.validation import check_positive
 
@@ -310,18 +309,19 @@ def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2, on_diverge
         raise ValueError(f"--sigma2-init sets the start of a learned sigma2, but {fixed} fixes it; drop one of them")
     problem = Problem.from_dataset(_load(args))
     if learn_sigma2:
-        sigma2s = [_default_sigma2_init(args, problem)]
+        sigma2s, start = None, _default_sigma2_init(args, problem)
     else:
-        sigma2s = [check_positive("sigma2", s) for s in sigma2s]
-    b, s, r = (list(column) for column in zip(*itertools.product(betas, sigma2s, seeds)))
-    progress = _progress(args, args.command if len(b) == 1 else f"{args.command} ({len(b)} configurations)")
+        sigma2s, start = [check_positive("sigma2", s) for s in sigma2s], None
+    n_configs = len(betas) * len(seeds) * (1 if learn_sigma2 else len(sigma2s))
+    progress = _progress(args, args.command if n_configs == 1 else f"{args.command} ({n_configs} configurations)")
     try:
-        result, reports = train_and_compare(
+        result, reports = train_and_compare_grid(
             problem,
             _train_config(args, latent_dim, learn_sigma2),
-            b,
-            s,
-            r,
+            betas,
+            sigma2s,
+            seeds,
+            sigma2_init=start,
             progress=progress,
             on_divergence=on_divergence,
         )

@@ -283,18 +283,104 @@ def compare_sweep(
     return reports
 
 
-def train_and_compare(
+def train_and_compare_grid(
     problem: Problem,
     config: TrainConfig,
-    betas,
-    sigma2s,
-    seeds,
+    betas=(1.0,),
+    sigma2s=None,
+    seeds=(0,),
+    *,
+    sigma2_init=None,
     progress: Callable[[int, int], None] | None = None,
     on_divergence: str = "raise",
 ) -> tuple[SweepResult, list[dict]]:
-    """Train one sweep (one compiled call, in ``config.basis``) and compare every configuration
-    with the closed form: the one path from data to trained-versus-analytic reports.
-    ``on_divergence`` as in :func:`linear_vae.train.train_sweep`."""
+    """Train **every combination** of ``betas x sigma2s x seeds`` (the order of
+    ``itertools.product``, as ``linear-vae sweep``) in one compiled call and compare each with the
+    closed form.
+
+    With a fixed sigma2 (``config.learn_sigma2`` False) ``sigma2s`` are its values.  With a learned
+    sigma2 ``sigma2s`` must be ``None`` and ``sigma2_init`` (one value, or a list, a grid axis like
+    the others) is where it starts, by default the data's mean variance ``tr S / d``.
+    ``on_divergence`` as in :func:`linear_vae.train.train_sweep`.
+
+    >>> from linear_vae.datasets import make_synthetic
+    >>> from linear_vae.problem import Problem
+    >>> from linear_vae.train import TrainConfig
+    >>> problem = Problem.from_dataset(make_synthetic(n=500))
+    >>> result, reports = train_and_compare_grid(problem, TrainConfig(latent_dim=3), [1.0, 4.0], [0.5], [0, 1])
+    >>> [(r["beta"], r["seed"], r["verdict"]) for r in reports]
+    [(1.0, 0, 'agrees'), (1.0, 1, 'agrees'), (4.0, 0, 'agrees'), (4.0, 1, 'agrees')]
+    """
+    import itertools
+
+    starts = _sigma2_values(problem, config, sigma2s, sigma2_init)
+    grid = list(itertools.product(_as_list(betas), starts, _as_list(seeds)))
+    b, s, r = ([g[i] for g in grid] for i in range(3))
+    return _train_and_compare(problem, config, b, s, r, progress, on_divergence)
+
+
+def train_and_compare_zipped(
+    problem: Problem,
+    config: TrainConfig,
+    betas,
+    sigma2s=None,
+    seeds=0,
+    *,
+    sigma2_init=None,
+    progress: Callable[[int, int], None] | None = None,
+    on_divergence: str = "raise",
+) -> tuple[SweepResult, list[dict]]:
+    """Train configuration ``i`` at ``(betas[i], sigma2s[i], seeds[i])``, **element by element**, in one
+    compiled call and compare each with the closed form.  Lists must share one length; a single
+    value stands for every configuration.  Learned sigma2: ``sigma2s=None`` and ``sigma2_init`` the
+    starts (default ``tr S / d``), as in :func:`train_and_compare_grid`.
+
+    >>> from linear_vae.datasets import make_synthetic
+    >>> from linear_vae.problem import Problem
+    >>> from linear_vae.train import TrainConfig
+    >>> problem = Problem.from_dataset(make_synthetic(n=500))
+    >>> result, reports = train_and_compare_zipped(problem, TrainConfig(latent_dim=3), [1.0, 4.0], [0.5, 2.0])
+    >>> [(r["beta"], r["sigma2"], r["verdict"]) for r in reports]
+    [(1.0, 0.5, 'agrees'), (4.0, 2.0, 'agrees')]
+    """
+    columns = {"betas": _as_list(betas), "sigma2s": _sigma2_values(problem, config, sigma2s, sigma2_init)}
+    columns["seeds"] = _as_list(seeds)
+    lengths = {name: len(values) for name, values in columns.items()}
+    n = max(lengths.values())
+    if any(length not in (1, n) for length in lengths.values()):
+        given = ", ".join(f"{name} {length}" for name, length in lengths.items())
+        raise ValueError(
+            f"zipped lists must share one length (or hold one value), got {given}; "
+            "use train_and_compare_grid for every combination"
+        )
+    b, s, r = ([values[0]] * n if len(values) == 1 else values for values in columns.values())
+    return _train_and_compare(problem, config, b, s, r, progress, on_divergence)
+
+
+def _as_list(values) -> list:
+    return [v.item() if hasattr(v, "item") else v for v in np.atleast_1d(np.asarray(values)).tolist()]
+
+
+def _sigma2_values(problem: Problem, config: TrainConfig, sigma2s, sigma2_init) -> list:
+    """The sigma2 of each configuration (fixed), or where each starts (learned), refusing a
+    ``sigma2s`` that would be misread as a start."""
+    if config.learn_sigma2:
+        if sigma2s is not None:
+            raise ValueError(
+                "the TrainConfig learns sigma2 (learn_sigma2=True), so `sigma2s` would be only its start; "
+                "pass the start as `sigma2_init` and leave `sigma2s` out"
+            )
+        return _as_list(problem.trace / problem.d if sigma2_init is None else sigma2_init)
+    if sigma2_init is not None:
+        raise ValueError("`sigma2_init` starts a learned sigma2, but the TrainConfig fixes it; pass `sigma2s`")
+    if sigma2s is None:
+        raise ValueError("pass the fixed `sigma2s`, or learn sigma2 with TrainConfig(..., learn_sigma2=True)")
+    return _as_list(sigma2s)
+
+
+def _train_and_compare(problem, config, betas, sigma2s, seeds, progress, on_divergence):
+    """Train one sweep (one compiled call, in ``config.basis``) from zipped lists and compare every
+    configuration with the closed form: the one path from data to trained-versus-analytic reports."""
     if problem.wide and config.basis is None:  # S is not formed: only the eigenbasis view exists
         config = config._replace(basis="eigen")
     config = config.validate(problem.d, problem.n)

@@ -2,7 +2,7 @@
 ``FactorAnalysis``: ``LinearVAE(latent_dim).fit(X)``, then ``transform``, ``score``, ``sample``,
 ``save`` and ``load``.
 
-``fit`` trains one configuration through :func:`linear_vae.compare.train_and_compare` (Newton on
+``fit`` trains one configuration through :func:`linear_vae.compare.train_and_compare_zipped` (Newton on
 the exact ELBO by default; the trainer, the convergence test and the comparison with the closed
 form are the library's own) and keeps what a user asks of a fitted model as attributes with a
 trailing underscore.  The model is::
@@ -180,7 +180,7 @@ class LinearVAE:
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, X, y=None) -> "LinearVAE":
         """Train on the rows of ``X`` ((N, d), float64); ``y`` is ignored.  Returns ``self``."""
-        from linear_vae.compare import train_and_compare
+        from linear_vae.compare import train_and_compare_zipped
         from linear_vae.problem import Problem
         from linear_vae.train import TrainConfig
 
@@ -193,21 +193,15 @@ class LinearVAE:
         if not learn and self.sigma2_init is not None:
             raise ValueError("`sigma2_init` is the start of a learned sigma2, but `sigma2` fixes it; drop one")
         problem = Problem.from_data(X)
-        if learn:
-            start = (
-                problem.trace / problem.d
-                if self.sigma2_init is None
-                else check_positive("sigma2_init", self.sigma2_init)
-            )
-        else:
-            start = check_positive("sigma2", self.sigma2)
+        fixed = None if learn else check_positive("sigma2", self.sigma2)
+        start = None if self.sigma2_init is None else check_positive("sigma2_init", self.sigma2_init)
         options = {} if self.steps is None else {"steps": int(self.steps)}
         if self.learning_rate is not None:
             if self.optimizer == "newton":
                 raise ValueError("`learning_rate` does nothing for `optimizer` newton; drop it or choose adam or sgd")
             options["learning_rate"] = check_positive("learning_rate", self.learning_rate)
         config = TrainConfig(latent_dim, optimizer=self.optimizer, learn_sigma2=learn, **options)
-        result, (report,) = train_and_compare(problem, config, [beta], [start], [int(self.seed)])
+        result, (report,) = train_and_compare_zipped(problem, config, beta, fixed, int(self.seed), sigma2_init=start)
         return self.take_trained(result, 0, report, problem)
 
     def take_trained(self, result, index: int, report: dict, problem) -> "LinearVAE":

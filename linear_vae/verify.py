@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from linear_vae.compare import GAP_TOL, ROUNDOFF_GAP, gap_text, roundoff, train_and_compare, verdict
+from linear_vae.compare import GAP_TOL, ROUNDOFF_GAP, gap_text, roundoff, train_and_compare_zipped, verdict
 from linear_vae.datasets import Dataset
 from linear_vae.optimum import learned_sigma2
 from linear_vae.problem import Problem
@@ -139,12 +139,12 @@ def run_verification(
         skipped = str(error).split(";")[0]
     far, near = plan_betas(eigenvalues, latent_dim, sigma2)
     betas = far + near
-    _, reports = train_and_compare(problem, config, betas, [sigma2] * len(betas), [seed] * len(betas), progress)
+    _, reports = train_and_compare_zipped(problem, config, betas, sigma2, seed, progress=progress)
     if skipped is None:
         learned_config = config._replace(learn_sigma2=True)
         if optimizer != "newton":
             learned_config = learned_config._replace(steps=LEARNED_STEPS_FACTOR * config.steps)
-        _, learned = train_and_compare(problem, learned_config, [1.0], [problem.trace / problem.d], [seed], progress)
+        _, learned = train_and_compare_zipped(problem, learned_config, 1.0, seeds=seed, progress=progress)
         reports += learned
     for report in reports:
         report["kind"] = "near" if report["nearest_threshold_distance"] < NEAR else "far"

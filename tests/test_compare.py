@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from linear_vae.compare import ROUNDOFF_GAP, gain_text, gap_text, verdict
 
 
@@ -37,3 +39,33 @@ def test_an_undefined_predicted_gain_is_explained_not_printed_as_inf():
     assert outcome == "not converged"
     assert "predicted gain not defined yet" in reasons[0] and "inf" not in reasons[0]
     assert "about 372 more steps" in reasons[0]
+
+
+# --- the Python API: a grid or zipped lists, and a learned sigma2's start by its own name -----------
+def test_grid_and_zipped_training_say_what_they_pair():
+    """The examples in their docstrings run: the grid trains every combination in product order,
+    the zipped form pairs element by element (each example trains and lands on the closed form)."""
+    import doctest
+
+    import linear_vae.compare
+
+    assert doctest.testmod(linear_vae.compare, raise_on_error=False).failed == 0
+
+
+def test_misreadable_arguments_are_refused_before_training():
+    from linear_vae.compare import train_and_compare_grid, train_and_compare_zipped
+    from linear_vae.datasets import make_synthetic
+    from linear_vae.problem import Problem
+    from linear_vae.train import TrainConfig
+
+    problem = Problem.from_dataset(make_synthetic(n=200))
+    fixed, learned = TrainConfig(latent_dim=2), TrainConfig(latent_dim=2, learn_sigma2=True)
+    with pytest.raises(ValueError, match="share one length .*betas 2, sigma2s 3, seeds 1.*train_and_compare_grid"):
+        train_and_compare_zipped(problem, fixed, [1.0, 2.0], [0.5, 1.0, 2.0])
+    for train in (train_and_compare_grid, train_and_compare_zipped):
+        with pytest.raises(ValueError, match="`sigma2_init`"):
+            train(problem, learned, [1.0], [0.5])
+        with pytest.raises(ValueError, match="pass the fixed `sigma2s`"):
+            train(problem, fixed, [1.0])
+        with pytest.raises(ValueError, match="fixes it"):
+            train(problem, fixed, [1.0], [0.5], sigma2_init=1.0)

@@ -260,14 +260,14 @@ def test_a_trained_model_reports_its_metrics_on_the_rate_distortion_identity():
     exact beta-ELBO through ELBO = -d/2 log(2 pi sigma2) - D / (2 sigma2) - beta R (T11.1) to
     1e-10 relative, and a converged Newton run (gap <= 1e-6 nats) sits at the optimum's (R, D):
     each can be off by about the square root of the gap, so 1e-3 is a generous bound."""
-    from linear_vae.compare import train_and_compare
+    from linear_vae.compare import train_and_compare_zipped
     from linear_vae.datasets import load_data
     from linear_vae.problem import Problem
     from linear_vae.train import TrainConfig
 
     problem = Problem.from_dataset(load_data("synthetic"))
     beta, sigma2 = 1.5, 0.5
-    _, [report] = train_and_compare(problem, TrainConfig(latent_dim=4), [beta], [sigma2], [0])
+    _, [report] = train_and_compare_zipped(problem, TrainConfig(latent_dim=4), beta, sigma2)
     assert report["verdict"] == "agrees"
     d = problem.d
     reassembled = -0.5 * d * np.log(2 * np.pi * sigma2) - report["distortion"] / (2 * sigma2) - beta * report["rate"]

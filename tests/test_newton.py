@@ -32,7 +32,7 @@ from reference import optimal_learned_sigma2
 import linear_vae  # noqa: F401  (float64)
 from linear_vae import newton
 from linear_vae.compare import GAP_TOL as COMPARE_GAP_TOL
-from linear_vae.compare import compare_one, train_and_compare, verdict
+from linear_vae.compare import compare_one, train_and_compare_zipped, verdict
 from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo, optimal_encoder
 from linear_vae.hard_cases import WELL_POSED_MARGIN, HardCase, check_well_posed, hard_cases, initial_sigma2s
 from linear_vae.moments import LOG_2PI
@@ -73,6 +73,13 @@ def never_above_optimum(gap: float, optimum: float) -> bool:
     return gap >= -1e-9 * (1.0 + abs(optimum))
 
 
+def train_case(problem, config: TrainConfig, betas, starts, seeds):
+    """:func:`train_and_compare_zipped`, with ``starts`` the fixed sigma2s or, where the config learns
+    sigma2, where it starts."""
+    key = "sigma2_init" if config.learn_sigma2 else "sigma2s"
+    return train_and_compare_zipped(problem, config, betas, seeds=seeds, **{key: starts})
+
+
 def default_config(case: HardCase, **overrides) -> TrainConfig:
     """The DEFAULT trainer for a case: only the latent dimension and, where sigma2 is learned, that."""
     return TrainConfig(latent_dim=case.latent_dim, learn_sigma2=case.sigma2 is None, **overrides)
@@ -109,7 +116,7 @@ def hard_runs(problems):
             betas = list(case.betas) * len(SEEDS)
             sigma2s = initial_sigma2s(case, problem.eigenvalues) * len(SEEDS)
             seeds = [seed for seed in SEEDS for _ in range(n_betas)]
-            result, reports = train_and_compare(problem, default_config(case), betas, sigma2s, seeds)
+            result, reports = train_case(problem, default_config(case), betas, sigma2s, seeds)
             cache[name] = (case, problem, result, reports)
         return cache[name]
 
@@ -504,7 +511,7 @@ def test_gaps_are_the_same_when_training_in_the_data_basis_and_the_eigenbasis(pr
     """Newton's trajectory is invariant to the basis (its start is drawn in the data basis either way)."""
     case, problem, _, eigen_reports = hard_runs("near-equal-pairs")
     n_betas = len(case.betas)
-    _, data_reports = train_and_compare(
+    _, data_reports = train_case(
         problem,
         default_config(case, basis="data"),
         list(case.betas),
@@ -545,7 +552,7 @@ SADDLE_BETAS = (0.5, 1.0, 3.0)
 def early_adam(problems):
     case = CASES["near-equal-pairs"]
     problem = problems(case.name)
-    return train_and_compare(
+    return train_case(
         problem,
         default_config(case, **EARLY_ADAM),
         list(case.betas),
@@ -571,7 +578,7 @@ def test_adam_stopped_early_reports_not_converged_with_a_measured_rate(early_ada
 def test_newton_stopped_after_two_steps_reports_not_converged(problems):
     case = CASES["three-decades"]
     problem = problems(case.name)
-    _, reports = train_and_compare(
+    _, reports = train_case(
         problem,
         default_config(case, steps=2, log_every=1),
         list(case.betas),
@@ -587,7 +594,7 @@ def test_newton_stopped_after_two_steps_reports_not_converged(problems):
 def saddle_adam(problems):
     case = CASES["near-equal-pairs"]
     problem = problems(case.name)
-    return train_and_compare(
+    return train_case(
         problem,
         default_config(case, **SADDLE_ADAM),
         list(SADDLE_BETAS),
@@ -616,9 +623,7 @@ def saddle_newton(problems):
     case = CASES["near-equal-pairs"]
     problem = problems(case.name)
     config = default_config(case, init="collapsed", collapsed_columns=(0,), init_scale=1e-12)
-    return train_and_compare(
-        problem, config, list(SADDLE_BETAS), [case.sigma2] * len(SADDLE_BETAS), [0] * len(SADDLE_BETAS)
-    )
+    return train_case(problem, config, list(SADDLE_BETAS), [case.sigma2] * len(SADDLE_BETAS), [0] * len(SADDLE_BETAS))
 
 
 def test_newton_started_at_a_collapsed_saddle_escapes_and_agrees(saddle_newton):

@@ -320,7 +320,7 @@ def test_wide_problem_is_the_eigenbasis_of_the_data_span(wide_problem):
 def test_training_on_wide_data_reaches_the_closed_form_without_a_d_by_d_matrix(monkeypatch, wide_problem, learn_sigma2):
     """Newton in the N-dimensional eigen-coordinates converges and agrees with the closed form
     (whose d enters only as a number) to 1e-6 nats; the d x d path is never taken."""
-    from linear_vae.compare import train_and_compare
+    from linear_vae.compare import train_and_compare_zipped
     from linear_vae.train import TrainConfig
 
     def forbidden(*args, **kwargs):
@@ -329,10 +329,9 @@ def test_training_on_wide_data_reaches_the_closed_form_without_a_d_by_d_matrix(m
     monkeypatch.setattr(problem_module, "compute_moments", forbidden)
     monkeypatch.setattr(problem_module, "eigen_decomposition", forbidden)
     sigma2 = float(np.sqrt(wide_problem.eigenvalues[2] * wide_problem.eigenvalues[3]))
-    start = wide_problem.trace / wide_problem.d if learn_sigma2 else sigma2
-    result, [report] = train_and_compare(
-        wide_problem, TrainConfig(latent_dim=5, learn_sigma2=learn_sigma2), [1.0], [start], [0]
-    )
+    config = TrainConfig(latent_dim=5, learn_sigma2=learn_sigma2)
+    # Learned: it starts at the default, the data's mean variance tr S / d.
+    result, [report] = train_and_compare_zipped(wide_problem, config, 1.0, None if learn_sigma2 else sigma2)
     assert result.params.W.shape == (1, wide_problem.d, 5)
     assert report["converged"] and report["verdict"] == "agrees", report
     assert abs(report["gap"]) < 1e-6 and abs(report["decoder_gap"]) < 1e-6
