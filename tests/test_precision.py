@@ -141,3 +141,19 @@ def test_eigenvalues_of_mnist_subset_match_singular_values_of_centred_data():
     np.testing.assert_allclose(lam[:10], ref[:10], rtol=1e-12)
     # The 121 constant pixels of MNIST give exact zeros (clipped round-off), none negative.
     assert np.all(lam >= 0)
+
+
+def test_importing_after_jax_has_run_warns_once_and_a_clean_import_is_silent():
+    """The float64 switch is global (linear_vae/precision.py says why); importing the package after
+    JAX made float32 arrays warns, and a first import does not."""
+    import subprocess
+    import sys
+
+    def run(code: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True)
+
+    late = run("import jax.numpy as jnp; x = jnp.ones(3); import linear_vae; print(x.dtype, jnp.ones(3).dtype)")
+    assert late.returncode == 0 and late.stdout.split() == ["float32", "float64"]
+    assert late.stderr.count("UserWarning: importing linear_vae switches JAX to float64") == 1
+    first = run("import linear_vae, jax.numpy as jnp; print(jnp.ones(3).dtype)")
+    assert first.returncode == 0 and first.stdout.split() == ["float64"] and "Warning" not in first.stderr
