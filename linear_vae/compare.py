@@ -199,6 +199,28 @@ def gain_text(gain: float) -> str:
     return "not defined yet (the Newton model is indefinite: far from a maximum)"
 
 
+#: Step-size schedules that end at (or near) zero: a run that ends under one has stopped moving.
+DECAYING = {"cosine": "decayed to 0", "exponential": "decayed to 1e-2 of its peak"}
+
+
+def progress_text(report: dict) -> str:
+    """How an unconverged run was moving at its end: the measured shrink of its remaining gain per
+    step and the steps that rate would need, unless a decaying step-size schedule had already
+    stopped it (more steps "at that rate" would then not come: the schedule is over)."""
+    rate, needed = report.get("convergence_rate"), report.get("steps_needed")
+    if report.get("schedule") in DECAYING:
+        return (
+            f"its {report['schedule']} step size had {DECAYING[report['schedule']]} by the last step, so it stopped "
+            "moving; raise `steps` (the whole schedule stretches) or use the newton optimizer"
+        )
+    if rate is None:
+        return "rate not measured"
+    if not rate < 1.0:
+        return "the remaining gain is not shrinking"
+    shrinking = f"remaining gain shrinking by {100 * (1 - rate):.2g}% per step"
+    return shrinking if needed is None else f"{shrinking}, about {needed:,} more steps at that rate"
+
+
 def verdict(report: dict, gap_tol: float = GAP_TOL) -> tuple[str, list[str]]:
     """``(verdict, reasons)`` of one report (see the module docstring).
 
@@ -212,15 +234,9 @@ def verdict(report: dict, gap_tol: float = GAP_TOL) -> tuple[str, list[str]]:
     if report.get("diverged"):
         return "diverged", [report["divergence"]]
     if not report["converged"]:
-        rate, needed = report.get("convergence_rate"), report.get("steps_needed")
-        measured = (
-            "rate not measured"
-            if rate is None
-            else f"gain shrinking x{rate:.4g} per step"
-            + (f", about {needed} more steps at that rate" if needed is not None else ", not shrinking")
-        )
         return "not converged", [
-            f"predicted gain {gain_text(report['predicted_gain'])} after {report['steps_used']} steps ({measured})"
+            f"predicted gain {gain_text(report['predicted_gain'])} after {report['steps_used']} steps "
+            f"({progress_text(report)})"
         ]
     reasons = []
     if report["gap"] > gap_tol:
@@ -265,6 +281,7 @@ def compare_sweep(
             steps_used=int(result.steps_used[i]),
             optimizer=result.config.optimizer,
             objective=result.config.objective,
+            schedule=None if result.config.optimizer == "newton" else result.config.schedule,
             converged=bool(diagnosis.converged[i]),
             predicted_gain=float(diagnosis.predicted_gain[i]),
             grad_norm=float(diagnosis.grad_norm[i]),

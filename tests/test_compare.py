@@ -69,3 +69,17 @@ def test_misreadable_arguments_are_refused_before_training():
             train(problem, fixed, [1.0])
         with pytest.raises(ValueError, match="fixes it"):
             train(problem, fixed, [1.0], [0.5], sigma2_init=1.0)
+
+
+def test_an_unconverged_run_is_described_by_what_stopped_it():
+    """A decayed schedule stopped the run: no "more steps at that rate"; otherwise the rate reads as
+    a percentage (never "x1" for a rate just below 1) and the step count with separators."""
+    from linear_vae.compare import progress_text
+
+    base = {"converged": False, "predicted_gain": 3e-4, "steps_used": 4000, "convergence_rate": 0.9999988}
+    text = progress_text({**base, "schedule": "cosine", "steps_needed": 884119})
+    assert "decayed to 0" in text and "more steps" not in text and "raise `steps`" in text
+    text = progress_text({**base, "schedule": "constant", "steps_needed": 884119})
+    assert text == "remaining gain shrinking by 0.00012% per step, about 884,119 more steps at that rate"
+    assert progress_text({**base, "schedule": None, "convergence_rate": 1.0}) == "the remaining gain is not shrinking"
+    assert verdict({**base, "schedule": "exponential"})[0] == "not converged"
