@@ -345,6 +345,25 @@ def _errorbar(ax, x, stats, color, label, scale=1.0, offset=0.0):
     ax.errorbar(x, mean, yerr=np.asarray(stats["sd"]) / abs(scale), color=color, label=label, **ESTIMATED_STYLE)
 
 
+def _resolution_band(ax, x, sd, seeds: int) -> None:
+    """Shade below two standard errors of a mean over ``seeds`` draws: a |mean - exact| inside the
+    band is what sampling alone gives, not a measured bias (on a log axis there is no zero line).
+    Call it after the panel's lines and scale: it keeps the y range they set, widened downwards to
+    leave the legend room below the data."""
+    low, high = ax.get_ylim()
+    low /= 10
+    ax.fill_between(
+        x,
+        np.full(len(x), low),
+        2 * np.asarray(sd) / np.sqrt(seeds),
+        color="0.6",
+        alpha=0.25,
+        linewidth=0,
+        label=f"rate: 2 standard errors of a mean of {seeds}; a bias inside is not resolved",
+    )
+    ax.set_ylim(low, high)
+
+
 def _mi_panel(ax, results, case):
     B = np.asarray(results["batch_sizes"])
     exact = case["exact"]["mutual_information_gaussian"]
@@ -355,6 +374,16 @@ def _mi_panel(ax, results, case):
     log_axis(ax, "x", subs=(1.0,))
     top = max(2.2 * exact, 3.0)
     ax.set_ylim(0, top)
+    if np.log(B[0]) < top < np.log(B[-1]):  # say where the ceiling leaves the panel
+        leaves = float(np.exp(top))
+        ax.annotate(
+            f"log B passes {top:.1f} nats at B = {leaves:.0f} ↑",
+            (leaves, top),
+            xytext=(6, -12),
+            textcoords="offset points",
+            color="0.4",
+            fontsize=7.5,
+        )
     for b, m, sd in zip(B, case["by_batch"]["mi_exclude_self"]["mean"], case["by_batch"]["mi_exclude_self"]["sd"]):
         if m > top:  # say where an off-scale estimate is rather than squash the panel
             ax.annotate(
@@ -367,7 +396,7 @@ def _mi_panel(ax, results, case):
             )
     ax.set_xlabel("batch size B (log scale)")
     ax.set_ylabel("mutual information (nats)")
-    ax.set_title(f"Minibatch MI, Gaussian data, $I$ = {exact:.1f} nats")
+    ax.set_title(f"Minibatch MI, Gaussian data, $I$ = {exact:.2f} nats")
     ax.legend(loc="upper right" if exact > 3 else "lower right")
 
 
@@ -387,7 +416,7 @@ def plot(results: dict, config: dict):
     curve = np.geomspace(K[0], K[-1], 100)
     for i, case in enumerate(cases):
         color, exact = COLORS[2 * i], case["exact"]
-        label = f"$I$ = {exact['mutual_information_gaussian']:.1f}"
+        label = f"$I$ = {exact['mutual_information_gaussian']:.2f}"
         ax.plot(curve, exact["chi2"] / (2 * curve), color=color, **PREDICTION_STYLE, label=rf"{label}: $\chi^2/(2K)$")
         ax.plot([1], [exact["iwae_bias_k1"]], "x", color=color, markersize=9, label=f"{label}: exact ELBO gap (K = 1)")
         _errorbar(ax, K, case["iwae"], color, f"{label}: estimated (mean ± sd)")
@@ -413,9 +442,10 @@ def plot(results: dict, config: dict):
     ax.plot(B, first * np.sqrt(B[0] / B), color="0.4", **PREDICTION_STYLE, label=r"$\propto B^{-1/2}$")
     log_axis(ax, "x", subs=(1.0,))
     ax.set_yscale("log")
+    _resolution_band(ax, B, np.asarray(case["by_batch"]["rate"]["sd"]) / case["exact"]["rate"], config["seeds"])
     ax.set_xlabel("batch size B (log scale; 1 sample of z per row)")
     ax.set_ylabel("relative error (log scale)")
-    ax.set_title(f"Rate and distortion, Gaussian data, $I$ = {case['exact']['rate']:.1f} nats")
+    ax.set_title(f"Rate and distortion, Gaussian data, $I$ = {case['exact']['rate']:.2f} nats")
     ax.legend(loc="lower left", fontsize=7.5)
 
     # (e) the z-sampling error alone against the number of samples per row.
@@ -434,6 +464,8 @@ def plot(results: dict, config: dict):
     ax.plot([], [], color="0.4", **PREDICTION_STYLE, label=r"$\propto S^{-1/2}$ from S = 1")
     log_axis(ax, "x", subs=(1.0,))
     ax.set_yscale("log")
+    if case["by_samples"]:
+        _resolution_band(ax, S, np.asarray(case["by_samples"]["rate"]["sd"]), config["seeds"])
     ax.set_xlabel(f"samples of z per row S (log scale; {config['mc_rows']} rows)")
     ax.set_ylabel("error against the rows' exact value")
     ax.set_title("Rate and distortion: the z-sampling error")

@@ -177,12 +177,14 @@ def run(config: dict, progress=None) -> dict:
 
 # --- figure --------------------------------------------------------------------------------------
 def _frontier_panel(ax, results, color_of, thresholds_from: float, max_latent_dim: int | None = None):
-    """Frontiers (larger K first, so that smaller K are drawn on top), with their collapse thresholds
-    ``theta = lambda_i >= thresholds_from`` for ``K <= max_latent_dim``."""
-    for f in sorted(results["frontiers"], key=lambda f: -f["latent_dim"]):
+    """Frontiers (larger K first, so that smaller K are drawn on top; the K = d curve, the Gaussian
+    R(D), last and dashed, so that it shows where it coincides with a smaller K), with their collapse
+    thresholds ``theta = lambda_i >= thresholds_from`` for ``K <= max_latent_dim``."""
+    d = results["d"]
+    for f in sorted(results["frontiers"], key=lambda f: (f["latent_dim"] == d, -f["latent_dim"])):
         k = f["latent_dim"]
-        name = f"K = {k}" + (" = d: Gaussian R(D) of the digits' covariance" if k == results["d"] else "")
-        style = {**PREDICTION_STYLE, "linestyle": "--"} if k == results["d"] else PREDICTION_STYLE
+        name = f"K = {k}" + (" = d: Gaussian R(D) of the digits' covariance" if k == d else "")
+        style = {**PREDICTION_STYLE, "linestyle": (0, (4, 3)), "zorder": 4} if k == d else PREDICTION_STYLE
         ax.plot(f["rate"], f["distortion"], color=color_of[k], **style, label=f"frontier, {name}")
         th = f["thresholds"]
         show = np.asarray(th["water_levels"]) >= thresholds_from
@@ -215,10 +217,10 @@ def plot(results: dict, config: dict):
     visible = [
         d for f in results["frontiers"] for r, d in zip(f["rate"], f["distortion"]) if r <= 1.2 * max_rate
     ]  # the y range of what lies inside the x range
-    ax.set_yscale("log")
+    log_axis(ax, "y", subs=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0))
     ax.set_ylim(0.9 * min(visible), 1.1 * max(visible))
-    ax.set_xlabel("rate R = E KL(q(z|x) || p(z)) (nats per datapoint)")
-    ax.set_ylabel("distortion E ||x - W z - mu||² (squared pixel units, log scale)")
+    ax.set_xlabel(r"rate $R = E\,\mathrm{KL}(q(z|x)\,\|\,p(z))$ (nats per datapoint)")
+    ax.set_ylabel(r"distortion $E\,\|x - Wz - \mu\|^2$ (squared pixel units, log scale)")
     ax.set_title(f"MNIST ({results['n']} digits), $\\sigma^2$ = {sigma2:g}: trained models on the frontier")
     ax.legend(loc="lower left", fontsize=7.5)
 
@@ -264,7 +266,7 @@ def plot(results: dict, config: dict):
     ax.set_yscale("log")
     ax.set_ylim(floor / 3, 1e-4)
     ax.set_xlabel(r"water level $\theta = \beta\sigma^2$ (squared pixel units, log scale)")
-    ax.set_ylabel("height D - D_K(R) (squared pixel units, log scale)")
+    ax.set_ylabel(r"height $|D - D_K(R)|$ (squared pixel units, log scale)")
     ax.set_title(f"Height above the frontier (0 drawn at {floor:g})")
     ax.legend(loc="upper left", fontsize=7.5)
     return fig

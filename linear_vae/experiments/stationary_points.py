@@ -231,29 +231,37 @@ def plot(results: dict, config: dict):
 
     ax = axes[0, 1]
     conv = [e for e in results["endpoints"] if e["converged"]]
-    rng = np.random.default_rng(0)  # horizontal jitter, for visibility only
     for subset, color, marker, name in (
         ([e for e in conv if e["is_mll_point"]], COLORS[0], "o", "at an MLL stationary point"),
         (
             [e for e in conv if e["identified"] and not e["is_mll_point"]],
             COLORS[3],
             "s",
-            "ELBO-only (tied columns, T15.3)",
+            "ELBO-only (tied, T15.3)",
         ),
     ):
-        ax.plot(
-            [e["elbo_inertia"][0] + rng.uniform(-0.2, 0.2) for e in subset],
-            [e["elbo"] for e in subset],
-            marker,
-            color=color,
-            markerfacecolor="none",
-            label=f"{name}: {len(subset)}",
+        # Endpoints at one stationary point coincide: one marker per distinct point, its area the count.
+        points: dict = {}
+        for e in subset:
+            key = (e["elbo_inertia"][0], round(e["elbo"], 6))
+            points[key] = points.get(key, 0) + 1
+        ax.scatter(
+            [k[0] for k in points],
+            [k[1] for k in points],
+            s=[12 * n for n in points.values()],
+            marker=marker,
+            facecolors="none",
+            edgecolors=color,
+            linewidths=1.1,
+            label=f"{name}: {len(subset)} endpoints at {len(points)} points",
         )
     ax.axhline(results["global_max_mll"], color="0.2", **PREDICTION_STYLE, label="global max of the MLL (closed form)")
     ax.set_xlabel("ascent directions of the ELBO's Hessian at the endpoint")
     ax.set_ylabel("ELBO at the endpoint (nats per datapoint)")
-    ax.set_title("Search endpoints: only the global max has\nno ascent direction")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("Search endpoints: only the global max has\nno ascent direction (marker area: endpoints)")
+    low, high = ax.get_ylim()
+    ax.set_ylim(low - 0.4 * (high - low), high)  # room for the legend below the points
+    ax.legend(fontsize=7.5, loc="lower left", markerscale=0.6)
 
     ax = axes[0, 2]
     s = results["summary"]
@@ -264,7 +272,7 @@ def plot(results: dict, config: dict):
     ax.set_ylabel("search endpoints (starts)")
     ax.set_title(
         f"{s['starts']} starts: {s['at_mll_points']} at MLL points ({s['enumerated_points_reached']} of "
-        f"{len(enumerated)}),\n{s['at_elbo_only_points']} at ELBO-only saddles, "
+        f"{len(enumerated)}),\n{s['at_elbo_only_points']} at ELBO-only saddles ({s['distinct_elbo_only_points']} distinct), "
         f"{s['starts'] - s['converged']} not converged",
         fontsize=9.5,
     )
