@@ -158,7 +158,7 @@ def kl_per_dim(mean, log_var):
     return standard_normal_kl(mean**2, jnp.exp(log_var), log_var)
 
 
-def elbo_terms(params: DeepVAE, x, key, config: DeepConfig):
+def one_sample_elbo_terms(params: DeepVAE, x, key, config: DeepConfig):
     """One-sample reparameterised estimate of ``E_q log p(x|z)`` per example, and the analytic KL per
     example and dimension: ``z = mean + exp(log_var / 2) * eps``.
 
@@ -169,7 +169,7 @@ def elbo_terms(params: DeepVAE, x, key, config: DeepConfig):
 
 
 def _elbo_parts(params: DeepVAE, x, key, config: DeepConfig):
-    """:func:`elbo_terms`, the encoder means and the squared reconstruction error per example."""
+    """:func:`one_sample_elbo_terms`, the encoder means and the squared reconstruction error per example."""
     mean, log_var = encode(params, x, config)
     z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape, DTYPE)
     reconstruction = mlp(params.decoder, z, config.activation)
@@ -314,7 +314,7 @@ def divergence_measures(params: DeepVAE, X_heldout, config: DeepConfig):
 
     References: docs/theory.md (T10).
     """
-    log_lik, kl = elbo_terms(params, X_heldout, jax.random.key(1), config)
+    log_lik, kl = one_sample_elbo_terms(params, X_heldout, jax.random.key(1), config)
     mean, _ = encode(params, X_heldout, config)
     reconstruction = mlp(params.decoder, mean, config.activation)
     spread = jnp.mean(jnp.sum((reconstruction - reconstruction.mean(axis=0)) ** 2, axis=-1))
@@ -552,7 +552,7 @@ def _raise_divergence(
     hyper: DeepHyper, start, end, model_variance, data_variance: float, first_nonfinite_step, steps
 ) -> None:
     """Raise :class:`~linear_vae.divergence.DivergenceError` for the first configuration that diverged."""
-    diverged, reasons = divergence.diagnose(start, end, model_variance, data_variance, first_nonfinite_step, steps)
+    diverged, reasons = divergence.diverged_runs(start, end, model_variance, data_variance, first_nonfinite_step, steps)
     if diverged.any():
         i = int(np.argmax(diverged))
         raise divergence.DivergenceError(

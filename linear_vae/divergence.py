@@ -42,7 +42,7 @@ def margin(start: np.ndarray) -> np.ndarray:
     return MARGIN_NATS + MARGIN_FRACTION * np.abs(start)
 
 
-def diagnose(start, end, model_variance, data_variance: float, first_nonfinite_step, final_step):
+def diverged_runs(start, end, model_variance, data_variance: float, first_nonfinite_step, final_step):
     """``(diverged, reasons)`` for each run of a batch (arrays with a leading run axis).
 
     ``start`` and ``end`` are the objective (nats per datapoint) before the first step and after

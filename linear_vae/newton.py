@@ -29,7 +29,7 @@ trust-region step from Steihaug's truncated conjugate gradients on Hessian-vecto
 (``jax.jvp`` of ``jax.grad``; the Hessian is never formed), which follows negative curvature to
 the trust-region boundary, so saddles are left.
 
-**Stopping** (:func:`diagnose`): the predicted gain ``1/2 g^T H^{-1} g`` of a full Newton step is at
+**Stopping** (:func:`convergence_test`): the predicted gain ``1/2 g^T H^{-1} g`` of a full Newton step is at
 most ``gain_tol`` nats per datapoint, and the Hessian of ``Phi`` has no eigenvalue above
 ``curvature_tol`` times its spectral radius (Lanczos on Hessian-vector products from a random
 start).  A collapsed saddle has zero gradient but an ascent direction, so it fails the second
@@ -162,7 +162,7 @@ def with_canonical_signs(params: LinearVAEParams) -> LinearVAEParams:
 # --------------------------------------------------------------------------------------------
 
 
-class Problem(NamedTuple):
+class ProjectedProblem(NamedTuple):
     """``f(x) = -Phi`` for one configuration, as closures over a flat parameter vector.
 
     ``derivatives(x)`` returns ``(g, hvp)``: the gradient at ``x`` and its Hessian-vector product
@@ -206,7 +206,7 @@ def rotation_projector(W, relative_cutoff: float = 1e-10):
     return project
 
 
-def make_problem(shape, learn_sigma2: bool, log_sigma2_fixed, beta, stats: DataStats) -> Problem:
+def make_problem(shape, learn_sigma2: bool, log_sigma2_fixed, beta, stats: DataStats) -> ProjectedProblem:
     """``f``, its gradient and Hessian-vector product on ``x = vec W`` (plus ``log sigma2`` if learned)."""
     size = shape[0] * shape[1]
 
@@ -226,7 +226,7 @@ def make_problem(shape, learn_sigma2: bool, log_sigma2_fixed, beta, stats: DataS
         g, hvp = derivatives(x)
         return project(g), lambda v: project(hvp(project(v))), project
 
-    return Problem(f, derivatives, reduced_derivatives)
+    return ProjectedProblem(f, derivatives, reduced_derivatives)
 
 
 def pack(W, log_sigma2, learn_sigma2: bool):
@@ -388,7 +388,7 @@ def init_newton(x, stats: DataStats) -> NewtonState:
     return NewtonState(0.1 * scale + 1e-3, 100.0 * scale + 10.0, jnp.zeros_like(x))
 
 
-def newton_step(x, state: NewtonState, problem: Problem):
+def newton_step(x, state: NewtonState, problem: ProjectedProblem):
     """One trust-region Newton iteration on ``f = -Phi``; returns ``(x, state, f(x))``, ``f`` at the
     iteration's start (the caller's non-finite check needs it and should not evaluate it again).
 
@@ -459,8 +459,8 @@ class Diagnosis(NamedTuple):
     converged: jax.Array
 
 
-def diagnose(
-    x, problem: Problem, block_gain, key, gain_tol: float = GAIN_TOL, curvature_tol: float = CURVATURE_TOL
+def convergence_test(
+    x, problem: ProjectedProblem, block_gain, key, gain_tol: float = GAIN_TOL, curvature_tol: float = CURVATURE_TOL
 ) -> Diagnosis:
     """The convergence test of the module docstring at ``x`` (``key`` draws the Lanczos start).
 

@@ -19,7 +19,7 @@ parameterised by ``log D`` for the same reason).  Optimisers:
   experiments and for the stochastic objective.
 
 Every run ends with a convergence diagnosis that never looks at the closed form
-(:func:`linear_vae.newton.diagnose`): the predicted gain of exact block maximisation plus a
+(:func:`linear_vae.newton.convergence_test`): the predicted gain of exact block maximisation plus a
 Newton step, and a Lanczos check for an ascent direction.  With ``stop_when_converged`` the
 sweep is also diagnosed between chunks and stops once every configuration has converged.
 
@@ -93,7 +93,7 @@ class TrainConfig(NamedTuple):
     stop_when_converged : diagnose between chunks and stop once every configuration has
         converged (off for experiments that need the whole trajectory).
     gain_tol : the predicted gain (nats per datapoint) below which a configuration has converged
-        (:func:`linear_vae.newton.diagnose`); Newton converges quadratically, so a tighter value
+        (:func:`linear_vae.newton.convergence_test`); Newton converges quadratically, so a tighter value
         costs it a few iterations and buys parameters correct to round-off.
     """
 
@@ -296,7 +296,9 @@ def _newton_vector(trainable: Trainable, config: TrainConfig):
     return newton.pack(trainable.params.W, trainable.log_sigma2, config.learn_sigma2)
 
 
-def projected_problem(trainable: Trainable, hyper: Hyper, data: TrainData, config: TrainConfig) -> newton.Problem:
+def projected_problem(
+    trainable: Trainable, hyper: Hyper, data: TrainData, config: TrainConfig
+) -> newton.ProjectedProblem:
     """``-Phi`` of :mod:`linear_vae.newton` for this configuration (beta = 1 for the MLL objective,
     whose projected objective is the MLL itself).
 
@@ -359,8 +361,8 @@ def model(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig)
     return newton.represented_vae(state.trainable.params.W, data.stats.mean, jnp.exp(state.trainable.log_sigma2), beta)
 
 
-def diagnose(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> newton.Diagnosis:
-    """The closed-form-free convergence test (:func:`linear_vae.newton.diagnose`) of the current model.
+def convergence_diagnosis(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> newton.Diagnosis:
+    """The closed-form-free convergence test (:func:`linear_vae.newton.convergence_test`) of the current model.
 
     The block gain compares the projected objective with the objective actually trained: the
     exact beta-ELBO (also for the stochastic objective, whose convergence is judged on the exact
@@ -380,7 +382,7 @@ def diagnose(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConf
     problem = projected_problem(state.trainable, hyper, data, config)
     x = _newton_vector(state.trainable, config)
     block_gain = -problem.f(x) - current
-    return newton.diagnose(x, problem, block_gain, jax.random.fold_in(state.key, 1), gain_tol=config.gain_tol)
+    return newton.convergence_test(x, problem, block_gain, jax.random.fold_in(state.key, 1), gain_tol=config.gain_tol)
 
 
 def measure(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> History:
@@ -418,7 +420,7 @@ class SweepResult(NamedTuple):
     last step; ``checks`` lists ``(steps, predicted_gain per configuration)`` for every test made
     (between chunks and at the end), for convergence rates.  ``start_objective`` is the objective
     before the first step, and ``diverged``/``divergence`` the verdict and reason of
-    :func:`linear_vae.divergence.diagnose` (``None`` where the run did not diverge).
+    :func:`linear_vae.divergence.diverged_runs` (``None`` where the run did not diverge).
     """
 
     config: TrainConfig
@@ -470,7 +472,7 @@ _COMPILED: dict = {}
 
 def _compiled_sweep(config: TrainConfig, n_records: int):
     """``jit(vmap(...))`` of :func:`init_state` (with the first :func:`measure`), :func:`run_steps`
-    over ``n_records`` records, :func:`diagnose` and the post-check update for a static config
+    over ``n_records`` records, :func:`convergence_diagnosis` and the post-check update for a static config
     (cached: a sweep's values never recompile)."""
     cache_key = (config, n_records)
     if cache_key not in _COMPILED:
@@ -484,7 +486,7 @@ def _compiled_sweep(config: TrainConfig, n_records: int):
             jax.vmap(lambda s, h, data, n: run_steps(s, h, data, config, n), in_axes=(0, 0, None, None)),
             donate_argnums=0,
         )
-        check = jax.jit(jax.vmap(lambda s, h, data: diagnose(s, h, data, config), in_axes=(0, 0, None)))
+        check = jax.jit(jax.vmap(lambda s, h, data: convergence_diagnosis(s, h, data, config), in_axes=(0, 0, None)))
         update = jax.jit(jax.vmap(lambda s, g: _after_check(s, g, config)))
         _COMPILED[cache_key] = (init, run, check, update)
     return _COMPILED[cache_key]
@@ -647,7 +649,7 @@ class _DivergenceWatch:
 
     def _verdict(self, state: TrainState, end: np.ndarray, steps: np.ndarray):
         named_step = np.where(self.blown, self.blown_step, steps)
-        return divergence.diagnose(
+        return divergence.diverged_runs(
             self.start,
             end,
             self.peak_variance,

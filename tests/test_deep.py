@@ -95,7 +95,7 @@ def test_equal_beta_sigma2_product_is_the_same_run(equal_product_pair):
     import jax
     import jax.numpy as jnp
 
-    from linear_vae.deep import elbo_terms, init_params
+    from linear_vae.deep import init_params, one_sample_elbo_terms
 
     X, _, config, result = equal_product_pair
     d = X.shape[1]
@@ -104,7 +104,7 @@ def test_equal_beta_sigma2_product_is_the_same_run(equal_product_pair):
 
     @jax.jit
     def beta_elbo(params, b, s2):
-        log_lik, kl = elbo_terms(params._replace(log_sigma2=jnp.log(s2)), Xj, jax.random.key(3), config)
+        log_lik, kl = one_sample_elbo_terms(params._replace(log_sigma2=jnp.log(s2)), Xj, jax.random.key(3), config)
         return jnp.mean(log_lik) - b * jnp.mean(jnp.sum(kl, axis=-1))
 
     args, args_1 = (BETA, np.float32(SIGMA2)), (1.0, np.float32(BETA * SIGMA2))
@@ -130,7 +130,7 @@ def test_best_checkpoint_is_the_best_recorded_held_out_objective(equal_product_p
     import jax
     import jax.numpy as jnp
 
-    from linear_vae.deep import OBJECTIVE_KEY, elbo_terms
+    from linear_vae.deep import OBJECTIVE_KEY, one_sample_elbo_terms
 
     _, held, config, result = equal_product_pair
     for i, beta in enumerate((BETA, 1.0)):
@@ -138,7 +138,7 @@ def test_best_checkpoint_is_the_best_recorded_held_out_objective(equal_product_p
         assert result.best_objective[i] == objective.max()
         assert result.best_step[i] == result.history.step[i][np.argmax(objective)]
         params = jax.tree.map(lambda leaf: jnp.asarray(leaf[i]), result.best_params)
-        log_lik, kl = elbo_terms(params, jnp.asarray(held, DTYPE), jax.random.key(OBJECTIVE_KEY), config)
+        log_lik, kl = one_sample_elbo_terms(params, jnp.asarray(held, DTYPE), jax.random.key(OBJECTIVE_KEY), config)
         # The same float32 computation as the record's (at the run's beta): equal to round-off.
         value = float(jnp.mean(log_lik) - beta * jnp.mean(jnp.sum(kl, -1)))
         np.testing.assert_allclose(value, objective.max(), rtol=1e-5)

@@ -153,7 +153,7 @@ def test_divergence_rule_boundaries():
     assert margin == pytest.approx(11.0)
     end = np.array([-100 - 0.999 * margin, -100 - 1.001 * margin, -50.0, np.nan, -50.0])
     variance = np.array([1.0, 1.0, 1.0, 1.0, 2e12])
-    diverged, reasons = divergence.diagnose(
+    diverged, reasons = divergence.diverged_runs(
         start, end, variance, 1.0, np.array([-1, -1, -1, 7, -1]), np.array([100] * 5)
     )
     assert diverged.tolist() == [False, True, False, True, True]
