@@ -171,8 +171,10 @@ def threshold_distance(eigenvalues, latent_dim: int, beta: float, sigma2: float)
 def active_count(eigenvalues, latent_dim: int, water_level) -> np.ndarray | int:
     """``#{i <= k : lambda_i > t}``, the active dimensions of the optimum at water level
     ``t = beta sigma2`` (one count per entry of an array ``t``), for curves drawn on a grid of ``t``.
+    The package's other counts of "active" (column norms, unit variances, encoder means) and when
+    each applies: docs/theory.md (T5.3).
 
-    References: docs/theory.md (T4); Lucas et al. 2019, Section 4.2.
+    References: docs/theory.md (T4, T5.3); Lucas et al. 2019, Section 4.2.
     """
     top = np.asarray(eigenvalues[:latent_dim])
     counts = np.sum(top[None, :] > np.atleast_1d(water_level)[:, None], axis=1)
