@@ -134,7 +134,10 @@ def cmd_analyze(args) -> int:
                 ("top eigenvalues", _fmt_list(report["eigenvalues"])),
                 ("optimal beta-ELBO", f"{report['elbo']:.6f} nats per datapoint"),
                 ("MLL at the optimum", f"{report['mll']:.6f} nats per datapoint"),
-                ("active dimensions", f"{report['active_dims']} of {report['latent_dim']}"),
+                (
+                    "active dimensions",
+                    f"{report['active_dims']} of {report['latent_dim']} (lambda_i > beta sigma2: the collapse thresholds)",
+                ),
                 ("collapse thresholds beta*", _fmt_list(report["collapse_thresholds"])),
                 ("KL per dimension (nats)", _fmt_list(report["kl_per_dim"])),
                 (
@@ -143,7 +146,11 @@ def cmd_analyze(args) -> int:
                 ),
                 ("rate", f"{report['rate']:.6f} nats per datapoint (= I(x; z) for Gaussian data)"),
                 ("distortion", f"{report['distortion']:.6g} (expected squared error, squared data units)"),
-                ("active units (tau = 0.01)", f"{report['active_units']} of {report['latent_dim']}"),
+                (
+                    "active units",
+                    f"{report['active_units']} of {report['latent_dim']} (Var_x E_q[z_i] > 0.01, i.e. lambda_i > beta "
+                    "sigma2 / 0.99: can be fewer than the active dimensions; docs/theory.md (T5.3))",
+                ),
             ]
         )
     )

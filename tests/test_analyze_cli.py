@@ -214,7 +214,7 @@ def test_text_mode_prints_a_table_with_the_same_numbers(capsys, npy_data):
         "KL per dimension (nats)",
         "rate",
         "distortion",
-        "active units (tau = 0.01)",
+        "active units",
     ):
         assert row in table, (row, list(table))
     assert table["latent dimensions K"] == str(K)
