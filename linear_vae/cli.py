@@ -465,7 +465,15 @@ def cmd_sweep(args) -> int:
     seeds = _parse_values(args.seeds, "--seeds", int)
     learn = args.sigma2s is None
     sigma2s = [None] if learn else _parse_values(args.sigma2s, "--sigma2s")
-    _, _, reports = _run_sweep(args, args.latent_dim, betas, sigma2s, seeds, learn, "report")
+    if args.save_params and not args.json:
+        raise ValueError("--save-params adds each configuration's parameters to the JSON output; add --json")
+    _, result, reports = _run_sweep(args, args.latent_dim, betas, sigma2s, seeds, learn, "report")
+    if args.save_params:
+        import numpy as np
+
+        for i, report in enumerate(reports):
+            W, mu, V, log_D = (np.asarray(a[i]).tolist() for a in result.params)
+            report["params"] = {"W": W, "mu": mu, "V": V, "log_D": log_D, "sigma2": float(result.sigma2[i])}
     _print_reports(reports, args.json)
     diverged = [r for r in reports if r["diverged"]]
     if diverged:
@@ -648,6 +656,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fixed observation variances: a,b,c or START:STOP:NUM (omit to learn sigma2)",
     )
     sweep.add_argument("--seeds", default="0", help="seeds: a,b,c (default 0)")
+    sweep.add_argument(
+        "--save-params",
+        action="store_true",
+        help="with --json, keep each configuration's trained parameters in its report (W as d x K, mu, V as "
+        "K x d, log_D, sigma2)",
+    )
     _add_training_options(sweep)
     _add_output_options(sweep, "one JSON array")
     _add_cache_option(sweep)

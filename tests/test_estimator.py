@@ -162,3 +162,21 @@ def test_the_module_example_runs():
     import linear_vae.estimator
 
     assert doctest.testmod(linear_vae.estimator, raise_on_error=False).failed == 0
+
+
+def test_a_sweep_keeps_its_parameters_on_request(tmp_path, capsys):
+    """``sweep --json --save-params``: each report carries the parameters it was judged on; its exact
+    ELBO recomputed from them (through the estimator's score) is the report's."""
+    np.save(tmp_path / "x.npy", data())
+    argv = ["sweep", "--data", str(tmp_path / "x.npy"), "-k", "2", "--sigma2s", "0.5,1", "--quiet"]
+    assert cli_main([*argv, "--save-params"]) == 2
+    assert "add --json" in capsys.readouterr().err
+    assert cli_main([*argv, "--save-params", "--json"]) == 0
+    reports = json.loads(capsys.readouterr().out)
+    for report in reports:
+        p = report["params"]
+        model = LinearVAE(latent_dim=2, sigma2=p["sigma2"])
+        model._set_fitted(
+            np.array(p["W"]), np.array(p["mu"]), np.array(p["V"]), np.exp(p["log_D"]), p["sigma2"], report, {}
+        )
+        assert model.score(data()) == pytest.approx(report["elbo"], abs=1e-9)
