@@ -369,7 +369,12 @@ class DeepResult(NamedTuple):
 
 
 def train_grid(
-    config: DeepConfig, hyper: DeepHyper, X_train: np.ndarray, X_heldout: np.ndarray, progress=None
+    config: DeepConfig,
+    hyper: DeepHyper,
+    X_train: np.ndarray,
+    X_heldout: np.ndarray,
+    progress=None,
+    label: str | None = None,
 ) -> DeepResult:
     """Train every configuration of ``hyper`` (1-D arrays of equal length) in one compiled program,
     through the shared loop (:func:`linear_vae.loop.run_in_chunks`): in :data:`DEEP_CHUNKS` chunks
@@ -380,8 +385,9 @@ def train_grid(
     X_train = jnp.asarray(X_train, DTYPE)
     X_heldout = jnp.asarray(X_heldout, DTYPE)
     init, run = grid_programs(config)
-    if progress is not None:
-        progress.task(f"deep VAEs: {hyper.sigma2.shape[0]} configurations, {config.steps} steps")
+    if hasattr(progress, "task"):  # named by the caller, or by what it trains
+        n = hyper.sigma2.shape[0]
+        progress.task(label or f"deep VAE{'s' if n > 1 else ''}: {n} configuration{'s' if n > 1 else ''}")
     steps_per_record = loop.record_steps(config.steps, config.log_every)
     chunk = loop.records_per_chunk(len(steps_per_record), DEEP_CHUNKS if progress is not None else 1)
     hyper_sharded, sharding = loop.shard_configurations(hyper, hyper.sigma2.shape[0])

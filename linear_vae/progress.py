@@ -23,6 +23,10 @@ import time
 LINE_INTERVAL = 10.0
 #: A bar appears only once a task has run this long (short runs stay quiet on a terminal).
 BAR_DELAY = 1.0
+#: A stage without steps (loading, compiling, drawing) on a terminal: its name and clock.
+STAGE_FORMAT = "{desc}: {postfix} [{elapsed}]"
+#: Back to the start of the line and erase it (ANSI), written when a bar ends.
+CLEAR_LINE = "\r\x1b[K"
 
 
 def _duration(seconds: float) -> str:
@@ -63,7 +67,7 @@ class Progress:
         if not self.enabled:
             return
         if self.live:
-            self._open_bar(total=None)  # a compilation shows as a bar without a total, then steps
+            self._open_bar(total=None)  # a stage without steps shows its name and clock, then steps
             self._bar.set_postfix_str(name, refresh=True)
         else:
             self._line(f"{self._label}: {name}" if self._label else name)
@@ -122,6 +126,8 @@ class Progress:
                 leave=False,
                 dynamic_ncols=True,
                 delay=BAR_DELAY,
+                # no step count before there are steps (not "0step [00:00, ?step/s, compiling]")
+                bar_format=STAGE_FORMAT if total is None else None,
             )
             if self._phase:
                 self._bar.set_postfix_str(self._phase, refresh=False)
@@ -129,13 +135,17 @@ class Progress:
     def _update_bar(self, done: int, total: int) -> None:
         self._open_bar(total)
         if self._bar.total != total:  # the first steps after compiling: start the clock of the rate here
+            self._bar.bar_format = None
             self._bar.reset(total=total)
         self._bar.update(max(0, done - self._bar.n))
 
     def _end_bar(self) -> None:
         if self._bar is not None:
-            self._bar.close()  # leave=False: the line is cleared
+            self._bar.close()  # leave=False clears the line, except after a forced refresh within the delay
             self._bar = None
+            if self.live:
+                self.stream.write(CLEAR_LINE)  # so the next line never starts after a bar's text
+                self.stream.flush()
 
     def _line(self, text: str) -> None:
         self._last_line = time.perf_counter()

@@ -290,7 +290,7 @@ def test_progress_bar_on_a_terminal_is_cleared_at_the_end(monkeypatch):
     text = stream.getvalue()
     assert "\n" not in text  # redrawn in place with carriage returns, never a new line per update
     assert "/500" in text and "compiling" in text
-    assert text.endswith("\r") and text.split("\r")[-2].strip() == ""  # the last draw blanks the line
+    assert text.endswith(progress_module.CLEAR_LINE)  # the line is erased when the bar ends
     silent = std_io.StringIO()
     quiet = Progress(enabled=False, stream=silent, live=True)
     quiet.task("x")
@@ -298,3 +298,80 @@ def test_progress_bar_on_a_terminal_is_cleared_at_the_end(monkeypatch):
     quiet(1, 2)
     quiet.close()
     assert silent.getvalue() == ""
+
+
+def _screen(data: str) -> list[str]:
+    """The lines a terminal shows after ``data``: carriage return, erase-line (ESC [K) and newline."""
+    lines, col = [""], 0
+    i = 0
+    while i < len(data):
+        if data.startswith("\x1b[K", i):
+            lines[-1] = lines[-1][:col]
+            i += 3
+            continue
+        char = data[i]
+        if char == "\r":
+            col = 0
+        elif char == "\n":
+            lines.append("")
+            col = 0
+        else:
+            line = lines[-1]
+            lines[-1] = line[:col] + char + line[col + 1 :]
+            col += 1
+        i += 1
+    return lines
+
+
+def test_progress_on_a_real_terminal_leaves_whole_lines_only(monkeypatch):
+    """Under a pseudo-terminal (what a user's shell gives): stages without steps show their name, not
+    "0step"; every bar is erased before the next line, so no line starts after a bar's text; the
+    output ends in a newline."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    from linear_vae import progress as progress_module
+
+    monkeypatch.setattr(progress_module, "BAR_DELAY", 0.0)  # draw at once, as a long run would
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    terminal = os.fdopen(slave, "w", encoding="utf-8")
+    assert terminal.isatty()
+    shown = progress_module.Progress(stream=terminal)  # live, because it is a terminal
+    shown.context("[1/2]")
+    shown.task("collapse_threshold")
+    shown.phase("loading data")
+    shown.phase("compiling")
+    shown.phase("training")
+    for done in (15, 20):
+        shown(done, 500)
+    shown.converged(20)
+    shown.phase("drawing")
+    shown.close()
+    shown.message("[1/2] collapse_threshold: wrote collapse_threshold.png")
+    shown.context("[2/2]")
+    shown.task("encoders")
+    shown.phase("drawing")
+    shown.close()
+    shown.message("reproduce: 2 figure(s)")
+    terminal.close()
+    data = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the slave end is closed: everything has been read
+            break
+        if not chunk:
+            break
+        data += chunk
+    os.close(master)
+    text = data.decode("utf-8").replace("\r\n", "\n")  # the terminal's own newline translation
+    assert "0step" not in text and "compiling" in text
+    assert _screen(text) == [
+        "[1/2] collapse_threshold: converged after 20 of at most 500 steps",
+        "[1/2] collapse_threshold: wrote collapse_threshold.png",
+        "reproduce: 2 figure(s)",
+        "",
+    ]

@@ -115,9 +115,8 @@ def run(config: dict, progress=None) -> dict:
         )
         n = len(seeds)
         hyper = DeepHyper(np.full(n, config["sigma2_init"]), np.ones(n), np.zeros(n), np.array(seeds))
-        if progress is not None:
-            progress.task(f"{NAME}: {encoder['name']} encoder, {n} seeds")
-        result = train_grid(trainer, hyper, train.X, heldout.X, progress=progress)
+        label = f"{NAME}: {encoder['name']} encoder, {n} seeds"
+        result = train_grid(trainer, hyper, train.X, heldout.X, progress=progress, label=label)
         history = result.history
         quarter = len(history.step[0]) * 3 // 4
         for i, seed in enumerate(seeds):
