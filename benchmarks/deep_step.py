@@ -18,6 +18,7 @@ what the grid makes of this machine; the study needs it at 50% or more.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -105,6 +106,7 @@ def measure(n_configs: int, steps: int, repeats: int) -> dict:
         "ratio_to_matmul": flops / per_step / rate,
         "compile_seconds": compile_seconds,
         "device": jax.devices()[0].device_kind,
+        "load_average_1min": os.getloadavg()[0],  # other work on the machine (the ratio is measured in-process)
     }
 
 
