@@ -550,6 +550,15 @@ def cmd_reproduce(args) -> int:
                 f"{folder} holds the full-budget results of {', '.join(full)}, which a --quick run would "
                 "replace; write elsewhere with --out, or pass --force"
             )
+    from linear_vae.experiments.runner import unresolved_checkpoints
+
+    if not (args.resume or args.force):
+        pending = unresolved_checkpoints(names, out, args.quick)
+        if pending:  # refuse before anything runs, not after the experiments ahead of it
+            raise ValueError(
+                f"{', '.join(str(p) for p in pending)} holds the training state of an earlier run; continue it with "
+                "--resume, or start over with --force"
+            )
     total_start = time.perf_counter()
     written_figures, finished = 0, 0
 

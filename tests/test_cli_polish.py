@@ -272,3 +272,24 @@ def test_two_reproduce_runs_never_write_one_folder_at_once(tmp_path, monkeypatch
         assert not (tmp_path / "landscape.json").exists()
     assert main(["reproduce", "--quick", "--only", "landscape", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "landscape.json").exists()
+
+
+def test_a_study_checkpoint_is_never_overwritten_unasked(tmp_path, monkeypatch, capsys):
+    """A full-budget deep-VAE run keeps its training state beside its output: running it again
+    refuses before anything runs, unless told to --resume it or to start over with --force; a quick
+    run keeps no checkpoint and never refuses."""
+    ran = []
+
+    def fake_run(name, out_dir, quick=False, progress=None, **kwargs):
+        ran.append((name, kwargs))
+        return {"figures": []}
+
+    monkeypatch.setattr(runner, "run_experiment", fake_run)
+    (tmp_path / "deep_vae.checkpoint.pkl").write_bytes(b"state")
+    argv = ["reproduce", "--only", "landscape", "deep_vae", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "deep_vae.checkpoint.pkl holds the training state" in err and "--resume" in err and not ran
+    assert main([*argv, "--resume"]) == 0 and ran[-1] == ("deep_vae", {"resume": True, "restart": False})
+    assert main([*argv, "--quick", "--force"]) == 0  # quick: no checkpoint, no refusal
+    assert runner.unresolved_checkpoints(["deep_vae"], tmp_path, quick=True) == []

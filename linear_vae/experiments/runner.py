@@ -92,14 +92,15 @@ def run_experiment(
 
     With ``quick`` every figure carries :data:`linear_vae.plotting.QUICK_NOTE` on the image.
 
-    A resumable experiment (the deep-VAE studies) checkpoints its training to
-    :func:`checkpoint_path` every few minutes.  If that file exists, ``resume`` continues from it and
-    ``restart`` deletes it and starts over; with neither, ``ValueError`` (hours of training are not
-    thrown away unasked)."""
+    A resumable experiment (the deep-VAE studies) checkpoints its full-budget training to
+    :func:`checkpoint_path` every few minutes (a quick run, a minute or two, keeps none).  If that
+    file exists, ``resume`` continues from it and ``restart`` deletes it and starts over; with
+    neither, ``ValueError`` (hours of training are not thrown away unasked;
+    :func:`unresolved_checkpoints` lets a command refuse before it runs anything)."""
     module = load(name)
     config = experiment_config(name, quick)
     extra = {}
-    if getattr(module, "RESUMABLE", False):
+    if getattr(module, "RESUMABLE", False) and not quick:
         checkpoint = checkpoint_path(name, out_dir)
         if checkpoint.exists() and not resume:
             if not restart:
@@ -135,6 +136,18 @@ def run_experiment(
         save_png(fig, out_dir / path)
     atomic_write_json(out_dir / f"{name}.json", payload)
     return payload
+
+
+def unresolved_checkpoints(names, out_dir, quick: bool) -> list[Path]:
+    """The checkpoints in ``out_dir`` that running ``names`` without ``resume`` or ``restart`` would
+    refuse to overwrite (:func:`run_experiment`)."""
+    if quick:
+        return []
+    return [
+        checkpoint_path(name, out_dir)
+        for name in names
+        if getattr(load(name), "RESUMABLE", False) and checkpoint_path(name, out_dir).exists()
+    ]
 
 
 def figure_paths(name: str, figures) -> dict:
