@@ -172,7 +172,7 @@ class StoppedGrid(NamedTuple):
     histories: list  # per configuration, its records up to its stop (leading axis: record)
     kept: list  # per configuration, ``keep(state)`` when it stopped
     decisions: list  # per configuration, what ``decide`` returned when it stopped
-    seconds: float  # training wall time, compilation excluded (this process only, when resumed)
+    seconds: float  # training wall time of this process, compilation excluded
     compile_seconds: float
     configuration_steps: int  # optimiser steps of the configurations themselves, summed
     lane_steps: int  # optimiser steps the compiled grid ran, padding included
@@ -180,6 +180,7 @@ class StoppedGrid(NamedTuple):
     sizes: list  # (record, grid size) at each change of the padded grid size
     resumed_from_record: int  # 0, or the record a checkpoint was resumed at
     resumed_lane_steps: int  # the lane steps run before that (not part of ``seconds``)
+    seconds_total: float | None  # training wall time over every process (None: an earlier one kept no count)
 
 
 #: Compiled record programs of :func:`run_until_stopped`, by program and argument shapes (a grid
@@ -247,6 +248,7 @@ def run_until_stopped(
     decisions: list = [None] * n
     active = np.arange(n)
     done_records, lane_steps, configuration_steps, sizes, resumed, resumed_lane_steps = 0, 0, 0, [], 0, 0
+    seconds_before: float | None = 0.0
     path = None if checkpoint is None else Path(checkpoint)
     if path is not None and path.exists():
         with open(path, "rb") as f:
@@ -264,6 +266,7 @@ def run_until_stopped(
         )
         state = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in saved["state"]])
         resumed, resumed_lane_steps = done_records, lane_steps
+        seconds_before = saved.get("seconds")  # absent from checkpoints of versions that did not count
         layout = saved["layout"]
     else:
         layout = np.arange(n)
@@ -282,6 +285,7 @@ def run_until_stopped(
             "configuration_steps": configuration_steps,
             "sizes": sizes,
             "state": leaves,
+            "seconds": None if seconds_before is None else seconds_before + time.perf_counter() - start,
         }
         atomic_write_bytes(path, pickle.dumps(blob, protocol=pickle.HIGHEST_PROTOCOL))
 
@@ -330,12 +334,13 @@ def run_until_stopped(
             last_save = time.perf_counter()
     if active.size:
         raise RuntimeError(f"`decide` left {active.size} configurations running after the last record")
+    seconds = time.perf_counter() - start
     return StoppedGrid(
         first_record,
         [_stack(r) for r in records],
         kept,
         decisions,
-        time.perf_counter() - start,
+        seconds,
         compile_seconds,
         configuration_steps,
         lane_steps,
@@ -343,6 +348,7 @@ def run_until_stopped(
         sizes,
         resumed,
         resumed_lane_steps,
+        None if seconds_before is None else seconds_before + seconds,
     )
 
 

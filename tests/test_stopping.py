@@ -186,6 +186,8 @@ def test_an_interrupted_grid_resumes_to_bitwise_the_same_result(uninterrupted, t
     finally:
         loop.run_until_stopped = original
     assert resumed.grid.resumed_from_record == 11  # the checkpoint written after the 11th record
+    # Training time adds up over the two processes (the first one's counted up to its checkpoint).
+    assert resumed.grid.seconds_total is not None and resumed.grid.seconds_total > resumed.grid.seconds
     for a, b in zip(as_arrays(resumed), as_arrays(uninterrupted)):
         np.testing.assert_array_equal(a, b)
     assert [d.reason for d in resumed.decisions] == [d.reason for d in uninterrupted.decisions]

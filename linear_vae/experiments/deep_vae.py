@@ -299,6 +299,8 @@ def deep_study(config: dict, splits, epsilons, progress, checkpoint) -> dict:
             "cap_steps": grid_run.cap_steps,
             "grid_sizes": [list(map(int, s)) for s in grid_run.sizes],
             "resumed_from_record": grid_run.resumed_from_record,
+            "seconds_total": grid_run.seconds_total,  # every process; None where an earlier one kept no count
+            # this process's training time over the lane-steps it ran
             "ms_per_configuration_step": 1e3
             * grid_run.seconds
             / max(grid_run.lane_steps - grid_run.resumed_lane_steps, 1),
@@ -582,7 +584,7 @@ def report(payload: dict) -> str:
             if not_converged
             else "."
         )
-        + f" Training took {training['seconds'] / 60:.0f} min ({training['ms_per_configuration_step']:.1f} ms per "
+        + f" {_training_time(training)} ({training['ms_per_configuration_step']:.1f} ms per "
         f"configuration-step on the lanes run, {training['compile_seconds'] / 60:.1f} min compiling "
         f"{len(training['grid_sizes'])} grid sizes); dropping finished runs ran "
         f"{training['lane_steps']:,} lane-steps where training every run to the cap would run {training['cap_steps']:,} "
@@ -617,6 +619,16 @@ def report(payload: dict) -> str:
         )
     lines += ["", _learned_text(results, summary), "", _annealing_text(results, summary), "", _rd_text(results)]
     return "\n".join(lines) + "\n"
+
+
+def _training_time(training: dict) -> str:
+    """How long the training took, over every process where they all kept count."""
+    if training["seconds_total"] is not None:
+        return f"Training took {training['seconds_total'] / 60:.0f} min"
+    return (
+        f"Training took {training['seconds'] / 60:.0f} min in its last process, resumed at record "
+        f"{training['resumed_from_record']} (the earlier processes kept no count)"
+    )
 
 
 def _learned_text(results: dict, summary: dict) -> str:
