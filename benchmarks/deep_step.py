@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 import jax
@@ -29,6 +28,11 @@ import numpy as np
 from linear_vae.datasets import load_data, three_way_split
 from linear_vae.deep import DTYPE, DeepConfig, DeepHyper, batched_hyper, grid_programs
 from linear_vae.io import atomic_write_json
+
+if __package__:  # python -m benchmarks.deep_step
+    from .trainer import median_time
+else:  # python benchmarks/deep_step.py
+    from trainer import median_time
 
 #: The bound of ``--check``: the step's FLOP rate over the matmul rate at its shapes.
 MIN_RATIO = 0.5
@@ -47,15 +51,6 @@ def step_flops(config: DeepConfig, d: int) -> int:
     return sum(3 * 2 * config.batch_size * m * n for m, n in layer_shapes(config, d))
 
 
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def matmul_rate(config: DeepConfig, d: int, n_configs: int, repeats: int) -> float:
     """FLOP/s of the forward products of every layer, batched over the configurations, float32."""
     key = jax.random.key(0)
@@ -65,7 +60,7 @@ def matmul_rate(config: DeepConfig, d: int, n_configs: int, repeats: int) -> flo
     products = jax.jit(lambda xs, ws: [jnp.einsum("cbm,cmn->cbn", x, w) for x, w in zip(xs, ws)])
     jax.block_until_ready(products(xs, ws))
     rounds = 20
-    seconds = median_seconds(lambda: [products(xs, ws) for _ in range(rounds)][-1], repeats) / rounds
+    seconds = median_time(lambda: [products(xs, ws) for _ in range(rounds)][-1], repeats) / rounds
     return sum(2 * n_configs * config.batch_size * m * n for m, n in shapes) / seconds
 
 
@@ -90,7 +85,7 @@ def measure(n_configs: int, steps: int, repeats: int) -> dict:
         holder["state"], history = compiled(holder["state"], hyper, X_train, X_validation, record)
         return history
 
-    seconds = median_seconds(one_record, repeats)
+    seconds = median_time(one_record, repeats)
     d = X_train.shape[1]
     per_step = seconds / (steps * n_configs)
     rate = matmul_rate(config, d, n_configs, repeats)
@@ -116,7 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=100, help="steps per timed record (default 100)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/deep_step.json")
-    parser.add_argument("--check", action="store_true", help=f"exit 1 if the ratio is below {MIN_RATIO:.0%}")
+    parser.add_argument("--check", action="store_true", help=f"exit 1 if the ratio is below {100 * MIN_RATIO:.0f}%%")
     args = parser.parse_args(argv)
     for attempt in range(3 if args.check else 1):
         result = measure(args.configs, args.steps, args.repeats)
