@@ -30,7 +30,10 @@ CLEAR_LINE = "\r\x1b[K"
 
 
 def _duration(seconds: float) -> str:
+    """``42 s``, ``3:07`` (minutes:seconds) or ``3:35:00`` (hours:minutes:seconds)."""
     seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
 
 
@@ -85,7 +88,7 @@ class Progress:
             return
         now = time.perf_counter()
         if self._steps_start is None:
-            self._steps_start = (now, 0)
+            self._steps_start = (now, done)  # the rate counts from here: a resumed run starts far from 0
         self._total = total
         if self.live:
             self._update_bar(done, total)

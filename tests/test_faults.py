@@ -375,3 +375,20 @@ def test_progress_on_a_real_terminal_leaves_whole_lines_only(monkeypatch):
         "reproduce: 2 figure(s)",
         "",
     ]
+
+
+def test_progress_rate_counts_only_the_steps_run_since_the_first_report(monkeypatch):
+    """A resumed run reports its first progress far from 0: the rate is the steps since then over the
+    time since then, not the resumed total over this process's time."""
+    import io as std_io
+
+    from linear_vae import progress as progress_module
+
+    clock = iter([0.0, 100.0, 200.0, 300.0])
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: next(clock))
+    stream = std_io.StringIO()
+    shown = progress_module.Progress(stream=stream, live=False)
+    shown.task("resumed")
+    shown(300_000, 1_600_000)  # clock 100: the first report, after resuming
+    shown(310_000, 1_600_000)  # clock 200: 10,000 steps in 100 s
+    assert "(100 steps/s, about 3:35:00 left at most)" in stream.getvalue().splitlines()[-1]
