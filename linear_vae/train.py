@@ -56,6 +56,14 @@ OPTIMIZERS = ("newton", "adam", "sgd")
 OPTIMIZER_DEFAULTS = {"newton": (500, 1, "eigen"), "adam": (20000, 100, "data"), "sgd": (20000, 100, "data")}
 #: Newton iterations between two convergence checks.
 NEWTON_CHECK_EVERY = 5
+#: A Newton sweep skips a convergence check while some running configuration's last iteration
+#: still raised its objective by more than this (nats per datapoint).  Newton converges
+#: superlinearly, so the gap left after a step that gained ``g`` is of order ``g^2`` or more
+#: (more where the trust region cut the step), far above the test's ``GAIN_TOL = 1e-8``: the sweep
+#: cannot stop at that check.  The check would only freeze the configurations already finished and
+#: hand an escape direction to one stalled at a saddle, and both wait until the last one nears
+#: the end.
+NEWTON_SKIP_GAIN = 1e-3
 SCHEDULES = ("constant", "cosine", "exponential")
 INITS = ("random", "collapsed")
 
@@ -579,6 +587,8 @@ class _Monitor:
         self.watch = None
         self.diagnosis = None
         self.checks: list = []  # (steps, predicted gain per configuration) of every test made
+        self.skipped: list = []  # steps at which a Newton check was skipped (NEWTON_SKIP_GAIN)
+        self.previous = None  # each configuration's objective at the end of the previous chunk
 
     def __call__(self, chunk: loop.Chunk):
         config, n_configs, state, compiling = self.config, self.n_configs, chunk.state, 0.0
@@ -586,8 +596,12 @@ class _Monitor:
             self.watch = _DivergenceWatch(
                 config, self.data, self.hyper, n_configs, chunk.first_record, self.on_divergence
             )
+            self.previous = self.watch.start
         self.watch.during(state, chunk.history)
-        if config.stop_when_converged or chunk.last:
+        still_gaining = self._still_gaining(state, chunk.history)
+        if still_gaining and not chunk.last:
+            self.skipped.append(chunk.steps_done)
+        elif config.stop_when_converged or chunk.last:
             if self.compiled is None:
                 start = time.perf_counter()
                 check = self.check.lower(state, self.hyper, self.data).compile()
@@ -598,6 +612,18 @@ class _Monitor:
             self.checks.append((chunk.steps_done, np.asarray(self.diagnosis.predicted_gain)[:n_configs]))
         converged = np.asarray(state.converged)[:n_configs]
         return state, config.stop_when_converged and bool(np.all(converged | self.watch.blown)), compiling
+
+    def _still_gaining(self, state: TrainState, history: History) -> bool:
+        """Newton only: did some running configuration's last iteration gain more than
+        :data:`NEWTON_SKIP_GAIN` (so that the sweep cannot stop at this check)?"""
+        objective = np.asarray(self.watch.objective(history))[: self.n_configs]
+        before = objective[:, -2] if objective.shape[1] > 1 else self.previous
+        self.previous = objective[:, -1]
+        if self.config.optimizer != "newton":
+            return False
+        running = ~(np.asarray(state.converged)[: self.n_configs] | self.watch.blown)
+        gain = objective[:, -1] - before
+        return bool(np.any(gain[running] > NEWTON_SKIP_GAIN))
 
 
 class _DivergenceWatch:
@@ -616,12 +642,12 @@ class _DivergenceWatch:
         self.config, self.hyper, self.n_configs, self.on_divergence = config, hyper, n_configs, on_divergence
         self.data_variance = float(data.stats.trace)
         self.d = float(data.stats.dim)  # the data's d, also when training in the top-N eigen-coordinates
-        self.start = self._objective(jax.tree.map(lambda a: np.asarray(a)[:n_configs], first_record))
+        self.start = self.objective(jax.tree.map(lambda a: np.asarray(a)[:n_configs], first_record))
         self.blown = np.zeros(n_configs, dtype=bool)  # rule 1 or 3 has fired
         self.blown_step = np.zeros(n_configs, dtype=int)
         self.peak_variance = np.zeros(n_configs)
 
-    def _objective(self, record: History) -> np.ndarray:
+    def objective(self, record: History) -> np.ndarray:
         return np.asarray(record.mll if self.config.objective == "mll" else record.elbo)
 
     def _last(self, history: History) -> History:
@@ -633,16 +659,16 @@ class _DivergenceWatch:
         variance = np.where(np.isfinite(variance), variance, np.inf)
         self.peak_variance = np.maximum(self.peak_variance, variance)
         nonfinite = np.asarray(state.first_nonfinite_step)[: self.n_configs] >= 0
-        nonfinite |= ~np.isfinite(self._objective(last))
+        nonfinite |= ~np.isfinite(self.objective(last))
         fired = ~self.blown & (nonfinite | (variance > divergence.SCALE_FACTOR**2 * self.data_variance))
         self.blown_step[fired] = np.asarray(last.step)[fired]
         self.blown |= fired
         if self.on_divergence == "raise" and fired.any():
-            _, reasons = self._verdict(state, self._objective(last), np.asarray(last.step))
+            _, reasons = self._verdict(state, self.objective(last), np.asarray(last.step))
             self._raise(int(np.argmax(fired)), reasons)
 
     def at_end(self, state: TrainState, history: History, steps_used: np.ndarray):
-        diverged, reasons = self._verdict(state, self._objective(history)[:, -1], steps_used)
+        diverged, reasons = self._verdict(state, self.objective(history)[:, -1], steps_used)
         if self.on_divergence == "raise" and diverged.any():
             self._raise(int(np.argmax(diverged)), reasons)
         return diverged, reasons
