@@ -426,7 +426,8 @@ class SweepResult(NamedTuple):
     ``history`` holds the records up to the last chunk run (fewer than ``len(record_steps(config))``
     when every configuration converged sooner).  ``diagnosis`` is the convergence test after the
     last step; ``checks`` lists ``(steps, predicted_gain per configuration)`` for every test made
-    (between chunks and at the end), for convergence rates.  ``start_objective`` is the objective
+    (between chunks and at the end), for convergence rates, and ``skipped_checks`` the steps at
+    which a Newton sweep skipped one (:data:`NEWTON_SKIP_GAIN`).  ``start_objective`` is the objective
     before the first step, and ``diverged``/``divergence`` the verdict and reason of
     :func:`linear_vae.divergence.diverged_runs` (``None`` where the run did not diverge).
     """
@@ -445,6 +446,7 @@ class SweepResult(NamedTuple):
     diverged: np.ndarray
     divergence: list
     check_seconds: float  # the part of ``seconds`` spent in convergence and divergence checks
+    skipped_checks: list  # steps at which a Newton check was skipped (:data:`NEWTON_SKIP_GAIN`)
 
     @property
     def step_seconds(self) -> float:
@@ -570,6 +572,7 @@ def train_sweep(
         diverged,
         reasons,
         outcome.hook_seconds,
+        monitor.skipped,
     )
 
 

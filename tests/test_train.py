@@ -1039,13 +1039,34 @@ def test_config_basis_is_honoured_or_a_mismatched_data_basis_is_rejected(synthet
 
 def test_every_convergence_check_is_recorded_with_its_step(main_sweep):
     # the rate behind a "not converged" verdict is measured from these records: one per check,
-    # every 5 Newton iterations while the sweep ran, each with one predicted gain per configuration
+    # each with one predicted gain per configuration
     result, _ = main_sweep
     n_records = result.history.elbo.shape[1]
     steps = [step for step, _ in result.checks]
-    assert steps == list(range(5, n_records + 1, 5))
+    assert sorted(steps + result.skipped_checks) == list(range(5, n_records + 1, 5))
+    assert steps[-1] == n_records
     assert all(gains.shape == (10,) for _, gains in result.checks)
     np.testing.assert_array_equal(result.checks[-1][1], result.diagnosis.predicted_gain)
+
+
+def test_newton_skips_exactly_the_checks_at_which_some_configuration_still_gains_over_1e3_nats(main_sweep):
+    """A check is skipped iff some configuration not yet found converged gained more than
+    NEWTON_SKIP_GAIN in the last iteration before it (docs/theory.md (T7.3)), read off the
+    recorded ELBOs: the sweep cannot stop there."""
+    from linear_vae.train import NEWTON_SKIP_GAIN
+
+    result, _ = main_sweep
+    elbo = np.column_stack([result.start_objective, result.history.elbo])  # column s: after s iterations
+    converged = np.zeros(elbo.shape[0], dtype=bool)
+    checks = dict(result.checks)
+    for step in range(5, elbo.shape[1], 5):
+        gain = elbo[:, step] - elbo[:, step - 1]
+        still_gaining = bool(np.any(gain[~converged] > NEWTON_SKIP_GAIN))
+        last = step == elbo.shape[1] - 1
+        assert (step in result.skipped_checks) == (still_gaining and not last), step
+        if step in checks:
+            converged |= checks[step] <= 1e-8
+    assert result.skipped_checks, "the sweep should skip its early checks: it is still gaining there"
 
 
 def test_a_sweep_reports_its_checks_time_as_part_of_its_training_time(main_sweep):
