@@ -356,9 +356,10 @@ def train_and_compare_zipped(
     >>> from linear_vae.problem import Problem
     >>> from linear_vae.train import TrainConfig
     >>> problem = Problem.from_dataset(make_synthetic(n=500))
-    >>> result, reports = train_and_compare_zipped(problem, TrainConfig(latent_dim=3), [1.0, 4.0], [0.5, 2.0])
+    >>> betas, sigma2s = [1.0, 4.0, 1.0, 4.0], [0.5, 0.5, 2.0, 2.0]  # four runs, as the grid above
+    >>> result, reports = train_and_compare_zipped(problem, TrainConfig(latent_dim=3), betas, sigma2s)
     >>> [(r["beta"], r["sigma2"], r["verdict"]) for r in reports]
-    [(1.0, 0.5, 'agrees'), (4.0, 2.0, 'agrees')]
+    [(1.0, 0.5, 'agrees'), (4.0, 0.5, 'agrees'), (1.0, 2.0, 'agrees'), (4.0, 2.0, 'agrees')]
     """
     columns = {"betas": _as_list(betas), "sigma2s": _sigma2_values(problem, config, sigma2s, sigma2_init)}
     columns["seeds"] = _as_list(seeds)
