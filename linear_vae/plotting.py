@@ -10,11 +10,13 @@ from __future__ import annotations
 import io as _io
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from linear_vae.io import atomic_write_bytes  # noqa: E402
+from linear_vae.metrics import rate_distortion_frontier  # noqa: E402
 
 #: Okabe & Ito (2008) colour-blind-safe palette.
 COLORS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -97,3 +99,50 @@ def log_axis(ax, which: str = "x", subs=(1.0, 2.0, 5.0)) -> None:
     axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axis.set_minor_formatter(NullFormatter())
+
+
+def frontier_curve(eigenvalues, latent_dim: int, theta_min: float, theta_max: float, *, trace=None, dim=None):
+    """``(theta, R, D)`` on a log grid of water levels plus every eigenvalue inside it (the kinks)."""
+    lam = np.asarray(eigenvalues, dtype=np.float64)[:latent_dim]
+    grid = np.geomspace(theta_min, theta_max, 300)
+    kinks = lam[(lam > theta_min) & (lam < theta_max)]
+    theta = np.unique(np.concatenate([grid, kinks]))[::-1]
+    rate, distortion = rate_distortion_frontier(eigenvalues, latent_dim, theta, trace=trace, dim=dim)
+    return theta, rate, distortion
+
+
+def draw_frontier(
+    ax,
+    eigenvalues,
+    latent_dim: int,
+    *,
+    trace=None,
+    dim=None,
+    theta_range=None,
+    color=None,
+    label: str | None = None,
+    mark_thresholds: bool = True,
+):
+    """Draw the frontier ``D_k(R)`` of :func:`linear_vae.metrics.rate_distortion_frontier` on ``ax``
+    (rate in nats per datapoint on x, distortion in squared data units on y), as a line, with its
+    collapse thresholds ``theta = lambda_i`` (``i <= k``, inside ``theta_range``) as dots.
+
+    ``eigenvalues``: the full spectrum, or its top ``m >= k`` with ``trace`` and ``dim``;
+    ``theta_range``: ``(theta_min, theta_max)``, default ``(lambda_k / 10, lambda_1)`` (down to
+    ``lambda_1 / 1e4`` when ``lambda_k`` is 0).  Returns the line.
+
+    References: docs/theory.md (T11.5); Alemi et al. 2018.
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    if theta_range is None:
+        low = lam[min(latent_dim, len(lam)) - 1]
+        theta_range = (low / 10 if low > 0 else lam[0] * 1e-4, lam[0])
+    theta, rate, distortion = frontier_curve(lam, latent_dim, *theta_range, trace=trace, dim=dim)
+    (line,) = ax.plot(rate, distortion, color=color, label=label, **PREDICTION_STYLE)
+    if mark_thresholds:
+        kinks = lam[:latent_dim]
+        kinks = kinks[(kinks >= theta_range[0]) & (kinks <= theta_range[1])]
+        if kinks.size:
+            r, d = rate_distortion_frontier(lam, latent_dim, kinks, trace=trace, dim=dim)
+            ax.plot(r, d, "o", color=line.get_color(), markersize=2.8, zorder=line.get_zorder() + 0.1)
+    return line

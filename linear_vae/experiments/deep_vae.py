@@ -54,10 +54,9 @@ from linear_vae.collapse import (
 from linear_vae.datasets import load_data, three_way_split
 from linear_vae.deep import DeepHyper, heldout_measures, measure_grid, train_until_stopped
 from linear_vae.experiments.common import deep_config
-from linear_vae.experiments.rate_distortion import draw_frontier
 from linear_vae.moments import compute_moments
 from linear_vae.optimum import active_count, beta_elbo_optimum, learned_sigma2
-from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
+from linear_vae.plotting import COLORS, PREDICTION_STYLE, draw_frontier, log_axis, new_figure
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.problem import Problem
 from linear_vae.stopping import CONVERGED, StoppingRule

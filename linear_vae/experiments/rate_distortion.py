@@ -14,7 +14,7 @@ MNIST-1000 with the exact ELBO (trust-region Newton, one vmapped sweep over beta
 drawn as markers, with their height above the frontier in a second panel.  The water levels are
 chosen between consecutive eigenvalues (the geometric mean of ``lambda_c`` and ``lambda_{c+1}``, so
 that ``c`` units are active for ``k >= c``), as far from every threshold as the spectrum allows.
-:func:`draw_frontier` draws a frontier on any axes (the deep-VAE study puts its estimated points
+:func:`linear_vae.plotting.draw_frontier` draws a frontier on any axes (the deep-VAE study puts its estimated points
 beside it).
 """
 
@@ -24,7 +24,14 @@ import numpy as np
 
 from linear_vae.experiments.common import data_description, load_problem, newton_config, train
 from linear_vae.metrics import frontier_distortion, rate_distortion_frontier
-from linear_vae.plotting import COLORS, PREDICTION_STYLE, TRAINED_STYLE, log_axis, new_figure
+from linear_vae.plotting import (
+    COLORS,
+    PREDICTION_STYLE,
+    TRAINED_STYLE,
+    frontier_curve,
+    log_axis,
+    new_figure,
+)
 
 NAME = "rate_distortion"
 TITLE = "The rate-distortion frontier of the linear VAE on MNIST: reverse water-filling, and trained models on it"
@@ -57,53 +64,6 @@ def water_levels_between(eigenvalues, active_counts) -> np.ndarray:
     """``theta_c = sqrt(lambda_c lambda_{c+1})`` (1-based ``lambda``), ``1.5 lambda_1`` for ``c = 0``."""
     lam = np.asarray(eigenvalues, dtype=np.float64)
     return np.array([1.5 * lam[0] if c == 0 else np.sqrt(lam[c - 1] * lam[c]) for c in active_counts])
-
-
-def frontier_curve(eigenvalues, latent_dim: int, theta_min: float, theta_max: float, *, trace=None, dim=None):
-    """``(theta, R, D)`` on a log grid of water levels plus every eigenvalue inside it (the kinks)."""
-    lam = np.asarray(eigenvalues, dtype=np.float64)[:latent_dim]
-    grid = np.geomspace(theta_min, theta_max, 300)
-    kinks = lam[(lam > theta_min) & (lam < theta_max)]
-    theta = np.unique(np.concatenate([grid, kinks]))[::-1]
-    rate, distortion = rate_distortion_frontier(eigenvalues, latent_dim, theta, trace=trace, dim=dim)
-    return theta, rate, distortion
-
-
-def draw_frontier(
-    ax,
-    eigenvalues,
-    latent_dim: int,
-    *,
-    trace=None,
-    dim=None,
-    theta_range=None,
-    color=None,
-    label: str | None = None,
-    mark_thresholds: bool = True,
-):
-    """Draw the frontier ``D_k(R)`` of :func:`linear_vae.metrics.rate_distortion_frontier` on ``ax``
-    (rate in nats per datapoint on x, distortion in squared data units on y), as a line, with its
-    collapse thresholds ``theta = lambda_i`` (``i <= k``, inside ``theta_range``) as dots.
-
-    ``eigenvalues``: the full spectrum, or its top ``m >= k`` with ``trace`` and ``dim``;
-    ``theta_range``: ``(theta_min, theta_max)``, default ``(lambda_k / 10, lambda_1)`` (down to
-    ``lambda_1 / 1e4`` when ``lambda_k`` is 0).  Returns the line.
-
-    References: docs/theory.md (T11.5); Alemi et al. 2018.
-    """
-    lam = np.asarray(eigenvalues, dtype=np.float64)
-    if theta_range is None:
-        low = lam[min(latent_dim, len(lam)) - 1]
-        theta_range = (low / 10 if low > 0 else lam[0] * 1e-4, lam[0])
-    theta, rate, distortion = frontier_curve(lam, latent_dim, *theta_range, trace=trace, dim=dim)
-    (line,) = ax.plot(rate, distortion, color=color, label=label, **PREDICTION_STYLE)
-    if mark_thresholds:
-        kinks = lam[:latent_dim]
-        kinks = kinks[(kinks >= theta_range[0]) & (kinks <= theta_range[1])]
-        if kinks.size:
-            r, d = rate_distortion_frontier(lam, latent_dim, kinks, trace=trace, dim=dim)
-            ax.plot(r, d, "o", color=line.get_color(), markersize=2.8, zorder=line.get_zorder() + 0.1)
-    return line
 
 
 # --- run -----------------------------------------------------------------------------------------
