@@ -25,8 +25,7 @@ from linear_vae.experiments import (
     training_curves,
     training_curves_paper,
 )
-from linear_vae.experiments.training_curves import unbiased_covariance_mle, unbiased_covariance_shift
-from linear_vae.ppca import ppca_optimum
+from linear_vae.ppca import ppca_optimum, unbiased_covariance_mle, unbiased_covariance_shift
 from linear_vae.problem import Problem
 
 K = 200  # the notebook's latent dimension

@@ -28,7 +28,7 @@ import numpy as np
 
 from linear_vae.experiments.common import data_description, load_problem, train
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
-from linear_vae.ppca import ppca_optimum
+from linear_vae.ppca import ppca_optimum, unbiased_covariance_mle, unbiased_covariance_shift
 from linear_vae.train import TrainConfig
 
 NAME = "training_curves"
@@ -53,41 +53,6 @@ CONFIG = {
     "middle_panel": "gap",  # "gap": MLE - objective on a log axis; "zoom": the last nats, linear
 }
 QUICK = {"exact_steps": 2000, "stochastic_steps": 1000}
-
-
-# --- closed form: the MLE with the 1/(N - 1) covariance ------------------------------------------
-def unbiased_covariance_mle(eigenvalues, latent_dim: int, n: int, sigma2: float | None = None) -> float:
-    """The closed-form maximum of the MLL with the 1/(N - 1) covariance ``N/(N - 1) S`` in place of ``S``.
-
-    Tipping & Bishop's ``MLL* = -1/2 [d log 2pi + sum_{i<=k} log lambda_i + (d - k) log sigma2* + d]``
-    with every eigenvalue scaled by ``c = N / (N - 1)`` (at a fixed ``sigma2``, the fixed-sigma2
-    maximum with scaled eigenvalues): the value a notebook reports as the MLE when it takes its
-    eigenvalues from ``np.cov`` or scikit-learn.
-
-    References: docs/theory.md (T14.1, T14.2); Tipping & Bishop 1999, eqs. 7-8.
-    """
-    scale = n / (n - 1)
-    return ppca_optimum(np.asarray(eigenvalues, dtype=np.float64) * scale, latent_dim, sigma2).mll
-
-
-def unbiased_covariance_shift(eigenvalues, latent_dim: int, n: int, sigma2: float | None = None) -> float:
-    """``MLL*(S) - MLL*(N/(N - 1) S)`` in closed form, ``c = N / (N - 1)``.
-
-    Learned sigma2: ``d/2 log c`` exactly, whatever the data (0.392 nats at d = 784, N = 1,000).
-    Fixed sigma2 with ``m`` active dimensions, both covariances having the same active set:
-    ``m/2 log c + (c - 1) / (2 sigma2) sum_{i not active} lambda_i``.
-
-    References: docs/theory.md (T14.1, T14.2).
-    """
-    lam = np.asarray(eigenvalues, dtype=np.float64)
-    scale = n / (n - 1)
-    if sigma2 is None:
-        return 0.5 * len(lam) * np.log(scale)
-    active = np.arange(len(lam)) < latent_dim
-    active &= lam > sigma2
-    if np.any(active != (np.arange(len(lam)) < latent_dim) & (scale * lam > sigma2)):
-        raise ValueError(f"`sigma2` = {sigma2:g} lies between an eigenvalue and N/(N-1) times it; move it")
-    return float(0.5 * active.sum() * np.log(scale) + (scale - 1) / (2 * sigma2) * lam[~active].sum())
 
 
 # --- run -----------------------------------------------------------------------------------------
