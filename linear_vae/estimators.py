@@ -21,6 +21,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from linear_vae.moments import LOG_2PI
 
@@ -250,3 +251,31 @@ def linear_model(params, sigma2):
         return z @ W.T + mu
 
     return encode, decode, sigma2
+
+
+def posterior_chi2_at_optimum(eigenvalues, k: int, beta: float, sigma2: float) -> float:
+    """``E_x chi2(p(z|x) || q(z|x))`` at the beta-ELBO optimum for ``x ~ N(mu, diag(eigenvalues))``.
+
+    Per active unit ``i`` (``lambda_i > t``, ``t = beta sigma2``, ``w_i = sqrt(lambda_i - t) e_i``) the
+    posterior is ``N(a_i x_i, P_i)`` with ``P_i = sigma2 / (lambda_i - t + sigma2)``,
+    ``a_i = sqrt(lambda_i - t) / (lambda_i - t + sigma2)``, and ``q`` is ``N(b_i x_i, Q_i)`` with
+    ``Q_i = t / lambda_i``, ``b_i = sqrt(lambda_i - t) / lambda_i``; collapsed units have ``q`` = posterior
+    = prior.  For one unit ``int p^2 / q = Q / (sqrt(P) sqrt(2Q - P)) exp(delta^2 / (2Q - P))`` with
+    ``delta = (a - b) x_i ~ N(0, s^2)``, ``s^2 = (a - b)^2 lambda_i``, whose mean over ``x`` is
+    ``Q / (sqrt(P) sqrt(2Q - P)) / sqrt(1 - 2 s^2 / (2Q - P))``; the units are independent, so the
+    product over them, minus 1, is ``E_x chi2``, and the IWAE bias is ``chi2 / (2K) + O(K^-2)``.
+
+    References: docs/theory.md (T12.4); Burda et al. 2016, Section 3.
+    """
+    lam = np.asarray(eigenvalues[:k], dtype=np.float64)
+    t = beta * sigma2
+    lam = lam[lam > t]
+    P = sigma2 / (lam - t + sigma2)
+    Q = t / lam
+    a = np.sqrt(lam - t) / (lam - t + sigma2)
+    b = np.sqrt(lam - t) / lam
+    s2 = (a - b) ** 2 * lam
+    spread = 2 * Q - P
+    if np.any(spread <= 0) or np.any(2 * s2 >= spread):
+        return float("inf")  # the importance weights have infinite variance
+    return float(np.prod(Q / (np.sqrt(P) * np.sqrt(spread)) / np.sqrt(1 - 2 * s2 / spread)) - 1.0)

@@ -29,11 +29,13 @@ from linear_vae.elbo import kl_per_datapoint
 from linear_vae.estimators import (
     MI_ROW_BLOCK,
     active_unit_variances,
+    diagonal_gaussian_log_density,
     distortion_mc,
     iwae_bound,
     kl_rate_mc,
     linear_model,
     mutual_information_minibatch,
+    posterior_chi2_at_optimum,
 )
 from linear_vae.experiments.common import data_description, load_problem
 from linear_vae.metrics import AU_THRESHOLD, collapse_metrics, optimum_collapse_metrics
@@ -82,39 +84,6 @@ def population(config: dict):
     return eigenvalues, mean
 
 
-def iwae_bias_asymptote(eigenvalues, k: int, beta: float, sigma2: float) -> float:
-    """``E_x chi2(p(z|x) || q(z|x))`` at the beta-ELBO optimum for ``x ~ N(mu, diag(eigenvalues))``.
-
-    Per active unit ``i`` (``lambda_i > t``, ``t = beta sigma2``, ``w_i = sqrt(lambda_i - t) e_i``) the
-    posterior is ``N(a_i x_i, P_i)`` with ``P_i = sigma2 / (lambda_i - t + sigma2)``,
-    ``a_i = sqrt(lambda_i - t) / (lambda_i - t + sigma2)``, and ``q`` is ``N(b_i x_i, Q_i)`` with
-    ``Q_i = t / lambda_i``, ``b_i = sqrt(lambda_i - t) / lambda_i``; collapsed units have ``q`` = posterior
-    = prior.  For one unit ``int p^2 / q = Q / (sqrt(P) sqrt(2Q - P)) exp(delta^2 / (2Q - P))`` with
-    ``delta = (a - b) x_i ~ N(0, s^2)``, ``s^2 = (a - b)^2 lambda_i``, whose mean over ``x`` is
-    ``Q / (sqrt(P) sqrt(2Q - P)) / sqrt(1 - 2 s^2 / (2Q - P))``; the units are independent, so the
-    product over them, minus 1, is ``E_x chi2``, and the IWAE bias is ``chi2 / (2K) + O(K^-2)``.
-
-    References: docs/theory.md (T12.4); Burda et al. 2016, Section 3.
-    """
-    lam = np.asarray(eigenvalues[:k], dtype=np.float64)
-    t = beta * sigma2
-    lam = lam[lam > t]
-    P = sigma2 / (lam - t + sigma2)
-    Q = t / lam
-    a = np.sqrt(lam - t) / (lam - t + sigma2)
-    b = np.sqrt(lam - t) / lam
-    s2 = (a - b) ** 2 * lam
-    spread = 2 * Q - P
-    if np.any(spread <= 0) or np.any(2 * s2 >= spread):
-        return float("inf")  # the importance weights have infinite variance
-    return float(np.prod(Q / (np.sqrt(P) * np.sqrt(spread)) / np.sqrt(1 - 2 * s2 / spread)) - 1.0)
-
-
-def log_density_diagonal(x, mean, variances):
-    """``log N(x; mean, diag(variances))`` of each row (the pPCA density when ``C`` is diagonal)."""
-    return -0.5 * jnp.sum(LOG_2PI + jnp.log(variances) + (x - mean) ** 2 / variances, axis=-1)
-
-
 def exact_synthetic(eigenvalues, k: int, beta: float, sigma2: float) -> dict:
     """Exact population values at the optimum ((T11.4)), plus the IWAE references ((T12.4))."""
     metrics = optimum_collapse_metrics(eigenvalues, k, beta * sigma2)
@@ -123,7 +92,7 @@ def exact_synthetic(eigenvalues, k: int, beta: float, sigma2: float) -> dict:
     # the population: the ELBO gap E_x KL(q || p(z|x)) is the IWAE bias at K = 1.
     elbo_beta1 = -0.5 * len(eigenvalues) * (LOG_2PI + np.log(sigma2)) - metrics["distortion"] / (2 * sigma2)
     elbo_beta1 -= metrics["rate"]
-    chi2 = iwae_bias_asymptote(eigenvalues, k, beta, sigma2)
+    chi2 = posterior_chi2_at_optimum(eigenvalues, k, beta, sigma2)
     return {
         **metrics,
         "log_likelihood": opt_beta1.mll,
@@ -182,7 +151,7 @@ def iwae_error(key, params, draw, rows: int, samples: int, sigma2, marginal_vari
     data_key, iwae_key = jax.random.split(key)
     x = draw(data_key, rows)
     encode, decode, _ = linear_model(params, sigma2)
-    exact = log_density_diagonal(x, params.mu, marginal_variances)
+    exact = diagonal_gaussian_log_density(x, params.mu, jnp.log(marginal_variances))
     return jnp.mean(exact - iwae_bound(iwae_key, x, encode, decode, sigma2, samples))
 
 
