@@ -19,7 +19,7 @@ annealing only delays it.  This module is the deep counterpart of :mod:`linear_v
   :func:`train_until_stopped` trains each until it stops by the rule of :mod:`linear_vae.stopping`,
   dropping finished configurations from the grid and resuming from a checkpoint
   (:func:`linear_vae.loop.run_until_stopped`);
-* measures: :func:`heldout_measures` reports every collapse measure of any Gaussian VAE given as
+* measures: :func:`linear_vae.metrics.heldout_measures` reports every collapse measure of any Gaussian VAE given as
   ``(encode, decode, sigma2)`` on held-out rows, by :mod:`linear_vae.metrics`' estimators, so the deep
   and the linear VAE are measured by the same code.
 
@@ -580,56 +580,10 @@ def deep_model(params: DeepVAE, config: DeepConfig):
     return (lambda x: encode(params, x, config)), (lambda z: decode(params, z, config)), jnp.exp(params.log_sigma2)
 
 
-class HeldoutMeasures(NamedTuple):
-    """What :func:`heldout_measures` reports of one model on held-out data (nats per datapoint, except
-    the distortion, a squared error in data units).  Leading axis [configuration,] when batched."""
-
-    kl: jax.Array  # (N, k) analytic KL(q(z|x_n) || p(z)) per row and latent dimension
-    au_variances: jax.Array  # (k,) Var_n E_q[z_i | x_n] (1/N), the active-unit statistic
-    rate: jax.Array  # the rows' average of the analytic total KL (the total KL)
-    distortion: jax.Array  # Monte-Carlo E_n E_q ||x_n - decode(z)||^2
-    elbo: jax.Array  # -d/2 log(2 pi sigma2) - distortion / (2 sigma2) - rate: the ELBO at beta = 1
-    iwae: jax.Array  # the rows' average of the importance-weighted bound
-    mi_batch: jax.Array  # minibatch MI, log q(z) over the whole batch including z's own row (low)
-    mi_leave_one_out: jax.Array  # minibatch MI, log q(z) over the other rows only (high)
-
-
-def heldout_measures(key, X, model, iwae_samples: int, distortion_samples: int) -> HeldoutMeasures:
-    """Every collapse measure of one model ``(encode, decode, sigma2)`` on the rows of ``X``, by the
-    estimators of :mod:`linear_vae.metrics` (so the deep and the linear VAE are measured by the same
-    code): the analytic KL per row and dimension, active-unit variances, the rate (the analytic KL
-    averaged over the rows: exact for these rows, no sampling), the Monte-Carlo distortion with
-    ``distortion_samples`` draws per row, the ELBO from them through
-    ``ELBO = -d/2 log(2 pi sigma2) - D / (2 sigma2) - R``, the IWAE bound with ``iwae_samples``, and
-    both minibatch forms of the mutual information with all rows of ``X`` as the batch (so the
-    whole-batch form is at most ``log N``).
-
-    References: docs/theory.md (T11.1, T12); Burda et al. 2016; Alemi et al. 2018; Hoffman & Johnson 2016.
-    """
-    encode_fn, decode_fn, sigma2 = model
-    key_distortion, key_iwae, key_mi = jax.random.split(key, 3)
-    mean, log_var = encode_fn(X)
-    kl = kl_per_dim(mean, log_var)
-    rate = jnp.mean(jnp.sum(kl, axis=-1))
-    distortion = metrics.distortion_mc(key_distortion, X, mean, log_var, decode_fn, distortion_samples)
-    d = X.shape[-1]
-    elbo = -0.5 * d * (LOG_2PI + jnp.log(sigma2)) - distortion / (2.0 * sigma2) - rate
-    return HeldoutMeasures(
-        kl,
-        metrics.active_unit_variances(mean),
-        rate,
-        distortion,
-        elbo,
-        jnp.mean(metrics.iwae_bound(key_iwae, X, encode_fn, decode_fn, sigma2, iwae_samples)),
-        metrics.mutual_information_minibatch(key_mi, mean, log_var, include_self=True),
-        metrics.mutual_information_minibatch(key_mi, mean, log_var, include_self=False),
-    )
-
-
 def measure_grid(
     params: DeepVAE, config: DeepConfig, X, seed: int, iwae_samples: int, distortion_samples: int
-) -> HeldoutMeasures:
-    """:func:`heldout_measures` of every configuration of a grid (``params`` with a leading
+) -> metrics.HeldoutMeasures:
+    """:func:`linear_vae.metrics.heldout_measures` of every configuration of a grid (``params`` with a leading
     configuration axis, e.g. :class:`DeepResult`'s ``best_params``), one after another in one compiled
     ``lax.map`` (memory of one configuration), in float32 like the training; numpy out."""
     X = jnp.asarray(X, DTYPE)
@@ -639,7 +593,7 @@ def measure_grid(
     @jax.jit
     def run(params, keys):
         return jax.lax.map(
-            lambda pk: heldout_measures(pk[1], X, deep_model(pk[0], config), iwae_samples, distortion_samples),
+            lambda pk: metrics.heldout_measures(pk[1], X, deep_model(pk[0], config), iwae_samples, distortion_samples),
             (params, keys),
         )
 

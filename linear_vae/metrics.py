@@ -18,9 +18,13 @@ from its encoder and decoder: :func:`kl_rate_mc`, :func:`distortion_mc`, :func:`
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from linear_vae.elbo import LinearVAEParams
+from linear_vae.elbo import LinearVAEParams, standard_normal_kl
 from linear_vae.estimators import (
     AU_THRESHOLD,
     active_unit_variances,
@@ -31,7 +35,7 @@ from linear_vae.estimators import (
     linear_model,
     mutual_information_minibatch,
 )
-from linear_vae.moments import spectrum_totals
+from linear_vae.moments import LOG_2PI, spectrum_totals
 
 __all__ = [
     "AU_THRESHOLD",
@@ -277,3 +281,49 @@ def frontier_distortion(eigenvalues, latent_dim: int, rates, *, trace=None, dim=
     """
     theta = frontier_water_level(eigenvalues, latent_dim, rates, trace=trace, dim=dim)
     return rate_distortion_frontier(eigenvalues, latent_dim, theta, trace=trace, dim=dim)[1]
+
+
+class HeldoutMeasures(NamedTuple):
+    """What :func:`heldout_measures` reports of one model on held-out data (nats per datapoint, except
+    the distortion, a squared error in data units).  Leading axis [configuration,] when batched."""
+
+    kl: jax.Array  # (N, k) analytic KL(q(z|x_n) || p(z)) per row and latent dimension
+    au_variances: jax.Array  # (k,) Var_n E_q[z_i | x_n] (1/N), the active-unit statistic
+    rate: jax.Array  # the rows' average of the analytic total KL (the total KL)
+    distortion: jax.Array  # Monte-Carlo E_n E_q ||x_n - decode(z)||^2
+    elbo: jax.Array  # -d/2 log(2 pi sigma2) - distortion / (2 sigma2) - rate: the ELBO at beta = 1
+    iwae: jax.Array  # the rows' average of the importance-weighted bound
+    mi_batch: jax.Array  # minibatch MI, log q(z) over the whole batch including z's own row (low)
+    mi_leave_one_out: jax.Array  # minibatch MI, log q(z) over the other rows only (high)
+
+
+def heldout_measures(key, X, model, iwae_samples: int, distortion_samples: int) -> HeldoutMeasures:
+    """Every collapse measure of one model ``(encode, decode, sigma2)`` on the rows of ``X``, by the
+    estimators of this module (so the deep and the linear VAE are measured by the same
+    code): the analytic KL per row and dimension, active-unit variances, the rate (the analytic KL
+    averaged over the rows: exact for these rows, no sampling), the Monte-Carlo distortion with
+    ``distortion_samples`` draws per row, the ELBO from them through
+    ``ELBO = -d/2 log(2 pi sigma2) - D / (2 sigma2) - R``, the IWAE bound with ``iwae_samples``, and
+    both minibatch forms of the mutual information with all rows of ``X`` as the batch (so the
+    whole-batch form is at most ``log N``).
+
+    References: docs/theory.md (T11.1, T12); Burda et al. 2016; Alemi et al. 2018; Hoffman & Johnson 2016.
+    """
+    encode_fn, decode_fn, sigma2 = model
+    key_distortion, key_iwae, key_mi = jax.random.split(key, 3)
+    mean, log_var = encode_fn(X)
+    kl = standard_normal_kl(mean**2, jnp.exp(log_var), log_var)
+    rate = jnp.mean(jnp.sum(kl, axis=-1))
+    distortion = distortion_mc(key_distortion, X, mean, log_var, decode_fn, distortion_samples)
+    d = X.shape[-1]
+    elbo = -0.5 * d * (LOG_2PI + jnp.log(sigma2)) - distortion / (2.0 * sigma2) - rate
+    return HeldoutMeasures(
+        kl,
+        active_unit_variances(mean),
+        rate,
+        distortion,
+        elbo,
+        jnp.mean(iwae_bound(key_iwae, X, encode_fn, decode_fn, sigma2, iwae_samples)),
+        mutual_information_minibatch(key_mi, mean, log_var, include_self=True),
+        mutual_information_minibatch(key_mi, mean, log_var, include_self=False),
+    )

@@ -152,7 +152,7 @@ def test_heldout_measures_of_the_linear_optimum_are_exact():
     import jax
 
     from linear_vae import metrics
-    from linear_vae.deep import heldout_measures
+    from linear_vae.metrics import heldout_measures
     from linear_vae.moments import compute_moments
     from linear_vae.optimum import beta_elbo_optimum
     from linear_vae.ppca import log_marginal_likelihood

@@ -23,7 +23,7 @@ The set-up (docs/theory.md (T16)):
 * **annealing** at sigma2 = 1, against the fixed-sigma2 runs at 1 with the same seeds.
 
 Every run is measured at its best validation checkpoint on the test images by
-:func:`linear_vae.deep.heldout_measures` (counts, per-dimension KL, rate, distortion, ELBO, IWAE,
+:func:`linear_vae.metrics.heldout_measures` (counts, per-dimension KL, rate, distortion, ELBO, IWAE,
 MI).  The linear VAE is the closed-form optimum on the training images, measured on the same test
 images exactly and by the same estimators.  Seed summaries are means with 95% t-intervals
 (:func:`interval`), and the generated claims state a direction only where two intervals do not
@@ -52,8 +52,9 @@ from linear_vae.collapse import (
     epsilon_delta_collapsed,
 )
 from linear_vae.datasets import load_data, three_way_split
-from linear_vae.deep import DeepHyper, heldout_measures, measure_grid, train_until_stopped
+from linear_vae.deep import DeepHyper, measure_grid, train_until_stopped
 from linear_vae.experiments.common import deep_config
+from linear_vae.metrics import heldout_measures
 from linear_vae.moments import compute_moments
 from linear_vae.optimum import active_count, beta_elbo_optimum, learned_sigma2
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, draw_frontier, log_axis, new_figure
@@ -310,7 +311,7 @@ def deep_study(config: dict, splits, epsilons, progress, checkpoint) -> dict:
 def linear_study(config: dict, problem: Problem, k: int, X_test, epsilons) -> dict:
     """The closed-form linear VAE on the training images at each fixed sigma2 and at the learned
     (maximum-likelihood) sigma2, measured on the test images: exactly from their moments, and by the
-    deep VAE's estimators (:func:`linear_vae.deep.heldout_measures`, float64 here)."""
+    deep VAE's estimators (:func:`linear_vae.metrics.heldout_measures`, float64 here)."""
     spectrum = problem.spectrum
     test = compute_moments(np.asarray(X_test, dtype=np.float64))
     X_test = np.asarray(X_test, dtype=np.float64)
