@@ -1,4 +1,5 @@
-"""The stopping rule of a trained run that has no closed form to stop at (the deep VAE).
+"""Trained results with no closed form to check against (the deep VAE): when a run stops, and when
+two settings differ.
 
 A run is recorded every ``log_every`` steps: its validation objective (the one-sample ELBO on the
 validation images, drawn with the same noise at every record, so that records differ only by the
@@ -17,13 +18,18 @@ previous record.  docs/theory.md (T16.1) states the rule:
 
 :func:`decide` is evaluated on the host after every record, so a run stops at the first record at
 which the rule holds and its checkpoint is the best record up to there.
+
+Over seeds, :func:`interval` gives the mean and its 95% t-interval, and :func:`separated` says
+whether two intervals give a direction (docs/theory.md (T16.3)).
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
+import scipy.stats
 
 #: Why a run stopped (``StopDecision.reason``).
 CONVERGED, CAP, NONFINITE, RUNNING = "converged", "cap", "non-finite", "running"
@@ -88,3 +94,24 @@ def decide(
     if step >= rule.max_steps:
         return StopDecision(True, CAP, drift, waited)
     return StopDecision(False, RUNNING, drift, waited)
+
+
+def interval(values) -> dict:
+    """Mean and 95% t-interval over seeds, ``mean +- t_{0.975, n-1} s / sqrt(n)`` (``s`` the sample
+    standard deviation): ``{"mean", "low", "high", "n"}``; with one value the interval is that value.
+
+    References: docs/theory.md (T16.3).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n, mean = values.size, float(values.mean())
+    half = float(scipy.stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": int(n)}
+
+
+def separated(a: dict, b: dict) -> int:
+    """+1 when interval ``a`` lies wholly above ``b``, -1 when wholly below, 0 when they overlap (no
+    direction at this number of seeds).
+
+    References: docs/theory.md (T16.3).
+    """
+    return 1 if a["low"] > b["high"] else -1 if a["high"] < b["low"] else 0

@@ -832,7 +832,8 @@ def test_deep_vae_report_states_a_direction_only_when_the_intervals_separate(qui
     """The generated deep-VAE text, on the quick run's payload with its runs marked converged and
     their active-unit counts set: 95% t-intervals (n - 1 degrees of freedom) that separate give a
     direction, overlapping ones "no difference"; a run that did not converge is left out."""
-    from linear_vae.experiments.deep_vae import interval, report
+    from linear_vae.experiments.deep_vae import report
+    from linear_vae.stopping import interval
 
     low = interval([1.0, 2.0, 3.0])
     half = 4.30265273 / np.sqrt(3)  # t_{0.975, 2} = 4.30265273 (tables, 9 digits), standard deviation 1

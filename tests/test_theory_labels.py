@@ -116,3 +116,17 @@ def test_cross_references_inside_the_theory_exist():
     defined = {label for _, label in _defined()}
     referenced = set(CROSS_REFERENCE.findall(THEORY.read_text()))
     assert referenced <= defined, f"docs/theory.md refers to undefined labels: {sorted(referenced - defined)}"
+
+
+def test_every_label_an_experiment_cites_is_implemented_in_the_library():
+    """A result an experiment relies on lives in the library, where every user can call it: each label
+    cited in ``linear_vae/experiments/`` is cited outside it too (a section, such as (T15), by itself
+    or by one of its sub-labels)."""
+    experiments = ROOT / "linear_vae" / "experiments"
+    in_experiments, in_library = set(), set()
+    for path in sorted((ROOT / "linear_vae").rglob("*.py")):
+        labels = _labels_in(_python_docs(path), str(path.relative_to(ROOT)))
+        (in_experiments if experiments in path.parents else in_library).update(labels)
+    covered = in_library | {label.split(".")[0] for label in in_library}
+    missing = sorted(in_experiments - covered)
+    assert not missing, f"labels cited only by experiments, not by the library: {missing}"

@@ -41,7 +41,6 @@ from pathlib import Path
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
-import scipy.stats
 
 from linear_vae import metrics
 from linear_vae.collapse import (
@@ -60,7 +59,7 @@ from linear_vae.optimum import active_count, beta_elbo_optimum, learned_sigma2
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, draw_frontier, log_axis, new_figure
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.problem import Problem
-from linear_vae.stopping import CONVERGED, StoppingRule
+from linear_vae.stopping import CONVERGED, StoppingRule, interval, separated
 
 NAME = "deep_vae"
 TITLE = (
@@ -396,20 +395,6 @@ def closed_form_curves(config: dict, eigenvalues) -> dict:
 
 
 # --- summaries over seeds ------------------------------------------------------------------------
-def interval(values) -> dict:
-    """Mean and 95% t-interval over seeds (n - 1 degrees of freedom): ``{"mean", "low", "high", "n"}``;
-    with one value the interval is that value."""
-    values = np.asarray(values, dtype=np.float64)
-    n, mean = values.size, float(values.mean())
-    half = float(scipy.stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": int(n)}
-
-
-def separated(a: dict, b: dict) -> int:
-    """+1 when interval ``a`` lies wholly above ``b``, -1 when wholly below, 0 when they overlap."""
-    return 1 if a["low"] > b["high"] else -1 if a["high"] < b["low"] else 0
-
-
 def setting_key(run: dict) -> tuple:
     return (run["kind"], run["sigma2"], str(run["sigma2_step"]), run["warmup"])
 
