@@ -114,7 +114,7 @@ def active_unit_variances(mean):
     return jnp.var(jnp.reshape(mean, (-1, mean.shape[-1])), axis=0)
 
 
-def active_units(mean, threshold: float = AU_THRESHOLD):
+def active_by_encoder_mean(mean, threshold: float = AU_THRESHOLD):
     """``#{i : Var_n E_q[z_i | x_n] > threshold}`` from :func:`active_unit_variances` (an int array).
 
     References: docs/theory.md (T12.2, T11.2); Burda et al. 2016, Section 5.2.

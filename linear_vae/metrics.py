@@ -11,9 +11,9 @@ distortion is a squared error in data units.  The exact values are numpy, float6
 This module is the one entry point for metrics: it also re-exports the sampling estimators of
 :mod:`linear_vae.estimators` (docs/theory.md (T12)), which measure any Gaussian VAE, deep ones included,
 from its encoder and decoder: :func:`kl_rate_mc`, :func:`distortion_mc`, :func:`active_unit_variances`,
-:func:`active_units` (a count from encoder means), :func:`mutual_information_minibatch`,
+:func:`active_by_encoder_mean` (a count from encoder means), :func:`mutual_information_minibatch`,
 :func:`iwae_bound` and the adapter :func:`linear_model`.  The exact count from unit variances is
-:func:`active_unit_count`.
+:func:`active_by_unit_variance`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import numpy as np
 from linear_vae.elbo import LinearVAEParams, standard_normal_kl
 from linear_vae.estimators import (
     AU_THRESHOLD,
+    active_by_encoder_mean,
     active_unit_variances,
-    active_units,
     distortion_mc,
     iwae_bound,
     kl_rate_mc,
@@ -40,9 +40,9 @@ from linear_vae.moments import LOG_2PI, spectrum_totals
 __all__ = [
     "AU_THRESHOLD",
     "METRIC_KEYS",
-    "active_unit_count",
+    "active_by_unit_variance",
     "active_unit_variances",
-    "active_units",
+    "active_by_encoder_mean",
     "aggregate_posterior_gaussian",
     "au_variances",
     "collapse_metrics",
@@ -127,10 +127,10 @@ def au_variances(params: LinearVAEParams, cov) -> np.ndarray:
     return np.sum(_v_s(V, cov) * V, axis=1)
 
 
-def active_unit_count(variances, tau: float = AU_THRESHOLD) -> int:
+def active_by_unit_variance(variances, tau: float = AU_THRESHOLD) -> int:
     """``#{i : Var_x E_q[z_i] > tau}``, the active-unit count (``tau = 0.01`` by default) from the (k,)
     unit variances (exact ones from :func:`au_variances`, or :func:`active_unit_variances` of encoder
-    means; :func:`active_units` counts from the encoder means directly).
+    means; :func:`active_by_encoder_mean` counts from the encoder means directly).
 
     References: docs/theory.md (T11.2); Burda et al. 2016.
     """
@@ -187,7 +187,7 @@ def collapse_metrics(params: LinearVAEParams, mean, cov, tau: float = AU_THRESHO
         "distortion": distortion(params, mean, cov),
         "mutual_information_gaussian": mutual_information_gaussian(params, cov),
         "marginal_kl_gaussian": marginal_kl_gaussian(params, mean, cov),
-        "active_units": active_unit_count(variances, tau),
+        "active_units": active_by_unit_variance(variances, tau),
         "au_variances": variances.tolist(),
     }
 

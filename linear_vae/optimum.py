@@ -168,7 +168,7 @@ def threshold_distance(eigenvalues, latent_dim: int, beta: float, sigma2: float)
     return float(np.min(np.abs(np.asarray(eigenvalues[:latent_dim]) - t)) / t)
 
 
-def active_count(eigenvalues, latent_dim: int, water_level) -> np.ndarray | int:
+def active_by_threshold(eigenvalues, latent_dim: int, water_level) -> np.ndarray | int:
     """``#{i <= k : lambda_i > t}``, the active dimensions of the optimum at water level
     ``t = beta sigma2`` (one count per entry of an array ``t``), for curves drawn on a grid of ``t``.
     The package's other counts of "active" (column norms, unit variances, encoder means) and when

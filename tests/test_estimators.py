@@ -21,8 +21,8 @@ import linear_vae  # noqa: F401  (float64)
 from linear_vae import metrics
 from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo, with_optimal_encoder
 from linear_vae.estimators import (
+    active_by_encoder_mean,
     active_unit_variances,
-    active_units,
     distortion_mc,
     iwae_bound,
     kl_rate_mc,
@@ -102,7 +102,7 @@ def test_active_unit_variances_on_rows_equal_the_exact_moment_values(rows):
     # The encoder mean is linear in x, so the 1/N sample variance of the means is (V S V^T)_ii exactly.
     np.testing.assert_allclose(active_unit_variances(m), exact, rtol=1e-11)
     for tau in (0.01, float(np.sort(exact)[:2].mean())):  # 0.01, and a threshold between two units
-        assert int(active_units(m, tau)) == metrics.active_unit_count(exact, tau)
+        assert int(active_by_encoder_mean(m, tau)) == metrics.active_by_unit_variance(exact, tau)
 
 
 @pytest.mark.slow  # compilation; the quick metric_calibration run checks the same claim by default

@@ -22,7 +22,7 @@ from linear_vae.datasets import load_data
 from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo, with_optimal_encoder
 from linear_vae.metrics import (
     METRIC_KEYS,
-    active_unit_count,
+    active_by_unit_variance,
     aggregate_posterior_gaussian,
     au_variances,
     collapse_metrics,
@@ -170,8 +170,8 @@ def test_elbo_is_minus_distortion_over_2_sigma2_minus_beta_rate(seed, beta):
 
 def test_active_units_counts_variances_above_tau():
     variances = np.array([0.5, 0.011, 0.01, 0.0, 2.0])
-    assert active_unit_count(variances) == 3  # 0.5, 0.011 and 2.0; 0.01 is not above 0.01
-    assert active_unit_count(variances, tau=0.6) == 1
+    assert active_by_unit_variance(variances) == 3  # 0.5, 0.011 and 2.0; 0.01 is not above 0.01
+    assert active_by_unit_variance(variances, tau=0.6) == 1
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from linear_vae.experiments.common import data_description, load_problem, newton_config, train
-from linear_vae.optimum import active_count, beta_elbo_optimum
+from linear_vae.optimum import active_by_threshold, beta_elbo_optimum
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
 
 NAME = "collapse_threshold"
@@ -89,14 +89,14 @@ def run(config: dict, progress=None) -> dict:
             "sigma2": config["sigma2"],
             "thresholds": (eigenvalues[:k] / config["sigma2"]).tolist(),
             "curve_x": beta_grid.tolist(),
-            "curve_active_dims": active_count(eigenvalues, k, beta_grid * config["sigma2"]).tolist(),
+            "curve_active_dims": active_by_threshold(eigenvalues, k, beta_grid * config["sigma2"]).tolist(),
         },
         "sigma2_panel": {
             **panel(reports[n_beta:], sigma2s),
             "beta": 1.0,
             "thresholds": eigenvalues[:k].tolist(),
             "curve_x": sigma2_grid.tolist(),
-            "curve_active_dims": active_count(eigenvalues, k, sigma2_grid).tolist(),
+            "curve_active_dims": active_by_threshold(eigenvalues, k, sigma2_grid).tolist(),
         },
         "optimal_elbo_check": [beta_elbo_optimum(eigenvalues, k, b, s).elbo for b, s in zip(all_betas, all_sigma2s)],
     }

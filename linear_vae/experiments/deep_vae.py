@@ -55,7 +55,7 @@ from linear_vae.deep import DeepHyper, measure_grid, train_until_stopped
 from linear_vae.experiments.common import deep_config
 from linear_vae.metrics import heldout_measures
 from linear_vae.moments import compute_moments
-from linear_vae.optimum import active_count, beta_elbo_optimum, learned_sigma2
+from linear_vae.optimum import active_by_threshold, beta_elbo_optimum, learned_sigma2
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, draw_frontier, log_axis, new_figure
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.problem import Problem
@@ -336,7 +336,7 @@ def linear_study(config: dict, problem: Problem, k: int, X_test, epsilons) -> di
             {
                 "kind": kind,
                 "sigma2": float(sigma2),
-                "predicted_active_dims": int(active_count(spectrum.eigenvalues, k, sigma2)),
+                "predicted_active_dims": int(active_by_threshold(spectrum.eigenvalues, k, sigma2)),
                 **counts(kl, np.asarray(exact["au_variances"])),
                 "au_variances": exact["au_variances"],
                 "test_kl_per_dim": kl.mean(axis=0).tolist(),
@@ -389,8 +389,8 @@ def closed_form_curves(config: dict, eigenvalues) -> dict:
     tau, k = metrics.AU_THRESHOLD, config["latent_dim"]
     return {
         "sigma2": sigma2.tolist(),
-        "active_dims": active_count(eigenvalues, k, sigma2).tolist(),
-        "active_units": active_count(eigenvalues, k, sigma2 / (1 - tau)).tolist(),
+        "active_dims": active_by_threshold(eigenvalues, k, sigma2).tolist(),
+        "active_units": active_by_threshold(eigenvalues, k, sigma2 / (1 - tau)).tolist(),
     }
 
 
@@ -1004,7 +1004,7 @@ def plot_annealing(results: dict, config: dict):
             best = h["step"].index(r["best_step"])
             axes[0, 1].plot(r["best_step"], h["validation_objective"][best], "o", color=color, markersize=4)
     tau = results["au_threshold"]
-    linear = int(active_count(np.array(results["eigenvalues"]), k, sigma2 / (1 - tau))) if sigma2 else 0
+    linear = int(active_by_threshold(np.array(results["eigenvalues"]), k, sigma2 / (1 - tau))) if sigma2 else 0
     axes[0, 0].axhline(linear, color="0.3", linestyle="--", linewidth=1.2, label=f"linear VAE, closed form: {linear}")
     warmup = annealed[0]["warmup"] if annealed else 0
     for ax in axes[0]:
