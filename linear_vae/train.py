@@ -602,7 +602,7 @@ class _Monitor:
             self.previous = self.watch.start
         self.watch.during(state, chunk.history)
         still_gaining = self._still_gaining(state, chunk.history)
-        if still_gaining and not chunk.last:
+        if config.stop_when_converged and still_gaining and not chunk.last:
             self.skipped.append(chunk.steps_done)
         elif config.stop_when_converged or chunk.last:
             if self.compiled is None:
