@@ -44,7 +44,7 @@ import numpy as np
 import optax
 
 from linear_vae import divergence, loop, metrics, stopping
-from linear_vae.elbo import standard_normal_kl
+from linear_vae.elbo import diagonal_gaussian_kl
 from linear_vae.moments import LOG_2PI
 
 DTYPE = jnp.float32
@@ -153,11 +153,6 @@ def encode(params: DeepVAE, x, config: DeepConfig):
     return out[..., : config.latent_dim], out[..., config.latent_dim :]
 
 
-def kl_per_dim(mean, log_var):
-    """``KL(N(mean, exp(log_var)) || N(0, 1))`` per example and dimension (Kingma & Welling, App. B)."""
-    return standard_normal_kl(mean**2, jnp.exp(log_var), log_var)
-
-
 def one_sample_elbo_terms(params: DeepVAE, x, key, config: DeepConfig):
     """One-sample reparameterised estimate of ``E_q log p(x|z)`` per example, and the analytic KL per
     example and dimension: ``z = mean + exp(log_var / 2) * eps``.
@@ -176,7 +171,7 @@ def _elbo_parts(params: DeepVAE, x, key, config: DeepConfig):
     d = x.shape[-1]
     squared_error = jnp.sum((x - reconstruction) ** 2, axis=-1)
     log_lik = -0.5 * d * (LOG_2PI + params.log_sigma2) - squared_error / (2.0 * jnp.exp(params.log_sigma2))
-    return log_lik, kl_per_dim(mean, log_var), mean, jax.lax.stop_gradient(squared_error)
+    return log_lik, diagonal_gaussian_kl(mean, log_var), mean, jax.lax.stop_gradient(squared_error)
 
 
 def beta_at(step, warmup):
@@ -427,7 +422,7 @@ def train_grid(
     history = jax.tree.map(lambda a: a[:n_configs], outcome.history)
     seconds, compile_seconds = outcome.seconds, outcome.compile_seconds
     mean, log_var = jax.vmap(lambda p: encode(p, X_heldout, config))(state.params)
-    heldout_kl = np.asarray(kl_per_dim(mean, log_var), dtype=np.float64)
+    heldout_kl = np.asarray(diagonal_gaussian_kl(mean, log_var), dtype=np.float64)
     host = lambda tree: jax.tree.map(np.asarray, tree)  # noqa: E731
     return DeepResult(
         config,

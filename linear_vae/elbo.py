@@ -109,6 +109,15 @@ def standard_normal_kl(mean_sq, variance, log_variance):
     return 0.5 * (variance + mean_sq - 1.0 - log_variance)
 
 
+def diagonal_gaussian_kl(mean, log_var):
+    """``KL(N(mean, exp(log_var)) || N(0, 1))`` elementwise (per row and latent dimension) of an encoder
+    that gives its mean and log variance, as a deep VAE's does.
+
+    References: docs/theory.md (T3); Kingma & Welling 2013, Appendix B.
+    """
+    return standard_normal_kl(mean**2, jnp.exp(log_var), log_var)
+
+
 def exact_elbo(params: LinearVAEParams, sigma2, beta, stats: DataStats):
     """The beta-ELBO ``E_q log p(x|z) - beta KL(q(z|x) || p(z))``, exact, per datapoint (nats).
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from linear_vae.elbo import LinearVAEParams, standard_normal_kl
+from linear_vae.elbo import LinearVAEParams, diagonal_gaussian_kl
 from linear_vae.estimators import (
     AU_THRESHOLD,
     active_by_encoder_mean,
@@ -312,7 +312,7 @@ def heldout_measures(key, X, model, iwae_samples: int, distortion_samples: int) 
     encode_fn, decode_fn, sigma2 = model
     key_distortion, key_iwae, key_mi = jax.random.split(key, 3)
     mean, log_var = encode_fn(X)
-    kl = standard_normal_kl(mean**2, jnp.exp(log_var), log_var)
+    kl = diagonal_gaussian_kl(mean, log_var)
     rate = jnp.mean(jnp.sum(kl, axis=-1))
     distortion = distortion_mc(key_distortion, X, mean, log_var, decode_fn, distortion_samples)
     d = X.shape[-1]
