@@ -619,11 +619,11 @@ class _Monitor:
     def _still_gaining(self, state: TrainState, history: History) -> bool:
         """Newton only: did some running configuration's last iteration gain more than
         :data:`NEWTON_SKIP_GAIN` (so that the sweep cannot stop at this check)?"""
+        if self.config.optimizer != "newton":
+            return False
         objective = np.asarray(self.watch.objective(history))[: self.n_configs]
         before = objective[:, -2] if objective.shape[1] > 1 else self.previous
         self.previous = objective[:, -1]
-        if self.config.optimizer != "newton":
-            return False
         running = ~(np.asarray(state.converged)[: self.n_configs] | self.watch.blown)
         gain = objective[:, -1] - before
         return bool(np.any(gain[running] > NEWTON_SKIP_GAIN))
