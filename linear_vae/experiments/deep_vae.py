@@ -53,6 +53,7 @@ from linear_vae.collapse import (
 from linear_vae.datasets import load_data, three_way_split
 from linear_vae.deep import DeepHyper, measure_grid, train_until_stopped
 from linear_vae.experiments.common import deep_config
+from linear_vae.io import atomic_write_json
 from linear_vae.metrics import heldout_measures
 from linear_vae.moments import compute_moments
 from linear_vae.optimum import active_by_threshold, beta_elbo_optimum, learned_sigma2
@@ -116,6 +117,12 @@ QUICK = {
 }
 
 KINDS = ("fixed", "learned", "annealed")
+#: The study trains in parts, each its own grid (the annealed runs beside the fixed ones they are
+#: compared with).  A finished part's measured runs are written to ``<name>.part-<part>.json``
+#: beside the output (:func:`part_path`) and are not trained again, so a study longer than one
+#: sitting, or than one machine's life, loses at most the part it was training (and, within that
+#: part, no more than the few minutes since its last checkpoint).
+PARTS = {"fixed": ("fixed", "annealed"), "learned": ("learned",)}
 #: The configuration keys that fix what is trained: a checkpoint resumes only under the same ones.
 TRAINING_KEYS = (
     "data", "n_validation", "n_test", "split_seed", "latent_dim", "hidden", "activation", "log_every",
@@ -124,9 +131,9 @@ TRAINING_KEYS = (
 )  # fmt: skip
 
 
-def grid(config: dict) -> list[dict]:
-    """Every trained configuration: its kind, sigma2 (fixed or initial), step size on log sigma2
-    (``None`` when fixed), warm-up steps and seed."""
+def grid(config: dict, kinds=KINDS) -> list[dict]:
+    """Every trained configuration of the given ``kinds``: its kind, sigma2 (fixed or initial), step
+    size on log sigma2 (``None`` when fixed), warm-up steps and seed."""
     fixed = [
         {"kind": "fixed", "sigma2": s, "sigma2_step": None, "warmup": 0, "seed": seed}
         for s in config["fixed_sigma2s"]
@@ -143,12 +150,19 @@ def grid(config: dict) -> list[dict]:
         | {"seed": seed}
         for seed in config["fixed_seeds"]
     ]
-    return fixed + learned + annealed
+    return [g for g in fixed + learned + annealed if g["kind"] in kinds]
 
 
-def checkpoint_identity(config: dict) -> str:
-    """What a resumed grid must have been started with: the training keys of ``config``."""
-    return hashlib.sha256(json.dumps({k: config[k] for k in TRAINING_KEYS}, sort_keys=True).encode()).hexdigest()
+def checkpoint_identity(config: dict, part: str) -> str:
+    """What a resumed grid, or a saved part, must have been started with: the training keys of
+    ``config`` and the part's name."""
+    keys = {k: config[k] for k in TRAINING_KEYS} | {"part": part}
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
+
+
+def part_path(checkpoint: Path, part: str) -> Path:
+    """Where a finished part is kept: beside the checkpoint, named after the experiment and part."""
+    return checkpoint.with_name(checkpoint.name.replace(".checkpoint.pkl", f".part-{part}.json"))
 
 
 # --- run -----------------------------------------------------------------------------------------
@@ -199,10 +213,10 @@ def counts(kl: np.ndarray, au_variances: np.ndarray) -> dict:
 LAST_RECORDS = 10
 
 
-def train(config: dict, splits, progress=None, checkpoint=None):
-    """Train every configuration of :func:`grid` until it stops by rule
+def train(config: dict, splits, part: str, progress=None, checkpoint=None):
+    """Train every configuration of one part of :func:`grid` until it stops by rule
     (:func:`linear_vae.deep.train_until_stopped`), resuming from ``checkpoint`` if it exists."""
-    configs = grid(config)
+    configs = grid(config, PARTS[part])
     hyper = DeepHyper(
         np.array([g["sigma2"] for g in configs]),
         np.array([g["kind"] == "learned" and g["sigma2_step"] != "exact" for g in configs], float),
@@ -222,7 +236,7 @@ def train(config: dict, splits, progress=None, checkpoint=None):
         splits.validation.X,
         rule,
         checkpoint=checkpoint,
-        identity=checkpoint_identity(config),
+        identity=checkpoint_identity(config, part),
         progress=progress,
         drop_finished=config["drop_finished"],
         checkpoint_seconds=60.0 * config["checkpoint_minutes"],
@@ -230,12 +244,54 @@ def train(config: dict, splits, progress=None, checkpoint=None):
     return configs, dc, result
 
 
+#: The counts of :func:`study_part`'s ``training`` that add up over parts.
+ADDITIVE = ("seconds", "compile_seconds", "configuration_steps", "lane_steps", "cap_steps")
+
+
 def deep_study(config: dict, splits, epsilons, progress, checkpoint) -> dict:
-    """Train every configuration until it stops by rule and measure it at its best validation
-    checkpoint on the test images."""
-    configs, dc, result = train(config, splits, progress, checkpoint)
+    """Train and measure every part of the grid (:data:`PARTS`), taking a part from its saved file
+    (:func:`part_path`) where an earlier process finished it for the same configuration, and
+    saving each part it finishes.  Runs come back in the order of :func:`grid`."""
+    parts = {}
+    for part in PARTS:
+        identity = checkpoint_identity(config, part)
+        saved = None if checkpoint is None else part_path(checkpoint, part)
+        if saved is not None and saved.exists():
+            kept = json.loads(saved.read_text())
+            if kept["identity"] == identity:
+                parts[part] = kept
+                continue
+        parts[part] = {"identity": identity, **study_part(config, splits, epsilons, part, progress, checkpoint)}
+        if saved is not None:
+            atomic_write_json(saved, parts[part])
+            checkpoint.unlink(missing_ok=True)  # the next part starts its own grid
+    order = {json.dumps(g, sort_keys=True): i for i, g in enumerate(grid(config))}
+    runs = sorted(
+        (run for p in parts.values() for run in p["runs"]),
+        key=lambda run: order[
+            json.dumps({k: run[k] for k in ("kind", "sigma2", "sigma2_step", "warmup", "seed")}, sort_keys=True)
+        ],
+    )
+    trainings = {part: p["training"] for part, p in parts.items()}
+    totals = [t["seconds_total"] for t in trainings.values()]
+    training = {
+        **{key: sum(t[key] for t in trainings.values()) for key in ADDITIVE},
+        "seconds_total": None if None in totals else sum(totals),
+        "grid_sizes": {part: t["grid_sizes"] for part, t in trainings.items()},
+        "parts": trainings,
+    }
+    # the training time of each part's last process over the lane-steps that process ran
+    timed = sum(t["timed_lane_steps"] for t in trainings.values())
+    training["ms_per_configuration_step"] = 1e3 * training["seconds"] / max(timed, 1)
+    return {"runs": runs, "training": training}
+
+
+def study_part(config: dict, splits, epsilons, part: str, progress, checkpoint) -> dict:
+    """Train every configuration of one part until it stops by rule and measure it at its best
+    validation checkpoint on the test images."""
+    configs, dc, result = train(config, splits, part, progress, checkpoint)
     if progress:
-        progress.task(f"{NAME}: test-image measures of {len(configs)} deep VAEs")
+        progress.task(f"{NAME}: test-image measures of {len(configs)} deep VAEs ({part} part)")
     measured = measure_grid(
         result.best_params,
         dc,
@@ -299,7 +355,7 @@ def deep_study(config: dict, splits, epsilons, progress, checkpoint) -> dict:
             "grid_sizes": [list(map(int, s)) for s in grid_run.sizes],
             "resumed_from_record": grid_run.resumed_from_record,
             "seconds_total": grid_run.seconds_total,  # every process; None where an earlier one kept no count
-            # this process's training time over the lane-steps it ran
+            "timed_lane_steps": grid_run.lane_steps - grid_run.resumed_lane_steps,  # those `seconds` ran
             "ms_per_configuration_step": 1e3
             * grid_run.seconds
             / max(grid_run.lane_steps - grid_run.resumed_lane_steps, 1),
@@ -571,7 +627,7 @@ def report(payload: dict) -> str:
         )
         + f" {_training_time(training)} ({training['ms_per_configuration_step']:.1f} ms per "
         f"configuration-step on the lanes run, {training['compile_seconds'] / 60:.1f} min compiling "
-        f"{len(training['grid_sizes'])} grid sizes); dropping finished runs ran "
+        f"{sum(len(sizes) for sizes in training['grid_sizes'].values())} grid sizes in {len(PARTS)} parts); dropping finished runs ran "
         f"{training['lane_steps']:,} lane-steps where training every run to the cap would run {training['cap_steps']:,} "
         f"({100 * (1 - training['lane_steps'] / training['cap_steps']):.0f}% saved)."
     )
@@ -610,9 +666,11 @@ def _training_time(training: dict) -> str:
     """How long the training took, over every process where they all kept count."""
     if training["seconds_total"] is not None:
         return f"Training took {training['seconds_total'] / 60:.0f} min"
+    resumed = {part: t["resumed_from_record"] for part, t in training["parts"].items() if t["resumed_from_record"]}
     return (
-        f"Training took {training['seconds'] / 60:.0f} min in its last process, resumed at record "
-        f"{training['resumed_from_record']} (the earlier processes kept no count)"
+        f"Training took {training['seconds'] / 60:.0f} min in the last process of each part ("
+        + ", ".join(f"the {part} part resumed at record {record}" for part, record in resumed.items())
+        + "; the earlier processes kept no count)"
     )
 
 
