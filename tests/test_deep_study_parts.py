@@ -1,0 +1,93 @@
+"""The deep-VAE study trains in parts and keeps every finished part beside its output, so a study
+longer than one sitting loses at most the part it was training (linear_vae.experiments.deep_vae).
+
+The training itself is replaced here by a stand-in that records which parts it was asked for: what
+is tested is the bookkeeping (which parts are trained again, the order of the runs, the totals).
+The real training of a part, its checkpoint and its bitwise resume are tested in
+tests/test_stopping.py, and a whole quick study in tests/test_experiments.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from linear_vae.experiments import deep_vae
+
+CONFIG = {**deep_vae.CONFIG, **deep_vae.QUICK}
+SETTING = ("kind", "sigma2", "sigma2_step", "warmup", "seed")
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    """Replace :func:`deep_vae.study_part` by a stand-in; returns the list of parts it trained."""
+    calls = []
+
+    def study_part(config, splits, epsilons, part, progress, checkpoint):
+        calls.append(part)
+        configs = deep_vae.grid(config, deep_vae.PARTS[part])
+        steps = [100 * (i + 1) for i in range(len(configs))]
+        if checkpoint is not None:
+            checkpoint.write_bytes(b"grid state")  # as the real training leaves it
+        return {
+            "runs": [{**g, "stop_step": s, "from": part} for g, s in zip(configs, steps)],
+            "training": {
+                "seconds": 2.0,
+                "compile_seconds": 1.0,
+                "configuration_steps": sum(steps),
+                "lane_steps": sum(steps) + 10,
+                "cap_steps": len(configs) * config["rule"]["max_steps"],
+                "timed_lane_steps": sum(steps) + 10,
+                "seconds_total": 2.0,
+                "grid_sizes": [[0, len(configs)]],
+                "resumed_from_record": 0,
+                "ms_per_configuration_step": 2e3 / (sum(steps) + 10),
+            },
+        }
+
+    monkeypatch.setattr(deep_vae, "study_part", study_part)
+    return calls
+
+
+def test_every_part_is_trained_once_and_its_runs_come_back_in_grid_order(trained, tmp_path):
+    checkpoint = tmp_path / "deep_vae.checkpoint.pkl"
+    study = deep_vae.deep_study(CONFIG, None, None, None, checkpoint)
+    assert trained == list(deep_vae.PARTS)
+    assert [tuple(r[k] for k in SETTING) for r in study["runs"]] == [
+        tuple(g[k] for k in SETTING) for g in deep_vae.grid(CONFIG)
+    ]
+    for part in deep_vae.PARTS:
+        saved = json.loads(deep_vae.part_path(checkpoint, part).read_text())
+        assert {r["kind"] for r in saved["runs"]} == set(deep_vae.PARTS[part])
+    assert not checkpoint.exists(), "a finished part's grid checkpoint must not be resumed by the next part"
+    parts = study["training"]["parts"]
+    for key in deep_vae.ADDITIVE:
+        assert study["training"][key] == sum(t[key] for t in parts.values())
+    timed = sum(t["timed_lane_steps"] for t in parts.values())
+    assert study["training"]["ms_per_configuration_step"] == pytest.approx(1e3 * study["training"]["seconds"] / timed)
+
+
+def test_a_finished_part_is_read_back_not_trained_again(trained, tmp_path):
+    checkpoint = tmp_path / "deep_vae.checkpoint.pkl"
+    first = deep_vae.deep_study(CONFIG, None, None, None, checkpoint)
+    deep_vae.part_path(checkpoint, "learned").unlink()  # as if the process had died in that part
+    trained.clear()
+    second = deep_vae.deep_study(CONFIG, None, None, None, checkpoint)
+    assert trained == ["learned"]
+    assert second["runs"] == first["runs"]
+
+
+def test_a_part_saved_under_other_training_settings_is_trained_again(trained, tmp_path):
+    checkpoint = tmp_path / "deep_vae.checkpoint.pkl"
+    deep_vae.deep_study(CONFIG, None, None, None, checkpoint)
+    trained.clear()
+    changed = {**CONFIG, "learning_rate": CONFIG["learning_rate"] / 2}
+    deep_vae.deep_study(changed, None, None, None, checkpoint)
+    assert trained == list(deep_vae.PARTS)
+
+
+def test_without_an_output_folder_nothing_is_saved(trained, tmp_path):
+    deep_vae.deep_study(CONFIG, None, None, None, None)
+    assert trained == list(deep_vae.PARTS)
+    assert list(tmp_path.iterdir()) == []
