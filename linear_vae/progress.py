@@ -2,7 +2,8 @@
 
 One :class:`Progress` serves a whole command.  The trainers report to it through two calls:
 ``progress(steps_done, steps_total)`` between chunks, and ``progress.phase(name)`` when a stage
-begins ("compiling", "training", "drawing").  Commands and experiments name what is running with
+begins ("compiling", "training", "drawing"); Newton's sweeps also count "iterations"
+(:meth:`Progress.units`) and show their worst gain (:meth:`Progress.status`).  Commands and experiments name what is running with
 :meth:`Progress.task` (for example ``"[5/9] latent_dim K=16, sigma2 learned"``) and add free text
 with :meth:`Progress.message`.
 
@@ -51,6 +52,8 @@ class Progress:
         self._steps_start: tuple[float, int] | None = None
         self._last_line = 0.0
         self._total = 0
+        self._unit = "step"
+        self._status = ""
 
     # -- what is running --------------------------------------------------------------------------
     def context(self, prefix: str) -> None:
@@ -63,6 +66,17 @@ class Progress:
         self._label, self._phase = f"{self._prefix} {label}".strip(), ""
         self._steps_start = None
         self._total = 0
+        self._unit, self._status = "step", ""
+
+    def units(self, name: str) -> None:
+        """What the current task counts (``"iteration"`` for Newton; ``"step"`` by default)."""
+        self._unit = name
+
+    def status(self, text: str) -> None:
+        """A short state of the current task shown with its counts (Newton: its worst gain)."""
+        self._status = text
+        if self.enabled and self.live and self._bar is not None:
+            self._bar.set_postfix_str(self._postfix(), refresh=False)
 
     def phase(self, name: str) -> None:
         """A new stage of the current task: one line in a log, the bar's suffix on a terminal."""
@@ -71,7 +85,7 @@ class Progress:
             return
         if self.live:
             self._open_bar(total=None)  # a stage without steps shows its name and clock, then steps
-            self._bar.set_postfix_str(name, refresh=True)
+            self._bar.set_postfix_str(self._postfix(), refresh=True)
         else:
             self._line(f"{self._label}: {name}" if self._label else name)
 
@@ -93,7 +107,8 @@ class Progress:
         if self.live:
             self._update_bar(done, total)
         elif now - self._last_line >= LINE_INTERVAL or done >= total:
-            self._line(f"{self._label}: {done}/{total} steps{self._rate_and_eta(done, total, now)}")
+            status = f", {self._status}" if self._status else ""
+            self._line(f"{self._label}: {done}/{total} {self._unit}s{status}{self._rate_and_eta(done, total, now)}")
 
     def converged(self, done: int) -> None:
         """The task stopped at step ``done`` of its budget because every configuration converged."""
@@ -101,7 +116,7 @@ class Progress:
             return
         if self.live:
             self._end_bar()
-        self._line(f"{self._label}: converged after {done} of at most {self._total} steps")
+        self._line(f"{self._label}: converged after {done} of at most {self._total} {self._unit}s")
 
     def close(self) -> None:
         """End the current task's bar (nothing is left on the terminal line)."""
@@ -115,7 +130,7 @@ class Progress:
             return ""
         rate = (done - start_done) / elapsed
         left = f", about {_duration((total - done) / rate)} left at most" if done < total else ""
-        return f" ({rate:.3g} steps/s{left})"
+        return f" ({rate:.3g} {self._unit}s/s{left})"
 
     def _open_bar(self, total: int | None) -> None:
         if self._bar is None:
@@ -124,7 +139,7 @@ class Progress:
             self._bar = tqdm(
                 total=total,
                 desc=self._label,
-                unit="step",
+                unit=self._unit,
                 file=self.stream,
                 leave=False,
                 dynamic_ncols=True,
@@ -132,8 +147,11 @@ class Progress:
                 # no step count before there are steps (not "0step [00:00, ?step/s, compiling]")
                 bar_format=STAGE_FORMAT if total is None else None,
             )
-            if self._phase:
-                self._bar.set_postfix_str(self._phase, refresh=False)
+            if self._phase or self._status:
+                self._bar.set_postfix_str(self._postfix(), refresh=False)
+
+    def _postfix(self) -> str:
+        return ", ".join(part for part in (self._phase, self._status) if part)
 
     def _update_bar(self, done: int, total: int) -> None:
         self._open_bar(total)

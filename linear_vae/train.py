@@ -543,7 +543,9 @@ def train_sweep(
     steps_per_record = record_steps(config)
     chunk = _records_per_chunk(config, len(steps_per_record), n_chunks, progress)
     init, run, check, update = _compiled_sweep(config, chunk)
-    monitor = _Monitor(config, hyper, data, n_configs, check, update, on_divergence)
+    if config.optimizer == "newton" and hasattr(progress, "units"):
+        progress.units("iteration")
+    monitor = _Monitor(config, hyper, data, n_configs, check, update, on_divergence, progress)
     outcome = loop.run_in_chunks(
         init, run, (hyper, data), steps_per_record, chunk, monitor, progress, sharded=sharding is not None
     )
@@ -582,10 +584,19 @@ class _Monitor:
     freezing converged configurations, and stopping once every one has converged or diverged."""
 
     def __init__(
-        self, config: TrainConfig, hyper: Hyper, data: TrainData, n_configs: int, check, update, on_divergence: str
+        self,
+        config: TrainConfig,
+        hyper: Hyper,
+        data: TrainData,
+        n_configs: int,
+        check,
+        update,
+        on_divergence: str,
+        progress=None,
     ):
         self.config, self.hyper, self.data, self.n_configs = config, hyper, data, n_configs
         self.check, self.update, self.on_divergence = check, update, on_divergence
+        self.show = progress.status if hasattr(progress, "status") else None
         self.compiled = None
         self.watch = None
         self.diagnosis = None
@@ -601,9 +612,11 @@ class _Monitor:
             )
             self.previous = self.watch.start
         self.watch.during(state, chunk.history)
-        still_gaining = self._still_gaining(state, chunk.history)
-        if config.stop_when_converged and still_gaining and not chunk.last:
+        last_gain = self._last_iteration_gain(state, chunk.history)
+        if config.stop_when_converged and last_gain > NEWTON_SKIP_GAIN and not chunk.last:
             self.skipped.append(chunk.steps_done)
+            if self.show:
+                self.show(f"worst last-iteration gain {last_gain:.1e} nats")
         elif config.stop_when_converged or chunk.last:
             if self.compiled is None:
                 start = time.perf_counter()
@@ -613,20 +626,34 @@ class _Monitor:
             self.diagnosis = self.compiled[0](state, self.hyper, self.data)
             state = self.compiled[1](state, self.diagnosis)
             self.checks.append((chunk.steps_done, np.asarray(self.diagnosis.predicted_gain)[:n_configs]))
+            if self.show and config.optimizer == "newton":
+                self.show(_worst_gain_text(self.checks[-1][1], np.asarray(state.converged)[:n_configs]))
         converged = np.asarray(state.converged)[:n_configs]
         return state, config.stop_when_converged and bool(np.all(converged | self.watch.blown)), compiling
 
-    def _still_gaining(self, state: TrainState, history: History) -> bool:
-        """Newton only: did some running configuration's last iteration gain more than
-        :data:`NEWTON_SKIP_GAIN` (so that the sweep cannot stop at this check)?"""
+    def _last_iteration_gain(self, state: TrainState, history: History) -> float:
+        """Newton only: the largest gain of a running configuration's last iteration (nats per
+        datapoint); above :data:`NEWTON_SKIP_GAIN` the sweep cannot stop at this check, so it is
+        skipped.  ``-inf`` for the gradient methods and when no configuration is running."""
         if self.config.optimizer != "newton":
-            return False
+            return -np.inf
         objective = np.asarray(self.watch.objective(history))[: self.n_configs]
         before = objective[:, -2] if objective.shape[1] > 1 else self.previous
         self.previous = objective[:, -1]
         running = ~(np.asarray(state.converged)[: self.n_configs] | self.watch.blown)
-        gain = objective[:, -1] - before
-        return bool(np.any(gain[running] > NEWTON_SKIP_GAIN))
+        gain = (objective[:, -1] - before)[running]
+        return float(np.max(gain)) if gain.size else -np.inf
+
+
+def _worst_gain_text(predicted_gain: np.ndarray, converged: np.ndarray) -> str:
+    """What a Newton sweep's progress shows after a convergence check: the largest predicted gain
+    among the configurations still running (docs/theory.md (T7.3)), or that all have converged."""
+    running = predicted_gain[~converged]
+    if running.size == 0:
+        return f"all {converged.size} converged"
+    worst = np.max(running)
+    shown = f"{worst:.1e} nats" if np.isfinite(worst) else "unknown (far from a maximum)"
+    return f"{running.size} of {converged.size} running, worst predicted gain {shown}"
 
 
 class _DivergenceWatch:

@@ -345,7 +345,9 @@ def test_progress_on_a_real_terminal_leaves_whole_lines_only(monkeypatch):
     shown.phase("loading data")
     shown.phase("compiling")
     shown.phase("training")
-    for done in (15, 20):
+    shown.units("iteration")  # as a Newton sweep counts
+    for done, status in ((15, "worst last-iteration gain 2.0e-01 nats"), (20, "all 4 converged")):
+        shown.status(status)
         shown(done, 500)
     shown.converged(20)
     shown.phase("drawing")
@@ -368,9 +370,9 @@ def test_progress_on_a_real_terminal_leaves_whole_lines_only(monkeypatch):
         data += chunk
     os.close(master)
     text = data.decode("utf-8").replace("\r\n", "\n")  # the terminal's own newline translation
-    assert "0step" not in text and "compiling" in text
+    assert "0step" not in text and "compiling" in text and "worst last-iteration gain" in text
     assert _screen(text) == [
-        "[1/2] collapse_threshold: converged after 20 of at most 500 steps",
+        "[1/2] collapse_threshold: converged after 20 of at most 500 iterations",
         "[1/2] collapse_threshold: wrote collapse_threshold.png",
         "reproduce: 2 figure(s)",
         "",
@@ -392,3 +394,41 @@ def test_progress_rate_counts_only_the_steps_run_since_the_first_report(monkeypa
     shown(300_000, 1_600_000)  # clock 100: the first report, after resuming
     shown(310_000, 1_600_000)  # clock 200: 10,000 steps in 100 s
     assert "(100 steps/s, about 3:35:00 left at most)" in stream.getvalue().splitlines()[-1]
+
+
+def test_newton_progress_counts_iterations_and_shows_the_worst_gain(monkeypatch):
+    """A Newton sweep's progress counts iterations, not steps, and says after every chunk how far
+    the worst running configuration still is: its last iteration's gain while the check is
+    skipped, the largest predicted gain after a check, then how many have converged."""
+    import io as std_io
+
+    from linear_vae import progress as progress_module
+    from linear_vae.problem import Problem
+    from linear_vae.train import TrainConfig, TrainData, train_sweep
+
+    monkeypatch.setattr(progress_module, "LINE_INTERVAL", 0.0)  # a line per chunk
+    stream = std_io.StringIO()
+    shown = progress_module.Progress(stream=stream, live=False)
+    shown.task("sweep")
+    X = np.random.default_rng(0).normal(size=(400, 6)) * np.linspace(3.0, 0.5, 6)
+    result = train_sweep(
+        TrainData.build(Problem.from_data(X)), TrainConfig(latent_dim=2), [1.0, 4.0], [0.5, 0.5], [0, 1], progress=shown
+    )
+    lines = stream.getvalue().splitlines()
+    counts = [line for line in lines if "/500 iterations" in line]
+    assert counts and not any(" steps" in line for line in lines)
+    assert all("gain" in line or "converged" in line for line in counts)
+    assert counts[-1].startswith("sweep: ") and "all 2 converged" in counts[-1]
+    assert result.converged.all()
+    assert lines[-1] == f"sweep: converged after {int(result.steps_used.max())} of at most 500 iterations"
+
+
+def test_the_worst_gain_shown_is_that_of_the_running_configurations():
+    from linear_vae.train import _worst_gain_text
+
+    converged = np.array([True, False, False])
+    assert (
+        _worst_gain_text(np.array([5.0, 2e-3, 4e-6]), converged) == "2 of 3 running, worst predicted gain 2.0e-03 nats"
+    )
+    assert "unknown" in _worst_gain_text(np.array([0.0, np.inf, 1.0]), converged)
+    assert _worst_gain_text(np.zeros(3), np.ones(3, bool)) == "all 3 converged"
