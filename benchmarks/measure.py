@@ -69,8 +69,8 @@ from linear_vae.io import atomic_write_json
 from linear_vae.moments import compute_moments, eigen_decomposition
 from linear_vae.optimum import beta_elbo_optimum
 from linear_vae.problem import Problem
+from linear_vae.sweep import NEWTON_CHECK_EVERY, train_single, train_sweep
 from linear_vae.train import (
-    NEWTON_CHECK_EVERY,
     Hyper,
     TrainConfig,
     TrainData,
@@ -78,9 +78,7 @@ from linear_vae.train import (
     negative_objective,
     record_steps,
     run_steps,
-    train_single,
     train_step,
-    train_sweep,
 )
 
 try:  # imported with the rest, so that one run measures one version of the package

@@ -34,7 +34,8 @@ from linear_vae.datasets import load_mnist
 from linear_vae.io import atomic_write_json
 from linear_vae.moments import compute_moments, eigen_decomposition
 from linear_vae.problem import Problem
-from linear_vae.train import TrainConfig, TrainData, train_single, train_sweep
+from linear_vae.sweep import train_single, train_sweep
+from linear_vae.train import TrainConfig, TrainData
 
 
 def step_flops(d: int, k: int) -> int:

@@ -42,7 +42,8 @@ from linear_vae.newton import GAIN_TOL, projected_elbo
 from linear_vae.optimum import beta_elbo_optimum, learned_sigma2, threshold_distance
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.problem import Problem
-from linear_vae.train import SweepResult, TrainConfig, TrainData, train_sweep
+from linear_vae.sweep import SweepResult, train_sweep
+from linear_vae.train import TrainConfig, TrainData
 
 #: Default largest gap (nats per datapoint) of a converged run that agrees with the closed form.
 GAP_TOL = 1e-6
@@ -318,7 +319,7 @@ def train_and_compare_grid(
     With a fixed sigma2 (``config.learn_sigma2`` False) ``sigma2s`` are its values.  With a learned
     sigma2 ``sigma2s`` must be ``None`` and ``sigma2_init`` (one value, or a list, a grid axis like
     the others) is where it starts, by default the data's mean variance ``tr S / d``.
-    ``on_divergence`` as in :func:`linear_vae.train.train_sweep`.
+    ``on_divergence`` as in :func:`linear_vae.sweep.train_sweep`.
 
     >>> from linear_vae.datasets import make_synthetic
     >>> from linear_vae.problem import Problem

@@ -205,7 +205,7 @@ class LinearVAE:
         return self.take_trained(result, 0, report, problem)
 
     def take_trained(self, result, index: int, report: dict, problem) -> "LinearVAE":
-        """Become configuration ``index`` of a trained sweep (:class:`linear_vae.train.SweepResult`,
+        """Become configuration ``index`` of a trained sweep (:class:`linear_vae.sweep.SweepResult`,
         with its ``report`` from :func:`linear_vae.compare.compare_sweep` and the ``problem`` it was
         trained on): how ``fit`` and ``linear-vae train --save-model`` make a model.  Returns ``self``."""
         W, mu, V, log_D = (np.asarray(a[index], dtype=np.float64) for a in result.params)

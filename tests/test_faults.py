@@ -26,7 +26,8 @@ from linear_vae.cli import _cell, main
 from linear_vae.datasets import load_data
 from linear_vae.divergence import DivergenceError
 from linear_vae.problem import Problem
-from linear_vae.train import TrainConfig, TrainData, record_steps, train_sweep
+from linear_vae.sweep import train_sweep
+from linear_vae.train import TrainConfig, TrainData, record_steps
 
 #: The installed console script; ``python -m linear_vae_launcher`` (the same entry point) when it is
 #: not on the PATH (a virtual environment used without activating it).
@@ -404,7 +405,8 @@ def test_newton_progress_counts_iterations_and_shows_the_worst_gain(monkeypatch)
 
     from linear_vae import progress as progress_module
     from linear_vae.problem import Problem
-    from linear_vae.train import TrainConfig, TrainData, train_sweep
+    from linear_vae.sweep import train_sweep
+    from linear_vae.train import TrainConfig, TrainData
 
     monkeypatch.setattr(progress_module, "LINE_INTERVAL", 0.0)  # a line per chunk
     stream = std_io.StringIO()
@@ -424,7 +426,7 @@ def test_newton_progress_counts_iterations_and_shows_the_worst_gain(monkeypatch)
 
 
 def test_the_worst_gain_shown_is_that_of_the_running_configurations():
-    from linear_vae.train import _worst_gain_text
+    from linear_vae.sweep import _worst_gain_text
 
     converged = np.array([True, False, False])
     assert (

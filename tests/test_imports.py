@@ -91,3 +91,9 @@ def test_the_training_loop_imports_no_model():
 
 def test_the_deep_trainer_does_not_import_the_linear_one():
     assert "linear_vae.train" not in package_imports()["linear_vae.deep"]
+
+
+def test_the_single_configuration_trainer_does_not_import_the_sweep_driver():
+    graph = package_imports()
+    assert "linear_vae.train" in graph["linear_vae.sweep"]
+    assert "linear_vae.sweep" not in graph["linear_vae.train"]

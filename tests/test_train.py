@@ -43,7 +43,8 @@ from linear_vae.datasets import load_data, make_synthetic
 from linear_vae.divergence import DivergenceError
 from linear_vae.moments import compute_moments, eigen_decomposition
 from linear_vae.problem import Problem
-from linear_vae.train import TrainConfig, TrainData, train_single, train_sweep
+from linear_vae.sweep import train_single, train_sweep
+from linear_vae.train import TrainConfig, TrainData
 
 K = 8  # latent dimensions of the main sweep (thresholds lambda_1..lambda_8 = 8 .. 1.07)
 SIGMA2 = 1.0  # fixed sigma2 of the main sweep: beta* = lambda_i
@@ -540,6 +541,7 @@ SHARDED_SCRIPT = textwrap.dedent("""
     import numpy as np
     import linear_vae
     from linear_vae import train
+    from linear_vae import sweep as sweep_module
     from linear_vae.datasets import make_synthetic
     from linear_vae.problem import Problem
 
@@ -548,7 +550,7 @@ SHARDED_SCRIPT = textwrap.dedent("""
     from linear_vae import loop
     padded_hyper, sharding = loop.shard_configurations(train.Hyper(*(jax.numpy.zeros(3) for _ in range(3))), 3)
     padded = padded_hyper.beta.shape[0]
-    result = train.train_sweep(data, train.TrainConfig(latent_dim=4, steps=2000, optimizer="adam"), *{sweep})
+    result = sweep_module.train_sweep(data, train.TrainConfig(latent_dim=4, steps=2000, optimizer="adam"), *{sweep})
     np.savez(sys.argv[1], device_count=jax.device_count(), padded=padded, sharded=sharding is not None,
              W=result.params.W, mu=result.params.mu, V=result.params.V, log_D=result.params.log_D,
              sigma2=result.sigma2, elbo=result.history.elbo, beta=result.hyper.beta)
@@ -1053,7 +1055,7 @@ def test_newton_skips_exactly_the_checks_at_which_some_configuration_still_gains
     """A check is skipped iff some configuration not yet found converged gained more than
     NEWTON_SKIP_GAIN in the last iteration before it (docs/theory.md (T7.3)), read off the
     recorded ELBOs: the sweep cannot stop there."""
-    from linear_vae.train import NEWTON_SKIP_GAIN
+    from linear_vae.sweep import NEWTON_SKIP_GAIN
 
     result, _ = main_sweep
     elbo = np.column_stack([result.start_objective, result.history.elbo])  # column s: after s iterations

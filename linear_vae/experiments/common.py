@@ -7,7 +7,8 @@ from linear_vae.datasets import load_data
 from linear_vae.deep import DeepConfig
 from linear_vae.problem import Problem
 from linear_vae.progress import Progress
-from linear_vae.train import SweepResult, TrainConfig
+from linear_vae.sweep import SweepResult
+from linear_vae.train import TrainConfig
 
 
 def load_problem(config: dict) -> Problem:

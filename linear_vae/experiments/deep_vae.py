@@ -117,12 +117,26 @@ QUICK = {
 }
 
 KINDS = ("fixed", "learned", "annealed")
-#: The study trains in parts, each its own grid (the annealed runs beside the fixed ones they are
-#: compared with).  A finished part's measured runs are written to ``<name>.part-<part>.json``
-#: beside the output (:func:`part_path`) and are not trained again, so a study longer than one
-#: sitting, or than one machine's life, loses at most the part it was training (and, within that
-#: part, no more than the few minutes since its last checkpoint).
-PARTS = {"fixed": ("fixed", "annealed"), "learned": ("learned",)}
+#: The study trains in parts, each its own grid, in this order: the fixed runs at large sigma2 with
+#: the annealed ones (most stop early), the fixed runs at small sigma2, and the learned runs from a
+#: small and from a large start.  A finished part's measured runs are written to
+#: ``<name>.part-<part>.json`` beside the output (:func:`part_path`) and are not trained again, so a
+#: study longer than one sitting, or than one machine's life, loses at most the part it was
+#: training (and, within that part, no more than the minutes since its last checkpoint).  The parts
+#: divide the compute, not the science: every summary reads the runs of all of them.
+PARTS = ("fixed-large-sigma2", "fixed-small-sigma2", "learned-small-start", "learned-large-start")
+#: Where the parts divide sigma2 (fixed runs) and its starting value (learned runs).
+PART_SIGMA2 = 0.3
+
+
+def part_of(run: dict) -> str:
+    """The part of :data:`PARTS` that trains ``run`` (a configuration of :func:`grid`)."""
+    size = "small" if run["sigma2"] < PART_SIGMA2 else "large"
+    if run["kind"] == "learned":
+        return f"learned-{size}-start"
+    return "fixed-large-sigma2" if run["kind"] == "annealed" else f"fixed-{size}-sigma2"
+
+
 #: The configuration keys that fix what is trained: a checkpoint resumes only under the same ones.
 TRAINING_KEYS = (
     "data", "n_validation", "n_test", "split_seed", "latent_dim", "hidden", "activation", "log_every",
@@ -131,9 +145,9 @@ TRAINING_KEYS = (
 )  # fmt: skip
 
 
-def grid(config: dict, kinds=KINDS) -> list[dict]:
-    """Every trained configuration of the given ``kinds``: its kind, sigma2 (fixed or initial), step
-    size on log sigma2 (``None`` when fixed), warm-up steps and seed."""
+def grid(config: dict, part: str | None = None) -> list[dict]:
+    """Every trained configuration (of one ``part`` of :data:`PARTS`, or all): its kind, sigma2
+    (fixed or initial), step size on log sigma2 (``None`` when fixed), warm-up steps and seed."""
     fixed = [
         {"kind": "fixed", "sigma2": s, "sigma2_step": None, "warmup": 0, "seed": seed}
         for s in config["fixed_sigma2s"]
@@ -150,7 +164,7 @@ def grid(config: dict, kinds=KINDS) -> list[dict]:
         | {"seed": seed}
         for seed in config["fixed_seeds"]
     ]
-    return [g for g in fixed + learned + annealed if g["kind"] in kinds]
+    return [g for g in fixed + learned + annealed if part is None or part_of(g) == part]
 
 
 def checkpoint_identity(config: dict, part: str) -> str:
@@ -216,7 +230,7 @@ LAST_RECORDS = 10
 def train(config: dict, splits, part: str, progress=None, checkpoint=None):
     """Train every configuration of one part of :func:`grid` until it stops by rule
     (:func:`linear_vae.deep.train_until_stopped`), resuming from ``checkpoint`` if it exists."""
-    configs = grid(config, PARTS[part])
+    configs = grid(config, part)
     hyper = DeepHyper(
         np.array([g["sigma2"] for g in configs]),
         np.array([g["kind"] == "learned" and g["sigma2_step"] != "exact" for g in configs], float),
@@ -253,7 +267,7 @@ def deep_study(config: dict, splits, epsilons, progress, checkpoint) -> dict:
     (:func:`part_path`) where an earlier process finished it for the same configuration, and
     saving each part it finishes.  Runs come back in the order of :func:`grid`."""
     parts = {}
-    for part in PARTS:
+    for part in (p for p in PARTS if grid(config, p)):
         identity = checkpoint_identity(config, part)
         saved = None if checkpoint is None else part_path(checkpoint, part)
         if saved is not None and saved.exists():
@@ -627,7 +641,7 @@ def report(payload: dict) -> str:
         )
         + f" {_training_time(training)} ({training['ms_per_configuration_step']:.1f} ms per "
         f"configuration-step on the lanes run, {training['compile_seconds'] / 60:.1f} min compiling "
-        f"{sum(len(sizes) for sizes in training['grid_sizes'].values())} grid sizes in {len(PARTS)} parts); dropping finished runs ran "
+        f"{sum(len(sizes) for sizes in training['grid_sizes'].values())} grid sizes in {len(training['parts'])} parts); dropping finished runs ran "
         f"{training['lane_steps']:,} lane-steps where training every run to the cap would run {training['cap_steps']:,} "
         f"({100 * (1 - training['lane_steps'] / training['cap_steps']):.0f}% saved)."
     )
