@@ -52,12 +52,23 @@ class BetaElboOptimum(NamedTuple):
 
     @property
     def active_dims(self) -> int:
-        """``#{i <= k : lambda_i > beta sigma2}``."""
+        """``#{i <= k : lambda_i > beta sigma2}``.
+
+        >>> beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], latent_dim=3, beta=1.0, sigma2=1.5).active_dims
+        2
+        """
         return int(np.sum(self.active))
 
     def parameters(self, mean: np.ndarray, eigenvectors: np.ndarray) -> LinearVAEParams:
         """Optimal ``(W, mu, V, log D)``: ``w_i = u_i sqrt(max(lambda_i - t, 0))``, ``mu`` = sample mean,
         ``v_i = u_i sqrt(l_i) / (l_i + t)`` (the optimal encoder, diagonal ``M``), ``D`` as above.
+
+        >>> optimum = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], latent_dim=3, beta=1.0, sigma2=1.5)
+        >>> optimum.parameters(mean=np.zeros(4), eigenvectors=np.eye(4)).W.round(4)
+        array([[1.5811, 0.    , 0.    ],
+               [0.    , 0.7071, 0.    ],
+               [0.    , 0.    , 0.    ],
+               [0.    , 0.    , 0.    ]])
 
         References: docs/theory.md (T4.1); Lucas et al. 2019, Section 4.2 and Appendix C.
         """
@@ -72,6 +83,9 @@ class BetaElboOptimum(NamedTuple):
 def collapse_thresholds(eigenvalues, latent_dim: int, sigma2: float) -> np.ndarray:
     """``beta_i* = lambda_i / sigma2`` for ``i <= k``: latent dimension ``i`` collapses once
     ``beta >= beta_i*`` (docs/theory.md (T4); Lucas et al. Section 4.2).
+
+    >>> collapse_thresholds([4.0, 2.0, 1.0, 0.5], latent_dim=3, sigma2=0.5)
+    array([8., 4., 2.])
 
     References: docs/theory.md (T4.2); Lucas et al. 2019, Section 4.2.
     """
@@ -91,6 +105,14 @@ def beta_elbo_optimum(
     where "not active" runs over all ``d`` eigenvalues, ``i > k`` included: their sum is
     ``tr S - sum_{i active} lambda_i`` (active dimensions are a prefix of ``1..k``).  ``eigenvalues``:
     the full spectrum, or its top ``m >= k`` with ``trace`` and ``dim`` (:func:`linear_vae.moments.spectrum_totals`).
+
+    >>> optimum = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], latent_dim=3, beta=1.0, sigma2=1.5)
+    >>> optimum.active, optimum.active_dims  # lambda_3 = 1 <= beta sigma2 = 1.5: collapsed
+    (array([ True,  True, False]), 2)
+    >>> optimum.column_variances  # max(lambda_i - beta sigma2, 0)
+    array([2.5, 0.5, 0. ])
+    >>> round(optimum.elbo, 4), round(optimum.mll, 4)  # equal at beta = 1: the bound is tight
+    (-6.6209, -6.6209)
 
     References: docs/theory.md (T4.1, T4.2); Lucas et al. 2019, Section 4.2 and Appendix C.
     """
@@ -130,6 +152,11 @@ def learned_sigma2(eigenvalues, latent_dim: int, beta: float = 1.0, *, trace=Non
     Raises ``ValueError`` when the candidate is 0 (the data have rank <= k), up to round-off
     (:func:`linear_vae.moments.rank_tolerance`).
 
+    >>> learned_sigma2([4.0, 2.0, 1.0, 0.5], latent_dim=2)  # mean of the two discarded eigenvalues
+    0.75
+    >>> learned_sigma2([4.0, 2.0, 1.0, 0.5], latent_dim=2, beta=4.0)  # all collapse: the mean eigenvalue
+    1.875
+
     References: docs/theory.md (T4.3); Tipping & Bishop 1999, eq. 8 (beta = 1).
     """
     eigenvalues, total, d = spectrum_totals(eigenvalues, trace, dim, latent_dim)
@@ -162,6 +189,9 @@ def threshold_distance(eigenvalues, latent_dim: int, beta: float, sigma2: float)
     training converges slowly there (docs/theory.md (T4)); it is reported
     beside every trained-versus-analytic comparison.
 
+    >>> threshold_distance([4.0, 2.0, 1.0, 0.5], latent_dim=3, beta=1.0, sigma2=1.5)  # |2 - 1.5| / 1.5
+    0.3333333333333333
+
     References: docs/theory.md (T4.4); Lucas et al. 2019, Section 4.1.
     """
     t = beta * sigma2
@@ -174,6 +204,11 @@ def active_by_threshold(eigenvalues, latent_dim: int, water_level) -> np.ndarray
     The package's other counts of "active" (column norms, unit variances, encoder means) and when
     each applies: docs/theory.md (T5.3).
 
+    >>> active_by_threshold([4.0, 2.0, 1.0, 0.5], latent_dim=3, water_level=1.5)
+    2
+    >>> active_by_threshold([4.0, 2.0, 1.0, 0.5], latent_dim=3, water_level=[0.5, 1.5, 5.0])
+    array([3, 2, 0])
+
     References: docs/theory.md (T4, T5.3); Lucas et al. 2019, Section 4.2.
     """
     top = np.asarray(eigenvalues[:latent_dim])
@@ -184,6 +219,9 @@ def active_by_threshold(eigenvalues, latent_dim: int, water_level) -> np.ndarray
 def optimal_kl_per_dim(eigenvalues, latent_dim: int, water_level) -> np.ndarray:
     """``1/2 log(lambda_i / t)`` where ``lambda_i > t``, else 0, for ``i <= k``: the KL of each latent
     dimension at the optimum (one row per entry of ``t = beta sigma2``).
+
+    >>> optimal_kl_per_dim([4.0, 2.0, 1.0, 0.5], latent_dim=3, water_level=1.5).round(4)
+    array([[0.4904, 0.1438, 0.    ]])
 
     References: docs/theory.md (T4); Lucas et al. 2019, Section 4.2.
     """

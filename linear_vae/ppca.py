@@ -22,13 +22,21 @@ def covariance_times(cov, B):
     """``S B`` for a (d, d) ``S``, or ``diag(cov) B`` when ``cov`` is the (d,) diagonal of ``S``
     (data rotated into the eigenbasis of ``S``, where a product costs O(d k) instead of O(d^2 k)).
 
+    >>> covariance_times(jnp.array([1.0, 2.0]), jnp.ones((2, 1)))  # diag(1, 2) @ ones
+    Array([[1.],
+           [2.]], dtype=float64)
+
     References: docs/theory.md (T8.2).
     """
     return cov[:, None] * B if cov.ndim == 1 else cov @ B
 
 
 def covariance_trace(cov):
-    """``tr S`` for ``S`` given as a (d, d) matrix or as its (d,) diagonal."""
+    """``tr S`` for ``S`` given as a (d, d) matrix or as its (d,) diagonal.
+
+    >>> float(covariance_trace(jnp.array([1.0, 2.0]))), float(covariance_trace(jnp.eye(3)))
+    (3.0, 3.0)
+    """
     return jnp.sum(cov) if cov.ndim == 1 else jnp.trace(cov)
 
 
@@ -54,6 +62,16 @@ def log_marginal_likelihood(W, sigma2, cov, mean_offset=None, dim=None):
     mean_offset : optional (d,) sample mean minus decoder bias.
     dim : the data's ``d`` when ``W`` and ``cov`` hold only the top-``r`` eigen-coordinates of data
         whose other eigenvalues are 0 (see :class:`linear_vae.elbo.DataStats`); default ``W``'s rows.
+
+    Examples
+    --------
+    At the pPCA MLE of a diagonal covariance (eigenvalues 4, 2, 1, 0.5; k = 2, sigma2* = 0.75) the
+    MLL equals its eigenbasis form (:func:`mll_in_eigenbasis`):
+
+    >>> S = np.diag([4.0, 2.0, 1.0, 0.5])
+    >>> W = np.sqrt(np.diag([3.25, 1.25, 0.0, 0.0]))[:, :2]
+    >>> round(float(log_marginal_likelihood(W, 0.75, S)), 4)
+    -6.4278
 
     References: docs/theory.md (T2.1, T8.1); Tipping & Bishop 1999, eq. 4; Lucas et al. 2019, Section 2.
     """
@@ -84,6 +102,9 @@ def mll_in_eigenbasis(eigenvalues, column_variances, sigma2, *, trace=None, dim=
     At the learned-sigma2 MLE with all ``k`` columns used this is
     ``-1/2 [ d log 2pi + sum_{i<=k} log lambda_i + (d-k) log sigma2 + d ]``.
 
+    >>> round(mll_in_eigenbasis([4.0, 2.0, 1.0, 0.5], column_variances=[3.25, 1.25], sigma2=0.75), 4)
+    -6.4278
+
     References: docs/theory.md (T2.3); Tipping & Bishop 1999, Section 3.2.
     """
     k = len(column_variances)
@@ -107,7 +128,14 @@ class PPCAOptimum(NamedTuple):
     mll: float
 
     def weights(self, eigenvectors: np.ndarray) -> np.ndarray:
-        """The decoder ``W`` (d, k) with the principal directions as columns (``R = I``)."""
+        """The decoder ``W`` (d, k) with the principal directions as columns (``R = I``).
+
+        >>> ppca_optimum([4.0, 2.0, 1.0, 0.5], latent_dim=2).weights(np.eye(4)).round(4)
+        array([[1.8028, 0.    ],
+               [0.    , 1.118 ],
+               [0.    , 0.    ],
+               [0.    , 0.    ]])
+        """
         k = len(self.column_variances)
         return eigenvectors[:, :k] * np.sqrt(self.column_variances)
 
@@ -116,6 +144,9 @@ def mle_sigma2(eigenvalues, latent_dim: int) -> float:
     """Maximum-likelihood noise variance ``sigma2* = mean(lambda_{k+1..d})`` (T&B eq. 8).
 
     Raises ``ValueError`` when it is 0: the data have rank <= k, so the likelihood is unbounded.
+
+    >>> mle_sigma2([4.0, 2.0, 1.0, 0.5], latent_dim=2)  # (1 + 0.5) / 2
+    0.75
 
     References: docs/theory.md (T2.2); Tipping & Bishop 1999, eq. 8.
     """
@@ -137,6 +168,12 @@ def ppca_optimum(eigenvalues, latent_dim: int, sigma2: float | None = None) -> P
     ``<= sigma2`` set to zero at a fixed ``sigma2``, Lucas et al. Appendix A); with learned
     ``sigma2`` it is :func:`mle_sigma2`.  We return ``R = I``.
 
+    >>> optimum = ppca_optimum([4.0, 2.0, 1.0, 0.5], latent_dim=2)
+    >>> optimum.sigma2, optimum.column_variances, round(optimum.mll, 4)
+    (0.75, array([3.25, 1.25]), -6.4278)
+    >>> ppca_optimum([4.0, 2.0, 1.0, 0.5], latent_dim=2, sigma2=3.0).column_variances  # lambda_2 <= sigma2
+    array([1., 0.])
+
     References: docs/theory.md (T2.2); Tipping & Bishop 1999, eqs. 7-8; Lucas et al. 2019, Appendix A.
     """
     eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
@@ -154,6 +191,9 @@ def unbiased_covariance_mle(eigenvalues, latent_dim: int, n: int, sigma2: float 
     maximum with scaled eigenvalues): the value a notebook reports as the MLE when it takes its
     eigenvalues from ``np.cov`` or scikit-learn.
 
+    >>> round(unbiased_covariance_mle([4.0, 2.0, 1.0, 0.5], latent_dim=2, n=100), 4)  # below -6.4278 (1/N)
+    -6.4479
+
     References: docs/theory.md (T14.1, T14.2); Tipping & Bishop 1999, eqs. 7-8.
     """
     scale = n / (n - 1)
@@ -166,6 +206,10 @@ def unbiased_covariance_shift(eigenvalues, latent_dim: int, n: int, sigma2: floa
     Learned sigma2: ``d/2 log c`` exactly, whatever the data (0.392 nats at d = 784, N = 1,000).
     Fixed sigma2 with ``m`` active dimensions, both covariances having the same active set:
     ``m/2 log c + (c - 1) / (2 sigma2) sum_{i not active} lambda_i``.
+
+    >>> shift = unbiased_covariance_shift([4.0, 2.0, 1.0, 0.5], latent_dim=2, n=100)
+    >>> bool(np.isclose(shift, 4 / 2 * np.log(100 / 99)))  # d/2 log c with learned sigma2
+    True
 
     References: docs/theory.md (T14.1, T14.2).
     """
@@ -187,6 +231,9 @@ def collapsed_curvature(eigenvalues, sigma2: float) -> np.ndarray:
     unused (docs/theory.md (T2); derivation: along ``u_i`` the MLL is
     ``-1/2 [log(sigma2 + eps^2) + lambda_i / (sigma2 + eps^2)]``).  Positive: the collapsed point is
     a saddle that gradient ascent escapes along ``u_i``; negative: stable in that direction.
+
+    >>> collapsed_curvature([4.0, 2.0, 1.0, 0.5], sigma2=1.5).round(4)  # saddle, saddle, stable, stable
+    array([ 1.1111,  0.2222, -0.2222, -0.4444])
 
     References: docs/theory.md (T2.4); Lucas et al. 2019, Section 4.1.
     """
@@ -237,6 +284,9 @@ def stationary_points(eigenvalues, latent_dim: int, sigma2: float) -> Iterator[S
     with ``lambda_i > lambda_j``.  Ties: a direction with ``lambda_j == sigma2`` is not usable
     (its column would be zero anyway); equal eigenvalues make the global maximum a continuum
     (any rotation within the eigenspace), so the test compares eigenvalues, not indices.
+
+    >>> [(p.directions, p.is_global_max) for p in stationary_points([4.0, 2.0, 1.0, 0.5], 2, sigma2=1.5)]
+    [((), False), ((0,), False), ((1,), False), ((0, 1), True)]
 
     References: docs/theory.md (T2.4); Lucas et al. 2019, Section 4.1 and Appendix A; Tipping & Bishop 1999, Appendix A.
     """
