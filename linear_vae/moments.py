@@ -66,6 +66,10 @@ class Spectrum(NamedTuple):
 def compute_moments(X: np.ndarray) -> Moments:
     """Sample mean and ``S = (1/N) (X - mu)^T (X - mu)`` in float64 (docs/theory.md (T1)).
 
+    >>> compute_moments(np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [2.0, 4.0]]))
+    Moments(mean=array([1., 2.]), cov=array([[1., 0.],
+           [0., 4.]]), n=4)
+
     References: docs/theory.md (T1).
     """
     X = np.asarray(X, dtype=np.float64)
@@ -79,6 +83,10 @@ def canonical_signs(vectors: np.ndarray) -> np.ndarray:
     """Flip each column so that its entry of largest absolute value is positive.
 
     Makes eigenvectors (defined only up to sign) deterministic across runs and machines.
+
+    >>> canonical_signs(np.array([[0.6, -0.8], [-0.8, -0.6]]))
+    array([[-0.6,  0.8],
+           [ 0.8,  0.6]])
 
     References: docs/theory.md (T1).
     """
@@ -95,6 +103,13 @@ def eigen_decomposition(cov: np.ndarray) -> Spectrum:
     constant pixels give 121 zero eigenvalues that LAPACK returns as about +-1e-17); they are
     clipped to exactly 0.  Repeated eigenvalues have eigenvectors defined only up to a rotation
     within their eigenspace; every quantity this package reports is invariant to that choice.
+
+    >>> spectrum = eigen_decomposition(np.array([[2.0, 1.0], [1.0, 2.0]]))
+    >>> spectrum.eigenvalues, spectrum.trace, spectrum.dim
+    (array([3., 1.]), 4.0, 2)
+    >>> spectrum.eigenvectors.round(4)
+    array([[ 0.7071,  0.7071],
+           [ 0.7071, -0.7071]])
 
     References: docs/theory.md (T1, T8.3).
     """
@@ -216,6 +231,11 @@ def spectrum_totals(eigenvalues, trace=None, dim=None, latent_dim: int = 0) -> t
     Raises ``ValueError`` if only one of ``trace``, ``dim`` is given or if fewer than
     ``min(latent_dim, d)`` eigenvalues are.
 
+    >>> spectrum_totals([4.0, 2.0, 1.0, 0.5])  # the full spectrum
+    (array([4. , 2. , 1. , 0.5]), 7.5, 4)
+    >>> spectrum_totals([4.0, 2.0], trace=7.5, dim=4, latent_dim=2)  # its top two, with the totals
+    (array([4., 2.]), 7.5, 4)
+
     References: docs/theory.md (T8.3).
     """
     eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
@@ -236,6 +256,9 @@ def rank_tolerance(eigenvalues, dim: int | None = None) -> float:
     of a d x d matrix is accurate to about ``d eps ||S||``): a learned sigma2 that small means the
     data have rank <= k.  ``dim``: ``d`` when ``eigenvalues`` is only the top of the spectrum (from
     the N x N Gram matrix when ``N < d``, accurate to ``N eps ||S||``, so the bound still holds).
+
+    >>> bool(rank_tolerance([4.0, 2.0, 1.0, 0.5]) == 10 * 4 * np.finfo(np.float64).eps * 4.0)
+    True
 
     References: docs/theory.md (T8.3).
     """

@@ -70,7 +70,20 @@ def decide(
     """The rule applied to one run's records so far, taken every ``log_every`` steps (``steps``,
     ``objective`` and ``mean_log_sigma2`` are 1-D, one entry per record, the last the newest).
     With KL annealing the patience clock starts no earlier than the end of the ``warmup``, when the
-    objective trained becomes the one recorded."""
+    objective trained becomes the one recorded.
+
+        >>> StoppingRule(patience=250).validate(log_every=100)
+        Traceback (most recent call last):
+        ...
+        ValueError: `patience` 250, `window` 1500 and `max_steps` 20000 must be multiples of the record interval 100
+
+    >>> rule = StoppingRule(patience=300, tolerance=0.1, window=200, sigma2_tolerance=0.01, max_steps=2000)
+    >>> steps, objective = [100, 200, 300, 400, 500, 600], [1.0, 2.0, 2.5, 2.55, 2.6, 2.6]
+    >>> decide(rule, 100, steps[:5], objective[:5], None, learned=False).reason  # last gain > 0.1 at 300
+    'running'
+    >>> decide(rule, 100, steps, objective, None, learned=False)
+    StopDecision(stopped=True, reason='converged', sigma2_drift=nan, steps_since_improvement=300)
+    """
     steps = np.asarray(steps)
     objective = np.asarray(objective, dtype=np.float64)
     step = int(steps[-1])
@@ -100,6 +113,9 @@ def interval(values) -> dict:
     """Mean and 95% t-interval over seeds, ``mean +- t_{0.975, n-1} s / sqrt(n)`` (``s`` the sample
     standard deviation): ``{"mean", "low", "high", "n"}``; with one value the interval is that value.
 
+    >>> {key: round(value, 3) for key, value in interval([1.0, 1.2, 0.9]).items()}
+    {'mean': 1.033, 'low': 0.654, 'high': 1.413, 'n': 3}
+
     References: docs/theory.md (T16.3).
     """
     values = np.asarray(values, dtype=np.float64)
@@ -111,6 +127,9 @@ def interval(values) -> dict:
 def separated(a: dict, b: dict) -> int:
     """+1 when interval ``a`` lies wholly above ``b``, -1 when wholly below, 0 when they overlap (no
     direction at this number of seeds).
+
+    >>> separated(interval([2.0, 2.1, 1.95]), interval([1.0, 1.2, 0.9])), separated(interval([1.0, 1.2, 0.9]), interval([1.1, 1.0, 1.3]))
+    (1, 0)
 
     References: docs/theory.md (T16.3).
     """
