@@ -55,7 +55,12 @@ class DataStats(NamedTuple):
 
     @classmethod
     def from_moments(cls, mean, cov, dim: int | None = None) -> "DataStats":
-        """``dim`` defaults to the length of ``mean`` (coordinates in every direction)."""
+        """``dim`` defaults to the length of ``mean`` (coordinates in every direction).
+
+        >>> import numpy as np
+        >>> DataStats.from_moments(np.zeros(2), np.diag([4.0, 2.0])).trace
+        Array(6., dtype=float64)
+        """
         cov = jnp.asarray(cov, dtype=jnp.float64)
         mean = jnp.asarray(mean, dtype=jnp.float64)
         return cls(mean, cov, covariance_trace(cov), jnp.asarray(mean.shape[0] if dim is None else dim, jnp.float64))
@@ -79,6 +84,21 @@ def elbo_terms(params: LinearVAEParams, sigma2, stats: DataStats):
     -------
     expected_log_lik : scalar.
     kl_per_dim : (k,) average KL of each latent dimension.
+
+    Examples
+    --------
+    At the closed-form optimum (eigenvalues 4, 2, 1, 0.5; beta = 1, sigma2 = 1.5) the KL of each
+    dimension is ``1/2 log(lambda_i / sigma2)`` where active (T4.1):
+
+    >>> import numpy as np
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> optimum = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], latent_dim=3, beta=1.0, sigma2=1.5)
+    >>> params = optimum.parameters(mean=np.zeros(4), eigenvectors=np.eye(4))
+    >>> stats = DataStats.from_moments(np.zeros(4), np.diag([4.0, 2.0, 1.0, 0.5]))
+    >>> expected_log_lik, kl_per_dim = elbo_terms(params, 1.5, stats)
+    >>> np.asarray(kl_per_dim).round(4)
+    array([0.4904, 0.1438, 0.    ])
+
 
     References: docs/theory.md (T3.1, T8.1); Lucas et al. 2019, Section 4.2 and Appendix C.
     """
@@ -104,6 +124,9 @@ def standard_normal_kl(mean_sq, variance, log_variance):
     logged back).  The one diagonal-Gaussian KL of the package: the linear VAE's per-datapoint and
     data-averaged KL and the deep VAE's.
 
+    >>> float(standard_normal_kl(mean_sq=1.0, variance=1.0, log_variance=0.0))
+    0.5
+
     References: docs/theory.md (T3); Kingma & Welling 2013, Appendix B.
     """
     return 0.5 * (variance + mean_sq - 1.0 - log_variance)
@@ -113,6 +136,10 @@ def diagonal_gaussian_kl(mean, log_var):
     """``KL(N(mean, exp(log_var)) || N(0, 1))`` elementwise (per row and latent dimension) of an encoder
     that gives its mean and log variance, as a deep VAE's does.
 
+    >>> import numpy as np
+    >>> diagonal_gaussian_kl(jnp.array([0.0, 1.0]), jnp.array([0.0, 0.0]))
+    Array([0. , 0.5], dtype=float64)
+
     References: docs/theory.md (T3); Kingma & Welling 2013, Appendix B.
     """
     return standard_normal_kl(mean**2, jnp.exp(log_var), log_var)
@@ -120,6 +147,17 @@ def diagonal_gaussian_kl(mean, log_var):
 
 def exact_elbo(params: LinearVAEParams, sigma2, beta, stats: DataStats):
     """The beta-ELBO ``E_q log p(x|z) - beta KL(q(z|x) || p(z))``, exact, per datapoint (nats).
+
+    At the closed-form optimum it is the optimum's value (T4.1):
+
+    >>> import numpy as np
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> optimum = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], latent_dim=3, beta=1.0, sigma2=1.5)
+    >>> params = optimum.parameters(mean=np.zeros(4), eigenvectors=np.eye(4))
+    >>> stats = DataStats.from_moments(np.zeros(4), np.diag([4.0, 2.0, 1.0, 0.5]))
+    >>> round(float(exact_elbo(params, 1.5, 1.0, stats)), 4), round(optimum.elbo, 4)
+    (-6.6209, -6.6209)
+
 
     References: docs/theory.md (T3.1); Lucas et al. 2019, Section 4.2 and Appendix C.
     """
@@ -132,6 +170,18 @@ def kl_per_datapoint(params: LinearVAEParams, X):
 
     The per-example, per-dimension KL that the (epsilon, delta)-collapse measure thresholds
     (Lucas et al. Section 6, docs/theory.md (T5)).
+
+    The third dimension of the optimum at sigma2 = 1.5 is collapsed: no datapoint moves it.
+
+    >>> import numpy as np
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> optimum = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], latent_dim=3, beta=1.0, sigma2=1.5)
+    >>> params = optimum.parameters(mean=np.zeros(4), eigenvectors=np.eye(4))
+    >>> stats = DataStats.from_moments(np.zeros(4), np.diag([4.0, 2.0, 1.0, 0.5]))
+    >>> np.asarray(kl_per_datapoint(params, np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]))).round(4)
+    array([[0.256 , 0.0188, 0.    ],
+           [0.1779, 0.0813, 0.    ]])
+
 
     References: docs/theory.md (T5.1); Lucas et al. 2019, Section 6.
     """
@@ -148,6 +198,21 @@ def monte_carlo_elbo(params: LinearVAEParams, sigma2, beta, X, key, n_samples: i
     datapoint; the reconstruction term is estimated, the Gaussian KL is analytic (the estimator
     of Kingma & Welling eq. 10).  Unbiased for :func:`exact_elbo` on the same data.  ``dim`` is
     the data's ``d`` when ``X`` holds only its top-``r`` eigen-coordinates (see :class:`DataStats`).
+
+    On 20,000 draws from N(0, diag(4, 2, 1, 0.5)), four samples each, it lands within Monte-Carlo
+    error of the exact value on the same data:
+
+    >>> import numpy as np
+    >>> from linear_vae.moments import compute_moments
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> X = np.random.default_rng(0).normal(size=(20000, 4)) * np.sqrt([4.0, 2.0, 1.0, 0.5])
+    >>> moments = compute_moments(X)
+    >>> params = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], 3, 1.0, 1.5).parameters(moments.mean, np.eye(4))
+    >>> exact = exact_elbo(params, 1.5, 1.0, DataStats.from_moments(moments.mean, moments.cov))
+    >>> estimate = monte_carlo_elbo(params, 1.5, 1.0, jnp.asarray(X), jax.random.key(0), n_samples=4)
+    >>> bool(abs(estimate - exact) < 0.01)
+    True
+
 
     References: docs/theory.md (T3.4); Kingma & Welling 2013, Section 2.4 and eq. 10.
     """
@@ -171,6 +236,12 @@ def optimal_encoder(W, sigma2, beta):
     With beta = 1 the ELBO then equals ``MLL(W) - E KL(q || p(z|x))``, and equals the MLL iff
     ``W^T W`` is diagonal.  Returns ``(V, D)``.
 
+    >>> import numpy as np
+    >>> V, D = optimal_encoder(np.array([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]]), sigma2=1.0, beta=1.0)
+    >>> np.asarray(V), np.asarray(D)
+    (array([[0.5, 0. , 0. ],
+           [0. , 0.4, 0. ]]), array([0.5, 0.2]))
+
     References: docs/theory.md (T3.2); Lucas et al. 2019, Appendix C.
     """
     W = jnp.asarray(W)
@@ -184,6 +255,10 @@ def optimal_encoder(W, sigma2, beta):
 def with_optimal_encoder(W, mu, sigma2, beta) -> LinearVAEParams:
     """A :class:`LinearVAEParams` with decoder ``(W, mu)`` and its :func:`optimal_encoder`.
 
+    >>> import numpy as np
+    >>> with_optimal_encoder(np.array([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]]), np.zeros(3), 1.0, 1.0).log_D
+    Array([-0.69314718, -1.60943791], dtype=float64)
+
     References: docs/theory.md (T3.2); Lucas et al. 2019, Appendix C.
     """
     V, D = optimal_encoder(W, sigma2, beta)
@@ -195,6 +270,10 @@ def elbo_gap_optimal_encoder(W, sigma2):
 
     ``M = W^T W + sigma2 I`` (docs/theory.md (T3); Hadamard's inequality makes it
     >= 0, with equality iff ``W^T W`` is diagonal).
+
+    >>> import numpy as np
+    >>> float(elbo_gap_optimal_encoder(np.array([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]]), sigma2=1.0))  # W^T W not diagonal
+    0.09116077839697723
 
     References: docs/theory.md (T3.3); Lucas et al. 2019, Section 4.2 and Appendix C.
     """
