@@ -155,6 +155,16 @@ def top_eigenpairs(X: np.ndarray, m: int) -> Spectrum:
     X : (N, d) data, one sample per row.
     m : number of eigenpairs, ``1 <= m <= d``.
 
+    With more columns than rows (N = 3 < d = 5) the 3 x 3 Gram matrix is decomposed, and the
+    spectrum is that of ``S`` itself:
+
+    >>> X = np.random.default_rng(0).normal(size=(3, 5))
+    >>> top, full = top_eigenpairs(X, 2), eigen_decomposition(compute_moments(X).cov)
+    >>> bool(np.allclose(top.eigenvalues, full.eigenvalues[:2])), bool(np.allclose(top.eigenvectors, full.eigenvectors[:, :2]))
+    (True, True)
+    >>> top.dim, bool(np.isclose(top.trace, full.trace))
+    (5, True)
+
     References: docs/theory.md (T8.4); Golub & Van Loan, *Matrix Computations*, Section 8.6.
     """
     X = np.asarray(X, dtype=np.float64)

@@ -261,7 +261,15 @@ class StationaryPoint(NamedTuple):
     collapsed_curvatures: np.ndarray
 
     def weights(self, eigenvectors: np.ndarray) -> np.ndarray:
-        """``W`` (d, k): columns ``u_j sqrt(lambda_j - sigma2)`` for the used ``j``, then zeros."""
+        """``W`` (d, k): columns ``u_j sqrt(lambda_j - sigma2)`` for the used ``j``, then zeros.
+
+        >>> saddle = next(p for p in stationary_points([4.0, 2.0, 1.0, 0.5], 2, sigma2=1.5) if p.directions == (1,))
+        >>> saddle.weights(np.eye(4)).round(4)  # u_2 sqrt(2 - 1.5), then a zero column
+        array([[0.    , 0.    ],
+               [0.7071, 0.    ],
+               [0.    , 0.    ],
+               [0.    , 0.    ]])
+        """
         d = eigenvectors.shape[0]
         W = np.zeros((d, len(self.column_variances)))
         for c, j in enumerate(self.directions):

@@ -45,6 +45,14 @@ class StoppingRule(NamedTuple):
     max_steps: int = 20000
 
     def validate(self, log_every: int) -> "StoppingRule":
+        """The rule itself, or ``ValueError`` naming what to change when its step counts are not
+        positive multiples of the record interval ``log_every``, or a tolerance is negative.
+
+        >>> StoppingRule(patience=250).validate(log_every=100)
+        Traceback (most recent call last):
+        ...
+        ValueError: `patience` 250, `window` 1500 and `max_steps` 20000 must be multiples of the record interval 100
+        """
         if min(self.patience, self.window, self.max_steps, log_every) < 1:
             raise ValueError(f"the stopping rule needs positive step counts, got {self._asdict()}")
         if self.window % log_every or self.patience % log_every or self.max_steps % log_every:
@@ -71,11 +79,6 @@ def decide(
     ``objective`` and ``mean_log_sigma2`` are 1-D, one entry per record, the last the newest).
     With KL annealing the patience clock starts no earlier than the end of the ``warmup``, when the
     objective trained becomes the one recorded.
-
-        >>> StoppingRule(patience=250).validate(log_every=100)
-        Traceback (most recent call last):
-        ...
-        ValueError: `patience` 250, `window` 1500 and `max_steps` 20000 must be multiples of the record interval 100
 
     >>> rule = StoppingRule(patience=300, tolerance=0.1, window=200, sigma2_tolerance=0.01, max_steps=2000)
     >>> steps, objective = [100, 200, 300, 400, 500, 600], [1.0, 2.0, 2.5, 2.55, 2.6, 2.6]

@@ -42,16 +42,6 @@ def test_an_undefined_predicted_gain_is_explained_not_printed_as_inf():
 
 
 # --- the Python API: a grid or zipped lists, and a learned sigma2's start by its own name -----------
-def test_grid_and_zipped_training_say_what_they_pair():
-    """The examples in their docstrings run: the grid trains every combination in product order,
-    the zipped form pairs element by element (each example trains and lands on the closed form)."""
-    import doctest
-
-    import linear_vae.compare
-
-    assert doctest.testmod(linear_vae.compare, raise_on_error=False).failed == 0
-
-
 def test_misreadable_arguments_are_refused_before_training():
     from linear_vae.compare import train_and_compare_grid, train_and_compare_zipped
     from linear_vae.datasets import make_synthetic
