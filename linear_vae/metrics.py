@@ -92,6 +92,12 @@ def rate(params: LinearVAEParams, mean, cov) -> float:
     ``R = 1/2 [tr D + tr(V S V^T) + ||V (mean - mu)||^2 - k - sum_i log D_i]``; the offset term
     vanishes when the bias is the sample mean.  It is the (unweighted) KL term of the beta-ELBO.
 
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> S = np.diag([4.0, 2.0, 1.0, 0.5])  # the optimum at beta = 1, sigma2 = 1.5: two units active
+    >>> params = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], 3, 1.0, 1.5).parameters(np.zeros(4), np.eye(4))
+    >>> round(rate(params, np.zeros(4), S), 4)  # sum of 1/2 log(lambda_i / sigma2) over the active
+    0.6343
+
     References: docs/theory.md (T11.1); Alemi et al. 2018; Lucas et al. 2019, Appendix C.
     """
     _, mu, V, log_D, mean, cov = _unpack(params, mean, cov)
@@ -107,6 +113,12 @@ def distortion(params: LinearVAEParams, mean, cov) -> float:
     without the d x d ``A``: ``tr(A S A^T) = tr S - 2 tr(W V S) + tr(W^T W V S V^T)``.  The
     reconstruction term of the ELBO is ``-d/2 log(2 pi sigma2) - distortion / (2 sigma2)``.
 
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> S = np.diag([4.0, 2.0, 1.0, 0.5])  # the optimum at beta = 1, sigma2 = 1.5: two units active
+    >>> params = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], 3, 1.0, 1.5).parameters(np.zeros(4), np.eye(4))
+    >>> distortion(params, np.zeros(4), S)  # min(lambda_i, 1.5) over the 3 latents, plus lambda_4
+    4.5
+
     References: docs/theory.md (T11.1, T3.1); Alemi et al. 2018; Lucas et al. 2019, Appendix C.
     """
     W, mu, V, log_D, mean, cov = _unpack(params, mean, cov)
@@ -121,6 +133,12 @@ def distortion(params: LinearVAEParams, mean, cov) -> float:
 def au_variances(params: LinearVAEParams, cov) -> np.ndarray:
     """Activity of each latent unit, ``Var_x E_q[z_i] = (V S V^T)_ii``, (k,).
 
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> S = np.diag([4.0, 2.0, 1.0, 0.5])  # the optimum at beta = 1, sigma2 = 1.5: two units active
+    >>> params = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], 3, 1.0, 1.5).parameters(np.zeros(4), np.eye(4))
+    >>> au_variances(params, S).round(4)  # 1 - sigma2 / lambda_i where active
+    array([0.625, 0.25 , 0.   ])
+
     References: docs/theory.md (T11.2); Burda et al. 2016.
     """
     _, _, V, _, _, cov = _unpack(params, np.zeros(0), cov)
@@ -132,6 +150,9 @@ def active_by_unit_variance(variances, tau: float = AU_THRESHOLD) -> int:
     unit variances (exact ones from :func:`au_variances`, or :func:`active_unit_variances` of encoder
     means; :func:`active_by_encoder_mean` counts from the encoder means directly).
 
+    >>> active_by_unit_variance([0.625, 0.25, 0.0])
+    2
+
     References: docs/theory.md (T11.2); Burda et al. 2016.
     """
     return int(np.sum(np.asarray(variances) > tau))
@@ -139,6 +160,15 @@ def active_by_unit_variance(variances, tau: float = AU_THRESHOLD) -> int:
 
 def aggregate_posterior_gaussian(params: LinearVAEParams, mean, cov) -> tuple[np.ndarray, np.ndarray]:
     """``q(z) = N(V (mean - mu), V S V^T + diag D)`` for Gaussian data ``x ~ N(mean, S)``: ``(m, Sigma)``.
+
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> S = np.diag([4.0, 2.0, 1.0, 0.5])  # the optimum at beta = 1, sigma2 = 1.5: two units active
+    >>> params = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], 3, 1.0, 1.5).parameters(np.zeros(4), np.eye(4))
+    >>> m, Sigma = aggregate_posterior_gaussian(params, np.zeros(4), S)
+    >>> m, Sigma.round(4)  # the optimum's aggregate posterior is the prior
+    (array([0., 0., 0.]), array([[1., 0., 0.],
+           [0., 1., 0.],
+           [0., 0., 1.]]))
 
     References: docs/theory.md (T11.3); Hoffman & Johnson 2016.
     """
@@ -158,6 +188,12 @@ def mutual_information_gaussian(params: LinearVAEParams, cov) -> float:
     mixture: the value is that of Gaussian data with the same moments (an upper bound for any data
     with covariance ``S``), and the sample's own information is at most ``log N``.
 
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> S = np.diag([4.0, 2.0, 1.0, 0.5])  # the optimum at beta = 1, sigma2 = 1.5: two units active
+    >>> params = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], 3, 1.0, 1.5).parameters(np.zeros(4), np.eye(4))
+    >>> round(mutual_information_gaussian(params, S), 4)  # = the rate: q(z) = p(z) at the optimum
+    0.6343
+
     References: docs/theory.md (T11.3); Hoffman & Johnson 2016.
     """
     _, Sigma = aggregate_posterior_gaussian(params, np.zeros(np.shape(params.mu)), cov)
@@ -169,6 +205,12 @@ def marginal_kl_gaussian(params: LinearVAEParams, mean, cov) -> float:
     ``1/2 [tr Sigma + ||m||^2 - k - log det Sigma]``.  ``rate = mutual_information_gaussian + marginal_kl_gaussian``
     exactly (ELBO surgery).
 
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> S = np.diag([4.0, 2.0, 1.0, 0.5])  # the optimum at beta = 1, sigma2 = 1.5: two units active
+    >>> params = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], 3, 1.0, 1.5).parameters(np.zeros(4), np.eye(4))
+    >>> marginal_kl_gaussian(params, np.zeros(4), S)
+    0.0
+
     References: docs/theory.md (T11.3); Hoffman & Johnson 2016.
     """
     m, Sigma = aggregate_posterior_gaussian(params, mean, cov)
@@ -178,6 +220,13 @@ def marginal_kl_gaussian(params: LinearVAEParams, mean, cov) -> float:
 def collapse_metrics(params: LinearVAEParams, mean, cov, tau: float = AU_THRESHOLD) -> dict:
     """Every metric of (T11) for the parameters ``params`` on data with moments ``(mean, S)``, as a
     JSON-ready dict with the keys of :data:`METRIC_KEYS` (floats, an int, a list).
+
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> S = np.diag([4.0, 2.0, 1.0, 0.5])  # the optimum at beta = 1, sigma2 = 1.5: two units active
+    >>> params = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], 3, 1.0, 1.5).parameters(np.zeros(4), np.eye(4))
+    >>> metrics = collapse_metrics(params, np.zeros(4), S)
+    >>> metrics["active_units"], metrics["distortion"], round(metrics["rate"], 4)
+    (2, 4.5, 0.6343)
 
     References: docs/theory.md (T11.1, T11.2, T11.3); Lucas et al. 2019, Section 4.2.
     """
@@ -203,6 +252,10 @@ def optimum_collapse_metrics(
     AU variances ``(1 - t / lambda_i)_+`` and AU count ``#{i <= k : lambda_i > t / (1 - tau)}``.
 
     Same keys as :func:`collapse_metrics`.
+
+    >>> metrics = optimum_collapse_metrics([4.0, 2.0, 1.0, 0.5], latent_dim=3, water_level=1.5)
+    >>> metrics["active_units"], metrics["distortion"], round(metrics["rate"], 4), metrics["au_variances"]
+    (2, 4.5, 0.6343, [0.625, 0.25, 0.0])
 
     References: docs/theory.md (T11.4); Lucas et al. 2019, Section 4.2 and Appendix C.
     """
@@ -235,6 +288,10 @@ def rate_distortion_frontier(eigenvalues, latent_dim: int, water_levels, *, trac
     ``i <= k``.  For Gaussian data it is the Gaussian rate-distortion function restricted to ``k``
     components; at ``k >= rank S`` the unrestricted one.
 
+    >>> rates, distortions = rate_distortion_frontier([4.0, 2.0, 1.0, 0.5], 3, water_levels=[0.5, 1.5, 5.0])
+    >>> rates.round(4), distortions
+    (array([2.0794, 0.6343, 0.    ]), array([2. , 4.5, 7.5]))
+
     References: docs/theory.md (T11.5, T11.4); Lucas et al. 2019, Section 4.2; Alemi et al. 2018.
     """
     eigenvalues, trace, _ = spectrum_totals(eigenvalues, trace, dim, latent_dim)
@@ -256,6 +313,9 @@ def frontier_water_level(eigenvalues, latent_dim: int, rates, *, trace=None, dim
     ``[lambda_{m+1}, lambda_m)`` (``lambda_{k+1} = 0``).  ``R = 0`` gives ``lambda_1`` (the start of
     total collapse).  Rates above the frontier's supremum (``k`` units at ``theta -> 0``) have no answer.
 
+    >>> frontier_water_level([4.0, 2.0, 1.0, 0.5], 3, rates=[0.0, 0.5 * np.log(4.0 * 2.0 / 1.5**2)])
+    array([4. , 1.5])
+
     References: docs/theory.md (T11.5); Alemi et al. 2018.
     """
     eigenvalues, _, _ = spectrum_totals(eigenvalues, trace, dim, latent_dim)
@@ -276,6 +336,9 @@ def frontier_distortion(eigenvalues, latent_dim: int, rates, *, trace=None, dim=
     """``D_k(R)``: the least distortion (squared data units) a linear VAE with ``k`` latents reaches at
     rate ``R`` (nats per datapoint), on the frontier of :func:`rate_distortion_frontier`.  A model's
     ``D - D_k(R)`` is its height above the frontier (``<= 2 sigma2 gap``; a deep model's may be < 0).
+
+    >>> frontier_distortion([4.0, 2.0, 1.0, 0.5], 3, rates=[0.5 * np.log(4.0 * 2.0 / 1.5**2)])
+    array([4.5])
 
     References: docs/theory.md (T11.5); Alemi et al. 2018.
     """
@@ -306,6 +369,21 @@ def heldout_measures(key, X, model, iwae_samples: int, distortion_samples: int) 
     ``ELBO = -d/2 log(2 pi sigma2) - D / (2 sigma2) - R``, the IWAE bound with ``iwae_samples``, and
     both minibatch forms of the mutual information with all rows of ``X`` as the batch (so the
     whole-batch form is at most ``log N``).
+
+    For the linear VAE the encoder is the exact posterior, so the IWAE bound is the exact
+    log-likelihood of the rows whatever the number of samples:
+
+    >>> from linear_vae.moments import compute_moments
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> from linear_vae.ppca import log_marginal_likelihood
+    >>> params = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], 3, 1.0, 1.5).parameters(np.zeros(4), np.eye(4))
+    >>> X = np.random.default_rng(0).normal(size=(200, 4)) * np.sqrt([4.0, 2.0, 1.0, 0.5])
+    >>> measures = heldout_measures(jax.random.key(0), X, linear_model(params, 1.5), iwae_samples=16, distortion_samples=2)
+    >>> moments = compute_moments(X)
+    >>> exact = log_marginal_likelihood(params.W, 1.5, moments.cov, mean_offset=moments.mean - params.mu)
+    >>> measures.kl.shape, bool(np.isclose(measures.iwae, exact, rtol=1e-12, atol=0))
+    ((200, 3), True)
+
 
     References: docs/theory.md (T11.1, T12); Burda et al. 2016; Alemi et al. 2018; Hoffman & Johnson 2016.
     """
