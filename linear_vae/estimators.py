@@ -52,6 +52,9 @@ def _sample_posterior(key, mean, log_var, samples: int):
 def diagonal_gaussian_log_density(z, mean, log_var):
     """``log N(z; mean, diag(exp(log_var)))`` summed over the last axis (broadcasting), in nats.
 
+    >>> float(diagonal_gaussian_log_density(jnp.zeros(2), jnp.zeros(2), jnp.zeros(2)))  # -log(2 pi)
+    -1.8378770664093453
+
     References: docs/theory.md (T12.1); Kingma & Welling 2013, Appendix B.
     """
     return -0.5 * jnp.sum(LOG_2PI + log_var + (z - mean) ** 2 * jnp.exp(-log_var), axis=-1)
@@ -59,6 +62,9 @@ def diagonal_gaussian_log_density(z, mean, log_var):
 
 def standard_normal_log_density(z):
     """``log N(z; 0, I)`` summed over the last axis, in nats (the prior of every model here).
+
+    >>> float(standard_normal_log_density(jnp.zeros(2)))
+    -1.8378770664093453
 
     References: docs/theory.md (T12.1); Kingma & Welling 2013, Appendix B.
     """
@@ -72,6 +78,10 @@ def kl_rate_mc(key, mean, log_var, samples: int = 1):
     (``samples = S`` draws per row).  Unbiased for the rows' average KL (the analytic KL of
     :func:`linear_vae.elbo.standard_normal_kl`, which a deep-VAE paper may report instead); its
     standard error falls as ``(N S)^(-1/2)``.  ``mean``, ``log_var``: (..., k), every leading axis a row.
+
+    >>> mean, log_var = jnp.array([[0.0, 1.0], [2.0, -1.0]]), jnp.zeros((2, 2))  # analytic rate: 1.5 nats
+    >>> bool(abs(kl_rate_mc(jax.random.key(0), mean, log_var, samples=100_000) - 1.5) < 0.01)
+    True
 
     References: docs/theory.md (T12.1, T11.1); Alemi et al. 2018; Kingma & Welling 2013, Section 2.4.
     """
@@ -88,6 +98,16 @@ def distortion_mc(key, x, mean, log_var, decode, samples: int = 1):
     error ``O((N S)^(-1/2))``.  The samples are drawn one at a time in a ``lax.scan`` (the ``s``-th from
     ``fold_in(key, s)``), so memory does not grow with ``samples``.  ``x``: (..., d); ``mean``,
     ``log_var``: (..., k) with the same leading axes.
+
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> params = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], 3, 1.0, 1.5).parameters(np.zeros(4), np.eye(4))
+    >>> encode, decode, sigma2 = linear_model(params, 1.5)
+    >>> x = jnp.asarray(np.random.default_rng(0).normal(size=(100, 4)) * np.sqrt([4.0, 2.0, 1.0, 0.5]))
+    >>> from linear_vae.metrics import distortion
+    >>> moments = np.mean(np.asarray(x), axis=0), np.cov(np.asarray(x).T, bias=True)
+    >>> estimate = distortion_mc(jax.random.key(0), x, *encode(x), decode, samples=200)
+    >>> bool(abs(estimate / distortion(params, *moments) - 1) < 0.02)  # exact from the rows' moments
+    True
 
     References: docs/theory.md (T12.1, T11.1); Alemi et al. 2018.
     """
@@ -109,6 +129,9 @@ def active_unit_variances(mean):
     rows of a data set it equals the exact moment value of :func:`linear_vae.metrics.au_variances`
     for the linear VAE.  ``mean``: (..., k), every leading axis a row.
 
+    >>> active_unit_variances(jnp.array([[0.0, 1.0], [2.0, -1.0]]))
+    Array([1., 1.], dtype=float64)
+
     References: docs/theory.md (T12.2, T11.2); Burda et al. 2016, Section 5.2.
     """
     return jnp.var(jnp.reshape(mean, (-1, mean.shape[-1])), axis=0)
@@ -116,6 +139,9 @@ def active_unit_variances(mean):
 
 def active_by_encoder_mean(mean, threshold: float = AU_THRESHOLD):
     """``#{i : Var_n E_q[z_i | x_n] > threshold}`` from :func:`active_unit_variances` (an int array).
+
+    >>> int(active_by_encoder_mean(jnp.array([[0.0, 1.0], [2.0, 1.0]])))  # the second unit never moves
+    1
 
     References: docs/theory.md (T12.2, T11.2); Burda et al. 2016, Section 5.2.
     """
@@ -161,6 +187,13 @@ def mutual_information_minibatch(key, mean, log_var, include_self: bool):
     only where ``I`` is well below ``log B`` (see the calibration figure).  ``mean``, ``log_var``: (B, k);
     memory ``MI_ROW_BLOCK x B x k`` (the ``B x B`` densities are reduced a block of rows at a time).
 
+    Two rows whose posteriors do not overlap carry one bit, ``log 2`` nats, the ceiling ``log B``
+    of the whole-batch form:
+
+    >>> mean, log_var = jnp.array([[-5.0], [5.0]]), jnp.full((2, 1), -4.0)
+    >>> round(float(mutual_information_minibatch(jax.random.key(0), mean, log_var, include_self=True)), 6)
+    0.693147
+
     References: docs/theory.md (T12.3, T11.3); Hoffman & Johnson 2016; Poole et al. 2019, Section 2.
     """
     if mean.ndim != 2 or mean.shape != log_var.shape:
@@ -183,6 +216,16 @@ def log_importance_weights(key, x, mean, log_var, decode, sigma2, samples: int):
     ``log p(x|z) = -d/2 log(2 pi sigma2) - ||x - decode(z)||^2 / (2 sigma2)``.  The building block of
     :func:`iwae_bound`; ``E_q w = p(x)``, and ``E_q log w`` is the ELBO.
 
+    The linear VAE's optimal encoder at beta = 1 is the exact posterior, so every weight is ``p(x)``:
+
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> params = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], 3, 1.0, 1.5).parameters(np.zeros(4), np.eye(4))
+    >>> encode, decode, sigma2 = linear_model(params, 1.5)
+    >>> x = jnp.asarray(np.random.default_rng(0).normal(size=(100, 4)) * np.sqrt([4.0, 2.0, 1.0, 0.5]))
+    >>> log_w = log_importance_weights(jax.random.key(0), x, *encode(x), decode, sigma2, samples=8)
+    >>> log_w.shape, bool(np.max(np.ptp(np.asarray(log_w), axis=0)) < 1e-12)
+    ((8, 100), True)
+
     References: docs/theory.md (T12.4); Burda et al. 2016, Section 3.
     """
     z, eps = _sample_posterior(key, mean, log_var, samples)
@@ -204,6 +247,19 @@ def iwae_bound(key, x, encode, decode, sigma2, samples: int, chunk: int = IWAE_C
     The ``K`` samples are drawn ``chunk`` at a time in a ``lax.scan`` with an online log-sum-exp, so the
     memory is ``chunk x N x d`` whatever ``K``; sample ``k`` comes from ``fold_in(key, k)``, so the value
     does not depend on ``chunk`` (up to round-off).  ``x``: (N, d) (or any leading axes).
+
+    With the exact posterior as ``q`` (the linear VAE at its optimum, beta = 1) the bound is tight:
+
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> params = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], 3, 1.0, 1.5).parameters(np.zeros(4), np.eye(4))
+    >>> encode, decode, sigma2 = linear_model(params, 1.5)
+    >>> x = jnp.asarray(np.random.default_rng(0).normal(size=(100, 4)) * np.sqrt([4.0, 2.0, 1.0, 0.5]))
+    >>> from linear_vae.ppca import log_marginal_likelihood
+    >>> bound = jnp.mean(iwae_bound(jax.random.key(0), x, encode, decode, sigma2, samples=4))
+    >>> X = np.asarray(x)
+    >>> exact = log_marginal_likelihood(params.W, 1.5, np.cov(X.T, bias=True), mean_offset=X.mean(axis=0))
+    >>> bool(np.isclose(bound, exact, rtol=1e-12, atol=0))
+    True
 
     References: docs/theory.md (T12.4); Burda et al. 2016, Section 3 and Theorem 1.
     """
@@ -239,6 +295,14 @@ def linear_model(params, sigma2):
     estimators: ``(encode, decode, sigma2)`` with ``encode(x) = (V (x - mu), log D)`` (the variance the
     same for every row) and ``decode(z) = W z + mu``; ``sigma2`` is passed through.
 
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> params = beta_elbo_optimum([4.0, 2.0, 1.0, 0.5], 3, 1.0, 1.5).parameters(np.zeros(4), np.eye(4))
+    >>> encode, decode, sigma2 = linear_model(params, 1.5)
+    >>> x = jnp.asarray(np.random.default_rng(0).normal(size=(100, 4)) * np.sqrt([4.0, 2.0, 1.0, 0.5]))
+    >>> mean, log_var = encode(x)
+    >>> mean.shape, log_var.shape, decode(mean).shape
+    ((100, 3), (100, 3), (100, 4))
+
     References: docs/theory.md (T12, T3); Lucas et al. 2019, Section 4.2.
     """
     W, mu, V, log_D = params
@@ -264,6 +328,11 @@ def posterior_chi2_at_optimum(eigenvalues, k: int, beta: float, sigma2: float) -
     ``delta = (a - b) x_i ~ N(0, s^2)``, ``s^2 = (a - b)^2 lambda_i``, whose mean over ``x`` is
     ``Q / (sqrt(P) sqrt(2Q - P)) / sqrt(1 - 2 s^2 / (2Q - P))``; the units are independent, so the
     product over them, minus 1, is ``E_x chi2``, and the IWAE bias is ``chi2 / (2K) + O(K^-2)``.
+
+    >>> round(posterior_chi2_at_optimum([4.0, 2.0, 1.0, 0.5], 3, beta=1.0, sigma2=1.5), 12)  # q is exact
+    0.0
+    >>> round(posterior_chi2_at_optimum([4.0, 2.0, 1.0, 0.5], 3, beta=0.5, sigma2=1.5), 4)
+    3.0479
 
     References: docs/theory.md (T12.4); Burda et al. 2016, Section 3.
     """
