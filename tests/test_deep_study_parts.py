@@ -16,7 +16,7 @@ import pytest
 from linear_vae.experiments import deep_vae
 
 CONFIG = {**deep_vae.CONFIG, **deep_vae.QUICK}
-SETTING = ("kind", "sigma2", "sigma2_step", "warmup", "seed")
+SETTING = deep_vae.SETTING
 #: The parts with runs in the quick configuration (an empty part trains nothing).
 PARTS = [part for part in deep_vae.PARTS if deep_vae.grid(CONFIG, part)]
 
@@ -69,7 +69,7 @@ def test_every_part_is_trained_once_and_its_runs_come_back_in_grid_order(trained
     ]
     for part in PARTS:
         saved = json.loads(deep_vae.part_path(checkpoint, part).read_text())
-        assert saved["runs"] and all(deep_vae.part_of(r) == part for r in saved["runs"])
+        assert saved["runs"] and all(deep_vae.part_of(r, CONFIG) == part for r in saved["runs"])
     assert not checkpoint.exists(), "a finished part's grid checkpoint must not be resumed by the next part"
     parts = study["training"]["parts"]
     for key in deep_vae.ADDITIVE:
@@ -96,6 +96,17 @@ def test_a_part_saved_under_other_training_settings_is_trained_again(trained, tm
     changed = {**CONFIG, "learning_rate": CONFIG["learning_rate"] / 2}
     deep_vae.deep_study(changed, None, None, None, checkpoint)
     assert trained == PARTS
+
+
+def test_a_part_saved_with_other_runs_is_trained_again(trained, tmp_path):
+    """The part a run belongs to depends on ``part_sigma2``, which a part's identity does not name:
+    a saved part is taken only when it holds exactly the runs the part has now."""
+    checkpoint = tmp_path / "deep_vae.checkpoint.pkl"
+    deep_vae.deep_study(CONFIG, None, None, None, checkpoint)
+    trained.clear()
+    regrouped = {**CONFIG, "part_sigma2": 2.0}  # the fixed runs at 1.0 move to the small part
+    deep_vae.deep_study(regrouped, None, None, None, checkpoint)
+    assert "fixed-large-sigma2" in trained and "fixed-small-sigma2" in trained
 
 
 def test_without_an_output_folder_nothing_is_saved(trained, tmp_path):

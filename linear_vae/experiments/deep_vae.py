@@ -86,6 +86,7 @@ CONFIG = {
     "learning_rate": 1e-3,
     "rule": {"patience": 3000, "tolerance": 0.1, "window": 1500, "sigma2_tolerance": 0.01, "max_steps": 20000},
     "drop_finished": True,  # finished runs leave the grid (a compilation per padded grid size)
+    "part_sigma2": 0.3,  # the parts (PARTS) divide sigma2 here; each part is a grid of its own
     "checkpoint_minutes": 5,
     "fixed_sigma2s": [0.001, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0],
     "fixed_seeds": [0, 1, 2, 3, 4],
@@ -105,6 +106,7 @@ QUICK = {
     "log_every": 20,
     "rule": {"patience": 100, "tolerance": 0.1, "window": 60, "sigma2_tolerance": 0.01, "max_steps": 300},
     "drop_finished": False,  # one compilation; the dropping is tested in tests/test_stopping.py
+    "part_sigma2": 0.01,  # every quick run in a "large" part: two grids, two compilations
     "fixed_sigma2s": [0.1, 1.0],
     "fixed_seeds": [0, 1],
     "learned_sigma2_inits": [3.0],
@@ -125,13 +127,14 @@ KINDS = ("fixed", "learned", "annealed")
 #: training (and, within that part, no more than the minutes since its last checkpoint).  The parts
 #: divide the compute, not the science: every summary reads the runs of all of them.
 PARTS = ("fixed-large-sigma2", "fixed-small-sigma2", "learned-small-start", "learned-large-start")
-#: Where the parts divide sigma2 (fixed runs) and its starting value (learned runs).
-PART_SIGMA2 = 0.3
+#: The settings that name a run (a configuration of :func:`grid`).
+SETTING = ("kind", "sigma2", "sigma2_step", "warmup", "seed")
 
 
-def part_of(run: dict) -> str:
-    """The part of :data:`PARTS` that trains ``run`` (a configuration of :func:`grid`)."""
-    size = "small" if run["sigma2"] < PART_SIGMA2 else "large"
+def part_of(run: dict, config: dict) -> str:
+    """The part of :data:`PARTS` that trains ``run``: ``config["part_sigma2"]`` divides the fixed
+    sigma2 values and the starting values of the learned ones."""
+    size = "small" if run["sigma2"] < config["part_sigma2"] else "large"
     if run["kind"] == "learned":
         return f"learned-{size}-start"
     return "fixed-large-sigma2" if run["kind"] == "annealed" else f"fixed-{size}-sigma2"
@@ -164,7 +167,7 @@ def grid(config: dict, part: str | None = None) -> list[dict]:
         | {"seed": seed}
         for seed in config["fixed_seeds"]
     ]
-    return [g for g in fixed + learned + annealed if part is None or part_of(g) == part]
+    return [g for g in fixed + learned + annealed if part is None or part_of(g, config) == part]
 
 
 def checkpoint_identity(config: dict, part: str) -> str:
@@ -172,6 +175,11 @@ def checkpoint_identity(config: dict, part: str) -> str:
     ``config`` and the part's name."""
     keys = {k: config[k] for k in TRAINING_KEYS} | {"part": part}
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
+
+
+def settings(runs: list[dict]) -> list[tuple]:
+    """What names each run (:data:`SETTING`), in order."""
+    return [tuple(run[key] for key in SETTING) for run in runs]
 
 
 def part_path(checkpoint: Path, part: str) -> Path:
@@ -272,20 +280,15 @@ def deep_study(config: dict, splits, epsilons, progress, checkpoint) -> dict:
         saved = None if checkpoint is None else part_path(checkpoint, part)
         if saved is not None and saved.exists():
             kept = json.loads(saved.read_text())
-            if kept["identity"] == identity:
+            if kept["identity"] == identity and settings(kept["runs"]) == settings(grid(config, part)):
                 parts[part] = kept
                 continue
         parts[part] = {"identity": identity, **study_part(config, splits, epsilons, part, progress, checkpoint)}
         if saved is not None:
             atomic_write_json(saved, parts[part])
             checkpoint.unlink(missing_ok=True)  # the next part starts its own grid
-    order = {json.dumps(g, sort_keys=True): i for i, g in enumerate(grid(config))}
-    runs = sorted(
-        (run for p in parts.values() for run in p["runs"]),
-        key=lambda run: order[
-            json.dumps({k: run[k] for k in ("kind", "sigma2", "sigma2_step", "warmup", "seed")}, sort_keys=True)
-        ],
-    )
+    order = {setting: i for i, setting in enumerate(settings(grid(config)))}
+    runs = sorted((run for p in parts.values() for run in p["runs"]), key=lambda run: order[settings([run])[0]])
     trainings = {part: p["training"] for part, p in parts.items()}
     totals = [t["seconds_total"] for t in trainings.values()]
     training = {
