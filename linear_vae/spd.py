@@ -30,6 +30,10 @@ def cholesky(M):
     Column ``j``: ``s = M[:, j] - L[:, :j] L[j, :j]``, ``L[j, j] = sqrt(s_j)``,
     ``L[i, j] = s_i / L[j, j]`` for ``i > j`` (NaN when ``M`` is not positive definite, as LAPACK).
 
+    >>> cholesky(jnp.array([[4.0, 2.0], [2.0, 3.0]]))
+    Array([[2.        , 0.        ],
+           [1.        , 1.41421356]], dtype=float64)
+
     References: docs/theory.md (T8.5); Golub & Van Loan, *Matrix Computations*, Alg. 4.2.1.
     """
     M = jnp.asarray(M)
@@ -48,6 +52,10 @@ def cholesky(M):
 def solve_lower(L, B):
     """``L^{-1} B`` by forward substitution (``B`` of shape (k,) or (k, m)).
 
+    >>> L = cholesky(jnp.array([[4.0, 2.0], [2.0, 3.0]]))
+    >>> solve_lower(L, jnp.array([1.0, 2.0]))
+    Array([0.5       , 1.06066017], dtype=float64)
+
     References: docs/theory.md (T8.5); Golub & Van Loan, *Matrix Computations*, Alg. 3.1.1.
     """
     L, B = jnp.asarray(L), jnp.asarray(B)
@@ -63,6 +71,10 @@ def solve_lower(L, B):
 @jax.jit
 def solve_lower_transpose(L, B):
     """``L^{-T} B`` by back substitution (``B`` of shape (k,) or (k, m)).
+
+    >>> L = cholesky(jnp.array([[4.0, 2.0], [2.0, 3.0]]))
+    >>> solve_lower_transpose(L, jnp.array([1.0, 2.0]))
+    Array([-0.20710678,  1.41421356], dtype=float64)
 
     References: docs/theory.md (T8.5); Golub & Van Loan, *Matrix Computations*, Alg. 3.1.2.
     """
@@ -81,6 +93,10 @@ def solve_lower_transpose(L, B):
 def solve(L, B):
     """``M^{-1} B`` given the Cholesky factor ``L`` of ``M``.
 
+    >>> M = jnp.array([[4.0, 2.0], [2.0, 3.0]])
+    >>> solve(cholesky(M), jnp.array([1.0, 2.0]))  # as jnp.linalg.solve(M, b)
+    Array([-0.125,  0.75 ], dtype=float64)
+
     References: docs/theory.md (T8.5).
     """
     return solve_lower_transpose(L, solve_lower(L, B))
@@ -88,6 +104,9 @@ def solve(L, B):
 
 def log_det(L):
     """``log det M = 2 sum_j log L_jj`` given the Cholesky factor ``L`` of ``M``.
+
+    >>> round(float(log_det(cholesky(jnp.array([[4.0, 2.0], [2.0, 3.0]])))), 12) == round(float(jnp.log(8.0)), 12)
+    True
 
     References: docs/theory.md (T8.5).
     """

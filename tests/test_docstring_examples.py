@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "linear_vae"
-DOCUMENTED = ["collapse", "elbo", "estimators", "metrics", "moments", "optimum", "ppca", "stopping"]
+DOCUMENTED = ["collapse", "elbo", "escape", "estimators", "metrics", "moments", "optimum", "ppca", "spd", "stopping"]
 
 
 def public_callables(tree: ast.Module):
