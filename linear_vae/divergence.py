@@ -37,6 +37,9 @@ SCALE_FACTOR = 1e6
 def margin(start: np.ndarray) -> np.ndarray:
     """Nats per datapoint the objective may end below its start before the run counts as diverged.
 
+    >>> margin(np.array([-1000.0, 0.0]))  # 10 nats plus 1% of the start
+    array([20., 10.])
+
     References: docs/theory.md (T10).
     """
     return MARGIN_NATS + MARGIN_FRACTION * np.abs(start)
@@ -49,6 +52,15 @@ def diverged_runs(start, end, model_variance, data_variance: float, first_nonfin
     the last; ``model_variance`` the total variance of the model at the end;
     ``first_nonfinite_step`` is -1 where every value stayed finite; ``final_step`` the steps taken.
     ``reasons[i]`` is one phrase naming the step, or ``None`` for a run that did not diverge.
+
+    >>> diverged, reasons = diverged_runs(
+    ...     start=np.array([-10.0, -10.0, -10.0]), end=np.array([-5.0, np.nan, -50.0]),
+    ...     model_variance=np.ones(3), data_variance=1.0,
+    ...     first_nonfinite_step=np.array([-1, 7, -1]), final_step=np.array([100, 100, 100]))
+    >>> diverged
+    array([False,  True,  True])
+    >>> reasons[1:]
+    ['non-finite objective or parameters by step 7', 'the objective fell from -10 to -50 nats per datapoint by step 100 (more than 10.1 below its start)']
 
     References: docs/theory.md (T10).
     """

@@ -17,7 +17,15 @@ import numpy as np
 
 
 def check_positive(name: str, value: float) -> float:
-    """Return ``float(value)`` if it is finite and > 0, else raise ``ValueError`` naming the parameter."""
+    """Return ``float(value)`` if it is finite and > 0, else raise ``ValueError`` naming the parameter.
+
+    >>> check_positive("beta", 2)
+    2.0
+    >>> check_positive("beta", 0.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `beta` must be finite and > 0, got 0.0; pass a positive number
+    """
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -28,7 +36,13 @@ def check_positive(name: str, value: float) -> float:
 
 
 def check_latent_dim(latent_dim: int, d: int) -> int:
-    """Return ``latent_dim`` if ``1 <= latent_dim <= d``, else raise ``ValueError``."""
+    """Return ``latent_dim`` if ``1 <= latent_dim <= d``, else raise ``ValueError``.
+
+    >>> check_latent_dim(5, d=4)
+    Traceback (most recent call last):
+    ...
+    ValueError: `latent_dim` 5 is out of range for data with d = 4 features; pass 1 <= `latent_dim` <= 4
+    """
     if isinstance(latent_dim, bool) or int(latent_dim) != latent_dim:
         raise ValueError(f"`latent_dim` must be an integer, got {latent_dim!r}")
     latent_dim = int(latent_dim)
@@ -53,6 +67,13 @@ def validate_data(X) -> None:
         Not 2-D or not numeric, no features, fewer than 2 samples, NaN or inf values (with
         their count and the position of the first), or all samples identical (zero
         covariance).
+
+    Examples
+    --------
+    >>> validate_data(np.ones((3, 2)))
+    Traceback (most recent call last):
+    ...
+    ValueError: all samples are identical; the covariance is zero
     """
     X = np.asarray(X)
     if X.ndim != 2:
