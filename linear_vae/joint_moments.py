@@ -56,9 +56,7 @@ class JointMoments(NamedTuple):
         X = np.asarray(X, dtype=np.float64)
         Y = np.asarray(Y, dtype=np.float64)
         if X.shape[0] != Y.shape[0]:
-            raise ValueError(
-                f"x has {X.shape[0]} rows but y has {Y.shape[0]}; pass the same samples, one pair per row"
-            )
+            raise ValueError(f"x has {X.shape[0]} rows but y has {Y.shape[0]}; pass the same samples, one pair per row")
         mean_x, mean_y = X.mean(axis=0), Y.mean(axis=0)
         if centred:
             X, Y = X - mean_x, Y - mean_y

@@ -256,7 +256,7 @@ def hvae_objective(params, X, Y, beta1, beta2, z1_variance, decoder_variance, pr
     neg_log_p_z1 = gaussian_nll(squared_z1, d1, decoder_variance, xp)
     log_q_z1 = -0.5 * d1 * (xp.log(2.0 * xp.pi * z1_variance) + 1.0)
     m2 = m1 @ W2.T + b2
-    kl_z2 = gaussian_kl_to_scaled_prior(m2, log_s2, prior_variance, xp) + 0.5 * z1_variance * xp.sum(
-        W2**2
-    ) / prior_variance
+    kl_z2 = (
+        gaussian_kl_to_scaled_prior(m2, log_s2, prior_variance, xp) + 0.5 * z1_variance * xp.sum(W2**2) / prior_variance
+    )
     return nll_y + beta1 * (log_q_z1 + neg_log_p_z1) + beta2 * kl_z2
