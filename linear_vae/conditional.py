@@ -14,7 +14,7 @@ Mode ``i`` is active iff ``lambda_i > t`` (strictly, as in (T4.2)), whatever the
 ``eta_enc`` only rescales the latent (docs/theory.md (T17.2)).  Values are the minimum of the exact
 negative beta-ELBO per datapoint, in nats, constants included.
 
-References: docs/theory.md (T17); Wang & Ziyin 2022, Section 4; Dang et al. 2024, Section 4.1.
+References: docs/theory.md (T17); Wang & Ziyin 2022 (arXiv:2205.04009); Dang et al. 2024 (arXiv:2306.05023), Sections 3 and 4.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def gaussian_modes(spectrum, beta: float, decoder_variance: float, prior_varianc
     and KL ``1/2 log(lambda_i / t)`` on active modes.  At ``eta_enc = 1`` these are (T4.1)'s column norms,
     encoder and ``D_i``.
 
-    References: docs/theory.md (T4.1, T17.2); Wang & Ziyin 2022, Theorem 1; Dang et al. 2024, Theorem 1.
+    References: docs/theory.md (T4.1, T17.2); Wang & Ziyin 2022; Dang et al. 2024, Section 3.
     """
     lam = np.asarray(spectrum, dtype=np.float64)
     t = beta * decoder_variance
@@ -173,7 +173,7 @@ class ScaledPriorOptimum(NamedTuple):
         """``decoder = P_k diag(decoder_gains)``, ``encoder = diag(encoder_gains) R_k^T A^{-1/2}``, with
         ``C^T A^{-1/2} = P diag(zeta) R^T``; the biases centre both sides (zero without biases).
 
-        References: docs/theory.md (T17.2); Wang & Ziyin 2022, Theorem 1.
+        References: docs/theory.md (T17.2); Wang & Ziyin 2022.
         """
         m, modes = self.moments, self.modes
         k = len(modes.spectrum)
@@ -198,7 +198,7 @@ def scaled_prior_optimum(
     with ``t = beta eta_dec^2`` and ``g`` of :func:`mode_gain`.  Neither depends on ``eta_enc``.  With
     ``y = x`` and centred moments, ``zeta_i^2 = lambda_i`` and this is (T4.1).
 
-    References: docs/theory.md (T17.2); Wang & Ziyin 2022, Section 4 and Theorem 1.
+    References: docs/theory.md (T17.2); Wang & Ziyin 2022; Dang et al. 2024, Section 3.
     """
     beta, decoder_variance, prior_variance = _check_scalars(beta, decoder_variance, prior_variance)
     latent_dim = check_latent_count("latent_dim", latent_dim, min(moments.d_x, moments.d_y), "min(d_x, d_y)")
@@ -247,7 +247,7 @@ class CVAEOptimum(NamedTuple):
         ``W1 = -W2 C^T A^+`` (the encoder sees only the residual ``y - C^T A^+ x``), with
         ``S = P diag(theta) P^T``; the biases centre both sides (zero without biases).
 
-        References: docs/theory.md (T17.3); Dang et al. 2024, Theorem 1.
+        References: docs/theory.md (T17.3); Dang et al. 2024, Section 4.
         """
         m, modes = self.moments, self.modes
         k = len(modes.spectrum)
@@ -276,7 +276,7 @@ def cvae_optimum(
     ``min L = (d_y/2) log(2 pi eta_dec^2) + [tr S - t sum_{i<=k} g(theta_i / t)] / (2 eta_dec^2)``,
     ``t = beta eta_dec^2``.
 
-    References: docs/theory.md (T17.3); Dang et al. 2024, Theorem 1.
+    References: docs/theory.md (T17.3, T17.6); Dang et al. 2024, Section 4.
     """
     beta, decoder_variance, prior_variance = _check_scalars(beta, decoder_variance, prior_variance)
     latent_dim = check_latent_count("latent_dim", latent_dim, moments.d_y, "d_y, the dimension of y")

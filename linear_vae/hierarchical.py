@@ -1,6 +1,6 @@
 """Closed-form optimum of the two-level linear hierarchical VAE (HVAE), in variance units.
 
-The model (Dang et al. 2024, Section 4.2): ``q(z1|x) = N(W1 x, sigma1^2 I)`` with ``sigma1^2``
+The model (Dang et al. 2024, Section 4): ``q(z1|x) = N(W1 x, sigma1^2 I)`` with ``sigma1^2``
 (``z1_variance``) fixed, ``q(z2|z1) = N(W2 z1, Sigma2)``, ``p(y|z1) = N(U1 z1, eta_dec^2 I)``,
 ``p(z1|z2) = N(U2 z2, eta_dec^2 I)``, ``p(z2) = N(0, eta_enc^2 I)``, and the negative beta-ELBO
 ``E[-log p(y|z1)] + beta1 E[log q(z1|x) - log p(z1|z2)] + beta2 E KL(q(z2|z1) || p(z2))``.
@@ -14,7 +14,7 @@ changes sign of slope once; the ``z2`` level is then a linear VAE on ``z1`` with
 Scope: ``d1 <= d_x`` and ``d2 <= d1`` (out of scope, not derived: a learned ``Sigma1``, a ``z1``
 decoder variance other than ``eta_dec^2``, ``d1 > d_x``).
 
-References: docs/theory.md (T17.4, T17.5); Dang et al. 2024, Section 4.2, Theorems 2 and 3.
+References: docs/theory.md (T17.4, T17.5); Dang et al. 2024 (arXiv:2306.05023), Section 4.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def hvae_optimum(
     + [tr B - sum_i theta_i^2 (1 - sigma1^2 / a_i) + beta1 sum_i rec_i] / (2 eta^2) + beta2 sum_j KL_j``, with
     ``rec_i`` the ``z2`` level's reconstruction error of ``z1`` mode ``i`` (``a_i`` for ``i > d2``).
 
-    References: docs/theory.md (T17.4, T17.5); Dang et al. 2024, Theorems 2 and 3.
+    References: docs/theory.md (T17.4, T17.5, T17.6); Dang et al. 2024, Section 4.
     """
     beta1, beta2 = check_positive("beta1", beta1), check_positive("beta2", beta2)
     s1 = check_positive("z1_variance", z1_variance)

@@ -11,7 +11,7 @@ Singular ``A``.  When ``x`` has constant coordinates (MNIST's border pixels) ``A
 taken on the range of ``A``: the pseudo-inverse ``A^+`` and ``A^{-1/2}`` on the non-zero eigenvalues
 only, those above the round-off bound :func:`linear_vae.moments.rank_tolerance`.
 
-References: docs/theory.md (T17.1); Dang et al. 2024, Section 3; Wang & Ziyin 2022, Section 3.
+References: docs/theory.md (T17.1); Dang et al. 2024 (arXiv:2306.05023); Wang & Ziyin 2022 (arXiv:2205.04009).
 """
 
 from __future__ import annotations

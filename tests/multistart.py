@@ -24,8 +24,9 @@ from jax.flatten_util import ravel_pytree
 
 import linear_vae  # noqa: F401  (float64)
 
-#: Newton steps per start: from a random start the iterate reaches the quadratic basin within a few dozen.
-ITERATIONS = 100
+#: Newton steps per start.  Measured on the HVAE grids of tests/test_hierarchical.py: with 40 steps all six
+#: starts of every point reached the same minimum (to 1e-10), with gradient norms of 1e-8 or below.
+ITERATIONS = 40
 
 
 class Minimum(NamedTuple):
