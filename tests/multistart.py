@@ -84,12 +84,17 @@ def random_starts(rng: np.random.Generator, count: int, size: int, scale: float 
     return scale * rng.standard_normal((count, size))
 
 
-def exact_data(cov: np.ndarray, n: int, rng: np.random.Generator, mean=None) -> np.ndarray:
+def exact_data(cov: np.ndarray, n: int, rng: np.random.Generator, mean=None, raw: bool = False) -> np.ndarray:
     """``n`` rows whose sample mean is ``mean`` (default 0) and whose 1/N covariance is exactly ``cov``:
-    ``G cov^{1/2} + mean`` with ``G`` centred and ``G^T G / n = I`` (orthonormalised Gaussian columns)."""
+    ``G cov^{1/2} + mean`` with ``G`` centred and ``G^T G / n = I`` (orthonormalised Gaussian columns).
+    ``raw``: ``G`` is not centred, so ``cov`` is the *uncentred* second moment and the mean is whatever
+    ``G``'s is (``mean`` must be None)."""
     d = cov.shape[0]
-    G = rng.standard_normal((n, d))
-    G -= G.mean(axis=0)
+    G = rng.standard_normal((n, d)) + (0.5 if raw else 0.0)
+    if raw:
+        assert mean is None, "raw rows have the mean their Gaussian draw gives"
+    else:
+        G -= G.mean(axis=0)
     Q, _ = np.linalg.qr(G)
     values, vectors = np.linalg.eigh(cov)
     root = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T

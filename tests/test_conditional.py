@@ -6,9 +6,9 @@ the models' definitions on the data rows (never through ``A, C, B``), a Monte-Ca
 the model, and multi-start saddle-free Newton minimisation of those objectives (tests/multistart.py).
 
 Tolerance of the value comparisons, 1e-10 nats: the minimiser converges quadratically, so its value is
-the minimum up to float64 round-off in summing O(10) terms of size O(10) (about 1e-14); a wrong closed
-form is off by at least the smallest mode gain on the grids, ``t g(lambda / t) >= 5e-3`` nats at the
-10% margins the grids keep from every threshold (``g(1.1) = 4.7e-3``), eight orders of magnitude above.
+the minimum up to float64 round-off in summing O(10) terms of size O(10) (about 1e-14).  A wrong closed
+form would show far above it: a mode at the grids' 10% margin from its threshold moves the value by
+``(beta/2) g(1.1) = 2.3e-3 beta`` nats, at least 2e-6 nats since every grid keeps beta >= 1e-3.
 """
 
 from __future__ import annotations
@@ -241,6 +241,7 @@ def test_cvae_collapse_threshold_ignores_prior_variance():
 
 
 def _check_against_multistart(minimiser, optimum, X, Y, beta, eta2, prior, use_bias, decoder_of, rng):
+    assert beta >= 1e-3, "beta so small that a wrong active set would move the value by less than 2e-6 nats"
     minimum = minimiser(random_starts(rng, STARTS, minimiser.size), _data(X, Y, beta, eta2, prior, use_bias))
     # converged: at a gradient of 1e-6 and curvature >= 1e-2 the value is within 1e-10 of the minimum
     # (the gradient does not reach 1e-8 where A is singular: round-off of X v, v a null vector of A)

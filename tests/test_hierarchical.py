@@ -5,7 +5,7 @@ References are independent of the code under test: the objective of tests/refere
 model's definition on the data rows, a Monte-Carlo estimate sampled from the model, and multi-start
 saddle-free Newton minimisation of that objective (tests/multistart.py).  Value tolerance 1e-10 nats, for
 the reason given in tests/test_conditional.py: the minimiser's round-off is about 1e-14, and the grids keep
-every spectrum entry at least 10% from every threshold, where a wrong active set costs more than 1e-3 nats.
+every spectrum entry at least 10% from every threshold, so that a wrong rule moves the value by far more.
 """
 
 from __future__ import annotations
@@ -40,35 +40,36 @@ def _objective(p, data):
     return hvae_objective((W1, b1, W2, b2, log_s2, U1, c1, U2, c2), X, Y, beta1, beta2, s1, eta2, prior, xp=jnp)
 
 
+def _template(dx, dy, d1, d2):
+    """Zero parameters of the shapes ``(W1, b1, W2, b2, log_s2, U1, c1, U2, c2)``."""
+    shapes = [(d1, dx), (d1,), (d2, d1), (d2,), (d2,), (dy, d1), (dy,), (d1, d2), (d1,)]
+    return tuple(np.zeros(shape) for shape in shapes)
+
+
 @pytest.fixture(scope="module")
 def minimiser():
-    template = (
-        np.zeros((D1, D_X)),
-        np.zeros(D1),
-        np.zeros((D2, D1)),
-        np.zeros(D2),
-        np.zeros(D2),
-        np.zeros((D_Y, D1)),
-        np.zeros(D_Y),
-        np.zeros((D1, D2)),
-        np.zeros(D1),
-    )
-    return newton_minimiser(_objective, template)
+    return newton_minimiser(_objective, _template(D_X, D_Y, D1, D2))
 
 
-def _data_with_spectrum(rng, theta2=SPECTRUM, mean=True):
-    """Rows (x, y) with a non-identity ``A`` and ``C^T A^{-1/2} = diag(theta)`` up to rotations, exactly."""
-    M = rng.standard_normal((D_X, D_X))
-    A = M @ M.T + 0.5 * np.eye(D_X)
+def _data_with_spectrum(rng, theta2=SPECTRUM, dx=D_X, dy=D_Y, singular=False, raw=False):
+    """Rows (x, y) with a non-identity ``A`` and ``C^T A^{-1/2} = P diag(theta) R^T`` exactly (P, R random
+    orthonormal, ``theta^2`` of length ``min(dx, dy)``).  ``singular``: ``A`` has rank ``dx - 1`` and ``R`` is
+    its eigenbasis, range first (so ``theta^2`` must end in 0).  ``raw``: these are the uncentred moments (for
+    the model without biases), and the rows have non-zero means, so that the centred moments differ."""
+    M = rng.standard_normal((dx, dx - 1 if singular else dx))
+    A = M @ M.T + (0.0 if singular else 0.5) * np.eye(dx)
     values, vectors = np.linalg.eigh(A)
+    values, vectors = np.clip(values[::-1], 0.0, None), vectors[:, ::-1]
     root = (vectors * np.sqrt(values)) @ vectors.T
-    Q, _ = np.linalg.qr(rng.standard_normal((D_Y, D_Y)))
-    Z = (Q * np.sqrt(theta2)) @ np.linalg.qr(rng.standard_normal((D_X, D_X)))[0].T  # C^T A^{-1/2}
+    r = min(dx, dy)
+    P = np.linalg.qr(rng.standard_normal((dy, dy)))[0][:, :r]
+    R = vectors[:, :r] if singular else np.linalg.qr(rng.standard_normal((dx, dx)))[0][:, :r]
+    Z = (P * np.sqrt(theta2)) @ R.T  # C^T A^{-1/2}
     C = (Z @ root).T
-    noise = np.diag([0.3, 0.2, 0.1])
-    B = Z @ Z.T + noise
-    rows = exact_data(np.block([[A, C], [C.T, B]]), N, rng, mean=rng.standard_normal(D_X + D_Y) if mean else None)
-    return rows[:, :D_X], rows[:, D_X:]
+    B = Z @ Z.T + np.diag(np.linspace(0.3, 0.1, dy))
+    joint = np.block([[A, C], [C.T, B]])
+    rows = exact_data(joint, N, rng, raw=True) if raw else exact_data(joint, N, rng, rng.standard_normal(dx + dy))
+    return rows[:, :dx], rows[:, dx:]
 
 
 def _data(X, Y, beta1, beta2, s1, eta2, prior, z2_variance=None, use_bias=True):
@@ -93,15 +94,15 @@ def _margins(optimum, beta1, beta2, s1, eta2, prior, z2_variance):
     noise_other = beta2 * eta2 * (1.0 if z2_variance is None else z2_variance / prior)
     return min(
         np.min(np.abs(theta2 / optimum.z1_thresholds - 1.0)),
-        np.min(np.abs(theta2[:D2] / optimum.z2_threshold - 1.0)),
+        np.min(np.abs(theta2[: len(optimum.active_z2)] / optimum.z2_threshold - 1.0)),
         abs(beta1 * s1 / noise_other - 1.0),
     )
 
 
-def _check(minimiser, X, Y, point, rng, use_bias=True):
+def _check(minimiser, X, Y, point, rng, use_bias=True, dims=(D1, D2)):
     beta1, beta2, s1, eta2, prior, z2_variance = point
     moments = JointMoments.from_data(X, Y, centred=use_bias)
-    optimum = hvae_optimum(moments, (D1, D2), beta1, beta2, s1, eta2, prior, z2_variance)
+    optimum = hvae_optimum(moments, dims, beta1, beta2, s1, eta2, prior, z2_variance)
     assert _margins(optimum, *point) >= MARGIN, "grid point too close to a threshold"
     minimum = minimiser(random_starts(rng, STARTS, minimiser.size), _data(X, Y, *point, use_bias=use_bias))
     # converged: at a gradient of 1e-6 and curvature >= 1e-2 the value is within 1e-10 of the minimum
@@ -153,19 +154,51 @@ def test_hvae_multistart_minimum_matches_closed_form(minimiser, grid):
 
 
 def test_hvae_without_biases_uses_raw_moments(minimiser):
-    """Without biases the minimum is the closed form on uncentred moments (one learned and one fixed point)."""
+    """Without biases the minimum is the closed form on uncentred moments (one learned and one fixed point),
+    on rows whose means are not 0: the centred closed form is not the minimum there."""
     rng = np.random.default_rng(22)
-    X, Y = _data_with_spectrum(rng)
+    X, Y = _data_with_spectrum(rng, raw=True)
+    assert np.min(np.abs(X.mean(axis=0))) > 0.05
     for point in (LEARNED[0], FIXED[4]):
-        _check(minimiser, X, Y, point, rng, use_bias=False)
+        optimum = _check(minimiser, X, Y, point, rng, use_bias=False)
+        centred = hvae_optimum(JointMoments.from_data(X, Y), (D1, D2), *point)
+        assert optimum.value - centred.value > 1e-3
+
+
+def test_hvae_with_singular_A_works_on_its_range(minimiser):
+    """A of rank 2 (a constant direction of x): theta^2 = (4, 1, 0), and the closed form on the range of A is
+    the minimum (one learned, one fixed point)."""
+    rng = np.random.default_rng(30)
+    X, Y = _data_with_spectrum(rng, np.array([4.0, 1.0, 0.0]), singular=True)
+    for point in (LEARNED[1], FIXED[0]):
+        optimum = _check(minimiser, X, Y, point, rng)
+        np.testing.assert_allclose(optimum.spectrum, [4.0, 1.0, 0.0], atol=1e-10)
 
 
 @pytest.mark.slow
 def test_hvae_multistart_minimum_matches_closed_form_without_biases_full_grid(minimiser):
     rng = np.random.default_rng(23)
-    X, Y = _data_with_spectrum(rng)
+    X, Y = _data_with_spectrum(rng, raw=True)
     for point in LEARNED + FIXED:
         _check(minimiser, X, Y, point, rng, use_bias=False)
+
+
+@pytest.mark.slow
+def test_hvae_with_more_z1_than_signal_dimensions_and_d2_equal_d1():
+    """d_y = 2 < d1 = d2 = 3: the third z1 mode has theta = 0 (no signal), so it stays at sigma1^2, and its z2
+    partner is active exactly when the z2 level models z1's noise (beta1 sigma1^2 > beta2 c^2 sigma2^2)."""
+    rng = np.random.default_rng(29)
+    dims = (3, 3)
+    wide = newton_minimiser(_objective, _template(3, 2, *dims))
+    X, Y = _data_with_spectrum(rng, np.array([4.0, 0.8]), dx=3, dy=2)
+    for point, z2_count in [
+        ((2.0, 0.5, 0.6, 1.0, 2.0, None), 3),
+        ((1.0, 1.0, 0.5, 1.0, 1.0, None), 1),
+        ((2.0, 0.5, 0.6, 1.0, 2.0, 0.4), 3),
+        ((1.0, 1.0, 0.5, 1.0, 1.0, 0.8), 1),
+    ]:
+        optimum = _check(wide, X, Y, point, rng, dims=dims)
+        assert optimum.active_z1_dims == 2 and optimum.active_z2_dims == z2_count
 
 
 @pytest.mark.parametrize("z2_variance", [None, 0.7])
