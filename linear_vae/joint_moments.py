@@ -51,8 +51,11 @@ class JointMoments(NamedTuple):
 
         References: docs/theory.md (T17.1).
         """
-        validate_data(X)
-        validate_data(Y)
+        for name, rows in (("x", X), ("y", Y)):
+            try:
+                validate_data(rows)
+            except ValueError as error:
+                raise ValueError(f"{name}: {error}") from None
         X = np.asarray(X, dtype=np.float64)
         Y = np.asarray(Y, dtype=np.float64)
         if X.shape[0] != Y.shape[0]:

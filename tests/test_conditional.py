@@ -131,7 +131,14 @@ def test_invalid_arguments_raise_one_line_errors(call, match):
     "build, match",
     [
         (lambda r: JointMoments.from_data(r.standard_normal((10, 3)), r.standard_normal((9, 2))), "the same samples"),
-        (lambda r: JointMoments.from_data(np.full((10, 2), np.nan), r.standard_normal((10, 2))), "NaN/inf"),
+        (
+            lambda r: JointMoments.from_data(np.full((10, 2), np.nan), r.standard_normal((10, 2))),
+            "x: data contains .* NaN",
+        ),
+        (
+            lambda r: JointMoments.from_data(r.standard_normal((10, 2)), np.ones((10, 2))),
+            "y: all samples are identical",
+        ),
         (lambda r: JointMoments.from_matrices(np.eye(2), np.zeros((3, 2)), np.eye(2)), r"`xy` has shape \(3, 2\)"),
         (lambda r: JointMoments.from_matrices(np.eye(2), np.full((2, 2), np.nan), np.eye(2)), "NaN or inf"),
         (lambda r: JointMoments.from_matrices(np.eye(2), np.zeros((2, 2)), np.ones((2, 3))), "must be square"),
