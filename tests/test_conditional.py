@@ -211,9 +211,11 @@ def test_cvae_reference_objective_matches_sampling_from_the_model():
 
 def test_scaled_prior_with_y_equal_x_is_the_linear_vae_optimum():
     """y = x with centred moments and a unit prior: zeta_i^2 = lambda_i, and active set, KL, encoder
-    variances and value are those of optimum.beta_elbo_optimum (T4.1), at every water level."""
+    variances and value are those of optimum.beta_elbo_optimum (T4.1), at every water level, with a
+    constant coordinate making A singular."""
     rng = np.random.default_rng(6)
     X = rng.standard_normal((50, 5)) @ rng.standard_normal((5, 5)) + 3.0
+    X[:, 2] = 7.0  # a constant coordinate (as MNIST's border pixels): A is singular, zeta_i^2 on its range
     moments = JointMoments.from_data(X, X)
     eigenvalues = eigen_decomposition(compute_moments(X).cov).eigenvalues
     for t in _water_levels(eigenvalues[:3]):
