@@ -31,7 +31,7 @@ from linear_vae.joint_moments import (
     residual_moment,
 )
 from linear_vae.moments import LOG_2PI, eigen_decomposition
-from linear_vae.validation import check_positive
+from linear_vae.validation import check_count, check_positive
 
 
 def mode_gain(ratio) -> np.ndarray:
@@ -43,19 +43,6 @@ def mode_gain(ratio) -> np.ndarray:
     r = np.asarray(ratio, dtype=np.float64)
     safe = np.where(r > 1, r, 1.0)
     return np.where(r > 1, safe - 1.0 - np.log(safe), 0.0)
-
-
-def check_latent_count(name: str, count: int, limit: int, what: str) -> int:
-    """Return ``count`` if it is an integer with ``1 <= count <= limit``, else a one-line ``ValueError``.
-
-    References: docs/theory.md (T17.1).
-    """
-    if isinstance(count, bool) or int(count) != count:
-        raise ValueError(f"`{name}` must be an integer, got {count!r}")
-    count = int(count)
-    if not 1 <= count <= limit:
-        raise ValueError(f"`{name}` = {count} is out of range: pass 1 <= `{name}` <= {limit} ({what})")
-    return count
 
 
 class GaussianModes(NamedTuple):
@@ -112,7 +99,7 @@ def gaussian_modes(spectrum, beta: float, decoder_variance: float, prior_varianc
     )
 
 
-def gaussian_minimum(total: float, modes: GaussianModes, beta: float, decoder_variance: float, d_y: int) -> float:
+def gaussian_minimum(total: float, modes: GaussianModes, decoder_variance: float, d_y: int) -> float:
     """``(d_y/2) log(2 pi eta_dec^2) + [total - t sum_i g(lambda_i / t)] / (2 eta_dec^2)``: the minimum of the
     negative beta-ELBO, where ``total`` is ``E||y||^2`` left to explain (``tr B``, or ``tr S`` for the CVAE).
 
@@ -201,11 +188,11 @@ def scaled_prior_optimum(
     References: docs/theory.md (T17.2); Wang & Ziyin 2022; Dang et al. 2024, Section 3.
     """
     beta, decoder_variance, prior_variance = _check_scalars(beta, decoder_variance, prior_variance)
-    latent_dim = check_latent_count("latent_dim", latent_dim, min(moments.d_x, moments.d_y), "min(d_x, d_y)")
+    latent_dim = check_count("latent_dim", latent_dim, min(moments.d_x, moments.d_y), "min(d_x, d_y)")
     spectrum = _padded(cross_spectrum(moments).variances, latent_dim)
     modes = gaussian_modes(spectrum, beta, decoder_variance, prior_variance)
     total = float(np.trace(moments.yy))
-    return ScaledPriorOptimum(modes, gaussian_minimum(total, modes, beta, decoder_variance, moments.d_y), moments)
+    return ScaledPriorOptimum(modes, gaussian_minimum(total, modes, decoder_variance, moments.d_y), moments)
 
 
 class CVAEParams(NamedTuple):
@@ -279,10 +266,10 @@ def cvae_optimum(
     References: docs/theory.md (T17.3, T17.6); Dang et al. 2024, Section 4.
     """
     beta, decoder_variance, prior_variance = _check_scalars(beta, decoder_variance, prior_variance)
-    latent_dim = check_latent_count("latent_dim", latent_dim, moments.d_y, "d_y, the dimension of y")
+    latent_dim = check_count("latent_dim", latent_dim, moments.d_y, "d_y, the dimension of y")
     S = residual_moment(moments)
     spectrum = eigen_decomposition(S).eigenvalues[:latent_dim]
     modes = gaussian_modes(spectrum, beta, decoder_variance, prior_variance)
     residual_trace = float(np.trace(S))
-    value = gaussian_minimum(residual_trace, modes, beta, decoder_variance, moments.d_y)
+    value = gaussian_minimum(residual_trace, modes, decoder_variance, moments.d_y)
     return CVAEOptimum(modes, value, residual_trace, moments)

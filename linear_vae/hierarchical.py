@@ -23,10 +23,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from linear_vae.conditional import check_latent_count, gaussian_modes
+from linear_vae.conditional import gaussian_modes
 from linear_vae.joint_moments import JointMoments, cross_spectrum, inverse_sqrt_xx
 from linear_vae.moments import LOG_2PI
-from linear_vae.validation import check_positive
+from linear_vae.validation import check_count, check_positive
 
 
 class HVAEParams(NamedTuple):
@@ -124,6 +124,57 @@ def _fixed_z2(a, beta1, beta2, decoder_variance, prior_variance, z2_variance) ->
     )
 
 
+class _Z1Level(NamedTuple):
+    """The ``z1`` variances ``a_i`` and the thresholds that decide them."""
+
+    variances: np.ndarray
+    z1_thresholds: np.ndarray
+    z2_threshold: float
+    noise_modelled: bool
+
+
+def _z1_level(theta2, d2, beta1, beta2, s1, eta2, prior, z2_variance) -> _Z1Level:
+    """``a_i = max(sigma1^2, r_i)`` with ``r_i`` the stationary point of mode ``i``'s one-dimensional objective,
+    on the coupled branch (z2 active) where ``theta_i^2`` reaches the z2 threshold (T17.4, T17.5)."""
+    plain = np.sqrt(theta2 * s1 / beta1)  # theta sigma1 / sqrt(beta1): the stationary point with z2 collapsed
+    if z2_variance is None:
+        z2_threshold = beta2**2 * eta2**2 / (beta1 * s1)
+        z1_pair_threshold = min(beta1 * s1, beta2 * eta2)
+        noise_modelled = beta1 * s1 > beta2 * eta2
+        coupled = theta2 * s1 / (beta2 * eta2)
+    else:
+        c2s2 = eta2 * z2_variance / prior  # c^2 sigma2^2
+        z2_threshold = beta2**2 * c2s2**2 / (beta1 * s1)
+        z1_pair_threshold = min(beta1 * s1, np.sqrt(beta1 * beta2 * c2s2 * s1))
+        noise_modelled = beta1 * s1 > beta2 * c2s2
+        coupled = (theta2 * s1 / np.sqrt(beta1 * beta2 * c2s2)) ** (2.0 / 3.0)
+    paired = np.arange(len(theta2)) < d2
+    a = np.maximum(s1, np.where(paired & (theta2 >= z2_threshold), coupled, plain))
+    thresholds = np.where(paired, z1_pair_threshold, beta1 * s1)
+    return _Z1Level(a, thresholds, float(z2_threshold), bool(noise_modelled))
+
+
+def _parameters(moments: JointMoments, theta2, a, s1, level: _Z2Level) -> HVAEParams:
+    """The optimum's maps along the modes (z1's basis is the modes): ``W1 = diag(sqrt(a - sigma1^2)) R^T A^{-1/2}``,
+    ``U1 = P diag(theta sqrt(a - sigma1^2) / a)``, ``W2``, ``U2`` diagonal on the first ``d2`` modes (T17.4)."""
+    d1, d2 = len(a), len(level.active)
+    spectrum = cross_spectrum(moments)
+    r = min(d1, len(spectrum.variances))
+    P, R = np.zeros((moments.d_y, d1)), np.zeros((moments.d_x, d1))
+    P[:, :r], R[:, :r] = spectrum.left[:, :r], spectrum.right[:, :r]
+    gains = np.sqrt(a - s1)
+    W1 = (R * gains).T @ inverse_sqrt_xx(moments)
+    U1 = P * (np.sqrt(theta2) * gains / a)
+    W2, U2 = np.zeros((d2, d1)), np.zeros((d1, d2))
+    W2[:, :d2] = np.diag(level.encoder_gains)
+    U2[:d2, :] = np.diag(level.decoder_gains)
+    if moments.centred:
+        b1, c1 = -W1 @ moments.mean_x, moments.mean_y.copy()
+    else:
+        b1, c1 = np.zeros(d1), np.zeros(moments.d_y)
+    return HVAEParams(W1, b1, W2, np.zeros(d2), level.variances, U1, c1, U2, np.zeros(d1))
+
+
 def hvae_optimum(
     moments: JointMoments,
     latent_dims: tuple[int, int],
@@ -157,47 +208,23 @@ def hvae_optimum(
     s1 = check_positive("z1_variance", z1_variance)
     eta2 = check_positive("decoder_variance", decoder_variance)
     prior = check_positive("prior_variance", prior_variance)
-    fixed = z2_variance is not None
-    if fixed:
+    if z2_variance is not None:
         z2_variance = check_positive("z2_variance", z2_variance)
-    if len(latent_dims) != 2:
+    if np.ndim(latent_dims) != 1 or len(latent_dims) != 2:
         raise ValueError(f"`latent_dims` must be two numbers (d1, d2), got {latent_dims!r}")
-    d1 = check_latent_count("d1", latent_dims[0], moments.d_x, "d_x, the dimension of x")
-    d2 = check_latent_count("d2", latent_dims[1], d1, "d1: z2 has no more dimensions than z1")
+    d1 = check_count("d1", latent_dims[0], moments.d_x, "d_x, the dimension of x")
+    d2 = check_count("d2", latent_dims[1], d1, "d1: z2 has no more dimensions than z1")
 
-    spectrum = cross_spectrum(moments)
-    r = min(d1, len(spectrum.variances))
+    variances = cross_spectrum(moments).variances
     theta2 = np.zeros(d1)
-    theta2[:r] = spectrum.variances[:r]
-    theta = np.sqrt(theta2)
-    sigma1 = np.sqrt(s1)
-
-    # z1 variances a_i (T17.4, T17.5)
-    plain = theta * sigma1 / np.sqrt(beta1)  # the stationary point when the z2 level is collapsed
-    if fixed:
-        c2s2 = eta2 * z2_variance / prior  # c^2 sigma2^2
-        z2_threshold = beta2**2 * c2s2**2 / (beta1 * s1)
-        z1_pair_threshold = min(beta1 * s1, np.sqrt(beta1 * beta2 * c2s2 * s1))
-        noise_modelled = beta1 * s1 > beta2 * c2s2
-        coupled = (theta2 * s1 / np.sqrt(beta1 * beta2 * c2s2)) ** (2.0 / 3.0)
+    theta2[: min(d1, len(variances))] = variances[:d1]
+    z1 = _z1_level(theta2, d2, beta1, beta2, s1, eta2, prior, z2_variance)
+    a = z1.variances
+    if z2_variance is None:
+        level = _learned_z2(a[:d2], beta1, beta2, eta2, prior)
     else:
-        z2_threshold = beta2**2 * eta2**2 / (beta1 * s1)
-        z1_pair_threshold = min(beta1 * s1, beta2 * eta2)
-        noise_modelled = beta1 * s1 > beta2 * eta2
-        coupled = theta2 * s1 / (beta2 * eta2)
-    paired = np.arange(d1) < d2
-    use_coupled = paired & (theta2 >= z2_threshold)
-    a = np.maximum(s1, np.where(use_coupled, coupled, plain))
-    active_z1 = a > s1
-    z1_thresholds = np.where(paired, z1_pair_threshold, beta1 * s1)
-
-    level = (
-        _fixed_z2(a[:d2], beta1, beta2, eta2, prior, z2_variance)
-        if fixed
-        else _learned_z2(a[:d2], beta1, beta2, eta2, prior)
-    )
-    reconstruction_z1 = a.copy()
-    reconstruction_z1[:d2] = level.reconstruction
+        level = _fixed_z2(a[:d2], beta1, beta2, eta2, prior, z2_variance)
+    reconstruction_z1 = np.concatenate([level.reconstruction, a[d2:]])
     fit_y = float(np.trace(moments.yy)) - float(np.sum(theta2 * (1.0 - s1 / a)))
     value = (
         0.5 * moments.d_y * (LOG_2PI + np.log(eta2))
@@ -205,32 +232,15 @@ def hvae_optimum(
         + (fit_y + beta1 * float(np.sum(reconstruction_z1))) / (2.0 * eta2)
         + beta2 * float(np.sum(level.kl_per_mode))
     )
-
-    # parameters along the modes (z1's basis is the modes themselves)
-    P = np.zeros((moments.d_y, d1))
-    R = np.zeros((moments.d_x, d1))
-    P[:, :r], R[:, :r] = spectrum.left[:, :r], spectrum.right[:, :r]
-    gains_1 = np.sqrt(a - s1)
-    W1 = (R * gains_1).T @ inverse_sqrt_xx(moments)
-    U1 = P * (theta * gains_1 / a)
-    W2 = np.zeros((d2, d1))
-    U2 = np.zeros((d1, d2))
-    W2[:, :d2] = np.diag(level.encoder_gains)
-    U2[:d2, :] = np.diag(level.decoder_gains)
-    if moments.centred:
-        b1, c1 = -W1 @ moments.mean_x, moments.mean_y.copy()
-    else:
-        b1, c1 = np.zeros(d1), np.zeros(moments.d_y)
-    params = HVAEParams(W1, b1, W2, np.zeros(d2), level.variances, U1, c1, U2, np.zeros(d1))
     return HVAEOptimum(
         spectrum=theta2,
         z1_variances=a,
-        active_z1=active_z1,
-        z1_thresholds=z1_thresholds,
+        active_z1=a > s1,
+        z1_thresholds=z1.z1_thresholds,
         active_z2=level.active,
-        z2_threshold=float(z2_threshold),
-        z2_models_z1_noise=bool(noise_modelled),
+        z2_threshold=z1.z2_threshold,
+        z2_models_z1_noise=z1.noise_modelled,
         z2_kl_per_mode=level.kl_per_mode,
         value=float(value),
-        params=params,
+        params=_parameters(moments, theta2, a, s1, level),
     )

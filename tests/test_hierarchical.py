@@ -315,6 +315,7 @@ def test_hvae_fixed_z2_rule_follows_the_exact_optimum_not_the_published_one(
         ({"latent_dims": (4, 2)}, r"`d1` = 4 is out of range.*d_x"),
         ({"latent_dims": (2, 3)}, r"`d2` = 3 is out of range.*no more dimensions than z1"),
         ({"latent_dims": (2,)}, "`latent_dims` must be two numbers"),
+        ({"latent_dims": 3}, "`latent_dims` must be two numbers"),
     ],
 )
 def test_hvae_invalid_arguments_raise_one_line_errors(kwargs, match):
