@@ -246,6 +246,26 @@ def test_cvae_collapse_threshold_ignores_prior_variance():
         np.testing.assert_allclose(other.modes.decoder_gains, base.modes.decoder_gains / np.sqrt(prior), rtol=1e-12)
 
 
+def test_cvae_is_the_vae_on_y_when_x_says_nothing_and_collapses_when_x_says_everything():
+    """C = 0 (x uncorrelated with y): S = B and the CVAE is the linear VAE on y (T4.1); y a linear function
+    of x: S = 0 and every mode collapses, with s_i = eta_enc and value (d_y/2) log(2 pi eta_dec^2) (T17.3)."""
+    rng = np.random.default_rng(13)
+    Y = rng.standard_normal((30, 4)) * np.array([3.0, 2.0, 1.0, 0.5])
+    B = compute_moments(Y).cov
+    uninformative = JointMoments.from_matrices(np.eye(2), np.zeros((2, 4)), B)
+    eigenvalues = eigen_decomposition(B).eigenvalues
+    for beta, eta2 in [(0.5, 1.0), (1.0, 0.3)]:
+        ours = cvae_optimum(uninformative, 3, beta, eta2)
+        theirs = beta_elbo_optimum(eigenvalues, 3, beta, eta2)
+        np.testing.assert_array_equal(ours.modes.active, theirs.active)
+        assert ours.value == pytest.approx(-theirs.elbo, abs=1e-12)
+    X = rng.standard_normal((30, 4))
+    determined = cvae_optimum(JointMoments.from_data(X, X @ rng.standard_normal((4, 4))), 3, 0.01, 0.5, 2.0)
+    assert determined.active_dims == 0
+    np.testing.assert_allclose(determined.modes.encoder_variances, 2.0)
+    assert determined.value == pytest.approx(2.0 * np.log(2 * np.pi * 0.5), abs=1e-10)
+
+
 # -- multi-start minimisation of the reference objectives -------------------------------------------------
 
 
