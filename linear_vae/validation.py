@@ -53,6 +53,17 @@ def check_latent_dim(latent_dim: int, d: int) -> int:
     return latent_dim
 
 
+def check_count(name: str, count: int, limit: int, what: str) -> int:
+    """Return ``count`` if it is an integer with ``1 <= count <= limit``, else raise ``ValueError`` naming the
+    parameter and ``what`` the limit is (latent dimensions of the models of docs/theory.md (T17))."""
+    if isinstance(count, bool) or int(count) != count:
+        raise ValueError(f"`{name}` must be an integer, got {count!r}")
+    count = int(count)
+    if not 1 <= count <= limit:
+        raise ValueError(f"`{name}` = {count} is out of range: pass 1 <= `{name}` <= {limit} ({what})")
+    return count
+
+
 def validate_data(X) -> None:
     """Check that ``X`` is a usable data matrix; raise ``ValueError`` otherwise.
 

@@ -171,3 +171,92 @@ def optimal_learned_sigma2(eigenvalues, k, beta):
                 best = (value, float(sigma2))
     assert best is not None, "no consistent active set"
     return best[1]
+
+
+# -- Conditional and hierarchical linear models (docs/theory.md (T17)) ------------------------------
+#
+# Each objective below is the model's negative beta-ELBO per datapoint, written from the model's
+# definition: the expectation over the Gaussian posterior is taken analytically term by term, and the
+# average over the data is a mean over the rows of ``X`` and ``Y``, never through the moments ``A, C, B``
+# the closed forms use.  ``xp`` is the array module (numpy, or jax.numpy for autodiff); variances are
+# parameterised by their logarithms.  Sources: Wang & Ziyin, *Posterior Collapse of a Linear Latent
+# Variable Model*, NeurIPS 2022 (the scaled prior); Dang, Tran, Nguyen & Ho, *Beyond Vanilla Variational
+# Autoencoders*, ICLR 2024 (the CVAE and the two-level HVAE).
+
+
+def gaussian_kl_to_scaled_prior(means, log_variances, prior_variance, xp=np):
+    """``KL(N(m, diag(s^2)) || N(0, p I))`` summed over dimensions and averaged over the rows of ``means``:
+    ``1/2 sum_j [s_j^2 / p + m_j^2 / p - 1 - log(s_j^2 / p)]``."""
+    k = means.shape[1]
+    return 0.5 * (
+        xp.sum(xp.exp(log_variances)) / prior_variance
+        + xp.mean(xp.sum(means**2, axis=1)) / prior_variance
+        - k
+        - xp.sum(log_variances)
+        + k * xp.log(prior_variance)
+    )
+
+
+def gaussian_nll(residual_sq, d, variance, xp=np):
+    """``-E log N(y; mu, v I) = E||y - mu||^2 / (2 v) + (d/2) log(2 pi v)`` given ``E||y - mu||^2``."""
+    return residual_sq / (2.0 * variance) + 0.5 * d * xp.log(2.0 * xp.pi * variance)
+
+
+def scaled_prior_objective(params, X, Y, beta, decoder_variance, prior_variance, xp=np):
+    """Negative beta-ELBO of Wang & Ziyin's linear model: ``q(z|x) = N(W x + b, diag(exp(log_s2)))``,
+    ``p(y|z) = N(U z + c, eta_dec^2 I)``, ``p(z) = N(0, eta_enc^2 I)``; ``params = (W, b, log_s2, U, c)``.
+    Under ``q``, ``y - U z - c`` has mean ``y - U m - c`` and covariance ``U diag(s^2) U^T``."""
+    W, b, log_s2, U, c = params
+    m = X @ W.T + b
+    residual = Y - m @ U.T - c
+    squared = xp.mean(xp.sum(residual**2, axis=1)) + xp.sum(U**2 * xp.exp(log_s2)[None, :])
+    return gaussian_nll(squared, Y.shape[1], decoder_variance, xp) + beta * gaussian_kl_to_scaled_prior(
+        m, log_s2, prior_variance, xp
+    )
+
+
+def cvae_objective(params, X, Y, beta, decoder_variance, prior_variance, xp=np):
+    """Negative beta-ELBO of the linear CVAE: ``q(z|x,y) = N(W1 x + W2 y + b, diag(exp(log_s2)))``,
+    ``p(y|z,x) = N(U1 z + U2 x + c, eta_dec^2 I)``, ``p(z|x) = N(0, eta_enc^2 I)``;
+    ``params = (W1, W2, b, log_s2, U1, U2, c)``."""
+    W1, W2, b, log_s2, U1, U2, c = params
+    m = X @ W1.T + Y @ W2.T + b
+    residual = Y - m @ U1.T - X @ U2.T - c
+    squared = xp.mean(xp.sum(residual**2, axis=1)) + xp.sum(U1**2 * xp.exp(log_s2)[None, :])
+    return gaussian_nll(squared, Y.shape[1], decoder_variance, xp) + beta * gaussian_kl_to_scaled_prior(
+        m, log_s2, prior_variance, xp
+    )
+
+
+def hvae_objective(params, X, Y, beta1, beta2, z1_variance, decoder_variance, prior_variance, xp=np):
+    """Negative beta-ELBO of the two-level linear HVAE,
+    ``E[-log p(y|z1)] + beta1 E[log q(z1|x) - log p(z1|z2)] + beta2 E KL(q(z2|z1) || p(z2))``, with
+    ``q(z1|x) = N(W1 x + b1, sigma1^2 I)``, ``q(z2|z1) = N(W2 z1 + b2, diag(exp(log_s2)))``,
+    ``p(y|z1) = N(U1 z1 + c1, eta_dec^2 I)``, ``p(z1|z2) = N(U2 z2 + c2, eta_dec^2 I)``, ``p(z2) = N(0, eta_enc^2 I)``;
+    ``params = (W1, b1, W2, b2, log_s2, U1, c1, U2, c2)``.
+
+    With ``z1 = m1 + sigma1 e1`` and ``z2 = W2 z1 + b2 + s e2``: ``y - U1 z1 - c1`` has mean ``y - U1 m1 - c1``
+    and covariance ``sigma1^2 U1 U1^T``; ``z1 - U2 z2 - c2 = (I - U2 W2) z1 - U2 b2 - c2 - U2 s e2``;
+    ``E log q(z1|x) = -(d1/2) log(2 pi e sigma1^2)``; ``W2 z1 + b2`` has mean ``W2 m1 + b2`` and
+    covariance ``sigma1^2 W2 W2^T``.
+    """
+    W1, b1, W2, b2, log_s2, U1, c1, U2, c2 = params
+    d1 = W1.shape[0]
+    m1 = X @ W1.T + b1
+    residual_y = Y - m1 @ U1.T - c1
+    squared_y = xp.mean(xp.sum(residual_y**2, axis=1)) + z1_variance * xp.sum(U1**2)
+    nll_y = gaussian_nll(squared_y, Y.shape[1], decoder_variance, xp)
+    I_minus = xp.eye(d1) - U2 @ W2
+    residual_z1 = m1 @ I_minus.T - b2 @ U2.T - c2
+    squared_z1 = (
+        xp.mean(xp.sum(residual_z1**2, axis=1))
+        + z1_variance * xp.sum(I_minus**2)
+        + xp.sum(U2**2 * xp.exp(log_s2)[None, :])
+    )
+    neg_log_p_z1 = gaussian_nll(squared_z1, d1, decoder_variance, xp)
+    log_q_z1 = -0.5 * d1 * (xp.log(2.0 * xp.pi * z1_variance) + 1.0)
+    m2 = m1 @ W2.T + b2
+    kl_z2 = (
+        gaussian_kl_to_scaled_prior(m2, log_s2, prior_variance, xp) + 0.5 * z1_variance * xp.sum(W2**2) / prior_variance
+    )
+    return nll_y + beta1 * (log_q_z1 + neg_log_p_z1) + beta2 * kl_z2
