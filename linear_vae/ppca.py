@@ -45,6 +45,8 @@ def log_marginal_likelihood(W, sigma2, cov, mean_offset=None, dim=None):
 
     Cost O(d^2 k) for ``S W``.  Differentiable in ``W`` and ``sigma2`` (JAX).
 
+    References: docs/theory.md (T2.1, T8.1); Tipping & Bishop 1999, eq. 4; Lucas et al. 2019, Section 2.
+
     Parameters
     ----------
     W : (d, k) decoder weights.
@@ -54,8 +56,6 @@ def log_marginal_likelihood(W, sigma2, cov, mean_offset=None, dim=None):
     mean_offset : optional (d,) sample mean minus decoder bias.
     dim : the data's ``d`` when ``W`` and ``cov`` hold only the top-``r`` eigen-coordinates of data
         whose other eigenvalues are 0 (see :class:`linear_vae.elbo.DataStats`); default ``W``'s rows.
-
-    References: docs/theory.md (T2.1, T8.1); Tipping & Bishop 1999, eq. 4; Lucas et al. 2019, Section 2.
     """
     W = jnp.asarray(W)
     k = W.shape[1]
