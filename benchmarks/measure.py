@@ -102,7 +102,7 @@ from .trainer import matmul_rate, median_time, step_flops  # reused, not copied
 #: The repository root (the working directory of the fresh processes of section 3).
 ROOT = Path(__file__).resolve().parents[1]
 # The default 20000-step schedule leaves the two smallest betas at 1.5e-5 (eigenbasis) and 9e-5
-# (data basis) nats; 40000 steps of the same cosine schedule reach 1e-5 (see the README).
+# (data basis) nats; 40000 steps of the same cosine schedule reach 1e-5 (see docs/performance.md).
 FULL_STEPS = 40000
 
 

@@ -69,7 +69,7 @@ def matmul_rate(m: int, d: int, dtype, repeats: int) -> float:
     return 2 * m * d * d / seconds
 
 
-#: The in-run ratios ``--check`` guards (README, "Performance"; each measured in one process).
+#: The in-run ratios ``--check`` guards (docs/performance.md; each measured in one process).
 CHECKS = (
     # (name, the measured ratio, the bound, "max" or "min")
     ("vmapped sweep step / Python-loop step (per configuration)", "sweep_over_loop_step_ratio", 1.25, "max"),

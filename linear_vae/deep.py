@@ -23,7 +23,7 @@ annealing only delays it.  This module is the deep counterpart of :mod:`linear_v
   ``(encode, decode, sigma2)`` on held-out rows, by :mod:`linear_vae.metrics`' estimators, so the deep
   and the linear VAE are measured by the same code.
 
-Precision: the networks train in **float32** for speed (stated here and in the README; the
+Precision: the networks train in **float32** for speed (stated here and in docs/deep-vae.md; the
 linear science paths stay float64).  The configurations of a grid differ in ``sigma2`` (the
 fixed value, or the initial one), ``learn_sigma2`` (a 0/1 mask on the gradient of ``log
 sigma2``), ``warmup`` and ``seed``, so fixed, learned and annealed settings share one compiled

@@ -150,11 +150,15 @@ def top_eigenpairs(X: np.ndarray, m: int) -> Spectrum:
     ``lambda_{N+1..d}``: their ``u_i`` (any orthonormal basis of the null space, as ``eigh`` of ``S``
     would return) complete the others from a seeded Gaussian draw.
 
+    References: docs/theory.md (T8.4); Golub & Van Loan, *Matrix Computations*, Section 8.6.
+
     Parameters
     ----------
     X : (N, d) data, one sample per row.
     m : number of eigenpairs, ``1 <= m <= d``.
 
+    Examples
+    --------
     With more columns than rows (N = 3 < d = 5) the 3 x 3 Gram matrix is decomposed, and the
     spectrum is that of ``S`` itself:
 
@@ -165,7 +169,6 @@ def top_eigenpairs(X: np.ndarray, m: int) -> Spectrum:
     >>> top.dim, bool(np.isclose(top.trace, full.trace))
     (5, True)
 
-    References: docs/theory.md (T8.4); Golub & Van Loan, *Matrix Computations*, Section 8.6.
     """
     X = np.asarray(X, dtype=np.float64)
     N, d = X.shape

@@ -53,6 +53,8 @@ def log_marginal_likelihood(W, sigma2, cov, mean_offset=None, dim=None):
 
     Cost O(d^2 k) for ``S W``.  Differentiable in ``W`` and ``sigma2`` (JAX).
 
+    References: docs/theory.md (T2.1, T8.1); Tipping & Bishop 1999, eq. 4; Lucas et al. 2019, Section 2.
+
     Parameters
     ----------
     W : (d, k) decoder weights.
@@ -73,7 +75,6 @@ def log_marginal_likelihood(W, sigma2, cov, mean_offset=None, dim=None):
     >>> round(float(log_marginal_likelihood(W, 0.75, S)), 4)
     -6.4278
 
-    References: docs/theory.md (T2.1, T8.1); Tipping & Bishop 1999, eq. 4; Lucas et al. 2019, Section 2.
     """
     W = jnp.asarray(W)
     k = W.shape[1]

@@ -55,7 +55,13 @@ def check_latent_dim(latent_dim: int, d: int) -> int:
 
 def check_count(name: str, count: int, limit: int, what: str) -> int:
     """Return ``count`` if it is an integer with ``1 <= count <= limit``, else raise ``ValueError`` naming the
-    parameter and ``what`` the limit is (latent dimensions of the models of docs/theory.md (T17))."""
+    parameter and ``what`` the limit is (latent dimensions of the models of docs/theory.md (T17)).
+
+    >>> check_count("d2", 3, limit=2, what="d1: z2 has no more dimensions than z1")
+    Traceback (most recent call last):
+    ...
+    ValueError: `d2` = 3 is out of range: pass 1 <= `d2` <= 2 (d1: z2 has no more dimensions than z1)
+    """
     if isinstance(count, bool) or int(count) != count:
         raise ValueError(f"`{name}` must be an integer, got {count!r}")
     count = int(count)

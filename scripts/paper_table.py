@@ -1,4 +1,4 @@
-"""Write the README's "The paper, side by side" table from the committed ``figures/*.json``.
+"""Write the "The paper, side by side" table of ``docs/paper.md`` from the committed ``figures/*.json``.
 
 One row per figure of Lucas, Tucker, Grosse & Norouzi (2019) that could be sourced: the paper's
 setting and headline, this package's experiments with their headline numbers, and the
@@ -26,11 +26,11 @@ Usage
 -----
 ::
 
-    python scripts/paper_table.py            # rewrite README.md between the markers
-    python scripts/paper_table.py --check    # exit 1 if README.md is out of date
+    python scripts/paper_table.py            # rewrite docs/paper.md between the markers
+    python scripts/paper_table.py --check    # exit 1 if docs/paper.md is out of date
     python scripts/paper_table.py --print    # print the section
 
-The README is rewritten atomically (temporary file beside it, then ``os.replace``), and only
+The page is rewritten atomically (temporary file beside it, then ``os.replace``), and only
 between ``<!-- paper-table -->`` and ``<!-- /paper-table -->``.
 """
 
@@ -46,7 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+#: The page that holds the table (``--page``; it was the README's until the docs got pages of their own).
+PAGE = ROOT / "docs" / "paper.md"
 FIGURES = ROOT / "figures"
 START, END = "<!-- paper-table -->", "<!-- /paper-table -->"
 
@@ -606,7 +607,7 @@ def build_section(figures: Path = FIGURES) -> str:
 def replace_section(text: str, section: str) -> str:
     start, end = text.find(START), text.find(END)
     if start < 0 or end < start:
-        raise SystemExit(f"the README has no {START} ... {END} markers; add them where the table belongs")
+        raise SystemExit(f"the page has no {START} ... {END} markers; add them where the table belongs")
     return text[: start + len(START)] + "\n" + section + "\n" + text[end:]
 
 
@@ -626,9 +627,9 @@ def write_atomic(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the README's table is out of date")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the page's table is out of date")
     parser.add_argument("--print", action="store_true", help="print the section instead of writing it")
-    parser.add_argument("--readme", type=Path, default=README, help=f"default {README}")
+    parser.add_argument("--page", "--readme", dest="page", type=Path, default=PAGE, help=f"default {PAGE}")
     parser.add_argument("--figures", type=Path, default=FIGURES, help=f"default {FIGURES}")
     args = parser.parse_args(argv)
 
@@ -636,16 +637,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.print:
         print(section)
         return 0
-    current = args.readme.read_text(encoding="utf-8")
+    current = args.page.read_text(encoding="utf-8")
     updated = replace_section(current, section)
     if args.check:
         if updated != current:
-            print(f"{args.readme} is out of date: run python scripts/paper_table.py", file=sys.stderr)
+            print(f"{args.page} is out of date: run python scripts/paper_table.py", file=sys.stderr)
             return 1
         return 0
     if updated != current:
-        write_atomic(args.readme, updated)
-        print(f"updated {args.readme}")
+        write_atomic(args.page, updated)
+        print(f"updated {args.page}")
     return 0
 
 

@@ -101,7 +101,7 @@ def test_fit_exponent_recovers_a_power_law():
 def test_step_flops_counts_the_products_of_one_step():
     step_flops = benchmarks_module("trainer").step_flops
 
-    # d = 784, k = 32: 4 k d^2 + 12 d k^2 + 4 d k, the number the README quotes (88.4 MFLOP).
+    # d = 784, k = 32: 4 k d^2 + 12 d k^2 + 4 d k, the number benchmarks/results.md quotes (88.4 MFLOP).
     assert step_flops(784, 32) == 4 * 32 * 784**2 + 12 * 784 * 32**2 + 4 * 784 * 32 == 88_410_112
 
 

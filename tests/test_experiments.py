@@ -155,7 +155,7 @@ def check_escape_time(payload: dict, strict: bool) -> None:
         assert gaps[-1] / gaps[0] >= 50
         for run in adam:
             assert run["max_to_min_escape_ratio"] < 5 < 50 < r["runs"]["sgd_mll"]["max_to_min_escape_ratio"]
-            assert run["u_shaped"]  # the README's claim: a U, falling then rising over the two decades
+            assert run["u_shaped"]  # docs/results.md's claim: a U, falling then rising over the two decades
 
 
 def check_identifiability(payload: dict, strict: bool) -> None:
@@ -422,7 +422,7 @@ def check_encoders(payload: dict, strict: bool) -> None:
         np.testing.assert_allclose(run["gap_decoder_to_mle"], r["mle_mll"] - run["train_mll"], rtol=1e-12)
         assert run["still_improving"] == (run["rise_last_quarter"] > config["plateau_tol"])
     if strict:
-        # The README's claims, from 6,000 float32 Adam steps at a constant step size (measured: ELBO
+        # The claims of docs/results.md, from 6,000 float32 Adam steps at a constant step size (measured: ELBO
         # 4.0-5.2 nats and decoder MLL 2.0-2.4 nats below MLL* = 262.3, sigma2 within 1.3% of the MLE).
         for run in runs:
             assert run["gap_elbo_to_mle"] < 6.0 and run["gap_decoder_to_mle"] < 3.0

@@ -1,4 +1,4 @@
-"""The README's "paper, side by side" table (``scripts/paper_table.py``): up to date with the
+"""The "paper, side by side" table of docs/paper.md (``scripts/paper_table.py``): up to date with the
 committed ``figures/*.json``, its numbers read from those files, written only between its markers."""
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ def paper_table():
     return module
 
 
-def test_readme_table_is_up_to_date(paper_table, capsys):
+def test_the_paper_page_table_is_up_to_date(paper_table, capsys):
     status = paper_table.main(["--check"])
-    assert status == 0, capsys.readouterr().err + " (run python scripts/paper_table.py and commit README.md)"
+    assert status == 0, capsys.readouterr().err + " (run python scripts/paper_table.py and commit docs/paper.md)"
 
 
 def test_every_experiment_without_a_json_reads_not_yet_run(paper_table, tmp_path):
@@ -58,22 +58,22 @@ def test_quick_budget_json_is_refused(paper_table, tmp_path):
 
 
 def test_write_touches_only_the_text_between_the_markers(paper_table, tmp_path):
-    readme = tmp_path / "README.md"
+    page = tmp_path / "paper.md"
     before, after = "# Title\n\nintro\n", "\n## Next\n\ntail\n"
-    readme.write_text(f"{before}{paper_table.START}\nstale table\n{paper_table.END}{after}")
+    page.write_text(f"{before}{paper_table.START}\nstale table\n{paper_table.END}{after}")
     figures = tmp_path / "figures"
     figures.mkdir()
-    assert paper_table.main(["--readme", str(readme), "--figures", str(figures), "--check"]) == 1
-    assert paper_table.main(["--readme", str(readme), "--figures", str(figures)]) == 0
-    text = readme.read_text()
+    assert paper_table.main(["--page", str(page), "--figures", str(figures), "--check"]) == 1
+    assert paper_table.main(["--page", str(page), "--figures", str(figures)]) == 0
+    text = page.read_text()
     assert text.startswith(before + paper_table.START) and text.endswith(paper_table.END + after)
     assert "stale table" not in text and "### The paper, side by side" in text
-    assert paper_table.main(["--readme", str(readme), "--figures", str(figures), "--check"]) == 0
+    assert paper_table.main(["--page", str(page), "--figures", str(figures), "--check"]) == 0
     assert list(tmp_path.glob("*.tmp")) == []  # the atomic write left no temporary file
 
 
 def test_missing_markers_are_reported(paper_table, tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text("# no markers\n")
+    page = tmp_path / "paper.md"
+    page.write_text("# no markers\n")
     with pytest.raises(SystemExit, match="markers"):
-        paper_table.main(["--readme", str(readme), "--figures", str(tmp_path)])
+        paper_table.main(["--page", str(page), "--figures", str(tmp_path)])

@@ -598,7 +598,7 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-# --- the README's text, generated from the JSON -----------------------------------------------------
+# --- the deep-VAE page's text (docs/deep-vae.md), generated from the JSON ------------------------------
 def _iv(iv: dict | None, fmt: str = ".1f") -> str:
     """``mean [low, high]``, or "no converged run"."""
     return "no converged run" if iv is None else f"{iv['mean']:{fmt}} [{iv['low']:{fmt}}, {iv['high']:{fmt}}]"
