@@ -13,6 +13,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from linear_vae.conditional import cvae_optimum, scaled_prior_optimum
+from linear_vae.hierarchical import hvae_optimum
+from linear_vae.joint_moments import JointMoments
 from linear_vae.metrics import optimum_collapse_metrics
 from linear_vae.optimum import (
     BetaElboOptimum,
@@ -70,10 +73,18 @@ class Analysis(NamedTuple):
             "column_norms_sq": opt.column_variances.tolist(),
             "nearest_threshold_distance": self.nearest_threshold_distance(),
             **metrics,
+            "model": "vae",
+            "spectrum": eigenvalues[: self.latent_dim].tolist(),
+            "spectrum_units": SPECTRUM_UNITS,
+            "threshold": opt.beta * opt.sigma2,
         }
 
 
 SOLVERS = ("auto", "full", "top")
+#: The models ``analyze_pairs`` knows (docs/theory.md (T4, T17)).
+MODELS = ("vae", "cvae", "hvae")
+#: Every spectrum of every model is reported as variances (docs/theory.md (T17.1)).
+SPECTRUM_UNITS = "variance (squared data units)"
 
 
 def analyze(
@@ -113,3 +124,93 @@ def analyze_problem(problem: Problem, latent_dim: int, beta: float, sigma2: floa
         sigma2 = learned_sigma2(problem.eigenvalues, latent_dim, beta, **totals)
     optimum = beta_elbo_optimum(problem.eigenvalues, latent_dim, beta, sigma2, **totals)
     return Analysis(problem, latent_dim, learned, optimum)
+
+
+def analyze_pairs(
+    X: np.ndarray,
+    Y: np.ndarray,
+    model: str,
+    sigma2: float,
+    *,
+    latent_dim: int | None = None,
+    latent_dims: tuple[int, int] | None = None,
+    beta: float = 1.0,
+    beta1: float = 1.0,
+    beta2: float = 1.0,
+    prior_variance: float = 1.0,
+    z1_variance: float | None = None,
+    bias: bool = True,
+) -> dict:
+    """The closed-form optimum of a model of ``y`` given ``x`` (rows of ``X`` and ``Y`` are pairs), as
+    the JSON report of ``linear-vae analyze --model``.
+
+    ``model``: ``"vae"``, the linear VAE with prior ``N(0, prior_variance I)`` predicting ``y`` from
+    ``x`` (Wang & Ziyin; ``Y = X`` is the VAE, docs/theory.md (T17.2)); ``"cvae"``, the linear
+    conditional VAE (T17.3); ``"hvae"``, the two-level linear HVAE with ``latent_dims = (d1, d2)``, a
+    fixed ``z1_variance`` and a learned ``z2`` variance (T17.4).  ``sigma2`` is the decoder variance
+    ``eta_dec^2`` in every model, fixed.  ``bias=False`` uses raw (uncentred) moments, a model
+    without biases.  Keys as :meth:`Analysis.to_dict` where they mean the same (``elbo``, the
+    optimum's beta-ELBO per datapoint, constants included; ``active_dims``; ``kl_per_dim``), plus
+    ``spectrum`` (variance units, as ``spectrum_units`` says) and ``threshold``; for the HVAE,
+    ``active_z1``/``active_z2`` (counts), ``z1_thresholds`` and ``z2_threshold``.
+
+    >>> rng = np.random.default_rng(0)
+    >>> Y = rng.normal(size=(2000, 3)) * [3.0, 1.0, 0.2]
+    >>> X = Y[:, :1] + 0.1 * rng.normal(size=(2000, 1))  # x knows y's first coordinate only
+    >>> report = analyze_pairs(X, Y, "cvae", sigma2=0.5, latent_dim=3)
+    >>> [round(v, 2) for v in report["spectrum"]]  # residual variances: x explains y_1, not y_2 or y_3
+    [0.96, 0.04, 0.01]
+    >>> report["threshold"], report["active_dims"]  # only y_2's residual exceeds beta sigma2
+    (0.5, 1)
+
+    References: docs/theory.md (T17); Dang et al. 2024; Wang & Ziyin 2022.
+    """
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; use one of {', '.join(MODELS)}")
+    sigma2 = check_positive("sigma2", sigma2)
+    moments = JointMoments.from_data(X, Y, centred=bias)
+    report = {
+        "model": model,
+        "n": int(moments.n),
+        "d_x": moments.d_x,
+        "d_y": moments.d_y,
+        "bias": bias,
+        "sigma2": sigma2,
+        "prior_variance": check_positive("prior_variance", prior_variance),
+        "spectrum_units": SPECTRUM_UNITS,
+    }
+    if model == "hvae":
+        if latent_dims is None or z1_variance is None:
+            raise ValueError("--model hvae needs --latent-dims D1 D2 and --z1-variance")
+        optimum = hvae_optimum(moments, tuple(latent_dims), beta1, beta2, z1_variance, sigma2, prior_variance)
+        return report | {
+            "latent_dims": [int(d) for d in latent_dims],
+            "beta1": float(beta1),
+            "beta2": float(beta2),
+            "z1_variance": float(z1_variance),
+            "elbo": -optimum.value,
+            "spectrum": optimum.spectrum.tolist(),
+            "z1_thresholds": optimum.z1_thresholds.tolist(),
+            "z2_threshold": float(optimum.z2_threshold),
+            "z2_models_z1_noise": bool(optimum.z2_models_z1_noise),
+            "active_z1": optimum.active_z1_dims,
+            "active_z2": optimum.active_z2_dims,
+            "active_dims": optimum.active_z1_dims,
+            "z2_kl_per_dim": optimum.z2_kl_per_mode.tolist(),
+        }
+    if latent_dim is None:
+        raise ValueError(f"--model {model} needs --latent-dim")
+    solve = cvae_optimum if model == "cvae" else scaled_prior_optimum
+    optimum = solve(moments, latent_dim, beta, sigma2, prior_variance)
+    modes = optimum.modes
+    return report | {
+        "latent_dim": int(latent_dim),
+        "beta": float(beta),
+        "elbo": -optimum.value,
+        "spectrum": modes.spectrum.tolist(),
+        "threshold": float(modes.threshold),
+        "active_dims": modes.active_dims,
+        "kl_per_dim": modes.kl_per_mode.tolist(),
+        "encoder_variances": modes.encoder_variances.tolist(),
+        "total_variance": float(np.trace(moments.yy)),
+    }

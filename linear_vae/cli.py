@@ -91,11 +91,59 @@ def _add_optimizer_options(
     )
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
+def _add_model_options(parser: argparse.ArgumentParser, latent_required: bool = True) -> None:
     group = parser.add_argument_group("model")
-    _add_latent_dim(group)
+    if latent_required:
+        _add_latent_dim(group)
+    else:
+        group.add_argument("--latent-dim", "-k", type=int, default=None, help="number of latent dimensions K")
     group.add_argument("--sigma2", type=float, default=None, help="fixed observation-noise variance (omit to learn it)")
     group.add_argument("--beta", type=float, default=1.0, help="KL weight beta (default: 1)")
+
+
+def _add_pair_options(parser: argparse.ArgumentParser) -> None:
+    """The conditional and hierarchical models of docs/theory.md (T17), and where their ``x`` comes from."""
+    from linear_vae.analysis import MODELS
+    from linear_vae.conditioning import SPLITS
+
+    group = parser.add_argument_group("conditional and hierarchical models (docs/theory.md (T17))")
+    group.add_argument(
+        "--model",
+        choices=MODELS,
+        default="vae",
+        help="vae: the linear VAE (with --condition or --split: predicting y from x; with --prior-variance: "
+        "a scaled prior); cvae: the linear conditional VAE; hvae: the two-level linear HVAE (default: vae)",
+    )
+    group.add_argument("--condition", metavar="FILE", default=None, help="x, one row per row of --data (y)")
+    group.add_argument(
+        "--split",
+        choices=SPLITS,
+        default=None,
+        help="x and y from each image of --data: x the bottom-left quarter (quarter) or the left half (half), "
+        "y the rest",
+    )
+    group.add_argument("--prior-variance", type=float, default=1.0, help="prior variance eta_enc^2 (default: 1)")
+    group.add_argument("--latent-dims", type=int, nargs=2, metavar=("D1", "D2"), help="hvae: latents of z1 and z2")
+    group.add_argument("--beta1", type=float, default=1.0, help="hvae: KL weight of the z1 level (default: 1)")
+    group.add_argument("--beta2", type=float, default=1.0, help="hvae: KL weight of the z2 level (default: 1)")
+    group.add_argument("--z1-variance", type=float, default=None, help="hvae: the fixed variance sigma1^2 of q(z1|x)")
+    group.add_argument("--no-bias", action="store_true", help="a model without biases: raw (uncentred) second moments")
+
+
+def _pairs(args, dataset):
+    """``(x, y)`` of ``--condition``/``--split`` (``x = y`` = the data when neither is given)."""
+    from linear_vae.conditioning import image_split
+    from linear_vae.datasets import load_data
+
+    if args.condition and args.split:
+        raise ValueError("give --condition FILE or --split, not both")
+    if args.split:
+        return image_split(dataset.X, args.split)
+    if args.condition:
+        if args.n is not None:
+            raise ValueError("--n subsets --data only; with --condition, pass files holding the same rows instead")
+        return load_data(args.condition, key=args.key).X, dataset.X
+    return dataset.X, dataset.X
 
 
 def _load(args):
@@ -119,6 +167,10 @@ def cmd_analyze(args) -> int:
     from linear_vae.analysis import analyze
 
     dataset = _load(args)
+    if args.model != "vae" or args.condition or args.split or args.prior_variance != 1.0:
+        return _analyze_pairs(args, dataset)
+    if args.latent_dim is None:
+        raise ValueError("analyze needs --latent-dim K")
     report = analyze(dataset.X, args.latent_dim, beta=args.beta, sigma2=args.sigma2).to_dict()
     if args.json:
         print(io.dumps(report))
@@ -154,6 +206,62 @@ def cmd_analyze(args) -> int:
             ]
         )
     )
+    return 0
+
+
+def _analyze_pairs(args, dataset) -> int:
+    """``analyze --model``: the closed form of a model of y given x (:func:`linear_vae.analysis.analyze_pairs`)."""
+    from linear_vae.analysis import analyze_pairs
+
+    if args.sigma2 is None:
+        raise ValueError(f"--model {args.model} needs a fixed --sigma2 (the decoder variance eta_dec^2)")
+    X, Y = _pairs(args, dataset)
+    report = analyze_pairs(
+        X,
+        Y,
+        args.model,
+        args.sigma2,
+        latent_dim=args.latent_dim,
+        latent_dims=args.latent_dims,
+        beta=args.beta,
+        beta1=args.beta1,
+        beta2=args.beta2,
+        prior_variance=args.prior_variance,
+        z1_variance=args.z1_variance,
+        bias=not args.no_bias,
+    )
+    if args.json:
+        print(io.dumps(report))
+        return 0
+    rows = [
+        ("data", f"{dataset.name}: n = {report['n']} pairs, d_x = {report['d_x']}, d_y = {report['d_y']}"),
+        ("model", f"{report['model']} ({'with' if report['bias'] else 'without'} biases)"),
+        ("decoder variance sigma2", f"{report['sigma2']:.6g}; prior variance {report['prior_variance']:.6g}"),
+        ("spectrum", f"{_fmt_list(report['spectrum'])} ({report['spectrum_units']})"),
+        ("optimal beta-ELBO", f"{report['elbo']:.6f} nats per datapoint"),
+    ]
+    if report["model"] == "hvae":
+        d1, d2 = report["latent_dims"]
+        z2_rule = (
+            "all: the z2 level models z1's fixed noise"
+            if report["z2_models_z1_noise"]
+            else f"spectrum > {report['z2_threshold']:.4g}"
+        )
+        rows += [
+            ("z1 thresholds", _fmt_list(report["z1_thresholds"])),
+            ("active z1 modes", f"{report['active_z1']} of {d1} (spectrum above its z1 threshold)"),
+            ("active z2 modes", f"{report['active_z2']} of {d2} ({z2_rule})"),
+        ]
+    else:
+        rows += [
+            ("threshold beta sigma2", f"{report['threshold']:.6g}"),
+            (
+                "active dimensions",
+                f"{report['active_dims']} of {report['latent_dim']} (spectrum > beta sigma2, whatever the prior variance)",
+            ),
+            ("KL per dimension (nats)", _fmt_list(report["kl_per_dim"])),
+        ]
+    print(_format_table(rows))
     return 0
 
 
@@ -622,7 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     analyze = sub.add_parser("analyze", help=cmd_analyze.__doc__, description=cmd_analyze.__doc__)
     _add_data_options(analyze)
-    _add_model_options(analyze)
+    _add_model_options(analyze, latent_required=False)
+    _add_pair_options(analyze)
     _add_output_options(analyze, "one JSON object", progress=False)
     _add_cache_option(analyze)
     analyze.set_defaults(func=cmd_analyze)
