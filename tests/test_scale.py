@@ -34,7 +34,7 @@ RTOL = 1e-9
 ATOL_EIG = 1e-12
 
 #: Keys whose values are eigenvalues up to a common factor (and compared with the floor above).
-EIGENVALUE_KEYS = {"eigenvalues": 1.0, "collapse_thresholds": "1/sigma2", "column_norms_sq": 1.0}
+EIGENVALUE_KEYS = {"eigenvalues": 1.0, "spectrum": 1.0, "collapse_thresholds": "1/sigma2", "column_norms_sq": 1.0}
 
 
 def low_rank_data(n, d, rank=5, seed=0, zero_columns=0, noise=1.0):
@@ -52,7 +52,7 @@ def assert_reports_match(top, full):
     assert set(top) == set(full)
     lam1 = full["eigenvalues"][0]
     for key, value in full.items():
-        if isinstance(value, (bool, int)) or value is None:
+        if isinstance(value, (bool, int, str)) or value is None:
             assert top[key] == value, key
         elif isinstance(value, float):
             assert top[key] == pytest.approx(value, rel=RTOL), key

@@ -36,6 +36,7 @@ import pytest
 from reference import dense_beta_elbo, optimal_beta_elbo, ppca_mle
 
 import linear_vae  # noqa: F401  (float64 switch)
+import linear_vae.sweep as sweep_module
 import linear_vae.train as train_module
 from linear_vae.cli import for_the_command_line, main
 from linear_vae.compare import compare_sweep
@@ -479,7 +480,7 @@ def traced_sweeps(synthetic):
     """Sweeps A then B (same number of configurations, different values) from an empty program
     cache, counting traces of the objective (``negative_objective`` runs only while JAX traces)
     and XLA backend compilations (``jax.monitoring``) during each."""
-    train_module._COMPILED.clear()
+    sweep_module._COMPILED.clear()
     traces = []
     compiles = []
     original = train_module.negative_objective
