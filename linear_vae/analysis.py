@@ -41,7 +41,12 @@ class Analysis(NamedTuple):
     optimum: BetaElboOptimum
 
     def nearest_threshold_distance(self) -> float:
-        """See :func:`linear_vae.optimum.threshold_distance`."""
+        """See :func:`linear_vae.optimum.threshold_distance`.
+
+        >>> X = np.random.default_rng(0).normal(size=(500, 4)) * np.sqrt([4.0, 2.0, 1.0, 0.5])
+        >>> round(analyze(X, 2, beta=1.0, sigma2=1.5).nearest_threshold_distance(), 4)  # lambda_2 = 1.759
+        0.1726
+        """
         return threshold_distance(self.problem.eigenvalues, self.latent_dim, self.optimum.beta, self.optimum.sigma2)
 
     def to_dict(self) -> dict:
@@ -50,6 +55,11 @@ class Analysis(NamedTuple):
         Its last keys are the optimum's collapse metrics (rate, distortion, Gaussian mutual
         information and marginal KL, active units), from the eigenvalues, ``tr S`` and ``d`` only
         (:func:`linear_vae.metrics.optimum_collapse_metrics`; docs/theory.md (T11.4)).
+
+        >>> X = np.random.default_rng(0).normal(size=(500, 4)) * np.sqrt([4.0, 2.0, 1.0, 0.5])
+        >>> report = analyze(X, 2, beta=1.0, sigma2=1.5).to_dict()
+        >>> report["active_dims"], [round(v, 3) for v in report["spectrum"]], report["threshold"]
+        (2, [4.172, 1.759], 1.5)
         """
         opt = self.optimum
         eigenvalues = self.problem.eigenvalues
@@ -101,6 +111,11 @@ def analyze(
     larger than ``X`` (costs in :meth:`linear_vae.problem.Problem.from_dataset`).  The two agree
     to float64 round-off (measured <= 1e-11 relative on every number of the report).  Raises
     ``ValueError`` for bad arguments (see :mod:`linear_vae.validation`).
+
+    >>> X = np.random.default_rng(0).normal(size=(500, 4)) * np.sqrt([4.0, 2.0, 1.0, 0.5])
+    >>> analysis = analyze(X, latent_dim=2)  # sigma2 learned: the mean of the two smallest eigenvalues
+    >>> analysis.sigma2_learned, round(analysis.optimum.sigma2, 4), analysis.optimum.active_dims
+    (True, 0.7733, 2)
     """
     validate_data(X)
     X = np.asarray(X, dtype=np.float64)
@@ -117,7 +132,12 @@ def analyze(
 
 
 def analyze_problem(problem: Problem, latent_dim: int, beta: float, sigma2: float | None) -> Analysis:
-    """:func:`analyze` for a :class:`~linear_vae.problem.Problem` (valid arguments assumed)."""
+    """:func:`analyze` for a :class:`~linear_vae.problem.Problem` (valid arguments assumed).
+
+    >>> X = np.random.default_rng(0).normal(size=(500, 4)) * np.sqrt([4.0, 2.0, 1.0, 0.5])
+    >>> round(analyze_problem(Problem.from_data(X), 2, 1.0, None).optimum.sigma2, 4)
+    0.7733
+    """
     learned = sigma2 is None
     totals = {"trace": problem.trace, "dim": problem.d}
     if learned:
