@@ -7,9 +7,10 @@ parameters) and, when ``sigma2`` is learned, the mean of ``log sigma2`` over the
 previous record.  docs/theory.md (T16.1) states the rule:
 
 * **patience**: the run stops once its best validation objective has not improved by more than
-  ``tolerance`` nats for ``patience`` steps.  The clock restarts only at a record that beats the
-  best so far by more than ``tolerance`` (small improvements still move the checkpoint, not the
-  clock);
+  ``tolerance`` nats over the last ``patience`` steps: the best now is within ``tolerance`` of the
+  best as it stood ``patience`` steps ago.  Many small gains add up: a run that creeps up by less
+  than ``tolerance`` per record but by more over the window keeps going (an earlier version, which
+  restarted the clock only at a single record beating the best by ``tolerance``, stopped such runs);
 * **settled sigma2** (learned runs only): the mean of ``log sigma2`` over the last ``window`` steps
   differs from its mean over the ``window`` steps before by less than ``sigma2_tolerance``.  Window
   means rather than end points, since constant-step Adam and the raw minibatch update both jitter
@@ -31,6 +32,10 @@ from typing import NamedTuple
 import numpy as np
 import scipy.stats
 
+#: The version of the rule, part of every deep-study identity: results stopped by an earlier version
+#: (version 1 restarted the patience clock only at one record beating the best by ``tolerance``, so
+#: runs creeping up by less per record stopped early) are never taken for results of this one.
+RULE_VERSION = 2
 #: Why a run stopped (``StopDecision.reason``).
 CONVERGED, CAP, NONFINITE, RUNNING = "converged", "cap", "non-finite", "running"
 
@@ -92,11 +97,10 @@ def decide(
     step = int(steps[-1])
     if not np.isfinite(objective[-1]):
         return StopDecision(True, NONFINITE, float("nan"), 0)
-    best, anchor = -np.inf, int(steps[0])
-    for s, value in zip(steps, objective):
-        if value > best + rule.tolerance:
-            anchor = int(s)
-        best = max(best, value)
+    # The clock runs from the first record whose running best came within `tolerance` of the best
+    # now: the best has not improved by more than `tolerance` since then (T16.1).
+    running_best = np.maximum.accumulate(objective)
+    anchor = int(steps[np.argmax(running_best >= running_best[-1] - rule.tolerance)])
     waited = step - max(anchor, int(warmup))
     drift = float("nan")
     if learned:

@@ -60,7 +60,7 @@ from linear_vae.optimum import active_by_threshold, beta_elbo_optimum, learned_s
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, draw_frontier, log_axis, new_figure
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.problem import Problem
-from linear_vae.stopping import CONVERGED, StoppingRule, interval, separated
+from linear_vae.stopping import CONVERGED, RULE_VERSION, StoppingRule, interval, separated
 
 NAME = "deep_vae"
 TITLE = (
@@ -172,8 +172,8 @@ def grid(config: dict, part: str | None = None) -> list[dict]:
 
 def checkpoint_identity(config: dict, part: str) -> str:
     """What a resumed grid, or a saved part, must have been started with: the training keys of
-    ``config`` and the part's name."""
-    keys = {k: config[k] for k in TRAINING_KEYS} | {"part": part}
+    ``config``, the part's name and the version of the stopping rule."""
+    keys = {k: config[k] for k in TRAINING_KEYS} | {"part": part, "rule_version": RULE_VERSION}
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
 
 
