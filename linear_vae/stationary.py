@@ -12,9 +12,11 @@ takes to check the ELBO against them without assuming the answer:
   which converges to saddles as readily as to maxima; :func:`search_stationary_points`);
 * :func:`identify_stationary_point`, which names the point a found one is: one of the MLL's
   (T2.4), or one the MLL lacks, where columns of equal norm share eigen-directions
-  (:func:`tied_group_norms`, T15.3), always a saddle.
+  (:func:`tied_group_norms`, T15.3), always a saddle;
+* :func:`tied_family`, the whole family of those points in closed form (T15.4), against which every
+  endpoint of the search is matched: a test of the family's completeness.
 
-References: docs/theory.md (T15.1, T15.2, T15.3); Lucas et al. 2019, Section 4.2 and Appendix C.
+References: docs/theory.md (T15.1, T15.2, T15.3, T15.4); Lucas et al. 2019, Section 4.2 and Appendix C.
 """
 
 from __future__ import annotations
@@ -309,7 +311,7 @@ def balanced_rotation(values) -> np.ndarray:
     an untouched vector stays zero, so each rotation sees a diagonal 2 x 2 block.  Applied to a tied
     group's orthogonal columns it makes the group's column norms equal (docs/theory.md (T15.3)).
 
-    References: docs/theory.md (T15.3); Chan & Li 1983, *Diagonal elements and eigenvalues of a real
+    References: docs/theory.md (T15.4); Chan & Li 1983, *Diagonal elements and eigenvalues of a real
     symmetric matrix*, J. Math. Anal. Appl. 91.
     """
     a = np.asarray(values, dtype=np.float64).copy()
@@ -370,7 +372,7 @@ def tied_family(eigenvalues, latent_dim: int, sigma2: float, tol: float = 1e-9) 
     group with both their columns and directions (the same ``x_i``), listed once as that.  The
     ``m_g = p_g = 1`` points are the MLL's (T2.4).  Sorted by groups.
 
-    References: docs/theory.md (T15.3, T2.4); Lucas et al. 2019, Appendix C.
+    References: docs/theory.md (T15.4, T15.3, T2.4); Lucas et al. 2019, Appendix C.
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     points = []
@@ -398,3 +400,23 @@ def _group_sets(available: tuple[int, ...], columns: int, last: Group | None):
                 rest = tuple(j for j in available if j not in directions)
                 for tail in _group_sets(rest, columns - size, group):
                     yield (group, *tail)
+
+
+def tied_zero_directions(groups: tuple[Group, ...]) -> int:
+    """The zero eigenvalues that the ELBO's Hessian in all parameters has at a tied-column point (T15.3).
+
+    Rotating a group's ``m`` columns by ``R`` in ``O(m)`` (with the rows of ``V``, its ``D`` tied)
+    leaves the ELBO unchanged; the rotations that keep the columns' norms equal keep the point
+    stationary, so they form a set of stationary points of one ELBO, and its tangent lies in the
+    Hessian's null space.  The group's orbit has dimension ``dim O(m) - dim O(m - p)`` (rotations
+    among its ``m - p`` zero columns fix it) and equal norms impose ``m - 1`` conditions:
+    ``sum_g [m (m - 1) / 2 - (m - p) (m - p - 1) / 2 - (m - 1)]``, zero for ``m <= 2`` and for
+    ``m = 3, p = 1``; for distinct eigenvalues away from ``sigma2`` these are all the zero
+    eigenvalues (checked by autodiff, not proved).  An MLL point (every ``m = p = 1``) has none (T15.2).
+
+    References: docs/theory.md (T15.4, T15.2).
+    """
+    return sum(
+        g.size * (g.size - 1) // 2 - (g.size - len(g.directions)) * (g.size - len(g.directions) - 1) // 2 - (g.size - 1)
+        for g in groups
+    )
