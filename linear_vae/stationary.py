@@ -12,13 +12,16 @@ takes to check the ELBO against them without assuming the answer:
   which converges to saddles as readily as to maxima; :func:`search_stationary_points`);
 * :func:`identify_stationary_point`, which names the point a found one is: one of the MLL's
   (T2.4), or one the MLL lacks, where columns of equal norm share eigen-directions
-  (:func:`tied_group_norms`, T15.3), always a saddle.
+  (:func:`tied_group_norms`, T15.3), always a saddle;
+* :func:`tied_family`, the whole family of those points in closed form (T15.4), against which every
+  endpoint of the search is matched: a test of the family's completeness.
 
-References: docs/theory.md (T15.1, T15.2, T15.3); Lucas et al. 2019, Section 4.2 and Appendix C.
+References: docs/theory.md (T15.1, T15.2, T15.3, T15.4); Lucas et al. 2019, Section 4.2 and Appendix C.
 """
 
 from __future__ import annotations
 
+import itertools
 from functools import partial
 from typing import NamedTuple
 
@@ -290,3 +293,130 @@ def identify_stationary_point(
 def is_mll_point(groups: tuple[Group, ...]) -> bool:
     """Whether :func:`identify_stationary_point`'s groups describe a stationary point of the MLL."""
     return all(g.size == 1 and len(g.directions) == 1 for g in groups)
+
+
+# --------------------------------------------------------------------------------------------
+# The whole tied-column family, enumerated in closed form
+# --------------------------------------------------------------------------------------------
+
+
+def balanced_rotation(values) -> np.ndarray:
+    """An orthogonal ``R`` (m, m) with ``diag(R^T diag(values) R)`` equal to ``mean(values)`` everywhere.
+
+    It exists by the Schur-Horn theorem (a constant vector is majorised by every vector of the same
+    sum); built by ``m - 1`` plane rotations (Chan & Li 1983): rotate a *carry* basis vector, with
+    diagonal entry ``a_c``, against an untouched one on the other side of the mean ``t``, with
+    ``a_l``, by ``cos^2 theta = (t - a_l) / (a_c - a_l)``: the carry's entry becomes ``t`` (and stays
+    so), the other one's ``a_c + a_l - t`` and it becomes the carry.  The entry between the carry and
+    an untouched vector stays zero, so each rotation sees a diagonal 2 x 2 block.  Applied to a tied
+    group's orthogonal columns it makes the group's column norms equal (docs/theory.md (T15.3)).
+
+    References: docs/theory.md (T15.4); Chan & Li 1983, *Diagonal elements and eigenvalues of a real
+    symmetric matrix*, J. Math. Anal. Appl. 91.
+    """
+    a = np.asarray(values, dtype=np.float64).copy()
+    m, t = len(a), float(np.mean(a))
+    R = np.eye(m)
+    untouched = [int(i) for i in np.argsort(-a)]
+    carry = untouched.pop(0)
+    while untouched:
+        # The carry and the untouched entries average to t, so the extreme one on the carry's other side exists.
+        other = min(untouched, key=lambda j: a[j]) if a[carry] >= t else max(untouched, key=lambda j: a[j])
+        untouched.remove(other)
+        gap = a[carry] - a[other]
+        cos2 = 1.0 if gap == 0.0 else float(np.clip((t - a[other]) / gap, 0.0, 1.0))
+        c, s = np.sqrt(cos2), np.sqrt(1.0 - cos2)
+        R[:, [carry, other]] = R[:, [carry, other]] @ np.array([[c, -s], [s, c]])
+        a[carry], a[other] = t, a[carry] + a[other] - t
+        carry = other
+    return R
+
+
+class TiedPoint(NamedTuple):
+    """One stationary point of the ELBO's tied-column family (T15.3), up to column order and sign and
+    rotations within a group: its groups (as :func:`identify_stationary_point` names them) and the
+    squared norms ``x_i`` of the directions each group spans (:func:`tied_group_norms`)."""
+
+    groups: tuple[Group, ...]
+    norms: tuple[np.ndarray, ...]
+
+    @property
+    def is_mll_point(self) -> bool:
+        return is_mll_point(self.groups)
+
+    def weights(self, eigenvectors, latent_dim: int) -> np.ndarray:
+        """A ``W`` (d, k) at this point: each group's orthogonal columns ``u_i sqrt(x_i)`` (and its
+        ``m - p`` zero columns) rotated by :func:`balanced_rotation` to equal norms, groups side by
+        side, then the zero columns."""
+        U = np.asarray(eigenvectors, dtype=np.float64)
+        blocks = []
+        for group, x in zip(self.groups, self.norms):
+            frame = np.zeros((U.shape[0], group.size))
+            frame[:, : len(x)] = U[:, list(group.directions)] * np.sqrt(x)
+            blocks.append(frame @ balanced_rotation(np.concatenate([x, np.zeros(group.size - len(x))])))
+        W = np.zeros((U.shape[0], latent_dim))
+        if blocks:
+            stacked = np.concatenate(blocks, axis=1)
+            W[:, : stacked.shape[1]] = stacked
+        return W
+
+
+def tied_family(eigenvalues, latent_dim: int, sigma2: float, tol: float = 1e-9) -> list[TiedPoint]:
+    """Every stationary point of the tied-column family of the ELBO (T15.3), MLL points included.
+
+    A point is a set of groups ``(m_g, P_g)``: ``m_g >= 1`` columns of equal norm spanning a set
+    ``P_g`` of ``1 <= p_g <= m_g`` eigen-directions, the ``P_g`` disjoint, ``sum m_g <= k`` (the other
+    columns zero), with every ``x_i`` of :func:`tied_group_norms` above ``tol`` (a direction need not
+    have ``lambda_i > sigma2``: in a group with ``m > p`` the level ``c`` exceeds ``sigma2``).  Two
+    groups whose columns have equal norms ``sum x_i / m`` have one encoder variance: they are the
+    group with both their columns and directions (the same ``x_i``), listed once as that.  The
+    ``m_g = p_g = 1`` points are the MLL's (T2.4).  Sorted by groups.
+
+    References: docs/theory.md (T15.4, T15.3, T2.4); Lucas et al. 2019, Appendix C.
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    points = []
+    for groups in _group_sets(tuple(range(len(lam))), latent_dim, None):
+        norms = tuple(tied_group_norms(lam[list(g.directions)], g.size, sigma2) for g in groups)
+        if any(np.min(x) <= tol for x in norms):
+            continue
+        column_norms = np.sort([np.sum(x) / g.size for g, x in zip(groups, norms)])
+        if np.any(np.diff(column_norms) <= tol * column_norms[1:]):
+            continue  # coincident norms: the merged group, enumerated by itself
+        points.append(TiedPoint(groups, norms))
+    return sorted(points, key=lambda p: p.groups)
+
+
+def _group_sets(available: tuple[int, ...], columns: int, last: Group | None):
+    """Every set of groups on ``available`` directions with at most ``columns`` columns in all, each
+    set once (its groups in increasing order, each after ``last``)."""
+    yield ()
+    for size in range(1, columns + 1):
+        for p in range(1, size + 1):
+            for directions in itertools.combinations(available, p):
+                group = Group(size, directions)
+                if last is not None and group <= last:
+                    continue
+                rest = tuple(j for j in available if j not in directions)
+                for tail in _group_sets(rest, columns - size, group):
+                    yield (group, *tail)
+
+
+def tied_zero_directions(groups: tuple[Group, ...]) -> int:
+    """The zero eigenvalues that the ELBO's Hessian in all parameters has at a tied-column point (T15.3).
+
+    Rotating a group's ``m`` columns by ``R`` in ``O(m)`` (with the rows of ``V``, its ``D`` tied)
+    leaves the ELBO unchanged; the rotations that keep the columns' norms equal keep the point
+    stationary, so they form a set of stationary points of one ELBO, and its tangent lies in the
+    Hessian's null space.  The group's orbit has dimension ``dim O(m) - dim O(m - p)`` (rotations
+    among its ``m - p`` zero columns fix it) and equal norms impose ``m - 1`` conditions:
+    ``sum_g [m (m - 1) / 2 - (m - p) (m - p - 1) / 2 - (m - 1)]``, zero for ``m <= 2`` and for
+    ``m = 3, p = 1``; for distinct eigenvalues away from ``sigma2`` these are all the zero
+    eigenvalues (checked by autodiff, not proved).  An MLL point (every ``m = p = 1``) has none (T15.2).
+
+    References: docs/theory.md (T15.4, T15.2).
+    """
+    return sum(
+        g.size * (g.size - 1) // 2 - (g.size - len(g.directions)) * (g.size - len(g.directions) - 1) // 2 - (g.size - 1)
+        for g in groups
+    )

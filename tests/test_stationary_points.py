@@ -119,17 +119,81 @@ def test_search_finds_only_identified_points_and_no_spurious_maximum(problem):
     converged = found.gradient_norm < 1e-8
     assert converged.sum() >= 8  # measured: 12 of 12
     hessians = np.asarray(stationary.batched_elbo_hessians(found.params, SIGMA2, stats))
+    points = stationary.tied_family(LAM, K, SIGMA2)
+    vaes = stationary.stationary_vaes(np.stack([p.weights(Q, K) for p in points]), np.zeros(4), SIGMA2)
+    elbos = np.asarray(jax.jit(jax.vmap(lambda p: exact_elbo(p, SIGMA2, 1.0, stats)))(vaes))
+    family = {p.groups: elbo for p, elbo in zip(points, elbos)}
     # Global max (T2.4): C has eigenvalues 4, 2 on u_1, u_2 and sigma2 = 1 on u_3, u_4.
     best = -0.5 * (4 * np.log(2 * np.pi) + (np.log(4.0) + 1) + (np.log(2.0) + 1) + 1.4 + 0.5)
     for i in np.flatnonzero(converged):
         groups = stationary.identify_stationary_point(found.params.W[i], Q, LAM, SIGMA2)
         assert groups is not None
+        # Complete: every endpoint is a point of the enumerated family, at its ELBO (round-off ~1e-12).
+        assert groups in family
+        params = jax.tree.map(lambda a: a[i], found.params)
+        np.testing.assert_allclose(float(exact_elbo(params, SIGMA2, 1.0, stats)), family[groups], atol=1e-9)
         if stationary.inertia(hessians[i]).positive == 0:
             assert groups == (stationary.Group(1, (0,)), stationary.Group(1, (1,)))
-            params = jax.tree.map(lambda a: a[i], found.params)
             np.testing.assert_allclose(float(exact_elbo(params, SIGMA2, 1.0, stats)), best, atol=1e-9)
 
 
 def test_tied_group_norms_rejects_more_directions_than_columns():
     with pytest.raises(ValueError, match="`group_size`"):
         stationary.tied_group_norms(LAM[:3], 2, SIGMA2)
+
+
+@pytest.mark.parametrize("values", [[3.0], [2.0, 0.0], [5.0, 1.0, 0.0], [4.0, 2.5, 0.3, 0.0, 0.0], [1.0, 1.0, 1.0]])
+def test_balanced_rotation_equalises_the_diagonal(values):
+    R = stationary.balanced_rotation(values)
+    np.testing.assert_allclose(R.T @ R, np.eye(len(values)), atol=1e-14)  # orthogonal, to round-off
+    np.testing.assert_allclose(np.diag(R.T @ np.diag(values) @ R), np.mean(values), atol=1e-14)
+
+
+def test_tied_family_is_complete_stationary_and_all_saddles_but_the_global_max(problem):
+    """The family at K = 2, counted by hand from (T15.3) and checked by autodiff gradients and Hessians.
+
+    With at most 2 columns a point is a set of single columns on u_i (lambda_i > sigma2: the MLL's
+    points) or one group of m = 2 columns on one direction (x = sqrt(lambda) y - sigma2 with
+    y = (sqrt(lambda) + sqrt(lambda + 8 sigma2)) / 4) or on two (y = (sqrt(lambda_i) + sqrt(lambda_j)) / 2),
+    written out here apart from :func:`stationary.tied_group_norms`.
+    """
+    _, Q, stats = problem
+    points = stationary.tied_family(LAM, K, SIGMA2)
+    G = stationary.Group
+    one = [
+        (G(2, (i,)),)
+        for i in range(4)
+        if np.sqrt(LAM[i]) * (np.sqrt(LAM[i]) + np.sqrt(LAM[i] + 8 * SIGMA2)) / 4 > SIGMA2
+    ]
+    root = np.sqrt(LAM)
+    two = [
+        (G(2, (i, j)),)
+        for i in range(4)
+        for j in range(i + 1, 4)
+        if min(root[i], root[j]) * (root[i] + root[j]) / 2 > SIGMA2
+    ]
+    mll = [tuple(G(1, (j,)) for j in p.directions) for p in stationary_points(LAM, K, SIGMA2)]
+    assert sorted(p.groups for p in points) == sorted(mll + one + two)
+    assert (len(mll), len(one), len(two)) == (7, 3, 3)  # by hand: lambda = 0.5 takes part in none
+    W = np.stack([p.weights(Q, K) for p in points])
+    vaes = stationary.stationary_vaes(W, np.zeros(4), SIGMA2)
+    assert np.max(gradient_norms_of(vaes, stats)) < 1e-12  # stationary in all 22 parameters
+    hessians = stationary.batched_elbo_hessians(vaes, SIGMA2, stats)
+    for point, w, hessian in zip(points, W, hessians):
+        assert stationary.identify_stationary_point(w, Q, LAM, SIGMA2) == point.groups
+        inertia = stationary.inertia(hessian)
+        assert inertia.zero == stationary.tied_zero_directions(point.groups) == 0  # isolated points for m <= 2
+        global_max = point.groups == (G(1, (0,)), G(1, (1,)))
+        assert (inertia.positive == 0) == global_max  # every other point is a saddle
+
+
+def test_three_tied_columns_on_two_directions_form_a_curve_of_saddles(problem):
+    """m = 3 columns on p = 2 directions: the balanced rotations form a curve (T15.3), one zero
+    eigenvalue of the ELBO's Hessian in all 31 parameters, and an ascent direction."""
+    _, Q, stats = problem
+    (point,) = [p for p in stationary.tied_family(LAM, 3, SIGMA2) if p.groups == (stationary.Group(3, (0, 1)),)]
+    assert stationary.tied_zero_directions(point.groups) == 1
+    vaes = stationary.stationary_vaes(point.weights(Q, 3)[None], np.zeros(4), SIGMA2)
+    assert gradient_norms_of(vaes, stats)[0] < 1e-12
+    inertia = stationary.inertia(stationary.batched_elbo_hessians(vaes, SIGMA2, stats)[0])
+    assert inertia.zero == 1 and inertia.positive >= 1
