@@ -16,7 +16,7 @@ items by index, ``*`` for every item, ``2-5`` for items 2, 3 and 4), or several 
 (nested lists flattened: ``{maxabs A:x}``; lists combine item by item, so
 ``{maxabs A:x - A:y}`` is the largest difference of two lists), and a
 format after ``|``: a Python format spec (``.2f``, ``,.0f``, ``.1e``), or ``%`` (a fraction as a
-whole percentage), ``us`` (seconds as whole microseconds, with thousands separators), ``G``
+whole percentage), ``us`` (seconds as whole microseconds, with thousands separators), ``~.1e`` (scientific with a short exponent, ``3e5``, ``1.2e-6``), ``G``
 (per second as billions, one decimal) or ``len`` (the length of a list).  Nothing between the markers is typed by hand: it is
 regenerated from the template.
 
@@ -148,6 +148,9 @@ def formatted(value, spec: str | None) -> str:
         return f"{value * 1e6:,.0f}"
     if spec == "len":
         return str(len(value))
+    if spec and spec.startswith("~"):  # scientific with a short exponent: 3e5, 1.2e-6
+        mantissa, exponent = format(value, spec[1:]).split("e")
+        return f"{mantissa}e{int(exponent)}"
     if spec == "G":
         return f"{value / 1e9:.1f}"
     return format(value, spec or "")
