@@ -59,6 +59,13 @@ def test_fields_read_dotted_keys_lists_and_formats(sandbox):
     assert sandbox.render(template) == "56% 40,000 5-20 99.8 1,912 2000.0 0.44 6.0\n"
 
 
+def test_largest_absolute_value_list_arithmetic_slices_and_short_exponents(sandbox):
+    template = (
+        "{maxabs r.json:list - 10} {max r.json:cases.0-2.s} {min r.json:cases.1-.s} {r.json:rate|~.1e} {r.json:t|~.0e}"
+    )
+    assert sandbox.render(template) == "10.0 6.0 0.1 1.0e11 2e-3\n"
+
+
 def test_a_block_is_regenerated_from_its_template_and_a_typed_number_is_stale(sandbox):
     page = "before\n<!-- numbers\nsteps: {r.json:steps|,}\n-->\nsteps: 39,000\n<!-- /numbers -->\nafter\n"
     assert sandbox.stale_blocks(page) == ["steps: {r.json:steps|,}"]
