@@ -11,11 +11,12 @@ text made from it below, up to the closing marker::
     <!-- /numbers -->
 
 Each ``{...}`` names a JSON file (relative to the repository root) and a dotted key in it (list
-items by index, ``*`` for every item), or several of these and numbers joined by ``+ - * /``
-(left to right: ``{A:x / B:y|.1f}``, ``{1 - A:x|%}``), or ``min``/``max`` of a list (``{max A:x}``),
-and a
+items by index, ``*`` for every item, ``2-5`` for items 2, 3 and 4), or several of these and numbers joined by ``+ - * /``
+(left to right: ``{A:x / B:y|.1f}``, ``{1 - A:x|%}``), or ``min``/``max`` of a list (``{max A:x}``), ``maxabs`` the largest absolute value in a list
+(nested lists flattened: ``{maxabs A:x}``; lists combine item by item, so
+``{maxabs A:x - A:y}`` is the largest difference of two lists), and a
 format after ``|``: a Python format spec (``.2f``, ``,.0f``, ``.1e``), or ``%`` (a fraction as a
-whole percentage), ``us`` (seconds as whole microseconds, with thousands separators), ``G``
+whole percentage), ``us`` (seconds as whole microseconds, with thousands separators), ``~.1e`` (scientific with a short exponent, ``3e5``, ``1.2e-6``), ``G``
 (per second as billions, one decimal) or ``len`` (the length of a list).  Nothing between the markers is typed by hand: it is
 regenerated from the template.
 
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import re
 import sys
 from functools import lru_cache
@@ -70,9 +72,13 @@ def lookup(path: str, key: str):
 
     Keys are matched greedily, so a key that itself contains dots (``1e-05``, ``0.01``) is found."""
     node, parts = load(path), key.split(".")
-    if "*" in parts:  # every item of a list: items.*.field
-        star = parts.index("*")
+    every = [i for i, part in enumerate(parts) if part == "*" or re.fullmatch(r"\d*-\d*", part)]
+    if every:  # every item of a list, items.*.field, or of a slice of it, items.0-3.field (items 0, 1, 2)
+        star = every[0]
         items = lookup(path, ".".join(parts[:star]))
+        if parts[star] != "*":
+            start, stop = (int(n) if n else None for n in parts[star].split("-"))
+            items = items[start:stop]
         rest = ".".join(parts[star + 1 :])
         return [_field(item, rest, path, key) for item in items]
     while parts:
@@ -101,15 +107,28 @@ def evaluate(expr: str) -> float:
     """Operands (``file.json:key``, or a number) joined by `` + ``, `` - ``, `` * ``, `` / ``, taken
     left to right; ``min A`` / ``max A`` of a list."""
     expr = expr.strip()
-    for name, function in (("min ", min), ("max ", max)):
+    for name, function in (("min ", min), ("max ", max), ("maxabs ", lambda v: max(map(abs, _flat(v))))):
         if expr.startswith(name):
             return function(evaluate(expr[len(name) :]))
     tokens = re.split(r" ([-+*/]) ", expr)
     value = operand(tokens[0])
     for op, token in zip(tokens[1::2], tokens[2::2]):
         right = operand(token)
-        value = {"+": value + right, "-": value - right, "*": value * right, "/": value / right}[op]
+        value = _apply(op, value, right)
     return value
+
+
+def _apply(op: str, left, right):
+    """``left op right``, item by item where either is a list (nested lists of the same shape)."""
+    if isinstance(left, list) or isinstance(right, list):
+        lefts = left if isinstance(left, list) else [left] * len(right)
+        rights = right if isinstance(right, list) else [right] * len(left)
+        return [_apply(op, a, b) for a, b in zip(lefts, rights, strict=True)]
+    return {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}[op](left, right)
+
+
+def _flat(value) -> list:
+    return [x for item in value for x in _flat(item)] if isinstance(value, list) else [value]
 
 
 def operand(token: str):
@@ -129,6 +148,9 @@ def formatted(value, spec: str | None) -> str:
         return f"{value * 1e6:,.0f}"
     if spec == "len":
         return str(len(value))
+    if spec and spec.startswith("~"):  # scientific with a short exponent: 3e5, 1.2e-6
+        mantissa, exponent = format(value, spec[1:]).split("e")
+        return f"{mantissa}e{int(exponent)}"
     if spec == "G":
         return f"{value / 1e9:.1f}"
     return format(value, spec or "")
