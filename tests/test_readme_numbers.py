@@ -316,7 +316,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         ") The 1/(N",
         "the project's 1,000",
         "K = 200",
-        "above to 1e-6",
+        ") to 1e-6) and",  # (T15.4): the tolerances of the endpoint identification
+        "same ELBO to 1e-9",
+        "beta != 1 needs",
         "records, every 100",
         "parts (training 4,000",
         "4,000, validation 500",
