@@ -10,6 +10,7 @@ learned.  Errors in the input print one line on stderr and exit with status 2 (n
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 
 from linear_vae import __version__, io
@@ -637,6 +638,22 @@ def _is_full_budget(path: str) -> bool:
         return False
 
 
+def _check_finished_parts(args, names, out) -> None:
+    """``--finished-parts`` reads finished parts and trains nothing: refuse, before anything runs,
+    what it cannot do."""
+    from linear_vae.experiments.runner import load
+
+    if args.quick or args.resume:
+        raise ValueError("--finished-parts trains nothing: drop --quick and --resume")
+    for name in names:
+        if not getattr(load(name), "RESUMABLE", False):
+            raise ValueError(
+                f"--finished-parts reads a study trained in parts (deep_vae, deep_vae_fashion), not {name}"
+            )
+        if not list(pathlib.Path(out).glob(f"{name}.part-*.json")):
+            raise ValueError(f"no part of {name} is finished in {out}; train one first (--resume trains the next)")
+
+
 def cmd_reproduce(args) -> int:
     """Regenerate the paper's figures (PNG) with the numbers behind each (JSON)."""
     import os
@@ -660,7 +677,9 @@ def cmd_reproduce(args) -> int:
             )
     from linear_vae.experiments.runner import unresolved_checkpoints
 
-    if not (args.resume or args.force):
+    if args.finished_parts:
+        _check_finished_parts(args, names, out)
+    if not (args.resume or args.force or args.finished_parts):
         pending = unresolved_checkpoints(names, out, args.quick)
         if pending:  # refuse before anything runs, not after the experiments ahead of it
             raise ValueError(
@@ -682,7 +701,13 @@ def cmd_reproduce(args) -> int:
             progress.task(name)
             progress.phase("loading data")
             payload = run_experiment(
-                name, out_dir=out, quick=args.quick, progress=progress, resume=args.resume, restart=args.force
+                name,
+                out_dir=out,
+                quick=args.quick,
+                progress=progress,
+                resume=args.resume,
+                restart=args.force,
+                finished_parts=args.finished_parts,
             )
             progress.close()
             finished += 1
@@ -851,6 +876,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue a resumable experiment (deep_vae, deep_vae_fashion) from the checkpoint it keeps in --out "
         "(NAME.checkpoint.pkl, written every few minutes); a finished one is measured and drawn again",
+    )
+    reproduce.add_argument(
+        "--finished-parts",
+        action="store_true",
+        help="for a study trained in parts (deep_vae, deep_vae_fashion): train nothing, and write its JSON and "
+        "figures from the parts finished in --out (NAME.part-PART.json); the figures name the missing parts",
     )
     reproduce.add_argument("--quiet", action="store_true", help="no progress on stderr")
     _add_cache_option(reproduce)

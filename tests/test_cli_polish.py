@@ -290,6 +290,25 @@ def test_a_study_checkpoint_is_never_overwritten_unasked(tmp_path, monkeypatch, 
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "deep_vae.checkpoint.pkl holds the training state" in err and "--resume" in err and not ran
-    assert main([*argv, "--resume"]) == 0 and ran[-1] == ("deep_vae", {"resume": True, "restart": False})
+    assert main([*argv, "--resume"]) == 0
+    assert ran[-1] == ("deep_vae", {"resume": True, "restart": False, "finished_parts": False})
     assert main([*argv, "--quick", "--force"]) == 0  # quick: no checkpoint, no refusal
     assert runner.unresolved_checkpoints(["deep_vae"], tmp_path, quick=True) == []
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--only", "deep_vae", "--finished-parts", "--quick"], "trains nothing"),
+        (["--only", "deep_vae", "--finished-parts", "--resume"], "trains nothing"),
+        (["--only", "landscape", "--finished-parts"], "a study trained in parts"),
+        (["--only", "deep_vae", "--finished-parts"], "no part of deep_vae is finished"),
+    ],
+)
+def test_finished_parts_is_refused_where_it_has_nothing_to_read(argv, says, tmp_path, capsys):
+    """``reproduce --finished-parts`` trains nothing: with --quick or --resume, for an experiment not
+    trained in parts, or with no finished part in --out, it exits 2 with one line and writes nothing."""
+    status = main(["reproduce", *argv, "--out", str(tmp_path)])
+    lines = _stderr_lines(capsys.readouterr().err)
+    assert status == 2 and len(lines) == 1 and says in lines[-1], lines
+    assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob("*.png"))

@@ -109,6 +109,20 @@ def test_a_part_saved_with_other_runs_is_trained_again(trained, tmp_path):
     assert "fixed-large-sigma2" in trained and "fixed-small-sigma2" in trained
 
 
+def test_finished_only_trains_nothing_and_lists_the_missing_parts(trained, tmp_path):
+    checkpoint = tmp_path / "deep_vae.checkpoint.pkl"
+    deep_vae.deep_study(CONFIG, None, None, None, checkpoint)
+    deep_vae.part_path(checkpoint, PARTS[-1]).unlink()
+    trained.clear()
+    study = deep_vae.deep_study(CONFIG, None, None, None, checkpoint, finished_only=True)
+    assert trained == [] and study["missing_parts"] == [PARTS[-1]]
+    assert {deep_vae.part_of(r, CONFIG) for r in study["runs"]} == set(PARTS[:-1])
+    with pytest.raises(ValueError, match="no part of deep_vae is finished"):
+        deep_vae.deep_study(
+            CONFIG, None, None, None, tmp_path / "empty" / "deep_vae.checkpoint.pkl", finished_only=True
+        )
+
+
 def test_without_an_output_folder_nothing_is_saved(trained, tmp_path):
     deep_vae.deep_study(CONFIG, None, None, None, None)
     assert trained == PARTS

@@ -913,3 +913,26 @@ def test_deep_vae_report_states_a_direction_only_when_the_intervals_separate(qui
     assert "no difference at this number of seeds (30.0 [" in report(payload)
     runs[0]["converged"] = False
     assert "1 of" not in report(payload).split("\n")[0] and "not converged" in report(payload)
+
+
+def test_deep_vae_report_and_figures_from_finished_parts_only_name_what_is_missing(quick_runs):
+    """``reproduce --finished-parts``: with the learned runs' part missing, the text says the results
+    are partial and that learned sigma2 is not reported yet, the learned figure is left out, and
+    every figure drawn says on the image which parts are missing."""
+    import matplotlib.pyplot as plt
+
+    from linear_vae.experiments.deep_vae import plot, report
+
+    _, payload = quick_runs["deep_vae"]
+    payload = json.loads(json.dumps(payload))
+    results = payload["results"]
+    results["runs"] = [run for run in results["runs"] if run["kind"] != "learned"]
+    results["missing_parts"] = ["learned-large-start"]
+    text = report(payload)
+    assert text.startswith("**Partial results**: the parts learned-large-start")
+    assert "**Learned sigma2**: not reported yet" in text
+    figures = plot(results, payload["config"])
+    assert "learned" not in figures and {"active", "annealing"} <= set(figures)
+    for fig in figures.values():
+        assert any("not trained yet" in t.get_text() for t in fig.texts)
+        plt.close(fig)

@@ -57,7 +57,7 @@ from linear_vae.io import atomic_write_json
 from linear_vae.metrics import heldout_measures
 from linear_vae.moments import compute_moments
 from linear_vae.optimum import active_by_threshold, beta_elbo_optimum, learned_sigma2
-from linear_vae.plotting import COLORS, PREDICTION_STYLE, draw_frontier, log_axis, new_figure
+from linear_vae.plotting import COLORS, PREDICTION_STYLE, draw_frontier, log_axis, mark_quick, new_figure
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.problem import Problem
 from linear_vae.stopping import CONVERGED, RULE_VERSION, StoppingRule, interval, separated
@@ -188,17 +188,18 @@ def part_path(checkpoint: Path, part: str) -> Path:
 
 
 # --- run -----------------------------------------------------------------------------------------
-def run(config: dict, progress=None, checkpoint: Path | None = None) -> dict:
+def run(config: dict, progress=None, checkpoint: Path | None = None, finished_only: bool = False) -> dict:
     """Train the grid until every run has stopped (resuming from ``checkpoint`` when it exists and
     was written for this configuration), then measure every run and the linear optimum on the test
-    images."""
+    images.  ``finished_only``: train nothing, and report the parts already finished beside
+    ``checkpoint`` (``results["missing_parts"]`` names the others)."""
     splits = three_way_split(load_data(config["data"]), config["n_validation"], config["n_test"], config["split_seed"])
     problem = Problem.from_dataset(splits.train)
     epsilons = np.geomspace(*config["epsilons"][:2], int(config["epsilons"][2]))
     k = config["latent_dim"]
     if progress:
         progress.task(f"{NAME}: deep VAEs, K = {k}")
-    deep = deep_study(config, splits, epsilons, progress, checkpoint)
+    deep = deep_study(config, splits, epsilons, progress, checkpoint, finished_only)
     return {
         "schema": SCHEMA,
         "split": {
@@ -270,11 +271,12 @@ def train(config: dict, splits, part: str, progress=None, checkpoint=None):
 ADDITIVE = ("seconds", "compile_seconds", "configuration_steps", "lane_steps", "cap_steps")
 
 
-def deep_study(config: dict, splits, epsilons, progress, checkpoint) -> dict:
+def deep_study(config: dict, splits, epsilons, progress, checkpoint, finished_only: bool = False) -> dict:
     """Train and measure every part of the grid (:data:`PARTS`), taking a part from its saved file
     (:func:`part_path`) where an earlier process finished it for the same configuration, and
-    saving each part it finishes.  Runs come back in the order of :func:`grid`."""
-    parts = {}
+    saving each part it finishes (``finished_only``: training none, the others are listed as
+    ``missing_parts``).  Runs come back in the order of :func:`grid`."""
+    parts, missing = {}, []
     for part in (p for p in PARTS if grid(config, p)):
         identity = checkpoint_identity(config, part)
         saved = None if checkpoint is None else part_path(checkpoint, part)
@@ -283,10 +285,16 @@ def deep_study(config: dict, splits, epsilons, progress, checkpoint) -> dict:
             if kept["identity"] == identity and settings(kept["runs"]) == settings(grid(config, part)):
                 parts[part] = kept
                 continue
+        if finished_only:
+            missing.append(part)
+            continue
         parts[part] = {"identity": identity, **study_part(config, splits, epsilons, part, progress, checkpoint)}
         if saved is not None:
             atomic_write_json(saved, parts[part])
             checkpoint.unlink(missing_ok=True)  # the next part starts its own grid
+    if not parts:
+        where = "its output folder" if checkpoint is None else str(checkpoint.parent)
+        raise ValueError(f"no part of {NAME} is finished in {where}; train one first (--resume trains the next)")
     order = {setting: i for i, setting in enumerate(settings(grid(config)))}
     runs = sorted((run for p in parts.values() for run in p["runs"]), key=lambda run: order[settings([run])[0]])
     trainings = {part: p["training"] for part, p in parts.items()}
@@ -300,7 +308,7 @@ def deep_study(config: dict, splits, epsilons, progress, checkpoint) -> dict:
     # the training time of each part's last process over the lane-steps that process ran
     timed = sum(t["timed_lane_steps"] for t in trainings.values())
     training["ms_per_configuration_step"] = 1e3 * training["seconds"] / max(timed, 1)
-    return {"runs": runs, "training": training}
+    return {"runs": runs, "training": training, "missing_parts": missing}
 
 
 def study_part(config: dict, splits, epsilons, part: str, progress, checkpoint) -> dict:
@@ -634,6 +642,13 @@ def report(payload: dict) -> str:
     linear = {r["sigma2"]: r for r in results["linear"]["rows"] if r["kind"] == "fixed"}
     lines = []
     not_converged = [setting_name(e) for e in summaries(results) if e["converged"] < e["runs"]]
+    missing = results.get("missing_parts")
+    if missing:
+        lines += [
+            f"**Partial results**: the parts {', '.join(missing)} of the study are not trained yet; what follows "
+            f"reads the finished parts only ({len(runs)} runs).",
+            "",
+        ]
     lines.append(
         f"**Convergence**: {converged} of {len(runs)} runs ({100 * converged / len(runs):.0f}%) stopped by the rule "
         f"before the cap of {config['rule']['max_steps']:,} steps"
@@ -695,6 +710,8 @@ def _learned_text(results: dict, summary: dict) -> str:
     """Does a large start of a learned sigma2 leave a lasting deficit, whatever the step size?"""
     starts = sorted({r["sigma2"] for r in results["runs"] if r["kind"] == "learned"})
     steps = list(dict.fromkeys(str(r["sigma2_step"]) for r in results["runs"] if r["kind"] == "learned"))
+    if len(starts) < 2:
+        return "**Learned sigma2**: not reported yet (its parts of the study are not finished)."
     small = starts[0]
     lines = [f"**Learned sigma2: a large start against a start at {small:g}**, per update of log sigma2 (test images):"]
     verdicts = {}
@@ -787,14 +804,24 @@ def _rd_text(results: dict) -> str:
 
 # --- figures -------------------------------------------------------------------------------------
 def plot(results: dict, config: dict) -> dict:
-    return {
-        "active": plot_active_and_rate(results, config),
-        "kl_per_dim": plot_kl_per_dim(results, config),
-        "learned": plot_learned(results, config),
-        "collapse": plot_collapse_fraction(results, config),
-        "annealing": plot_annealing(results, config),
-        "rate_distortion": plot_rate_distortion(results, config),
+    """Every figure of the study; from finished parts only (``missing_parts``), the figures whose
+    runs are all missing are left out and the others say which parts are missing in their title."""
+    kinds = {r["kind"] for r in results["runs"]}
+    figures = {
+        "active": lambda: plot_active_and_rate(results, config),
+        "kl_per_dim": lambda: plot_kl_per_dim(results, config),
+        "learned": lambda: plot_learned(results, config),
+        "collapse": lambda: plot_collapse_fraction(results, config),
+        "annealing": lambda: plot_annealing(results, config),
+        "rate_distortion": lambda: plot_rate_distortion(results, config),
     }
+    needs = {"learned": "learned", "annealing": "annealed", "active": "fixed", "kl_per_dim": "fixed",
+             "collapse": "fixed"}  # fmt: skip
+    drawn = {name: draw() for name, draw in figures.items() if needs.get(name, "fixed") in kinds}
+    if results.get("missing_parts"):
+        for fig in drawn.values():
+            mark_quick(fig, f"partial: the parts {', '.join(results['missing_parts'])} are not trained yet")
+    return drawn
 
 
 DATA_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
@@ -807,7 +834,9 @@ def _data_name(config: dict) -> str:
 
 def _converged_note(results: dict) -> str:
     runs = results["runs"]
-    return f"{sum(r['converged'] for r in runs)} of {len(runs)} runs stopped by rule before the cap"
+    note = f"{sum(r['converged'] for r in runs)} of {len(runs)} runs stopped by rule before the cap"
+    missing = results.get("missing_parts")
+    return note + (f"; parts not yet trained: {', '.join(missing)}" if missing else "")
 
 
 def _summary_bars(ax, entries, x_of, measure: str, **style):

@@ -85,6 +85,7 @@ def run_experiment(
     command: str | None = None,
     resume: bool = False,
     restart: bool = False,
+    finished_parts: bool = False,
 ) -> dict:
     """Run ``name``, write ``out_dir/name.json`` and ``out_dir/name.png``, return the JSON payload.
 
@@ -96,13 +97,21 @@ def run_experiment(
     :func:`checkpoint_path` every few minutes (a quick run, a minute or two, keeps none).  If that
     file exists, ``resume`` continues from it and ``restart`` deletes it and starts over; with
     neither, ``ValueError`` (hours of training are not thrown away unasked;
-    :func:`unresolved_checkpoints` lets a command refuse before it runs anything)."""
+    :func:`unresolved_checkpoints` lets a command refuse before it runs anything).
+
+    ``finished_parts`` (a study trained in parts, full budget): train nothing, and write the JSON
+    and figures from the parts already finished in ``out_dir``; the figures say which are missing."""
     module = load(name)
     config = experiment_config(name, quick)
     extra = {}
+    if finished_parts:
+        if not getattr(module, "RESUMABLE", False) or quick:
+            raise ValueError(f"--finished-parts reads the finished parts of a study trained in parts, which {name} "
+                             "is not (or --quick was given)")  # fmt: skip
+        extra["finished_only"] = True
     if getattr(module, "RESUMABLE", False) and not quick:
         checkpoint = checkpoint_path(name, out_dir)
-        if checkpoint.exists() and not resume:
+        if checkpoint.exists() and not (resume or finished_parts):
             if not restart:
                 raise ValueError(
                     f"{checkpoint} holds the training state of an earlier {name} run; continue it with --resume, or "
