@@ -55,6 +55,11 @@ class Problem(NamedTuple):
         ``min(N, d)``, enough to train on: the others are 0 when ``d > N``) come from the data
         matrix, through the N x N Gram matrix when ``d > N`` (memory O(N d + N^2 + d m), time
         O(N^2 d + N^3 + N d m)).  The two agree to float64 round-off.
+
+        >>> from linear_vae.datasets import Dataset
+        >>> X = np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0]
+        >>> Problem.from_dataset(Dataset(X, None, "example")).eigenvalues.round(3)
+        array([9.259, 3.988, 0.94 ])
         """
         X = dataset.X
         validate_data(X)
@@ -68,38 +73,77 @@ class Problem(NamedTuple):
 
     @classmethod
     def from_data(cls, X: np.ndarray, name: str = "array", **options) -> "Problem":
-        """:meth:`from_dataset` for a bare (N, d) array."""
+        """:meth:`from_dataset` for a bare (N, d) array.
+
+        >>> problem = Problem.from_data(np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+        >>> problem.n, problem.d, round(problem.trace, 3), problem.wide
+        (200, 3, 14.187, False)
+        """
         return cls.from_dataset(Dataset(np.asarray(X, dtype=np.float64), None, name), **options)
 
     @property
     def n(self) -> int:
+        """The number of samples ``N``.
+
+        >>> Problem.from_data(np.zeros((4, 2)) + np.arange(8).reshape(4, 2) ** 2).n
+        4
+        """
         return self.dataset.n
 
     @property
     def d(self) -> int:
+        """The number of features ``d`` (also for wide data, where fewer eigenpairs are held).
+
+        >>> Problem.from_data(np.random.default_rng(0).normal(size=(5, 8))).d
+        8
+        """
         return self.spectrum.dim
 
     @property
     def trace(self) -> float:
-        """``tr S``, the total variance of the data."""
+        """``tr S``, the total variance of the data.
+
+        >>> round(Problem.from_data(np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0]).trace, 3)
+        14.187
+        """
         return self.spectrum.trace
 
     @property
     def eigenvalues(self) -> np.ndarray:
+        """The eigenvalues of ``S``, descending (the top ``min(N, d)`` for wide data).
+
+        >>> Problem.from_data(np.random.default_rng(0).normal(size=(5, 8))).eigenvalues.shape
+        (5,)
+        """
         return self.spectrum.eigenvalues
 
     @property
     def eigenvectors(self) -> np.ndarray:
+        """The eigenvectors of ``S`` as columns, canonically signed (docs/theory.md (T1)).
+
+        >>> Problem.from_data(np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0]).eigenvectors.shape
+        (3, 3)
+        """
         return self.spectrum.eigenvectors
 
     @property
     def wide(self) -> bool:
-        """``d > N``: ``S`` is not formed, and only the eigenbasis view exists."""
+        """``d > N``: ``S`` is not formed, and only the eigenbasis view exists.
+
+        >>> Problem.from_data(np.random.default_rng(0).normal(size=(5, 8))).wide
+        True
+        """
         return self.cov is None
 
     def check_basis(self, basis: str) -> None:
         """Raise ``ValueError`` when ``basis`` is unknown, ``"data"`` without the covariance (wide
-        data), or ``"eigen"`` with fewer eigenpairs than the ``min(N, d)`` that span the data."""
+        data), or ``"eigen"`` with fewer eigenpairs than the ``min(N, d)`` that span the data.
+
+        >>> Problem.from_data(np.random.default_rng(0).normal(size=(5, 8))).check_basis("data")
+        Traceback (most recent call last):
+        ...
+        ValueError: with d = 8 features and only N = 5 samples the d x d covariance is not formed; train in the eigenbasis (basis 'eigen')
+        """
         if basis not in BASES:
             raise ValueError(f"unknown basis {basis!r}; choose one of {', '.join(BASES)}")
         if basis == "data" and self.wide:
@@ -116,7 +160,12 @@ class Problem(NamedTuple):
 
     def moments_in(self, basis: str) -> tuple[np.ndarray, np.ndarray]:
         """``(mean, cov)`` in ``basis``: ``S`` in the data basis, or in the eigenbasis the mean's
-        coordinates ``U^T mean`` and the diagonal of ``S`` as the vector of eigenvalues."""
+        coordinates ``U^T mean`` and the diagonal of ``S`` as the vector of eigenvalues.
+
+        >>> problem = Problem.from_data(np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+        >>> problem.moments_in("eigen")[1].round(3)  # S is diagonal in its eigenbasis
+        array([9.259, 3.988, 0.94 ])
+        """
         self.check_basis(basis)
         if basis == "data":
             return self.mean, self.cov
@@ -124,6 +173,12 @@ class Problem(NamedTuple):
 
     def coordinates(self, basis: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(X, mean, cov)`` in ``basis``: the data as given, or their coordinates ``X U`` along the
-        eigenvectors, with :meth:`moments_in` that basis."""
+        eigenvectors, with :meth:`moments_in` that basis.
+
+        >>> problem = Problem.from_data(np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+        >>> X, mean, cov = problem.coordinates("eigen")
+        >>> bool(np.allclose(np.cov(X.T, bias=True), np.diag(cov)))
+        True
+        """
         mean, cov = self.moments_in(basis)
         return (self.dataset.X if basis == "data" else self.dataset.X @ self.eigenvectors), mean, cov

@@ -14,7 +14,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "linear_vae"
 DOCUMENTED = [
-    "analysis", "collapse", "conditioning", "divergence", "elbo", "escape", "estimators", "metrics", "moments", "optimum", "ppca", "spd",
+    "analysis", "collapse", "conditioning", "divergence", "elbo", "escape", "estimators", "metrics", "moments", "optimum", "ppca", "problem", "spd",
     "stopping", "validation",
 ]  # fmt: skip
 
