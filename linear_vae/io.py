@@ -14,7 +14,11 @@ import numpy as np
 
 
 def to_jsonable(obj):
-    """Convert numpy scalars and arrays (recursively) to JSON types; non-finite floats become null."""
+    """Convert numpy scalars and arrays (recursively) to JSON types; non-finite floats become null.
+
+    >>> to_jsonable({"x": np.float64(0.5), "n": np.int64(3), "v": np.array([1.0, np.inf])})
+    {'x': 0.5, 'n': 3, 'v': [1.0, None]}
+    """
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -32,7 +36,11 @@ def to_jsonable(obj):
 
 
 def dumps(obj, indent: int | None = None) -> str:
-    """Serialise to JSON with :func:`to_jsonable` (the only JSON encoder of the package)."""
+    """Serialise to JSON with :func:`to_jsonable` (the only JSON encoder of the package).
+
+    >>> dumps({"gap": np.float64(-3e-13), "missing": float("nan")})
+    '{"gap": -3e-13, "missing": null}'
+    """
     return json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
 
 
@@ -53,6 +61,11 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
     The temporary file is registered until it is renamed, so that :func:`abort_writes` can
     remove it when the process is interrupted; a crash or an exception removes it here.
+
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> atomic_write_bytes(folder / "a.bin", b"payload")
+    >>> (folder / "a.bin").read_bytes(), sorted(p.name for p in folder.iterdir())  # no temporary left
+    (b'payload', ['a.bin'])
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +114,13 @@ def _umask() -> int:
 
 
 def atomic_write_json(path, obj) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented JSON, atomically.
+
+    >>> path = Path(tempfile.mkdtemp()) / "r.json"
+    >>> atomic_write_json(path, {"active_dims": np.int64(2)})
+    >>> json.loads(path.read_text())
+    {'active_dims': 2}
+    """
     atomic_write_bytes(path, (dumps(obj, indent=2) + "\n").encode())
 
 
@@ -112,6 +131,11 @@ def check_output_dir(path, option: str = "--out") -> Path:
     change when it cannot be created, is not a folder (a file, ``/dev/null``) or is not writable.
     Writability is tested by creating and removing a temporary file (``os.access`` says yes to root
     even on a read-only file system).
+
+    >>> check_output_dir("/dev/null")
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot write figures to /dev/null: it exists and is not a folder; pass --out a writable folder
     """
     path = Path(path)
     advice = f"pass {option} a writable folder"
@@ -132,7 +156,13 @@ def check_output_dir(path, option: str = "--out") -> Path:
 
 def check_output_file(path, option: str) -> Path:
     """Check, before any work, that a file can be written at ``path`` (its folder exists and takes a
-    new file, and ``path`` is not a folder); ``ValueError`` with one line saying what to change."""
+    new file, and ``path`` is not a folder); ``ValueError`` with one line saying what to change.
+
+    >>> check_output_file("/no/such/folder/model.npz", "--save-model")
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot write /no/such/folder/model.npz: the folder /no/such/folder does not exist; pass --save-model a file path in a writable folder
+    """
     path = Path(path)
     advice = f"pass {option} a file path in a writable folder"
     if path.is_dir():
@@ -154,7 +184,16 @@ def folder_lock(folder, what: str):
     """Hold an exclusive lock on ``folder`` (the file ``.linear-vae.lock`` in it) for as long as the
     block runs, so that two commands never write results into one folder at once; ``ValueError``
     naming the holder when another process (or another open of the lock) holds it.  The lock goes
-    with the process: a killed command leaves no stale lock behind (``flock``)."""
+    with the process: a killed command leaves no stale lock behind (``flock``).
+
+    >>> folder = tempfile.mkdtemp()
+    >>> with folder_lock(folder, "reproduce"):  # doctest: +ELLIPSIS
+    ...     with folder_lock(folder, "reproduce"):
+    ...         pass
+    Traceback (most recent call last):
+    ...
+    ValueError: ... is being written by another reproduce (pid ...); wait for it to finish, or pass another --out
+    """
     import fcntl
 
     path = Path(folder) / ".linear-vae.lock"
