@@ -52,6 +52,7 @@ from linear_vae import spd
 from linear_vae.elbo import DataStats, LinearVAEParams, with_optimal_encoder
 from linear_vae.moments import LOG_2PI
 from linear_vae.ppca import covariance_times
+from linear_vae.solver import Objective, Solver
 
 #: Predicted gain (nats per datapoint) below which a run has converged.
 GAIN_TOL = 1e-8
@@ -227,6 +228,17 @@ def make_problem(shape, learn_sigma2: bool, log_sigma2_fixed, beta, stats: DataS
         return project(g), lambda v: project(hvp(project(v))), project
 
     return ProjectedProblem(f, derivatives, reduced_derivatives)
+
+
+def problem_at(trainable, objective: Objective):
+    """``(x, f = -Phi)`` at a trainable ``(params, log_sigma2)`` of one configuration: the flat
+    vector ``x = (vec W [, log sigma2])`` and the :class:`ProjectedProblem` around it.
+
+    References: docs/theory.md (T7.1).
+    """
+    W, log_sigma2 = trainable.params.W, trainable.log_sigma2
+    problem = make_problem(W.shape, objective.learn_sigma2, log_sigma2, objective.phi_beta, objective.stats)
+    return pack(W, log_sigma2, objective.learn_sigma2), problem
 
 
 def pack(W, log_sigma2, learn_sigma2: bool):
@@ -482,3 +494,63 @@ def convergence_test(
         curvature.direction,
         (gain <= gain_tol) & (relative <= curvature_tol),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The solver (the interface of linear_vae.solver)
+# --------------------------------------------------------------------------------------------
+
+
+class Newton(Solver):
+    """Trust-region Newton on the projected objective ``Phi`` (docs/theory.md (T7.2)), as a
+    :class:`linear_vae.solver.Solver`.
+
+    It trains the decoder (and ``log sigma2`` when learned) only; the model it stands for is
+    :func:`represented_vae`.  Its state is a :class:`NewtonState`.  A convergence check that finds
+    a saddle (negligible predicted gain, but an ascent direction of ``Phi``) hands the direction to
+    the next step.  Iterations are few and costly: each is recorded, the eigenbasis makes them
+    O(d k^2), the sweep checks convergence every :data:`CHECK_EVERY` iterations but skips a check
+    while the last iteration still gained more than :data:`SKIP_CHECK_GAIN`.
+    """
+
+    name = "newton"
+    needs_exact_objective = True
+    has_step_size = False
+    check_every = 5
+    #: Newton converges superlinearly, so the gap left after a step that gained ``g`` is of order
+    #: ``g^2`` or more (more where the trust region cut the step), far above the test's
+    #: ``GAIN_TOL = 1e-8``: a sweep cannot stop at that check.  The check would only freeze the
+    #: configurations already finished and hand an escape direction to one stalled at a saddle,
+    #: and both wait until the last one nears the end.
+    skip_check_gain = 1e-3
+    progress_units = "iteration"
+    default_steps, default_log_every, default_basis = 500, 1, "eigen"
+    start_in_data_basis = True
+
+    def init(self, trainable, objective: Objective, config) -> NewtonState:
+        x, _ = problem_at(trainable, objective)
+        return init_newton(x, objective.stats)
+
+    def step(self, trainable, state: NewtonState, objective: Objective, key, config):
+        x, problem = problem_at(trainable, objective)
+        x, state, loss = newton_step(x, state, problem)
+        W, log_sigma2 = unpack(x, trainable.params.W.shape, trainable.log_sigma2, objective.learn_sigma2)
+        return trainable._replace(params=trainable.params._replace(W=W), log_sigma2=log_sigma2), state, loss
+
+    def model(self, trainable, objective: Objective) -> LinearVAEParams:
+        """The represented VAE (:func:`represented_vae`: rotated decoder, optimal encoder, bias at the mean)."""
+        sigma2 = jnp.exp(trainable.log_sigma2)
+        return represented_vae(trainable.params.W, objective.stats.mean, sigma2, objective.phi_beta)
+
+    def after_check(self, state: NewtonState, diagnosis: "Diagnosis", config) -> NewtonState:
+        """Hand an ascent direction to a configuration at a saddle (negligible predicted gain, but
+        an ascent direction of ``Phi``)."""
+        at_saddle = ~diagnosis.converged & (diagnosis.predicted_gain <= config.gain_tol)
+        return state._replace(escape=jnp.where(at_saddle, diagnosis.ascent, state.escape))
+
+    def final_params(self, params: LinearVAEParams) -> LinearVAEParams:
+        return with_canonical_signs(params)
+
+
+#: Newton iterations between two convergence checks, and the gain above which one is skipped.
+CHECK_EVERY, SKIP_CHECK_GAIN = Newton.check_every, Newton.skip_check_gain
