@@ -67,9 +67,10 @@ from linear_vae.datasets import load_mnist
 from linear_vae.elbo import DataStats
 from linear_vae.io import atomic_write_json
 from linear_vae.moments import compute_moments, eigen_decomposition
+from linear_vae.newton import CHECK_EVERY as NEWTON_CHECK_EVERY
 from linear_vae.optimum import beta_elbo_optimum
 from linear_vae.problem import Problem
-from linear_vae.sweep import NEWTON_CHECK_EVERY, train_single, train_sweep
+from linear_vae.sweep import train_single, train_sweep
 from linear_vae.train import (
     Hyper,
     TrainConfig,

@@ -501,6 +501,17 @@ def convergence_test(
 # --------------------------------------------------------------------------------------------
 
 
+#: Newton iterations between two convergence checks of a sweep.
+CHECK_EVERY = 5
+#: A sweep skips a convergence check while some running configuration's last iteration still
+#: raised its objective by more than this (nats per datapoint).  Newton converges superlinearly,
+#: so the gap left after a step that gained ``g`` is of order ``g^2`` or more (more where the trust
+#: region cut the step), far above the test's ``GAIN_TOL = 1e-8``: the sweep cannot stop at that
+#: check.  The check would only freeze the configurations already finished and hand an escape
+#: direction to one stalled at a saddle, and both wait until the last one nears the end.
+SKIP_CHECK_GAIN = 1e-3
+
+
 class Newton(Solver):
     """Trust-region Newton on the projected objective ``Phi`` (docs/theory.md (T7.2)), as a
     :class:`linear_vae.solver.Solver`.
@@ -516,13 +527,8 @@ class Newton(Solver):
     name = "newton"
     needs_exact_objective = True
     has_step_size = False
-    check_every = 5
-    #: Newton converges superlinearly, so the gap left after a step that gained ``g`` is of order
-    #: ``g^2`` or more (more where the trust region cut the step), far above the test's
-    #: ``GAIN_TOL = 1e-8``: a sweep cannot stop at that check.  The check would only freeze the
-    #: configurations already finished and hand an escape direction to one stalled at a saddle,
-    #: and both wait until the last one nears the end.
-    skip_check_gain = 1e-3
+    check_every = CHECK_EVERY
+    skip_check_gain = SKIP_CHECK_GAIN
     progress_units = "iteration"
     default_steps, default_log_every, default_basis = 500, 1, "eigen"
     start_in_data_basis = True
@@ -550,7 +556,3 @@ class Newton(Solver):
 
     def final_params(self, params: LinearVAEParams) -> LinearVAEParams:
         return with_canonical_signs(params)
-
-
-#: Newton iterations between two convergence checks, and the gain above which one is skipped.
-CHECK_EVERY, SKIP_CHECK_GAIN = Newton.check_every, Newton.skip_check_gain

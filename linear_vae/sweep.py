@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from linear_vae import divergence, loop, newton, solvers
+from linear_vae import divergence, loop, newton
 from linear_vae.elbo import LinearVAEParams
 from linear_vae.train import (
     History,
@@ -40,13 +40,6 @@ from linear_vae.train import (
 )
 from linear_vae.validation import check_positive
 
-#: Newton iterations between two convergence checks (the Newton solver's ``check_every``).
-NEWTON_CHECK_EVERY = solvers.resolve("newton").check_every
-#: A Newton sweep skips a convergence check while some running configuration's last iteration
-#: still raised its objective by more than this (the Newton solver's ``skip_check_gain``; see
-#: :class:`linear_vae.newton.Newton`).
-NEWTON_SKIP_GAIN = solvers.resolve("newton").skip_check_gain
-
 
 class SweepResult(NamedTuple):
     """Final parameters, histories and convergence of every configuration of a sweep (numpy, leading axis C).
@@ -55,7 +48,8 @@ class SweepResult(NamedTuple):
     when every configuration converged sooner).  ``diagnosis`` is the convergence test after the
     last step; ``checks`` lists ``(steps, predicted_gain per configuration)`` for every test made
     (between chunks and at the end), for convergence rates, and ``skipped_checks`` the steps at
-    which the sweep skipped one (the solver's ``skip_check_gain``, :data:`NEWTON_SKIP_GAIN` for Newton).  ``start_objective`` is the objective
+    which the sweep skipped one (the solver's ``skip_check_gain``, :data:`linear_vae.newton.SKIP_CHECK_GAIN`
+    for Newton).  ``start_objective`` is the objective
     before the first step, and ``diverged``/``divergence`` the verdict and reason of
     :func:`linear_vae.divergence.diverged_runs` (``None`` where the run did not diverge).
     """
@@ -87,7 +81,7 @@ class SweepResult(NamedTuple):
 
 
 def _records_per_chunk(config: TrainConfig, total_records: int, n_chunks: int, progress) -> int:
-    """A solver with a ``check_every`` (Newton: :data:`NEWTON_CHECK_EVERY` iterations) is checked that
+    """A solver with a ``check_every`` (Newton: :data:`linear_vae.newton.CHECK_EVERY` iterations) is checked that
     often; the others in ``n_chunks`` chunks when they are checked or show progress, else in one."""
     check_every = config.solver.check_every
     if check_every is not None and config.stop_when_converged:

@@ -37,6 +37,7 @@ from linear_vae.compare import GAP_TOL, ROUNDOFF_GAP, gap_text, roundoff, train_
 from linear_vae.datasets import Dataset
 from linear_vae.optimum import learned_sigma2
 from linear_vae.problem import Problem
+from linear_vae.solvers import resolve
 from linear_vae.train import TrainConfig
 from linear_vae.validation import check_latent_dim, check_positive
 
@@ -172,7 +173,7 @@ def run_verification(
 
 def format_table(outcome: dict) -> str:
     """The table printed by ``linear-vae verify``, ending in its verdict."""
-    learned_steps = outcome["steps"] * (1 if outcome["optimizer"] == "newton" else LEARNED_STEPS_FACTOR)
+    learned_steps = outcome["steps"] * (LEARNED_STEPS_FACTOR if resolve(outcome["optimizer"]).has_step_size else 1)
     lines = [
         f"verify: {outcome['data']} (n = {outcome['n']}, d = {outcome['d']}), K = {outcome['latent_dim']}, "
         f"{outcome['optimizer']} on the exact ELBO, at most {outcome['steps']} steps "
