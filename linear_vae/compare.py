@@ -36,12 +36,13 @@ from linear_vae.collapse import (
     encoder_kl_matrix,
     epsilon_delta_collapsed,
 )
+from linear_vae.convergence import GAIN_TOL
 from linear_vae.elbo import DataStats, LinearVAEParams
 from linear_vae.metrics import collapse_metrics
-from linear_vae.newton import GAIN_TOL, projected_elbo
 from linear_vae.optimum import beta_elbo_optimum, learned_sigma2, threshold_distance
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.problem import Problem
+from linear_vae.projected import projected_elbo
 from linear_vae.sweep import SweepResult, train_sweep
 from linear_vae.train import TrainConfig, TrainData
 

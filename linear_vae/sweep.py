@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from linear_vae import divergence, loop, newton
+from linear_vae import convergence, divergence, loop
 from linear_vae.elbo import LinearVAEParams
 from linear_vae.train import (
     History,
@@ -62,7 +62,7 @@ class SweepResult(NamedTuple):
     seconds: float  # training wall time, compilation excluded (convergence checks included)
     compile_seconds: float
     steps_used: np.ndarray  # (C,) steps taken before converging (or all of them)
-    diagnosis: newton.Diagnosis
+    diagnosis: convergence.Diagnosis
     checks: list
     start_objective: np.ndarray
     diverged: np.ndarray
@@ -89,7 +89,7 @@ def _records_per_chunk(config: TrainConfig, total_records: int, n_chunks: int, p
     return loop.records_per_chunk(total_records, n_chunks if (progress or config.stop_when_converged) else 1)
 
 
-def _after_check(state: TrainState, diagnosis: newton.Diagnosis, config: TrainConfig) -> TrainState:
+def _after_check(state: TrainState, diagnosis: convergence.Diagnosis, config: TrainConfig) -> TrainState:
     """Freeze converged configurations, and let the solver act on the check (``after_check``:
     Newton takes an ascent direction where it sits at a saddle)."""
     state = state._replace(converged=state.converged | diagnosis.converged)

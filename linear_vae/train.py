@@ -24,7 +24,7 @@ solvers (:class:`linear_vae.solver.Solver`), named in :mod:`linear_vae.solvers`:
 The trainer calls the solver's ``init``, ``step`` and ``model`` and never asks which one it holds.
 
 Every sweep ends with a convergence diagnosis that never looks at the closed form
-(:func:`linear_vae.newton.convergence_test`): the predicted gain of exact block maximisation plus a
+(:func:`linear_vae.convergence.convergence_test`): the predicted gain of exact block maximisation plus a
 Newton step, and a Lanczos check for an ascent direction.  With ``stop_when_converged`` the
 sweep is also diagnosed between chunks and stops once every configuration has converged.
 
@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from linear_vae import loop, newton, solvers
+from linear_vae import convergence, loop, projected, solvers
 from linear_vae.elbo import DataStats, LinearVAEParams, elbo_terms, exact_elbo, monte_carlo_elbo, optimal_encoder
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.problem import BASES, Problem
@@ -90,7 +90,7 @@ class TrainConfig(NamedTuple):
     stop_when_converged : diagnose between chunks and stop once every configuration has
         converged (off for experiments that need the whole trajectory).
     gain_tol : the predicted gain (nats per datapoint) below which a configuration has converged
-        (:func:`linear_vae.newton.convergence_test`); Newton converges quadratically, so a tighter value
+        (:func:`linear_vae.convergence.convergence_test`); Newton converges quadratically, so a tighter value
         costs it a few iterations and buys parameters correct to round-off.
     """
 
@@ -109,7 +109,7 @@ class TrainConfig(NamedTuple):
     collapsed_columns: tuple[int, ...] = ()
     basis: str | None = None
     stop_when_converged: bool = True
-    gain_tol: float = newton.GAIN_TOL
+    gain_tol: float = convergence.GAIN_TOL
 
     @property
     def solver(self) -> Solver:
@@ -338,13 +338,15 @@ def train_step(state: TrainState, hyper: Hyper, data: TrainData, config: TrainCo
 
 def model(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> LinearVAEParams:
     """The linear VAE a state stands for (the solver's ``model``): its parameters, or for Newton the
-    represented VAE (:func:`linear_vae.newton.represented_vae`: rotated decoder, optimal encoder,
+    represented VAE (:func:`linear_vae.projected.represented_vae`: rotated decoder, optimal encoder,
     bias at the mean)."""
     return config.solver.model(state.trainable, objective(hyper, data, config))
 
 
-def convergence_diagnosis(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> newton.Diagnosis:
-    """The closed-form-free convergence test (:func:`linear_vae.newton.convergence_test`) of the current model.
+def convergence_diagnosis(
+    state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig
+) -> convergence.Diagnosis:
+    """The closed-form-free convergence test (:func:`linear_vae.convergence.convergence_test`) of the current model.
 
     The block gain compares the projected objective with the objective actually trained: the
     exact beta-ELBO (also for the stochastic objective, whose convergence is judged on the exact
@@ -354,9 +356,11 @@ def convergence_diagnosis(state: TrainState, hyper: Hyper, data: TrainData, conf
     """
     params = model(state, hyper, data, config)
     current = exact_objective(params, jnp.exp(state.trainable.log_sigma2), hyper, data, config)
-    x, problem = newton.problem_at(state.trainable, objective(hyper, data, config))
+    x, problem = projected.problem_at(state.trainable, objective(hyper, data, config))
     block_gain = -problem.f(x) - current
-    return newton.convergence_test(x, problem, block_gain, jax.random.fold_in(state.key, 1), gain_tol=config.gain_tol)
+    return convergence.convergence_test(
+        x, problem, block_gain, jax.random.fold_in(state.key, 1), gain_tol=config.gain_tol
+    )
 
 
 def measure(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> History:
