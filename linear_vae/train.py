@@ -290,7 +290,7 @@ def objective(hyper: Hyper, data: TrainData, config: TrainConfig) -> Objective:
 
 
 def _marginal_likelihood(params: LinearVAEParams, sigma2, stats: DataStats):
-    """The pPCA log marginal likelihood of the decoder ``(W, mu)`` (docs/theory.md (T2.2))."""
+    """The pPCA log marginal likelihood of the decoder ``(W, mu)`` (docs/theory.md (T2.1))."""
     return log_marginal_likelihood(params.W, sigma2, stats.cov, stats.mean - params.mu, dim=stats.dim)
 
 
@@ -299,7 +299,7 @@ def exact_objective(params: LinearVAEParams, sigma2, hyper: Hyper, data: TrainDa
     beta-ELBO :func:`linear_vae.elbo.exact_elbo` (also for the stochastic objective, whose
     convergence is judged on the exact one).
 
-    References: docs/theory.md (T3.1, T2.2).
+    References: docs/theory.md (T3.1, T2.1).
     """
     if config.objective == "mll":
         return _marginal_likelihood(params, sigma2, data.stats)
