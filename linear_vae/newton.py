@@ -34,8 +34,8 @@ from linear_vae.solver import Objective, Solver
 class NewtonState(NamedTuple):
     """Per-configuration state of the trust-region iteration."""
 
-    radius: jax.Array  # trust-region radius
-    max_radius: jax.Array
+    trust_radius: jax.Array  # trust-region radius
+    max_trust_radius: jax.Array
     escape: jax.Array  # a unit ascent direction of Phi found by the curvature check (0: none)
 
 
@@ -59,10 +59,10 @@ def newton_step(x, state: NewtonState, problem: ProjectedProblem):
     """
     f0 = problem.f(x)
     g, hvp, _ = problem.reduced_derivatives(x)
-    cg = steihaug_cg(hvp, g, state.radius)
+    cg = steihaug_cg(hvp, g, state.trust_radius)
     escaping = jnp.any(state.escape != 0)
     sign = jnp.where(g @ state.escape > 0, -1.0, 1.0)
-    step = jnp.where(escaping, sign * state.radius * state.escape, cg.step)
+    step = jnp.where(escaping, sign * state.trust_radius * state.escape, cg.step)
     predicted = -(g @ step + 0.5 * step @ hvp(step))
     f1 = problem.f(x + step)
     actual = f0 - f1
@@ -70,16 +70,20 @@ def newton_step(x, state: NewtonState, problem: ProjectedProblem):
     ratio = jnp.where(jnp.abs(predicted) <= roundoff, 1.0, actual / jnp.where(predicted == 0, 1.0, predicted))
     ratio = jnp.where(jnp.isfinite(f1), ratio, -1.0)
     step_norm = jnp.linalg.norm(step)
-    at_boundary = step_norm >= 0.99 * state.radius
+    at_boundary = step_norm >= 0.99 * state.trust_radius
     radius = jnp.where(
         ratio < 0.25,
-        0.25 * jnp.minimum(state.radius, jnp.maximum(step_norm, 1e-12)),
-        jnp.where((ratio > 0.75) & at_boundary, jnp.minimum(2.0 * state.radius, state.max_radius), state.radius),
+        0.25 * jnp.minimum(state.trust_radius, jnp.maximum(step_norm, 1e-12)),
+        jnp.where(
+            (ratio > 0.75) & at_boundary,
+            jnp.minimum(2.0 * state.trust_radius, state.max_trust_radius),
+            state.trust_radius,
+        ),
     )
     accept = (ratio > 1e-4) & (actual >= -roundoff)
     x = jnp.where(accept, x + step, x)
     escape = jnp.where(accept, jnp.zeros_like(state.escape), state.escape)
-    return x, NewtonState(radius, state.max_radius, escape), f0
+    return x, NewtonState(radius, state.max_trust_radius, escape), f0
 
 
 # --------------------------------------------------------------------------------------------
