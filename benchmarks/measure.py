@@ -61,15 +61,16 @@ import jax.numpy as jnp
 import numpy as np
 
 import linear_vae  # noqa: F401  (float64)
-from linear_vae import newton
+from linear_vae import convergence
 from linear_vae.compare import VERDICTS
 from linear_vae.datasets import load_mnist
 from linear_vae.elbo import DataStats
 from linear_vae.io import atomic_write_json
 from linear_vae.moments import compute_moments, eigen_decomposition
+from linear_vae.newton import CHECK_EVERY as NEWTON_CHECK_EVERY
 from linear_vae.optimum import beta_elbo_optimum
 from linear_vae.problem import Problem
-from linear_vae.sweep import NEWTON_CHECK_EVERY, train_single, train_sweep
+from linear_vae.sweep import train_single, train_sweep
 from linear_vae.train import (
     Hyper,
     TrainConfig,
@@ -251,10 +252,10 @@ def newton_sweep(
             "max_iterations": config.steps,
             "log_every": config.log_every,
             "check_every": NEWTON_CHECK_EVERY,
-            "gain_tol": getattr(config, "gain_tol", newton.GAIN_TOL),
-            "curvature_tol": newton.CURVATURE_TOL,
-            "cg_max_iterations": newton.CG_MAX_ITERATIONS,
-            "lanczos_iterations": newton.LANCZOS_ITERATIONS,
+            "gain_tol": getattr(config, "gain_tol", convergence.GAIN_TOL),
+            "curvature_tol": convergence.CURVATURE_TOL,
+            "cg_max_iterations": convergence.CG_MAX_ITERATIONS,
+            "lanczos_iterations": convergence.LANCZOS_ITERATIONS,
         },
         "startup_seconds": startup,
         "compile_seconds": cold.compile_seconds,

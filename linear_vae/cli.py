@@ -74,9 +74,9 @@ def _add_optimizer_options(
     parser, optimizer_default: str | None, optimizer_help: str, lr_default: float, steps_help: str = ""
 ) -> None:
     """``--optimizer``, ``--steps`` and ``--lr``, with the trainer's choices and per-optimiser defaults."""
-    from linear_vae.train import OPTIMIZER_DEFAULTS, OPTIMIZERS
+    from linear_vae.solvers import OPTIMIZERS, SOLVERS
 
-    per_optimizer = "; ".join(f"{name} {values[0]}" for name, values in OPTIMIZER_DEFAULTS.items())
+    per_optimizer = "; ".join(f"{name} {solver.default_steps}" for name, solver in SOLVERS.items())
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=optimizer_default, help=optimizer_help)
     parser.add_argument(
         "--steps",
@@ -383,13 +383,15 @@ def _train_config(args, latent_dim: int, learn_sigma2: bool):
 
 
 def _learning_rate(args, optimizer: str, default: float) -> float:
-    """``--lr``, or ``default`` when it is not given; refused with Newton, which has no step size
-    (it would otherwise be accepted and silently ignored)."""
+    """``--lr``, or ``default`` when it is not given; refused with a solver that has no step size
+    (Newton; it would otherwise be accepted and silently ignored)."""
+    from linear_vae.solvers import resolve
+
     if args.lr is None:
         return default
-    if optimizer == "newton":
+    if not resolve(optimizer).has_step_size:
         raise ValueError(
-            "--lr sets the step size of adam and sgd, and newton takes none; drop --lr or choose --optimizer adam"
+            f"--lr sets the step size of adam and sgd, and {optimizer} takes none; drop --lr or choose --optimizer adam"
         )
     return args.lr
 

@@ -36,12 +36,13 @@ from linear_vae.collapse import (
     encoder_kl_matrix,
     epsilon_delta_collapsed,
 )
+from linear_vae.convergence import GAIN_TOL
 from linear_vae.elbo import DataStats, LinearVAEParams
 from linear_vae.metrics import collapse_metrics
-from linear_vae.newton import GAIN_TOL, projected_elbo
 from linear_vae.optimum import beta_elbo_optimum, learned_sigma2, threshold_distance
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.problem import Problem
+from linear_vae.projected import projected_elbo
 from linear_vae.sweep import SweepResult, train_sweep
 from linear_vae.train import TrainConfig, TrainData
 
@@ -280,9 +281,9 @@ def compare_sweep(
             seed=int(result.hyper.seed[i]),
             steps=result.config.steps,
             steps_used=int(result.steps_used[i]),
-            optimizer=result.config.optimizer,
+            optimizer=result.config.solver.name,
             objective=result.config.objective,
-            schedule=None if result.config.optimizer == "newton" else result.config.schedule,
+            schedule=result.config.schedule if result.config.solver.has_step_size else None,
             converged=bool(diagnosis.converged[i]),
             predicted_gain=float(diagnosis.predicted_gain[i]),
             grad_norm=float(diagnosis.grad_norm[i]),

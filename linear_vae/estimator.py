@@ -180,6 +180,7 @@ class LinearVAE:
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, X, y=None) -> "LinearVAE":
         """Train on the rows of ``X`` ((N, d), float64); ``y`` is ignored.  Returns ``self``."""
+        from linear_vae import solvers
         from linear_vae.compare import train_and_compare_zipped
         from linear_vae.problem import Problem
         from linear_vae.train import TrainConfig
@@ -197,8 +198,10 @@ class LinearVAE:
         start = None if self.sigma2_init is None else check_positive("sigma2_init", self.sigma2_init)
         options = {} if self.steps is None else {"steps": int(self.steps)}
         if self.learning_rate is not None:
-            if self.optimizer == "newton":
-                raise ValueError("`learning_rate` does nothing for `optimizer` newton; drop it or choose adam or sgd")
+            if not solvers.resolve(self.optimizer).has_step_size:
+                raise ValueError(
+                    f"`learning_rate` does nothing for `optimizer` {self.optimizer}; drop it or choose adam or sgd"
+                )
             options["learning_rate"] = check_positive("learning_rate", self.learning_rate)
         config = TrainConfig(latent_dim, optimizer=self.optimizer, learn_sigma2=learn, **options)
         result, (report,) = train_and_compare_zipped(problem, config, beta, fixed, int(self.seed), sigma2_init=start)

@@ -32,8 +32,8 @@ from jax.flatten_util import ravel_pytree
 
 from linear_vae import spd
 from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo, with_optimal_encoder
-from linear_vae.newton import projected_elbo
 from linear_vae.ppca import StationaryPoint
+from linear_vae.projected import projected_elbo
 
 #: A Hessian eigenvalue within this fraction of the spectral radius counts as zero (float64
 #: autodiff Hessians are exact to ~1e-15 relative; the smallest non-zero curvature of the problems
@@ -61,7 +61,7 @@ def mll_hessian(W, sigma2, stats: DataStats):
     """The (d k, d k) autodiff Hessian of the pPCA MLL in ``W`` (bias at the sample mean), float64
     (a JAX function, like :func:`elbo_hessian`).
 
-    The MLL is evaluated as :func:`linear_vae.newton.projected_elbo` at beta = 1, which is the MLL
+    The MLL is evaluated as :func:`linear_vae.projected.projected_elbo` at beta = 1, which is the MLL
     of (T2.1) written with a closed-form derivative of ``M^{-1}`` and ``log det M``, so that the
     second derivatives are matrix products (the tests check its value against
     :func:`linear_vae.ppca.log_marginal_likelihood`).

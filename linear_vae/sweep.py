@@ -7,7 +7,9 @@ over those arrays and ``jit``s them once, so a sweep over beta, sigma2 and seeds
 program; changing the values never recompiles.  The scan is cut into equal chunks, each a call of
 the same compiled function (:func:`linear_vae.loop.run_in_chunks`), so that progress can be shown
 and convergence checked between them (:class:`_Monitor`); a configuration that has converged is
-frozen.  Divergence is watched between chunks and at the end (:class:`_DivergenceWatch`).  On
+frozen.  The driver asks the solver (:class:`linear_vae.solver.Solver`) only through its interface
+and attributes: how often to check it, when to skip a check, what it does with a check, and
+how it normalises its final models.  Divergence is watched between chunks and at the end (:class:`_DivergenceWatch`).  On
 several devices the configuration axis is sharded across them.  :func:`train_single` is a sweep of
 one.
 """
@@ -21,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from linear_vae import divergence, loop, newton
+from linear_vae import convergence, divergence, loop
 from linear_vae.elbo import LinearVAEParams
 from linear_vae.train import (
     History,
@@ -38,17 +40,6 @@ from linear_vae.train import (
 )
 from linear_vae.validation import check_positive
 
-#: Newton iterations between two convergence checks.
-NEWTON_CHECK_EVERY = 5
-#: A Newton sweep skips a convergence check while some running configuration's last iteration
-#: still raised its objective by more than this (nats per datapoint).  Newton converges
-#: superlinearly, so the gap left after a step that gained ``g`` is of order ``g^2`` or more
-#: (more where the trust region cut the step), far above the test's ``GAIN_TOL = 1e-8``: the sweep
-#: cannot stop at that check.  The check would only freeze the configurations already finished and
-#: hand an escape direction to one stalled at a saddle, and both wait until the last one nears
-#: the end.
-NEWTON_SKIP_GAIN = 1e-3
-
 
 class SweepResult(NamedTuple):
     """Final parameters, histories and convergence of every configuration of a sweep (numpy, leading axis C).
@@ -57,7 +48,8 @@ class SweepResult(NamedTuple):
     when every configuration converged sooner).  ``diagnosis`` is the convergence test after the
     last step; ``checks`` lists ``(steps, predicted_gain per configuration)`` for every test made
     (between chunks and at the end), for convergence rates, and ``skipped_checks`` the steps at
-    which a Newton sweep skipped one (:data:`NEWTON_SKIP_GAIN`).  ``start_objective`` is the objective
+    which the sweep skipped one (the solver's ``skip_check_gain``, :data:`linear_vae.newton.SKIP_CHECK_GAIN`
+    for Newton).  ``start_objective`` is the objective
     before the first step, and ``diverged``/``divergence`` the verdict and reason of
     :func:`linear_vae.divergence.diverged_runs` (``None`` where the run did not diverge).
     """
@@ -70,13 +62,13 @@ class SweepResult(NamedTuple):
     seconds: float  # training wall time, compilation excluded (convergence checks included)
     compile_seconds: float
     steps_used: np.ndarray  # (C,) steps taken before converging (or all of them)
-    diagnosis: newton.Diagnosis
+    diagnosis: convergence.Diagnosis
     checks: list
     start_objective: np.ndarray
     diverged: np.ndarray
     divergence: list
     check_seconds: float  # the part of ``seconds`` spent in convergence and divergence checks
-    skipped_checks: list  # steps at which a Newton check was skipped (:data:`NEWTON_SKIP_GAIN`)
+    skipped_checks: list  # steps at which a check was skipped (the solver's ``skip_check_gain``)
 
     @property
     def step_seconds(self) -> float:
@@ -89,22 +81,19 @@ class SweepResult(NamedTuple):
 
 
 def _records_per_chunk(config: TrainConfig, total_records: int, n_chunks: int, progress) -> int:
-    """Newton is checked every :data:`NEWTON_CHECK_EVERY` iterations; gradient methods in ``n_chunks``
-    chunks when they are checked or show progress, else in one."""
-    if config.optimizer == "newton" and config.stop_when_converged:
-        return loop.records_per_chunk(total_records, max(1, total_records * config.log_every // NEWTON_CHECK_EVERY))
+    """A solver with a ``check_every`` (Newton: :data:`linear_vae.newton.CHECK_EVERY` iterations) is checked that
+    often; the others in ``n_chunks`` chunks when they are checked or show progress, else in one."""
+    check_every = config.solver.check_every
+    if check_every is not None and config.stop_when_converged:
+        return loop.records_per_chunk(total_records, max(1, total_records * config.log_every // check_every))
     return loop.records_per_chunk(total_records, n_chunks if (progress or config.stop_when_converged) else 1)
 
 
-def _after_check(state: TrainState, diagnosis: newton.Diagnosis, config: TrainConfig) -> TrainState:
-    """Freeze converged configurations; hand Newton an ascent direction where it sits at a saddle
-    (negligible predicted gain, but an ascent direction of ``Phi``)."""
+def _after_check(state: TrainState, diagnosis: convergence.Diagnosis, config: TrainConfig) -> TrainState:
+    """Freeze converged configurations, and let the solver act on the check (``after_check``:
+    Newton takes an ascent direction where it sits at a saddle)."""
     state = state._replace(converged=state.converged | diagnosis.converged)
-    if config.optimizer != "newton":
-        return state
-    at_saddle = ~diagnosis.converged & (diagnosis.predicted_gain <= config.gain_tol)
-    escape = jnp.where(at_saddle, diagnosis.ascent, state.opt_state.escape)
-    return state._replace(opt_state=state.opt_state._replace(escape=escape))
+    return state._replace(solver_state=config.solver.after_check(state.solver_state, diagnosis, config))
 
 
 _COMPILED: dict = {}
@@ -173,8 +162,8 @@ def train_sweep(
     steps_per_record = record_steps(config)
     chunk = _records_per_chunk(config, len(steps_per_record), n_chunks, progress)
     init, run, check, update = _compiled_sweep(config, chunk)
-    if config.optimizer == "newton" and hasattr(progress, "units"):
-        progress.units("iteration")
+    if config.solver.progress_units != "step" and hasattr(progress, "units"):
+        progress.units(config.solver.progress_units)
     monitor = _Monitor(config, hyper, data, n_configs, check, update, on_divergence, progress)
     outcome = loop.run_in_chunks(
         init, run, (hyper, data), steps_per_record, chunk, monitor, progress, sharded=sharding is not None
@@ -184,9 +173,9 @@ def train_sweep(
     def host(tree):
         return jax.tree.map(lambda a: np.asarray(a)[:n_configs], tree)
 
-    params = data.to_data_basis(host(jax.vmap(lambda s, h: model(s, h, data, config))(state, hyper)))
-    if config.optimizer == "newton":
-        params = newton.with_canonical_signs(params)
+    params = config.solver.final_params(
+        data.to_data_basis(host(jax.vmap(lambda s, h: model(s, h, data, config))(state, hyper)))
+    )
     history, steps_used = host(outcome.history), host(state.step)
     diverged, reasons = monitor.watch.at_end(state, history, steps_used)
     return SweepResult(
@@ -231,7 +220,7 @@ class _Monitor:
         self.watch = None
         self.diagnosis = None
         self.checks: list = []  # (steps, predicted gain per configuration) of every test made
-        self.skipped: list = []  # steps at which a Newton check was skipped (NEWTON_SKIP_GAIN)
+        self.skipped: list = []  # steps at which a check was skipped (the solver's skip_check_gain)
         self.previous = None  # each configuration's objective at the end of the previous chunk
 
     def __call__(self, chunk: loop.Chunk):
@@ -243,7 +232,7 @@ class _Monitor:
             self.previous = self.watch.start
         self.watch.during(state, chunk.history)
         last_gain = self._last_iteration_gain(state, chunk.history)
-        if config.stop_when_converged and last_gain > NEWTON_SKIP_GAIN and not chunk.last:
+        if config.stop_when_converged and last_gain > config.solver.skip_check_gain and not chunk.last:
             self.skipped.append(chunk.steps_done)
             if self.show:
                 self.show(f"worst last-iteration gain {last_gain:.1e} nats")
@@ -256,16 +245,17 @@ class _Monitor:
             self.diagnosis = self.compiled[0](state, self.hyper, self.data)
             state = self.compiled[1](state, self.diagnosis)
             self.checks.append((chunk.steps_done, np.asarray(self.diagnosis.predicted_gain)[:n_configs]))
-            if self.show and config.optimizer == "newton":
+            if self.show and config.solver.check_every is not None:
                 self.show(_worst_gain_text(self.checks[-1][1], np.asarray(state.converged)[:n_configs]))
         converged = np.asarray(state.converged)[:n_configs]
         return state, config.stop_when_converged and bool(np.all(converged | self.watch.blown)), compiling
 
     def _last_iteration_gain(self, state: TrainState, history: History) -> float:
-        """Newton only: the largest gain of a running configuration's last iteration (nats per
-        datapoint); above :data:`NEWTON_SKIP_GAIN` the sweep cannot stop at this check, so it is
-        skipped.  ``-inf`` for the gradient methods and when no configuration is running."""
-        if self.config.optimizer != "newton":
+        """The largest gain of a running configuration's last recorded step (nats per datapoint);
+        above the solver's ``skip_check_gain`` the sweep cannot stop at this check, so it is
+        skipped.  ``-inf`` for a solver that never skips (infinite ``skip_check_gain``) and when no
+        configuration is running."""
+        if self.config.solver.skip_check_gain == np.inf:
             return -np.inf
         objective = np.asarray(self.watch.objective(history))[: self.n_configs]
         before = objective[:, -2] if objective.shape[1] > 1 else self.previous

@@ -10,7 +10,10 @@ The trainer maximises the beta-ELBO of :mod:`linear_vae.elbo`, either
   identifiability experiments,
 
 with fixed or learned ``sigma2`` (``log sigma2`` is a parameter, so it stays positive; ``D`` is
-parameterised by ``log D`` for the same reason).  Optimisers:
+parameterised by ``log D`` for the same reason).  The objective is written once,
+:func:`exact_objective` (from :func:`linear_vae.elbo.exact_elbo` or the pPCA MLL) and
+:func:`negative_objective` (what a solver descends).  Optimisers are
+solvers (:class:`linear_vae.solver.Solver`), named in :mod:`linear_vae.solvers`:
 
 * ``"newton"`` (default, exact objective only): trust-region Newton on the projected objective of
   :mod:`linear_vae.newton`, which converges to the closed-form optimum to round-off on any
@@ -18,8 +21,10 @@ parameterised by ``log D`` for the same reason).  Optimisers:
 * ``"adam"`` and ``"sgd"`` (optax): what practitioners use, for the escape-time and training-curve
   experiments and for the stochastic objective.
 
+The trainer calls the solver's ``init``, ``step`` and ``model`` and never asks which one it holds.
+
 Every sweep ends with a convergence diagnosis that never looks at the closed form
-(:func:`linear_vae.newton.convergence_test`): the predicted gain of exact block maximisation plus a
+(:func:`linear_vae.convergence.convergence_test`): the predicted gain of exact block maximisation plus a
 Newton step, and a Lanczos check for an ascent direction.  With ``stop_when_converged`` the
 sweep is also diagnosed between chunks and stops once every configuration has converged.
 
@@ -37,19 +42,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from linear_vae import loop, newton
-from linear_vae.elbo import DataStats, LinearVAEParams, elbo_terms, monte_carlo_elbo, optimal_encoder
+from linear_vae import convergence, loop, projected, solvers
+from linear_vae.elbo import DataStats, LinearVAEParams, elbo_terms, exact_elbo, monte_carlo_elbo, optimal_encoder
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.problem import BASES, Problem
+from linear_vae.solver import Objective, Solver
 from linear_vae.validation import check_latent_dim, check_positive
 
 OBJECTIVES = ("exact", "stochastic", "mll")
-OPTIMIZERS = ("newton", "adam", "sgd")
-#: ``(steps, log_every, basis)`` when a :class:`TrainConfig` leaves them unset: Newton iterations are
-#: few and costly (each is recorded; the eigenbasis makes them O(d k^2)), gradient steps many and cheap.
-OPTIMIZER_DEFAULTS = {"newton": (500, 1, "eigen"), "adam": (20000, 100, "data"), "sgd": (20000, 100, "data")}
 SCHEDULES = ("constant", "cosine", "exponential")
 INITS = ("random", "collapsed")
 
@@ -61,13 +62,15 @@ class TrainConfig(NamedTuple):
     ----------
     latent_dim : k.
     steps : the most optimiser steps; a run that converges stops sooner when
-        ``stop_when_converged``.  Default from :data:`OPTIMIZER_DEFAULTS`.
-    log_every : record metrics every this many steps, and after the last step (default from
-        :data:`OPTIMIZER_DEFAULTS`).
+        ``stop_when_converged``.  Default: the solver's ``default_steps`` (Newton iterations are
+        few and costly, gradient steps many and cheap).
+    log_every : record metrics every this many steps, and after the last step (default: the
+        solver's ``default_log_every``).
     objective : "exact" (closed-form ELBO from S), "stochastic" (minibatch Monte Carlo) or
         "mll" (the pPCA marginal likelihood of the decoder alone).
     optimizer : "newton" (default; exact objective only, see :mod:`linear_vae.newton`), "adam" or
-        "sgd" (plain gradient ascent, no momentum).
+        "sgd" (plain gradient ascent, no momentum), or a :class:`linear_vae.solver.Solver` itself
+        (:mod:`linear_vae.solvers`).
     learning_rate : peak step size (Adam and SGD).
     schedule : "constant", "cosine" (decay to 0 over ``steps``) or "exponential" (to 1e-2 of
         the peak over ``steps``).
@@ -83,11 +86,11 @@ class TrainConfig(NamedTuple):
         eigenbasis of ``S``, where ``S`` is diagonal and a step of the exact objective costs
         O(d k^2) instead of O(d^2 k); the ELBO is invariant to the rotation, plain gradient
         ascent's and Newton's trajectories are too, Adam's is not).  Results are rotated back to
-        the data basis.  Default from :data:`OPTIMIZER_DEFAULTS`.
+        the data basis.  Default: the solver's ``default_basis``.
     stop_when_converged : diagnose between chunks and stop once every configuration has
         converged (off for experiments that need the whole trajectory).
     gain_tol : the predicted gain (nats per datapoint) below which a configuration has converged
-        (:func:`linear_vae.newton.convergence_test`); Newton converges quadratically, so a tighter value
+        (:func:`linear_vae.convergence.convergence_test`); Newton converges quadratically, so a tighter value
         costs it a few iterations and buys parameters correct to round-off.
     """
 
@@ -95,7 +98,7 @@ class TrainConfig(NamedTuple):
     steps: int | None = None
     log_every: int | None = None
     objective: str = "exact"
-    optimizer: str = "newton"
+    optimizer: str | Solver = "newton"
     learning_rate: float = 1e-2
     schedule: str = "cosine"
     batch_size: int = 100
@@ -106,17 +109,20 @@ class TrainConfig(NamedTuple):
     collapsed_columns: tuple[int, ...] = ()
     basis: str | None = None
     stop_when_converged: bool = True
-    gain_tol: float = newton.GAIN_TOL
+    gain_tol: float = convergence.GAIN_TOL
+
+    @property
+    def solver(self) -> Solver:
+        """The :class:`~linear_vae.solver.Solver` that ``optimizer`` names (:func:`linear_vae.solvers.resolve`)."""
+        return solvers.resolve(self.optimizer)
 
     def resolved(self) -> "TrainConfig":
-        """The config with ``steps``, ``log_every`` and ``basis`` filled in from the optimiser's defaults."""
-        if self.optimizer not in OPTIMIZER_DEFAULTS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        steps, log_every, basis = OPTIMIZER_DEFAULTS[self.optimizer]
+        """The config with ``steps``, ``log_every`` and ``basis`` filled in from the solver's defaults."""
+        solver = self.solver
         return self._replace(
-            steps=steps if self.steps is None else self.steps,
-            log_every=log_every if self.log_every is None else self.log_every,
-            basis=basis if self.basis is None else self.basis,
+            steps=solver.default_steps if self.steps is None else self.steps,
+            log_every=solver.default_log_every if self.log_every is None else self.log_every,
+            basis=solver.default_basis if self.basis is None else self.basis,
         )
 
     def validate(self, d: int, n: int) -> "TrainConfig":
@@ -126,16 +132,16 @@ class TrainConfig(NamedTuple):
         check_latent_dim(self.latent_dim, d)
         for name, value, allowed in (
             ("objective", self.objective, OBJECTIVES),
-            ("optimizer", self.optimizer, OPTIMIZERS),
             ("schedule", self.schedule, SCHEDULES),
             ("init", self.init, INITS),
             ("basis", self.basis, BASES),
         ):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
-        if self.optimizer == "newton" and self.objective == "stochastic":
+        if self.solver.needs_exact_objective and self.objective == "stochastic":
             raise ValueError(
-                "`optimizer` newton needs `objective` exact; use `optimizer` adam with `objective` stochastic"
+                f"`optimizer` {self.solver.name} needs `objective` exact; "
+                "use `optimizer` adam with `objective` stochastic"
             )
         if self.steps < 1:
             raise ValueError(f"`steps` must be at least 1, got {self.steps}")
@@ -217,7 +223,7 @@ class Trainable(NamedTuple):
 
 class TrainState(NamedTuple):
     trainable: Trainable
-    opt_state: optax.OptState  # optax's state, or :class:`linear_vae.newton.NewtonState`
+    solver_state: object  # the solver's own state (a pytree; only the solver reads it)
     key: jax.Array
     step: jax.Array  # steps taken (frozen once converged)
     first_nonfinite_step: jax.Array  # -1 while every objective value has been finite
@@ -240,25 +246,13 @@ class History(NamedTuple):
     sigma2: jax.Array
 
 
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """The optax optimiser and learning-rate schedule of ``config`` (minimising the negative ELBO)."""
-    if config.optimizer == "newton":
-        raise ValueError("the newton optimizer is not an optax transformation (see linear_vae.newton)")
-    lr = config.learning_rate
-    if config.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(lr, config.steps)
-    elif config.schedule == "exponential":
-        lr = optax.exponential_decay(lr, config.steps, 1e-2)
-    return optax.adam(lr) if config.optimizer == "adam" else optax.sgd(lr)
-
-
 def initial_parameters(config: TrainConfig, hyper: Hyper, data: TrainData, key) -> LinearVAEParams:
     """Initial ``(W, mu, V, log D)`` for ``config.init`` (see :class:`TrainConfig`)."""
     d, k = data.eigenvectors.shape[0], config.latent_dim  # d: the coordinates trained on
     key_w, _ = jax.random.split(key)
-    if config.optimizer == "newton" and data.rotation is not None:
-        # Newton's trajectory is invariant to the basis, so draw the start in the data basis too:
-        # --basis data and --basis eigen then train the same model, at different cost.
+    if config.solver.start_in_data_basis and data.rotation is not None:
+        # The solver's trajectory is invariant to the basis (Newton's), so draw the start in the data
+        # basis too: --basis data and --basis eigen then train the same model, at different cost.
         noise_w = data.rotation.T @ (config.init_scale * jax.random.normal(key_w, (data.rotation.shape[0], k)))
     else:
         noise_w = config.init_scale * jax.random.normal(key_w, (d, k))
@@ -279,41 +273,45 @@ def init_state(config: TrainConfig, hyper: Hyper, data: TrainData) -> TrainState
     key_init, key_train = jax.random.split(jax.random.key(hyper.seed))
     params = initial_parameters(config, hyper, data, key_init)
     trainable = Trainable(params, jnp.log(hyper.sigma2))
-    if config.optimizer == "newton":
-        opt_state = newton.init_newton(_newton_vector(trainable, config), data.stats)
-    else:
-        opt_state = make_optimizer(config).init(trainable)
-    return TrainState(trainable, opt_state, key_train, jnp.zeros((), int), -jnp.ones((), int), jnp.zeros((), bool))
+    solver_state = config.solver.init(trainable, objective(hyper, data, config), config)
+    return TrainState(trainable, solver_state, key_train, jnp.zeros((), int), -jnp.ones((), int), jnp.zeros((), bool))
 
 
-def _newton_vector(trainable: Trainable, config: TrainConfig):
-    return newton.pack(trainable.params.W, trainable.log_sigma2, config.learn_sigma2)
+def objective(hyper: Hyper, data: TrainData, config: TrainConfig) -> Objective:
+    """One configuration's objective as its solver sees it (:class:`linear_vae.solver.Objective`):
+    :func:`negative_objective`, and the beta of the projected objective (beta = 1 for the MLL
+    objective, whose projected objective is the MLL itself; docs/theory.md (T7.1))."""
+    return Objective(
+        lambda trainable, key: negative_objective(trainable, hyper, data, key, config),
+        1.0 if config.objective == "mll" else hyper.beta,
+        config.learn_sigma2,
+        data.stats,
+    )
 
 
-def projected_problem(
-    trainable: Trainable, hyper: Hyper, data: TrainData, config: TrainConfig
-) -> newton.ProjectedProblem:
-    """``-Phi`` of :mod:`linear_vae.newton` for this configuration (beta = 1 for the MLL objective,
-    whose projected objective is the MLL itself).
+def _marginal_likelihood(params: LinearVAEParams, sigma2, stats: DataStats):
+    """The pPCA log marginal likelihood of the decoder ``(W, mu)`` (docs/theory.md (T2.1))."""
+    return log_marginal_likelihood(params.W, sigma2, stats.cov, stats.mean - params.mu, dim=stats.dim)
 
-    References: docs/theory.md (T7.1).
+
+def exact_objective(params: LinearVAEParams, sigma2, hyper: Hyper, data: TrainData, config: TrainConfig):
+    """The objective trained, exactly: the pPCA MLL for ``objective="mll"``, else the exact
+    beta-ELBO :func:`linear_vae.elbo.exact_elbo` (also for the stochastic objective, whose
+    convergence is judged on the exact one).
+
+    References: docs/theory.md (T3.1, T2.1).
     """
-    beta = 1.0 if config.objective == "mll" else hyper.beta
-    return newton.make_problem(trainable.params.W.shape, config.learn_sigma2, trainable.log_sigma2, beta, data.stats)
+    if config.objective == "mll":
+        return _marginal_likelihood(params, sigma2, data.stats)
+    return exact_elbo(params, sigma2, hyper.beta, data.stats)
 
 
 def negative_objective(trainable: Trainable, hyper: Hyper, data: TrainData, key, config: TrainConfig):
     """The negative objective: ``-beta-ELBO`` (exact, or a minibatch Monte-Carlo estimate), or ``-MLL``."""
     log_sigma2 = trainable.log_sigma2 if config.learn_sigma2 else jax.lax.stop_gradient(trainable.log_sigma2)
     sigma2 = jnp.exp(log_sigma2)
-    if config.objective == "exact":
-        expected_log_lik, kl_per_dim = elbo_terms(trainable.params, sigma2, data.stats)
-        return -(expected_log_lik - hyper.beta * jnp.sum(kl_per_dim))
-    if config.objective == "mll":
-        params = trainable.params
-        return -log_marginal_likelihood(
-            params.W, sigma2, data.stats.cov, data.stats.mean - params.mu, dim=data.stats.dim
-        )
+    if config.objective != "stochastic":
+        return -exact_objective(trainable.params, sigma2, hyper, data, config)
     key_batch, key_eps = jax.random.split(key)
     # Minibatch rows drawn uniformly with replacement: an unbiased estimate at O(batch) cost per step
     # (a fresh permutation of all N rows per step would cost O(N log N)).
@@ -326,37 +324,29 @@ def negative_objective(trainable: Trainable, hyper: Hyper, data: TrainData, key,
 def train_step(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> TrainState:
     """One optimiser step (none once converged); records the first step whose objective is not finite."""
     key, key_step = jax.random.split(state.key)
-    if config.optimizer == "newton":
-        problem = projected_problem(state.trainable, hyper, data, config)
-        x, opt_state, loss = newton.newton_step(_newton_vector(state.trainable, config), state.opt_state, problem)
-        W, log_sigma2 = newton.unpack(
-            x, state.trainable.params.W.shape, state.trainable.log_sigma2, config.learn_sigma2
-        )
-        trainable = Trainable(state.trainable.params._replace(W=W), log_sigma2)
-    else:
-        loss, grads = jax.value_and_grad(negative_objective)(state.trainable, hyper, data, key_step, config)
-        updates, opt_state = make_optimizer(config).update(grads, state.opt_state, state.trainable)
-        trainable = optax.apply_updates(state.trainable, updates)
+    trainable, solver_state, loss = config.solver.step(
+        state.trainable, state.solver_state, objective(hyper, data, config), key_step, config
+    )
     # A non-finite parameter makes the next objective non-finite, so watching the objective suffices
     # (the metrics recorded after the last step are checked by train_sweep as well).
     first_bad = jnp.where(
         (state.first_nonfinite_step < 0) & ~jnp.isfinite(loss), state.step, state.first_nonfinite_step
     )
-    stepped = TrainState(trainable, opt_state, key, state.step + 1, first_bad, state.converged)
+    stepped = TrainState(trainable, solver_state, key, state.step + 1, first_bad, state.converged)
     return jax.tree.map(lambda old, new: jnp.where(state.converged, old, new), state, stepped)
 
 
 def model(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> LinearVAEParams:
-    """The linear VAE a state stands for: its parameters, or for Newton the represented VAE
-    (:func:`linear_vae.newton.represented_vae`: rotated decoder, optimal encoder, bias at the mean)."""
-    if config.optimizer != "newton":
-        return state.trainable.params
-    beta = 1.0 if config.objective == "mll" else hyper.beta
-    return newton.represented_vae(state.trainable.params.W, data.stats.mean, jnp.exp(state.trainable.log_sigma2), beta)
+    """The linear VAE a state stands for (the solver's ``model``): its parameters, or for Newton the
+    represented VAE (:func:`linear_vae.projected.represented_vae`: rotated decoder, optimal encoder,
+    bias at the mean)."""
+    return config.solver.model(state.trainable, objective(hyper, data, config))
 
 
-def convergence_diagnosis(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> newton.Diagnosis:
-    """The closed-form-free convergence test (:func:`linear_vae.newton.convergence_test`) of the current model.
+def convergence_diagnosis(
+    state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig
+) -> convergence.Diagnosis:
+    """The closed-form-free convergence test (:func:`linear_vae.convergence.convergence_test`) of the current model.
 
     The block gain compares the projected objective with the objective actually trained: the
     exact beta-ELBO (also for the stochastic objective, whose convergence is judged on the exact
@@ -365,30 +355,23 @@ def convergence_diagnosis(state: TrainState, hyper: Hyper, data: TrainData, conf
     References: docs/theory.md (T7.3).
     """
     params = model(state, hyper, data, config)
-    sigma2 = jnp.exp(state.trainable.log_sigma2)
-    if config.objective == "mll":
-        current = log_marginal_likelihood(
-            params.W, sigma2, data.stats.cov, data.stats.mean - params.mu, dim=data.stats.dim
-        )
-    else:
-        expected_log_lik, kl_per_dim = elbo_terms(params, sigma2, data.stats)
-        current = expected_log_lik - hyper.beta * jnp.sum(kl_per_dim)
-    problem = projected_problem(state.trainable, hyper, data, config)
-    x = _newton_vector(state.trainable, config)
+    current = exact_objective(params, jnp.exp(state.trainable.log_sigma2), hyper, data, config)
+    x, problem = projected.problem_at(state.trainable, objective(hyper, data, config))
     block_gain = -problem.f(x) - current
-    return newton.convergence_test(x, problem, block_gain, jax.random.fold_in(state.key, 1), gain_tol=config.gain_tol)
+    return convergence.convergence_test(
+        x, problem, block_gain, jax.random.fold_in(state.key, 1), gain_tol=config.gain_tol
+    )
 
 
 def measure(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> History:
     """Exact beta-ELBO, pPCA MLL, per-dimension KL, column norms and sigma2 of the current :func:`model`."""
     params = model(state, hyper, data, config)
     sigma2 = jnp.exp(state.trainable.log_sigma2)
-    expected_log_lik, kl_per_dim = elbo_terms(params, sigma2, data.stats)
-    mll = log_marginal_likelihood(params.W, sigma2, data.stats.cov, data.stats.mean - params.mu, dim=data.stats.dim)
+    _, kl_per_dim = elbo_terms(params, sigma2, data.stats)
     return History(
         state.step,
-        expected_log_lik - hyper.beta * jnp.sum(kl_per_dim),
-        mll,
+        exact_elbo(params, sigma2, hyper.beta, data.stats),
+        _marginal_likelihood(params, sigma2, data.stats),
         kl_per_dim,
         jnp.sum(params.W**2, axis=0),
         sigma2,

@@ -37,7 +37,8 @@ from linear_vae.compare import GAP_TOL, ROUNDOFF_GAP, gap_text, roundoff, train_
 from linear_vae.datasets import Dataset
 from linear_vae.optimum import learned_sigma2
 from linear_vae.problem import Problem
-from linear_vae.train import OPTIMIZER_DEFAULTS, TrainConfig
+from linear_vae.solvers import resolve
+from linear_vae.train import TrainConfig
 from linear_vae.validation import check_latent_dim, check_positive
 
 VERIFY_DEFAULTS = {
@@ -120,9 +121,8 @@ def run_verification(
     check_positive("angle_tolerance_deg", angle_tolerance_deg)
     if sigma2 is not None:
         sigma2 = check_positive("sigma2", sigma2)
-    steps = OPTIMIZER_DEFAULTS.get(optimizer, (None,))[0] if steps is None else steps
     config = TrainConfig(latent_dim=latent_dim, optimizer=optimizer, steps=steps, learning_rate=learning_rate)
-    config = config.validate(dataset.d, dataset.n)
+    config = config.validate(dataset.d, dataset.n)  # steps: the solver's default when not given
     problem = Problem.from_dataset(dataset)
     eigenvalues = problem.eigenvalues
     if sigma2 is None:
@@ -142,7 +142,7 @@ def run_verification(
     _, reports = train_and_compare_zipped(problem, config, betas, sigma2, seed, progress=progress)
     if skipped is None:
         learned_config = config._replace(learn_sigma2=True)
-        if optimizer != "newton":
+        if config.solver.has_step_size:  # a gradient method: see LEARNED_STEPS_FACTOR
             learned_config = learned_config._replace(steps=LEARNED_STEPS_FACTOR * config.steps)
         _, learned = train_and_compare_zipped(problem, learned_config, 1.0, seeds=seed, progress=progress)
         reports += learned
@@ -173,7 +173,7 @@ def run_verification(
 
 def format_table(outcome: dict) -> str:
     """The table printed by ``linear-vae verify``, ending in its verdict."""
-    learned_steps = outcome["steps"] * (1 if outcome["optimizer"] == "newton" else LEARNED_STEPS_FACTOR)
+    learned_steps = outcome["steps"] * (LEARNED_STEPS_FACTOR if resolve(outcome["optimizer"]).has_step_size else 1)
     lines = [
         f"verify: {outcome['data']} (n = {outcome['n']}, d = {outcome['d']}), K = {outcome['latent_dim']}, "
         f"{outcome['optimizer']} on the exact ELBO, at most {outcome['steps']} steps "

@@ -97,3 +97,10 @@ def test_the_single_configuration_trainer_does_not_import_the_sweep_driver():
     graph = package_imports()
     assert "linear_vae.train" in graph["linear_vae.sweep"]
     assert "linear_vae.sweep" not in graph["linear_vae.train"]
+
+
+def test_modules_that_need_only_the_projected_objective_do_not_import_the_solver():
+    graph = package_imports()
+    for module in ("linear_vae.compare", "linear_vae.stationary"):
+        assert "linear_vae.projected" in graph[module]
+        assert "linear_vae.newton" not in graph[module], module

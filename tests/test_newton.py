@@ -30,7 +30,7 @@ import pytest
 from reference import optimal_learned_sigma2
 
 import linear_vae  # noqa: F401  (float64)
-from linear_vae import newton
+from linear_vae import convergence, projected
 from linear_vae.compare import GAP_TOL as COMPARE_GAP_TOL
 from linear_vae.compare import compare_one, train_and_compare_zipped, verdict
 from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo, optimal_encoder
@@ -50,8 +50,8 @@ SEEDS = (0, 1, 2)
 CASES = {case.name: case for case in hard_cases()}
 
 # Jitted once: eager calls of the Cholesky loops and the host eigh callback dispatch op by op.
-_phi = jax.jit(newton.projected_elbo)
-_represented = jax.jit(newton.represented_vae)
+_phi = jax.jit(projected.projected_elbo)
+_represented = jax.jit(projected.represented_vae)
 _elbo = jax.jit(exact_elbo)
 _dense_phi = jax.jit(lambda W, log_sigma2, beta, cov: dense_phi(W, log_sigma2, beta, cov))
 #: The d = 200 case trains for tens of seconds: slow.
@@ -330,7 +330,7 @@ def test_inverse_and_log_det_derivatives_match_jnp_linalg_and_finite_differences
     def reference(M):
         return jnp.linalg.inv(M), jnp.linalg.slogdet(M)[1]
 
-    (K, log_det), (dK, d_log_det) = jax.jit(lambda M, dM: jax.jvp(newton.inverse_and_log_det, (M,), (dM,)))(M, dM)
+    (K, log_det), (dK, d_log_det) = jax.jit(lambda M, dM: jax.jvp(projected.inverse_and_log_det, (M,), (dM,)))(M, dM)
     (K_ref, log_det_ref), (dK_ref, d_log_det_ref) = jax.jvp(reference, (M,), (dM,))
     # values and first derivatives: O(1) entries, well conditioned; 1e-10 is far above round-off
     np.testing.assert_allclose(K, K_ref, atol=1e-10)
@@ -340,8 +340,8 @@ def test_inverse_and_log_det_derivatives_match_jnp_linalg_and_finite_differences
     # central differences (dK entries up to ~8): truncation h^2 = 1e-12 times third derivatives of
     # ~1e3 here, round-off eps ||K|| / h ~ 1e-9; measured 5e-10, so 1e-8
     h = 1e-6
-    K_plus, l_plus = newton.inverse_and_log_det(M + h * dM)
-    K_minus, l_minus = newton.inverse_and_log_det(M - h * dM)
+    K_plus, l_plus = projected.inverse_and_log_det(M + h * dM)
+    K_minus, l_minus = projected.inverse_and_log_det(M - h * dM)
     np.testing.assert_allclose(dK, (K_plus - K_minus) / (2 * h), atol=1e-8)
     assert float(d_log_det) == pytest.approx(float(l_plus - l_minus) / (2 * h), abs=1e-8)
     # second derivatives (what the Hessian-vector products use) of a scalar of both outputs
@@ -351,7 +351,7 @@ def test_inverse_and_log_det_derivatives_match_jnp_linalg_and_finite_differences
         return lambda M: jnp.sum(C * fn(M)[0]) + 3.0 * fn(M)[1]
 
     np.testing.assert_allclose(
-        jax.jit(jax.hessian(scalar(newton.inverse_and_log_det)))(M),
+        jax.jit(jax.hessian(scalar(projected.inverse_and_log_det)))(M),
         jax.jit(jax.hessian(scalar(reference)))(M),
         atol=1e-9,
     )
@@ -364,8 +364,8 @@ def test_hessian_vector_product_matches_jax_hessian_of_f(learn_sigma2):
     W = rng.normal(size=(6, 3))
     log_sigma2 = jnp.log(0.7)
     beta = 2.0
-    problem = newton.make_problem(W.shape, learn_sigma2, log_sigma2, beta, stats)
-    x = newton.pack(jnp.asarray(W), log_sigma2, learn_sigma2)
+    problem = projected.make_problem(W.shape, learn_sigma2, log_sigma2, beta, stats)
+    x = projected.pack(jnp.asarray(W), log_sigma2, learn_sigma2)
     H = jax.jit(jax.hessian(problem.f))(x)
     vs = jnp.asarray(rng.normal(size=(3,) + x.shape))
     g, Hvs = jax.jit(lambda x, vs: (lambda g_hvp: (g_hvp[0], jax.vmap(g_hvp[1])(vs)))(problem.derivatives(x)))(x, vs)
@@ -397,7 +397,7 @@ def test_steihaug_cg_solves_a_small_spd_system_exactly():
     # and in float64 with condition number 5 well before round-off matters.
     g = rng.normal(size=n)
     g = 1e-24 * g / np.linalg.norm(g)
-    result = newton.steihaug_cg(
+    result = convergence.steihaug_cg(
         lambda v: jnp.asarray(A) @ v, jnp.asarray(g), jnp.asarray(1.0), relative_tolerance=1e-12
     )
     expected = -np.linalg.solve(A, g)
@@ -406,7 +406,7 @@ def test_steihaug_cg_solves_a_small_spd_system_exactly():
     assert int(result.iterations) <= n + 1
     # the same system with a trust radius below ||A^{-1} g||: the step ends on the boundary
     radius = 0.5 * np.linalg.norm(expected)
-    bounded = newton.steihaug_cg(lambda v: jnp.asarray(A) @ v, jnp.asarray(g), jnp.asarray(radius))
+    bounded = convergence.steihaug_cg(lambda v: jnp.asarray(A) @ v, jnp.asarray(g), jnp.asarray(radius))
     assert float(jnp.linalg.norm(bounded.step)) == pytest.approx(radius, rel=1e-12)
 
 
@@ -418,7 +418,7 @@ def test_steihaug_cg_follows_negative_curvature_to_the_boundary_on_an_indefinite
     # gradient mostly along the negative-curvature eigenvector, so g^T A g < 0 at once
     g = Q[:, 0] + 0.1 * Q[:, 1:] @ rng.normal(size=n - 1)
     radius = 2.0
-    result = newton.steihaug_cg(lambda v: jnp.asarray(A) @ v, jnp.asarray(g), jnp.asarray(radius))
+    result = convergence.steihaug_cg(lambda v: jnp.asarray(A) @ v, jnp.asarray(g), jnp.asarray(radius))
     step = np.asarray(result.step)
     assert bool(result.negative_curvature)
     assert np.linalg.norm(step) == pytest.approx(radius, rel=1e-12)
@@ -431,7 +431,7 @@ def test_lanczos_lowest_finds_the_smallest_eigenvalue_and_its_eigenvector():
     Q, rng = spd_and_indefinite(n, 12)
     eigenvalues = np.array([-3.0, -1.0, -0.5, 0.1, 0.5, 1.0, 2.0, 2.5, 3.0, 4.0, 5.0, 8.0])
     A = (Q * eigenvalues) @ Q.T
-    curvature = newton.lanczos_lowest(lambda v: jnp.asarray(A) @ v, jnp.asarray(rng.normal(size=n)))
+    curvature = convergence.lanczos_lowest(lambda v: jnp.asarray(A) @ v, jnp.asarray(rng.normal(size=n)))
     # 30 >= n iterations with full reorthogonalisation: the Krylov space is everything, so the
     # Ritz values are the eigenvalues up to round-off of O(||A||) = O(10) products
     assert float(curvature.lowest) == pytest.approx(-3.0, abs=1e-10)
@@ -451,7 +451,7 @@ def test_rotation_projector_is_an_orthogonal_projector_that_removes_exactly_the_
     rng = np.random.default_rng(21)
     d, k = 9, 4
     W = rng.normal(size=(d, k)) * np.array([3.0, 2.0, 1.0, 0.0])  # one collapsed column
-    project = newton.rotation_projector(jnp.asarray(W))
+    project = projected.rotation_projector(jnp.asarray(W))
     basis = np.eye(d * k)
     P = np.stack([np.asarray(project(jnp.asarray(e.reshape(d, k)))).reshape(-1) for e in basis], axis=1)
     # O(1) entries through a k x k eigendecomposition: 1e-12 is round-off
@@ -476,9 +476,9 @@ def test_gradient_of_the_projected_objective_is_orthogonal_to_rotations(problems
     problem = problems("near-equal-pairs")
     stats = DataStats.from_moments(problem.mean, problem.cov)
     W = np.random.default_rng(5).normal(size=(problem.dataset.d, CASES["near-equal-pairs"].latent_dim))
-    g = jax.grad(lambda w: newton.projected_elbo(w, jnp.log(1.0), 1.0, stats))(jnp.asarray(W))
-    projected = newton.rotation_projector(jnp.asarray(W))(g)
-    np.testing.assert_allclose(projected, g, rtol=0, atol=1e-10 * float(jnp.linalg.norm(g)))
+    g = jax.grad(lambda w: projected.projected_elbo(w, jnp.log(1.0), 1.0, stats))(jnp.asarray(W))
+    projected_g = projected.rotation_projector(jnp.asarray(W))(g)
+    np.testing.assert_allclose(projected_g, g, rtol=0, atol=1e-10 * float(jnp.linalg.norm(g)))
 
 
 def test_decoder_gap_is_invariant_to_latent_rotations(problems):
@@ -614,7 +614,7 @@ def test_adam_stuck_at_a_collapsed_saddle_is_not_converged_though_its_gradient_v
         # points; the Newton model is indefinite (predicted gain inf), and the Lanczos check
         # finds the ascent direction out of the saddle
         assert r["grad_norm"] < 1e-3, describe("near-equal-pairs", r)
-        assert r["ascent_curvature"] > newton.CURVATURE_TOL
+        assert r["ascent_curvature"] > convergence.CURVATURE_TOL
         assert not r["converged"] and r["verdict"] == "not converged"
 
 

@@ -58,7 +58,7 @@ def test_mll_hessian_is_that_of_the_likelihood_and_its_null_space_is_the_rotatio
     point = next(p for p in stationary_points(LAM, K, SIGMA2) if p.directions == (0,))  # one zero column
     W = point.weights(Q)
     # The projected objective it differentiates is the MLL of (T2.1), to round-off.
-    from linear_vae.newton import projected_elbo
+    from linear_vae.projected import projected_elbo
 
     np.testing.assert_allclose(
         float(projected_elbo(jnp.asarray(W), jnp.log(SIGMA2), 1.0, stats)),

@@ -1056,7 +1056,7 @@ def test_newton_skips_exactly_the_checks_at_which_some_configuration_still_gains
     """A check is skipped iff some configuration not yet found converged gained more than
     NEWTON_SKIP_GAIN in the last iteration before it (docs/theory.md (T7.3)), read off the
     recorded ELBOs: the sweep cannot stop there."""
-    from linear_vae.sweep import NEWTON_SKIP_GAIN
+    from linear_vae.newton import SKIP_CHECK_GAIN as NEWTON_SKIP_GAIN
 
     result, _ = main_sweep
     elbo = np.column_stack([result.start_objective, result.history.elbo])  # column s: after s iterations
