@@ -210,8 +210,10 @@ def ours_deep_vae(r: dict, c: dict) -> str:
 
     fixed = sorted(key for key in summary if key[0] == "fixed")
     lo, hi = fixed[0], fixed[-1]
+    missing = r.get("missing_parts")
     text = (
-        f"K = {r['latent_dim']}, {sum(run['converged'] for run in runs)} of {len(runs)} runs stopped by rule; "
+        (f"partial (parts {', '.join(missing)} not yet trained): " if missing else "")
+        + f"K = {r['latent_dim']}, {sum(run['converged'] for run in runs)} of {len(runs)} runs stopped by rule; "
         f"test active units (linear VAE): σ² = {lo[1]:g} {units(lo)} ({linear[lo[1]]}), "
         f"σ² = {hi[1]:g} {units(hi)} ({linear[hi[1]]})"
     )

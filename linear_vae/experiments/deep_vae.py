@@ -659,7 +659,7 @@ def report(payload: dict) -> str:
         )
         + f" {_training_time(training)} ({training['ms_per_configuration_step']:.1f} ms per "
         f"configuration-step on the lanes run, {training['compile_seconds'] / 60:.1f} min compiling "
-        f"{sum(len(sizes) for sizes in training['grid_sizes'].values())} grid sizes in {len(training['parts'])} parts); dropping finished runs ran "
+        f"{sum(len(sizes) for sizes in training['grid_sizes'].values())} grid sizes in {len(training['parts'])} part{'s' if len(training['parts']) != 1 else ''}); dropping finished runs ran "
         f"{training['lane_steps']:,} lane-steps where training every run to the cap would run {training['cap_steps']:,} "
         f"({100 * (1 - training['lane_steps'] / training['cap_steps']):.0f}% saved)."
     )
@@ -834,9 +834,7 @@ def _data_name(config: dict) -> str:
 
 def _converged_note(results: dict) -> str:
     runs = results["runs"]
-    note = f"{sum(r['converged'] for r in runs)} of {len(runs)} runs stopped by rule before the cap"
-    missing = results.get("missing_parts")
-    return note + (f"; parts not yet trained: {', '.join(missing)}" if missing else "")
+    return f"{sum(r['converged'] for r in runs)} of {len(runs)} runs stopped by rule before the cap"
 
 
 def _summary_bars(ax, entries, x_of, measure: str, **style):
