@@ -19,6 +19,13 @@ TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitte
 if not os.environ.get("LINEAR_VAE_TEST_XLA_DEFAULTS"):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
+#: The suite runs the docstring examples of ``linear_vae`` (``--doctest-modules`` in pyproject.toml).
+#: Installed without ``-e``, as the README and CI install it, the package Python imports is the copy
+#: in site-packages, not the files under ``linear_vae/`` that pytest collects, and pytest would refuse
+#: each module ("import file mismatch").  Both are the same source, built from this checkout, so the
+#: examples run against the installed package, which is what a user imports.
+os.environ.setdefault("PY_IGNORE_IMPORTMISMATCH", "1")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _single_blas_thread():
