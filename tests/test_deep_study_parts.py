@@ -127,3 +127,12 @@ def test_without_an_output_folder_nothing_is_saved(trained, tmp_path):
     deep_vae.deep_study(CONFIG, None, None, None, None)
     assert trained == PARTS
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_separation_below_the_shown_precision_is_shown_with_the_digits_that_carry_it():
+    """The report's rate at sigma2 = 10 once read "above (0.0 [0.0, 0.0] against 0.0)": an interval
+    above zero by 2.5e-4 nats printed at one decimal. The direction must come with digits that show it."""
+    interval = {"mean": 4.6e-4, "low": 2.5e-4, "high": 7.2e-4, "n": 5}
+    assert deep_vae._against_point(interval, 0.0) == "above (0.00046 [0.00025, 0.00072] against 0)"
+    wide = {"mean": 2.2, "low": -1.1, "high": 5.5, "n": 5}
+    assert deep_vae._against_point(wide, 3.0) == "consistent with (2.2 [-1.1, 5.5] against 3.0)"

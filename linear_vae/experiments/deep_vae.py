@@ -626,6 +626,8 @@ def _against_point(iv: dict | None, value: float, fmt: str = ".1f") -> str:
     if iv is None:
         return "no converged run"
     where = "above" if iv["low"] > value else "below" if iv["high"] < value else "consistent with"
+    if where != "consistent with" and f"{iv['low']:{fmt}}" == f"{value:{fmt}}" == f"{iv['high']:{fmt}}":
+        fmt = ".2g"  # a separation below the shown precision: show the digits that carry it
     return f"{where} ({_iv(iv, fmt)} against {value:{fmt}})"
 
 
