@@ -136,3 +136,27 @@ def test_a_separation_below_the_shown_precision_is_shown_with_the_digits_that_ca
     assert deep_vae._against_point(interval, 0.0) == "above (0.00046 [0.00025, 0.00072] against 0)"
     wide = {"mean": 2.2, "low": -1.1, "high": 5.5, "n": 5}
     assert deep_vae._against_point(wide, 3.0) == "consistent with (2.2 [-1.1, 5.5] against 3.0)"
+
+
+def test_the_report_says_which_condition_of_the_rule_a_run_at_the_cap_missed():
+    """Two runs at a 600-step cap (records every 100, patience 300, window 200): a learned-sigma2 run
+    whose ELBO stopped gaining at step 200 while log sigma2 kept falling by 0.02 per record (window
+    means 0.04 apart), and a fixed run still gaining 1 nat per record."""
+    config = {"log_every": 100, "rule": {"patience": 300, "tolerance": 0.1, "window": 200,
+                                         "sigma2_tolerance": 0.01, "max_steps": 600}}  # fmt: skip
+    steps = [100, 200, 300, 400, 500, 600]
+    settled_elbo = {"step": steps, "validation_objective": [1.0, 2.0, 2.0, 2.0, 2.0, 2.0],
+                    "mean_log_sigma2": [-0.02 * i for i in range(6)]}  # fmt: skip
+    gaining = {"step": steps, "validation_objective": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "mean_log_sigma2": [0.0] * 6}
+    runs = [
+        {"kind": "learned", "sigma2": 0.01, "sigma2_step": 0.001, "warmup": 0, "seed": 0, "converged": False,
+         "history": settled_elbo},
+        {"kind": "fixed", "sigma2": 1.0, "sigma2_step": None, "warmup": 0, "seed": 0, "converged": False,
+         "history": gaining},
+    ]  # fmt: skip
+    text = deep_vae.cap_diagnosis(runs, config)
+    assert text.startswith("**At the cap**: 2 runs reached 600 steps. 1 of them had met the ELBO condition")
+    assert "400-400 steps without one" in text
+    assert "0.040-0.040 apart where the rule asks less than 0.01 (learned from 0.01, Adam step 0.001)" in text
+    assert text.endswith("the other 1 were still gaining.")
+    assert deep_vae.cap_diagnosis([{**runs[0], "converged": True}], config) == ""

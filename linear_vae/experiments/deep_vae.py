@@ -60,7 +60,7 @@ from linear_vae.optimum import active_by_threshold, beta_elbo_optimum, learned_s
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, draw_frontier, log_axis, mark_quick, new_figure
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.problem import Problem
-from linear_vae.stopping import CONVERGED, RULE_VERSION, StoppingRule, interval, separated
+from linear_vae.stopping import CONVERGED, RULE_VERSION, StoppingRule, decide, interval, separated
 
 NAME = "deep_vae"
 TITLE = (
@@ -631,6 +631,42 @@ def _against_point(iv: dict | None, value: float, fmt: str = ".1f") -> str:
     return f"{where} ({_iv(iv, fmt)} against {value:{fmt}})"
 
 
+def cap_diagnosis(runs: list, config: dict) -> str:
+    """Which condition of the stopping rule (docs/theory.md (T16.1)) the runs at the cap missed,
+    from their records (:func:`linear_vae.stopping.decide` at the last record): the validation
+    ELBO's patience, or only the settling of a learned sigma2; "" when no run reached the cap."""
+    rule = StoppingRule(**config["rule"])
+    at_cap = [r for r in runs if not r["converged"]]
+    if not at_cap:
+        return ""
+    patient, drifts, settings = [], [], []
+    for r in at_cap:
+        h = r["history"]
+        decision = decide(rule, config["log_every"], h["step"], h["validation_objective"], h["mean_log_sigma2"],
+                          learned=r["kind"] == "learned", warmup=r["warmup"])  # fmt: skip
+        if decision.steps_since_improvement >= rule.patience:
+            patient.append(decision.steps_since_improvement)
+            drifts.append(decision.sigma2_drift)
+            settings.append(setting_name(r))
+    text = (
+        f"**At the cap**: {len(at_cap)} run{'s' if len(at_cap) != 1 else ''} reached {rule.max_steps:,} steps. "
+        f"{len(patient)} of them had met the ELBO condition (no gain of more than {rule.tolerance:g} nats for "
+        f"{rule.patience:,} steps"
+    )
+    if not patient:
+        return text + ") and were still improving."
+    text += f"; {min(patient):,}-{max(patient):,} steps without one)"
+    learned = [d for d in drifts if math.isfinite(d)]
+    if learned:
+        text += (
+            f", and missed only the settling of the learned sigma2: the window means of log sigma2 were "
+            f"{min(learned):.3f}-{max(learned):.3f} apart where the rule asks less than {rule.sigma2_tolerance:g}"
+        )
+    text += f" ({'; '.join(dict.fromkeys(settings))})"
+    still = len(at_cap) - len(patient)
+    return text + (f"; the other {still} were still gaining." if still else ".")
+
+
 def report(payload: dict) -> str:
     """The deep-VAE results as markdown, every number and every direction from the JSON: convergence,
     cost, the tables, then each comparison, stated as a direction only when the two 95%
@@ -665,6 +701,9 @@ def report(payload: dict) -> str:
         f"{training['lane_steps']:,} lane-steps where training every run to the cap would run {training['cap_steps']:,} "
         f"({100 * (1 - training['lane_steps'] / training['cap_steps']):.0f}% saved)."
     )
+    cap = cap_diagnosis(runs, config)
+    if cap:
+        lines += ["", cap]
     lines += ["", table(results), ""]
 
     def units(sigma2: float):
