@@ -14,8 +14,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "linear_vae"
 DOCUMENTED = [
-    "analysis", "collapse", "conditioning", "divergence", "elbo", "escape", "estimators", "metrics", "moments", "optimum", "ppca", "problem", "spd",
-    "stopping", "validation",
+    "analysis", "collapse", "conditional", "conditioning", "divergence", "elbo", "escape", "estimators",
+    "joint_moments", "metrics", "moments", "optimum", "ppca", "problem", "spd", "stopping", "validation",
 ]  # fmt: skip
 
 
