@@ -14,8 +14,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "linear_vae"
 DOCUMENTED = [
-    "analysis", "collapse", "conditional", "conditioning", "divergence", "elbo", "escape", "estimators",
-    "joint_moments", "metrics", "moments", "optimum", "ppca", "problem", "spd", "stopping", "validation",
+    "analysis", "collapse", "compilation_cache", "conditional", "conditioning", "divergence", "elbo", "escape",
+    "estimators", "joint_moments", "metrics", "moments", "optimum", "plotting", "ppca", "precision", "problem",
+    "readers", "solvers", "spd", "stopping", "validation",
 ]  # fmt: skip
 
 
