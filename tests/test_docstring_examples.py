@@ -14,8 +14,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "linear_vae"
 DOCUMENTED = [
-    "analysis", "collapse", "compilation_cache", "conditional", "conditioning", "datasets", "divergence", "elbo",
-    "escape", "estimators", "hard_cases", "hierarchical", "interrupts", "joint_moments", "metrics", "moments",
+    "analysis", "collapse", "compare", "compilation_cache", "conditional", "conditioning", "datasets", "divergence",
+    "elbo", "escape", "estimators", "hard_cases", "hierarchical", "interrupts", "joint_moments", "metrics", "moments",
     "optimum", "plotting", "ppca", "precision", "problem", "progress", "readers", "solvers", "spd", "stopping",
     "validation",
 ]  # fmt: skip
