@@ -17,7 +17,7 @@ DOCUMENTED = [
     "analysis", "collapse", "compare", "compilation_cache", "conditional", "conditioning", "datasets", "divergence",
     "elbo", "escape", "estimators", "gradient_solvers", "hard_cases", "hierarchical", "interrupts", "joint_moments",
     "metrics", "moments", "optimum", "plotting", "ppca", "precision", "problem", "progress", "readers", "solver",
-    "solvers", "spd", "stopping", "validation",
+    "solvers", "spd", "stopping", "validation", "verify",
 ]  # fmt: skip
 
 
