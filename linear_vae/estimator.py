@@ -418,9 +418,9 @@ class LinearVAE:
         >>> model = LinearVAE(latent_dim=2, sigma2=0.5).fit(X)
         >>> with tempfile.TemporaryDirectory() as folder:
         ...     model.save(Path(folder) / "model.npz")
-        ...     loaded = LinearVAE.load(Path(folder) / "model.npz")
-        >>> bool(np.array_equal(loaded.transform(X), model.transform(X))), loaded.score(X) == model.score(X)
-        (True, True)
+        ...     with np.load(Path(folder) / "model.npz") as archive:
+        ...         sorted(archive)
+        ['D', 'V', 'W', 'eigenvalues', 'header', 'mu']
         """
         import io
 
@@ -453,14 +453,14 @@ class LinearVAE:
         """A model written by :meth:`save`; it transforms and scores exactly as the saved one.
 
         >>> import tempfile
-        >>> from pathlib import Path
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> path = Path(folder.name) / "model.npz"
         >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [3.0, 2.0, 1.0, 0.5, 0.5]
-        >>> model = LinearVAE(latent_dim=2, sigma2=0.5).fit(X)
-        >>> with tempfile.TemporaryDirectory() as folder:
-        ...     model.save(Path(folder) / "model.npz")
-        ...     loaded = LinearVAE.load(Path(folder) / "model.npz")
-        >>> loaded, loaded.converged_
-        (LinearVAE(sigma2=0.5), True)
+        >>> LinearVAE(latent_dim=2, sigma2=0.5).fit(X).save(path)
+        >>> loaded = LinearVAE.load(path)
+        >>> loaded, round(loaded.score(X), 6), loaded.transform(X[:1]).round(4)
+        (LinearVAE(sigma2=0.5), -7.582551, array([[ 0.2657, -0.0146]]))
+        >>> folder.cleanup()
         """
         path = Path(path)
         if not path.is_file():
