@@ -16,8 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "linear_vae"
 DOCUMENTED = [
     "analysis", "collapse", "compare", "compilation_cache", "conditional", "conditioning", "datasets", "divergence",
     "elbo", "escape", "estimators", "gradient_solvers", "hard_cases", "hierarchical", "interrupts", "joint_moments",
-    "metrics", "moments", "optimum", "plotting", "ppca", "precision", "problem", "progress", "readers", "solver",
-    "solvers", "spd", "stopping", "validation", "verify",
+    "loop", "metrics", "moments", "optimum", "plotting", "ppca", "precision", "problem", "progress", "readers",
+    "solver", "solvers", "spd", "stopping", "validation", "verify",
 ]  # fmt: skip
 
 
