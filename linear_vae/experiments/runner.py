@@ -149,7 +149,17 @@ def check_finished_parts(names, out_dir, quick: bool = False, resume: bool = Fal
     """Refuse (``ValueError``) a ``finished_parts`` run of ``names`` that would have nothing to read:
     it trains nothing, so not with ``quick`` or ``resume``, only for a study trained in parts
     (``RESUMABLE``), and only once a part of it is finished in ``out_dir``.  ``reproduce
-    --finished-parts`` calls it before anything runs, :func:`run_experiment` before it runs ``name``."""
+    --finished-parts`` calls it before anything runs, :func:`run_experiment` before it runs ``name``.
+
+    >>> check_finished_parts(["deep_vae"], "figures", quick=True)
+    Traceback (most recent call last):
+        ...
+    ValueError: --finished-parts trains nothing: drop --quick and --resume
+    >>> check_finished_parts(["landscape"], "figures")
+    Traceback (most recent call last):
+        ...
+    ValueError: --finished-parts reads a study trained in parts (deep_vae, deep_vae_fashion), not landscape
+    """
     if quick or resume:
         raise ValueError("--finished-parts trains nothing: drop --quick and --resume")
     for name in names:
