@@ -17,7 +17,7 @@ DOCUMENTED = [
     "analysis", "collapse", "compare", "compilation_cache", "conditional", "conditioning", "convergence", "datasets",
     "divergence", "elbo", "escape", "estimators", "gradient_solvers", "hard_cases", "hierarchical", "interrupts",
     "joint_moments", "loop", "metrics", "moments", "optimum", "plotting", "ppca", "precision", "problem", "progress",
-    "readers", "solver", "solvers", "spd", "stopping", "validation", "verify",
+    "projected", "readers", "solver", "solvers", "spd", "stopping", "validation", "verify",
 ]  # fmt: skip
 
 
