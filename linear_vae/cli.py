@@ -10,7 +10,6 @@ learned.  Errors in the input print one line on stderr and exit with status 2 (n
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 
 from linear_vae import __version__, io
@@ -640,22 +639,6 @@ def _is_full_budget(path: str) -> bool:
         return False
 
 
-def _check_finished_parts(args, names, out) -> None:
-    """``--finished-parts`` reads finished parts and trains nothing: refuse, before anything runs,
-    what it cannot do."""
-    from linear_vae.experiments.runner import load
-
-    if args.quick or args.resume:
-        raise ValueError("--finished-parts trains nothing: drop --quick and --resume")
-    for name in names:
-        if not getattr(load(name), "RESUMABLE", False):
-            raise ValueError(
-                f"--finished-parts reads a study trained in parts (deep_vae, deep_vae_fashion), not {name}"
-            )
-        if not list(pathlib.Path(out).glob(f"{name}.part-*.json")):
-            raise ValueError(f"no part of {name} is finished in {out}; train one first (--resume trains the next)")
-
-
 def cmd_reproduce(args) -> int:
     """Regenerate the paper's figures (PNG) with the numbers behind each (JSON)."""
     import os
@@ -677,10 +660,10 @@ def cmd_reproduce(args) -> int:
                 f"{folder} holds the full-budget results of {', '.join(full)}, which a --quick run would "
                 "replace; write elsewhere with --out, or pass --force"
             )
-    from linear_vae.experiments.runner import unresolved_checkpoints
+    from linear_vae.experiments.runner import check_finished_parts, unresolved_checkpoints
 
     if args.finished_parts:
-        _check_finished_parts(args, names, out)
+        check_finished_parts(names, out, quick=args.quick, resume=args.resume)
     if not (args.resume or args.force or args.finished_parts):
         pending = unresolved_checkpoints(names, out, args.quick)
         if pending:  # refuse before anything runs, not after the experiments ahead of it

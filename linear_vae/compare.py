@@ -56,6 +56,9 @@ def max_principal_angle_deg(A: np.ndarray, B: np.ndarray) -> float:
 
     Björck & Golub (1973): with orthonormal bases ``Q_A``, ``Q_B`` the cosines of the principal
     angles are the singular values of ``Q_A^T Q_B``.
+
+    >>> round(max_principal_angle_deg(np.array([[1.0], [1.0], [0.0]]), np.eye(3)[:, :1]), 6)  # 45 degrees apart
+    45.0
     """
     Q_a, _ = np.linalg.qr(A)
     Q_b, _ = np.linalg.qr(B)
@@ -68,6 +71,9 @@ def off_diagonal_ratio(W: np.ndarray) -> float:
 
     Taken over the predicted-active columns only: collapsed columns are ~0 and would make the
     ratio meaningless.
+
+    >>> off_diagonal_ratio(np.array([[2.0, 0.0], [0.0, 1.0]])), off_diagonal_ratio(np.array([[2.0, 1.0], [0.0, 1.0]]))
+    (0.0, 0.5)
     """
     WtW = W.T @ W
     return float(np.max(np.abs(WtW - np.diag(np.diag(WtW)))) / np.max(np.diag(WtW)))
@@ -88,6 +94,14 @@ def compare_one(
     The MLL and the projected objective are evaluated with ``S`` in the data basis, or on wide
     data (``S`` not formed) in the eigen-coordinates, where they are exact for a model whose
     columns lie in the span of the data, as a trained one does (docs/theory.md (T8)).
+
+    >>> from linear_vae.datasets import make_synthetic
+    >>> problem = Problem.from_dataset(make_synthetic([4.0, 2.0, 1.0], n=100))
+    >>> optimum = beta_elbo_optimum(problem.eigenvalues, latent_dim=2, beta=1.0, sigma2=1.5)
+    >>> params = optimum.parameters(problem.mean, problem.eigenvectors)  # the closed form itself
+    >>> report = compare_one(params, 1.5, 1.0, False, optimum.elbo, problem)
+    >>> report["gap"], report["active_dims"], report["predicted_active_dims"], round(report["decoder_gap"], 9)
+    (0.0, 2, 2, 0.0)
 
     References: docs/theory.md (T7.4, T8.4, T4.4); Lucas et al. 2019, Section 4.2.
     """
@@ -147,6 +161,13 @@ def convergence_rate(result: SweepResult, i: int, gain_tol: float = GAIN_TOL) ->
     (far from a maximum the Newton model is indefinite) from the last three recorded ELBOs,
     whose increments ``delta`` shrink by ``r`` per record and leave ``delta r / (1 - r)`` to gain.
 
+    >>> from linear_vae.datasets import make_synthetic
+    >>> problem = Problem.from_dataset(make_synthetic(n=500))
+    >>> result, reports = train_and_compare_grid(problem, TrainConfig(latent_dim=3), [1.0, 4.0], [0.5], [0, 1])
+    >>> rate, steps_needed = convergence_rate(result, 0)
+    >>> rate < 1, steps_needed  # Newton: the gain shrinks fast, and no more steps are needed
+    (True, 0)
+
     References: docs/theory.md (T7.5).
     """
     points = [(steps, float(gains[i])) for steps, gains in result.checks if np.isfinite(gains[i]) and gains[i] > 0]
@@ -180,14 +201,22 @@ ROUNDOFF_GAP = "~ 0"
 
 
 def roundoff(optimal_elbo: float) -> float:
-    """How far below zero a gap may fall by float64 round-off alone: ``ROUNDOFF (1 + |ELBO*|)``."""
+    """How far below zero a gap may fall by float64 round-off alone: ``ROUNDOFF (1 + |ELBO*|)``.
+
+    >>> round(roundoff(-99.0), 15)
+    1e-07
+    """
     return ROUNDOFF * (1.0 + abs(optimal_elbo))
 
 
 def gap_text(gap: float, optimal_elbo: float, width: int = 10) -> str:
     """A gap (optimum minus trained, nats per datapoint) for a table: ``.2e``, or :data:`ROUNDOFF_GAP`
     where it is below zero by float64 round-off only, so that round-off is not read as the trained
-    model beating the optimum."""
+    model beating the optimum.
+
+    >>> gap_text(2.5e-7, -10.0), gap_text(-1e-12, -10.0)  # below zero by round-off only: "~ 0"
+    ('  2.50e-07', '       ~ 0')
+    """
     if -roundoff(optimal_elbo) <= gap < 0:
         return f"{ROUNDOFF_GAP:>{width}}"
     return f"{gap:>{width}.2e}"
@@ -195,7 +224,11 @@ def gap_text(gap: float, optimal_elbo: float, width: int = 10) -> str:
 
 def gain_text(gain: float) -> str:
     """A predicted gain for a message: its value, or why it has none (the Newton model is indefinite,
-    or conjugate gradients did not solve it: far from a maximum)."""
+    or conjugate gradients did not solve it: far from a maximum).
+
+    >>> gain_text(3.2e-9), gain_text(float("nan"))
+    ('3.20e-09', 'not defined yet (the Newton model is indefinite: far from a maximum)')
+    """
     if np.isfinite(gain):
         return f"{gain:.2e}"
     return "not defined yet (the Newton model is indefinite: far from a maximum)"
@@ -208,7 +241,13 @@ DECAYING = {"cosine": "decayed to 0", "exponential": "decayed to 1e-2 of its pea
 def progress_text(report: dict) -> str:
     """How an unconverged run was moving at its end: the measured shrink of its remaining gain per
     step and the steps that rate would need, unless a decaying step-size schedule had already
-    stopped it (more steps "at that rate" would then not come: the schedule is over)."""
+    stopped it (more steps "at that rate" would then not come: the schedule is over).
+
+    >>> progress_text({"convergence_rate": 0.5, "steps_needed": 20, "schedule": None})
+    'remaining gain shrinking by 50% per step, about 20 more steps at that rate'
+    >>> progress_text({"schedule": "cosine"})
+    'its cosine step size had decayed to 0 by the last step, so it stopped moving; raise `steps` (the whole schedule stretches) or use the newton optimizer'
+    """
     rate, needed = report.get("convergence_rate"), report.get("steps_needed")
     if report.get("schedule") in DECAYING:
         return (
@@ -230,6 +269,12 @@ def verdict(report: dict, gap_tol: float = GAP_TOL) -> tuple[str, list[str]]:
     whenever the run's own test failed, whatever the gap; otherwise
     ``"disagrees"`` when the gap exceeds ``gap_tol``, the trained ELBO exceeds the optimum by
     more than float64 round-off (``1e-9 (1 + |ELBO*|)``), or the active count differs.
+
+    >>> report = {"converged": True, "gap": 3e-4, "optimal_elbo": -10.0, "active_dims": 2, "predicted_active_dims": 2}
+    >>> verdict(report)
+    ('disagrees', ['gap 3.00e-04 > 1e-06'])
+    >>> verdict({**report, "gap": 1e-9})
+    ('agrees', [])
 
     References: docs/theory.md (T7.5, T10).
     """
@@ -260,7 +305,14 @@ def compare_sweep(
     """:func:`compare_one` for every configuration of a sweep, with its seed, steps, timings,
     convergence (``converged``, ``steps_used``, ``predicted_gain``, ``grad_norm`` of the projected
     objective in ``(vec W, log sigma2)``, ``ascent_curvature``, ``convergence_rate``,
-    ``steps_needed``) and :func:`verdict`."""
+    ``steps_needed``) and :func:`verdict`.
+
+    >>> from linear_vae.datasets import make_synthetic
+    >>> problem = Problem.from_dataset(make_synthetic(n=500))
+    >>> result, _ = train_and_compare_grid(problem, TrainConfig(latent_dim=3), [1.0, 4.0], [0.5], [0, 1])
+    >>> [(r["beta"], r["active_dims"], r["converged"], r["verdict"]) for r in compare_sweep(result, problem)]
+    [(1.0, 3, True, 'agrees'), (1.0, 3, True, 'agrees'), (4.0, 3, True, 'agrees'), (4.0, 3, True, 'agrees')]
+    """
     reports = []
     n_configs = len(result.sigma2)
     diagnosis = result.diagnosis

@@ -45,13 +45,21 @@ _JAX_CACHE_WARNING = re.compile(r"Error (reading|writing) persistent compilation
 
 
 def default_folder() -> Path:
-    """``$XDG_CACHE_HOME/linear-vae``, else ``~/.cache/linear-vae``."""
+    """``$XDG_CACHE_HOME/linear-vae``, else ``~/.cache/linear-vae``.
+
+    >>> default_folder().name
+    'linear-vae'
+    """
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "linear-vae"
 
 
 def resolve(option: str | None = None) -> Path | None:
-    """The folder to use: ``option``, else :data:`ENV`, else :func:`default_folder`; ``None`` for ``off``."""
+    """The folder to use: ``option``, else :data:`ENV`, else :func:`default_folder`; ``None`` for ``off``.
+
+    >>> resolve("off") is None, resolve("/tmp/jax-programs")
+    (True, PosixPath('/tmp/jax-programs'))
+    """
     choice = option if option is not None else os.environ.get(ENV) or None
     if choice is None:
         return default_folder()
@@ -63,6 +71,13 @@ def enable(folder: Path | None) -> Path | None:
 
     Returns the folder in use, or ``None`` when it cannot be used: then one warning line is
     printed on stderr and every program is compiled as before.
+
+    >>> enable(None) is None  # "off": nothing changes
+    True
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile() as file:  # a file, not a folder: one warning line, no cache
+    ...     print(enable(Path(file.name)))
+    None
     """
     if folder is None:
         return None

@@ -38,6 +38,9 @@ def mode_gain(ratio) -> np.ndarray:
     """``g(r) = (r - 1 - log r) 1{r > 1}``: how much an active mode with ``lambda_i / t = r`` lowers
     ``2 eta_dec^2 L / t``, the negative beta-ELBO in units of the water level.
 
+    >>> mode_gain([0.5, 1.0, np.e]).round(6)  # collapsed modes gain nothing
+    array([0.      , 0.      , 0.718282])
+
     References: docs/theory.md (T17.2).
     """
     r = np.asarray(ratio, dtype=np.float64)
@@ -70,6 +73,11 @@ class GaussianModes(NamedTuple):
 
     @property
     def active_dims(self) -> int:
+        """The number of active modes, ``#{i : lambda_i > t}``.
+
+        >>> gaussian_modes([4.0, 1.0, 0.25], beta=1.0, decoder_variance=0.5, prior_variance=1.0).active_dims
+        2
+        """
         return int(np.sum(self.active))
 
 
@@ -80,6 +88,10 @@ def gaussian_modes(spectrum, beta: float, decoder_variance: float, prior_varianc
     whitened encoder gain ``eta_enc sqrt((lambda_i - t)_+ / lambda_i)``, ``s_i^2 = eta_enc^2 min(1, t / lambda_i)``
     and KL ``1/2 log(lambda_i / t)`` on active modes.  At ``eta_enc = 1`` these are (T4.1)'s column norms,
     encoder and ``D_i``.
+
+    >>> modes = gaussian_modes([4.0, 1.0, 0.25], beta=1.0, decoder_variance=0.5, prior_variance=1.0)
+    >>> modes.threshold, modes.active, modes.kl_per_mode.round(6)
+    (0.5, array([ True,  True, False]), array([1.039721, 0.346574, 0.      ]))
 
     References: docs/theory.md (T4.1, T17.2); Wang & Ziyin 2022; Dang et al. 2024, Section 3.
     """
@@ -103,6 +115,10 @@ def gaussian_minimum(total: float, modes: GaussianModes, decoder_variance: float
     """``(d_y/2) log(2 pi eta_dec^2) + [total - t sum_i g(lambda_i / t)] / (2 eta_dec^2)``: the minimum of the
     negative beta-ELBO, where ``total`` is ``E||y||^2`` left to explain (``tr B``, or ``tr S`` for the CVAE).
 
+    >>> modes = gaussian_modes([4.0, 1.0, 0.25], beta=1.0, decoder_variance=0.5, prior_variance=1.0)
+    >>> round(gaussian_minimum(5.25, modes, decoder_variance=0.5, d_y=3), 6)
+    4.353389
+
     References: docs/theory.md (T17.2, T17.3).
     """
     t = modes.threshold
@@ -124,6 +140,12 @@ def _padded(values: np.ndarray, count: int) -> np.ndarray:
     m = min(count, values.shape[-1])
     out[..., :m] = values[..., :m]
     return out
+
+
+_ACTIVE_DIMS = property(
+    lambda optimum: optimum.modes.active_dims,
+    doc="The number of active modes, ``modes.active_dims`` (:attr:`GaussianModes.active_dims`).",
+)  # shared by ScaledPriorOptimum and CVAEOptimum
 
 
 class ScaledPriorParams(NamedTuple):
@@ -152,13 +174,17 @@ class ScaledPriorOptimum(NamedTuple):
     value: float
     moments: JointMoments
 
-    @property
-    def active_dims(self) -> int:
-        return self.modes.active_dims
+    active_dims = _ACTIVE_DIMS
 
     def parameters(self) -> ScaledPriorParams:
         """``decoder = P_k diag(decoder_gains)``, ``encoder = diag(encoder_gains) R_k^T A^{-1/2}``, with
         ``C^T A^{-1/2} = P diag(zeta) R^T``; the biases centre both sides (zero without biases).
+
+        >>> moments = JointMoments.from_matrices(np.diag([4.0, 1.0]), np.diag([2.0, 0.5]), np.diag([3.0, 2.0]))
+        >>> params = scaled_prior_optimum(moments, latent_dim=2, beta=1.0, decoder_variance=0.5).parameters()
+        >>> params.decoder.round(6), params.encoder_variances
+        (array([[0.707107, 0.      ],
+               [0.      , 0.      ]]), array([0.5, 1. ]))
 
         References: docs/theory.md (T17.2); Wang & Ziyin 2022.
         """
@@ -184,6 +210,11 @@ def scaled_prior_optimum(
     ``min L = (d_y/2) log(2 pi eta_dec^2) + [tr B - t sum_{i<=k} g(zeta_i^2 / t)] / (2 eta_dec^2)``
     with ``t = beta eta_dec^2`` and ``g`` of :func:`mode_gain`.  Neither depends on ``eta_enc``.  With
     ``y = x`` and centred moments, ``zeta_i^2 = lambda_i`` and this is (T4.1).
+
+    >>> moments = JointMoments.from_matrices(np.diag([4.0, 1.0]), np.diag([2.0, 0.5]), np.diag([3.0, 2.0]))
+    >>> optimum = scaled_prior_optimum(moments, latent_dim=2, beta=1.0, decoder_variance=0.5)
+    >>> optimum.modes.spectrum, optimum.active_dims, round(optimum.value, 6)  # zeta^2 = 0.25 <= t = 0.5 collapses
+    (array([1.  , 0.25]), 1, 5.991303)
 
     References: docs/theory.md (T17.2); Wang & Ziyin 2022; Dang et al. 2024, Section 3.
     """
@@ -225,14 +256,18 @@ class CVAEOptimum(NamedTuple):
     residual_trace: float
     moments: JointMoments
 
-    @property
-    def active_dims(self) -> int:
-        return self.modes.active_dims
+    active_dims = _ACTIVE_DIMS
 
     def parameters(self) -> CVAEParams:
         """``U2 = C^T A^+``, ``U1 = P_k diag(decoder_gains)``, ``W2 = diag(encoder_gains / sqrt(theta)) P_k^T``,
         ``W1 = -W2 C^T A^+`` (the encoder sees only the residual ``y - C^T A^+ x``), with
         ``S = P diag(theta) P^T``; the biases centre both sides (zero without biases).
+
+        >>> moments = JointMoments.from_matrices(np.diag([4.0, 1.0]), np.diag([2.0, 0.5]), np.diag([3.0, 2.0]))
+        >>> params = cvae_optimum(moments, latent_dim=2, beta=1.0, decoder_variance=0.5).parameters()
+        >>> params.U2, params.encoder_variances.round(6)  # U2 = C^T A^+; the encoder sees y - U2 x
+        (array([[0.5, 0. ],
+               [0. , 0.5]]), array([0.25    , 0.285714]))
 
         References: docs/theory.md (T17.3); Dang et al. 2024, Section 4.
         """
@@ -262,6 +297,11 @@ def cvae_optimum(
     ``1/2 log(theta_i / (beta eta_dec^2))``, and
     ``min L = (d_y/2) log(2 pi eta_dec^2) + [tr S - t sum_{i<=k} g(theta_i / t)] / (2 eta_dec^2)``,
     ``t = beta eta_dec^2``.
+
+    >>> moments = JointMoments.from_matrices(np.diag([4.0, 1.0]), np.diag([2.0, 0.5]), np.diag([3.0, 2.0]))
+    >>> optimum = cvae_optimum(moments, latent_dim=2, beta=1.0, decoder_variance=0.5)
+    >>> optimum.modes.spectrum, optimum.residual_trace, optimum.active_dims, round(optimum.value, 6)
+    (array([2.  , 1.75]), 3.75, 2, 3.464259)
 
     References: docs/theory.md (T17.3, T17.6); Dang et al. 2024, Section 4.
     """

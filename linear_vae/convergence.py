@@ -71,6 +71,13 @@ def steihaug_cg(hvp, g, radius, max_iterations: int = CG_MAX_ITERATIONS, relativ
     a maximum a smaller residual lies below the round-off of the Hessian-vector products; at the
     boundary; or at a direction of non-positive curvature (followed to the boundary).
 
+    >>> H, g = jnp.diag(jnp.array([4.0, 1.0])), jnp.array([2.0, 1.0])
+    >>> result = steihaug_cg(lambda v: H @ v, g, radius=10.0, relative_tolerance=1e-10)
+    >>> result.step, bool(result.solved)  # inside the trust region: the Newton step -H^{-1} g
+    (Array([-0.5, -1. ], dtype=float64), True)
+    >>> steihaug_cg(lambda v: H @ v, g, radius=0.1).step.round(6)  # cut at the boundary, ||p|| = 0.1
+    Array([-0.089443, -0.044721], dtype=float64)
+
     References: docs/theory.md (T7.2); Nocedal & Wright, *Numerical Optimization*, Alg. 7.2.
     """
     g_norm = jnp.linalg.norm(g)
@@ -148,6 +155,10 @@ def lanczos_lowest(hvp, start, iterations: int = LANCZOS_ITERATIONS) -> Curvatur
     Ritz values lie inside the spectrum, so ``lowest`` is an upper bound on the smallest eigenvalue;
     extreme eigenvalues converge first (Golub & Van Loan, *Matrix Computations*, Section 10.1).
 
+    >>> curvature = lanczos_lowest(lambda v: jnp.array([3.0, -1.0, 2.0]) * v, jnp.ones(3))
+    >>> round(float(curvature.lowest), 6), round(float(curvature.radius), 6), jnp.abs(curvature.direction).round(6)
+    (-1.0, 3.0, Array([0., 1., 0.], dtype=float64))
+
     References: docs/theory.md (T7.3); Golub & Van Loan, *Matrix Computations*, Section 10.1.
     """
     n = start.shape[0]
@@ -212,6 +223,15 @@ def convergence_test(
     x, problem: ProjectedProblem, block_gain, key, gain_tol: float = GAIN_TOL, curvature_tol: float = CURVATURE_TOL
 ) -> Diagnosis:
     """The convergence test of the module docstring at ``x`` (``key`` draws the Lanczos start).
+
+    >>> from linear_vae.projected import ProjectedProblem
+    >>> H, b = jnp.diag(jnp.array([4.0, 1.0])), jnp.array([2.0, 1.0])  # f(x) = x^T H x / 2 - b^T x
+    >>> problem = ProjectedProblem(lambda x: x @ H @ x / 2 - b @ x, None, lambda x: (H @ x - b, lambda v: H @ v, lambda v: v))
+    >>> far = convergence_test(jnp.zeros(2), problem, 0.0, jax.random.key(0))
+    >>> float(far.predicted_gain), bool(far.converged)  # b^T H^{-1} b / 2 left to gain
+    (1.0, False)
+    >>> bool(convergence_test(jnp.array([0.5, 1.0]), problem, 0.0, jax.random.key(0)).converged)  # at the minimum
+    True
 
     References: docs/theory.md (T7.3).
     """

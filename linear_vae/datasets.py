@@ -87,6 +87,10 @@ class Dataset:
         from :func:`make_synthetic` it is also exactly the ``1/N`` sample-covariance spectrum
         (up to float64 round-off); after :func:`random_subset` it is only the spectrum of the
         data set the subset was drawn from.
+
+    >>> data = Dataset(np.arange(6).reshape(3, 2), labels=None, name="example")
+    >>> data.X.dtype, data.n, data.d
+    (dtype('float64'), 3, 2)
     """
 
     X: np.ndarray
@@ -108,12 +112,20 @@ class Dataset:
 
     @property
     def n(self) -> int:
-        """Number of samples ``N``."""
+        """Number of samples ``N``.
+
+        >>> Dataset(np.zeros((3, 2)), labels=None, name="example").n
+        3
+        """
         return int(self.X.shape[0])
 
     @property
     def d(self) -> int:
-        """Number of features ``d``."""
+        """Number of features ``d``.
+
+        >>> Dataset(np.zeros((3, 2)), labels=None, name="example").d
+        2
+        """
         return int(self.X.shape[1])
 
 
@@ -151,6 +163,10 @@ def load_mnist() -> Dataset:
     Dataset
         ``X`` of shape ``(5000, 784)`` (float64, ``uint8 / 255``), integer ``labels`` 0..9,
         ``name="mnist"``, ``is_image=True``.  Rows are sorted by class in blocks of 500.
+
+    >>> mnist = load_mnist()
+    >>> mnist.X.shape, mnist.is_image, float(mnist.X.max()), np.bincount(mnist.labels).tolist()[:3]
+    ((5000, 784), True, 1.0, [500, 500, 500])
     """
     return _load_shipped("mnist")
 
@@ -168,6 +184,10 @@ def load_fashion_mnist() -> Dataset:
         ``X`` of shape ``(5000, 784)`` (float64, ``uint8 / 255``), integer ``labels`` 0..9
         (T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot),
         ``name="fashion_mnist"``, ``is_image=True``.  Rows are sorted by class in blocks of 500.
+
+    >>> fashion = load_fashion_mnist()
+    >>> fashion.X.shape, fashion.name, float(fashion.X.min())
+    ((5000, 784), 'fashion_mnist', 0.0)
     """
     return _load_shipped("fashion_mnist")
 
@@ -185,6 +205,10 @@ def default_synthetic_spectrum() -> np.ndarray:
     numpy.ndarray
         20 eigenvalues, descending, ratio 0.75 between neighbours, so the collapse thresholds
         ``sigma^2 = lambda_i`` are well separated.
+
+    >>> spectrum = default_synthetic_spectrum()
+    >>> len(spectrum), spectrum[:3].tolist()
+    (20, [8.0, 6.0, 4.5])
     """
     return 8.0 * 0.75 ** np.arange(20)
 
@@ -246,6 +270,10 @@ def make_synthetic(spectrum=None, n: int = 2000, seed: int = 0) -> Dataset:
     -------
     Dataset
         ``name="synthetic"``, ``labels=None``, ``population_eigenvalues`` the sorted spectrum.
+
+    >>> data = make_synthetic([4.0, 2.0, 1.0], n=100, seed=0)
+    >>> np.linalg.eigvalsh(np.cov(data.X.T, bias=True))[::-1].round(6)  # exactly the spectrum asked for
+    array([4., 2., 1.])
     """
     s = _check_spectrum(default_synthetic_spectrum() if spectrum is None else spectrum)
     d = s.size
@@ -297,6 +325,15 @@ def load_file(path: str | os.PathLike, key: str | None = None) -> Dataset:
     ValueError
         Missing or unreadable file, unknown format, wrong IDX magic number, label file,
         ragged CSV, array that is not 2-D, ambiguous or missing ``key``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     np.save(Path(folder) / "data.npy", np.arange(6.0).reshape(3, 2))
+    ...     data = load_file(Path(folder) / "data.npy")
+    >>> data.X.shape, data.labels, data.name.endswith("data.npy")
+    ((3, 2), None, True)
     """
     X, is_image = read_matrix(path, key)
     return Dataset(X=X, labels=None, name=str(Path(path).expanduser()), is_image=is_image)
@@ -332,6 +369,12 @@ def random_subset(dataset: Dataset, n: int, seed: int = 0) -> Dataset:
     -------
     Dataset
         Same ``name``, ``is_image`` and ``population_eigenvalues``; the matching ``labels``.
+
+    Examples
+    --------
+    >>> subset = random_subset(make_synthetic([4.0, 2.0, 1.0], n=100), 10, seed=0)
+    >>> subset.n, subset.d, subset.population_eigenvalues
+    (10, 3, array([4., 2., 1.]))
     """
     n = _as_count(n, "`n`")
     N = dataset.n
@@ -349,6 +392,10 @@ def train_heldout_split(dataset: Dataset, n_train: int, seed: int = 0) -> tuple[
 
     ``np.random.default_rng(seed).permutation(N)``: the first ``n_train`` indices train, the others
     are held out; each part is kept in file order.
+
+    >>> train, heldout = train_heldout_split(make_synthetic([4.0, 2.0, 1.0], n=100), n_train=80)
+    >>> train.n, heldout.n
+    (80, 20)
     """
     n_train = _as_count(n_train, "n_train")
     if not 2 <= n_train <= dataset.n - 2:
@@ -383,6 +430,10 @@ def three_way_split(dataset: Dataset, n_validation: int, n_test: int, seed: int 
     each class within one row of its share.  The first ``n_test`` rows are the test part, the next
     ``n_validation`` the validation part, the rest train.  Without labels the rows are a seeded
     permutation.  Each part is kept in file order.
+
+    >>> splits = three_way_split(load_mnist(), n_validation=100, n_test=200, seed=0)
+    >>> splits.train.n, splits.validation.n, splits.test.n, np.bincount(splits.validation.labels).tolist()
+    (4700, 100, 200, [10, 10, 10, 10, 10, 10, 10, 10, 10, 10])
     """
     n_validation, n_test = _as_count(n_validation, "n_validation"), _as_count(n_test, "n_test")
     if min(n_validation, n_test) < 2 or dataset.n - n_validation - n_test < 2:
@@ -442,6 +493,14 @@ def load_data(
     -------
     Dataset
         Validated by :func:`validate_data`.
+
+    Examples
+    --------
+    >>> data = load_data("synthetic", n=50)
+    >>> data.name, data.n, data.d
+    ('synthetic', 50, 20)
+    >>> load_data("mnist", n=300, subset_seed=1).X.shape
+    (300, 784)
     """
     if key is not None and (source in SHIPPED or source == "synthetic"):
         raise ValueError(f"`key` applies only to .npz files, not {source}; drop `key`")

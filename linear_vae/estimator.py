@@ -124,6 +124,15 @@ class LinearVAE:
     report_ : dict
         The full trained-versus-analytic report.
     n_features_in_ : int
+
+    Example
+    -------
+    >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [3.0, 2.0, 1.0, 0.5, 0.5]
+    >>> model = LinearVAE(latent_dim=2, sigma2=0.5).fit(X)
+    >>> model  # the settings that differ from the defaults
+    LinearVAE(sigma2=0.5)
+    >>> model.components_.shape, model.verdict_, model.active_dims_
+    ((2, 5), 'agrees', 2)
     """
 
     def __init__(
@@ -153,11 +162,19 @@ class LinearVAE:
         return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
     def get_params(self, deep: bool = True) -> dict:
-        """The constructor's arguments (scikit-learn's ``get_params``)."""
+        """The constructor's arguments (scikit-learn's ``get_params``).
+
+        >>> LinearVAE(latent_dim=3, beta=2.0).get_params()["beta"]
+        2.0
+        """
         return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params) -> "LinearVAE":
-        """Set constructor arguments (scikit-learn's ``set_params``); unknown names raise ``ValueError``."""
+        """Set constructor arguments (scikit-learn's ``set_params``); unknown names raise ``ValueError``.
+
+        >>> LinearVAE(latent_dim=3).set_params(beta=4.0, sigma2=0.5)
+        LinearVAE(latent_dim=3, beta=4.0, sigma2=0.5)
+        """
         for name, value in params.items():
             if name not in self._param_names():
                 raise ValueError(f"unknown parameter {name!r}; choose from {', '.join(self._param_names())}")
@@ -179,7 +196,13 @@ class LinearVAE:
 
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, X, y=None) -> "LinearVAE":
-        """Train on the rows of ``X`` ((N, d), float64); ``y`` is ignored.  Returns ``self``."""
+        """Train on the rows of ``X`` ((N, d), float64); ``y`` is ignored.  Returns ``self``.
+
+        >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [3.0, 2.0, 1.0, 0.5, 0.5]
+        >>> model = LinearVAE(latent_dim=2, sigma2=0.5).fit(X)
+        >>> model.converged_, round(model.noise_variance_, 6), abs(model.gap_) < 1e-9
+        (True, 0.5, True)
+        """
         from linear_vae import solvers
         from linear_vae.compare import train_and_compare_zipped
         from linear_vae.problem import Problem
@@ -210,7 +233,18 @@ class LinearVAE:
     def take_trained(self, result, index: int, report: dict, problem) -> "LinearVAE":
         """Become configuration ``index`` of a trained sweep (:class:`linear_vae.sweep.SweepResult`,
         with its ``report`` from :func:`linear_vae.compare.compare_sweep` and the ``problem`` it was
-        trained on): how ``fit`` and ``linear-vae train --save-model`` make a model.  Returns ``self``."""
+        trained on): how ``fit`` and ``linear-vae train --save-model`` make a model.  Returns ``self``.
+
+        >>> from linear_vae.compare import train_and_compare_zipped
+        >>> from linear_vae.problem import Problem
+        >>> from linear_vae.train import TrainConfig
+        >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [3.0, 2.0, 1.0, 0.5, 0.5]
+        >>> problem = Problem.from_data(X)
+        >>> result, (report,) = train_and_compare_zipped(problem, TrainConfig(2), betas=1.0, sigma2s=0.5)
+        >>> model = LinearVAE(latent_dim=2, sigma2=0.5).take_trained(result, 0, report, problem)
+        >>> model.verdict_, model.transform(X).shape
+        ('agrees', (200, 2))
+        """
         W, mu, V, log_D = (np.asarray(a[index], dtype=np.float64) for a in result.params)
         spectrum = {
             "eigenvalues": np.asarray(problem.eigenvalues),
@@ -235,6 +269,12 @@ class LinearVAE:
         self.spectrum_ = spectrum
 
     def fit_transform(self, X, y=None) -> np.ndarray:
+        """``fit(X)``, then the posterior means of ``X`` (:meth:`transform`).
+
+        >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [3.0, 2.0, 1.0, 0.5, 0.5]
+        >>> LinearVAE(latent_dim=2, sigma2=0.5).fit_transform(X).shape
+        (200, 2)
+        """
         return self.fit(X).transform(X)
 
     # -- using a fitted model --------------------------------------------------------------------
@@ -253,24 +293,50 @@ class LinearVAE:
 
     @property
     def params_(self) -> LinearVAEParams:
-        """The parameters as the library's tuple (``W`` (d, k), ``mu``, ``V``, ``log D``)."""
+        """The parameters as the library's tuple (``W`` (d, k), ``mu``, ``V``, ``log D``).
+
+        >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [3.0, 2.0, 1.0, 0.5, 0.5]
+        >>> model = LinearVAE(latent_dim=2, sigma2=0.5).fit(X)
+        >>> [a.shape for a in model.params_]  # W (d, k), mu (d,), V (k, d), log D (k,)
+        [(5, 2), (5,), (2, 5), (2,)]
+        """
         self._fitted()
         V, D = self.encoder_
         return LinearVAEParams(self.components_.T, self.mean_, V, np.log(D))
 
     def transform(self, X) -> np.ndarray:
-        """Posterior (encoder) means ``V (x - mu)``, (N, k)."""
+        """Posterior (encoder) means ``V (x - mu)``, (N, k).
+
+        >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [3.0, 2.0, 1.0, 0.5, 0.5]
+        >>> model = LinearVAE(latent_dim=2, sigma2=0.5).fit(X)
+        >>> model.transform(X[:2]).round(4)
+        array([[ 0.2657, -0.0146],
+               [ 0.5805,  1.379 ]])
+        """
         X = self._fitted(X)
         return (X - self.mean_) @ self.encoder_[0].T
 
     def inverse_transform(self, Z) -> np.ndarray:
-        """Decoder means ``W z + mu``, (N, d)."""
+        """Decoder means ``W z + mu``, (N, d).
+
+        >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [3.0, 2.0, 1.0, 0.5, 0.5]
+        >>> model = LinearVAE(latent_dim=2, sigma2=0.5).fit(X)
+        >>> Z = model.transform(X[:2])
+        >>> model.inverse_transform(Z).round(4)
+        array([[ 0.3316, -0.2129,  0.025 , -0.0915,  0.0576],
+               [ 1.013 ,  2.253 ,  0.2845, -0.152 ,  0.1309]])
+        """
         self._fitted()
         return np.asarray(Z, dtype=np.float64) @ self.components_ + self.mean_
 
     def score_samples(self, X) -> np.ndarray:
         """The exact beta-ELBO of each row (nats): with ``m = V (x - mu)`` and ``r = x - mu - W m``,
         ``-d/2 log(2 pi sigma2) - (||r||^2 + tr(W^T W D)) / (2 sigma2) - beta KL(N(m, D) || N(0, I))``.
+
+        >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [3.0, 2.0, 1.0, 0.5, 0.5]
+        >>> model = LinearVAE(latent_dim=2, sigma2=0.5).fit(X)
+        >>> model.score_samples(X[:3]).round(4)
+        array([ -5.729 ,  -7.4962, -11.3651])
 
         References: docs/theory.md (T3.1); Lucas et al. 2019, Section 3 (written per datapoint).
         """
@@ -284,11 +350,23 @@ class LinearVAE:
         return -0.5 * d * (LOG_2PI + math.log(sigma2)) - expected_error / (2.0 * sigma2) - self.beta * kl
 
     def score(self, X, y=None) -> float:
-        """Mean of :meth:`score_samples`: nats per datapoint, as ``PCA.score``."""
+        """Mean of :meth:`score_samples`: nats per datapoint, as ``PCA.score``.
+
+        >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [3.0, 2.0, 1.0, 0.5, 0.5]
+        >>> model = LinearVAE(latent_dim=2, sigma2=0.5).fit(X)
+        >>> round(model.score(X), 6), round(model.closed_form().elbo, 6)  # at the optimum: the closed form's ELBO
+        (-7.582551, -7.582551)
+        """
         return float(np.mean(self.score_samples(X)))
 
     def log_likelihood(self, X) -> float:
-        """The exact log marginal likelihood ``log N(x; mu, W W^T + sigma2 I)``, averaged over rows."""
+        """The exact log marginal likelihood ``log N(x; mu, W W^T + sigma2 I)``, averaged over rows.
+
+        >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [3.0, 2.0, 1.0, 0.5, 0.5]
+        >>> model = LinearVAE(latent_dim=2, sigma2=0.5).fit(X)
+        >>> round(model.log_likelihood(X), 6)  # = score(X): at beta = 1 the optimum's bound is tight
+        -7.582551
+        """
         from linear_vae.moments import compute_moments
         from linear_vae.ppca import log_marginal_likelihood
 
@@ -298,7 +376,13 @@ class LinearVAE:
         return float(log_marginal_likelihood(self.components_.T, self.noise_variance_, moments.cov, offset))
 
     def sample(self, n_samples: int = 1, seed: int = 0) -> np.ndarray:
-        """``n_samples`` draws of ``x = W z + mu + sqrt(sigma2) eps``, ``z, eps`` standard normal."""
+        """``n_samples`` draws of ``x = W z + mu + sqrt(sigma2) eps``, ``z, eps`` standard normal.
+
+        >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [3.0, 2.0, 1.0, 0.5, 0.5]
+        >>> model = LinearVAE(latent_dim=2, sigma2=0.5).fit(X)
+        >>> model.sample(3, seed=0).shape
+        (3, 5)
+        """
         self._fitted()
         rng = np.random.default_rng(seed)
         z = rng.standard_normal((n_samples, self.components_.shape[0]))
@@ -307,7 +391,14 @@ class LinearVAE:
 
     def closed_form(self):
         """The closed-form optimum for the same ``latent_dim``, ``beta`` and ``sigma2`` (learned: its
-        own optimum) on the training spectrum (:class:`linear_vae.optimum.BetaElboOptimum`)."""
+        own optimum) on the training spectrum (:class:`linear_vae.optimum.BetaElboOptimum`).
+
+        >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [3.0, 2.0, 1.0, 0.5, 0.5]
+        >>> model = LinearVAE(latent_dim=2, sigma2=0.5).fit(X)
+        >>> optimum = model.closed_form()
+        >>> optimum.active_dims, round(optimum.elbo, 6)
+        (2, -7.582551)
+        """
         from linear_vae.optimum import beta_elbo_optimum, learned_sigma2
 
         self._fitted()
@@ -319,7 +410,18 @@ class LinearVAE:
     # -- saving ----------------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write the fitted model to ``path`` (``.npz``, atomically): parameters, settings, the
-        training spectrum and the package version."""
+        training spectrum and the package version.
+
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [3.0, 2.0, 1.0, 0.5, 0.5]
+        >>> model = LinearVAE(latent_dim=2, sigma2=0.5).fit(X)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     model.save(Path(folder) / "model.npz")
+        ...     with np.load(Path(folder) / "model.npz") as archive:
+        ...         sorted(archive)
+        ['D', 'V', 'W', 'eigenvalues', 'header', 'mu']
+        """
         import io
 
         import linear_vae
@@ -348,7 +450,18 @@ class LinearVAE:
 
     @classmethod
     def load(cls, path) -> "LinearVAE":
-        """A model written by :meth:`save`; it transforms and scores exactly as the saved one."""
+        """A model written by :meth:`save`; it transforms and scores exactly as the saved one.
+
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> path = Path(folder.name) / "model.npz"
+        >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [3.0, 2.0, 1.0, 0.5, 0.5]
+        >>> LinearVAE(latent_dim=2, sigma2=0.5).fit(X).save(path)
+        >>> loaded = LinearVAE.load(path)
+        >>> loaded, round(loaded.score(X), 6), loaded.transform(X[:1]).round(4)
+        (LinearVAE(sigma2=0.5), -7.582551, array([[ 0.2657, -0.0146]]))
+        >>> folder.cleanup()
+        """
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"no model file at {path}; pass a file that LinearVAE.save or `train --save-model` wrote")

@@ -184,6 +184,9 @@ def hard_cases() -> list[HardCase]:
     * ``wide`` (d = 200 with 16 constant columns, k = 16, sigma2 learned, beta 0.5, 1, 3, 30): the
       largest problem, 3.3 decades in the top k, near-equal pairs inside and across the latent
       boundary, and learned sigma2 at beta = 30 (5 active dimensions, ``d > beta m`` holds).
+
+    >>> [(case.name, case.latent_dim, case.sigma2) for case in hard_cases()[:4]]
+    [('near-equal-pairs', 8, 1.0), ('three-decades', 8, 0.08), ('raw-scale', 8, 25.0), ('raw-scale-learned', 8, None)]
     """
     return [
         HardCase(
@@ -244,7 +247,12 @@ def hard_cases() -> list[HardCase]:
 
 def initial_sigma2s(case: HardCase, eigenvalues) -> list[float]:
     """The ``sigma2s`` argument of a sweep over ``case.betas``: the fixed sigma2, or where it is
-    learned its starting value, the mean eigenvalue ``tr S / d``."""
+    learned its starting value, the mean eigenvalue ``tr S / d``.
+
+    >>> near_equal, _, _, raw_learned = hard_cases()[:4]
+    >>> initial_sigma2s(near_equal, [4.0, 2.0]), initial_sigma2s(raw_learned, [4.0, 2.0])  # fixed; learned from tr S / d
+    ([1.0, 1.0, 1.0, 1.0], [3.0, 3.0, 3.0])
+    """
     start = case.sigma2 if case.sigma2 is not None else float(np.mean(eigenvalues))
     return [float(start)] * len(case.betas)
 
@@ -259,6 +267,13 @@ def check_well_posed(
     every ``i <= k``.  With learned sigma2 (``sigma2=None``) the learned value must exist
     (``sum_{i > k} lambda_i > 0`` and ``d > beta m``, ``m`` the active dimensions at it) and the
     margin holds at it.
+
+    >>> round(check_well_posed([4.0, 2.0, 1.0, 0.5], latent_dim=2, beta=1.0, sigma2=1.5), 6)
+    0.333333
+    >>> check_well_posed([4.0, 2.0, 1.0, 0.5], latent_dim=2, beta=1.0, sigma2=1.99)
+    Traceback (most recent call last):
+        ...
+    ValueError: beta = 1.0, sigma2 = 1.99: an eigenvalue within 0.50% of beta sigma2 (at least 2% needed)
 
     References: docs/theory.md (T4.3, T4.4).
     """

@@ -73,10 +73,22 @@ class HVAEOptimum(NamedTuple):
 
     @property
     def active_z1_dims(self) -> int:
+        """The number of active ``z1`` modes.
+
+        >>> moments = JointMoments.from_matrices(np.diag([4.0, 1.0]), np.diag([3.0, 0.5]), np.diag([3.0, 2.0]))
+        >>> hvae_optimum(moments, (2, 1), beta1=1.0, beta2=1.0, z1_variance=1.0, decoder_variance=0.5).active_z1_dims
+        1
+        """
         return int(np.sum(self.active_z1))
 
     @property
     def active_z2_dims(self) -> int:
+        """The number of active ``z2`` modes.
+
+        >>> moments = JointMoments.from_matrices(np.diag([4.0, 1.0]), np.diag([3.0, 0.5]), np.diag([3.0, 2.0]))
+        >>> hvae_optimum(moments, (2, 1), beta1=1.0, beta2=1.0, z1_variance=1.0, decoder_variance=0.5).active_z2_dims
+        1
+        """
         return int(np.sum(self.active_z2))
 
 
@@ -201,6 +213,11 @@ def hvae_optimum(
     The value is ``(d_y/2) log(2 pi eta^2) + beta1 (d1/2) (log(eta^2 / sigma1^2) - 1)
     + [tr B - sum_i theta_i^2 (1 - sigma1^2 / a_i) + beta1 sum_i rec_i] / (2 eta^2) + beta2 sum_j KL_j``, with
     ``rec_i`` the ``z2`` level's reconstruction error of ``z1`` mode ``i`` (``a_i`` for ``i > d2``).
+
+    >>> moments = JointMoments.from_matrices(np.diag([4.0, 1.0]), np.diag([3.0, 0.5]), np.diag([3.0, 2.0]))
+    >>> optimum = hvae_optimum(moments, (2, 1), beta1=1.0, beta2=1.0, z1_variance=1.0, decoder_variance=0.5)
+    >>> optimum.spectrum, optimum.active_z1, optimum.active_z2, round(optimum.value, 6)
+    (array([2.25, 0.25]), array([ True, False]), array([ True]), 5.300195)
 
     References: docs/theory.md (T17.4, T17.5, T17.6); Dang et al. 2024, Section 4.
     """

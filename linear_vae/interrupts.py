@@ -38,13 +38,27 @@ _describe_progress: Callable[[], str] | None = None
 
 def set_status(describe: Callable[[], str] | None) -> None:
     """Install what the "interrupted" line says about the work done so far (e.g. ``"3 of 9 figures
-    written to figures/"``); ``None`` says nothing."""
+    written to figures/"``); ``None`` says nothing.
+
+    >>> from linear_vae import interrupts
+    >>> set_status(lambda: "3 of 9 figures written to figures/")
+    >>> interrupts._describe_progress()  # what the "interrupted" line will say
+    '3 of 9 figures written to figures/'
+    >>> set_status(None)
+    """
     global _describe_progress
     _describe_progress = describe
 
 
 def stop(signum: int, _frame=None) -> None:
-    """The signal handler: remove temporary files, print one line, leave with 130 or 143."""
+    """The signal handler: remove temporary files, print one line, leave with 130 or 143.
+
+    >>> import subprocess
+    >>> code = "import signal; from linear_vae.interrupts import stop; stop(signal.SIGTERM)"
+    >>> done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    >>> done.returncode, done.stderr
+    (143, 'linear-vae: interrupted; nothing partial left\\n')
+    """
     from linear_vae.io import abort_writes
 
     for sig in EXIT_STATUS:  # a second Ctrl-C while cleaning up changes nothing
@@ -67,6 +81,12 @@ def run_guarded(work: Callable[[], int], received: list[int] | tuple = ()) -> in
     ``received`` lists signals that arrived before the handlers were installed (the console entry
     point records them while the package and JAX are imported): the first one stops at once.
     An exception from ``work`` is re-raised here.
+
+    >>> before = {sig: signal.getsignal(sig) for sig in EXIT_STATUS}
+    >>> run_guarded(lambda: 3)  # the work's exit status
+    3
+    >>> for sig, handler in before.items():  # the handlers it installed stay installed: put them back
+    ...     _ = signal.signal(sig, handler)
     """
     for sig in EXIT_STATUS:
         signal.signal(sig, stop)

@@ -49,6 +49,13 @@ class JointMoments(NamedTuple):
     def from_data(cls, X, Y, *, centred: bool = True) -> "JointMoments":
         """Moments of the rows of ``X`` (N, d_x) and ``Y`` (N, d_y), centred (with biases) or raw (without).
 
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(200, 3))
+        >>> moments = JointMoments.from_data(X, X[:, :2] + 0.1 * rng.normal(size=(200, 2)))
+        >>> moments.n, moments.xy.shape, moments.xy.round(2)[:2]
+        (200, (3, 2), array([[ 1.02, -0.02],
+               [-0.  ,  0.99]]))
+
         References: docs/theory.md (T17.1).
         """
         for name, rows in (("x", X), ("y", Y)):
@@ -70,6 +77,10 @@ class JointMoments(NamedTuple):
     @classmethod
     def from_matrices(cls, xx, xy, yy, *, mean_x=None, mean_y=None, centred: bool = True) -> "JointMoments":
         """Moments given directly; checks shapes, finiteness and symmetry (one-line ``ValueError``).
+
+        >>> moments = JointMoments.from_matrices(np.diag([4.0, 1.0]), np.diag([2.0, 0.5]), np.diag([3.0, 2.0]))
+        >>> moments.n, moments.centred, moments.mean_x
+        (0, True, array([0., 0.]))
 
         References: docs/theory.md (T17.1).
         """
@@ -95,16 +106,32 @@ class JointMoments(NamedTuple):
 
     @property
     def d_x(self) -> int:
+        """``d_x``, the dimension of ``x``.
+
+        >>> JointMoments.from_matrices(np.eye(3), np.ones((3, 2)), 4 * np.eye(2)).d_x
+        3
+        """
         return self.xx.shape[0]
 
     @property
     def d_y(self) -> int:
+        """``d_y``, the dimension of ``y``.
+
+        >>> JointMoments.from_matrices(np.eye(3), np.ones((3, 2)), 4 * np.eye(2)).d_y
+        2
+        """
         return self.yy.shape[0]
 
 
 def range_of_xx(moments: JointMoments) -> tuple[np.ndarray, np.ndarray]:
     """``(phi, V)``: the eigenvalues of ``A`` above :func:`linear_vae.moments.rank_tolerance` and their
     eigenvectors (d_x, r), the range of ``A`` on which every pseudo-inverse is taken.
+
+    >>> moments = JointMoments.from_matrices(np.diag([4.0, 0.0]), np.zeros((2, 1)), np.eye(1))
+    >>> phi, V = range_of_xx(moments)  # x never moves along its second coordinate
+    >>> phi, V
+    (array([4.]), array([[1.],
+           [0.]]))
 
     References: docs/theory.md (T17.1).
     """
@@ -116,6 +143,10 @@ def range_of_xx(moments: JointMoments) -> tuple[np.ndarray, np.ndarray]:
 def inverse_sqrt_xx(moments: JointMoments) -> np.ndarray:
     """``A^{-1/2}`` on the range of ``A``: ``V diag(phi^{-1/2}) V^T`` (zero on its null space).
 
+    >>> inverse_sqrt_xx(JointMoments.from_matrices(np.diag([4.0, 0.0]), np.zeros((2, 1)), np.eye(1)))
+    array([[0.5, 0. ],
+           [0. , 0. ]])
+
     References: docs/theory.md (T17.1).
     """
     phi, V = range_of_xx(moments)
@@ -124,6 +155,11 @@ def inverse_sqrt_xx(moments: JointMoments) -> np.ndarray:
 
 def regression_map(moments: JointMoments) -> np.ndarray:
     """``C^T A^+`` (d_y, d_x): the least-squares prediction ``y_hat(x) = C^T A^+ x`` of ``y`` from ``x``.
+
+    >>> moments = JointMoments.from_matrices(np.diag([4.0, 1.0]), np.diag([2.0, 0.5]), np.diag([3.0, 2.0]))
+    >>> regression_map(moments)  # y_hat = x / 2
+    array([[0.5, 0. ],
+           [0. , 0.5]])
 
     References: docs/theory.md (T17.1).
     """
@@ -134,6 +170,11 @@ def regression_map(moments: JointMoments) -> np.ndarray:
 def whitened_cross(moments: JointMoments) -> np.ndarray:
     """``Z = C^T A^{-1/2}`` (d_y, d_x), with ``A^{-1/2}`` on the range of ``A``; ``Z Z^T = C^T A^+ C``.
 
+    >>> moments = JointMoments.from_matrices(np.diag([4.0, 1.0]), np.diag([2.0, 0.5]), np.diag([3.0, 2.0]))
+    >>> whitened_cross(moments)
+    array([[1. , 0. ],
+           [0. , 0.5]])
+
     References: docs/theory.md (T17.1).
     """
     return moments.xy.T @ inverse_sqrt_xx(moments)
@@ -143,6 +184,11 @@ def residual_moment(moments: JointMoments) -> np.ndarray:
     """``S = B - C^T A^+ C`` (d_y, d_y): the second moment of the residual ``y - C^T A^+ x``.
 
     Formed as ``B - Z Z^T`` (``Z`` of :func:`whitened_cross`) and symmetrised.
+
+    >>> moments = JointMoments.from_matrices(np.diag([4.0, 1.0]), np.diag([2.0, 0.5]), np.diag([3.0, 2.0]))
+    >>> residual_moment(moments)  # diag(3 - 1, 2 - 0.25)
+    array([[2.  , 0.  ],
+           [0.  , 1.75]])
 
     References: docs/theory.md (T17.1, T17.3).
     """
@@ -168,6 +214,10 @@ class CrossSpectrum(NamedTuple):
 
 def cross_spectrum(moments: JointMoments) -> CrossSpectrum:
     """The singular values (squared) and vectors of ``Z = C^T A^{-1/2}``.
+
+    >>> moments = JointMoments.from_matrices(np.diag([4.0, 1.0]), np.diag([2.0, 0.5]), np.diag([3.0, 2.0]))
+    >>> cross_spectrum(moments).variances
+    array([1.  , 0.25])
 
     References: docs/theory.md (T17.2, T17.4).
     """

@@ -31,7 +31,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 def record_steps(steps: int, log_every: int) -> np.ndarray:
     """Optimiser steps before each record: ``log_every`` each, the last one whatever remains, so that
-    the last record is always taken after the final step."""
+    the last record is always taken after the final step.
+
+    >>> record_steps(5, log_every=2)  # records after steps 2, 4 and 5
+    array([2, 2, 1], dtype=int32)
+    """
     n_records = -(-steps // log_every)
     out = np.full(n_records, log_every, dtype=np.int32)
     out[-1] = steps - (n_records - 1) * log_every
@@ -40,14 +44,25 @@ def record_steps(steps: int, log_every: int) -> np.ndarray:
 
 def records_per_chunk(n_records: int, target_chunks: int) -> int:
     """Records per chunk: the divisor of ``n_records`` nearest ``n_records / target_chunks`` (equal
-    chunks reuse one compiled function)."""
+    chunks reuse one compiled function).
+
+    >>> records_per_chunk(12, target_chunks=5)  # 6 chunks of 2 records: equal chunks, one program
+    2
+    """
     goal = max(1, n_records // max(target_chunks, 1))
     divisors = [c for c in range(1, n_records + 1) if n_records % c == 0]
     return min(divisors, key=lambda c: abs(c - goal))
 
 
 def announce(progress, phase: str) -> None:
-    """Tell a :class:`linear_vae.progress.Progress` (anything with ``phase``) which stage begins."""
+    """Tell a :class:`linear_vae.progress.Progress` (anything with ``phase``) which stage begins.
+
+    >>> import sys
+    >>> from linear_vae.progress import Progress
+    >>> announce(Progress(stream=sys.stdout, live=False), "compiling")
+    compiling
+    >>> announce(None, "compiling")  # no display: nothing
+    """
     if progress is not None and hasattr(progress, "phase"):
         progress.phase(phase)
 
@@ -55,7 +70,11 @@ def announce(progress, phase: str) -> None:
 def shard_configurations(tree, n_configs: int):
     """``(tree, sharding)``: ``tree`` (leading configuration axis) padded by repeating its last entry
     to a multiple of the device count and sharded across the devices, or unchanged with ``None``
-    on one device."""
+    on one device.
+
+    >>> shard_configurations(jnp.arange(3.0), 3)  # on one device: unchanged, not sharded
+    (Array([0., 1., 2.], dtype=float64), None)
+    """
     devices = jax.devices()
     if len(devices) < 2 or n_configs < 2:
         return tree, None
@@ -111,6 +130,19 @@ def run_in_chunks(
     ``progress(steps_done, steps_total)`` is called after each chunk.  ``sharded``: the state is
     spread over devices (:func:`shard_configurations`) and is put back into the layout the chunk
     program was compiled for after the hook.
+
+    >>> def init_one(rate):  # the state before the first step, and its record: x = 1
+    ...     return jnp.ones(()), jnp.ones(())
+    >>> def run_one(x, rate, steps):  # one record per entry of steps: steps[r] steps of x <- rate x, then x
+    ...     def record(x, n):
+    ...         x = jax.lax.fori_loop(0, n, lambda _, x: rate * x, x)
+    ...         return x, x
+    ...     return jax.lax.scan(record, x, steps)
+    >>> init, run = jax.jit(jax.vmap(init_one)), jax.jit(jax.vmap(run_one, in_axes=(0, 0, None)))
+    >>> result = run_in_chunks(init, run, (jnp.array([0.5, 2.0]),), record_steps(4, 2), chunk=1)
+    >>> result.history, result.steps_done  # two configurations, a record every 2 steps, one record per chunk
+    (Array([[ 0.25  ,  0.0625],
+           [ 4.    , 16.    ]], dtype=float64), 4)
     """
     announce(progress, "compiling")
     start = time.perf_counter()
@@ -160,7 +192,11 @@ def padded_size(n_active: int, n_start: int) -> int:
     """The grid size that ``n_active`` running configurations are padded to: the starting size, or
     the smallest power of two or three times a power of two that holds them (so a grid shrinking
     from ``n_start`` compiles at most about ``2 log2(n_start)`` sizes, and at most a third of its
-    lanes are padding)."""
+    lanes are padding).
+
+    >>> [padded_size(n, 16) for n in (16, 13, 5, 3, 1)]
+    [16, 16, 6, 3, 1]
+    """
     sizes = sorted({n_start} | {m * 2**j for m in (1, 3) for j in range(n_start.bit_length()) if m * 2**j < n_start})
     return next(s for s in sizes if s >= n_active)
 
@@ -231,6 +267,16 @@ def run_until_stopped(
     there atomically every ``checkpoint_seconds`` and when the grid finishes; if the file exists
     and was written for the same ``identity`` (a string naming the configuration), training
     continues from it, and the result is bitwise the one an uninterrupted run gives.
+
+    >>> init = jax.jit(jax.vmap(lambda rate: (jnp.ones(()), jnp.ones(()))))
+    >>> run = jax.jit(jax.vmap(lambda x, rate, steps: (x * rate ** steps[0], (x * rate ** steps[0])[None]), (0, 0, None)))
+    >>> def decide(i, records):  # stop below 0.3, or at the cap of 4 records
+    ...     return bool(records[-1] < 0.3) or len(records) == 4, len(records)
+    >>> grid = run_until_stopped(init, run, jnp.array([0.5, 2.0, 0.9]), (), 1, 4, decide, keep=lambda state: state)
+    >>> grid.decisions, [h.round(4).tolist() for h in grid.histories]
+    ([2, 4, 4], [[0.5, 0.25], [2.0, 4.0, 8.0, 16.0], [0.9, 0.81, 0.729, 0.6561]])
+    >>> grid.configuration_steps, grid.lane_steps, grid.cap_steps  # the first left the grid after 2 steps
+    (10, 10, 12)
     """
     import pickle
 

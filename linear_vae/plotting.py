@@ -39,14 +39,29 @@ plt.rcParams.update(
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, width: float = 5.2, height: float = 3.8, **kwargs):
-    """A figure of ``nrows x ncols`` panels, each ``width x height`` inches, laid out without overlaps."""
+    """A figure of ``nrows x ncols`` panels, each ``width x height`` inches, laid out without overlaps.
+
+    >>> fig, axes = new_figure(ncols=2, width=3.0, height=2.0)
+    >>> axes.shape, fig.get_size_inches().tolist()
+    ((1, 2), [6.0, 2.0])
+    >>> plt.close(fig)
+    """
     return plt.subplots(
         nrows, ncols, figsize=(width * ncols, height * nrows), layout="constrained", squeeze=False, **kwargs
     )
 
 
 def save_png(fig, path) -> None:
-    """Render ``fig`` to PNG in memory, then write it atomically (an interrupted run keeps the old file)."""
+    """Render ``fig`` to PNG in memory, then write it atomically (an interrupted run keeps the old file).
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> fig, axes = new_figure(width=1.0, height=1.0)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     save_png(fig, Path(folder) / "empty.png")
+    ...     (Path(folder) / "empty.png").read_bytes()[1:4]
+    b'PNG'
+    """
     buffer = _io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
@@ -64,6 +79,12 @@ def mark_quick(fig, note: str = QUICK_NOTE, strip: float = 0.3) -> None:
     figure title and figure legend moves up by it unchanged, so the note overlaps nothing (a
     figure legend "outside lower center" sits at the figure's bottom edge, where a note placed by
     the layout engine alone would collide with it).
+
+    >>> fig, axes = new_figure(width=2.0, height=2.0)
+    >>> mark_quick(fig)
+    >>> [text.get_text() == QUICK_NOTE for text in fig.texts], fig.get_size_inches().round(2).tolist()
+    ([True], [2.0, 2.3])
+    >>> plt.close(fig)
     """
     if any(text.get_text() == note for text in fig.texts):
         return
@@ -91,7 +112,14 @@ def mark_quick(fig, note: str = QUICK_NOTE, strip: float = 0.3) -> None:
 
 def log_axis(ax, which: str = "x", subs=(1.0, 2.0, 5.0)) -> None:
     """Log scale with plain-number labels at ``subs`` x 10^n (default 1, 2, 5; pass ``(1.0,)`` for
-    decades only on axes spanning more than about three decades) and no minor-tick labels."""
+    decades only on axes spanning more than about three decades) and no minor-tick labels.
+
+    >>> fig, axes = new_figure(width=2.0, height=2.0)
+    >>> log_axis(axes[0, 0], "y")
+    >>> axes[0, 0].get_yscale()
+    'log'
+    >>> plt.close(fig)
+    """
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     axis = ax.xaxis if which == "x" else ax.yaxis
@@ -102,7 +130,12 @@ def log_axis(ax, which: str = "x", subs=(1.0, 2.0, 5.0)) -> None:
 
 
 def frontier_curve(eigenvalues, latent_dim: int, theta_min: float, theta_max: float, *, trace=None, dim=None):
-    """``(theta, R, D)`` on a log grid of water levels plus every eigenvalue inside it (the kinks)."""
+    """``(theta, R, D)`` on a log grid of water levels plus every eigenvalue inside it (the kinks).
+
+    >>> theta, rate, distortion = frontier_curve([4.0, 1.0, 0.5], latent_dim=2, theta_min=0.5, theta_max=4.0)
+    >>> len(theta), float(theta[0]), float(theta[-1]), round(float(rate[-1]), 6), round(float(distortion[-1]), 6)
+    (301, 4.0, 0.5, 1.386294, 1.5)
+    """
     lam = np.asarray(eigenvalues, dtype=np.float64)[:latent_dim]
     grid = np.geomspace(theta_min, theta_max, 300)
     kinks = lam[(lam > theta_min) & (lam < theta_max)]
@@ -130,6 +163,12 @@ def draw_frontier(
     ``eigenvalues``: the full spectrum, or its top ``m >= k`` with ``trace`` and ``dim``;
     ``theta_range``: ``(theta_min, theta_max)``, default ``(lambda_k / 10, lambda_1)`` (down to
     ``lambda_1 / 1e4`` when ``lambda_k`` is 0).  Returns the line.
+
+    >>> fig, axes = new_figure(width=2.0, height=2.0)
+    >>> line = draw_frontier(axes[0, 0], [4.0, 1.0, 0.5], latent_dim=2, label="K = 2")
+    >>> line.get_label(), len(line.get_xdata())
+    ('K = 2', 301)
+    >>> plt.close(fig)
 
     References: docs/theory.md (T11.5); Alemi et al. 2018.
     """

@@ -52,7 +52,15 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 
 def assert_float64(*arrays) -> None:
-    """Raise ``AssertionError`` if any array is not float64 (used by tests and the trainer)."""
+    """Raise ``AssertionError`` if any array is not float64 (used by tests and the trainer).
+
+    >>> import numpy as np
+    >>> assert_float64(jnp.zeros(2), np.ones(3))  # float64: nothing happens
+    >>> assert_float64(jnp.zeros(2, dtype=jnp.float32))
+    Traceback (most recent call last):
+        ...
+    AssertionError: expected float64, got float32
+    """
     for a in arrays:
         if jnp.asarray(a).dtype != jnp.float64:
             raise AssertionError(f"expected float64, got {jnp.asarray(a).dtype}")

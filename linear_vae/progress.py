@@ -39,7 +39,16 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """Progress display for one command (see the module docstring).  ``enabled=False`` is silent."""
+    """Progress display for one command (see the module docstring).  ``enabled=False`` is silent.
+
+    >>> progress = Progress(stream=sys.stdout, live=False)  # a log: one line per phase and message
+    >>> progress.task("train K=2")
+    >>> progress.phase("compiling")
+    train K=2: compiling
+    >>> progress(10, 10)
+    train K=2: 10/10 steps
+    >>> Progress(enabled=False).message("nothing is shown")
+    """
 
     def __init__(self, enabled: bool = True, stream=None, live: bool | None = None):
         self.enabled = enabled
@@ -57,11 +66,24 @@ class Progress:
 
     # -- what is running --------------------------------------------------------------------------
     def context(self, prefix: str) -> None:
-        """A prefix for the labels of the tasks that follow (``"[5/9]"``: the fifth of nine experiments)."""
+        """A prefix for the labels of the tasks that follow (``"[5/9]"``: the fifth of nine experiments).
+
+        >>> progress = Progress(stream=sys.stdout, live=False)
+        >>> progress.context("[5/9]")
+        >>> progress.task("latent_dim")
+        >>> progress.phase("training")
+        [5/9] latent_dim: training
+        """
         self._prefix = prefix
 
     def task(self, label: str) -> None:
-        """Start a new task (closes the previous one's bar)."""
+        """Start a new task (closes the previous one's bar).
+
+        >>> progress = Progress(stream=sys.stdout, live=False)
+        >>> progress.task("sweep")
+        >>> progress.phase("drawing")
+        sweep: drawing
+        """
         self._end_bar()
         self._label, self._phase = f"{self._prefix} {label}".strip(), ""
         self._steps_start = None
@@ -69,17 +91,36 @@ class Progress:
         self._unit, self._status = "step", ""
 
     def units(self, name: str) -> None:
-        """What the current task counts (``"iteration"`` for Newton; ``"step"`` by default)."""
+        """What the current task counts (``"iteration"`` for Newton; ``"step"`` by default).
+
+        >>> progress = Progress(stream=sys.stdout, live=False)
+        >>> progress.task("newton")
+        >>> progress.units("iteration")
+        >>> progress(5, 5)
+        newton: 5/5 iterations
+        """
         self._unit = name
 
     def status(self, text: str) -> None:
-        """A short state of the current task shown with its counts (Newton: its worst gain)."""
+        """A short state of the current task shown with its counts (Newton: its worst gain).
+
+        >>> progress = Progress(stream=sys.stdout, live=False)
+        >>> progress.task("newton")
+        >>> progress.status("worst gain 3e-09")
+        >>> progress(5, 5)
+        newton: 5/5 steps, worst gain 3e-09
+        """
         self._status = text
         if self.enabled and self.live and self._bar is not None:
             self._bar.set_postfix_str(self._postfix(), refresh=False)
 
     def phase(self, name: str) -> None:
-        """A new stage of the current task: one line in a log, the bar's suffix on a terminal."""
+        """A new stage of the current task: one line in a log, the bar's suffix on a terminal.
+
+        >>> progress = Progress(stream=sys.stdout, live=False)
+        >>> progress.phase("loading data")
+        loading data
+        """
         self._phase = name
         if not self.enabled:
             return
@@ -90,7 +131,11 @@ class Progress:
             self._line(f"{self._label}: {name}" if self._label else name)
 
     def message(self, text: str) -> None:
-        """One line of free text, as given."""
+        """One line of free text, as given.
+
+        >>> Progress(stream=sys.stdout, live=False).message("wrote figures/latent_dim.png")
+        wrote figures/latent_dim.png
+        """
         if not self.enabled:
             return
         self._line(text)
@@ -111,7 +156,15 @@ class Progress:
             self._line(f"{self._label}: {done}/{total} {self._unit}s{status}{self._rate_and_eta(done, total, now)}")
 
     def converged(self, done: int) -> None:
-        """The task stopped at step ``done`` of its budget because every configuration converged."""
+        """The task stopped at step ``done`` of its budget because every configuration converged.
+
+        >>> progress = Progress(stream=sys.stdout, live=False)
+        >>> progress.task("sweep")
+        >>> progress(10, 500)
+        sweep: 10/500 steps
+        >>> progress.converged(40)
+        sweep: converged after 40 of at most 500 steps
+        """
         if not self.enabled or not self._total or done >= self._total:
             return
         if self.live:
@@ -119,7 +172,16 @@ class Progress:
         self._line(f"{self._label}: converged after {done} of at most {self._total} {self._unit}s")
 
     def close(self) -> None:
-        """End the current task's bar (nothing is left on the terminal line)."""
+        """End the current task's bar (nothing is left on the terminal line).
+
+        >>> import io
+        >>> terminal = io.StringIO()
+        >>> progress = Progress(stream=terminal, live=True)
+        >>> progress.task("sweep")
+        >>> progress.close()  # no bar was drawn yet (short tasks stay quiet): nothing to clear
+        >>> terminal.getvalue()
+        ''
+        """
         self._end_bar()
 
     # -- internals ----------------------------------------------------------------------------

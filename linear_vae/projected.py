@@ -60,6 +60,11 @@ def inverse_and_log_det(M):
     :func:`projected_elbo` are matrix products only: after :func:`jax.linearize` the k sequential
     steps of the factorisation run once per Newton iteration, not once per Hessian-vector product.
 
+    >>> inverse, log_det = inverse_and_log_det(jnp.diag(jnp.array([4.0, 0.5])))
+    >>> inverse, round(float(log_det), 6)  # log 2
+    (Array([[0.25, 0.  ],
+           [0.  , 2.  ]], dtype=float64), 0.693147)
+
     References: docs/theory.md (T7.2, T8.5).
     """
     L = spd.cholesky(M)
@@ -78,6 +83,13 @@ def projected_elbo(W, log_sigma2, beta, stats: DataStats):
 
     See the module docstring for the formula (docs/theory.md (T7)).  Cost O(d^2 k) for ``S W`` in
     the data basis, O(d k^2) in the eigenbasis.
+
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> optimum = beta_elbo_optimum([4.0, 2.0, 1.0], latent_dim=2, beta=1.0, sigma2=1.5)
+    >>> W = optimum.parameters(np.zeros(3), np.eye(3)).W
+    >>> stats = DataStats.from_moments(np.zeros(3), np.diag([4.0, 2.0, 1.0]))
+    >>> round(float(projected_elbo(W, np.log(1.5), 1.0, stats)), 6), round(optimum.elbo, 6)  # Phi = ELBO at the optimum
+    (-5.332602, -5.332602)
 
     References: docs/theory.md (T7.1, T8.1); Lucas et al. 2019, Appendix C; Tipping & Bishop 1999, eq. 4.
     """
@@ -99,6 +111,10 @@ def host_eigh(A):
 
     Called through :func:`jax.pure_callback` so that a vmapped sweep never runs XLA's batched
     LAPACK kernels, which deadlock on CPU with jaxlib 0.10 (see :mod:`linear_vae.spd`).
+
+    >>> host_eigh(np.diag([3.0, 1.0]))  # ascending
+    (Array([1., 3.], dtype=float64), Array([[0., 1.],
+           [1., 0.]], dtype=float64))
     """
     shapes = (jax.ShapeDtypeStruct(A.shape[:-1], A.dtype), jax.ShapeDtypeStruct(A.shape, A.dtype))
     return jax.pure_callback(lambda a: tuple(np.linalg.eigh(np.asarray(a))), shapes, A, vmap_method="expand_dims")
@@ -113,6 +129,12 @@ def represented_vae(W, mean, sigma2, beta) -> LinearVAEParams:
     whose ``M`` is then diagonal.  Column signs are left to :func:`with_canonical_signs`, applied
     in the data basis.
 
+    >>> params = represented_vae(jnp.array([[0.0, 1.0], [0.5, 0.0], [0.0, 0.0]]), jnp.zeros(3), 1.5, 1.0)
+    >>> params.W.round(6), params.log_D.round(6)  # log D = log(sigma2 / (||w_i||^2 + sigma2))
+    (Array([[1. , 0. ],
+           [0. , 0.5],
+           [0. , 0. ]], dtype=float64), Array([-0.510826, -0.154151], dtype=float64))
+
     References: docs/theory.md (T7.1, T3.2); Lucas et al. 2019, Appendix C.
     """
     _, R = host_eigh(W.T @ W)
@@ -123,6 +145,12 @@ def with_canonical_signs(params: LinearVAEParams) -> LinearVAEParams:
     """Flip each latent dimension (column of ``W``, row of ``V``) so that the column's entry of largest
     magnitude is positive, as the eigenvectors of :mod:`linear_vae.moments` (numpy; leading
     configuration axis).  The ELBO is unchanged: the prior and ``D`` are symmetric.
+
+    >>> params = LinearVAEParams(np.array([[[-2.0, 0.0], [0.0, 1.0]]]), np.zeros((1, 2)), np.array([[[-0.5, 0.0], [0.0, 0.5]]]), np.zeros((1, 2)))
+    >>> with_canonical_signs(params).W[0] + 0.0, with_canonical_signs(params).V[0] + 0.0  # column 0 and row 0 flipped
+    (array([[2., 0.],
+           [0., 1.]]), array([[0.5, 0. ],
+           [0. , 0.5]]))
 
     References: docs/theory.md (T1).
     """
@@ -167,6 +195,14 @@ def rotation_projector(W, relative_cutoff: float = 1e-10):
     ``n_i + n_j <= relative_cutoff * max(n)`` (two collapsed columns, for which ``W A`` vanishes)
     are left out.
 
+    >>> W = jnp.array([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
+    >>> project = rotation_projector(W)
+    >>> rotation = W @ jnp.array([[0.0, 1.0], [-1.0, 0.0]])  # W A, A antisymmetric: a rotation direction
+    >>> jnp.abs(project(rotation)).max() < 1e-12, project(jnp.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]]))
+    (Array(True, dtype=bool), Array([[0., 0.],
+           [0., 0.],
+           [1., 1.]], dtype=float64))
+
     References: docs/theory.md (T7.2).
     """
     n, Q = host_eigh(W.T @ W)
@@ -182,7 +218,15 @@ def rotation_projector(W, relative_cutoff: float = 1e-10):
 
 
 def make_problem(shape, learn_sigma2: bool, log_sigma2_fixed, beta, stats: DataStats) -> ProjectedProblem:
-    """``f``, its gradient and Hessian-vector product on ``x = vec W`` (plus ``log sigma2`` if learned)."""
+    """``f``, its gradient and Hessian-vector product on ``x = vec W`` (plus ``log sigma2`` if learned).
+
+    >>> from linear_vae.optimum import beta_elbo_optimum
+    >>> W = beta_elbo_optimum([4.0, 2.0, 1.0], latent_dim=2, beta=1.0, sigma2=1.5).parameters(np.zeros(3), np.eye(3)).W
+    >>> problem = make_problem((3, 2), False, jnp.log(1.5), 1.0, DataStats.from_moments(np.zeros(3), np.diag([4.0, 2.0, 1.0])))
+    >>> g, hvp = problem.derivatives(W.reshape(-1))
+    >>> round(float(problem.f(W.reshape(-1))), 6), float(jnp.abs(g).max()) < 1e-12  # f = -Phi, stationary at the optimum
+    (5.332602, True)
+    """
     size = shape[0] * shape[1]
 
     def f(x):
@@ -208,6 +252,13 @@ def problem_at(trainable, objective: Objective):
     """``(x, f = -Phi)`` at a trainable ``(params, log_sigma2)`` of one configuration: the flat
     vector ``x = (vec W [, log sigma2])`` and the :class:`ProjectedProblem` around it.
 
+    >>> from linear_vae.train import Trainable
+    >>> stats = DataStats.from_moments(np.zeros(3), np.diag([4.0, 2.0, 1.0]))
+    >>> trainable = Trainable(LinearVAEParams(jnp.ones((3, 2)), jnp.zeros(3), jnp.zeros((2, 3)), jnp.zeros(2)), jnp.log(1.5))
+    >>> x, problem = problem_at(trainable, Objective(None, 1.0, False, stats))
+    >>> x.shape, round(float(problem.f(x)), 6)
+    ((6,), 5.880843)
+
     References: docs/theory.md (T7.1).
     """
     W, log_sigma2 = trainable.params.W, trainable.log_sigma2
@@ -216,10 +267,21 @@ def problem_at(trainable, objective: Objective):
 
 
 def pack(W, log_sigma2, learn_sigma2: bool):
+    """The flat vector ``x = (vec W [, log sigma2])`` the Newton solver works on.
+
+    >>> pack(jnp.ones((3, 2)), jnp.array(0.5), learn_sigma2=True)
+    Array([1. , 1. , 1. , 1. , 1. , 1. , 0.5], dtype=float64)
+    """
     x = W.reshape(-1)
     return jnp.concatenate([x, log_sigma2[None]]) if learn_sigma2 else x
 
 
 def unpack(x, shape, log_sigma2, learn_sigma2: bool):
+    """``(W, log sigma2)`` from :func:`pack`'s vector (``log_sigma2`` as given when it is fixed).
+
+    >>> W, log_sigma2 = unpack(jnp.arange(7.0), (3, 2), jnp.array(0.0), learn_sigma2=True)
+    >>> W.shape, float(log_sigma2)
+    ((3, 2), 6.0)
+    """
     size = shape[0] * shape[1]
     return x[:size].reshape(shape), (x[size] if learn_sigma2 else log_sigma2)

@@ -29,7 +29,17 @@ _SUPPORTED = ".npy, .npz, .csv or an MNIST IDX file (e.g. train-images-idx3-ubyt
 
 def read_matrix(path: str | os.PathLike, key: str | None = None) -> tuple[np.ndarray, bool]:
     """The data matrix in ``path`` and whether it holds images: ``(X, is_image)``, ``X`` float64
-    ``(n, d)``.  Formats, and the ``ValueError`` of each problem: :func:`linear_vae.datasets.load_file`."""
+    ``(n, d)``.  Formats, and the ``ValueError`` of each problem: :func:`linear_vae.datasets.load_file`.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "data.csv"
+    ...     _ = path.write_text("1,2,3\\n4,5,6\\n")
+    ...     X, is_image = read_matrix(path)
+    >>> X, is_image
+    (array([[1., 2., 3.],
+           [4., 5., 6.]]), False)
+    """
     path = Path(path).expanduser()
     name = str(path)
     if not path.is_file():

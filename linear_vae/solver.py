@@ -70,6 +70,17 @@ class Solver:
     start_in_data_basis : the random start is drawn in the data basis also when training in the
         eigenbasis (for a solver whose trajectory is invariant to the basis, so that both bases
         train one model).
+
+    >>> import jax
+    >>> class Halving(Solver):  # a solver defined outside the package: halve every trainable value
+    ...     name = "halving"
+    ...     def init(self, trainable, objective, config):
+    ...         return ()
+    ...     def step(self, trainable, state, objective, key, config):
+    ...         return jax.tree.map(lambda a: a / 2, trainable), state, objective.negative(trainable, key)
+    >>> objective = Objective(lambda trainable, key: sum(trainable), 1.0, False, None)
+    >>> Halving(), Halving().step((4.0, 2.0), (), objective, None, None)
+    (<solver halving>, ((2.0, 1.0), (), 6.0))
     """
 
     name: str = "solver"
@@ -84,20 +95,48 @@ class Solver:
     start_in_data_basis: bool = False
 
     def init(self, trainable, objective: Objective, config):
+        """The solver's state before the first step (a pytree of arrays).
+
+        >>> Solver().init(None, None, None)
+        Traceback (most recent call last):
+            ...
+        NotImplementedError
+        """
         raise NotImplementedError
 
     def step(self, trainable, state, objective: Objective, key, config):
+        """One iteration: ``(trainable, state, loss)``, ``loss`` the negative objective at its start.
+
+        >>> Solver().step(None, None, None, None, None)
+        Traceback (most recent call last):
+            ...
+        NotImplementedError
+        """
         raise NotImplementedError
 
     def model(self, trainable, objective: Objective) -> LinearVAEParams:
-        """The trained parameters themselves."""
+        """The trained parameters themselves.
+
+        >>> from types import SimpleNamespace
+        >>> Solver().model(SimpleNamespace(params="the trained (W, mu, V, log D)"), None)
+        'the trained (W, mu, V, log D)'
+        """
         return trainable.params
 
     def after_check(self, state, diagnosis, config):
-        """Nothing: the driver freezes converged configurations itself."""
+        """Nothing: the driver freezes converged configurations itself.
+
+        >>> Solver().after_check("state", "diagnosis", "config")
+        'state'
+        """
         return state
 
     def final_params(self, params: LinearVAEParams) -> LinearVAEParams:
+        """A last normalisation of the trained models (none by default).
+
+        >>> Solver().final_params("params")
+        'params'
+        """
         return params
 
     def __repr__(self) -> str:

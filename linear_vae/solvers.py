@@ -33,5 +33,9 @@ def resolve(optimizer) -> Solver:
 
 
 def name(optimizer) -> str:
-    """What reports call the optimiser (its name, also for a solver object)."""
+    """What reports call the optimiser (its name, also for a solver object).
+
+    >>> name("adam"), name(Newton())
+    ('adam', 'newton')
+    """
     return resolve(optimizer).name

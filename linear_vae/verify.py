@@ -60,7 +60,12 @@ SIGMA2_TOLERANCE = 1e-6
 
 
 def plan_betas(eigenvalues: np.ndarray, latent_dim: int, sigma2: float) -> tuple[list[float], list[float]]:
-    """Betas away from (``far``) and close to (``near``) the collapse thresholds ``lambda_i / sigma2``."""
+    """Betas away from (``far``) and close to (``near``) the collapse thresholds ``lambda_i / sigma2``.
+
+    >>> far, near = plan_betas(np.array([4.0, 2.0, 1.0]), latent_dim=2, sigma2=0.5)  # thresholds 8 and 4
+    >>> [round(b, 4) for b in far], [round(b, 4) for b in near]
+    ([5.6569, 2.0, 16.0], [8.04, 7.96])
+    """
     thresholds = eigenvalues[:latent_dim] / sigma2
     between = (
         np.unique(np.linspace(0, latent_dim - 2, min(6, latent_dim - 1)).round().astype(int)) if latent_dim > 1 else []
@@ -80,6 +85,13 @@ def judge(report: dict, gap_tolerance: float, angle_tolerance_deg: float) -> tup
 
     ``status`` is ``"pass"``, ``"not converged"`` or ``"disagrees"``; near configurations only
     ever fail by exceeding the optimum.
+
+    >>> report = {"gap": 2e-3, "optimal_elbo": -10.0, "kind": "far", "converged": True, "active_dims": 1,
+    ...           "predicted_active_dims": 1, "max_principal_angle_deg": 0.0, "sigma2_learned": False}
+    >>> judge(report, gap_tolerance=1e-6, angle_tolerance_deg=1.0)
+    ('disagrees', ['gap 2.00e-03 > 1e-06'])
+    >>> judge({**report, "kind": "near"}, gap_tolerance=1e-6, angle_tolerance_deg=1.0)  # near: only gap >= 0
+    ('pass', [])
     """
     if report["gap"] < -roundoff(report["optimal_elbo"]):
         return "disagrees", [f"trained ELBO exceeds the optimum by {-report['gap']:.2e}"]
@@ -115,6 +127,11 @@ def run_verification(
     ``configs`` (one report per configuration, with ``kind``, ``status`` and ``reasons``), the
     tolerances, ``learned_sigma2_skipped`` (why, when no learned sigma2 exists) and ``table``
     (the printed summary).
+
+    >>> from linear_vae.datasets import make_synthetic
+    >>> outcome = run_verification(make_synthetic([4.0], n=50), latent_dim=1, sigma2=1.0)  # the smallest problem
+    >>> outcome["verdict"], [(round(r["beta"], 2), r["kind"], r["status"]) for r in outcome["configs"]]
+    ('agrees', [(2.0, 'far', 'pass'), (8.0, 'far', 'pass'), (4.02, 'near', 'pass'), (3.98, 'near', 'pass'), (1.0, 'near', 'pass')])
     """
     latent_dim = check_latent_dim(latent_dim, dataset.d)
     check_positive("gap_tolerance", gap_tolerance)
@@ -172,7 +189,13 @@ def run_verification(
 
 
 def format_table(outcome: dict) -> str:
-    """The table printed by ``linear-vae verify``, ending in its verdict."""
+    """The table printed by ``linear-vae verify``, ending in its verdict.
+
+    >>> from linear_vae.datasets import make_synthetic
+    >>> outcome = run_verification(make_synthetic([4.0], n=50), latent_dim=1, sigma2=1.0)
+    >>> print(format_table(outcome).splitlines()[-1])
+    AGREES: every configuration converged and matches the closed form
+    """
     learned_steps = outcome["steps"] * (LEARNED_STEPS_FACTOR if resolve(outcome["optimizer"]).has_step_size else 1)
     lines = [
         f"verify: {outcome['data']} (n = {outcome['n']}, d = {outcome['d']}), K = {outcome['latent_dim']}, "

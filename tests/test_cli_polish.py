@@ -312,3 +312,20 @@ def test_finished_parts_is_refused_where_it_has_nothing_to_read(argv, says, tmp_
     lines = _stderr_lines(capsys.readouterr().err)
     assert status == 2 and len(lines) == 1 and says in lines[-1], lines
     assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob("*.png"))
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, says",
+    [
+        ("deep_vae", {"quick": True}, "trains nothing"),
+        ("deep_vae", {"resume": True}, "trains nothing"),
+        ("landscape", {}, "a study trained in parts"),
+        ("deep_vae", {}, "no part of deep_vae is finished"),
+    ],
+)
+def test_run_experiment_refuses_finished_parts_with_nothing_to_read(name, kwargs, says, tmp_path):
+    """The Python API refuses what ``reproduce --finished-parts`` refuses, with the same check
+    (:func:`linear_vae.experiments.runner.check_finished_parts`), before anything runs."""
+    with pytest.raises(ValueError, match=says):
+        runner.run_experiment(name, out_dir=tmp_path, finished_parts=True, **kwargs)
+    assert not list(tmp_path.iterdir())

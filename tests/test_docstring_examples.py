@@ -14,8 +14,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "linear_vae"
 DOCUMENTED = [
-    "analysis", "collapse", "conditioning", "divergence", "elbo", "escape", "estimators", "metrics", "moments", "optimum", "ppca", "problem", "spd",
-    "stopping", "validation",
+    "analysis", "collapse", "compare", "compilation_cache", "conditional", "conditioning", "convergence", "datasets",
+    "divergence", "elbo", "escape", "estimators", "gradient_solvers", "hard_cases", "hierarchical", "interrupts",
+    "joint_moments", "loop", "metrics", "moments", "optimum", "plotting", "ppca", "precision", "problem", "progress",
+    "projected", "readers", "solver", "solvers", "spd", "stopping", "validation", "verify",
 ]  # fmt: skip
 
 

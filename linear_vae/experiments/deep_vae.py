@@ -848,17 +848,15 @@ def plot(results: dict, config: dict) -> dict:
     """Every figure of the study; from finished parts only (``missing_parts``), the figures whose
     runs are all missing are left out and the others say which parts are missing in their title."""
     kinds = {r["kind"] for r in results["runs"]}
-    figures = {
-        "active": lambda: plot_active_and_rate(results, config),
-        "kl_per_dim": lambda: plot_kl_per_dim(results, config),
-        "learned": lambda: plot_learned(results, config),
-        "collapse": lambda: plot_collapse_fraction(results, config),
-        "annealing": lambda: plot_annealing(results, config),
-        "rate_distortion": lambda: plot_rate_distortion(results, config),
+    figures = {  # name: (how it is drawn, the kind of run it needs)
+        "active": (plot_active_and_rate, "fixed"),
+        "kl_per_dim": (plot_kl_per_dim, "fixed"),
+        "learned": (plot_learned, "learned"),
+        "collapse": (plot_collapse_fraction, "fixed"),
+        "annealing": (plot_annealing, "annealed"),
+        "rate_distortion": (plot_rate_distortion, "fixed"),
     }
-    needs = {"learned": "learned", "annealing": "annealed", "active": "fixed", "kl_per_dim": "fixed",
-             "collapse": "fixed"}  # fmt: skip
-    drawn = {name: draw() for name, draw in figures.items() if needs.get(name, "fixed") in kinds}
+    drawn = {name: draw(results, config) for name, (draw, needs) in figures.items() if needs in kinds}
     if results.get("missing_parts"):
         for fig in drawn.values():
             mark_quick(fig, f"partial: the parts {', '.join(results['missing_parts'])} are not trained yet")

@@ -105,9 +105,7 @@ def run_experiment(
     config = experiment_config(name, quick)
     extra = {}
     if finished_parts:
-        if not getattr(module, "RESUMABLE", False) or quick:
-            raise ValueError(f"--finished-parts reads the finished parts of a study trained in parts, which {name} "
-                             "is not (or --quick was given)")  # fmt: skip
+        check_finished_parts([name], out_dir, quick=quick, resume=resume)
         extra["finished_only"] = True
     if getattr(module, "RESUMABLE", False) and not quick:
         checkpoint = checkpoint_path(name, out_dir)
@@ -145,6 +143,32 @@ def run_experiment(
         save_png(fig, out_dir / path)
     atomic_write_json(out_dir / f"{name}.json", payload)
     return payload
+
+
+def check_finished_parts(names, out_dir, quick: bool = False, resume: bool = False) -> None:
+    """Refuse (``ValueError``) a ``finished_parts`` run of ``names`` that would have nothing to read:
+    it trains nothing, so not with ``quick`` or ``resume``, only for a study trained in parts
+    (``RESUMABLE``), and only once a part of it is finished in ``out_dir``.  ``reproduce
+    --finished-parts`` calls it before anything runs, :func:`run_experiment` before it runs ``name``.
+
+    >>> check_finished_parts(["deep_vae"], "figures", quick=True)
+    Traceback (most recent call last):
+        ...
+    ValueError: --finished-parts trains nothing: drop --quick and --resume
+    >>> check_finished_parts(["landscape"], "figures")
+    Traceback (most recent call last):
+        ...
+    ValueError: --finished-parts reads a study trained in parts (deep_vae, deep_vae_fashion), not landscape
+    """
+    if quick or resume:
+        raise ValueError("--finished-parts trains nothing: drop --quick and --resume")
+    for name in names:
+        if not getattr(load(name), "RESUMABLE", False):
+            raise ValueError(
+                f"--finished-parts reads a study trained in parts (deep_vae, deep_vae_fashion), not {name}"
+            )
+        if not list(Path(out_dir).glob(f"{name}.part-*.json")):
+            raise ValueError(f"no part of {name} is finished in {out_dir}; train one first (--resume trains the next)")
 
 
 def unresolved_checkpoints(names, out_dir, quick: bool) -> list[Path]:
