@@ -181,9 +181,12 @@ def _hvae(moments, dims, beta1, beta2, s1, eta2, prior, z2_variance, optimizer, 
     d1, d2 = dims
     z1_excess = np.sort(np.linalg.eigvalsh(p.W1 @ moments.xx @ p.W1.T))[::-1]
     K = p.W1 @ moments.xx @ p.W1.T + s1 * np.eye(d1)  # centred z1 (the biases centre it), or raw without biases
-    m2 = np.diag(p.W2 @ K @ p.W2.T)
-    order = np.argsort(-m2)
-    m2, s2 = m2[order], p.z2_variances[order]
+    if z2_variance is None:  # the represented z2 level: W2 K W2^T diagonal, each mode with its own s_j^2
+        m2 = np.diag(p.W2 @ K @ p.W2.T)
+        order = np.argsort(-m2)
+        m2, s2 = m2[order], p.z2_variances[order]
+    else:  # Sigma2 isotropic: the modes are the eigenvectors of W2 K W2^T, whatever the rotation of z2
+        m2, s2 = np.sort(np.linalg.eigvalsh(p.W2 @ K @ p.W2.T))[::-1], p.z2_variances
     rho = 1.0 if z2_variance is None else z2_variance / prior
     active_z1 = z1_excess > ACTIVE_TOLERANCE * s1
     active_z2 = m2 / prior > ACTIVE_TOLERANCE * rho
