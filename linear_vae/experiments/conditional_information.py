@@ -37,7 +37,7 @@ CONFIG = {
     "shares": [0.0, 0.125, 0.25, 0.5, 1.0],  # a: independent, 1/8, 1/4, 1/2, identical
     "curve_shares": 101,  # closed form on a grid of a in [0, 1]
     "latent_dim": 20,
-    "beta": 1.0,
+    "beta": 1.5,  # beta eta_dec^2 = 1.5: at least 5% from every family's residual eigenvalues
     "sigma2": 1.0,  # eta_dec^2
     "prior_variance": 1.0,
     "optimizer": "newton",

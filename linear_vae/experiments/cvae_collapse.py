@@ -157,7 +157,8 @@ def plot(results: dict, config: dict):
     ax.set_xlabel(r"KL weight $\beta$ (log scale)")
     ax.set_ylabel(f"active latent modes (of $d_z$ = {config['latent_dim']})")
     ax.set_title(r"active iff $\theta_i > \beta\,\eta_{dec}^2$ ($\theta$: eigenvalues of $S$)")
-    ax.set_ylim(-1, config["latent_dim"] + 2)
+    ax.set_ylim(-1, 1.6 * config["latent_dim"])  # room above the staircase for the legend
+    ax.set_yticks(np.linspace(0, config["latent_dim"], 5 if config["latent_dim"] % 4 == 0 else 3))
     ax.legend(loc="upper right")
 
     ax = axes[0, 1]
