@@ -145,7 +145,9 @@ def cvae_model(
     U2 = regression_map(moments)
     S = moments.yy - U2 @ moments.xy - moments.xy.T @ U2.T + U2 @ moments.xx @ U2.T
     S = (S + S.T) / 2
-    trace = float(np.trace(S))
+    # S is positive semi-definite; where y is a linear function of x (S = 0) round-off can leave its trace
+    # at -1e-14, whose square root (the start's scale and the trust region's) would be NaN
+    trace = abs(float(np.trace(S)))
     data = CVAEData(
         JointArrays.from_moments(moments),
         jnp.asarray(S),
