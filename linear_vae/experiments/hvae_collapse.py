@@ -118,17 +118,17 @@ def plot(results: dict, config: dict):
             mesh = ax.pcolormesh(betas, betas, np.array(panel[key]), shading="nearest", cmap="viridis",
                                  vmin=0, vmax=top)  # fmt: skip
             fig.colorbar(mesh, ax=ax, label=f"active {level} modes (closed form, of {top})")
-            ax.plot(betas, betas * s1 / eta2, color="white", linestyle="--", linewidth=1.2,
+            ax.plot(betas, betas * s1 / eta2, color=COLORS[3], linestyle="--", linewidth=1.6,
                     label=r"$\beta_1\sigma_1^2 = \beta_2\eta_{dec}^2$")  # fmt: skip
             for point in panel["trained"]:
                 count = point["active_dims"][col]
                 good = count == point["predicted_active_dims"][col]
                 ax.plot(point["beta1"], point["beta2"], "o", markersize=17, markerfacecolor="white",
-                        markeredgecolor=COLORS[2] if good else COLORS[3], markeredgewidth=2)  # fmt: skip
+                        markeredgecolor=COLORS[2] if good else COLORS[4], markeredgewidth=2)  # fmt: skip
                 ax.annotate(str(count), (point["beta1"], point["beta2"]), ha="center", va="center", fontsize=8,
                             fontweight="bold")  # fmt: skip
             ax.plot([], [], "o", markersize=9, markerfacecolor="white", markeredgecolor=COLORS[2], markeredgewidth=2,
-                    label="trained count (green: = closed form)")  # fmt: skip
+                    label="trained count (green: = closed form, pink: differs)")  # fmt: skip
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlim(betas[0], betas[-1])
@@ -139,7 +139,7 @@ def plot(results: dict, config: dict):
             ax.grid(False)
             ax.legend(loc="lower right", fontsize=7)
     fig.suptitle(
-        f"Two-level linear HVAE, MNIST ({results['n']} digits, x = bottom-left quarter, y = the rest), "
+        f"Two-level linear HVAE, MNIST ({results['n']} digits, x = bottom-left quarter, y = the rest),\n"
         f"d1 = {d1}, d2 = {d2}, $\\eta_{{dec}}^2$ = {eta2:g}: {results['agrees']}/{results['trained_points']} "
         "trained 'agrees'"
     )
