@@ -45,6 +45,7 @@ CONFIG = {
 }
 QUICK = {"shares": [0.0, 0.5, 1.0], "curve_shares": 21, "latent_dim": 10}
 NEAR = 0.02
+FLOOR = 1e-2  # where the right panel draws theta_i = 0 (x = y)
 
 
 def family(Y: np.ndarray, share: float, seed: int) -> JointMoments:
@@ -121,7 +122,8 @@ def plot(results: dict, config: dict):
         ax.plot(x[near], y[near], "o", color="0.55", markersize=8, markerfacecolor="none",
                 label=f"trained, within {NEAR:.0%} of a threshold")  # fmt: skip
     ax2 = ax.twinx()
-    ax2.plot(shares, results["curve_explained_share"], color=COLORS[2], linestyle=":", linewidth=1.6)
+    (explained,) = ax2.plot(shares, results["curve_explained_share"], color=COLORS[2], linestyle=":", linewidth=1.6,
+                            label=r"$1 - \mathrm{tr}\,S / \mathrm{tr}\,B$ (right axis)")  # fmt: skip
     ax2.set_ylabel(r"share of $y$'s variance $x$ explains, $1 - \mathrm{tr}\,S / \mathrm{tr}\,B$", color=COLORS[2])
     ax2.set_ylim(-0.02, 1.02)
     ax2.grid(False)
@@ -129,20 +131,24 @@ def plot(results: dict, config: dict):
     ax.set_ylabel(f"collapsed latent modes (of $d_z$ = {k})")
     ax.set_ylim(-0.5, k + 0.5)
     ax.set_title(rf"$\beta$ = {config['beta']:g}, $\eta_{{dec}}^2$ = {config['sigma2']:g}")
-    ax.legend(loc="upper left")
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles + [explained], labels + [explained.get_label()], loc="lower right")
 
     ax = axes[0, 1]
     names = {0.0: "independent", 1.0: "x = y"}
     for i, f in enumerate(fams):
         theta = np.array(f["residual_spectrum"][:k])
         label = names.get(f["share"], f"a = {f['share']:g}")
-        ax.semilogy(np.arange(1, len(theta) + 1), np.maximum(theta, 1e-6), "o-", markersize=3.5, color=COLORS[i % 8],
+        if f["share"] == 1.0:
+            label += r" ($\theta_i$ = 0, at the floor)"
+        ax.semilogy(np.arange(1, len(theta) + 1), np.maximum(theta, FLOOR), "o-", markersize=3.5, color=COLORS[i % 8],
                     label=f"{label}: tr S / tr B = {f['residual_trace'] / results['total_trace']:.2f}")  # fmt: skip
     ax.axhline(results["threshold"], color="0.2", linestyle="--", linewidth=1.2, label=r"threshold $\beta\eta_{dec}^2$")
     ax.set_xlabel("mode i")
-    ax.set_ylabel(r"residual eigenvalue $\theta_i$ (variance, clipped at 1e-6)")
+    ax.set_ylabel(rf"residual eigenvalue $\theta_i$ (variance, floor {FLOOR:g})")
+    ax.set_ylim(FLOOR / 1.5, None)
     ax.set_title("residual spectrum of y given x")
-    ax.legend(loc="lower left", fontsize=7.5)
+    ax.legend(loc="upper right", fontsize=7.5)
     fig.suptitle(
         f"Linear CVAE on synthetic pairs (y: d = {results['d_y']}, N = {results['n']}): "
         f"{results['agrees']}/{len(fams)} trained 'agrees'"
