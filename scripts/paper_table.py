@@ -563,9 +563,17 @@ EXTRAS: tuple[tuple[str, str, Headline | None], ...] = (
     ("escape_time", "leaving a collapsed saddle takes ~1/(λ₁ − σ²) gradient steps", ours_escape_time),
     ("metric_calibration", "the sampled collapse measures against their exact values", ours_metric_calibration),
     ("rate_distortion", "rate and distortion at the optimum (reverse water-filling)", ours_rate_distortion),
-    ("cvae_collapse", "linear CVAE: mode i collapses iff θᵢ ≤ βη_dec² (θ: eigenvalues of S = B − CᵀA⁺C), and the exact s_i against the published rule", ours_cvae_collapse),
+    (
+        "cvae_collapse",
+        "linear CVAE: mode i collapses iff θᵢ ≤ βη_dec² (θ: eigenvalues of S = B − CᵀA⁺C), and the exact s_i against the published rule",
+        ours_cvae_collapse,
+    ),
     ("hvae_collapse", "two-level linear HVAE: z1 and z2 collapse thresholds over (β₁, β₂)", ours_hvae_collapse),
-    ("conditional_information", "the share of y's variance x explains decides the CVAE's collapse", ours_conditional_information),
+    (
+        "conditional_information",
+        "the share of y's variance x explains decides the CVAE's collapse",
+        ours_conditional_information,
+    ),
 )
 
 

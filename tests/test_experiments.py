@@ -774,6 +774,7 @@ def check_rate_distortion(payload: dict, strict: bool) -> None:
         predicted_units = np.sum(lam[None, :k] > (theta / (1 - 0.01))[:, None], axis=1)
         np.testing.assert_array_equal(np.array(t["active_units"])[ok], predicted_units[ok])
 
+
 # --- beyond the paper: the linear CVAE and the two-level HVAE (docs/theory.md (T17)) ---------------------
 
 
@@ -832,7 +833,9 @@ def check_cvae_collapse(payload: dict, strict: bool) -> None:
     eta = np.sqrt(p["sigma2"])
     modes = theta[np.array(p["modes"]) - 1]
     exact = np.where(modes[None, :] > betas[:, None] * eta**2, np.sqrt(betas[:, None]) * eta / np.sqrt(modes), 1.0)
-    published = np.where(modes[None, :] >= np.sqrt(betas[:, None]) * eta, np.sqrt(betas[:, None]) * eta / np.sqrt(modes), 1.0)
+    published = np.where(
+        modes[None, :] >= np.sqrt(betas[:, None]) * eta, np.sqrt(betas[:, None]) * eta / np.sqrt(modes), 1.0
+    )
     np.testing.assert_allclose(p["exact_std"], exact.T, rtol=1e-12)
     np.testing.assert_allclose(p["published_std"], published.T, rtol=1e-12)
     assert p["largest_difference"] > 0.1  # the figure shows a visible disagreement

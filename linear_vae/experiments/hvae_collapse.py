@@ -35,7 +35,14 @@ CONFIG = {
     "z1_variances": [0.02, 0.2],  # sigma1^2, one row of panels each
     "betas": [0.1, 10.0, 121],  # log-spaced START, STOP, NUM of both axes of the closed-form maps
     # (sigma1^2, beta1, beta2) trained, each at least 5% from every threshold and from beta1 sigma1^2 = beta2 eta_dec^2
-    "trained": [[0.02, 0.3, 3.0], [0.02, 3.0, 0.3], [0.02, 1.0, 1.0], [0.2, 3.0, 3.0], [0.2, 1.0, 1.0], [0.2, 1.0, 3.0]],
+    "trained": [
+        [0.02, 0.3, 3.0],
+        [0.02, 3.0, 0.3],
+        [0.02, 1.0, 1.0],
+        [0.2, 3.0, 3.0],
+        [0.2, 1.0, 1.0],
+        [0.2, 1.0, 3.0],
+    ],
     "optimizer": "newton",
     "seed": 0,
 }
