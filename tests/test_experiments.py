@@ -964,10 +964,7 @@ def quick_runs(tmp_path_factory):
 #: Quick runs too long for the default suite: training_curves_paper compiles its own K-dimensional
 #: trainer (about 20 s of CPU for a smoke test), and deep_vae_fashion runs the code path of deep_vae's
 #: quick run on other data (about 14 s).  Their committed figures are still checked by default.
-#: cvae_collapse, hvae_collapse and conditional_information train one model each in their quick form, but
-#: compiling the pair models' Newton step and convergence test takes about a minute of CPU whatever the size
-#: (measured on 2 shared cores: 130-190 s of compilation, 5-35 s of training).
-SLOW_QUICK = {"training_curves_paper", "deep_vae_fashion", "cvae_collapse", "hvae_collapse", "conditional_information"}
+SLOW_QUICK = {"training_curves_paper", "deep_vae_fashion"}
 
 
 @pytest.mark.parametrize(
