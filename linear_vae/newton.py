@@ -41,7 +41,12 @@ class NewtonState(NamedTuple):
 
 def init_newton(x, stats: DataStats) -> NewtonState:
     """Radius ``0.1 sqrt(tr S)`` (the optimal decoder has ``||W||_F^2 <= tr S``), capped at ``100 sqrt(tr S) + 10``."""
-    scale = jnp.sqrt(stats.trace)
+    return initial_newton_state(x, jnp.sqrt(stats.trace))
+
+
+def initial_newton_state(x, scale) -> NewtonState:
+    """Radius ``0.1 scale``, capped at ``100 scale + 10``, no escape direction: ``scale`` bounds the
+    norm of the optimal ``x`` (``sqrt(tr S)`` for the linear VAE's decoder)."""
     return NewtonState(0.1 * scale + 1e-3, 100.0 * scale + 10.0, jnp.zeros_like(x))
 
 

@@ -217,6 +217,26 @@ def rotation_projector(W, relative_cutoff: float = 1e-10):
     return project
 
 
+def reduced_problem(f, projector_at) -> ProjectedProblem:
+    """The :class:`ProjectedProblem` of a scalar ``f`` on a flat vector whose exact symmetries are
+    removed by ``projector_at(x)``, the orthogonal projector (a function ``v -> P v``) onto the
+    complement of the symmetry directions at ``x``.  Any model's objective goes through the same
+    solver code this way (:mod:`linear_vae.model_objective`).
+
+    References: docs/theory.md (T7.2).
+    """
+
+    def derivatives(x):
+        return jax.linearize(jax.grad(f), x)
+
+    def reduced_derivatives(x):
+        project = projector_at(x)
+        g, hvp = derivatives(x)
+        return project(g), lambda v: project(hvp(project(v))), project
+
+    return ProjectedProblem(f, derivatives, reduced_derivatives)
+
+
 def make_problem(shape, learn_sigma2: bool, log_sigma2_fixed, beta, stats: DataStats) -> ProjectedProblem:
     """``f``, its gradient and Hessian-vector product on ``x = vec W`` (plus ``log sigma2`` if learned).
 
@@ -233,19 +253,15 @@ def make_problem(shape, learn_sigma2: bool, log_sigma2_fixed, beta, stats: DataS
         log_sigma2 = x[size] if learn_sigma2 else log_sigma2_fixed
         return -projected_elbo(x[:size].reshape(shape), log_sigma2, beta, stats)
 
-    def derivatives(x):
-        return jax.linearize(jax.grad(f), x)
-
-    def reduced_derivatives(x):
+    def projector_at(x):
         project_W = rotation_projector(x[:size].reshape(shape))
 
         def project(v):  # log sigma2, when learned, is not part of any rotation
             return v.at[:size].set(project_W(v[:size].reshape(shape)).reshape(-1))
 
-        g, hvp = derivatives(x)
-        return project(g), lambda v: project(hvp(project(v))), project
+        return project
 
-    return ProjectedProblem(f, derivatives, reduced_derivatives)
+    return reduced_problem(f, projector_at)
 
 
 def problem_at(trainable, objective: Objective):

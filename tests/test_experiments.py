@@ -775,6 +775,125 @@ def check_rate_distortion(payload: dict, strict: bool) -> None:
         np.testing.assert_array_equal(np.array(t["active_units"])[ok], predicted_units[ok])
 
 
+# --- beyond the paper: the linear CVAE and the two-level HVAE (docs/theory.md (T17)) ---------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _pair_moments(data: str, n, subset_seed: int, split: str):
+    """Centred ``(A, C, B)`` of the image split, by numpy alone (the quarter: rows 14-27, columns 0-13)."""
+    X = load_data(data, n=n, subset_seed=subset_seed).X
+    side = int(round(np.sqrt(X.shape[1])))
+    rows, cols = np.divmod(np.arange(X.shape[1]), side)
+    mask = (cols < side // 2) & (rows >= side // 2) if split == "quarter" else cols < side // 2
+    x, y = X[:, mask] - X[:, mask].mean(axis=0), X[:, ~mask] - X[:, ~mask].mean(axis=0)
+    return x.T @ x / len(X), x.T @ y / len(X), y.T @ y / len(X)
+
+
+def _residual_and_cross(A, C, B):
+    """Eigenvalues of ``S = B - C^T A^+ C`` and squared singular values of ``C^T A^{-1/2}`` (on the range of A)."""
+    lam, V = np.linalg.eigh(A)
+    keep = lam > lam.max() * 1e-12
+    Z = C.T @ V[:, keep] / np.sqrt(lam[keep])
+    theta = np.clip(np.linalg.eigvalsh(B - Z @ Z.T)[::-1], 0, None)
+    return theta, np.linalg.svd(Z, compute_uv=False) ** 2
+
+
+def _check_trained_points(points, predicted_of, strict: bool) -> None:
+    """Each trained point: its predicted count is the reference's; away from thresholds its trained count
+    equals it and its verdict is 'agrees'; the gap is within the trainer's 1e-6 nats and never below
+    the optimum by more than float64 round-off."""
+    ok = far([p["nearest_threshold_distance"] for p in points], strict)
+    for point, judged in zip(points, ok):
+        assert point["predicted_active_dims"] == predicted_of(point)
+        assert point["gap"] > -1e-9 * max(1.0, abs(point["optimal_elbo"]))
+        if judged:
+            assert point["active_dims"] == point["predicted_active_dims"]
+            assert point["gap"] <= 1e-6 and point["status"] == "agrees", point
+
+
+def check_cvae_collapse(payload: dict, strict: bool) -> None:
+    config, r = payload["config"], payload["results"]
+    theta, _ = _residual_and_cross(*_pair_moments(config["data"], config["n"], config["subset_seed"], config["split"]))
+    k = config["latent_dim"]
+    np.testing.assert_allclose(r["residual_spectrum"], theta[: k + 1], rtol=0, atol=1e-9 * theta[0])
+    betas = np.array(r["curve_betas"])
+    for panel, s2 in zip(r["staircase"], config["sigma2s"]):
+        assert panel["sigma2"] == s2
+        np.testing.assert_array_equal(panel["curve_active_dims"], (theta[None, :k] > betas[:, None] * s2).sum(axis=1))
+    _check_trained_points(r["trained"], lambda p: int(np.sum(theta[:k] > p["beta"] * p["sigma2"])), strict)
+    for point in r["trained"]:
+        t = point["beta"] * point["sigma2"]
+        exact = np.where(theta[:k] > t, np.sqrt(t / np.where(theta[:k] > 0, theta[:k], 1)), 1.0)  # eta_enc = 1
+        np.testing.assert_allclose(point["exact_encoder_std"], exact, rtol=1e-9)
+        if point["nearest_threshold_distance"] >= (0.02 if strict else 0.10):
+            # Newton to a predicted gain of 1e-12 nats leaves each s_i right to ~1e-6 (measured far smaller)
+            np.testing.assert_allclose(point["trained_encoder_std"], exact, atol=1e-4)
+    # the right panel: the exact rule and the published one (a variance compared with sqrt(beta) eta_dec)
+    p = r["std_panel"]
+    eta = np.sqrt(p["sigma2"])
+    modes = theta[np.array(p["modes"]) - 1]
+    exact = np.where(modes[None, :] > betas[:, None] * eta**2, np.sqrt(betas[:, None]) * eta / np.sqrt(modes), 1.0)
+    published = np.where(
+        modes[None, :] >= np.sqrt(betas[:, None]) * eta, np.sqrt(betas[:, None]) * eta / np.sqrt(modes), 1.0
+    )
+    np.testing.assert_allclose(p["exact_std"], exact.T, rtol=1e-12)
+    np.testing.assert_allclose(p["published_std"], published.T, rtol=1e-12)
+    assert p["largest_difference"] > 0.1  # the figure shows a visible disagreement
+
+
+def check_hvae_collapse(payload: dict, strict: bool) -> None:
+    config, r = payload["config"], payload["results"]
+    _, theta2 = _residual_and_cross(*_pair_moments(config["data"], config["n"], config["subset_seed"], config["split"]))
+    d1, d2 = config["latent_dims"]
+    eta2 = config["sigma2"]
+    np.testing.assert_allclose(r["spectrum"], theta2[: d1 + 1], rtol=0, atol=1e-9 * theta2[0])
+    betas = np.array(r["betas"])
+
+    def counts(beta1, beta2, s1):  # docs/theory.md (T17.4), written out again
+        t = theta2[:d1]
+        z1 = int(np.sum(t[:d2] > min(beta1 * s1, beta2 * eta2)) + np.sum(t[d2:] > beta1 * s1))
+        z2 = d2 if beta1 * s1 > beta2 * eta2 else int(np.sum(t[:d2] > beta2**2 * eta2**2 / (beta1 * s1)))
+        return [z1, z2]
+
+    for panel, s1 in zip(r["panels"], config["z1_variances"]):
+        assert panel["z1_variance"] == s1
+        grid = np.array([[counts(b1, b2, s1) for b1 in betas] for b2 in betas])
+        np.testing.assert_array_equal(panel["active_z1"], grid[..., 0])
+        np.testing.assert_array_equal(panel["active_z2"], grid[..., 1])
+        _check_trained_points(panel["trained"], lambda p, s1=s1: counts(p["beta1"], p["beta2"], s1), strict)
+
+
+def check_conditional_information(payload: dict, strict: bool) -> None:
+    config, r = payload["config"], payload["results"]
+    from linear_vae.conditioning import correlated_condition
+    from linear_vae.datasets import make_synthetic
+
+    Y = make_synthetic(n=config["n"], seed=config["data_seed"]).X
+    k, t = config["latent_dim"], config["beta"] * config["sigma2"]
+
+    def theta_of(a):
+        x = correlated_condition(Y, a, config["noise_seed"])
+        xc, yc = x - x.mean(axis=0), Y - Y.mean(axis=0)
+        n = len(Y)
+        return _residual_and_cross(xc.T @ xc / n, xc.T @ yc / n, yc.T @ yc / n)[0]
+
+    total = np.trace(np.cov(Y.T, bias=True))
+    np.testing.assert_allclose(r["total_trace"], total, rtol=1e-12)
+    for family in r["families"]:
+        theta = theta_of(family["share"])
+        np.testing.assert_allclose(family["residual_spectrum"], theta, rtol=0, atol=1e-9 * theta.max(initial=1.0))
+        assert family["predicted_collapsed"] == k - int(np.sum(theta[:k] > t))
+    _check_trained_points(r["families"], lambda f: int(np.sum(theta_of(f["share"])[:k] > t)), strict)
+    shares = [f["share"] for f in r["families"]]
+    collapsed = [f["predicted_collapsed"] for f in r["families"]]
+    # the claim: the more of y's variance x explains, the more modes collapse; x = y collapses every one
+    assert collapsed == sorted(collapsed) and shares == sorted(shares)
+    if 1.0 in shares:
+        assert collapsed[shares.index(1.0)] == k
+    curve = [k - int(np.sum(theta_of(a)[:k] > t)) for a in r["curve_shares"][:: max(1, len(r["curve_shares"]) // 10)]]
+    np.testing.assert_array_equal(r["curve_collapsed"][:: max(1, len(r["curve_shares"]) // 10)], curve)
+
+
 CHECKS = {
     "collapse_threshold": check_collapse_threshold,
     "kl_per_dim": check_kl_per_dim,
@@ -791,6 +910,9 @@ CHECKS = {
     "encoders": check_encoders,
     "metric_calibration": check_metric_calibration,
     "rate_distortion": check_rate_distortion,
+    "cvae_collapse": check_cvae_collapse,
+    "hvae_collapse": check_hvae_collapse,
+    "conditional_information": check_conditional_information,
     "deep_vae": check_deep_vae,
     "deep_vae_fashion": check_deep_vae,
 }

@@ -18,6 +18,9 @@ EXPERIMENTS = (
     "encoders",
     "metric_calibration",
     "rate_distortion",
+    "cvae_collapse",
+    "hvae_collapse",
+    "conditional_information",
     "deep_vae",
     "deep_vae_fashion",
 )
