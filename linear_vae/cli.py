@@ -1128,6 +1128,12 @@ OPTIONS = {
     "key": "--key",
     "gap_tolerance": "--gap-tol",
     "angle_tolerance_deg": "--angle-tol",
+    "decoder_variance": "--sigma2",
+    "prior_variance": "--prior-variance",
+    "beta1": "--beta1",
+    "beta2": "--beta2",
+    "z1_variance": "--z1-variance",
+    "z2_variance": "--z2-variance",
 }
 #: Where a command's option differs (a sweep takes lists).
 COMMAND_OPTIONS = {"sweep": {"beta": "--betas", "sigma2": "--sigma2s"}}

@@ -113,7 +113,7 @@ class _Newton:
         return state._replace(escape=jnp.where(at_saddle, diagnosis.ascent, state.escape))
 
 
-@partial(jax.jit, static_argnames=("fns", "iterations"))
+@partial(jax.jit, static_argnames=("fns",))
 def _newton_run(x, state, data, fns, iterations):
     problem = _problem(fns, data)
 
@@ -142,7 +142,7 @@ class _Adam:
         return state
 
 
-@partial(jax.jit, static_argnames=("negative", "iterations", "learning_rate"))
+@partial(jax.jit, static_argnames=("negative", "learning_rate"))
 def _adam_run(x, state, data, negative, iterations, learning_rate):
     optimizer = optax.adam(learning_rate)
 
