@@ -129,12 +129,14 @@ def cvae_model(
 
     >>> import numpy as np
     >>> from linear_vae.model_objective import fit
-    >>> m = JointMoments.from_matrices(np.eye(2), np.eye(2), 2 * np.eye(2) + np.diag([1.5, 0.0]))
-    >>> model = cvae_model(m, latent_dim=1, beta=1.0, decoder_variance=1.0)
+    >>> m = JointMoments.from_matrices(np.eye(2), np.eye(2), np.diag([3.5, 1.5]))
+    >>> model = cvae_model(m, latent_dim=2, beta=1.0, decoder_variance=1.0)
     >>> np.diag(np.asarray(model.data.S))  # S = B - C^T A^+ C
-    array([2.5, 1. ])
-    >>> abs(fit(model).params.U1[0, 0])  # sqrt(theta_1 - beta eta_dec^2) / eta_enc
-    1.224744871391589
+    array([2.5, 0.5])
+    >>> U1 = fit(model).params.U1  # columns sqrt((theta_i - beta eta_dec^2)_+) / eta_enc along S's eigenvectors
+    >>> np.round(np.abs(U1), 6)
+    array([[1.224745, 0.      ],
+           [0.      , 0.      ]])
 
     References: docs/theory.md (T17.3, T17.7).
     """

@@ -194,8 +194,8 @@ def fit(
     >>> from linear_vae.joint_moments import JointMoments
     >>> m = JointMoments.from_matrices(np.eye(2), np.zeros((2, 2)), np.diag([3.0, 0.5]))
     >>> trained = fit(cvae_model(m, latent_dim=2, beta=1.0, decoder_variance=1.0))
-    >>> trained.converged, round(trained.value, 6)  # min L = log(2 pi) + (3.5 - g(3)) / 2
-    (True, 2.340402)
+    >>> trained.converged, round(trained.value, 6)  # min L = log(2 pi) + (tr S - g(3)) / 2, g(r) = r - 1 - log r
+    (True, 3.137183)
 
     References: docs/theory.md (T7.2, T7.3, T17.7).
     """

@@ -256,7 +256,7 @@ def plan(moments: JointMoments, model: str, decoder_variance: float, **settings)
 
     >>> m = JointMoments.from_matrices(np.eye(2), np.zeros((2, 2)), np.diag([3.0, 0.5]))
     >>> [round(c["beta"], 4) for c in plan(m, "cvae", 1.0, latent_dim=2)]
-    [1.2247, 0.25, 6.0, 0.5025, 0.4975]
+    [1.2247, 0.25, 6.0, 3.015, 2.985]
 
     References: docs/theory.md (T17.3, T17.4).
     """

@@ -14,7 +14,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "linear_vae"
 DOCUMENTED = [
-    "analysis", "collapse", "conditioning", "divergence", "elbo", "escape", "estimators", "metrics", "moments", "optimum", "ppca", "problem", "spd",
+    "analysis", "collapse", "conditioning", "cvae_training", "divergence", "elbo", "escape", "estimators", "hvae_training",
+    "joint_expectations", "metrics", "model_objective", "model_verify", "moments", "optimum", "ppca", "problem", "spd",
     "stopping", "validation",
 ]  # fmt: skip
 
