@@ -547,8 +547,8 @@ def _pair_settings(args) -> tuple:
         "iterations": args.steps,
         "learning_rate": 1e-2 if args.lr is None else args.lr,
     }
-    if optimizer == "newton" and args.lr is not None:
-        raise ValueError("--lr sets the step size of adam, and newton takes none; drop --lr or choose --optimizer adam")
+    if args.lr is not None and not MODEL_SOLVERS[optimizer].has_step_size:
+        raise ValueError(f"--lr sets the step size of adam, and {optimizer} takes none; drop --lr or choose --optimizer adam")
     if args.model == "cvae":
         if args.latent_dim is None:
             raise ValueError("--model cvae needs --latent-dim")

@@ -37,7 +37,7 @@ import numpy as np
 import optax
 
 from linear_vae.convergence import GAIN_TOL, convergence_test
-from linear_vae.newton import SKIP_CHECK_GAIN, NewtonState, initial_newton_state, newton_step
+from linear_vae.newton import SKIP_CHECK_GAIN, NewtonState, initial_newton_state, newton_step, with_escape
 from linear_vae.projected import reduced_problem
 
 
@@ -98,6 +98,7 @@ class _Newton:
     """Trust-region Newton (:func:`linear_vae.newton.newton_step`) on ``negative``; one iteration per call."""
 
     name = "newton"
+    has_step_size = False
     check_every = 5
     skip_check_gain = SKIP_CHECK_GAIN
     default_iterations = 500
@@ -109,8 +110,7 @@ class _Newton:
         return _newton_run(x, state, model.data, (model.negative, model.projector), iterations)
 
     def after_check(self, state: NewtonState, diagnosis, gain_tol):
-        at_saddle = ~diagnosis.converged & (diagnosis.predicted_gain <= gain_tol)
-        return state._replace(escape=jnp.where(at_saddle, diagnosis.ascent, state.escape))
+        return with_escape(state, diagnosis, gain_tol)
 
 
 @partial(jax.jit, static_argnames=("fns",))
@@ -128,6 +128,7 @@ class _Adam:
     """Adam (optax) on ``negative``, with a constant step size."""
 
     name = "adam"
+    has_step_size = True
     check_every = 1000
     skip_check_gain = np.inf
     default_iterations = 50000
@@ -156,7 +157,7 @@ def _adam_run(x, state, data, negative, iterations, learning_rate):
 
 
 #: The solvers a model objective trains with, by name (the default first).
-MODEL_SOLVERS = {"newton": _Newton(), "adam": _Adam()}
+MODEL_SOLVERS = {solver.name: solver for solver in (_Newton(), _Adam())}
 
 
 @partial(jax.jit, static_argnames=("fns", "gain_tol"))
