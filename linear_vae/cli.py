@@ -548,7 +548,9 @@ def _pair_settings(args) -> tuple:
         "learning_rate": 1e-2 if args.lr is None else args.lr,
     }
     if args.lr is not None and not MODEL_SOLVERS[optimizer].has_step_size:
-        raise ValueError(f"--lr sets the step size of adam, and {optimizer} takes none; drop --lr or choose --optimizer adam")
+        raise ValueError(
+            f"--lr sets the step size of adam, and {optimizer} takes none; drop --lr or choose --optimizer adam"
+        )
     if args.model == "cvae":
         if args.latent_dim is None:
             raise ValueError("--model cvae needs --latent-dim")
@@ -650,7 +652,9 @@ def _train_pairs(args, configurations: list[dict], moments) -> list[dict]:
 
 def _print_model_reports(reports: list[dict], as_json: bool, verdict: str | None = None) -> None:
     if as_json:
-        print(io.dumps(reports[0] if len(reports) == 1 and verdict is None else {"verdict": verdict, "configs": reports}))
+        print(
+            io.dumps(reports[0] if len(reports) == 1 and verdict is None else {"verdict": verdict, "configs": reports})
+        )
         return
     print("\n\n".join(_model_report_text(r) for r in reports))
     if verdict is not None:
@@ -801,7 +805,9 @@ def _verify_pairs(args) -> int:
         spectrum = cvae_optimum(moments, settings["latent_dim"], 1.0, 1.0).modes.spectrum
         args.sigma2 = float(np.median(spectrum))
         if not args.sigma2 > 0:
-            raise ValueError("the median residual variance is 0, so no sigma2 can be chosen from the spectrum; fix --sigma2")
+            raise ValueError(
+                "the median residual variance is 0, so no sigma2 can be chosen from the spectrum; fix --sigma2"
+            )
     configurations = [c | {"seed": args.seed} for c in plan(moments, args.model, args.sigma2, **settings)]
     reports = _train_pairs(args, configurations, moments)
     verdict = overall_verdict(reports)

@@ -82,7 +82,10 @@ def cvae_negative_elbo(params: CVAEParams, data: CVAEData):
     squared = expected_square(residual, -(U1 @ b + c), data.joint) + jnp.sum(U1**2 * s2[None, :])
     eta_dec2, eta_enc2 = data.decoder_variance, data.prior_variance
     kl = 0.5 * (
-        (jnp.sum(s2) + expected_square(encoder, b, data.joint)) / eta_enc2 - k - jnp.sum(jnp.log(s2)) + k * jnp.log(eta_enc2)
+        (jnp.sum(s2) + expected_square(encoder, b, data.joint)) / eta_enc2
+        - k
+        - jnp.sum(jnp.log(s2))
+        + k * jnp.log(eta_enc2)
     )
     return squared / (2.0 * eta_dec2) + 0.5 * d_y * (LOG_2PI + jnp.log(eta_dec2)) + data.beta * kl
 
@@ -113,7 +116,9 @@ def _complete(x, data: CVAEData) -> CVAEParams:
     mean_x, mean_y = data.joint.mu[:d_x], data.joint.mu[d_x:]
     encoder_bias = -data.joint.centred * (W1 @ mean_x + W2 @ mean_y)
     decoder_bias = data.joint.centred * (mean_y - data.U2 @ mean_x)
-    return CVAEParams(W1, W2, encoder_bias, data.prior_variance * jnp.exp(vae.log_D), vae.W / eta_enc, data.U2, decoder_bias)
+    return CVAEParams(
+        W1, W2, encoder_bias, data.prior_variance * jnp.exp(vae.log_D), vae.W / eta_enc, data.U2, decoder_bias
+    )
 
 
 def _initial(key, data: CVAEData):

@@ -138,7 +138,9 @@ def _negative(x, data: HVAEData):
         M_inv, _ = inverse_and_log_det(U.T @ U + t * jnp.eye(d2))
         fit = jnp.trace(K) - jnp.sum(M_inv * (U.T @ K @ U)) + rho * jnp.sum(U**2)
         level_z2 = (
-            fit / (2.0 * eta_dec2) + 0.5 * d1 * (LOG_2PI + jnp.log(eta_dec2)) + 0.5 * beta * d2 * (rho - 1.0 - jnp.log(rho))
+            fit / (2.0 * eta_dec2)
+            + 0.5 * d1 * (LOG_2PI + jnp.log(eta_dec2))
+            + 0.5 * beta * d2 * (rho - 1.0 - jnp.log(rho))
         )
     return level_y + data.beta1 * (level_z2 - 0.5 * d1 * (LOG_2PI + jnp.log(data.z1_variance) + 1.0))
 
@@ -236,5 +238,9 @@ def hvae_model(
     )
     # ||Omega||^2 and ||Ũ||^2 are at most sum_i a_i, with a_i <= max(theta_i^2 sigma1^2 / (beta2 eta^2), theta_i sigma1 / sqrt(beta1)).
     total = float(np.trace(G))
-    bound = d1 * z1_variance + z1_variance * total / (beta2 * decoder_variance) + np.sqrt(d1 * total * z1_variance / beta1)
-    return ModelObjective("hvae", data, _negative, _projector, _complete, hvae_negative_elbo, _initial, np.sqrt(2 * bound))
+    bound = (
+        d1 * z1_variance + z1_variance * total / (beta2 * decoder_variance) + np.sqrt(d1 * total * z1_variance / beta1)
+    )
+    return ModelObjective(
+        "hvae", data, _negative, _projector, _complete, hvae_negative_elbo, _initial, np.sqrt(2 * bound)
+    )

@@ -274,7 +274,7 @@ def plan(moments: JointMoments, model: str, decoder_variance: float, **settings)
 
 
 def overall_verdict(reports: list[dict]) -> str:
-    """"disagrees" when any report disagrees, else "not converged" when any did not converge, else "agrees".
+    """ "disagrees" when any report disagrees, else "not converged" when any did not converge, else "agrees".
 
     >>> overall_verdict([{"status": "agrees"}, {"status": "not converged"}])
     'not converged'

@@ -36,7 +36,7 @@ from reference import cvae_objective, hvae_objective
 from linear_vae.compare import GAP_TOL, roundoff
 from linear_vae.conditional import cvae_optimum
 from linear_vae.joint_moments import JointMoments
-from linear_vae.model_verify import train_and_compare, overall_verdict
+from linear_vae.model_verify import overall_verdict, train_and_compare
 
 
 def rotation(d, rng):
@@ -184,9 +184,7 @@ def test_hvae_with_both_variances_fixed_trains_to_the_closed_form():
     X, Y = hvae_pairs(rng)
     m = JointMoments.from_data(X, Y)
     beta2, eta2 = hvae_far_settings(m, 0.05, 1.0, z2_variance=0.5)
-    report = train_and_compare(
-        m, "hvae", eta2, latent_dims=HVAE_DIMS, beta2=beta2, z1_variance=0.05, z2_variance=0.5
-    )
+    report = train_and_compare(m, "hvae", eta2, latent_dims=HVAE_DIMS, beta2=beta2, z1_variance=0.05, z2_variance=0.5)
     check(report)
 
 
@@ -250,7 +248,18 @@ def pair_files(tmp_path_factory):
 
 
 def test_train_cvae_reports_each_mode_against_the_closed_form(capsys, pair_files):
-    common = ["--data", pair_files["y"], "--condition", pair_files["x"], "--model", "cvae", "-k", CVAE_K, "--sigma2", 1.0]
+    common = [
+        "--data",
+        pair_files["y"],
+        "--condition",
+        pair_files["x"],
+        "--model",
+        "cvae",
+        "-k",
+        CVAE_K,
+        "--sigma2",
+        1.0,
+    ]
     code, out, err = run(capsys, "train", *common, "--json")
     assert code == 0, err
     report = json.loads(out)
@@ -313,8 +322,23 @@ def test_verify_cvae_agrees_and_an_unfinished_run_is_not_converged(capsys, pair_
         (("train", "--model", "cvae", "-k", 2, "--sigma2", 1, "--lr", 0.1), "--lr"),
         (("train", "--model", "cvae", "-k", 2, "--sigma2", 1, "--save-model", "m.npz"), "--save-model"),
         (("train", "--model", "vae", "-k", 2, "--split", "half"), "--model cvae or hvae"),
-        (("train", "--model", "hvae", "--latent-dims", 2, 1, "--z1-variance", 0.1, "--sigma2", 1, "--z2-variance", -1),
-         "--z2-variance"),  # fmt: skip
+        (
+            (
+                "train",
+                "--model",
+                "hvae",
+                "--latent-dims",
+                2,
+                1,
+                "--z1-variance",
+                0.1,
+                "--sigma2",
+                1,
+                "--z2-variance",
+                -1,
+            ),
+            "--z2-variance",
+        ),  # fmt: skip
         (("sweep", "--model", "cvae", "-k", 2, "--betas", "1"), "--sigma2s"),
         (("verify", "--model", "hvae", "--latent-dims", 2, 1, "--z1-variance", 0.1), "--sigma2"),
         (("train", "--model", "cvae", "-k", 99, "--sigma2", 1), "--latent-dim = 99"),

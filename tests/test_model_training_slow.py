@@ -72,9 +72,7 @@ def check(report):
     assert report["status"] == "agrees"
 
 
-@pytest.mark.parametrize(
-    "name, split", [("mnist", "quarter"), ("mnist", "half"), ("fashion_mnist", "quarter")]
-)
+@pytest.mark.parametrize("name, split", [("mnist", "quarter"), ("mnist", "half"), ("fashion_mnist", "quarter")])
 def test_cvae_on_images_trains_to_the_closed_form(name, split):
     m = pairs(name, split)
     spectrum = cvae_optimum(m, 64, 1.0, 1.0).modes.spectrum
@@ -84,15 +82,18 @@ def test_cvae_on_images_trains_to_the_closed_form(name, split):
 
 @pytest.mark.parametrize(
     "name, split, z2_variance",
-    [("mnist", "quarter", None), ("mnist", "half", None), ("fashion_mnist", "quarter", None), ("mnist", "quarter", 0.5)],
+    [
+        ("mnist", "quarter", None),
+        ("mnist", "half", None),
+        ("fashion_mnist", "quarter", None),
+        ("mnist", "quarter", 0.5),
+    ],
 )
 def test_hvae_on_images_trains_to_the_closed_form(name, split, z2_variance):
     m = pairs(name, split)
     s1, beta2 = hvae_far_settings(m, (32, 32), z2_variance=z2_variance)
     check(
-        train_and_compare(
-            m, "hvae", 0.05, latent_dims=(32, 32), beta2=beta2, z1_variance=s1, z2_variance=z2_variance
-        )
+        train_and_compare(m, "hvae", 0.05, latent_dims=(32, 32), beta2=beta2, z1_variance=s1, z2_variance=z2_variance)
     )
 
 
