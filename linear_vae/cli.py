@@ -750,6 +750,8 @@ def cmd_sweep(args) -> int:
         raise ValueError("--save-params adds each configuration's parameters to the JSON output; add --json")
     if _uses_pairs(args):
         return _sweep_pairs(args, betas, sigma2s, seeds)
+    if args.latent_dim is None:
+        raise ValueError("sweep needs --latent-dim K")
     _, result, reports = _run_sweep(args, args.latent_dim, betas, sigma2s, seeds, learn, "report")
     if args.save_params:
         import numpy as np
@@ -1007,7 +1009,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser("sweep", help=cmd_sweep.__doc__, description=cmd_sweep.__doc__)
     _add_data_options(sweep)
-    _add_latent_dim(sweep)
+    sweep.add_argument("--latent-dim", "-k", type=int, default=None, help="number of latent dimensions K")
     # --beta and --sigma2 are accepted too (one value is a list of one), as every command that
     # trains takes them.
     sweep.add_argument(

@@ -302,6 +302,18 @@ def test_sweep_cvae_trains_every_beta(capsys, pair_files):
     assert all(r["status"] == "agrees" for r in reports)
 
 
+def test_sweep_hvae_trains_every_beta2(capsys, pair_files):
+    code, out, err = run(
+        capsys, "sweep", "--data", pair_files["yh"], "--condition", pair_files["xh"], "--model", "hvae",
+        "--latent-dims", *HVAE_DIMS, "--z1-variance", 0.05, "--betas", "0.5,2", "--sigma2s", 0.3, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    reports = json.loads(out)
+    assert [r["beta2"] for r in reports] == [0.5, 2.0]
+    assert all(r["active_dims"] == r["predicted_active_dims"] or r["kind"] == "near" for r in reports)
+    assert all(r["status"] == "agrees" for r in reports)
+
+
 def test_verify_cvae_agrees_and_an_unfinished_run_is_not_converged(capsys, pair_files):
     """Exit 0 with AGREES; with one Newton iteration, exit 1 with NOT CONVERGED (never DISAGREES)."""
     common = ["verify", "--data", pair_files["y"], "--condition", pair_files["x"], "--model", "cvae", "-k", CVAE_K]
