@@ -114,3 +114,23 @@ def test_adam_reaches_the_closed_form_on_small_pairs():
     eta2 = float(np.sqrt(spectrum[0] * spectrum[1]))
     report = train_and_compare(m, "cvae", eta2, latent_dim=3, optimizer="adam", iterations=100000)
     check(report)
+
+
+def test_hvae_with_a_singular_A_and_more_targets_than_pairs():
+    """``x`` with a constant and a duplicated coordinate (``A`` of rank 3 of 5) and ``d_y = 8 > N = 7``: the
+    range of ``A`` is a different compiled shape from the default suite's, hence here."""
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((7, 5)) * [2.0, 1.0, 0.5, 0.0, 0.0]
+    X[:, 4] = X[:, 0]
+    X[:, 3] = 1.0
+    Y = X @ rng.standard_normal((5, 8)) * 0.6 + 0.3 * rng.standard_normal((7, 8))
+    m = JointMoments.from_data(X, Y)
+    theta2 = hvae_optimum(m, (3, 2), 1.0, 1.0, 0.05, 1.0).spectrum
+    T = float(np.sqrt(theta2[0] * theta2[1]))
+    eta2 = 0.5 * float(theta2[2]) if theta2[2] > 0 else 0.1
+    beta2 = float(np.sqrt(T * 0.05) / eta2)
+    report = train_and_compare(m, "hvae", eta2, latent_dims=(3, 2), beta2=beta2, z1_variance=0.05)
+    assert report["converged"] and -roundoff(report["optimal_elbo"]) <= report["gap"] <= GAP_TOL
+    if report["kind"] == "far":
+        assert report["active_dims"] == report["predicted_active_dims"]
+    assert report["status"] == "agrees"
