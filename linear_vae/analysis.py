@@ -159,6 +159,7 @@ def analyze_pairs(
     beta2: float = 1.0,
     prior_variance: float = 1.0,
     z1_variance: float | None = None,
+    z2_variance: float | None = None,
     bias: bool = True,
 ) -> dict:
     """The closed-form optimum of a model of ``y`` given ``x`` (rows of ``X`` and ``Y`` are pairs), as
@@ -167,8 +168,8 @@ def analyze_pairs(
     ``model``: ``"vae"``, the linear VAE with prior ``N(0, prior_variance I)`` predicting ``y`` from
     ``x`` (Wang & Ziyin; ``Y = X`` is the VAE, docs/theory.md (T17.2)); ``"cvae"``, the linear
     conditional VAE (T17.3); ``"hvae"``, the two-level linear HVAE with ``latent_dims = (d1, d2)``, a
-    fixed ``z1_variance`` and a learned ``z2`` variance (T17.4).  ``sigma2`` is the decoder variance
-    ``eta_dec^2`` in every model, fixed.  ``bias=False`` uses raw (uncentred) moments, a model
+    fixed ``z1_variance`` and a learned ``z2`` variance (T17.4), or one fixed to ``z2_variance`` (T17.5).
+    ``sigma2`` is the decoder variance ``eta_dec^2`` in every model, fixed.  ``bias=False`` uses raw (uncentred) moments, a model
     without biases.  Keys as :meth:`Analysis.to_dict` where they mean the same (``elbo``, the
     optimum's beta-ELBO per datapoint, constants included; ``active_dims``; ``kl_per_dim``), plus
     ``spectrum`` (variance units, as ``spectrum_units`` says) and ``threshold``; for the HVAE,
@@ -202,12 +203,15 @@ def analyze_pairs(
     if model == "hvae":
         if latent_dims is None or z1_variance is None:
             raise ValueError("--model hvae needs --latent-dims D1 D2 and --z1-variance")
-        optimum = hvae_optimum(moments, tuple(latent_dims), beta1, beta2, z1_variance, sigma2, prior_variance)
+        optimum = hvae_optimum(
+            moments, tuple(latent_dims), beta1, beta2, z1_variance, sigma2, prior_variance, z2_variance
+        )
         return report | {
             "latent_dims": [int(d) for d in latent_dims],
             "beta1": float(beta1),
             "beta2": float(beta2),
             "z1_variance": float(z1_variance),
+            "z2_variance": None if z2_variance is None else float(z2_variance),
             "elbo": -optimum.value,
             "spectrum": optimum.spectrum.tolist(),
             "z1_thresholds": optimum.z1_thresholds.tolist(),

@@ -127,6 +127,12 @@ def _add_pair_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--beta1", type=float, default=1.0, help="hvae: KL weight of the z1 level (default: 1)")
     group.add_argument("--beta2", type=float, default=1.0, help="hvae: KL weight of the z2 level (default: 1)")
     group.add_argument("--z1-variance", type=float, default=None, help="hvae: the fixed variance sigma1^2 of q(z1|x)")
+    group.add_argument(
+        "--z2-variance",
+        type=float,
+        default=None,
+        help="hvae: fix the variance of q(z2|z1) to this times I (default: learned, a diagonal Sigma2)",
+    )
     group.add_argument("--no-bias", action="store_true", help="a model without biases: raw (uncentred) second moments")
 
 
@@ -228,6 +234,7 @@ def _analyze_pairs(args, dataset) -> int:
         beta2=args.beta2,
         prior_variance=args.prior_variance,
         z1_variance=args.z1_variance,
+        z2_variance=args.z2_variance,
         bias=not args.no_bias,
     )
     if args.json:
@@ -503,8 +510,171 @@ def _cell(value, width: int, spec: str) -> str:
     return f"{text:>{width}}"
 
 
+def _uses_pairs(args) -> bool:
+    """Whether a training command trains a model of y given x (``--model cvae|hvae``)."""
+    if args.model == "vae":
+        if args.condition or args.split or args.prior_variance != 1.0:
+            raise ValueError(
+                f"{args.command} --model vae trains the linear VAE of the data alone; for y given x "
+                "(--condition, --split) use --model cvae or hvae, and `linear-vae analyze` for the scaled prior"
+            )
+        return False
+    return True
+
+
+def _pair_settings(args) -> tuple:
+    """``(moments, settings)`` of ``--model cvae|hvae``: the joint moments of ``(x, y)`` and the keyword
+    arguments of :func:`linear_vae.model_verify.train_and_compare` the options give."""
+    from linear_vae.joint_moments import JointMoments
+    from linear_vae.model_objective import MODEL_SOLVERS
+
+    optimizer = args.optimizer or "newton"
+    if optimizer not in MODEL_SOLVERS:
+        raise ValueError(f"--model {args.model} trains with --optimizer {' or '.join(MODEL_SOLVERS)}, not {optimizer}")
+    for option, value, default in (
+        ("--objective", getattr(args, "objective", "exact"), "exact"),
+        ("--sigma2-init", getattr(args, "sigma2_init", None), None),
+        ("--save-model", getattr(args, "save_model", None), None),
+    ):
+        if value != default:
+            raise ValueError(f"{option} is for --model vae; --model {args.model} trains its exact objective")
+    X, Y = _pairs(args, _load(args))
+    moments = JointMoments.from_data(X, Y, centred=not args.no_bias)
+    settings = {
+        "prior_variance": args.prior_variance,
+        "optimizer": optimizer,
+        "iterations": args.steps,
+        "learning_rate": 1e-2 if args.lr is None else args.lr,
+    }
+    if args.lr is not None and not MODEL_SOLVERS[optimizer].has_step_size:
+        raise ValueError(
+            f"--lr sets the step size of adam, and {optimizer} takes none; drop --lr or choose --optimizer adam"
+        )
+    if args.model == "cvae":
+        if args.latent_dim is None:
+            raise ValueError("--model cvae needs --latent-dim")
+        settings["latent_dim"] = args.latent_dim
+    else:
+        if args.latent_dims is None or args.z1_variance is None:
+            raise ValueError("--model hvae needs --latent-dims D1 D2 and --z1-variance")
+        settings |= {
+            "latent_dims": tuple(args.latent_dims),
+            "beta1": args.beta1,
+            "beta2": args.beta2,
+            "z1_variance": args.z1_variance,
+            "z2_variance": args.z2_variance,
+        }
+    return moments, settings
+
+
+def _model_report_text(report: dict) -> str:
+    """One configuration of ``--model cvae|hvae``: its settings, the per-mode table and its verdict."""
+    if report["model"] == "cvae":
+        setting = f"K = {report['latent_dim']}, beta = {report['beta']:.6g}"
+        header = f"{'mode':>4} {'spectrum':>11} {'threshold':>11} {'active':>6} {'trained':>7} {'KL':>10} " + (
+            f"{'trained KL':>10} {'gain':>10} {'trained':>10}"
+        )
+        rows = [
+            f"{i + 1:>4} {m['spectrum']:>11.5g} {m['threshold']:>11.5g} {'yes' if m['active'] else 'no':>6} "
+            f"{'yes' if m['trained_active'] else 'no':>7} {m['kl']:>10.4g} {m['trained_kl']:>10.4g} "
+            f"{m['decoder_gain']:>10.5g} {m['trained_decoder_gain']:>10.5g}"
+            for i, m in enumerate(report["modes"])
+        ]
+        legend = (
+            "spectrum: eigenvalues theta_i of S = B - C^T A^+ C (variance units); active iff theta_i > beta sigma2; "
+            "KL: nats per datapoint; gain: singular value of U1 at the optimum"
+        )
+    else:
+        d1, d2 = report["latent_dims"]
+        fixed = report["z2_variance"]
+        setting = (
+            f"d1 = {d1}, d2 = {d2}, beta1 = {report['beta1']:.6g}, beta2 = {report['beta2']:.6g}, "
+            f"sigma1^2 = {report['z1_variance']:.6g}, Sigma2 " + ("learned" if fixed is None else f"= {fixed:.6g} I")
+        )
+        z2_rule = (
+            "every z2 mode is active (the z2 level models z1's fixed noise)"
+            if report["z2_models_z1_noise"]
+            else f"a z2 mode is active iff theta_i^2 > {report['z2_threshold']:.5g}"
+        )
+        header = (
+            f"{'mode':>4} {'spectrum':>11} {'z1 thresh':>11} {'z1':>4} {'trained':>7} {'a_i':>10} {'trained':>10} "
+            f"{'z2':>4} {'trained':>7} {'z2 KL':>10} {'trained':>10}"
+        )
+        rows = []
+        for i, m in enumerate(report["modes"]):
+            row = (
+                f"{i + 1:>4} {m['spectrum']:>11.5g} {m['threshold']:>11.5g} {'yes' if m['active'] else 'no':>4} "
+                f"{'yes' if m['trained_active'] else 'no':>7} {m['z1_variance']:>10.5g} {m['trained_z1_variance']:>10.5g}"
+            )
+            if "kl" in m:
+                row += (
+                    f" {'yes' if m['z2_active'] else 'no':>4} {'yes' if m['trained_z2_active'] else 'no':>7} "
+                    f"{m['kl']:>10.4g} {m['trained_kl']:>10.4g}"
+                )
+            rows.append(row)
+        legend = (
+            "spectrum: theta_i^2, squared singular values of C^T A^{-1/2} (variance units); a z1 mode is active iff "
+            f"theta_i^2 > its z1 threshold; {z2_rule}; a_i: the variance of z1 along mode i; KL: nats per datapoint"
+        )
+    from linear_vae.compare import gap_text
+
+    lines = [
+        f"{report['model']}: {setting}, sigma2 = {report['sigma2']:.6g}, prior variance {report['prior_variance']:.6g}, "
+        f"{'with' if report['bias'] else 'without'} biases; {report['optimizer']}, {report['steps_used']} iterations",
+        header,
+        *rows,
+        legend,
+        f"beta-ELBO trained {report['elbo']:.9f}, optimal {report['optimal_elbo']:.9f} nats per datapoint; gap "
+        f"{gap_text(report['gap'], report['optimal_elbo']).strip()}; converged: {'yes' if report['converged'] else 'no'}; "
+        f"active {report['active_dims']}, predicted {report['predicted_active_dims']}; nearest threshold "
+        f"{report['nearest_threshold_distance']:.3g} ({report['kind']})",
+        f"{report['status'].upper()}" + (f": {'; '.join(report['reasons'])}" if report["reasons"] else ""),
+    ]
+    return "\n".join(lines)
+
+
+def _train_pairs(args, configurations: list[dict], moments) -> list[dict]:
+    from linear_vae.model_verify import train_and_compare
+
+    if args.sigma2 is None:
+        raise ValueError(f"--model {args.model} needs a fixed --sigma2 (the decoder variance eta_dec^2)")
+    progress = _progress(args, f"{args.command} --model {args.model} ({len(configurations)} configurations)")
+    try:
+        reports = []
+        for i, settings in enumerate(configurations):
+            reports.append(train_and_compare(moments, args.model, args.sigma2, **settings))
+            progress(i + 1, len(configurations))
+    finally:
+        progress.close()
+    return reports
+
+
+def _print_model_reports(reports: list[dict], as_json: bool, verdict: str | None = None) -> None:
+    if as_json:
+        print(
+            io.dumps(reports[0] if len(reports) == 1 and verdict is None else {"verdict": verdict, "configs": reports})
+        )
+        return
+    print("\n\n".join(_model_report_text(r) for r in reports))
+    if verdict is not None:
+        summary = {
+            "agrees": "AGREES: every configuration converged and matches the closed form",
+            "disagrees": "DISAGREES WITH THE THEORY: a converged configuration contradicts the closed form",
+            "not converged": "NOT CONVERGED: a configuration did not pass the convergence test; nothing contradicts "
+            "the theory (raise --steps)",
+        }
+        print(summary[verdict])
+
+
 def cmd_train(args) -> int:
     """Train one linear VAE by gradient ascent and compare it with the closed form."""
+    if _uses_pairs(args):
+        moments, settings = _pair_settings(args)
+        settings |= {"beta": args.beta, "seed": args.seed}
+        _print_model_reports(_train_pairs(args, [settings], moments), args.json)
+        return 0
+    if args.latent_dim is None:
+        raise ValueError("train needs --latent-dim K")
     learn = args.sigma2 is None
     if args.save_model is not None:
         io.check_output_file(args.save_model, "--save-model")  # before training, not after
@@ -577,6 +747,10 @@ def cmd_sweep(args) -> int:
     sigma2s = [None] if learn else _parse_values(args.sigma2s, "--sigma2s")
     if args.save_params and not args.json:
         raise ValueError("--save-params adds each configuration's parameters to the JSON output; add --json")
+    if _uses_pairs(args):
+        return _sweep_pairs(args, betas, sigma2s, seeds)
+    if args.latent_dim is None:
+        raise ValueError("sweep needs --latent-dim K")
     _, result, reports = _run_sweep(args, args.latent_dim, betas, sigma2s, seeds, learn, "report")
     if args.save_params:
         import numpy as np
@@ -598,11 +772,57 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _sweep_pairs(args, betas, sigma2s, seeds) -> int:
+    """``sweep --model cvae|hvae``: every ``--betas`` (beta of the CVAE, beta2 of the HVAE) x ``--sigma2s`` x ``--seeds``."""
+    if args.save_params:
+        raise ValueError("--save-params is for --model vae")
+    if sigma2s == [None]:
+        raise ValueError(f"--model {args.model} needs fixed --sigma2s (the decoder variance eta_dec^2)")
+    moments, settings = _pair_settings(args)
+    name = "beta" if args.model == "cvae" else "beta2"
+    reports = []
+    for sigma2 in sigma2s:
+        args.sigma2 = sigma2
+        configurations = [settings | {name: beta, "seed": seed} for beta in betas for seed in seeds]
+        reports += _train_pairs(args, configurations, moments)
+    if args.json:
+        print(io.dumps(reports))
+    else:
+        _print_model_reports(reports, False)
+    return 0
+
+
+def _verify_pairs(args) -> int:
+    """``verify --model cvae|hvae``: the configurations of :func:`linear_vae.model_verify.plan`, each trained and judged."""
+    import numpy as np
+
+    from linear_vae.conditional import cvae_optimum
+    from linear_vae.model_verify import overall_verdict, plan
+
+    moments, settings = _pair_settings(args)
+    if args.sigma2 is None:
+        if args.model == "hvae":
+            raise ValueError("--model hvae needs a fixed --sigma2 (the decoder variance eta_dec^2)")
+        spectrum = cvae_optimum(moments, settings["latent_dim"], 1.0, 1.0).modes.spectrum
+        args.sigma2 = float(np.median(spectrum))
+        if not args.sigma2 > 0:
+            raise ValueError(
+                "the median residual variance is 0, so no sigma2 can be chosen from the spectrum; fix --sigma2"
+            )
+    configurations = [c | {"seed": args.seed} for c in plan(moments, args.model, args.sigma2, **settings)]
+    reports = _train_pairs(args, configurations, moments)
+    verdict = overall_verdict(reports)
+    _print_model_reports(reports, args.json, verdict)
+    return 0 if verdict == "agrees" else 1
+
+
 def cmd_verify(args) -> int:
     """Train a sweep chosen from the data's spectrum and check it against the closed form (exit 1 when it
     disagrees or did not converge)."""
     from linear_vae.verify import VERIFY_DEFAULTS, run_verification
 
+    if _uses_pairs(args):
+        return _verify_pairs(args)
     learning_rate = _learning_rate(args, args.optimizer, VERIFY_DEFAULTS["learning_rate"])
     dataset = _load(args)
     progress = _progress(args, "verify")
@@ -748,7 +968,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
     _add_data_options(train)
-    _add_model_options(train)
+    _add_model_options(train, latent_required=False)
+    _add_pair_options(train)
     _add_training_options(train)
     _add_seed(train, "the initialisation and sampling")
     train.add_argument(
@@ -771,7 +992,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser("sweep", help=cmd_sweep.__doc__, description=cmd_sweep.__doc__)
     _add_data_options(sweep)
-    _add_latent_dim(sweep)
+    sweep.add_argument("--latent-dim", "-k", type=int, default=None, help="number of latent dimensions K")
     # --beta and --sigma2 are accepted too (one value is a list of one), as every command that
     # trains takes them.
     sweep.add_argument(
@@ -790,6 +1011,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --json, keep each configuration's trained parameters in its report (W as d x K, mu, V as "
         "K x d, log_D, sigma2)",
     )
+    _add_pair_options(sweep)
     _add_training_options(sweep)
     _add_output_options(sweep, "one JSON array")
     _add_cache_option(sweep)
@@ -826,6 +1048,7 @@ def build_parser() -> argparse.ArgumentParser:
         "principal angle between its trained active columns and the top eigenvectors is at "
         f"most this many degrees (default {VERIFY_DEFAULTS['angle_tolerance_deg']:g})",
     )
+    _add_pair_options(verify)
     _add_seed(verify, "the random initial decoder of every configuration")
     _add_output_options(verify, "one JSON object")
     _add_cache_option(verify)
@@ -896,6 +1119,12 @@ OPTIONS = {
     "key": "--key",
     "gap_tolerance": "--gap-tol",
     "angle_tolerance_deg": "--angle-tol",
+    "decoder_variance": "--sigma2",
+    "prior_variance": "--prior-variance",
+    "beta1": "--beta1",
+    "beta2": "--beta2",
+    "z1_variance": "--z1-variance",
+    "z2_variance": "--z2-variance",
 }
 #: Where a command's option differs (a sweep takes lists).
 COMMAND_OPTIONS = {"sweep": {"beta": "--betas", "sigma2": "--sigma2s"}}

@@ -82,7 +82,10 @@ def cvae_negative_elbo(params: CVAEParams, data: CVAEData):
     squared = expected_square(residual, -(U1 @ b + c), data.joint) + jnp.sum(U1**2 * s2[None, :])
     eta_dec2, eta_enc2 = data.decoder_variance, data.prior_variance
     kl = 0.5 * (
-        (jnp.sum(s2) + expected_square(encoder, b, data.joint)) / eta_enc2 - k - jnp.sum(jnp.log(s2)) + k * jnp.log(eta_enc2)
+        (jnp.sum(s2) + expected_square(encoder, b, data.joint)) / eta_enc2
+        - k
+        - jnp.sum(jnp.log(s2))
+        + k * jnp.log(eta_enc2)
     )
     return squared / (2.0 * eta_dec2) + 0.5 * d_y * (LOG_2PI + jnp.log(eta_dec2)) + data.beta * kl
 
@@ -113,7 +116,9 @@ def _complete(x, data: CVAEData) -> CVAEParams:
     mean_x, mean_y = data.joint.mu[:d_x], data.joint.mu[d_x:]
     encoder_bias = -data.joint.centred * (W1 @ mean_x + W2 @ mean_y)
     decoder_bias = data.joint.centred * (mean_y - data.U2 @ mean_x)
-    return CVAEParams(W1, W2, encoder_bias, data.prior_variance * jnp.exp(vae.log_D), vae.W / eta_enc, data.U2, decoder_bias)
+    return CVAEParams(
+        W1, W2, encoder_bias, data.prior_variance * jnp.exp(vae.log_D), vae.W / eta_enc, data.U2, decoder_bias
+    )
 
 
 def _initial(key, data: CVAEData):
@@ -129,12 +134,14 @@ def cvae_model(
 
     >>> import numpy as np
     >>> from linear_vae.model_objective import fit
-    >>> m = JointMoments.from_matrices(np.eye(2), np.eye(2), 2 * np.eye(2) + np.diag([1.5, 0.0]))
-    >>> model = cvae_model(m, latent_dim=1, beta=1.0, decoder_variance=1.0)
+    >>> m = JointMoments.from_matrices(np.eye(2), np.eye(2), np.diag([3.5, 1.5]))
+    >>> model = cvae_model(m, latent_dim=2, beta=1.0, decoder_variance=1.0)
     >>> np.diag(np.asarray(model.data.S))  # S = B - C^T A^+ C
-    array([2.5, 1. ])
-    >>> abs(fit(model).params.U1[0, 0])  # sqrt(theta_1 - beta eta_dec^2) / eta_enc
-    1.224744871391589
+    array([2.5, 0.5])
+    >>> U1 = fit(model).params.U1  # columns sqrt((theta_i - beta eta_dec^2)_+) / eta_enc along S's eigenvectors
+    >>> np.round(np.abs(U1), 6)
+    array([[1.224745, 0.      ],
+           [0.      , 0.      ]])
 
     References: docs/theory.md (T17.3, T17.7).
     """

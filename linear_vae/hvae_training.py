@@ -80,8 +80,8 @@ def hvae_negative_elbo(params: HVAEParams, data: HVAEData):
     >>> data = hvae_model(m, (1, 1), 1.0, 1.0, z1_variance=1.0, decoder_variance=1.0).data
     >>> zero = np.zeros((1, 1))
     >>> prior = HVAEParams(zero, np.zeros(1), zero, np.zeros(1), np.ones(1), zero, np.zeros(1), zero, np.zeros(1))
-    >>> round(float(hvae_negative_elbo(prior, data)), 6)  # every level at its prior: (1/2) log(2 pi) + 1/2 + 1/2
-    1.918939
+    >>> round(float(hvae_negative_elbo(prior, data)), 6)  # (1/2) log(2 pi) + E y^2 / 2; the z1 terms cancel
+    1.418939
 
     References: docs/theory.md (T17.4).
     """
@@ -138,7 +138,9 @@ def _negative(x, data: HVAEData):
         M_inv, _ = inverse_and_log_det(U.T @ U + t * jnp.eye(d2))
         fit = jnp.trace(K) - jnp.sum(M_inv * (U.T @ K @ U)) + rho * jnp.sum(U**2)
         level_z2 = (
-            fit / (2.0 * eta_dec2) + 0.5 * d1 * (LOG_2PI + jnp.log(eta_dec2)) + 0.5 * beta * d2 * (rho - 1.0 - jnp.log(rho))
+            fit / (2.0 * eta_dec2)
+            + 0.5 * d1 * (LOG_2PI + jnp.log(eta_dec2))
+            + 0.5 * beta * d2 * (rho - 1.0 - jnp.log(rho))
         )
     return level_y + data.beta1 * (level_z2 - 0.5 * d1 * (LOG_2PI + jnp.log(data.z1_variance) + 1.0))
 
@@ -199,9 +201,10 @@ def hvae_model(
     >>> import numpy as np
     >>> from linear_vae.model_objective import fit
     >>> m = JointMoments.from_matrices(np.eye(2), np.diag([2.0, 0.5]), np.diag([4.0, 0.25]))
-    >>> trained = fit(hvae_model(m, (2, 1), beta1=1.0, beta2=1.0, z1_variance=1.0, decoder_variance=1.0))
-    >>> trained.converged, round(trained.value, 9)
-    (True, 3.031046021)
+    >>> from linear_vae.hierarchical import hvae_optimum
+    >>> trained = fit(hvae_model(m, (2, 1), beta1=1.0, beta2=1.0, z1_variance=0.5, decoder_variance=1.0))
+    >>> trained.converged, abs(trained.value - hvae_optimum(m, (2, 1), 1.0, 1.0, 0.5, 1.0).value) < 1e-9
+    (True, True)
 
     References: docs/theory.md (T17.4, T17.5, T17.7).
     """
@@ -235,5 +238,9 @@ def hvae_model(
     )
     # ||Omega||^2 and ||Ũ||^2 are at most sum_i a_i, with a_i <= max(theta_i^2 sigma1^2 / (beta2 eta^2), theta_i sigma1 / sqrt(beta1)).
     total = float(np.trace(G))
-    bound = d1 * z1_variance + z1_variance * total / (beta2 * decoder_variance) + np.sqrt(d1 * total * z1_variance / beta1)
-    return ModelObjective("hvae", data, _negative, _projector, _complete, hvae_negative_elbo, _initial, np.sqrt(2 * bound))
+    bound = (
+        d1 * z1_variance + z1_variance * total / (beta2 * decoder_variance) + np.sqrt(d1 * total * z1_variance / beta1)
+    )
+    return ModelObjective(
+        "hvae", data, _negative, _projector, _complete, hvae_negative_elbo, _initial, np.sqrt(2 * bound)
+    )

@@ -51,8 +51,8 @@ def expected_square(L, offset, joint: JointArrays):
 
     >>> import numpy as np
     >>> m = JointMoments.from_data(np.array([[0.0], [2.0]]), np.array([[1.0], [3.0]]))  # centred
-    >>> float(expected_square(jnp.array([[1.0, 1.0]]), jnp.array([-4.0]), JointArrays.from_moments(m)))
-    4.0
+    >>> float(expected_square(jnp.array([[1.0, 1.0]]), jnp.array([-4.0]), JointArrays.from_moments(m)))  # x + y - 4: -3, 1
+    5.0
 
     References: docs/theory.md (T17.1).
     """

@@ -91,6 +91,13 @@ def newton_step(x, state: NewtonState, problem: ProjectedProblem):
     return x, NewtonState(radius, state.max_trust_radius, escape), f0
 
 
+def with_escape(state: NewtonState, diagnosis: Diagnosis, gain_tol) -> NewtonState:
+    """The state with the test's ascent direction as the next step's, where the convergence test found a
+    saddle (negligible predicted gain, but an ascent direction of the objective; docs/theory.md (T7.3))."""
+    at_saddle = ~diagnosis.converged & (diagnosis.predicted_gain <= gain_tol)
+    return state._replace(escape=jnp.where(at_saddle, diagnosis.ascent, state.escape))
+
+
 # --------------------------------------------------------------------------------------------
 # The solver (the interface of linear_vae.solver)
 # --------------------------------------------------------------------------------------------
@@ -146,8 +153,7 @@ class Newton(Solver):
     def after_check(self, state: NewtonState, diagnosis: Diagnosis, config) -> NewtonState:
         """Hand an ascent direction to a configuration at a saddle (negligible predicted gain, but
         an ascent direction of ``Phi``)."""
-        at_saddle = ~diagnosis.converged & (diagnosis.predicted_gain <= config.gain_tol)
-        return state._replace(escape=jnp.where(at_saddle, diagnosis.ascent, state.escape))
+        return with_escape(state, diagnosis, config.gain_tol)
 
     def final_params(self, params: LinearVAEParams) -> LinearVAEParams:
         return with_canonical_signs(params)

@@ -14,9 +14,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "linear_vae"
 DOCUMENTED = [
-    "analysis", "collapse", "compare", "compilation_cache", "conditional", "conditioning", "convergence", "datasets",
-    "divergence", "elbo", "escape", "estimators", "gradient_solvers", "hard_cases", "hierarchical", "interrupts",
-    "joint_moments", "loop", "metrics", "moments", "optimum", "plotting", "ppca", "precision", "problem", "progress",
+    "analysis", "collapse", "compare", "compilation_cache", "conditional", "conditioning", "convergence",
+    "cvae_training", "datasets", "divergence", "elbo", "escape", "estimators", "gradient_solvers", "hard_cases",
+    "hierarchical", "hvae_training", "interrupts", "joint_expectations", "joint_moments", "loop", "metrics",
+    "model_objective", "model_verify", "moments", "optimum", "plotting", "ppca", "precision", "problem", "progress",
     "projected", "readers", "solver", "solvers", "spd", "stopping", "validation", "verify",
 ]  # fmt: skip
 

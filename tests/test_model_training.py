@@ -27,6 +27,8 @@ HVAE) so that each model compiles its programs once.  MNIST, Fashion-MNIST, both
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from reference import cvae_objective, hvae_objective
@@ -34,7 +36,7 @@ from reference import cvae_objective, hvae_objective
 from linear_vae.compare import GAP_TOL, roundoff
 from linear_vae.conditional import cvae_optimum
 from linear_vae.joint_moments import JointMoments
-from linear_vae.model_verify import train_and_compare, overall_verdict
+from linear_vae.model_verify import overall_verdict, train_and_compare
 
 
 def rotation(d, rng):
@@ -192,9 +194,7 @@ def test_hvae_with_both_variances_fixed_trains_to_the_closed_form():
     X, Y = hvae_pairs(rng)
     m = JointMoments.from_data(X, Y)
     beta2, eta2 = hvae_far_settings(m, 0.05, 1.0, z2_variance=0.5)
-    report = train_and_compare(
-        m, "hvae", eta2, latent_dims=HVAE_DIMS, beta2=beta2, z1_variance=0.05, z2_variance=0.5
-    )
+    report = train_and_compare(m, "hvae", eta2, latent_dims=HVAE_DIMS, beta2=beta2, z1_variance=0.05, z2_variance=0.5)
     check(report)
 
 
@@ -229,3 +229,144 @@ def test_an_unconverged_run_is_reported_as_not_converged():
     report = train_and_compare(JointMoments.from_data(X, Y), "cvae", 1.0, latent_dim=CVAE_K, iterations=1)
     assert not report["converged"]
     assert report["status"] == "not converged" and report["gap"] > GAP_TOL
+
+
+# -- The command line: train, sweep and verify with --model cvae|hvae (same shapes as above, so the
+# -- compiled programs are shared) ------------------------------------------------------------------
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    from linear_vae.cli import main
+
+    quiet = ["--quiet"] if argv[0] != "analyze" else []
+    code = main([str(a) for a in argv] + quiet)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def pair_files(tmp_path_factory):
+    """``x`` (d_x = 4) and ``y`` (d_y = 6) as two files, the CVAE's test shapes, and the same for the HVAE."""
+    folder = tmp_path_factory.mktemp("pairs")
+    X, Y = pairs_with_residual(NEAR_EQUAL, np.random.default_rng(0))
+    Xh, Yh = hvae_pairs(np.random.default_rng(3))
+    paths = {}
+    for name, rows in (("x", X), ("y", Y), ("xh", Xh), ("yh", Yh)):
+        paths[name] = folder / f"{name}.npy"
+        np.save(paths[name], rows)
+    return paths
+
+
+def test_train_cvae_reports_each_mode_against_the_closed_form(capsys, pair_files):
+    common = [
+        "--data",
+        pair_files["y"],
+        "--condition",
+        pair_files["x"],
+        "--model",
+        "cvae",
+        "-k",
+        CVAE_K,
+        "--sigma2",
+        1.0,
+    ]
+    code, out, err = run(capsys, "train", *common, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    code, out, _ = run(capsys, "analyze", *common, "--json")
+    analysis = json.loads(out)
+    assert report["status"] == "agrees" and report["optimal_elbo"] == pytest.approx(analysis["elbo"], rel=1e-12)
+    assert [m["spectrum"] for m in report["modes"]] == pytest.approx(analysis["spectrum"], rel=1e-12)
+    assert all(m["threshold"] == analysis["threshold"] for m in report["modes"])
+    assert [m["kl"] for m in report["modes"]] == pytest.approx(analysis["kl_per_dim"], rel=1e-12)
+    assert [m["trained_kl"] for m in report["modes"]] == pytest.approx(analysis["kl_per_dim"], rel=1e-6, abs=1e-9)
+    code, out, _ = run(capsys, "train", *common)
+    assert code == 0 and "spectrum: eigenvalues theta_i of S" in out and out.strip().endswith("AGREES")
+
+
+def test_train_hvae_reports_both_levels(capsys, pair_files):
+    from linear_vae.hierarchical import hvae_optimum
+
+    m = JointMoments.from_data(np.load(pair_files["xh"]), np.load(pair_files["yh"]))
+    beta2, eta2 = hvae_far_settings(m, 0.05, 1.0)
+    code, out, err = run(
+        capsys, "train", "--data", pair_files["yh"], "--condition", pair_files["xh"], "--model", "hvae",
+        "--latent-dims", *HVAE_DIMS, "--z1-variance", 0.05, "--beta2", beta2, "--sigma2", eta2, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)
+    optimum = hvae_optimum(m, HVAE_DIMS, 1.0, beta2, 0.05, eta2)
+    assert report["predicted_active_dims"] == [optimum.active_z1_dims, optimum.active_z2_dims]
+    assert report["active_dims"] == report["predicted_active_dims"] and report["status"] == "agrees"
+
+
+def test_sweep_cvae_trains_every_beta(capsys, pair_files):
+    code, out, err = run(
+        capsys, "sweep", "--data", pair_files["y"], "--condition", pair_files["x"], "--model", "cvae", "-k", CVAE_K,
+        "--betas", "0.5,4", "--sigma2s", 1.0, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    reports = json.loads(out)
+    assert [r["beta"] for r in reports] == [0.5, 4.0]
+    assert [r["predicted_active_dims"] for r in reports] == [4, 0]
+    assert all(r["status"] == "agrees" for r in reports)
+
+
+def test_sweep_hvae_trains_every_beta2(capsys, pair_files):
+    code, out, err = run(
+        capsys, "sweep", "--data", pair_files["yh"], "--condition", pair_files["xh"], "--model", "hvae",
+        "--latent-dims", *HVAE_DIMS, "--z1-variance", 0.05, "--betas", "0.5,2", "--sigma2s", 0.3, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    reports = json.loads(out)
+    assert [r["beta2"] for r in reports] == [0.5, 2.0]
+    assert all(r["active_dims"] == r["predicted_active_dims"] or r["kind"] == "near" for r in reports)
+    assert all(r["status"] == "agrees" for r in reports)
+
+
+def test_verify_cvae_agrees_and_an_unfinished_run_is_not_converged(capsys, pair_files):
+    """Exit 0 with AGREES; with one Newton iteration, exit 1 with NOT CONVERGED (never DISAGREES)."""
+    common = ["verify", "--data", pair_files["y"], "--condition", pair_files["x"], "--model", "cvae", "-k", CVAE_K]
+    code, out, err = run(capsys, *common)
+    assert code == 0, err
+    assert out.strip().splitlines()[-1].startswith("AGREES")
+    code, out, _ = run(capsys, *common, "--steps", 1)
+    assert code == 1
+    assert out.strip().splitlines()[-1].startswith("NOT CONVERGED") and "DISAGREES" not in out
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (("train", "--model", "hvae", "--sigma2", 1), "--latent-dims"),
+        (("train", "--model", "cvae", "-k", 2), "needs a fixed --sigma2"),
+        (("train", "--model", "cvae", "-k", 2, "--sigma2", 1, "--optimizer", "sgd"), "newton or adam"),
+        (("train", "--model", "cvae", "-k", 2, "--sigma2", 1, "--lr", 0.1), "--lr"),
+        (("train", "--model", "cvae", "-k", 2, "--sigma2", 1, "--save-model", "m.npz"), "--save-model"),
+        (("train", "--model", "vae", "-k", 2, "--split", "half"), "--model cvae or hvae"),
+        (
+            (
+                "train",
+                "--model",
+                "hvae",
+                "--latent-dims",
+                2,
+                1,
+                "--z1-variance",
+                0.1,
+                "--sigma2",
+                1,
+                "--z2-variance",
+                -1,
+            ),
+            "--z2-variance",
+        ),  # fmt: skip
+        (("sweep", "--model", "cvae", "-k", 2, "--betas", "1"), "--sigma2s"),
+        (("verify", "--model", "hvae", "--latent-dims", 2, 1, "--z1-variance", 0.1), "--sigma2"),
+        (("train", "--model", "cvae", "-k", 99, "--sigma2", 1), "--latent-dim = 99"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, pair_files, argv, says):
+    code, out, err = run(capsys, *argv, "--data", pair_files["y"], "--condition", pair_files["x"])
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and says in err, err
