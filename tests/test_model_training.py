@@ -119,7 +119,6 @@ def test_cvae_hard_pairs_train_to_the_closed_form(case):
     check(report)
 
 
-
 def test_cvae_trains_when_x_explains_all_of_y():
     """y a linear function of x: ``S = 0`` up to round-off, whose trace can come out slightly negative
     (-3e-14 on the ``x = y`` family of the conditional_information figure), and whose square root
@@ -128,6 +127,7 @@ def test_cvae_trains_when_x_explains_all_of_y():
     report = train_and_compare(m, "cvae", 1.0, latent_dim=2)
     assert report["status"] == "agrees" and report["converged"]
     assert report["active_dims"] == report["predicted_active_dims"] == 0
+
 
 def test_cvae_exact_objective_is_the_reference_at_the_trained_model():
     from linear_vae.cvae_training import cvae_model
