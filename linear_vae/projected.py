@@ -223,6 +223,16 @@ def reduced_problem(f, projector_at) -> ProjectedProblem:
     complement of the symmetry directions at ``x``.  Any model's objective goes through the same
     solver code this way (:mod:`linear_vae.model_objective`).
 
+    A function of ``x = (a, b)`` through ``a + b`` only is invariant along ``(1, -1)``; the reduced
+    Hessian-vector product projects that direction out of ``v = (1, 0)`` (leaving ``(1/2, 1/2)``)
+    before applying the Hessian ``2 (1, 1)(1, 1)^T``:
+
+    >>> keep = jnp.array([1.0, 1.0]) / jnp.sqrt(2.0)
+    >>> problem = reduced_problem(lambda x: (x[0] + x[1] - 1.0) ** 2, lambda x: lambda v: keep * (keep @ v))
+    >>> g, hvp, project = problem.reduced_derivatives(jnp.array([1.0, 1.0]))
+    >>> np.round(np.asarray(g), 6).tolist(), np.round(np.asarray(hvp(jnp.array([1.0, 0.0]))), 6).tolist()
+    ([2.0, 2.0], [2.0, 2.0])
+
     References: docs/theory.md (T7.2).
     """
 
