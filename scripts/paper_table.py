@@ -242,10 +242,24 @@ def ours_encoders(r: dict, c: dict) -> str:
             f"{e['encoder']}, {e['training']} {fixed(elbo['mean'], 2)} / {fixed(mll['mean'], 2)}"
             + (f" ({e['runs'] - e['converged']} of {e['runs']} not converged)" if e["converged"] < e["runs"] else "")
         )
+    at_mle = [run for run in r["runs"] if run["start"] == "MLE"]
+    hover = [
+        f"{t['name']} {span([encoders_hover(run, c) for run in at_mle if run['training'] == t['name']], 2)}"
+        for t in c["training"]
+    ]
     return (
         f"nats below the pPCA MLE {fixed(r['mle_mll'], 1)}, exact ELBO / decoder MLL, mean over {len(c['seeds'])} "
-        f"seeds, each run stopped by the rule (T16.1): " + "; ".join(parts)
+        f"seeds, each run stopped by the rule (T16.1): "
+        + "; ".join(parts)
+        + (f". Started at the MLE, training hovers below it (median nats): {', '.join(hover)}" if at_mle else "")
     )
+
+
+def encoders_hover(run: dict, c: dict) -> float:
+    """Where a run started at the MLE settles: its median recorded gap after the rule's first window."""
+    from linear_vae.experiments.encoders import hover_gap
+
+    return hover_gap(run, c["rule"]["window"])
 
 
 def ours_collapse_threshold(r: dict, c: dict) -> str:
