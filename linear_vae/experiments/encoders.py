@@ -100,7 +100,7 @@ CONFIG = {
     "sigma2_learning_rate": 3e-3,
     "schedule": "constant",
     # docs/theory.md (T16.1), with a tolerance well below the gaps to detect (0.28 nats and more)
-    "rule": {"patience": 3000, "tolerance": 0.01, "window": 1500, "sigma2_tolerance": 0.01, "max_steps": 10000},
+    "rule": {"patience": 3000, "tolerance": 0.01, "window": 1500, "sigma2_tolerance": 0.01, "max_steps": 20000},
     "drop_finished": True,
 }
 QUICK = {  # synthetic data (d = 20) and one small encoder: each architecture compiles its own program
@@ -450,8 +450,11 @@ def _what_the_gap_is(at_mle: list, summary: list, trainings: list, rule: dict) -
     capped = [e for e in summary if e["converged"] < e["runs"]]
     if capped:
         text += (
-            f" The runs from random starts of {', '.join(e['encoder'] + ' (' + e['training'] + ')' for e in capped)} "
-            f"reached the cap of {rule['max_steps']:,} steps without meeting the rule (not converged): their gaps are what the "
+            " Of the runs from random starts, "
+            + ", ".join(
+                f"{e['runs'] - e['converged']} of {e['runs']} of {e['encoder']} ({e['training']})" for e in capped
+            )
+            + f" reached the cap of {rule['max_steps']:,} steps without meeting the rule (not converged): their gaps are what the "
             "cap left"
         )
         above = all(e["gap_elbo_to_mle"]["low"] > max(one if e["training"] == trainings[0] else exact) for e in capped)
