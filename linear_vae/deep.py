@@ -23,8 +23,12 @@ annealing only delays it.  This module is the deep counterpart of :mod:`linear_v
   ``(encode, decode, sigma2)`` on held-out rows, by :mod:`linear_vae.metrics`' estimators, so the deep
   and the linear VAE are measured by the same code.
 
-Precision: the networks train in **float32** for speed (stated here and in docs/deep-vae.md; the
-linear science paths stay float64).  The configurations of a grid differ in ``sigma2`` (the
+Precision: the networks train in **float32** by default for speed (stated here and in
+docs/deep-vae.md; the linear science paths stay float64); ``DeepConfig.precision = "float64"``
+trains them in float64 (:func:`dtype_of`).  Expectation: the objective's ``E_q log p(x|z)`` is a
+one-sample reparameterised estimate by default; for a linear decoder
+``DeepConfig.expectation = "analytic"`` takes it exactly, ``E_q ||x - b - W z||^2 = ||x - b - W m||^2
++ sum_j v_j ||w_j||^2`` (docs/theory.md (T3.1)), so only the minibatch remains random.  The configurations of a grid differ in ``sigma2`` (the
 fixed value, or the initial one), ``learn_sigma2`` (a 0/1 mask on the gradient of ``log
 sigma2``), ``warmup`` and ``seed``, so fixed, learned and annealed settings share one compiled
 program.  With ``hidden=()`` and ``activation="identity"`` the model is a linear VAE whose encoder
@@ -47,7 +51,11 @@ from linear_vae import divergence, loop, metrics, stopping
 from linear_vae.elbo import diagonal_gaussian_kl
 from linear_vae.moments import LOG_2PI
 
+#: The default precision of the networks (``DeepConfig.precision = "float32"``); the code uses
+#: :func:`dtype_of` of the configuration.
 DTYPE = jnp.float32
+PRECISIONS = {"float32": jnp.float32, "float64": jnp.float64}
+EXPECTATIONS = ("sample", "analytic")
 SCHEDULES = ("constant", "cosine")
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "identity": lambda x: x}
 
@@ -68,7 +76,10 @@ class DeepConfig(NamedTuple):
     sigma2_learning_rate : Adam step size of ``log sigma2`` when it is learned.
     schedule : "constant" step sizes, or "cosine": both decay as ``(1 + cos(pi t / steps)) / 2``
         towards 0 over the run, so that the one-sample gradient noise stops moving the parameters
-        at the end (used where a run should settle on an optimum, e.g. the Figure 4 analogue).
+        at the end (used where a run should settle on an optimum).
+    expectation : "sample", the one-sample reparameterised estimate of ``E_q log p(x|z)``, or
+        "analytic", its exact value (T3.1), for a linear decoder only.
+    precision : "float32" or "float64", the dtype of the parameters, data and objective.
     """
 
     latent_dim: int = 32
@@ -81,12 +92,24 @@ class DeepConfig(NamedTuple):
     learning_rate: float = 1e-3
     sigma2_learning_rate: float = 3e-3
     schedule: str = "constant"
+    expectation: str = "sample"
+    precision: str = "float32"
+
+    @property
+    def linear_decoder(self) -> bool:
+        return self.decoder_hidden == () or (self.decoder_hidden is None and self.hidden == ())
 
     def validate(self, d: int, n: int) -> "DeepConfig":
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown `schedule` {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown `precision` {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.expectation not in EXPECTATIONS:
+            raise ValueError(f"unknown `expectation` {self.expectation!r}; choose one of {', '.join(EXPECTATIONS)}")
+        if self.expectation == "analytic" and not self.linear_decoder:
+            raise ValueError("`expectation` 'analytic' needs a linear decoder (`decoder_hidden=()`)")
         if self.latent_dim < 1 or self.steps < 1 or self.log_every < 1:
             raise ValueError(
                 f"need `latent_dim`, `steps` and `log_every` >= 1, got {self.latent_dim}, {self.steps}, "
@@ -95,6 +118,15 @@ class DeepConfig(NamedTuple):
         if not 1 <= self.batch_size <= n:
             raise ValueError(f"batch size {self.batch_size} must be between 1 and the {n} training samples")
         return self
+
+
+def dtype_of(config: DeepConfig):
+    """The dtype the configuration trains in (``config.precision``).
+
+    >>> dtype_of(DeepConfig()).__name__, dtype_of(DeepConfig(precision="float64")).__name__
+    ('float32', 'float64')
+    """
+    return PRECISIONS[config.precision]
 
 
 class DeepHyper(NamedTuple):
@@ -117,11 +149,11 @@ class DeepVAE(NamedTuple):
     log_sigma2: jax.Array
 
 
-def init_mlp(key, sizes: list[int]) -> list:
+def init_mlp(key, sizes: list[int], dtype=DTYPE) -> list:
     """Layers ``sizes[i] -> sizes[i+1]`` with LeCun-normal weights (variance 1/fan-in) and zero biases."""
     keys = jax.random.split(key, len(sizes) - 1)
     return [
-        (jax.random.normal(k, (m, n), DTYPE) / math.sqrt(m), jnp.zeros(n, DTYPE))
+        (jax.random.normal(k, (m, n), dtype) / math.sqrt(m), jnp.zeros(n, dtype))
         for k, m, n in zip(keys, sizes[:-1], sizes[1:])
     ]
 
@@ -140,10 +172,11 @@ def init_params(config: DeepConfig, d: int, hyper: DeepHyper) -> DeepVAE:
     key_enc, key_dec = jax.random.split(jax.random.key(hyper.seed))
     k, hidden = config.latent_dim, list(config.hidden)
     decoder_hidden = hidden[::-1] if config.decoder_hidden is None else list(config.decoder_hidden)
+    dtype = dtype_of(config)
     return DeepVAE(
-        init_mlp(key_enc, [d] + hidden + [2 * k]),
-        init_mlp(key_dec, [k] + decoder_hidden + [d]),
-        jnp.log(hyper.sigma2).astype(DTYPE),
+        init_mlp(key_enc, [d] + hidden + [2 * k], dtype),
+        init_mlp(key_dec, [k] + decoder_hidden + [d], dtype),
+        jnp.log(hyper.sigma2).astype(dtype),
     )
 
 
@@ -164,19 +197,26 @@ def one_sample_elbo_terms(params: DeepVAE, x, key, config: DeepConfig):
 
 
 def _elbo_parts(params: DeepVAE, x, key, config: DeepConfig):
-    """:func:`one_sample_elbo_terms`, the encoder means and the squared reconstruction error per example."""
+    """:func:`one_sample_elbo_terms`, the encoder means and the squared reconstruction error per example.
+    With ``config.expectation == "analytic"`` (a linear decoder) the reconstruction term is its
+    expectation over ``q(z|x)`` (T3.1) and ``key`` is unused."""
     mean, log_var = encode(params, x, config)
-    z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape, DTYPE)
-    reconstruction = mlp(params.decoder, z, config.activation)
     d = x.shape[-1]
-    squared_error = jnp.sum((x - reconstruction) ** 2, axis=-1)
+    if config.expectation == "analytic":
+        ((weight, bias),) = params.decoder  # decode(z) = z @ weight + bias, weight (k, d)
+        residual = x - (mean @ weight + bias)
+        squared_error = jnp.sum(residual**2, axis=-1) + jnp.exp(log_var) @ jnp.sum(weight**2, axis=-1)
+    else:
+        z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape, dtype_of(config))
+        reconstruction = mlp(params.decoder, z, config.activation)
+        squared_error = jnp.sum((x - reconstruction) ** 2, axis=-1)
     log_lik = -0.5 * d * (LOG_2PI + params.log_sigma2) - squared_error / (2.0 * jnp.exp(params.log_sigma2))
     return log_lik, diagonal_gaussian_kl(mean, log_var), mean, jax.lax.stop_gradient(squared_error)
 
 
-def beta_at(step, warmup):
+def beta_at(step, warmup, dtype=DTYPE):
     """KL weight of linear warm-up: ``min(1, step / warmup)``, and 1 without warm-up."""
-    return jnp.where(warmup > 0, jnp.minimum(1.0, step / jnp.maximum(warmup, 1.0)), 1.0).astype(DTYPE)
+    return jnp.where(warmup > 0, jnp.minimum(1.0, step / jnp.maximum(warmup, 1.0)), 1.0).astype(dtype)
 
 
 def step_size(base: float, config: DeepConfig):
@@ -237,7 +277,7 @@ def train_step(state: DeepState, hyper: DeepHyper, X, config: DeepConfig) -> Dee
     ELBO over sigma2 (docs/theory.md (T16.2)); the raw value is used, no moving average."""
     key, key_rows, key_eps = jax.random.split(jax.random.wrap_key_data(state.key), 3)
     rows = jax.random.randint(key_rows, (config.batch_size,), 0, X.shape[0])
-    beta = beta_at(state.step, hyper.warmup) * hyper.beta
+    beta = beta_at(state.step, hyper.warmup, dtype_of(config)) * hyper.beta
 
     def negative_elbo(params):
         log_lik, kl, _, squared_error = _elbo_parts(params, X[rows], key_eps, config)
@@ -248,7 +288,7 @@ def train_step(state: DeepState, hyper: DeepHyper, X, config: DeepConfig) -> Dee
     updates, opt_state = make_optimizer(config).update(grads, state.opt_state, state.params)
     updates = updates._replace(log_sigma2=updates.log_sigma2 * hyper.sigma2_step_size)
     params = optax.apply_updates(state.params, updates)
-    exact = jnp.log(jnp.mean(squared_error) / X.shape[-1]).astype(DTYPE)
+    exact = jnp.log(jnp.mean(squared_error) / X.shape[-1]).astype(dtype_of(config))
     params = params._replace(log_sigma2=jnp.where(hyper.exact_sigma2 > 0, exact, params.log_sigma2))
     bad = jnp.where((state.first_nonfinite_step < 0) & ~jnp.isfinite(loss), state.step, state.first_nonfinite_step)
     return state._replace(
@@ -271,7 +311,7 @@ def measure(state: DeepState, hyper: DeepHyper, X_train_slice, X_heldout, config
     noise of :data:`OBJECTIVE_KEY`, so records differ only by the parameters), at the current KL
     weight and, for the checkpoint, at the final ``beta``; held-out KL per dimension and AU variances;
     the mean of ``log sigma2`` over the ``n_steps`` steps since the previous record."""
-    beta = beta_at(state.step, hyper.warmup) * hyper.beta
+    beta = beta_at(state.step, hyper.warmup, dtype_of(config)) * hyper.beta
     log_lik, kl, _, _ = _elbo_parts(
         state.params, X_train_slice, jax.random.fold_in(jax.random.key(0), state.step), config
     )
@@ -316,9 +356,14 @@ def divergence_measures(params: DeepVAE, X_heldout, config: DeepConfig):
     return jnp.mean(log_lik) - jnp.mean(jnp.sum(kl, axis=-1)), X_heldout.shape[-1] * jnp.exp(params.log_sigma2) + spread
 
 
-def init_state(config: DeepConfig, hyper: DeepHyper, X_train, X_heldout):
-    """The state of one configuration before its first step, and :func:`divergence_measures` there."""
-    params = init_params(config, X_train.shape[1], hyper)
+def init_state(config: DeepConfig, hyper: DeepHyper, X_train, X_heldout, params: DeepVAE | None = None):
+    """The state of one configuration before its first step, and :func:`divergence_measures` there;
+    ``params``: where it starts (default: :func:`init_params`)."""
+    dtype = dtype_of(config)
+    if params is None:
+        params = init_params(config, X_train.shape[1], hyper)
+    else:
+        params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
     key = jax.random.fold_in(jax.random.key(hyper.seed), 1)
     state = DeepState(
         params,
@@ -327,9 +372,9 @@ def init_state(config: DeepConfig, hyper: DeepHyper, X_train, X_heldout):
         jnp.zeros((), int),
         -jnp.ones((), int),
         params,
-        jnp.asarray(-jnp.inf, DTYPE),
+        jnp.asarray(-jnp.inf, dtype),
         jnp.zeros((), int),
-        jnp.zeros((), DTYPE),
+        jnp.zeros((), dtype),
     )
     return state, divergence_measures(params, X_heldout, config)
 
@@ -341,7 +386,7 @@ def run_steps(state: DeepState, hyper: DeepHyper, X_train, X_heldout, config: De
     def record(state, n_steps):
         state = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(s, hyper, X_train, config), state)
         history = measure(state, hyper, X_train_slice, X_heldout, config, n_steps)
-        state = keep_best(state, history)._replace(log_sigma2_sum=jnp.zeros((), DTYPE))
+        state = keep_best(state, history)._replace(log_sigma2_sum=jnp.zeros((), dtype_of(config)))
         return state, history
 
     return jax.lax.scan(record, state, steps_per_record)
@@ -377,8 +422,8 @@ def train_grid(
     :class:`~linear_vae.divergence.DivergenceError` by the rule of :mod:`linear_vae.divergence`."""
     config.validate(X_train.shape[1], X_train.shape[0])
     hyper = batched_hyper(config, hyper)
-    X_train = jnp.asarray(X_train, DTYPE)
-    X_heldout = jnp.asarray(X_heldout, DTYPE)
+    X_train = jnp.asarray(X_train, dtype_of(config))
+    X_heldout = jnp.asarray(X_heldout, dtype_of(config))
     init, run = grid_programs(config)
     if hasattr(progress, "task"):  # named by the caller, or by what it trains
         n = hyper.sigma2.shape[0]
@@ -441,16 +486,17 @@ def train_grid(
 def batched_hyper(config: DeepConfig, hyper: DeepHyper) -> DeepHyper:
     """``hyper`` as device arrays of one length, defaults filled in (the sigma2 step size from
     ``config``)."""
-    sigma2 = jnp.asarray(hyper.sigma2, DTYPE)
+    dtype = dtype_of(config)
+    sigma2 = jnp.asarray(hyper.sigma2, dtype)
     step = config.sigma2_learning_rate if hyper.sigma2_step_size is None else hyper.sigma2_step_size
     return DeepHyper(
         sigma2,
-        jnp.asarray(hyper.learn_sigma2, DTYPE),
-        jnp.asarray(hyper.warmup, DTYPE),
+        jnp.asarray(hyper.learn_sigma2, dtype),
+        jnp.asarray(hyper.warmup, dtype),
         jnp.asarray(hyper.seed, jnp.uint32),
-        jnp.broadcast_to(jnp.asarray(hyper.beta, DTYPE), sigma2.shape),
-        jnp.broadcast_to(jnp.asarray(step, DTYPE), sigma2.shape),
-        jnp.broadcast_to(jnp.asarray(hyper.exact_sigma2, DTYPE), sigma2.shape),
+        jnp.broadcast_to(jnp.asarray(hyper.beta, dtype), sigma2.shape),
+        jnp.broadcast_to(jnp.asarray(step, dtype), sigma2.shape),
+        jnp.broadcast_to(jnp.asarray(hyper.exact_sigma2, dtype), sigma2.shape),
     )
 
 
@@ -491,13 +537,15 @@ def train_until_stopped(
     progress=None,
     drop_finished: bool = True,
     checkpoint_seconds: float = 300.0,
+    start: DeepVAE | None = None,
 ) -> StoppedDeepGrid:
     """Train every configuration of ``hyper`` until it stops by ``rule`` (:mod:`linear_vae.stopping`:
     patience on the validation objective, settled ``log sigma2`` when learned, a cap), through
     :func:`linear_vae.loop.run_until_stopped`: finished configurations leave the grid, and the
     grid is checkpointed to ``checkpoint`` and resumed from it.  Each is kept at its best
     validation record.  ``config.steps`` is unused (the rule's cap bounds a run); the step sizes
-    are constant."""
+    are constant.  ``start``: the parameters each configuration starts from (leading axis:
+    configuration), instead of :func:`init_params`."""
     config.validate(X_train.shape[1], X_train.shape[0])
     rule.validate(config.log_every)
     if config.schedule != "constant":
@@ -505,6 +553,9 @@ def train_until_stopped(
     host_hyper = jax.tree.map(np.asarray, batched_hyper(config, hyper))
     learned = (host_hyper.learn_sigma2 > 0) | (host_hyper.exact_sigma2 > 0)
     init, run = grid_programs(config)
+    if start is not None:
+        init_at = jax.jit(jax.vmap(lambda h, p, a, b: init_state(config, h, a, b, p), in_axes=(0, 0, None, None)))
+        init = lambda h, a, b: init_at(h, start, a, b)  # noqa: E731
 
     def decide(i, records: DeepHistory):
         decision = stopping.decide(
@@ -527,7 +578,7 @@ def train_until_stopped(
         init,
         run,
         batched_hyper(config, hyper),
-        (jnp.asarray(X_train, DTYPE), jnp.asarray(X_validation, DTYPE)),
+        (jnp.asarray(X_train, dtype_of(config)), jnp.asarray(X_validation, dtype_of(config))),
         config.log_every,
         rule.max_steps // config.log_every,
         decide,
@@ -581,7 +632,7 @@ def measure_grid(
     """:func:`linear_vae.metrics.heldout_measures` of every configuration of a grid (``params`` with a leading
     configuration axis, e.g. :class:`DeepResult`'s ``best_params``), one after another in one compiled
     ``lax.map`` (memory of one configuration), in float32 like the training; numpy out."""
-    X = jnp.asarray(X, DTYPE)
+    X = jnp.asarray(X, dtype_of(config))
     n_configs = np.shape(params.log_sigma2)[0]
     keys = jax.random.split(jax.random.key(seed), n_configs)
 

@@ -469,7 +469,10 @@ def check_encoders(payload: dict, strict: bool) -> None:
     held = dense_mll(W, s2, h.T @ h / len(h), heldout.mean(axis=0) - train.mean(axis=0))
     np.testing.assert_allclose(r["mle_heldout_mll"], held, rtol=1e-9)
     runs = r["runs"]
-    assert len(runs) == len(config["encoders"]) * len(config["seeds"])
+    per_grid = len(config["seeds"]) + bool(config["mle_start"])
+    assert len(runs) == len(config["encoders"]) * len(config["training"]) * per_grid
+    assert r["converged"] == sum(run["converged"] for run in runs) and r["n_runs"] == len(runs)
+    analytic = {t["name"] for t in config["training"] if t["expectation"] == "analytic"}
     for run in runs:
         # ELBO <= MLL of the same decoder (any encoder, (T3.3)) <= the pPCA MLE's MLL (T2.2), up to
         # float64 round-off on values of ~1e2-1e3 nats.
@@ -478,20 +481,25 @@ def check_encoders(payload: dict, strict: bool) -> None:
         assert run["heldout_elbo"] <= run["heldout_mll"] + 1e-8
         np.testing.assert_allclose(run["gap_elbo_to_mle"], r["mle_mll"] - run["train_elbo"], rtol=1e-12)
         np.testing.assert_allclose(run["gap_decoder_to_mle"], r["mle_mll"] - run["train_mll"], rtol=1e-12)
-        assert run["still_improving"] == (run["rise_last_quarter"] > config["plateau_tol"])
+        # Every run stopped by the rule (T16.1) or at its cap, and says which.
+        assert run["stop_reason"] in ("converged", "cap") and run["converged"] == (run["stop_reason"] == "converged")
+        assert run["stop_step"] <= config["rule"]["max_steps"] and run["best_step"] <= run["stop_step"]
+        history = run["history"]
+        np.testing.assert_allclose(history["gap"], r["mle_mll"] - np.asarray(history["objective"]), rtol=1e-12)
+        if run["training"] in analytic:
+            # The recorded objective of an analytic run is the exact training ELBO (float64, every training
+            # digit): never above MLL*, and at the kept record it is the ELBO measured afterwards.
+            assert min(history["gap"]) >= -1e-8
+            best = history["step"].index(run["best_step"])
+            np.testing.assert_allclose(history["objective"][best], run["train_elbo"], rtol=1e-9)
+    for entry in r["summary"]:
+        group = [run for run in runs if run["encoder"] == entry["encoder"] and run["training"] == entry["training"]]
+        seeded = [run["gap_elbo_to_mle"] for run in group if run["start"] == "seed"]
+        np.testing.assert_allclose(entry["gap_elbo_to_mle"]["mean"], np.mean(seeded), rtol=1e-12)
     if strict:
-        # The claims of docs/results.md, from 6,000 float32 Adam steps at a constant step size (measured: ELBO
-        # 4.0-5.2 nats and decoder MLL 2.0-2.4 nats below MLL* = 262.3, sigma2 within 1.3% of the MLE).
-        for run in runs:
-            assert run["gap_elbo_to_mle"] < 6.0 and run["gap_decoder_to_mle"] < 3.0
-            np.testing.assert_allclose(run["final_sigma2"], r["mle_sigma2"], rtol=0.02)
-        # The encoder does not matter: the encoders' mean decoder gaps lie within 1 nat of each other
-        # (measured 0.35), far less than the gap that training leaves (about 2 nats).
-        means = [
-            np.mean([run["gap_decoder_to_mle"] for run in runs if run["encoder"] == e["name"]])
-            for e in config["encoders"]
-        ]
-        assert max(means) - min(means) < 1.0
+        # The full budget trains MNIST digits with every encoder, both trainings and a start at the MLE.
+        assert config["data"] == "mnist" and len(config["encoders"]) == 3 and config["mle_start"]
+        assert len(config["seeds"]) >= 3 and config["rule"]["tolerance"] <= 0.02
 
 
 def first_stop(history: dict, rule: dict, every: int, learned: bool, warmup: int):
