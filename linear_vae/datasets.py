@@ -88,6 +88,8 @@ class Dataset:
         (up to float64 round-off); after :func:`random_subset` it is only the spectrum of the
         data set the subset was drawn from.
 
+    Examples
+    --------
     >>> data = Dataset(np.arange(6).reshape(3, 2), labels=None, name="example")
     >>> data.X.dtype, data.n, data.d
     (dtype('float64'), 3, 2)
