@@ -1064,7 +1064,7 @@ def test_deep_vae_report_and_figures_from_finished_parts_only_name_what_is_missi
     results["runs"] = [run for run in results["runs"] if run["kind"] != "learned"]
     results["missing_parts"] = ["learned-large-start"]
     text = report(payload)
-    assert text.startswith("**Partial results**: the parts learned-large-start")
+    assert text.startswith("**Partial results**: the part learned-large-start is")
     assert "**Learned sigma2**: not reported yet" in text
     figures = plot(results, payload["config"])
     assert "learned" not in figures and {"active", "annealing"} <= set(figures)

@@ -41,6 +41,7 @@ from pathlib import Path
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter
 
 from linear_vae import metrics
 from linear_vae.collapse import (
@@ -631,6 +632,11 @@ def _against_point(iv: dict | None, value: float, fmt: str = ".1f") -> str:
     return f"{where} ({_iv(iv, fmt)} against {value:{fmt}})"
 
 
+def _missing_parts(missing: list) -> str:
+    """ "the part A is" or "the parts A, B are" (the parts of the study not trained yet)."""
+    return f"the part {missing[0]} is" if len(missing) == 1 else f"the parts {', '.join(missing)} are"
+
+
 def cap_diagnosis(runs: list, config: dict) -> str:
     """Which condition of the stopping rule (docs/theory.md (T16.1)) the runs at the cap missed,
     from their records (:func:`linear_vae.stopping.decide` at the last record): the validation
@@ -683,7 +689,7 @@ def report(payload: dict) -> str:
     missing = results.get("missing_parts")
     if missing:
         lines += [
-            f"**Partial results**: the parts {', '.join(missing)} of the study are not trained yet; what follows "
+            f"**Partial results**: {_missing_parts(missing)} of the study not trained yet; what follows "
             f"reads the finished parts only ({len(runs)} runs).",
             "",
         ]
@@ -859,7 +865,7 @@ def plot(results: dict, config: dict) -> dict:
     drawn = {name: draw(results, config) for name, (draw, needs) in figures.items() if needs in kinds}
     if results.get("missing_parts"):
         for fig in drawn.values():
-            mark_quick(fig, f"partial: the parts {', '.join(results['missing_parts'])} are not trained yet")
+            mark_quick(fig, f"partial: {_missing_parts(results['missing_parts'])} not trained yet")
     return drawn
 
 
@@ -1064,8 +1070,10 @@ def plot_learned(results: dict, config: dict):
         )
         ax.set_xlabel(r"update of $\log\sigma^2$")
         ax.set_ylabel(label)
-        if measure == "sigma2_at_best":
+        if measure == "sigma2_at_best":  # log scale, labels as plain numbers however narrow the range
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.4g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:.4g}"))
     _legend(axes[0, 0], loc="lower right", fontsize=7.5)
     fig.suptitle(
         rf"{_data_name(config)}: learned $\sigma^2$ by start and step size (mean, 95% t-interval of converged seeds; "
