@@ -137,6 +137,18 @@ def train_and_compare(
     raise ValueError(f"unknown model {model!r}; train and verify take cvae or hvae (the vae has its own trainer)")
 
 
+def _settings(decoder_variance, prior_variance, moments: JointMoments, optimizer, seed) -> dict:
+    """The report's settings every model shares (``spectrum_units``: the spectrum is in variance units)."""
+    return {
+        "sigma2": float(decoder_variance),
+        "prior_variance": float(prior_variance),
+        "bias": bool(moments.centred),
+        "optimizer": optimizer,
+        "seed": seed,
+        "spectrum_units": "variance",
+    }
+
+
 def _cvae(moments, k, beta, eta2, prior, optimizer, iterations, seed, gap_tolerance, learning_rate) -> dict:
     optimum = cvae_optimum(moments, k, beta, eta2, prior)
     trained = fit(cvae_model(moments, k, beta, eta2, prior), optimizer, iterations, seed, learning_rate=learning_rate)
@@ -149,12 +161,7 @@ def _cvae(moments, k, beta, eta2, prior, optimizer, iterations, seed, gap_tolera
         "model": "cvae",
         "latent_dim": k,
         "beta": float(beta),
-        "sigma2": float(eta2),
-        "prior_variance": float(prior),
-        "bias": bool(moments.centred),
-        "optimizer": optimizer,
-        "seed": seed,
-        "spectrum_units": "variance",
+        **_settings(eta2, prior, moments, optimizer, seed),
         "threshold": modes.threshold,
         "active_dims": int(active.sum()),
         "predicted_active_dims": modes.active_dims,
@@ -211,12 +218,7 @@ def _hvae(
         "beta2": float(beta2),
         "z1_variance": float(s1),
         "z2_variance": None if z2_variance is None else float(z2_variance),
-        "sigma2": float(eta2),
-        "prior_variance": float(prior),
-        "bias": bool(moments.centred),
-        "optimizer": optimizer,
-        "seed": seed,
-        "spectrum_units": "variance",
+        **_settings(eta2, prior, moments, optimizer, seed),
         "z2_threshold": optimum.z2_threshold,
         "z2_models_z1_noise": optimum.z2_models_z1_noise,
         "active_dims": [int(active_z1.sum()), int(active_z2.sum())],

@@ -1087,7 +1087,7 @@ def plot_collapse_fraction(results: dict, config: dict):
     """The (epsilon, delta)-collapsed fraction against epsilon for each fixed sigma2: the deep VAE
     (mean over converged seeds, band from their minimum to maximum) and the linear optimum on the
     same test images (dashed, same colour); epsilon = 0.01 marked."""
-    fig, axes = new_figure(width=7.0, height=4.6)
+    fig, axes = new_figure(width=8.2, height=4.6)
     ax = axes[0, 0]
     eps = results["epsilons"]
     linear = {r["sigma2"]: r for r in results["linear"]["rows"] if r["kind"] == "fixed"}
@@ -1124,12 +1124,12 @@ def plot_collapse_fraction(results: dict, config: dict):
     ax.set_xlabel(r"$\epsilon$ (nats, log scale)")
     ax.set_ylabel(r"fraction of latent dimensions $(\epsilon, \delta)$-collapsed")
     ax.set_ylim(-0.04, 1.12)
-    _legend(
+    _legend(  # beside the axes: the lines of the largest sigma2 start in the top-left corner
         ax,
         loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
         fontsize=7.5,
-        ncols=2,
-        title="solid: deep (band: seed range); dashed: linear",
+        title="solid: deep (band: seed range)\ndashed: linear",
         title_fontsize=7.5,
     )
     ax.set_title(f"{_data_name(config)}, test images, K = {results['latent_dim']}, " + r"$\delta$ = 0.01", fontsize=10)
