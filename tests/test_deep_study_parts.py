@@ -150,13 +150,16 @@ def test_the_report_says_which_condition_of_the_rule_a_run_at_the_cap_missed():
     gaining = {"step": steps, "validation_objective": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "mean_log_sigma2": [0.0] * 6}
     runs = [
         {"kind": "learned", "sigma2": 0.01, "sigma2_step": 0.001, "warmup": 0, "seed": 0, "converged": False,
-         "history": settled_elbo},
+         "stop_reason": "cap", "history": settled_elbo},
         {"kind": "fixed", "sigma2": 1.0, "sigma2_step": None, "warmup": 0, "seed": 0, "converged": False,
-         "history": gaining},
+         "stop_reason": "cap", "history": gaining},
     ]  # fmt: skip
     text = deep_vae.cap_diagnosis(runs, config)
     assert text.startswith("**At the cap**: 2 runs reached 600 steps. 1 of them had met the ELBO condition")
     assert "400-400 steps without one" in text
     assert "0.040-0.040 apart where the rule asks less than 0.01 (learned from 0.01, Adam step 0.001)" in text
     assert text.endswith("the other 1 were still gaining.")
-    assert deep_vae.cap_diagnosis([{**runs[0], "converged": True}], config) == ""
+    assert deep_vae.cap_diagnosis([runs[1]], config).endswith(
+        "None had met the ELBO condition (no gain of more than 0.1 nats for 300 steps): all were still gaining."
+    )
+    assert deep_vae.cap_diagnosis([{**runs[0], "converged": True, "stop_reason": "converged"}], config) == ""

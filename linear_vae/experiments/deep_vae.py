@@ -61,7 +61,7 @@ from linear_vae.optimum import active_by_threshold, beta_elbo_optimum, learned_s
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, draw_frontier, log_axis, mark_quick, new_figure
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.problem import Problem
-from linear_vae.stopping import CONVERGED, RULE_VERSION, StoppingRule, decide, interval, separated
+from linear_vae.stopping import CAP, CONVERGED, RULE_VERSION, StoppingRule, decide, interval, separated
 
 NAME = "deep_vae"
 TITLE = (
@@ -642,7 +642,7 @@ def cap_diagnosis(runs: list, config: dict) -> str:
     from their records (:func:`linear_vae.stopping.decide` at the last record): the validation
     ELBO's patience, or only the settling of a learned sigma2; "" when no run reached the cap."""
     rule = StoppingRule(**config["rule"])
-    at_cap = [r for r in runs if not r["converged"]]
+    at_cap = [r for r in runs if r["stop_reason"] == CAP]
     if not at_cap:
         return ""
     patient, drifts, settings = [], [], []
@@ -654,14 +654,11 @@ def cap_diagnosis(runs: list, config: dict) -> str:
             patient.append(decision.steps_since_improvement)
             drifts.append(decision.sigma2_drift)
             settings.append(setting_name(r))
-    text = (
-        f"**At the cap**: {len(at_cap)} run{'s' if len(at_cap) != 1 else ''} reached {rule.max_steps:,} steps. "
-        f"{len(patient)} of them had met the ELBO condition (no gain of more than {rule.tolerance:g} nats for "
-        f"{rule.patience:,} steps"
-    )
+    condition = f"the ELBO condition (no gain of more than {rule.tolerance:g} nats for {rule.patience:,} steps"
+    text = f"**At the cap**: {len(at_cap)} run{'s' if len(at_cap) != 1 else ''} reached {rule.max_steps:,} steps. "
     if not patient:
-        return text + ") and were still improving."
-    text += f"; {min(patient):,}-{max(patient):,} steps without one)"
+        return text + f"None had met {condition}): all were still gaining."
+    text += f"{len(patient)} of them had met {condition}; {min(patient):,}-{max(patient):,} steps without one)"
     learned = [d for d in drifts if math.isfinite(d)]
     if learned:
         text += (
