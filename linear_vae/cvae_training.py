@@ -33,12 +33,13 @@ from linear_vae.conditional import CVAEParams
 from linear_vae.elbo import DataStats
 from linear_vae.joint_expectations import JointArrays, expected_square
 from linear_vae.joint_moments import JointMoments, regression_map
-from linear_vae.model_objective import ModelObjective
+from linear_vae.model_objective import ModelObjective, static_last_field
 from linear_vae.moments import LOG_2PI
 from linear_vae.projected import projected_elbo, represented_vae, rotation_projector
 from linear_vae.validation import check_count, check_positive
 
 
+@static_last_field
 class CVAEData(NamedTuple):
     """What the CVAE's functions read (a pytree of arrays).
 
@@ -54,13 +55,6 @@ class CVAEData(NamedTuple):
     decoder_variance: jax.Array
     prior_variance: jax.Array
     latent_dim: int
-
-
-jax.tree_util.register_pytree_node(
-    CVAEData,
-    lambda d: (tuple(d[:-1]), d.latent_dim),
-    lambda k, leaves: CVAEData(*leaves, k),
-)
 
 
 def cvae_negative_elbo(params: CVAEParams, data: CVAEData):

@@ -39,13 +39,14 @@ from linear_vae.elbo import DataStats
 from linear_vae.hierarchical import HVAEParams
 from linear_vae.joint_expectations import JointArrays, expected_square
 from linear_vae.joint_moments import JointMoments, range_of_xx
-from linear_vae.model_objective import ModelObjective
+from linear_vae.model_objective import ModelObjective, static_last_field
 from linear_vae.moments import LOG_2PI
 from linear_vae.projected import host_eigh, inverse_and_log_det, projected_elbo, represented_vae, rotation_projector
 from linear_vae.spd import cholesky, solve
 from linear_vae.validation import check_count, check_positive
 
 
+@static_last_field
 class HVAEData(NamedTuple):
     """What the HVAE's functions read (a pytree of arrays; the dimensions and whether ``Sigma2`` is
     learned are static).  ``whiten`` is ``A^{-1/2}`` on the range of ``A`` as an (r, d_x) map, ``G = Z^T Z``
@@ -63,13 +64,6 @@ class HVAEData(NamedTuple):
     prior_variance: jax.Array
     z2_variance: jax.Array  # used only when Sigma2 is fixed
     dims: tuple  # (d1, d2, r, learned)
-
-
-jax.tree_util.register_pytree_node(
-    HVAEData,
-    lambda d: (tuple(d[:-1]), d.dims),
-    lambda dims, leaves: HVAEData(*leaves, dims),
-)
 
 
 def hvae_negative_elbo(params: HVAEParams, data: HVAEData):

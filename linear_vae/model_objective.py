@@ -64,6 +64,24 @@ class ModelObjective(NamedTuple):
     scale: float
 
 
+def static_last_field(cls):
+    """Register the NamedTuple ``cls`` as a pytree whose last field is static (a shape or a count, part
+    of the compiled program) and whose other fields are its leaves; returns ``cls``, for use as a
+    class decorator on a model's data.
+
+    >>> @static_last_field
+    ... class Example(NamedTuple):
+    ...     weights: Any
+    ...     count: int
+    >>> jax.tree_util.tree_leaves(Example(jnp.ones(2), 3))  # the count is not a leaf
+    [Array([1., 1.], dtype=float64)]
+    """
+    jax.tree_util.register_pytree_node(
+        cls, lambda data: (tuple(data[:-1]), data[-1]), lambda last, leaves: cls(*leaves, last)
+    )
+    return cls
+
+
 class ModelFit(NamedTuple):
     """What :func:`fit` returns.
 

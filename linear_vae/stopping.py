@@ -131,6 +131,15 @@ def interval(values) -> dict:
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": int(n)}
 
 
+def format_interval(iv: dict, fmt: str = ".1f") -> str:
+    """``mean [low, high]`` of an :func:`interval`, each number formatted by ``fmt``.
+
+    >>> format_interval(interval([1.0, 1.2, 0.9]), ".2f")
+    '1.03 [0.65, 1.41]'
+    """
+    return f"{iv['mean']:{fmt}} [{iv['low']:{fmt}}, {iv['high']:{fmt}}]"
+
+
 def separated(a: dict, b: dict) -> int:
     """+1 when interval ``a`` lies wholly above ``b``, -1 when wholly below, 0 when they overlap (no
     direction at this number of seeds).

@@ -61,7 +61,16 @@ from linear_vae.optimum import active_by_threshold, beta_elbo_optimum, learned_s
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, draw_frontier, log_axis, mark_quick, new_figure
 from linear_vae.ppca import log_marginal_likelihood
 from linear_vae.problem import Problem
-from linear_vae.stopping import CAP, CONVERGED, RULE_VERSION, StoppingRule, decide, interval, separated
+from linear_vae.stopping import (
+    CAP,
+    CONVERGED,
+    RULE_VERSION,
+    StoppingRule,
+    decide,
+    format_interval,
+    interval,
+    separated,
+)
 
 NAME = "deep_vae"
 TITLE = (
@@ -610,7 +619,7 @@ def table(results: dict) -> str:
 # --- the deep-VAE page's text (docs/deep-vae.md), generated from the JSON ------------------------------
 def _iv(iv: dict | None, fmt: str = ".1f") -> str:
     """``mean [low, high]``, or "no converged run"."""
-    return "no converged run" if iv is None else f"{iv['mean']:{fmt}} [{iv['low']:{fmt}}, {iv['high']:{fmt}}]"
+    return "no converged run" if iv is None else format_interval(iv, fmt)
 
 
 def _compare(a: dict | None, b: dict | None, more: str, less: str, fmt: str = ".1f") -> str:

@@ -412,10 +412,6 @@ def plot(results: dict, config: dict):
 
 
 # --- report --------------------------------------------------------------------------------------
-def _interval(entry: dict) -> str:
-    return "{mean:.3f} [{low:.3f}, {high:.3f}]".format(**entry)
-
-
 def _span(values, spec: str = ".2f") -> str:
     low, high = format(min(values), spec), format(max(values), spec)
     return low if low == high else f"{low} to {high}" if min(values) < 0 else f"{low}-{high}"
@@ -511,8 +507,8 @@ def report(payload: dict) -> str:
     lines.append("| --- | --- | --- | --- | --- |")
     for e in summary:
         lines.append(
-            f"| {e['encoder']} | {e['training']} | {_interval(e['gap_elbo_to_mle'])} | "
-            f"{_interval(e['gap_decoder_to_mle'])} | {e['converged']} of {e['runs']} |"
+            f"| {e['encoder']} | {e['training']} | {stopping.format_interval(e['gap_elbo_to_mle'], '.3f')} | "
+            f"{stopping.format_interval(e['gap_decoder_to_mle'], '.3f')} | {e['converged']} of {e['runs']} |"
         )
     lines += ["", "(mean [95% t-interval] over seeds.)"]
     if len(trainings) == 2 and len(c["seeds"]) > 1:
