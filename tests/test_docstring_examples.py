@@ -15,9 +15,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "linear_vae"
 DOCUMENTED = [
     "analysis", "collapse", "compare", "compilation_cache", "conditional", "conditioning", "convergence",
-    "cvae_training", "datasets", "divergence", "elbo", "escape", "estimators", "gradient_solvers", "hard_cases",
-    "hierarchical", "hvae_training", "interrupts", "joint_expectations", "joint_moments", "loop", "metrics",
-    "model_objective", "model_verify", "moments", "optimum", "plotting", "ppca", "precision", "problem", "progress",
+    "cvae_training", "datasets", "divergence", "elbo", "escape", "estimator", "estimators", "gradient_solvers", "hard_cases",
+    "hierarchical", "hvae_training", "interrupts", "io", "joint_expectations", "joint_moments", "loop", "metrics",
+    "model_objective", "model_verify", "moments", "newton", "optimum", "plotting", "ppca", "precision", "problem", "progress",
     "projected", "readers", "solver", "solvers", "spd", "stopping", "validation", "verify",
 ]  # fmt: skip
 
