@@ -18,7 +18,7 @@ DOCUMENTED = [
     "cvae_training", "datasets", "divergence", "elbo", "escape", "estimator", "estimators", "gradient_solvers", "hard_cases",
     "hierarchical", "hvae_training", "interrupts", "io", "joint_expectations", "joint_moments", "loop", "metrics",
     "model_objective", "model_verify", "moments", "newton", "optimum", "plotting", "ppca", "precision", "problem", "progress",
-    "projected", "readers", "solver", "solvers", "spd", "stopping", "sweep", "train", "validation", "verify",
+    "projected", "readers", "solver", "solvers", "spd", "stationary", "stopping", "sweep", "train", "validation", "verify",
 ]  # fmt: skip
 
 
