@@ -14,7 +14,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "linear_vae"
 DOCUMENTED = [
-    "analysis", "collapse", "compare", "compilation_cache", "conditional", "conditioning", "convergence",
+    "analysis", "cli", "collapse", "compare", "compilation_cache", "conditional", "conditioning", "convergence",
     "cvae_training", "datasets", "divergence", "elbo", "escape", "estimator", "estimators", "gradient_solvers", "hard_cases",
     "hierarchical", "hvae_training", "interrupts", "io", "joint_expectations", "joint_moments", "loop", "metrics",
     "model_objective", "model_verify", "moments", "newton", "optimum", "plotting", "ppca", "precision", "problem", "progress",
