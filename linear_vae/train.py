@@ -396,11 +396,8 @@ def negative_objective(trainable: Trainable, hyper: Hyper, data: TrainData, key,
     >>> optimum = beta_elbo_optimum(problem.eigenvalues, latent_dim=2, beta=1.0, sigma2=0.5)
     >>> at_optimum = optimum.parameters(problem.mean, problem.eigenvectors)
     >>> trainable = Trainable(at_optimum, jnp.log(0.5))
-    >>> round(float(negative_objective(trainable, hyper, data, None, TrainConfig(latent_dim=2))), 6)
+    >>> round(float(negative_objective(trainable, hyper, data, None, TrainConfig(latent_dim=2))), 6)  # -ELBO at the optimum
     6.154357
-    >>> config = TrainConfig(latent_dim=2, objective="stochastic", batch_size=200, optimizer="adam")
-    >>> float(negative_objective(trainable, hyper, data, jax.random.key(0), config)) > 0  # a noisy estimate
-    True
     """
     log_sigma2 = trainable.log_sigma2 if config.learn_sigma2 else jax.lax.stop_gradient(trainable.log_sigma2)
     sigma2 = jnp.exp(log_sigma2)
