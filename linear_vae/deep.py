@@ -699,7 +699,7 @@ def train_until_stopped(
     >>> stopped = train_until_stopped(config, grid_hyper, X[:100], X[100:], rule, drop_finished=False)  # one grid size
     >>> [decision.reason for decision in stopped.decisions]  # so short a cap that both reach it
     ['cap', 'cap']
-    >>> [history.step[-1] for history in stopped.histories], stopped.best_params.log_sigma2.shape  # kept at their best
+    >>> [int(history.step[-1]) for history in stopped.histories], stopped.best_params.log_sigma2.shape  # kept at their best
     ([100, 100], (2,))
     """
     config.validate(X_train.shape[1], X_train.shape[0])
