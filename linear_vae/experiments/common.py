@@ -75,6 +75,19 @@ def train(
     )
 
 
+#: How a figure names the shipped data sets.
+DATA_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+
+
+def data_name(config: dict) -> str:
+    """The data's name on a figure: the shipped sets by their own names, any other as given.
+
+    >>> data_name({"data": "fashion_mnist"}), data_name({"data": "synthetic"})
+    ('Fashion-MNIST', 'synthetic')
+    """
+    return DATA_NAMES.get(config["data"], config["data"])
+
+
 def data_description(problem: Problem, config: dict) -> dict:
     """What the JSON records about the data: source, subset seed, size and the top eigenvalues.
 

@@ -53,7 +53,7 @@ from linear_vae.collapse import (
 )
 from linear_vae.datasets import load_data, three_way_split
 from linear_vae.deep import DeepHyper, measure_grid, train_until_stopped
-from linear_vae.experiments.common import deep_config
+from linear_vae.experiments.common import data_name, deep_config
 from linear_vae.io import atomic_write_json
 from linear_vae.metrics import heldout_measures
 from linear_vae.moments import compute_moments
@@ -921,12 +921,7 @@ def plot(results: dict, config: dict) -> dict:
     return drawn
 
 
-DATA_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
 NOT_CONVERGED_STYLE = {"marker": "x", "color": "0.45", "linestyle": "none", "markersize": 6}
-
-
-def _data_name(config: dict) -> str:
-    return DATA_NAMES.get(config["data"], config["data"])
 
 
 def _converged_note(results: dict) -> str:
@@ -1031,7 +1026,7 @@ def plot_active_and_rate(results: dict, config: dict):
     ax.set_ylabel("rate: total KL on test images (nats per image)")
     ax.set_title("rate")
     _legend(ax, loc="upper right", fontsize=7.5)
-    fig.suptitle(f"{_data_name(config)}, K = {k}, deep against linear VAE ({_converged_note(results)})")
+    fig.suptitle(f"{data_name(config)}, K = {k}, deep against linear VAE ({_converged_note(results)})")
     return fig
 
 
@@ -1086,7 +1081,7 @@ def plot_kl_per_dim(results: dict, config: dict):
         ax.set_ylabel("KL on test images (nats)")
     _legend(axes[0, 0], loc="upper right", fontsize=7)
     fig.suptitle(
-        f"{_data_name(config)}: per-dimension KL, deep VAE (dots, 95% band; dashed grey: a run that did not converge)\n"
+        f"{data_name(config)}: per-dimension KL, deep VAE (dots, 95% band; dashed grey: a run that did not converge)\n"
         r"against the linear optimum $\frac{1}{2}\log(\lambda_i/\sigma^2)_+$; dotted: $\epsilon$ = 0.01",
         fontsize=9,
     )
@@ -1128,7 +1123,7 @@ def plot_learned(results: dict, config: dict):
             ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:.4g}"))
     _legend(axes[0, 0], loc="lower right", fontsize=7.5)
     fig.suptitle(
-        rf"{_data_name(config)}: learned $\sigma^2$ by start and step size (mean, 95% t-interval of converged seeds; "
+        rf"{data_name(config)}: learned $\sigma^2$ by start and step size (mean, 95% t-interval of converged seeds; "
         "x: a run that did not converge)",
         fontsize=10,
     )
@@ -1184,7 +1179,7 @@ def plot_collapse_fraction(results: dict, config: dict):
         title="solid: deep (band: seed range)\ndashed: linear",
         title_fontsize=7.5,
     )
-    ax.set_title(f"{_data_name(config)}, test images, K = {results['latent_dim']}, " + r"$\delta$ = 0.01", fontsize=10)
+    ax.set_title(f"{data_name(config)}, test images, K = {results['latent_dim']}, " + r"$\delta$ = 0.01", fontsize=10)
     return fig
 
 
@@ -1219,7 +1214,7 @@ def plot_annealing(results: dict, config: dict):
     _legend(axes[0, 0], loc="upper right", fontsize=8)
     _legend(axes[0, 1], loc="lower right", fontsize=8)
     fig.suptitle(
-        rf"{_data_name(config)}, K = {k}: KL annealing at fixed $\sigma^2$ = {sigma2:g} ($\beta$ 0 to 1 over {warmup} "
+        rf"{data_name(config)}, K = {k}: KL annealing at fixed $\sigma^2$ = {sigma2:g} ($\beta$ 0 to 1 over {warmup} "
         "steps, dotted); one line per seed, to its stop",
         fontsize=10,
     )
@@ -1266,7 +1261,7 @@ def plot_rate_distortion(results: dict, config: dict):
     ax.set_xlabel("rate: total KL on test images (nats per image)")
     ax.set_ylabel("distortion: squared error per test image (pixel units)")
     ax.set_title(
-        f"{_data_name(config)}, K = {k}: rate and distortion on test images (mean, 95% t-interval)", fontsize=10
+        f"{data_name(config)}, K = {k}: rate and distortion on test images (mean, 95% t-interval)", fontsize=10
     )
     _legend(ax, loc="upper right", fontsize=7.5)
     return fig

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from linear_vae.experiments.common import data_description, load_problem, newton_config, train
+from linear_vae.experiments.common import data_description, data_name, load_problem, newton_config, train
 from linear_vae.optimum import optimal_kl_per_dim
 from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
 
@@ -106,7 +106,7 @@ def plot(results: dict, config: dict):
     ax.set_xlabel(r"KL weight $\beta$ (log scale)")
     ax.set_ylabel("KL of latent dimension $i$ (nats per datapoint)")
     ax.set_title(
-        f"Per-dimension KL: MNIST ({results['n']} digits), $\\sigma^2$ = {config['sigma2']}, K = {config['latent_dim']}"
+        f"Per-dimension KL: {data_name(config)} ({results['n']} datapoints), $\\sigma^2$ = {config['sigma2']}, K = {config['latent_dim']}"
     )
     ax.legend(loc="upper right", ncols=1)
     return fig
