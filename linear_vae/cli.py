@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from linear_vae import __version__, io
+from linear_vae import __version__
+from linear_vae.core import io
 
 
 class UsageError(Exception):
@@ -73,7 +74,7 @@ def _add_optimizer_options(
     parser, optimizer_default: str | None, optimizer_help: str, lr_default: float, steps_help: str = ""
 ) -> None:
     """``--optimizer``, ``--steps`` and ``--lr``, with the trainer's choices and per-optimiser defaults."""
-    from linear_vae.solvers import OPTIMIZERS, SOLVERS
+    from linear_vae.training.solvers import OPTIMIZERS, SOLVERS
 
     per_optimizer = "; ".join(f"{name} {solver.default_steps}" for name, solver in SOLVERS.items())
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=optimizer_default, help=optimizer_help)
@@ -104,7 +105,7 @@ def _add_model_options(parser: argparse.ArgumentParser, latent_required: bool = 
 def _add_pair_options(parser: argparse.ArgumentParser) -> None:
     """The conditional and hierarchical models of docs/theory.md (T17), and where their ``x`` comes from."""
     from linear_vae.analysis import MODELS
-    from linear_vae.conditioning import SPLITS
+    from linear_vae.data.conditioning import SPLITS
 
     group = parser.add_argument_group("conditional and hierarchical models (docs/theory.md (T17))")
     group.add_argument(
@@ -138,8 +139,8 @@ def _add_pair_options(parser: argparse.ArgumentParser) -> None:
 
 def _pairs(args, dataset):
     """``(x, y)`` of ``--condition``/``--split`` (``x = y`` = the data when neither is given)."""
-    from linear_vae.conditioning import image_split
-    from linear_vae.datasets import load_data
+    from linear_vae.data.conditioning import image_split
+    from linear_vae.data.datasets import load_data
 
     if args.condition and args.split:
         raise ValueError("give --condition FILE or --split, not both")
@@ -153,7 +154,7 @@ def _pairs(args, dataset):
 
 
 def _load(args):
-    from linear_vae.datasets import load_data
+    from linear_vae.data.datasets import load_data
 
     return load_data(args.data, n=args.n, subset_seed=args.subset_seed, key=args.key, synthetic_seed=args.data_seed)
 
@@ -291,8 +292,8 @@ def _parse_values(text: str, name: str, cast=float) -> list:
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    from linear_vae.problem import BASES
-    from linear_vae.train import OBJECTIVES, SCHEDULES, TrainConfig
+    from linear_vae.data.problem import BASES
+    from linear_vae.training.train import OBJECTIVES, SCHEDULES, TrainConfig
 
     defaults = TrainConfig(latent_dim=1)
     group = parser.add_argument_group("training")
@@ -367,8 +368,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args, latent_dim: int, learn_sigma2: bool):
-    """The :class:`~linear_vae.train.TrainConfig` the training options describe."""
-    from linear_vae.train import TrainConfig
+    """The :class:`~linear_vae.training.train.TrainConfig` the training options describe."""
+    from linear_vae.training.train import TrainConfig
 
     optimizer = args.optimizer or ("newton" if args.objective == "exact" else "adam")
     return TrainConfig(
@@ -391,7 +392,7 @@ def _train_config(args, latent_dim: int, learn_sigma2: bool):
 def _learning_rate(args, optimizer: str, default: float) -> float:
     """``--lr``, or ``default`` when it is not given; refused with a solver that has no step size
     (Newton; it would otherwise be accepted and silently ignored)."""
-    from linear_vae.solvers import resolve
+    from linear_vae.training.solvers import resolve
 
     if args.lr is None:
         return default
@@ -403,7 +404,7 @@ def _learning_rate(args, optimizer: str, default: float) -> float:
 
 
 def _default_sigma2_init(args, problem) -> float:
-    from linear_vae.validation import check_positive
+    from linear_vae.core.validation import check_positive
 
     if args.sigma2_init is not None:
         return check_positive("sigma2_init", args.sigma2_init)
@@ -411,8 +412,8 @@ def _default_sigma2_init(args, problem) -> float:
 
 
 def _progress(args, label: str):
-    """A :class:`linear_vae.progress.Progress` on stderr for the task ``label`` (silent with ``--quiet``)."""
-    from linear_vae.progress import Progress
+    """A :class:`linear_vae.core.progress.Progress` on stderr for the task ``label`` (silent with ``--quiet``)."""
+    from linear_vae.core.progress import Progress
 
     progress = Progress(enabled=not args.quiet)
     progress.task(label)
@@ -422,9 +423,9 @@ def _progress(args, label: str):
 def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2, on_divergence: str):
     """Train the Cartesian product of ``betas x sigma2s x seeds`` in one compiled call and compare."""
 
-    from linear_vae.compare import train_and_compare_grid
-    from linear_vae.problem import Problem
-    from linear_vae.validation import check_positive
+    from linear_vae.core.validation import check_positive
+    from linear_vae.data.problem import Problem
+    from linear_vae.verification.compare import train_and_compare_grid
 
     for beta in betas:
         check_positive("beta", beta)
@@ -455,7 +456,7 @@ def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2, on_diverge
 
 
 def _print_reports(reports: list[dict], as_json: bool, single: bool = False) -> None:
-    from linear_vae.compare import ROUNDOFF_GAP
+    from linear_vae.verification.compare import ROUNDOFF_GAP
 
     if as_json:
         print(io.dumps(reports[0] if single else reports))
@@ -489,8 +490,8 @@ def _print_reports(reports: list[dict], as_json: bool, single: bool = False) -> 
 
 
 def _gap_cell(report: dict, key: str) -> str:
-    """A gap column: ``~ 0`` where the gap is below zero by round-off only (:func:`linear_vae.compare.gap_text`)."""
-    from linear_vae.compare import gap_text
+    """A gap column: ``~ 0`` where the gap is below zero by round-off only (:func:`linear_vae.verification.compare.gap_text`)."""
+    from linear_vae.verification.compare import gap_text
 
     gap = report[key]
     return _cell(gap, 10, ".2e") if gap is None else gap_text(gap, report["optimal_elbo"])
@@ -524,9 +525,9 @@ def _uses_pairs(args) -> bool:
 
 def _pair_settings(args) -> tuple:
     """``(moments, settings)`` of ``--model cvae|hvae``: the joint moments of ``(x, y)`` and the keyword
-    arguments of :func:`linear_vae.model_verify.train_and_compare` the options give."""
-    from linear_vae.joint_moments import JointMoments
-    from linear_vae.model_objective import MODEL_SOLVERS
+    arguments of :func:`linear_vae.verification.model_verify.train_and_compare` the options give."""
+    from linear_vae.data.joint_moments import JointMoments
+    from linear_vae.training.model_objective import MODEL_SOLVERS
 
     optimizer = args.optimizer or "newton"
     if optimizer not in MODEL_SOLVERS:
@@ -616,7 +617,7 @@ def _model_report_text(report: dict) -> str:
             "spectrum: theta_i^2, squared singular values of C^T A^{-1/2} (variance units); a z1 mode is active iff "
             f"theta_i^2 > its z1 threshold; {z2_rule}; a_i: the variance of z1 along mode i; KL: nats per datapoint"
         )
-    from linear_vae.compare import gap_text
+    from linear_vae.verification.compare import gap_text
 
     lines = [
         f"{report['model']}: {setting}, sigma2 = {report['sigma2']:.6g}, prior variance {report['prior_variance']:.6g}, "
@@ -634,7 +635,7 @@ def _model_report_text(report: dict) -> str:
 
 
 def _train_pairs(args, configurations: list[dict], moments) -> list[dict]:
-    from linear_vae.model_verify import train_and_compare
+    from linear_vae.verification.model_verify import train_and_compare
 
     if args.sigma2 is None:
         raise ValueError(f"--model {args.model} needs a fixed --sigma2 (the decoder variance eta_dec^2)")
@@ -695,9 +696,9 @@ def cmd_train(args) -> int:
 def cmd_score(args) -> int:
     """Score a saved model (train --save-model) on data: the ELBO, the exact log-likelihood, active
     units and the collapse metrics, per datapoint."""
+    from linear_vae.data.moments import compute_moments
     from linear_vae.estimator import LinearVAE
-    from linear_vae.metrics import collapse_metrics
-    from linear_vae.moments import compute_moments
+    from linear_vae.theory.metrics import collapse_metrics
 
     model = LinearVAE.load(args.model)
     dataset = _load(args)
@@ -793,11 +794,11 @@ def _sweep_pairs(args, betas, sigma2s, seeds) -> int:
 
 
 def _verify_pairs(args) -> int:
-    """``verify --model cvae|hvae``: the configurations of :func:`linear_vae.model_verify.plan`, each trained and judged."""
+    """``verify --model cvae|hvae``: the configurations of :func:`linear_vae.verification.model_verify.plan`, each trained and judged."""
     import numpy as np
 
-    from linear_vae.conditional import cvae_optimum
-    from linear_vae.model_verify import overall_verdict, plan
+    from linear_vae.theory.conditional import cvae_optimum
+    from linear_vae.verification.model_verify import overall_verdict, plan
 
     moments, settings = _pair_settings(args)
     if args.sigma2 is None:
@@ -819,7 +820,7 @@ def _verify_pairs(args) -> int:
 def cmd_verify(args) -> int:
     """Train a sweep chosen from the data's spectrum and check it against the closed form (exit 1 when it
     disagrees or did not converge)."""
-    from linear_vae.verify import VERIFY_DEFAULTS, run_verification
+    from linear_vae.verification.verify import VERIFY_DEFAULTS, run_verification
 
     if _uses_pairs(args):
         return _verify_pairs(args)
@@ -869,8 +870,8 @@ def cmd_reproduce(args) -> int:
     folder = os.path.join(out_arg, "")  # as given, with one trailing slash
 
     from linear_vae import interrupts
+    from linear_vae.core.progress import Progress
     from linear_vae.experiments.runner import EXPERIMENTS, run_experiment
-    from linear_vae.progress import Progress
 
     names = args.only or list(EXPERIMENTS)  # argparse's choices have refused unknown names
     if args.quick and not args.force:
@@ -1019,7 +1020,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help=cmd_verify.__doc__, description=cmd_verify.__doc__)
     _add_data_options(verify)
-    from linear_vae.verify import LEARNED_STEPS_FACTOR, VERIFY_DEFAULTS
+    from linear_vae.verification.verify import LEARNED_STEPS_FACTOR, VERIFY_DEFAULTS
 
     _add_latent_dim(verify, VERIFY_DEFAULTS["latent_dim"])
     verify.add_argument(
@@ -1098,7 +1099,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: The option that sets each library parameter.  Library error messages name parameters in
-#: backquotes (:mod:`linear_vae.validation`); the CLI shows the option instead.
+#: backquotes (:mod:`linear_vae.core.validation`); the CLI shows the option instead.
 OPTIONS = {
     "latent_dim": "--latent-dim",
     "beta": "--beta",

@@ -14,7 +14,7 @@ cannot be read, degrade to compiling, with one warning line.
 What is cached: every program that took at least :data:`MIN_COMPILE_SECONDS` to compile, except
 those that call back into Python, which JAX does not store.  The k x k eigendecompositions of the
 trust-region Newton optimiser and of the convergence test run on the host through
-``jax.pure_callback`` (:func:`linear_vae.projected.represented_vae`; ``linear_vae/spd.py`` says why
+``jax.pure_callback`` (:func:`linear_vae.training.projected.represented_vae`; ``linear_vae/core/spd.py`` says why
 not LAPACK under ``vmap``), so a Newton run's training loop and every sweep's final convergence
 test are compiled again in each process; the data, closed-form, Adam/SGD step, deep-VAE and
 figure programs are read from the cache.  (A pure-XLA Jacobi eigensolver would make them

@@ -1,7 +1,8 @@
 """Every public function and method of the documented modules shows a worked example in its
 docstring (the suite runs them: ``--doctest-modules`` over ``linear_vae`` in pyproject.toml).
 
-:data:`DOCUMENTED` lists the modules held to that so far; a module joins it once every public
+:data:`DOCUMENTED` lists the modules held to that so far (by path in the package, without
+``.py``: ``"theory/elbo"`` is :mod:`linear_vae.theory.elbo`); a module joins it once every public
 function of it has an example, and from then on a new function without one fails here.
 """
 
@@ -14,11 +15,14 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "linear_vae"
 DOCUMENTED = [
-    "analysis", "collapse", "compare", "compilation_cache", "conditional", "conditioning", "convergence",
-    "cvae_training", "datasets", "divergence", "elbo", "escape", "estimators", "gradient_solvers", "hard_cases",
-    "hierarchical", "hvae_training", "interrupts", "joint_expectations", "joint_moments", "loop", "metrics",
-    "model_objective", "model_verify", "moments", "optimum", "plotting", "ppca", "precision", "problem", "progress",
-    "projected", "readers", "solver", "solvers", "spd", "stopping", "validation", "verify",
+    "analysis", "compilation_cache", "core/precision", "core/progress", "core/spd", "core/validation",
+    "data/conditioning", "data/datasets", "data/joint_expectations", "data/joint_moments", "data/moments",
+    "data/problem", "data/readers", "deep/stopping", "experiments/plotting", "interrupts", "theory/collapse",
+    "theory/conditional", "theory/elbo", "theory/escape", "theory/estimators", "theory/hierarchical",
+    "theory/metrics", "theory/optimum", "theory/ppca", "training/convergence", "training/cvae_training",
+    "training/divergence", "training/gradient_solvers", "training/hvae_training", "training/loop",
+    "training/model_objective", "training/projected", "training/solver", "training/solvers", "verification/compare",
+    "verification/hard_cases", "verification/model_verify", "verification/verify",
 ]  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""Tests of :mod:`linear_vae.spd` (k x k SPD algebra in plain XLA ops) against numpy's LAPACK, and
+"""Tests of :mod:`linear_vae.core.spd` (k x k SPD algebra in plain XLA ops) against numpy's LAPACK, and
 that the trainer's compiled programs contain no LAPACK call (jaxlib 0.10's batched LAPACK kernels
 deadlock XLA's CPU thread pool; see the module docstring)."""
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import linear_vae  # noqa: F401  (float64)
-from linear_vae import spd
-from linear_vae.datasets import make_synthetic
-from linear_vae.problem import Problem
-from linear_vae.train import Hyper, TrainConfig, TrainData, init_state, record_steps, run_steps
+from linear_vae.core import spd
+from linear_vae.data.datasets import make_synthetic
+from linear_vae.data.problem import Problem
+from linear_vae.training.train import Hyper, TrainConfig, TrainData, init_state, record_steps, run_steps
 
 #: Backward-stable factorisations of matrices with condition number <= ~1e3 agree with LAPACK to
 #: ~1e-13 relative; 1e-10 leaves room without hiding a wrong formula (those are off by O(1)).

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from linear_vae.compare import train_and_compare_zipped
-from linear_vae.datasets import load_data
-from linear_vae.deep import DeepConfig
-from linear_vae.problem import Problem
-from linear_vae.progress import Progress
-from linear_vae.sweep import SweepResult
-from linear_vae.train import TrainConfig
+from linear_vae.core.progress import Progress
+from linear_vae.data.datasets import load_data
+from linear_vae.data.problem import Problem
+from linear_vae.deep.deep import DeepConfig
+from linear_vae.training.sweep import SweepResult
+from linear_vae.training.train import TrainConfig
+from linear_vae.verification.compare import train_and_compare_zipped
 
 
 def load_problem(config: dict) -> Problem:
@@ -29,7 +29,7 @@ DEEP_TRAINING_KEYS = ("steps", "log_every", "batch_size", "learning_rate", "sigm
 
 
 def deep_config(config: dict, **architecture) -> DeepConfig:
-    """A :class:`~linear_vae.deep.DeepConfig` with the training settings of ``config``
+    """A :class:`~linear_vae.deep.deep.DeepConfig` with the training settings of ``config``
     (:data:`DEEP_TRAINING_KEYS`) and the given architecture (``latent_dim``, ``hidden``, ...)."""
     return DeepConfig(**{key: config[key] for key in DEEP_TRAINING_KEYS if key in config}, **architecture)
 
@@ -44,7 +44,7 @@ def train(
     progress: Progress | None = None,
     label: str = "",
 ) -> tuple[SweepResult, list[dict]]:
-    """:func:`linear_vae.compare.train_and_compare_zipped` in ``basis``, shown on ``progress`` as the task ``label``."""
+    """:func:`linear_vae.verification.compare.train_and_compare_zipped` in ``basis``, shown on ``progress`` as the task ``label``."""
     if progress is not None:
         progress.task(label)
     # The experiments give a learned sigma2's starts in ``sigma2s`` (their configs name them so).
