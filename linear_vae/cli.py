@@ -17,7 +17,13 @@ from linear_vae.core import io
 
 
 class UsageError(Exception):
-    """A command-line usage error (argparse), reported in one line with exit status 2."""
+    """A command-line usage error (argparse), reported in one line with exit status 2.
+
+    >>> build_parser().parse_args(["train", "--steps"])
+    Traceback (most recent call last):
+    ...
+    linear_vae.cli.UsageError: argument --steps: expected one argument (see 'linear-vae train --help')
+    """
 
 
 class _Parser(argparse.ArgumentParser):
@@ -170,7 +176,29 @@ def _fmt_list(values, fmt="{:.4g}", limit=12) -> str:
 
 
 def cmd_analyze(args) -> int:
-    """Closed-form optimum of the beta-ELBO and the collapse thresholds of every latent dimension."""
+    """Closed-form optimum of the beta-ELBO and the collapse thresholds of every latent dimension.
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> data = os.path.join(tempfile.mkdtemp(), "x.npy")  # 200 samples of variances about 9.3, 4 and 0.9
+    >>> np.save(data, np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+    >>> cmd_analyze(build_parser().parse_args(["analyze", "--data", data, "-k", "2", "--sigma2", "5"]))  # doctest: +ELLIPSIS
+    data                       .../x.npy: n = 200, d = 3
+    latent dimensions K        2
+    beta                       1
+    sigma2                     5 (fixed)
+    top eigenvalues            [9.259, 3.988, 0.9396]
+    optimal beta-ELBO          -6.471852 nats per datapoint
+    MLL at the optimum         -6.471852 nats per datapoint
+    active dimensions          1 of 2 (lambda_i > beta sigma2: the collapse thresholds)
+    collapse thresholds beta*  [1.852, 0.7977]
+    KL per dimension (nats)    [0.3081, 0]
+    nearest threshold          |lambda - beta sigma2| / (beta sigma2) = 0.202
+    rate                       0.308088 nats per datapoint (= I(x; z) for Gaussian data)
+    distortion                 9.92791 (expected squared error, squared data units)
+    active units               1 of 2 (Var_x E_q[z_i] > 0.01, ...)
+    0
+    """
     from linear_vae.analysis import analyze
 
     dataset = _load(args)
@@ -668,7 +696,19 @@ def _print_model_reports(reports: list[dict], as_json: bool, verdict: str | None
 
 
 def cmd_train(args) -> int:
-    """Train one linear VAE by gradient ascent and compare it with the closed form."""
+    """Train one linear VAE by gradient ascent and compare it with the closed form.
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> data = os.path.join(tempfile.mkdtemp(), "x.npy")  # 200 samples of variances about 9.3, 4 and 0.9
+    >>> np.save(data, np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+    >>> args = build_parser().parse_args(["train", "--data", data, "-k", "2", "--sigma2", "0.5", "--quiet"])
+    >>> cmd_train(args)  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
+    beta sigma2 seed ELBO optimum gap ... verdict
+    1 0.5 0 -6.154357 -6.154357 ~ 0 ... agrees
+    (nats per datapoint; ...
+    0
+    """
     if _uses_pairs(args):
         moments, settings = _pair_settings(args)
         settings |= {"beta": args.beta, "seed": args.seed}
@@ -695,7 +735,25 @@ def cmd_train(args) -> int:
 
 def cmd_score(args) -> int:
     """Score a saved model (train --save-model) on data: the ELBO, the exact log-likelihood, active
-    units and the collapse metrics, per datapoint."""
+    units and the collapse metrics, per datapoint.
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> data = os.path.join(tempfile.mkdtemp(), "x.npy")  # 200 samples of variances about 9.3, 4 and 0.9
+    >>> np.save(data, np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+    >>> import contextlib, json
+    >>> import io as text_io
+    >>> def run(argv):  # the command's exit status and its --json report
+    ...     with contextlib.redirect_stdout(text_io.StringIO()) as out:
+    ...         status = main([*argv, "--json", "--compilation-cache", "off"])
+    ...     return status, json.loads(out.getvalue())
+    >>> model = os.path.join(os.path.dirname(data), "model.npz")
+    >>> run(["train", "--data", data, "-k", "2", "--sigma2", "0.5", "--quiet", "--save-model", model])[0]
+    0
+    >>> status, score = run(["score", "--model", model, "--data", data])
+    >>> status, round(score["elbo"], 6), round(score["log_likelihood"], 6), score["active_units"]  # ELBO = MLL at the optimum
+    (0, -6.154357, -6.154357, 2)
+    """
     from linear_vae.data.moments import compute_moments
     from linear_vae.estimator import LinearVAE
     from linear_vae.theory.metrics import collapse_metrics
@@ -741,7 +799,22 @@ def cmd_score(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    """Train a sweep over betas, sigma2s and seeds in one compiled call and compare each with the closed form."""
+    """Train a sweep over betas, sigma2s and seeds in one compiled call and compare each with the closed form.
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> data = os.path.join(tempfile.mkdtemp(), "x.npy")  # 200 samples of variances about 9.3, 4 and 0.9
+    >>> np.save(data, np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+    >>> import contextlib, json
+    >>> import io as text_io
+    >>> def run(argv):  # the command's exit status and its --json report
+    ...     with contextlib.redirect_stdout(text_io.StringIO()) as out:
+    ...         status = main([*argv, "--json", "--compilation-cache", "off"])
+    ...     return status, json.loads(out.getvalue())
+    >>> status, reports = run(["sweep", "--data", data, "-k", "2", "--betas", "1", "--sigma2s", "0.5", "--quiet"])
+    >>> status, [(r["sigma2"], r["verdict"], r["active_dims"], abs(r["gap"]) < 1e-9) for r in reports]
+    (0, [(0.5, 'agrees', 2, True)])
+    """
     betas = _parse_values(args.betas, "--betas")
     seeds = _parse_values(args.seeds, "--seeds", int)
     learn = args.sigma2s is None
@@ -819,7 +892,21 @@ def _verify_pairs(args) -> int:
 
 def cmd_verify(args) -> int:
     """Train a sweep chosen from the data's spectrum and check it against the closed form (exit 1 when it
-    disagrees or did not converge)."""
+    disagrees or did not converge).
+
+    Its options are checked before anything is trained (a whole run: the example of
+    :func:`linear_vae.verification.verify.run_verification`); an error names the option to change:
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> data = os.path.join(tempfile.mkdtemp(), "x.npy")  # 200 samples of variances about 9.3, 4 and 0.9
+    >>> np.save(data, np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+    >>> import contextlib, sys
+    >>> with contextlib.redirect_stderr(sys.stdout):
+    ...     main(["verify", "--data", data, "-k", "2", "--gap-tol", "-1", "--compilation-cache", "off"])
+    linear-vae: error: --gap-tol must be finite and > 0, got -1.0; pass a positive number
+    2
+    """
     from linear_vae.verification.verify import VERIFY_DEFAULTS, run_verification
 
     if _uses_pairs(args):
@@ -861,7 +948,17 @@ def _is_full_budget(path: str) -> bool:
 
 
 def cmd_reproduce(args) -> int:
-    """Regenerate the paper's figures (PNG) with the numbers behind each (JSON)."""
+    """Regenerate the paper's figures (PNG) with the numbers behind each (JSON).
+
+    The output folder is checked before any experiment runs (a run takes minutes; ``linear-vae
+    reproduce --quick`` is the short one):
+
+    >>> import contextlib, sys
+    >>> with contextlib.redirect_stderr(sys.stdout):
+    ...     main(["reproduce", "--quick", "--out", "/dev/null", "--compilation-cache", "off"])
+    linear-vae: error: cannot write figures to /dev/null: it exists and is not a folder; pass --out a writable folder
+    2
+    """
     import os
     import time
 
@@ -947,6 +1044,12 @@ def _add_cache_option(parser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``linear-vae`` parser: one subcommand per ``cmd_*`` function, each with its options.
+
+    >>> args = build_parser().parse_args(["train", "-k", "2", "--sigma2", "0.5"])
+    >>> args.command, args.func is cmd_train, args.latent_dim, args.sigma2, args.data, args.optimizer  # None: the default, newton
+    ('train', True, 2, 0.5, 'mnist', None)
+    """
     from linear_vae import compilation_cache
 
     parser = _Parser(
@@ -1132,7 +1235,11 @@ COMMAND_OPTIONS = {"sweep": {"beta": "--betas", "sigma2": "--sigma2s"}}
 
 
 def for_the_command_line(message: str, command: str | None = None) -> str:
-    """``message`` with each backquoted parameter name replaced by the option that sets it."""
+    """``message`` with each backquoted parameter name replaced by the option that sets it.
+
+    >>> for_the_command_line("`learning_rate` must be positive; raise `steps` or `unknown`")
+    '--lr must be positive; raise --steps or unknown'
+    """
     import re
 
     options = {**OPTIONS, **COMMAND_OPTIONS.get(command, {})}
@@ -1140,7 +1247,27 @@ def for_the_command_line(message: str, command: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``linear-vae`` console script; returns the exit status."""
+    """Entry point of the ``linear-vae`` console script; returns the exit status.
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> data = os.path.join(tempfile.mkdtemp(), "x.npy")  # 200 samples of variances about 9.3, 4 and 0.9
+    >>> np.save(data, np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+    >>> import contextlib, json
+    >>> import io as text_io
+    >>> def run(argv):  # the command's exit status and its --json report
+    ...     with contextlib.redirect_stdout(text_io.StringIO()) as out:
+    ...         status = main([*argv, "--json", "--compilation-cache", "off"])
+    ...     return status, json.loads(out.getvalue())
+    >>> status, report = run(["train", "--data", data, "-k", "2", "--sigma2", "0.5", "--quiet"])
+    >>> status, report["verdict"], round(report["elbo"], 6), round(report["optimal_elbo"], 6), report["active_dims"]
+    (0, 'agrees', -6.154357, -6.154357, 2)
+    >>> import sys
+    >>> with contextlib.redirect_stderr(sys.stdout):  # errors: one line on stderr, exit status 2
+    ...     main(["analyze", "--data", data, "-k", "4", "--sigma2", "0.5"])  # doctest: +ELLIPSIS
+    linear-vae: error: ...
+    2
+    """
     command = None
     try:
         args = build_parser().parse_args(argv)
@@ -1156,7 +1283,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def script_main(name: str) -> None:
     """Entry point of ``experiments/<name>.py``: ``python experiments/<name>.py [--quick] [--out DIR]``,
-    with Ctrl-C and SIGTERM handled as for the ``linear-vae`` command."""
+    with Ctrl-C and SIGTERM handled as for the ``linear-vae`` command.
+
+    >>> import contextlib, signal
+    >>> from unittest import mock
+    >>> before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    >>> argv = ["experiments/kl_per_dim.py", "--quick", "--out", "/dev/null"]  # an unusable --out: refused at once
+    >>> with mock.patch.object(sys, "argv", argv), contextlib.redirect_stderr(sys.stdout):
+    ...     script_main("kl_per_dim")
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
+    >>> for sig, handler in before.items():  # put back the handlers it installed
+    ...     _ = signal.signal(sig, handler)
+    """
     from linear_vae.interrupts import run_guarded
 
     argv = ["reproduce", "--only", name, *sys.argv[1:]]

@@ -12,14 +12,11 @@ sharing a folder do not corrupt it (tested).  A folder that cannot be written, o
 cannot be read, degrade to compiling, with one warning line.
 
 What is cached: every program that took at least :data:`MIN_COMPILE_SECONDS` to compile, except
-those that call back into Python, which JAX does not store.  The k x k eigendecompositions of the
-trust-region Newton optimiser and of the convergence test run on the host through
-``jax.pure_callback`` (:func:`linear_vae.training.projected.represented_vae`; ``linear_vae/core/spd.py`` says why
-not LAPACK under ``vmap``), so a Newton run's training loop and every sweep's final convergence
-test are compiled again in each process; the data, closed-form, Adam/SGD step, deep-VAE and
-figure programs are read from the cache.  (A pure-XLA Jacobi eigensolver would make them
-cacheable, but measured on MNIST, k = 32, 16 configurations, it added about 1.4 s of compilation
-per call site to a cold run, about 30% of its compilation.)
+those that call back into Python, which JAX does not store; no program of the package does.  (The
+k x k eigendecompositions of the Newton optimiser and of the convergence test once ran on the host
+through ``jax.pure_callback``, which kept every Newton program out of the cache: a warm MNIST
+16-beta sweep still compiled for 7-8 s.  :func:`linear_vae.core.spd.eigh` now maps LAPACK over the
+configurations inside the program, and the same warm sweep compiles for 1.5 s.)
 """
 
 from __future__ import annotations
@@ -37,8 +34,7 @@ ENV = "LINEAR_VAE_CACHE"
 #: package's programs, which compile in 0.01 to 1 s each and add up to seconds per command; reading
 #: an entry takes about a millisecond, so every program is cached.  Measured on a small Adam
 #: ``train`` (synthetic data, k = 2), the second run took 11.4-11.9 s wall with 0 against
-#: 12.7-13.5 s with 0.1 (the Newton-style convergence test, which cannot be cached, is most of
-#: the rest).
+#: 12.7-13.5 s with 0.1 (when the Newton-style convergence test could not yet be cached).
 MIN_COMPILE_SECONDS = 0.0
 #: JAX's warnings about entries it could not read or write (it then compiles).
 _JAX_CACHE_WARNING = re.compile(r"Error (reading|writing) persistent compilation cache entry")

@@ -198,9 +198,9 @@ def ours_deep_vae(r: dict, c: dict) -> str:
     """Runs stopped by rule; active units on the test images (mean [95% t-interval] of the converged
     seeds) against the linear optimum's, at the ends of the fixed-σ² grid and at the annealed σ² with and
     without annealing; the learned-σ² starts' test ELBOs under the exact update."""
-    from linear_vae.experiments.deep_vae import summaries
+    from linear_vae.experiments.deep_vae import summaries, summary_by_setting
 
-    summary = {(e["kind"], e["sigma2"], str(e["sigma2_step"])): e for e in summaries(r)}
+    summary = summary_by_setting(summaries(r))
     linear = {row["sigma2"]: row["active_units"] for row in r["linear"]["rows"] if row["kind"] == "fixed"}
     runs = r["runs"]
 

@@ -3,8 +3,8 @@ it lives, and that it changes nothing but the time: a warm run gives bitwise the
 one, two processes can fill one folder at once, and an unusable folder or corrupt entries degrade
 to compiling with one warning line.
 
-The runs train with Adam: Newton's training loop calls back into Python for its k x k
-eigendecompositions, and JAX does not cache such programs (the module docstring says which are).
+The runs train with Adam (one small program each); :func:`test_a_warm_newton_run_compiles_almost_nothing`
+checks that Newton's programs are cached too.
 """
 
 from __future__ import annotations
@@ -114,3 +114,34 @@ def test_an_unusable_folder_degrades_to_compiling_with_one_warning(cold, tmp_pat
         f"linear-vae: warning: the compilation cache {a_file / 'cache'} cannot be used"
     )
     assert err[0].endswith("compiling every program")
+
+
+COUNT_CACHE_EVENTS = """
+import collections, json, sys
+import jax
+events = collections.Counter()
+jax.monitoring.register_event_listener(lambda event, **kwargs: events.update([event]))
+from linear_vae.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(json.dumps({"requests": events["/jax/compilation_cache/compile_requests_use_cache"],
+                  "hits": events["/jax/compilation_cache/cache_hits"]}), file=sys.stderr)
+"""
+
+
+def test_a_warm_newton_run_compiles_almost_nothing(tmp_path):
+    """A Newton ``train`` run twice on one cache folder: the second process finds every program it
+    asks the cache for (JAX's own event counts), Newton's training loop and convergence test
+    included, since none of them calls back into Python."""
+    argv = [sys.executable, "-c", COUNT_CACHE_EVENTS, "train", "--data", "synthetic", "-k", "2", "--sigma2", "1",
+            "--json", "--quiet", "--compilation-cache", str(tmp_path / "cache")]  # fmt: skip
+    counts = []
+    for _ in range(2):
+        done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        counts.append(json.loads(done.stderr.strip().splitlines()[-1]))
+    cold, warm = counts
+    assert cold["requests"] > 0 and cold["hits"] == 0
+    assert warm["requests"] == cold["requests"] and warm["hits"] == warm["requests"], counts

@@ -163,3 +163,33 @@ def test_the_report_says_which_condition_of_the_rule_a_run_at_the_cap_missed():
         "None had met the ELBO condition (no gain of more than 0.1 nats for 300 steps): all were still gaining."
     )
     assert deep_vae.cap_diagnosis([{**runs[0], "converged": True, "stop_reason": "converged"}], config) == ""
+
+
+def test_learned_runs_that_never_settle_are_compared_only_with_the_settling_condition_waived_and_said_so():
+    """Learned-sigma2 runs at the cap: their validation ELBO stopped gaining (ELBO condition met)
+    while log sigma2 kept drifting, so none converged.  The report must say the rule gives no answer,
+    and compare the runs at their checkpoints only under that heading, counting the runs it admits;
+    a run still gaining at the cap is not admitted."""
+    config = {"log_every": 100, "rule": {"patience": 300, "tolerance": 0.1, "window": 200,
+                                         "sigma2_tolerance": 0.01, "max_steps": 600}}  # fmt: skip
+    steps = [100, 200, 300, 400, 500, 600]
+    plateau = {"step": steps, "validation_objective": [1.0, 2.0, 2.0, 2.0, 2.0, 2.0],
+               "mean_log_sigma2": [-0.02 * i for i in range(6)]}  # fmt: skip
+    gaining = {**plateau, "validation_objective": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]}
+
+    def run(start, seed, test_elbo, history=plateau):
+        measures = dict.fromkeys(deep_vae.MEASURES, 1.0)
+        return {**measures, "kind": "learned", "sigma2": start, "sigma2_step": 0.001, "warmup": 0, "seed": seed,
+                "converged": False, "stop_reason": "cap", "test_elbo": test_elbo, "history": history}  # fmt: skip
+
+    runs = [run(0.01, 0, 500.0), run(0.01, 1, 501.0), run(0.01, 2, 900.0, gaining),
+            run(10.0, 0, 450.0), run(10.0, 1, 451.0), run(10.0, 2, 452.0)]  # fmt: skip
+    results = {"runs": runs}
+    assert [deep_vae.plateaued(r, config) for r in runs] == [True, True, False, True, True, True]
+    summary = deep_vae.summary_by_setting(deep_vae.summaries(results))
+    text = deep_vae._learned_text(results, summary, config)
+    assert text.startswith("**Learned sigma2: no answer under the rule.** 0 of 6 learned-sigma2 runs converged")
+    assert "5 of the 6 met its ELBO condition" in text
+    assert "(test images at the best validation checkpoint, sigma2 unsettled)" in text
+    assert "Adam at 0.001, from 10 (3 of 3 runs against 2 of 3): test ELBO lower" in text
+    assert text.endswith("Every update leaves a large start with a lower test ELBO: the deficit does not depend on the step size.")

@@ -541,14 +541,14 @@ SHARDED_SCRIPT = textwrap.dedent("""
     import jax
     import numpy as np
     import linear_vae
-    from linear_vae import train
-    from linear_vae import sweep as sweep_module
+    from linear_vae.training import train
+    from linear_vae.training import sweep as sweep_module
     from linear_vae.data.datasets import make_synthetic
     from linear_vae.data.problem import Problem
 
     ds = make_synthetic()
     data = train.TrainData.build(Problem.from_dataset(ds))
-    from linear_vae import loop
+    from linear_vae.training import loop
     padded_hyper, sharding = loop.shard_configurations(train.Hyper(*(jax.numpy.zeros(3) for _ in range(3))), 3)
     padded = padded_hyper.beta.shape[0]
     result = sweep_module.train_sweep(data, train.TrainConfig(latent_dim=4, steps=2000, optimizer="adam"), *{sweep})

@@ -95,7 +95,19 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 def abort_writes() -> None:
     """Refuse every further :func:`atomic_write_bytes` and delete the temporary files of the writes
-    in progress (for the interrupt handler of the CLI)."""
+    in progress (for the interrupt handler of the CLI).
+
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> abort_writes()
+    >>> atomic_write_bytes(folder / "a.bin", b"payload")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    linear_vae.core.io.WritesAborted: not writing .../a.bin: the process is exiting
+    >>> sorted(folder.iterdir())  # nothing written, no temporary left
+    []
+    >>> import linear_vae.core.io
+    >>> linear_vae.core.io._aborted = False  # (only so the other examples can write: an aborted process is exiting)
+    """
     global _aborted
     with _lock:
         _aborted = True

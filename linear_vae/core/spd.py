@@ -111,3 +111,32 @@ def log_det(L):
     References: docs/theory.md (T8.5).
     """
     return 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
+
+
+@jax.custom_batching.custom_vmap
+def eigh(A):
+    """Eigenvalues (ascending) and eigenvectors of a symmetric (k, k) ``A``, by LAPACK one matrix
+    at a time.
+
+    Unbatched, this is ``jnp.linalg.eigh``.  Under ``vmap`` it maps the unbatched call over the
+    configurations (``jax.lax.map``) instead of letting XLA issue one *batched* LAPACK call, which
+    deadlocks on CPU with jaxlib 0.10 (module docstring).  The loop costs nothing next to an ELBO
+    step (k x k matrices, k <= d), and, unlike a host callback, keeps the program cacheable on disk
+    (:mod:`linear_vae.compilation_cache`).  Not differentiable (nothing differentiates through it).
+
+    >>> values, vectors = jax.vmap(eigh)(jnp.array([jnp.diag(jnp.array([3.0, 1.0])), jnp.eye(2)]))
+    >>> values
+    Array([[1., 3.],
+           [1., 1.]], dtype=float64)
+    >>> jnp.abs(vectors[0])
+    Array([[0., 1.],
+           [1., 0.]], dtype=float64)
+
+    References: docs/theory.md (T8.5).
+    """
+    return tuple(jnp.linalg.eigh(A))
+
+
+@eigh.def_vmap
+def _eigh_one_at_a_time(axis_size, in_batched, A):
+    return jax.lax.map(eigh, A), (True, True)

@@ -99,9 +99,23 @@ class DeepConfig(NamedTuple):
 
     @property
     def linear_decoder(self) -> bool:
+        """Whether the decoder is one linear layer (no hidden decoder layer).
+
+        >>> DeepConfig().linear_decoder, DeepConfig(decoder_hidden=()).linear_decoder, DeepConfig(hidden=()).linear_decoder
+        (False, True, True)
+        """
         return self.decoder_hidden == () or (self.decoder_hidden is None and self.hidden == ())
 
     def validate(self, d: int, n: int) -> "DeepConfig":
+        """The config itself, or ``ValueError`` naming what to change.
+
+        >>> DeepConfig(latent_dim=2).validate(d=3, n=100).latent_dim
+        2
+        >>> DeepConfig(batch_size=500).validate(d=3, n=100)
+        Traceback (most recent call last):
+        ...
+        ValueError: batch size 500 must be between 1 and the 100 training samples
+        """
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         if self.schedule not in SCHEDULES:
@@ -152,7 +166,11 @@ class DeepVAE(NamedTuple):
 
 
 def init_mlp(key, sizes: list[int], dtype=DTYPE) -> list:
-    """Layers ``sizes[i] -> sizes[i+1]`` with LeCun-normal weights (variance 1/fan-in) and zero biases."""
+    """Layers ``sizes[i] -> sizes[i+1]`` with LeCun-normal weights (variance 1/fan-in) and zero biases.
+
+    >>> [(weight.shape, bias.shape) for weight, bias in init_mlp(jax.random.key(0), [3, 4, 2])]
+    [((3, 4), (4,)), ((4, 2), (2,))]
+    """
     keys = jax.random.split(key, len(sizes) - 1)
     return [
         (jax.random.normal(k, (m, n), dtype) / math.sqrt(m), jnp.zeros(n, dtype))
@@ -161,7 +179,12 @@ def init_mlp(key, sizes: list[int], dtype=DTYPE) -> list:
 
 
 def mlp(layers: list, x, activation: str):
-    """Apply the layers, with ``activation`` between them (not after the last)."""
+    """Apply the layers, with ``activation`` between them (not after the last).
+
+    >>> layers = [(jnp.eye(2), jnp.zeros(2)), (jnp.ones((2, 1)), jnp.zeros(1))]
+    >>> mlp(layers, jnp.array([1.0, -2.0]), "relu"), mlp(layers, jnp.array([1.0, -2.0]), "identity")  # relu: -2 -> 0
+    (Array([1.], dtype=float64), Array([-1.], dtype=float64))
+    """
     act = ACTIVATIONS[activation]
     for i, (weight, bias) in enumerate(layers):
         x = x @ weight + bias
@@ -171,6 +194,14 @@ def mlp(layers: list, x, activation: str):
 
 
 def init_params(config: DeepConfig, d: int, hyper: DeepHyper) -> DeepVAE:
+    """The starting networks (:func:`init_mlp`, seeded by ``hyper.seed``): the encoder ends in
+    ``2 k`` outputs (means and log variances), the decoder mirrors the encoder unless
+    ``config.decoder_hidden`` says otherwise; ``log sigma2`` at ``hyper.sigma2``.
+
+    >>> params = init_params(DeepConfig(latent_dim=2, hidden=(8,)), 3, DeepHyper(0.5, 0.0, 0.0, 0))
+    >>> [w.shape for w, _ in params.encoder], [w.shape for w, _ in params.decoder], round(float(jnp.exp(params.log_sigma2)), 6)
+    ([(3, 8), (8, 4)], [(2, 8), (8, 3)], 0.5)
+    """
     key_enc, key_dec = jax.random.split(jax.random.key(hyper.seed))
     k, hidden = config.latent_dim, list(config.hidden)
     decoder_hidden = hidden[::-1] if config.decoder_hidden is None else list(config.decoder_hidden)
@@ -183,7 +214,13 @@ def init_params(config: DeepConfig, d: int, hyper: DeepHyper) -> DeepVAE:
 
 
 def encode(params: DeepVAE, x, config: DeepConfig):
-    """``q(z|x)``: mean and log variance, each (..., k)."""
+    """``q(z|x)``: mean and log variance, each (..., k).
+
+    >>> config = DeepConfig(latent_dim=2, hidden=(8,))
+    >>> mean, log_var = encode(init_params(config, 3, DeepHyper(0.5, 0.0, 0.0, 0)), jnp.ones((5, 3)), config)
+    >>> mean.shape, log_var.shape
+    ((5, 2), (5, 2))
+    """
     out = mlp(params.encoder, x, config.activation)
     return out[..., : config.latent_dim], out[..., config.latent_dim :]
 
@@ -191,6 +228,12 @@ def encode(params: DeepVAE, x, config: DeepConfig):
 def one_sample_elbo_terms(params: DeepVAE, x, key, config: DeepConfig):
     """One-sample reparameterised estimate of ``E_q log p(x|z)`` per example, and the analytic KL per
     example and dimension: ``z = mean + exp(log_var / 2) * eps``.
+
+    >>> config = DeepConfig(latent_dim=2, hidden=(8,))
+    >>> params = init_params(config, 3, DeepHyper(0.5, 0.0, 0.0, 0))
+    >>> log_lik, kl = one_sample_elbo_terms(params, jnp.ones((5, 3)), jax.random.key(0), config)
+    >>> log_lik.shape, kl.shape, bool((kl >= 0).all())  # per example; per example and dimension
+    ((5,), (5, 2), True)
 
     References: docs/theory.md (T3.4); Kingma & Welling 2013, Section 2.4 and eq. 10.
     """
@@ -217,12 +260,20 @@ def _elbo_parts(params: DeepVAE, x, key, config: DeepConfig):
 
 
 def beta_at(step, warmup, dtype=DTYPE):
-    """KL weight of linear warm-up: ``min(1, step / warmup)``, and 1 without warm-up."""
+    """KL weight of linear warm-up: ``min(1, step / warmup)``, and 1 without warm-up.
+
+    >>> beta_at(jnp.array([0, 50, 100, 200]), warmup=100), beta_at(0, warmup=0)
+    (Array([0. , 0.5, 1. , 1. ], dtype=float32), Array(1., dtype=float32))
+    """
     return jnp.where(warmup > 0, jnp.minimum(1.0, step / jnp.maximum(warmup, 1.0)), 1.0).astype(dtype)
 
 
 def step_size(base: float, config: DeepConfig):
-    """Adam's step size: ``base`` throughout, or cosine-decayed from ``base`` to 0 over ``config.steps``."""
+    """Adam's step size: ``base`` throughout, or cosine-decayed from ``base`` to 0 over ``config.steps``.
+
+    >>> step_size(1e-3, DeepConfig()), round(float(step_size(1e-3, DeepConfig(schedule="cosine", steps=100))(50)), 6)
+    (0.001, 0.0005)
+    """
     if config.schedule == "cosine":
         return optax.cosine_decay_schedule(base, config.steps)
     return base
@@ -230,7 +281,16 @@ def step_size(base: float, config: DeepConfig):
 
 def make_optimizer(config: DeepConfig) -> optax.GradientTransformation:
     """Adam on the networks and on ``log sigma2``; the latter's update comes out at unit step size
-    (times the schedule) and :func:`train_step` scales it by each configuration's own step size."""
+    (times the schedule) and :func:`train_step` scales it by each configuration's own step size.
+
+    >>> config = DeepConfig(latent_dim=1, hidden=(), learning_rate=0.01)
+    >>> params = init_params(config, 3, DeepHyper(0.5, 0.0, 0.0, 0))
+    >>> optimizer = make_optimizer(config)
+    >>> ones = jax.tree.map(jnp.ones_like, params)  # a gradient of ones everywhere
+    >>> updates, _ = jax.jit(optimizer.update)(ones, optimizer.init(params), params)
+    >>> round(float(updates.decoder[0][0][0, 0]), 6), round(float(updates.log_sigma2), 6)  # Adam's first step: -rate
+    (-0.01, -1.0)
+    """
 
     def labels(params):
         return DeepVAE(
@@ -276,7 +336,16 @@ def train_step(state: DeepState, hyper: DeepHyper, X, config: DeepConfig) -> Dee
     """One Adam step on a minibatch's one-sample beta-ELBO.  ``log sigma2`` then moves by its own
     Adam step (``learn_sigma2``), or is set to the log of the minibatch's squared reconstruction error
     per pixel (``exact_sigma2``): at the networks before the step this maximises the minibatch's
-    ELBO over sigma2 (docs/theory.md (T16.2)); the raw value is used, no moving average."""
+    ELBO over sigma2 (docs/theory.md (T16.2)); the raw value is used, no moving average.
+
+    >>> X = np.random.default_rng(0).normal(size=(120, 3)) * [3.0, 1.0, 0.3]  # 100 rows to train on, 20 held out
+    >>> config = DeepConfig(latent_dim=1, hidden=(4,), steps=20, log_every=20, batch_size=20, learning_rate=0.01)
+    >>> hyper = DeepHyper(sigma2=0.5, learn_sigma2=0.0, warmup=0.0, seed=0, sigma2_step_size=3e-3)
+    >>> state, _ = init_state(config, hyper, X[:100], X[100:])
+    >>> stepped = jax.jit(train_step, static_argnums=3)(state, hyper, X[:100], config)
+    >>> int(stepped.step), int(stepped.first_nonfinite_step), bool(jnp.all(stepped.params.encoder[0][0] != state.params.encoder[0][0]))
+    (1, -1, True)
+    """
     key, key_rows, key_eps = jax.random.split(jax.random.wrap_key_data(state.key), 3)
     rows = jax.random.randint(key_rows, (config.batch_size,), 0, X.shape[0])
     beta = beta_at(state.step, hyper.warmup, dtype_of(config)) * hyper.beta
@@ -312,7 +381,18 @@ def measure(state: DeepState, hyper: DeepHyper, X_train_slice, X_heldout, config
     """One record: one-sample ELBOs on a training slice (fresh noise) and on the held-out rows (the
     noise of :data:`OBJECTIVE_KEY`, so records differ only by the parameters), at the current KL
     weight and, for the checkpoint, at the final ``beta``; held-out KL per dimension and AU variances;
-    the mean of ``log sigma2`` over the ``n_steps`` steps since the previous record."""
+    the mean of ``log sigma2`` over the ``n_steps`` steps since the previous record.
+
+    >>> X = np.random.default_rng(0).normal(size=(120, 3)) * [3.0, 1.0, 0.3]  # 100 rows to train on, 20 held out
+    >>> config = DeepConfig(latent_dim=1, hidden=(4,), steps=20, log_every=20, batch_size=20, learning_rate=0.01)
+    >>> hyper = DeepHyper(sigma2=0.5, learn_sigma2=0.0, warmup=0.0, seed=0, sigma2_step_size=3e-3)
+    >>> state, _ = init_state(config, hyper, X[:100], X[100:])
+    >>> record = measure(state, hyper._replace(warmup=100.0), X[:20], X[100:], config)  # KL annealed over 100 steps
+    >>> int(record.step), float(record.beta), record.kl_per_dim.shape  # KL weight 0 at step 0
+    (0, 0.0, (1,))
+    >>> bool(record.heldout_elbo > record.heldout_objective)  # the annealed ELBO; the objective keeps beta = 1
+    True
+    """
     beta = beta_at(state.step, hyper.warmup, dtype_of(config)) * hyper.beta
     log_lik, kl, _, _ = _elbo_parts(
         state.params, X_train_slice, jax.random.fold_in(jax.random.key(0), state.step), config
@@ -335,7 +415,17 @@ def measure(state: DeepState, hyper: DeepHyper, X_train_slice, X_heldout, config
 
 def keep_best(state: DeepState, record: DeepHistory) -> DeepState:
     """Replace the kept checkpoint when this record's held-out objective beats it, so that a run is
-    reported at its best record however long it trained after it."""
+    reported at its best record however long it trained after it.
+
+    >>> X = np.random.default_rng(0).normal(size=(120, 3)) * [3.0, 1.0, 0.3]  # 100 rows to train on, 20 held out
+    >>> config = DeepConfig(latent_dim=1, hidden=(4,), steps=20, log_every=20, batch_size=20, learning_rate=0.01)
+    >>> hyper = DeepHyper(sigma2=0.5, learn_sigma2=0.0, warmup=0.0, seed=0, sigma2_step_size=3e-3)
+    >>> state, _ = init_state(config, hyper, X[:100], X[100:])
+    >>> record = measure(state, hyper, X[:20], X[100:], config)
+    >>> kept = keep_best(state, record)  # anything beats the start's -inf
+    >>> float(state.best_objective), bool(kept.best_objective == record.heldout_objective), int(kept.best_step)
+    (-inf, True, 0)
+    """
     better = record.heldout_objective > state.best_objective
     return state._replace(
         best_params=jax.tree.map(lambda new, old: jnp.where(better, new, old), state.params, state.best_params),
@@ -349,6 +439,13 @@ def divergence_measures(params: DeepVAE, X_heldout, config: DeepConfig):
     beta = 1 (the objective, whatever the annealing) and the model's total variance, ``d sigma2``
     plus the spread of the reconstructions at the encoder means.
 
+    >>> X = np.random.default_rng(0).normal(size=(120, 3)) * [3.0, 1.0, 0.3]  # 100 rows to train on, 20 held out
+    >>> config = DeepConfig(latent_dim=1, hidden=(4,), steps=20, log_every=20, batch_size=20, learning_rate=0.01)
+    >>> hyper = DeepHyper(sigma2=0.5, learn_sigma2=0.0, warmup=0.0, seed=0, sigma2_step_size=3e-3)
+    >>> elbo, variance = jax.jit(divergence_measures, static_argnums=2)(init_params(config, 3, hyper), X[100:], config)
+    >>> bool(jnp.isfinite(elbo)), bool(variance > 3 * 0.5)  # d sigma2, plus the reconstructions' spread
+    (True, True)
+
     References: docs/theory.md (T10).
     """
     log_lik, kl = one_sample_elbo_terms(params, X_heldout, jax.random.key(1), config)
@@ -360,7 +457,15 @@ def divergence_measures(params: DeepVAE, X_heldout, config: DeepConfig):
 
 def init_state(config: DeepConfig, hyper: DeepHyper, X_train, X_heldout, params: DeepVAE | None = None):
     """The state of one configuration before its first step, and :func:`divergence_measures` there;
-    ``params``: where it starts (default: :func:`init_params`)."""
+    ``params``: where it starts (default: :func:`init_params`).
+
+    >>> X = np.random.default_rng(0).normal(size=(120, 3)) * [3.0, 1.0, 0.3]  # 100 rows to train on, 20 held out
+    >>> config = DeepConfig(latent_dim=1, hidden=(4,), steps=20, log_every=20, batch_size=20, learning_rate=0.01)
+    >>> hyper = DeepHyper(sigma2=0.5, learn_sigma2=0.0, warmup=0.0, seed=0, sigma2_step_size=3e-3)
+    >>> state, (elbo, variance) = init_state(config, hyper, X[:100], X[100:])
+    >>> int(state.step), int(state.first_nonfinite_step), float(state.best_objective), bool(jnp.isfinite(elbo))
+    (0, -1, -inf, True)
+    """
     dtype = dtype_of(config)
     if params is None:
         params = init_params(config, X_train.shape[1], hyper)
@@ -382,7 +487,23 @@ def init_state(config: DeepConfig, hyper: DeepHyper, X_train, X_heldout, params:
 
 
 def run_steps(state: DeepState, hyper: DeepHyper, X_train, X_heldout, config: DeepConfig, steps_per_record):
-    """``lax.scan`` over records, ``fori_loop`` over the ``steps_per_record[r]`` steps before each."""
+    """``lax.scan`` over records, ``fori_loop`` over the ``steps_per_record[r]`` steps before each.
+
+    >>> X = np.random.default_rng(0).normal(size=(120, 3)) * [3.0, 1.0, 0.3]  # 100 rows to train on, 20 held out
+    >>> config = DeepConfig(latent_dim=1, hidden=(4,), steps=20, log_every=20, batch_size=20, learning_rate=0.01)
+    >>> grid_hyper = DeepHyper(np.array([0.5, 0.5]), np.array([0.0, 1.0]), np.zeros(2), np.zeros(2))  # sigma2 fixed, learned
+
+    As :func:`train_grid` runs it (the same compiled program): vmapped over the configurations by
+    :func:`grid_programs`, the data in float32:
+
+    >>> grid_hyper, X = batched_hyper(config, grid_hyper), jnp.asarray(X, dtype_of(config))
+    >>> init, run = grid_programs(config)
+    >>> state, _ = init(grid_hyper, X[:100], X[100:])
+    >>> state, history = run(state, grid_hyper, X[:100], X[100:], loop.record_steps(config.steps, config.log_every))
+    >>> history.step, state.step  # one record, after 20 steps
+    (Array([[20],
+           [20]], dtype=int64), Array([20, 20], dtype=int64))
+    """
     X_train_slice = X_train[: X_heldout.shape[0]]
 
     def record(state, n_steps):
@@ -421,7 +542,19 @@ def train_grid(
     """Train every configuration of ``hyper`` (1-D arrays of equal length) in one compiled program,
     through the shared loop (:func:`linear_vae.training.loop.run_in_chunks`): in :data:`DEEP_CHUNKS` chunks
     when ``progress`` (:class:`linear_vae.core.progress.Progress`) shows them, else in one.  Raises
-    :class:`~linear_vae.training.divergence.DivergenceError` by the rule of :mod:`linear_vae.training.divergence`."""
+    :class:`~linear_vae.training.divergence.DivergenceError` by the rule of :mod:`linear_vae.training.divergence`.
+
+    >>> X = np.random.default_rng(0).normal(size=(120, 3)) * [3.0, 1.0, 0.3]  # 100 rows to train on, 20 held out
+    >>> config = DeepConfig(latent_dim=1, hidden=(4,), steps=20, log_every=20, batch_size=20, learning_rate=0.01)
+    >>> hyper = DeepHyper(sigma2=0.5, learn_sigma2=0.0, warmup=0.0, seed=0, sigma2_step_size=3e-3)
+    >>> grid_hyper = DeepHyper(np.array([0.5, 0.5]), np.array([0.0, 1.0]), np.zeros(2), np.zeros(2))  # sigma2 fixed, learned
+    >>> result = train_grid(config, grid_hyper, X[:100], X[100:])
+    >>> result.history.step, result.heldout_kl.shape  # (configurations, records); (configurations, rows, k)
+    (array([[20],
+           [20]]), (2, 20, 1))
+    >>> np.exp(result.params.log_sigma2) != 0.5  # only the learned sigma2 moved
+    array([False,  True])
+    """
     config.validate(X_train.shape[1], X_train.shape[0])
     hyper = batched_hyper(config, hyper)
     X_train = jnp.asarray(X_train, dtype_of(config))
@@ -487,7 +620,12 @@ def train_grid(
 
 def batched_hyper(config: DeepConfig, hyper: DeepHyper) -> DeepHyper:
     """``hyper`` as device arrays of one length, defaults filled in (the sigma2 step size from
-    ``config``)."""
+    ``config``).
+
+    >>> hyper = batched_hyper(DeepConfig(), DeepHyper(np.array([0.5, 2.0]), np.array([0.0, 1.0]), np.zeros(2), np.zeros(2)))
+    >>> hyper.beta, hyper.sigma2_step_size.round(6)  # beta 1, and the config's sigma2 step size, for each
+    (Array([1., 1.], dtype=float32), Array([0.003, 0.003], dtype=float32))
+    """
     dtype = dtype_of(config)
     sigma2 = jnp.asarray(hyper.sigma2, dtype)
     step = config.sigma2_learning_rate if hyper.sigma2_step_size is None else hyper.sigma2_step_size
@@ -506,7 +644,13 @@ def batched_hyper(config: DeepConfig, hyper: DeepHyper) -> DeepHyper:
 def grid_programs(config: DeepConfig):
     """``(init, run)`` of a grid, ``jit(vmap(...))``-ed over the configuration axis, in the form of
     :mod:`linear_vae.training.loop`: ``init(hyper, X_train, X_heldout)``, ``run(state, hyper, X_train,
-    X_heldout, steps_per_record)`` (the state is donated)."""
+    X_heldout, steps_per_record)`` (the state is donated).
+
+    >>> config = DeepConfig(latent_dim=1, hidden=(4,))
+    >>> init, run = grid_programs(config)
+    >>> grid_programs(config)[0] is init  # cached by config: a grid's values never recompile
+    True
+    """
     init = jax.jit(jax.vmap(lambda h, a, b: init_state(config, h, a, b), in_axes=(0, None, None)))
     run = jax.jit(
         jax.vmap(lambda s, h, a, b, n: run_steps(s, h, a, b, config, n), in_axes=(0, 0, None, None, None)),
@@ -547,7 +691,19 @@ def train_until_stopped(
     grid is checkpointed to ``checkpoint`` and resumed from it.  Each is kept at its best
     validation record.  ``config.steps`` is unused (the rule's cap bounds a run); the step sizes
     are constant.  ``start``: the parameters each configuration starts from (leading axis:
-    configuration), instead of :func:`init_params`."""
+    configuration), instead of :func:`init_params`.
+
+    >>> X = np.random.default_rng(0).normal(size=(120, 3)) * [3.0, 1.0, 0.3]  # 100 rows to train on, 20 held out
+    >>> config = DeepConfig(latent_dim=1, hidden=(4,), steps=20, log_every=20, batch_size=20, learning_rate=0.01)
+    >>> hyper = DeepHyper(sigma2=0.5, learn_sigma2=0.0, warmup=0.0, seed=0, sigma2_step_size=3e-3)
+    >>> grid_hyper = DeepHyper(np.array([0.5, 0.5]), np.array([0.0, 1.0]), np.zeros(2), np.zeros(2))  # sigma2 fixed, learned
+    >>> rule = stopping.StoppingRule(patience=40, window=20, max_steps=100)  # (tiny: steps are multiples of log_every)
+    >>> stopped = train_until_stopped(config, grid_hyper, X[:100], X[100:], rule, drop_finished=False)  # one grid size
+    >>> [decision.reason for decision in stopped.decisions]  # so short a cap that both reach it
+    ['cap', 'cap']
+    >>> [int(history.step[-1]) for history in stopped.histories], stopped.best_params.log_sigma2.shape  # kept at their best
+    ([100, 100], (2,))
+    """
     config.validate(X_train.shape[1], X_train.shape[0])
     rule.validate(config.log_every)
     if config.schedule != "constant":
@@ -618,13 +774,24 @@ def _raise_divergence(
 
 # --- held-out measures, the same for the deep and the linear VAE ---------------------------------
 def decode(params: DeepVAE, z, config: DeepConfig):
-    """``p(x|z)``'s mean, (..., d)."""
+    """``p(x|z)``'s mean, (..., d).
+
+    >>> config = DeepConfig(latent_dim=2, hidden=(8,))
+    >>> decode(init_params(config, 3, DeepHyper(0.5, 0.0, 0.0, 0)), jnp.zeros((5, 2)), config).shape
+    (5, 3)
+    """
     return mlp(params.decoder, z, config.activation)
 
 
 def deep_model(params: DeepVAE, config: DeepConfig):
     """One deep VAE as ``(encode, decode, sigma2)``, the model convention of :mod:`linear_vae.theory.metrics`'
-    estimators (as :func:`linear_vae.theory.metrics.linear_model` is for the linear VAE)."""
+    estimators (as :func:`linear_vae.theory.metrics.linear_model` is for the linear VAE).
+
+    >>> config = DeepConfig(latent_dim=2, hidden=(8,))
+    >>> encoder, decoder, sigma2 = deep_model(init_params(config, 3, DeepHyper(0.5, 0.0, 0.0, 0)), config)
+    >>> decoder(encoder(jnp.ones((5, 3)))[0]).shape, round(float(sigma2), 6)  # reconstructions at the means
+    ((5, 3), 0.5)
+    """
     return (lambda x: encode(params, x, config)), (lambda z: decode(params, z, config)), jnp.exp(params.log_sigma2)
 
 
@@ -633,7 +800,16 @@ def measure_grid(
 ) -> metrics.HeldoutMeasures:
     """:func:`linear_vae.theory.metrics.heldout_measures` of every configuration of a grid (``params`` with a leading
     configuration axis, e.g. :class:`DeepResult`'s ``best_params``), one after another in one compiled
-    ``lax.map`` (memory of one configuration), in float32 like the training; numpy out."""
+    ``lax.map`` (memory of one configuration), in float32 like the training; numpy out.
+
+    >>> X = np.random.default_rng(0).normal(size=(120, 3)) * [3.0, 1.0, 0.3]  # 100 rows to train on, 20 held out
+    >>> config = DeepConfig(latent_dim=1, hidden=(4,), steps=20, log_every=20, batch_size=20, learning_rate=0.01)
+    >>> hyper = DeepHyper(sigma2=0.5, learn_sigma2=0.0, warmup=0.0, seed=0, sigma2_step_size=3e-3)
+    >>> two = jax.tree.map(lambda *a: jnp.stack(a), init_params(config, 3, hyper), init_params(config, 3, hyper._replace(seed=1)))
+    >>> measures = measure_grid(two, config, X[100:], seed=0, iwae_samples=4, distortion_samples=2)
+    >>> measures.kl.shape, measures.rate.shape, bool((measures.iwae >= measures.elbo - 1e-3).all())  # IWAE bounds the ELBO from above
+    ((2, 20, 1), (2,), True)
+    """
     X = jnp.asarray(X, dtype_of(config))
     n_configs = np.shape(params.log_sigma2)[0]
     keys = jax.random.split(jax.random.key(seed), n_configs)

@@ -56,7 +56,11 @@ QUICK = {"grid_points": 21}
 
 def stationary_column_norms_of(eigenvalues, sigma2, used_directions):
     """Column norms of the collapsed stationary point ``W0``: ``sqrt(lambda_j - sigma2)`` for each used
-    direction ``j``, then one zero column (docs/theory.md (T2.4))."""
+    direction ``j``, then one zero column (docs/theory.md (T2.4)).
+
+    >>> stationary_column_norms_of([8.0, 6.0, 4.5], 3.5, used_directions=[0])  # sqrt(8 - 3.5), then 0
+    array([2.12132034, 0.        ])
+    """
     used = np.asarray(eigenvalues)[list(used_directions)]
     if not np.all(used > sigma2):
         raise ValueError(
@@ -67,7 +71,14 @@ def stationary_column_norms_of(eigenvalues, sigma2, used_directions):
 
 def make_landscape(eigenvectors, cov, mean, eigenvalues, used_directions, directions):
     """``f(a, b, sigma2) -> (MLL, ELBO)`` at ``W0 + (a u_i + b u_j) e_k^T`` (``e_k``: the zero column),
-    ``vmap``ped over points and sigma2."""
+    ``vmap``ped over points and sigma2.
+
+    >>> landscape = make_landscape(np.eye(3), np.array([8.0, 6.0, 4.5]), np.zeros(3), np.array([8.0, 6.0, 4.5]), [0], (1, 2))
+    >>> mll, elbo = landscape(jnp.array([0.0, 0.5]), jnp.array([0.0, 0.0]), jnp.array([3.5, 7.0]))
+    >>> (mll - mll[:, :1]).round(6), bool(jnp.allclose(mll, elbo))  # u_2 ascends at sigma2 = 3.5, descends at 7; ELBO = MLL
+    (Array([[ 0.      ,  0.022646],
+           [ 0.      , -0.002767]], dtype=float64), True)
+    """
     U = jnp.asarray(eigenvectors)
     stats = DataStats.from_moments(mean, cov)
     used = list(used_directions)
@@ -88,6 +99,16 @@ def make_landscape(eigenvectors, cov, mean, eigenvalues, used_directions, direct
 
 # --- run -----------------------------------------------------------------------------------------
 def run(config: dict, progress=None) -> dict:
+    """Both objectives on the ``(a, b)`` grid for each ``sigma2`` (one ``vmap``ped call), the predicted
+    and finite-difference curvatures at ``(0, 0)`` and the regime of each ``sigma2``.
+
+    >>> from linear_vae.experiments.runner import experiment_config
+    >>> results = run(experiment_config("landscape", quick=True))
+    >>> results["regime"]
+    ['saddle: ascends along both (a local minimum on this slice)', 'saddle: ascends along one', 'local maximum (here the global one)']
+    >>> results["max_curvature_error"] < 1e-4, results["max_abs_elbo_minus_mll"] < 1e-9  # as predicted; ELBO = MLL
+    (True, True)
+    """
     problem = load_problem(config)
     eigenvalues = problem.eigenvalues
     used = list(config["used_directions"])
@@ -176,6 +197,14 @@ def _sub(i: int) -> str:
 
 
 def plot(results: dict, config: dict):
+    """The landscape of each ``sigma2`` (filled contours, top) and its two slices (bottom).
+
+    >>> from linear_vae.experiments.runner import experiment_config
+    >>> config = experiment_config("landscape", quick=True)
+    >>> figure = plot(run(config), config)
+    >>> len(figure.axes) >= 6
+    True
+    """
     fig, axes = new_figure(ncols=3, nrows=2, width=4.1, height=3.5)
     axis = np.array(results["axis"])
     i, j = results["directions"]

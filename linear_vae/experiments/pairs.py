@@ -15,7 +15,12 @@ from linear_vae.data.joint_moments import JointMoments
 
 def image_pairs(config: dict) -> tuple[JointMoments, dict]:
     """Centred moments of ``config['split']`` of the digits ``config['data']`` (``n``, ``subset_seed``),
-    and what the JSON records about them."""
+    and what the JSON records about them.
+
+    >>> moments, description = image_pairs({"data": "mnist", "n": 100, "split": "quarter"})
+    >>> description
+    {'data': 'mnist', 'n': 100, 'split': 'quarter', 'd_x': 196, 'd_y': 588, 'subset_seed': 0}
+    """
     dataset = load_data(config["data"], n=config.get("n"), subset_seed=config.get("subset_seed", 0))
     x, y = image_split(dataset.X, config["split"])
     description = {
@@ -32,7 +37,13 @@ def image_pairs(config: dict) -> tuple[JointMoments, dict]:
 def one_blas_thread():
     """numpy's LAPACK on one thread while the experiment runs (threadpoolctl, when installed): on a
     shared 2-core machine OpenBLAS's busy-waiting threads made the closed forms' 784 x 784
-    decompositions ten times slower (measured: 0.7 s against 9.9 s).  Results are unchanged."""
+    decompositions ten times slower (measured: 0.7 s against 9.9 s).  Results are unchanged.
+
+    >>> import numpy as np
+    >>> with one_blas_thread():  # the same numbers, on one thread
+    ...     float(np.linalg.eigvalsh(np.diag([2.0, 1.0]))[-1])
+    2.0
+    """
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
@@ -59,5 +70,11 @@ REPORT_KEYS = (
 
 
 def summary(report: dict, **settings) -> dict:
-    """One trained point for the JSON: its settings and the report's verdict, gap and counts."""
+    """One trained point for the JSON: its settings and the report's verdict, gap and counts.
+
+    >>> report = {key: 0 for key in REPORT_KEYS} | {"status": "pass", "active_dims": 2, "not kept": "dropped"}
+    >>> point = summary(report, beta=1.0)
+    >>> point["beta"], point["status"], point["active_dims"], "not kept" in point
+    (1.0, 'pass', 2, False)
+    """
     return {**settings, **{key: report[key] for key in REPORT_KEYS}}

@@ -23,14 +23,26 @@ from linear_vae.experiments.plotting import mark_quick, save_png
 
 
 def load(name: str):
-    """The experiment module called ``name`` (``ValueError`` listing the choices if unknown)."""
+    """The experiment module called ``name`` (``ValueError`` listing the choices if unknown).
+
+    >>> load("kl_per_dim").NAME
+    'kl_per_dim'
+    >>> load("kl")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown experiment 'kl'; choose from collapse_threshold, kl_per_dim, ...
+    """
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
     return importlib.import_module(f"linear_vae.experiments.{name}")
 
 
 def versions() -> dict:
-    """Versions of Python and of the libraries that produced a result."""
+    """Versions of Python and of the libraries that produced a result.
+
+    >>> sorted(versions()), versions()["source"] == source_fingerprint()
+    (['jax', 'linear_vae', 'matplotlib', 'numpy', 'optax', 'python', 'source'], True)
+    """
     import jax
     import matplotlib
     import numpy
@@ -54,7 +66,11 @@ def source_fingerprint() -> str:
     """SHA-256 of the package's source and shipped data (every file under :mod:`linear_vae` but
     byte code, by relative path and content): results with the same fingerprint and library
     versions were made by the same code from the same data.  Computed once per process (the
-    files are read and hashed in full, and every experiment's :func:`versions` asks)."""
+    files are read and hashed in full, and every experiment's :func:`versions` asks).
+
+    >>> len(source_fingerprint()), int(source_fingerprint(), 16) > 0  # 64 hexadecimal digits
+    (64, True)
+    """
     import hashlib
 
     import linear_vae
@@ -67,13 +83,21 @@ def source_fingerprint() -> str:
 
 
 def experiment_config(name: str, quick: bool) -> dict:
-    """The full configuration of ``name``, with its ``QUICK`` overrides when ``quick``."""
+    """The full configuration of ``name``, with its ``QUICK`` overrides when ``quick``.
+
+    >>> experiment_config("kl_per_dim", quick=False)["betas"], experiment_config("kl_per_dim", quick=True)["betas"]
+    ([4.0, 80.0, 12], [4.0, 80.0, 5])
+    """
     module = load(name)
     return {**module.CONFIG, **(module.QUICK if quick else {})}
 
 
 def checkpoint_path(name: str, out_dir) -> Path:
-    """Where a resumable experiment (one whose module sets ``RESUMABLE``) keeps its training state."""
+    """Where a resumable experiment (one whose module sets ``RESUMABLE``) keeps its training state.
+
+    >>> checkpoint_path("deep_vae", "figures").as_posix()
+    'figures/deep_vae.checkpoint.pkl'
+    """
     return Path(out_dir) / f"{name}.checkpoint.pkl"
 
 
@@ -100,7 +124,26 @@ def run_experiment(
     :func:`unresolved_checkpoints` lets a command refuse before it runs anything).
 
     ``finished_parts`` (a study trained in parts, full budget): train nothing, and write the JSON
-    and figures from the parts already finished in ``out_dir``; the figures say which are missing."""
+    and figures from the parts already finished in ``out_dir``; the figures say which are missing.
+
+    With a toy experiment in place of the registered ones (each trains for a while):
+
+    >>> import os, tempfile, types
+    >>> from unittest import mock
+    >>> from linear_vae.experiments.plotting import new_figure
+    >>> def plot(results, config):
+    ...     fig, axes = new_figure(width=3.0, height=2.0)
+    ...     axes[0, 0].plot(results["x"], results["y"])
+    ...     return fig
+    >>> def run(config, progress=None):
+    ...     return {"x": list(range(config["n"])), "y": [i * i for i in range(config["n"])]}
+    >>> toy = types.SimpleNamespace(NAME="toy", TITLE="A toy", CONFIG={"n": 5}, QUICK={"n": 3}, run=run, plot=plot)
+    >>> out = tempfile.mkdtemp()
+    >>> with mock.patch("linear_vae.experiments.runner.load", lambda name: toy):
+    ...     payload = run_experiment("toy", out, quick=True)
+    >>> payload["config"], payload["results"], payload["command"], sorted(os.listdir(out))
+    ({'n': 3}, {'x': [0, 1, 2], 'y': [0, 1, 4]}, 'linear-vae reproduce --only toy --quick', ['toy.json', 'toy.png'])
+    """
     module = load(name)
     config = experiment_config(name, quick)
     extra = {}
@@ -173,7 +216,19 @@ def check_finished_parts(names, out_dir, quick: bool = False, resume: bool = Fal
 
 def unresolved_checkpoints(names, out_dir, quick: bool) -> list[Path]:
     """The checkpoints in ``out_dir`` that running ``names`` without ``resume`` or ``restart`` would
-    refuse to overwrite (:func:`run_experiment`)."""
+    refuse to overwrite (:func:`run_experiment`).
+
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> unresolved_checkpoints(["deep_vae", "kl_per_dim"], out, quick=False)
+    []
+    >>> checkpoint_path("deep_vae", out).write_bytes(b"state")
+    5
+    >>> [path.name for path in unresolved_checkpoints(["deep_vae", "kl_per_dim"], out, quick=False)]
+    ['deep_vae.checkpoint.pkl']
+    >>> unresolved_checkpoints(["deep_vae"], out, quick=True)  # a quick run keeps no checkpoint
+    []
+    """
     if quick:
         return []
     return [
@@ -184,7 +239,11 @@ def unresolved_checkpoints(names, out_dir, quick: bool) -> list[Path]:
 
 
 def figure_paths(name: str, figures) -> dict:
-    """``{file name: figure}``: ``NAME.png`` for one figure, ``NAME_KEY.png`` for a dict of them."""
+    """``{file name: figure}``: ``NAME.png`` for one figure, ``NAME_KEY.png`` for a dict of them.
+
+    >>> figure_paths("landscape", "figure"), figure_paths("landscape", {"a": "first", "b": "second"})
+    ({'landscape.png': 'figure'}, {'landscape_a.png': 'first', 'landscape_b.png': 'second'})
+    """
     if isinstance(figures, dict):
         return {f"{name}_{key}.png": fig for key, fig in figures.items()}
     return {f"{name}.png": figures}

@@ -24,7 +24,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from linear_vae.training.projected import ProjectedProblem, host_eigh
+from linear_vae.core.spd import eigh
+from linear_vae.training.projected import ProjectedProblem
 
 #: Predicted gain (nats per datapoint) below which a run has converged.
 GAIN_TOL = 1e-8
@@ -180,7 +181,7 @@ def lanczos_lowest(hvp, start, iterations: int = LANCZOS_ITERATIONS) -> Curvatur
     Q, alpha, beta = jax.lax.fori_loop(0, m, body, (Q, jnp.zeros(m, start.dtype), jnp.zeros(m, start.dtype)))
     Q = Q[:m]
     T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
-    values, vectors = host_eigh(T)
+    values, vectors = eigh(T)
     direction = Q.T @ vectors[:, 0]
     return Curvature(values[0], jnp.max(jnp.abs(values)), direction / jnp.linalg.norm(direction))
 

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from linear_vae.core.spd import cholesky, solve
+from linear_vae.core.spd import cholesky, eigh, solve
 from linear_vae.core.validation import check_count, check_positive
 from linear_vae.data.joint_expectations import JointArrays, expected_square
 from linear_vae.data.joint_moments import JointMoments, range_of_xx
@@ -43,13 +43,7 @@ from linear_vae.data.moments import LOG_2PI
 from linear_vae.theory.elbo import DataStats
 from linear_vae.theory.hierarchical import HVAEParams
 from linear_vae.training.model_objective import ModelObjective, static_last_field
-from linear_vae.training.projected import (
-    host_eigh,
-    inverse_and_log_det,
-    projected_elbo,
-    represented_vae,
-    rotation_projector,
-)
+from linear_vae.training.projected import inverse_and_log_det, projected_elbo, represented_vae, rotation_projector
 
 
 @static_last_field
@@ -168,7 +162,7 @@ def _complete(x, data: HVAEData) -> HVAEParams:
         U2, W2, s2 = vae.W / eta_enc, eta_enc * vae.V, data.prior_variance * jnp.exp(vae.log_D)
     else:
         t = beta * data.decoder_variance
-        _, R = host_eigh(U.T @ U)
+        _, R = eigh(U.T @ U)
         U = U @ R[:, ::-1]  # orthogonal columns by decreasing norm, as represented_vae's (Sigma2 is isotropic)
         W2 = eta_enc * solve(cholesky(U.T @ U + t * jnp.eye(d2)), U.T)
         U2, s2 = U / eta_enc, jnp.full(d2, data.z2_variance)

@@ -106,20 +106,6 @@ def projected_elbo(W, log_sigma2, beta, stats: DataStats):
     )
 
 
-def host_eigh(A):
-    """Eigen-decomposition of a symmetric (..., k, k) stack on the host (numpy, ascending).
-
-    Called through :func:`jax.pure_callback` so that a vmapped sweep never runs XLA's batched
-    LAPACK kernels, which deadlock on CPU with jaxlib 0.10 (see :mod:`linear_vae.core.spd`).
-
-    >>> host_eigh(np.diag([3.0, 1.0]))  # ascending
-    (Array([1., 3.], dtype=float64), Array([[0., 1.],
-           [1., 0.]], dtype=float64))
-    """
-    shapes = (jax.ShapeDtypeStruct(A.shape[:-1], A.dtype), jax.ShapeDtypeStruct(A.shape, A.dtype))
-    return jax.pure_callback(lambda a: tuple(np.linalg.eigh(np.asarray(a))), shapes, A, vmap_method="expand_dims")
-
-
 def represented_vae(W, mean, sigma2, beta) -> LinearVAEParams:
     """The linear VAE a decoder ``W`` stands for: ``(W R, mean, V*, log D*)`` with ``Phi(W)`` as its ELBO.
 
@@ -137,7 +123,7 @@ def represented_vae(W, mean, sigma2, beta) -> LinearVAEParams:
 
     References: docs/theory.md (T7.1, T3.2); Lucas et al. 2019, Appendix C.
     """
-    _, R = host_eigh(W.T @ W)
+    _, R = spd.eigh(W.T @ W)
     return with_optimal_encoder(W @ R[:, ::-1], mean, sigma2, beta)
 
 
@@ -205,7 +191,7 @@ def rotation_projector(W, relative_cutoff: float = 1e-10):
 
     References: docs/theory.md (T7.2).
     """
-    n, Q = host_eigh(W.T @ W)
+    n, Q = spd.eigh(W.T @ W)
     denominator = n[:, None] + n[None, :]
     keep = denominator > relative_cutoff * jnp.max(n) + 1e-300
     inverse = jnp.where(keep, 1.0 / jnp.where(keep, denominator, 1.0), 0.0)

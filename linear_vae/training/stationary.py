@@ -51,6 +51,16 @@ def elbo_hessian(params: LinearVAEParams, sigma2, stats: DataStats):
     in the order ``W, mu, V, log D`` (``n = 2 d k + d + k``), float64 (a JAX function: vmap it over
     a batch of parameters).
 
+    At the MLL's global maximum (``k = 1``, ``sigma2 = 0.5``) with the optimal encoder, all
+    ``2 d k + d + k = 10`` directions curve down: a maximum of the ELBO too.
+
+    >>> from linear_vae.theory.ppca import stationary_points
+    >>> stats = DataStats.from_moments(np.zeros(3), np.diag([4.0, 2.0, 1.0]))  # S diagonal: u_i = e_i
+    >>> best = next(p for p in stationary_points([4.0, 2.0, 1.0], 1, sigma2=0.5) if p.is_global_max)
+    >>> vaes = stationary_vaes(best.weights(np.eye(3))[None], np.zeros(3), 0.5)  # a stack of one
+    >>> inertia(batched_elbo_hessians(vaes, 0.5, stats)[0])  # elbo_hessian, vmapped and compiled
+    Inertia(positive=0, zero=0, negative=10)
+
     References: docs/theory.md (T15.2, T3.1); Lucas et al. 2019, Appendix C.
     """
     flat, unravel = ravel_pytree(params)
@@ -65,6 +75,14 @@ def mll_hessian(W, sigma2, stats: DataStats):
     of (T2.1) written with a closed-form derivative of ``M^{-1}`` and ``log det M``, so that the
     second derivatives are matrix products (the tests check its value against
     :func:`linear_vae.theory.ppca.log_marginal_likelihood`).
+
+    At the saddle whose column follows ``u_2`` (``k = 1``), one direction rises: turning towards ``u_1``.
+
+    >>> from linear_vae.theory.ppca import stationary_points
+    >>> stats = DataStats.from_moments(np.zeros(3), np.diag([4.0, 2.0, 1.0]))  # S diagonal: u_i = e_i
+    >>> saddle = next(p for p in stationary_points([4.0, 2.0, 1.0], 1, sigma2=0.5) if p.directions == (1,))
+    >>> inertia(batched_mll_hessians(saddle.weights(np.eye(3))[None], 0.5, stats)[0])  # mll_hessian, vmapped and compiled
+    Inertia(positive=1, zero=0, negative=2)
 
     References: docs/theory.md (T15.2, T2.1, T7.1); Tipping & Bishop 1999, eq. 4.
     """
@@ -90,6 +108,9 @@ class Inertia(NamedTuple):
 def inertia(hessian, zero_tol: float = ZERO_CURVATURE) -> Inertia:
     """:class:`Inertia` of a symmetric matrix, counting ``|eigenvalue| <= zero_tol * spectral radius``
     as zero (numpy's ``eigvalsh`` on the host).
+
+    >>> inertia(np.diag([2.0, 1e-12, -1.0]))
+    Inertia(positive=1, zero=1, negative=1)
 
     References: docs/theory.md (T15.2).
     """
@@ -117,6 +138,11 @@ def predicted_inertia(eigenvalues, point: StationaryPoint, sigma2: float) -> tup
       ELBO the gap (T3.3), so those directions curve down.  Its encoder and bias add
       ``k d + k + d`` negative directions (it is strictly concave in them).
 
+    >>> from linear_vae.theory.ppca import stationary_points
+    >>> saddle = next(p for p in stationary_points([4.0, 2.0, 1.0], 1, sigma2=0.5) if p.directions == (1,))
+    >>> predicted_inertia([4.0, 2.0, 1.0], saddle, 0.5)  # as mll_hessian and elbo_hessian find
+    (Inertia(positive=1, zero=0, negative=2), Inertia(positive=1, zero=0, negative=9))
+
     References: docs/theory.md (T15.2, T2.4, T3.3); Lucas et al. 2019, Section 4.2 and Appendix C.
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
@@ -135,6 +161,15 @@ def stationary_vaes(W, mean, sigma2) -> LinearVAEParams:
     """The linear VAEs at a stack (P, d, k) of MLL stationary points ``W`` (T2.4): ``mu`` the sample
     mean and the optimal encoder (T3.2), at which the ELBO's gradient in all parameters vanishes
     (T15.1).  Leading axis P.
+
+    >>> from linear_vae.theory.elbo import exact_elbo
+    >>> from linear_vae.theory.ppca import stationary_points
+    >>> stats = DataStats.from_moments(np.zeros(3), np.diag([4.0, 2.0, 1.0]))  # S diagonal: u_i = e_i
+    >>> W = np.stack([p.weights(np.eye(3)) for p in stationary_points([4.0, 2.0, 1.0], 1, sigma2=0.5)])
+    >>> vaes = stationary_vaes(W, np.zeros(3), 0.5)
+    >>> gradient = jax.jit(jax.vmap(jax.grad(lambda params: exact_elbo(params, 0.5, 1.0, stats))))(vaes)
+    >>> W.shape, max(float(jnp.abs(g).max()) for g in gradient) < 1e-12  # 4 points, all stationary
+    ((4, 3, 1), True)
 
     References: docs/theory.md (T15.1, T3.2); Lucas et al. 2019, Appendix C.
     """
@@ -157,7 +192,12 @@ class SearchResult(NamedTuple):
 def random_starts(seed: int, n_starts: int, d: int, k: int, mean, scale_range=(0.05, 3.0)) -> LinearVAEParams:
     """``n_starts`` random linear VAEs (numpy ``default_rng(seed)``, float64): ``W`` and ``V``
     Gaussian with a per-start scale drawn log-uniformly from ``scale_range``, ``mu`` the mean plus
-    that noise, ``log D ~ U(-2, 1)``."""
+    that noise, ``log D ~ U(-2, 1)``.
+
+    >>> starts = random_starts(0, n_starts=4, d=3, k=1, mean=np.zeros(3))
+    >>> starts.W.shape, starts.mu.shape, starts.V.shape, starts.log_D.shape
+    ((4, 3, 1), (4, 3), (4, 1, 3), (4, 1))
+    """
     rng = np.random.default_rng(seed)
     scale = np.exp(rng.uniform(np.log(scale_range[0]), np.log(scale_range[1]), (n_starts, 1, 1)))
     W = scale * rng.standard_normal((n_starts, d, k))
@@ -176,6 +216,15 @@ def search_stationary_points(starts: LinearVAEParams, sigma2, stats: DataStats, 
     Minimising ``||g||^2`` is blind to the sign of the curvature, so the search finds saddles and
     maxima alike; a start that ends at a non-zero local minimum of ``||g||`` is reported by its
     ``gradient_norm``.  ``iterations`` steps, then stop: no tolerance inside the loop.
+
+    Four random starts (``k = 1``) end at stationary points, which :func:`identify_stationary_point` names:
+
+    >>> stats = DataStats.from_moments(np.zeros(3), np.diag([4.0, 2.0, 1.0]))  # S diagonal: u_i = e_i
+    >>> found = search_stationary_points(random_starts(0, 4, 3, 1, np.zeros(3)), 0.5, stats, iterations=100)
+    >>> found.initial_gradient_norm.round(3), bool(found.gradient_norm.max() < 1e-12)
+    (array([6.341, 1.61 , 0.506, 0.595]), True)
+    >>> [identify_stationary_point(W, np.eye(3), [4.0, 2.0, 1.0], 0.5) for W in found.params.W]  # saddles, W = 0 twice
+    [(Group(size=1, directions=(1,)),), (Group(size=1, directions=(2,)),), (), ()]
 
     References: docs/theory.md (T15.3); Nocedal & Wright, *Numerical Optimization*, Section 10.3.
     """
@@ -226,6 +275,11 @@ def tied_group_norms(eigenvalues, group_size: int, sigma2: float) -> np.ndarray:
     ``x = lambda - sigma2``, the MLL's stationary point.  Returns ``x`` (``p``,), possibly
     non-positive (then no such stationary point exists).
 
+    >>> tied_group_norms([4.0], group_size=1, sigma2=0.5)  # one column: lambda - sigma2, the MLL's
+    array([3.5])
+    >>> tied_group_norms([4.0], group_size=2, sigma2=0.5).round(6)  # two equal columns along u_1
+    array([1.914214])
+
     References: docs/theory.md (T15.3); Lucas et al. 2019, Appendix C.
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
@@ -257,6 +311,12 @@ def identify_stationary_point(
     eigenvalues (for a group of one column: ``lambda_j - sigma2``).  Returns the groups, sorted, or
     ``None`` for a ``W`` that is no such point.  An MLL stationary point (T2.4) is the case where
     every group has one column and one direction.
+
+    >>> W = np.array([[3.5**0.5], [0.0], [0.0]])  # u_1 sqrt(lambda_1 - sigma2): the MLL's maximum
+    >>> identify_stationary_point(W, np.eye(3), [4.0, 2.0, 1.0], 0.5)
+    (Group(size=1, directions=(0,)),)
+    >>> identify_stationary_point(2 * W, np.eye(3), [4.0, 2.0, 1.0], 0.5) is None  # not stationary
+    True
 
     References: docs/theory.md (T15.1, T15.3, T2.4); Lucas et al. 2019, Section 4.1 and Appendix C.
     """
@@ -291,7 +351,11 @@ def identify_stationary_point(
 
 
 def is_mll_point(groups: tuple[Group, ...]) -> bool:
-    """Whether :func:`identify_stationary_point`'s groups describe a stationary point of the MLL."""
+    """Whether :func:`identify_stationary_point`'s groups describe a stationary point of the MLL.
+
+    >>> is_mll_point((Group(1, (0,)), Group(1, (2,)))), is_mll_point((Group(2, (0,)),))
+    (True, False)
+    """
     return all(g.size == 1 and len(g.directions) == 1 for g in groups)
 
 
@@ -313,6 +377,11 @@ def balanced_rotation(values) -> np.ndarray:
 
     References: docs/theory.md (T15.4); Chan & Li 1983, *Diagonal elements and eigenvalues of a real
     symmetric matrix*, J. Math. Anal. Appl. 91.
+
+    >>> R = balanced_rotation([3.0, 1.0])
+    >>> R.round(6), np.diag(R.T @ np.diag([3.0, 1.0]) @ R).round(6)
+    (array([[ 0.707107, -0.707107],
+           [ 0.707107,  0.707107]]), array([2., 2.]))
     """
     a = np.asarray(values, dtype=np.float64).copy()
     m, t = len(a), float(np.mean(a))
@@ -342,12 +411,25 @@ class TiedPoint(NamedTuple):
 
     @property
     def is_mll_point(self) -> bool:
+        """Whether every group is one column along one direction (:func:`is_mll_point`).
+
+        >>> [point.is_mll_point for point in tied_family([4.0, 2.0, 1.0], latent_dim=2, sigma2=0.5)][6:8]
+        [True, False]
+        """
         return is_mll_point(self.groups)
 
     def weights(self, eigenvectors, latent_dim: int) -> np.ndarray:
         """A ``W`` (d, k) at this point: each group's orthogonal columns ``u_i sqrt(x_i)`` (and its
         ``m - p`` zero columns) rotated by :func:`balanced_rotation` to equal norms, groups side by
-        side, then the zero columns."""
+        side, then the zero columns.
+
+        >>> tied = TiedPoint((Group(2, (0,)),), (tied_group_norms([4.0], 2, 0.5),))  # two columns share u_1
+        >>> W = tied.weights(np.eye(3), latent_dim=2)
+        >>> W.round(6), identify_stationary_point(W, np.eye(3), [4.0, 2.0, 1.0], 0.5)
+        (array([[ 0.978318, -0.978318],
+               [ 0.      ,  0.      ],
+               [ 0.      ,  0.      ]]), (Group(size=2, directions=(0,)),))
+        """
         U = np.asarray(eigenvectors, dtype=np.float64)
         blocks = []
         for group, x in zip(self.groups, self.norms):
@@ -371,6 +453,12 @@ def tied_family(eigenvalues, latent_dim: int, sigma2: float, tol: float = 1e-9) 
     groups whose columns have equal norms ``sum x_i / m`` have one encoder variance: they are the
     group with both their columns and directions (the same ``x_i``), listed once as that.  The
     ``m_g = p_g = 1`` points are the MLL's (T2.4).  Sorted by groups.
+
+    >>> family = tied_family([4.0, 2.0, 1.0], latent_dim=2, sigma2=0.5)
+    >>> len(family), sum(point.is_mll_point for point in family)  # 7 MLL points (W = 0 included), 6 tied
+    (13, 7)
+    >>> family[7]
+    TiedPoint(groups=(Group(size=2, directions=(0,)),), norms=(array([1.91421356]),))
 
     References: docs/theory.md (T15.4, T15.3, T2.4); Lucas et al. 2019, Appendix C.
     """
@@ -413,6 +501,9 @@ def tied_zero_directions(groups: tuple[Group, ...]) -> int:
     ``sum_g [m (m - 1) / 2 - (m - p) (m - p - 1) / 2 - (m - 1)]``, zero for ``m <= 2`` and for
     ``m = 3, p = 1``; for distinct eigenvalues away from ``sigma2`` these are all the zero
     eigenvalues (checked by autodiff, not proved).  An MLL point (every ``m = p = 1``) has none (T15.2).
+
+    >>> tied_zero_directions((Group(1, (0,)),)), tied_zero_directions((Group(2, (0,)),)), tied_zero_directions((Group(3, (0, 1)),))
+    (0, 0, 1)
 
     References: docs/theory.md (T15.4, T15.2).
     """

@@ -113,11 +113,22 @@ class TrainConfig(NamedTuple):
 
     @property
     def solver(self) -> Solver:
-        """The :class:`~linear_vae.training.solver.Solver` that ``optimizer`` names (:func:`linear_vae.training.solvers.resolve`)."""
+        """The :class:`~linear_vae.training.solver.Solver` that ``optimizer`` names (:func:`linear_vae.training.solvers.resolve`).
+
+        >>> TrainConfig(latent_dim=2).solver.name, TrainConfig(latent_dim=2, optimizer="adam").solver.has_step_size
+        ('newton', True)
+        """
         return solvers.resolve(self.optimizer)
 
     def resolved(self) -> "TrainConfig":
-        """The config with ``steps``, ``log_every`` and ``basis`` filled in from the solver's defaults."""
+        """The config with ``steps``, ``log_every`` and ``basis`` filled in from the solver's defaults.
+
+        >>> config = TrainConfig(latent_dim=2).resolved()  # Newton: few, costly iterations, each recorded
+        >>> config.steps, config.log_every, config.basis
+        (500, 1, 'eigen')
+        >>> TrainConfig(latent_dim=2, steps=100).resolved().steps  # what was given is kept
+        100
+        """
         solver = self.solver
         return self._replace(
             steps=solver.default_steps if self.steps is None else self.steps,
@@ -127,7 +138,15 @@ class TrainConfig(NamedTuple):
 
     def validate(self, d: int, n: int) -> "TrainConfig":
         """Raise ``ValueError`` (one line, what to change) for an impossible configuration; returns
-        the :meth:`resolved` config."""
+        the :meth:`resolved` config.
+
+        >>> TrainConfig(latent_dim=2).validate(d=3, n=200).steps
+        500
+        >>> TrainConfig(latent_dim=2, objective="stochastic").validate(d=3, n=200)
+        Traceback (most recent call last):
+        ...
+        ValueError: `optimizer` newton needs `objective` exact; use `optimizer` adam with `objective` stochastic
+        """
         self = self.resolved()
         check_latent_dim(self.latent_dim, d)
         for name, value, allowed in (
@@ -180,7 +199,16 @@ class TrainData(NamedTuple):
 
     @classmethod
     def build(cls, problem: Problem, basis: str = "data") -> "TrainData":
-        """Device arrays for training in the data basis or in the eigenbasis of ``S``."""
+        """Device arrays for training in the data basis or in the eigenbasis of ``S``.
+
+        >>> from linear_vae.data.problem import Problem
+        >>> problem = Problem.from_data(np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+        >>> data = TrainData.build(problem, basis="eigen")
+        >>> bool(np.allclose(data.stats.cov, problem.eigenvalues)), data.rotation.shape  # cov: the diagonal of S
+        (True, (3, 3))
+        >>> TrainData.build(problem).rotation is None  # the data basis: nothing to rotate back
+        True
+        """
         X, mean, cov = problem.coordinates(basis)
         stats = DataStats.from_moments(mean, cov, dim=problem.d)
         if basis == "data":
@@ -198,6 +226,13 @@ class TrainData(NamedTuple):
     def to_data_basis(self, params: LinearVAEParams) -> LinearVAEParams:
         """Map parameters (numpy, leading configuration axis) from the training basis back to the data:
         ``W -> U W``, ``V -> V U^T``, ``mu -> U mu + mean_outside``.
+
+        >>> from linear_vae.data.problem import Problem
+        >>> problem = Problem.from_data(np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+        >>> first = LinearVAEParams(np.eye(3)[None, :, :1], np.zeros((1, 3)), np.eye(3)[None, :1], np.zeros((1, 1)))
+        >>> back = TrainData.build(problem, basis="eigen").to_data_basis(first)  # the first eigenvector, in the data
+        >>> bool(np.allclose(back.W[0, :, 0], problem.eigenvectors[:, 0])), bool(np.allclose(back.V[0, 0], problem.eigenvectors[:, 0]))
+        (True, True)
 
         References: docs/theory.md (T8.2, T8.4).
         """
@@ -231,7 +266,11 @@ class TrainState(NamedTuple):
 
 
 def record_steps(config: TrainConfig) -> np.ndarray:
-    """:func:`linear_vae.training.loop.record_steps` of the config: the last record is after the final step."""
+    """:func:`linear_vae.training.loop.record_steps` of the config: the last record is after the final step.
+
+    >>> record_steps(TrainConfig(latent_dim=2, steps=5, log_every=2))
+    array([2, 2, 1], dtype=int32)
+    """
     return loop.record_steps(config.steps, config.log_every)
 
 
@@ -247,7 +286,18 @@ class History(NamedTuple):
 
 
 def initial_parameters(config: TrainConfig, hyper: Hyper, data: TrainData, key) -> LinearVAEParams:
-    """Initial ``(W, mu, V, log D)`` for ``config.init`` (see :class:`TrainConfig`)."""
+    """Initial ``(W, mu, V, log D)`` for ``config.init`` (see :class:`TrainConfig`).
+
+    >>> from linear_vae.data.problem import Problem
+    >>> problem = Problem.from_data(np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+    >>> data, hyper = TrainData.build(problem), Hyper(1.0, 0.5, 0)
+    >>> config = TrainConfig(latent_dim=2, init="collapsed", collapsed_columns=(1,)).resolved()
+    >>> params = initial_parameters(config, hyper, data, jax.random.key(0))
+    >>> round(float(problem.eigenvalues[0] - 0.5) ** 0.5, 6)  # sqrt(lambda_1 - beta sigma2)
+    2.95959
+    >>> jnp.linalg.norm(params.W, axis=0).round(1)  # that, and a perturbation of size 1e-2
+    Array([3., 0.], dtype=float64)
+    """
     d, k = data.eigenvectors.shape[0], config.latent_dim  # d: the coordinates trained on
     key_w, _ = jax.random.split(key)
     if config.solver.start_in_data_basis and data.rotation is not None:
@@ -269,7 +319,15 @@ def initial_parameters(config: TrainConfig, hyper: Hyper, data: TrainData, key) 
 
 
 def init_state(config: TrainConfig, hyper: Hyper, data: TrainData) -> TrainState:
-    """The state before the first step of one configuration (``seed`` fixes every random draw)."""
+    """The state before the first step of one configuration (``seed`` fixes every random draw).
+
+    >>> from linear_vae.data.problem import Problem
+    >>> problem = Problem.from_data(np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+    >>> data, hyper = TrainData.build(problem), Hyper(1.0, 0.5, 0)
+    >>> state = init_state(TrainConfig(latent_dim=2).resolved(), hyper, data)
+    >>> int(state.step), bool(state.converged), state.trainable.params.W.shape, float(jnp.abs(state.trainable.params.V).max())
+    (0, False, (3, 2), 0.0)
+    """
     key_init, key_train = jax.random.split(jax.random.key(hyper.seed))
     params = initial_parameters(config, hyper, data, key_init)
     trainable = Trainable(params, jnp.log(hyper.sigma2))
@@ -280,7 +338,18 @@ def init_state(config: TrainConfig, hyper: Hyper, data: TrainData) -> TrainState
 def objective(hyper: Hyper, data: TrainData, config: TrainConfig) -> Objective:
     """One configuration's objective as its solver sees it (:class:`linear_vae.training.solver.Objective`):
     :func:`negative_objective`, and the beta of the projected objective (beta = 1 for the MLL
-    objective, whose projected objective is the MLL itself; docs/theory.md (T7.1))."""
+    objective, whose projected objective is the MLL itself; docs/theory.md (T7.1)).
+
+    >>> from linear_vae.data.problem import Problem
+    >>> problem = Problem.from_data(np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+    >>> data, hyper = TrainData.build(problem), Hyper(1.0, 0.5, 0)
+    >>> config = TrainConfig(latent_dim=2, objective="mll").resolved()
+    >>> objective(hyper, data, config).phi_beta, objective(hyper, data, config).learn_sigma2
+    (1.0, False)
+    >>> state = init_state(config, hyper, data)
+    >>> round(float(objective(hyper, data, config).negative(state.trainable, None)), 6)  # -MLL at the start
+    15.942798
+    """
     return Objective(
         lambda trainable, key: negative_objective(trainable, hyper, data, key, config),
         1.0 if config.objective == "mll" else hyper.beta,
@@ -299,6 +368,17 @@ def exact_objective(params: LinearVAEParams, sigma2, hyper: Hyper, data: TrainDa
     beta-ELBO :func:`linear_vae.theory.elbo.exact_elbo` (also for the stochastic objective, whose
     convergence is judged on the exact one).
 
+    At the closed-form optimum (:mod:`linear_vae.theory.optimum`) the exact beta-ELBO is the optimum's:
+
+    >>> from linear_vae.data.problem import Problem
+    >>> problem = Problem.from_data(np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+    >>> data, hyper = TrainData.build(problem), Hyper(1.0, 0.5, 0)
+    >>> from linear_vae.theory.optimum import beta_elbo_optimum
+    >>> optimum = beta_elbo_optimum(problem.eigenvalues, latent_dim=2, beta=1.0, sigma2=0.5)
+    >>> at_optimum = optimum.parameters(problem.mean, problem.eigenvectors)
+    >>> round(float(exact_objective(at_optimum, 0.5, hyper, data, TrainConfig(latent_dim=2))), 6), round(optimum.elbo, 6)
+    (-6.154357, -6.154357)
+
     References: docs/theory.md (T3.1, T2.1).
     """
     if config.objective == "mll":
@@ -307,7 +387,18 @@ def exact_objective(params: LinearVAEParams, sigma2, hyper: Hyper, data: TrainDa
 
 
 def negative_objective(trainable: Trainable, hyper: Hyper, data: TrainData, key, config: TrainConfig):
-    """The negative objective: ``-beta-ELBO`` (exact, or a minibatch Monte-Carlo estimate), or ``-MLL``."""
+    """The negative objective: ``-beta-ELBO`` (exact, or a minibatch Monte-Carlo estimate), or ``-MLL``.
+
+    >>> from linear_vae.data.problem import Problem
+    >>> problem = Problem.from_data(np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+    >>> data, hyper = TrainData.build(problem), Hyper(1.0, 0.5, 0)
+    >>> from linear_vae.theory.optimum import beta_elbo_optimum
+    >>> optimum = beta_elbo_optimum(problem.eigenvalues, latent_dim=2, beta=1.0, sigma2=0.5)
+    >>> at_optimum = optimum.parameters(problem.mean, problem.eigenvectors)
+    >>> trainable = Trainable(at_optimum, jnp.log(0.5))
+    >>> round(float(negative_objective(trainable, hyper, data, None, TrainConfig(latent_dim=2))), 6)  # -ELBO at the optimum
+    6.154357
+    """
     log_sigma2 = trainable.log_sigma2 if config.learn_sigma2 else jax.lax.stop_gradient(trainable.log_sigma2)
     sigma2 = jnp.exp(log_sigma2)
     if config.objective != "stochastic":
@@ -322,7 +413,22 @@ def negative_objective(trainable: Trainable, hyper: Hyper, data: TrainData, key,
 
 
 def train_step(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> TrainState:
-    """One optimiser step (none once converged); records the first step whose objective is not finite."""
+    """One optimiser step (none once converged); records the first step whose objective is not finite.
+
+    >>> from linear_vae.data.problem import Problem
+    >>> problem = Problem.from_data(np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+    >>> data, hyper = TrainData.build(problem), Hyper(1.0, 0.5, 0)
+    >>> config = TrainConfig(latent_dim=2, optimizer="adam").resolved()
+    >>> state = init_state(config, hyper, data)
+    >>> step = jax.jit(train_step, static_argnums=3)
+    >>> stepped = step(state, hyper, data, config)
+    >>> int(stepped.step), int(stepped.first_nonfinite_step)
+    (1, -1)
+    >>> bool(measure(stepped, hyper, data, config).elbo > measure(state, hyper, data, config).elbo)  # it climbed
+    True
+    >>> int(step(state._replace(converged=jnp.array(True)), hyper, data, config).step)  # frozen once converged
+    0
+    """
     key, key_step = jax.random.split(state.key)
     trainable, solver_state, loss = config.solver.step(
         state.trainable, state.solver_state, objective(hyper, data, config), key_step, config
@@ -339,7 +445,16 @@ def train_step(state: TrainState, hyper: Hyper, data: TrainData, config: TrainCo
 def model(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> LinearVAEParams:
     """The linear VAE a state stands for (the solver's ``model``): its parameters, or for Newton the
     represented VAE (:func:`linear_vae.training.projected.represented_vae`: rotated decoder, optimal encoder,
-    bias at the mean)."""
+    bias at the mean).
+
+    >>> from linear_vae.data.problem import Problem
+    >>> problem = Problem.from_data(np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+    >>> data, hyper = TrainData.build(problem), Hyper(1.0, 0.5, 0)
+    >>> config = TrainConfig(latent_dim=2).resolved()
+    >>> vae = model(init_state(config, hyper, data), hyper, data, config)
+    >>> bool(np.allclose(vae.mu, problem.mean))  # Newton's model: the bias at the data mean
+    True
+    """
     return config.solver.model(state.trainable, objective(hyper, data, config))
 
 
@@ -351,6 +466,20 @@ def convergence_diagnosis(
     The block gain compares the projected objective with the objective actually trained: the
     exact beta-ELBO (also for the stochastic objective, whose convergence is judged on the exact
     one) or, for ``objective="mll"``, the MLL with the current bias.
+
+    At the closed-form optimum it finds nothing left to gain:
+
+    >>> from linear_vae.data.problem import Problem
+    >>> problem = Problem.from_data(np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+    >>> data, hyper = TrainData.build(problem), Hyper(1.0, 0.5, 0)
+    >>> from linear_vae.theory.optimum import beta_elbo_optimum
+    >>> optimum = beta_elbo_optimum(problem.eigenvalues, latent_dim=2, beta=1.0, sigma2=0.5)
+    >>> at_optimum = optimum.parameters(problem.mean, problem.eigenvectors)
+    >>> config = TrainConfig(latent_dim=2).resolved()
+    >>> state = init_state(config, hyper, data)._replace(trainable=Trainable(at_optimum, jnp.log(0.5)))
+    >>> diagnosis = jax.jit(convergence_diagnosis, static_argnums=3)(state, hyper, data, config)
+    >>> bool(diagnosis.converged), float(diagnosis.predicted_gain) < 1e-12
+    (True, True)
 
     References: docs/theory.md (T7.3).
     """
@@ -364,7 +493,22 @@ def convergence_diagnosis(
 
 
 def measure(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig) -> History:
-    """Exact beta-ELBO, pPCA MLL, per-dimension KL, column norms and sigma2 of the current :func:`model`."""
+    """Exact beta-ELBO, pPCA MLL, per-dimension KL, column norms and sigma2 of the current :func:`model`.
+
+    >>> from linear_vae.data.problem import Problem
+    >>> problem = Problem.from_data(np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+    >>> data, hyper = TrainData.build(problem), Hyper(1.0, 0.5, 0)
+    >>> from linear_vae.theory.optimum import beta_elbo_optimum
+    >>> optimum = beta_elbo_optimum(problem.eigenvalues, latent_dim=2, beta=1.0, sigma2=0.5)
+    >>> at_optimum = optimum.parameters(problem.mean, problem.eigenvectors)
+    >>> config = TrainConfig(latent_dim=2, optimizer="adam").resolved()
+    >>> state = init_state(config, hyper, data)._replace(trainable=Trainable(at_optimum, jnp.log(0.5)))
+    >>> record = measure(state, hyper, data, config)
+    >>> round(float(record.elbo), 6), record.column_norms_sq.round(6)  # ||w_i||^2 = lambda_i - beta sigma2
+    (-6.154357, Array([8.75917, 3.48828], dtype=float64))
+    >>> (problem.eigenvalues[:2] - 0.5).round(6)
+    array([8.75917, 3.48828])
+    """
     params = model(state, hyper, data, config)
     sigma2 = jnp.exp(state.trainable.log_sigma2)
     _, kl_per_dim = elbo_terms(params, sigma2, data.stats)
@@ -380,7 +524,17 @@ def measure(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfi
 
 def run_steps(state: TrainState, hyper: Hyper, data: TrainData, config: TrainConfig, steps_per_record):
     """``sum(steps_per_record)`` steps under ``lax.scan``, measuring after each group of
-    ``steps_per_record[r]`` steps (an array, so that a short last record does not recompile)."""
+    ``steps_per_record[r]`` steps (an array, so that a short last record does not recompile).
+
+    >>> from linear_vae.data.problem import Problem
+    >>> problem = Problem.from_data(np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 2.0, 1.0])
+    >>> data, hyper = TrainData.build(problem), Hyper(1.0, 0.5, 0)
+    >>> config = TrainConfig(latent_dim=2, optimizer="adam", steps=300, log_every=100, learning_rate=0.1).resolved()
+    >>> run = jax.jit(run_steps, static_argnums=3)
+    >>> state, history = run(init_state(config, hyper, data), hyper, data, config, record_steps(config))
+    >>> history.step, history.elbo.round(3)  # Adam, cosine schedule: 0.04 below the optimum, -6.154
+    (Array([100, 200, 300], dtype=int64), Array([-6.199, -6.198, -6.198], dtype=float64))
+    """
 
     def one_record(state, n_steps):
         state = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(s, hyper, data, config), state)
