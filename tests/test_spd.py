@@ -85,7 +85,9 @@ def test_compiled_sweep_makes_no_batched_lapack_call():
     stack = jnp.stack([jnp.eye(3)] * 4)
     hlo = jax.jit(jax.vmap(jax.vmap(spd.eigh))).lower(jnp.stack([stack] * 2)).compile().as_text()
     assert 'custom_call_target="lapack' in hlo and not batched_lapack_calls(hlo)
-    assert batched_lapack_calls(jax.jit(jax.vmap(jnp.linalg.eigh)).lower(stack).compile().as_text())  # the check sees one
+    assert batched_lapack_calls(
+        jax.jit(jax.vmap(jnp.linalg.eigh)).lower(stack).compile().as_text()
+    )  # the check sees one
 
 
 def test_eigh_under_vmap_equals_numpy_one_matrix_at_a_time():
