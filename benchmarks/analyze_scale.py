@@ -6,8 +6,8 @@ unit noise, nonzero mean), with ``K = --latent-dim`` (default 10) and learned si
 * ``seconds``: wall time of :func:`linear_vae.analysis.analyze` in-process (the CLI's code path
   after loading; best of ``--repeats``), with the solver it picks (``"top"``, the N x N Gram
   matrix, iff d > N; else the d x d ``"full"`` one), split into ``validate_data``, the
-  eigen-decomposition (:func:`~linear_vae.moments.top_eigenpairs` or
-  :func:`~linear_vae.moments.compute_moments` + :func:`~linear_vae.moments.eigen_decomposition`)
+  eigen-decomposition (:func:`~linear_vae.data.moments.top_eigenpairs` or
+  :func:`~linear_vae.data.moments.compute_moments` + :func:`~linear_vae.data.moments.eigen_decomposition`)
   and the rest (the closed form);
 * ``peak_alloc_mib``: tracemalloc's peak of the numpy allocations ``analyze`` makes (beyond the
   data ``X``, which the caller holds), from a second run with tracing on;
@@ -42,9 +42,9 @@ from pathlib import Path
 import numpy as np
 
 from linear_vae.analysis import analyze
-from linear_vae.datasets import validate_data
-from linear_vae.io import atomic_write_json
-from linear_vae.moments import compute_moments, eigen_decomposition, top_eigenpairs
+from linear_vae.core.io import atomic_write_json
+from linear_vae.data.datasets import validate_data
+from linear_vae.data.moments import compute_moments, eigen_decomposition, top_eigenpairs
 
 RANK = 10
 

@@ -1,11 +1,11 @@
 """Why Newton runs on the projected objective: Hessian spectra at the optimum of the hard cases.
 
-For each small hard case (``linear_vae.hard_cases``, d = 64, so the d k x d k Hessian can be formed
+For each small hard case (``linear_vae.verification.hard_cases``, d = 64, so the d k x d k Hessian can be formed
 densely) and each beta, at the closed-form optimum:
 
 * ``encoder_projected``: the Hessian in ``W`` of the ELBO with only the bias and the encoder
   maximised out (variable projection over the encoder alone);
-* ``rotation_projected``: the Hessian of ``Phi`` (:func:`linear_vae.projected.projected_elbo`), which also
+* ``rotation_projected``: the Hessian of ``Phi`` (:func:`linear_vae.training.projected.projected_elbo`), which also
   maximises out the latent rotation; its k(k-1)/2 rotation directions are exactly flat and are
   counted apart (``null``), the condition number is over the rest.
 
@@ -21,12 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import linear_vae  # noqa: F401  (float64)
-from linear_vae import io
-from linear_vae.elbo import DataStats, exact_elbo, with_optimal_encoder
-from linear_vae.hard_cases import hard_cases
-from linear_vae.optimum import beta_elbo_optimum
-from linear_vae.problem import Problem
-from linear_vae.projected import projected_elbo
+from linear_vae.core import io
+from linear_vae.data.problem import Problem
+from linear_vae.theory.elbo import DataStats, exact_elbo, with_optimal_encoder
+from linear_vae.theory.optimum import beta_elbo_optimum
+from linear_vae.training.projected import projected_elbo
+from linear_vae.verification.hard_cases import hard_cases
 
 OUT = Path(__file__).with_name("conditioning.json")
 

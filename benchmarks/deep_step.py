@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from linear_vae.datasets import load_data, three_way_split
-from linear_vae.deep import DTYPE, DeepConfig, DeepHyper, batched_hyper, grid_programs
-from linear_vae.io import atomic_write_json
+from linear_vae.core.io import atomic_write_json
+from linear_vae.data.datasets import load_data, three_way_split
+from linear_vae.deep.deep import DTYPE, DeepConfig, DeepHyper, batched_hyper, grid_programs
 
 if __package__:  # python -m benchmarks.deep_step
     from .trainer import median_time

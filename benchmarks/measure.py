@@ -8,7 +8,7 @@
    when, for
 
    * the default optimiser: trust-region Newton on the projected objective
-     (``linear_vae/newton.py``; ``TrainConfig(latent_dim=k)``: eigenbasis, at most 500 iterations,
+     (``linear_vae/training/newton.py``; ``TrainConfig(latent_dim=k)``: eigenbasis, at most 500 iterations,
      convergence checked every ``NEWTON_CHECK_EVERY`` iterations, stops once every configuration
      has converged).  Its iterations have unequal cost (the number of conjugate-gradient steps
      varies), so its clock is read at every chunk end through ``train_sweep``'s ``progress``
@@ -37,12 +37,12 @@
 3. Cost against problem size: time per step per configuration and XLA compiled memory
    (``memory_analysis``) against d, k and the number of configurations, with fitted exponents.
 
-4. Hard cases (``linear_vae/hard_cases.py``): the default Newton sweep of each case (all its betas
+4. Hard cases (``linear_vae/verification/hard_cases.py``): the default Newton sweep of each case (all its betas
    in one vmapped ``train_and_compare``), its training and compile seconds, iterations, worst gap
    to the closed form and convergence.
 
 Each point of section 3 runs in a fresh process under a timeout (retried, and the retries
-reported): the XLA CPU deadlock that once hung it is fixed (``linear_vae/spd.py``), and the guard
+reported): the XLA CPU deadlock that once hung it is fixed (``linear_vae/core/spd.py``), and the guard
 keeps one stuck point from costing the whole run should another appear.
 """
 
@@ -61,17 +61,16 @@ import jax.numpy as jnp
 import numpy as np
 
 import linear_vae  # noqa: F401  (float64)
-from linear_vae import convergence
-from linear_vae.compare import VERDICTS
-from linear_vae.datasets import load_mnist
-from linear_vae.elbo import DataStats
-from linear_vae.io import atomic_write_json
-from linear_vae.moments import compute_moments, eigen_decomposition
-from linear_vae.newton import CHECK_EVERY as NEWTON_CHECK_EVERY
-from linear_vae.optimum import beta_elbo_optimum
-from linear_vae.problem import Problem
-from linear_vae.sweep import train_single, train_sweep
-from linear_vae.train import (
+from linear_vae.core.io import atomic_write_json
+from linear_vae.data.datasets import load_mnist
+from linear_vae.data.moments import compute_moments, eigen_decomposition
+from linear_vae.data.problem import Problem
+from linear_vae.theory.elbo import DataStats
+from linear_vae.theory.optimum import beta_elbo_optimum
+from linear_vae.training import convergence
+from linear_vae.training.newton import CHECK_EVERY as NEWTON_CHECK_EVERY
+from linear_vae.training.sweep import train_single, train_sweep
+from linear_vae.training.train import (
     Hyper,
     TrainConfig,
     TrainData,
@@ -81,9 +80,10 @@ from linear_vae.train import (
     run_steps,
     train_step,
 )
+from linear_vae.verification.compare import VERDICTS
 
 try:  # imported with the rest, so that one run measures one version of the package
-    from linear_vae.hard_cases import hard_cases
+    from linear_vae.verification.hard_cases import hard_cases
 except ImportError as _exc:  # written separately; the run reports its absence
     hard_cases, HARD_CASES_IMPORT_ERROR = None, str(_exc)
 
@@ -322,13 +322,16 @@ QUICK_HARD_CASE_ITERATIONS = 100
 
 
 def hard_case_runs(quick: bool) -> dict:
-    """Section 4: the default Newton sweep of every case of ``linear_vae.hard_cases`` (all its betas
+    """Section 4: the default Newton sweep of every case of ``linear_vae.verification.hard_cases`` (all its betas
     in one vmapped ``train_and_compare``; sigma2 learned from the mean eigenvalue where the case
     leaves it free).  ``quick`` runs only the first case with fixed and the first with learned sigma2
     (each compiles its own program), at most :data:`QUICK_HARD_CASE_ITERATIONS` iterations."""
     if hard_cases is None:
-        return {"error": f"linear_vae.hard_cases is not available ({HARD_CASES_IMPORT_ERROR})", "cases": []}
-    from linear_vae.compare import train_and_compare_zipped
+        return {
+            "error": f"linear_vae.verification.hard_cases is not available ({HARD_CASES_IMPORT_ERROR})",
+            "cases": [],
+        }
+    from linear_vae.verification.compare import train_and_compare_zipped
 
     cases = hard_cases()
     if quick:
@@ -433,7 +436,7 @@ def step_cost_in_fresh_process(d: int, k: int, c: int, repeats: int) -> dict:
 
     jaxlib 0.10's batched LAPACK kernels deadlocked XLA's CPU thread pool in vmapped sweeps (gdb:
     pool threads in ``jax::ParallelBatchMap`` waiting on each other); the trainer no longer calls
-    LAPACK (``linear_vae/spd.py``).  The guard stays so that one stuck point cannot cost the
+    LAPACK (``linear_vae/core/spd.py``).  The guard stays so that one stuck point cannot cost the
     whole run; the number of attempts each point took is recorded with it.  The process runs
     ``python -m benchmarks.run --scaling-point D K CONFIGS REPEATS`` from the repository root.
     """

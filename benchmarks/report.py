@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from linear_vae.io import atomic_write_bytes, atomic_write_json
+from linear_vae.core.io import atomic_write_bytes, atomic_write_json
 
 from .bookkeeping import TOLS
 
@@ -540,7 +540,7 @@ def newton_markdown(res: dict) -> list[str]:
 
 
 def hard_cases_markdown(hc: dict) -> list[str]:
-    lines = ["", "## Hard cases (`linear_vae/hard_cases.py`), default Newton sweep per case", ""]
+    lines = ["", "## Hard cases (`linear_vae/verification/hard_cases.py`), default Newton sweep per case", ""]
     if hc.get("error"):
         return lines + [hc["error"] + "."]
     lines += [

@@ -30,12 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import linear_vae  # noqa: F401  (float64)
-from linear_vae.datasets import load_mnist
-from linear_vae.io import atomic_write_json
-from linear_vae.moments import compute_moments, eigen_decomposition
-from linear_vae.problem import Problem
-from linear_vae.sweep import train_single, train_sweep
-from linear_vae.train import TrainConfig, TrainData
+from linear_vae.core.io import atomic_write_json
+from linear_vae.data.datasets import load_mnist
+from linear_vae.data.moments import compute_moments, eigen_decomposition
+from linear_vae.data.problem import Problem
+from linear_vae.training.sweep import train_single, train_sweep
+from linear_vae.training.train import TrainConfig, TrainData
 
 
 def step_flops(d: int, k: int) -> int:

@@ -2,10 +2,10 @@
 
 Reproduction of Lucas, Tucker, Grosse & Norouzi, *Don't Blame the ELBO! A Linear VAE
 Perspective on Posterior Collapse* (NeurIPS 2019).  Importing the package switches JAX to
-float64 (see :mod:`linear_vae.precision`).
+float64 (see :mod:`linear_vae.core.precision`).
 """
 
-from linear_vae import precision  # noqa: F401  (must run before any JAX array is made)
+from linear_vae.core import precision  # noqa: F401  (must run before any JAX array is made)
 
 __version__ = "0.1.0"
 

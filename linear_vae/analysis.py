@@ -1,10 +1,10 @@
 """Closed-form analysis of a data set: what the theory predicts for a linear VAE trained on it.
 
 This is what ``linear-vae analyze`` prints; it is built only from the functions of
-:mod:`linear_vae.moments`, :mod:`linear_vae.ppca` and :mod:`linear_vae.optimum`.  The closed form
+:mod:`linear_vae.data.moments`, :mod:`linear_vae.theory.ppca` and :mod:`linear_vae.theory.optimum`.  The closed form
 needs of ``S`` only its top ``k + 1`` eigenpairs, ``tr S`` and ``d``
-(:func:`linear_vae.moments.spectrum_totals`), so data with many features (``d > N``) are analysed
-from the data matrix without forming the d x d ``S`` (:func:`linear_vae.moments.top_eigenpairs`).
+(:func:`linear_vae.data.moments.spectrum_totals`), so data with many features (``d > N``) are analysed
+from the data matrix without forming the d x d ``S`` (:func:`linear_vae.data.moments.top_eigenpairs`).
 """
 
 from __future__ import annotations
@@ -13,23 +13,23 @@ from typing import NamedTuple
 
 import numpy as np
 
-from linear_vae.conditional import cvae_optimum, scaled_prior_optimum
-from linear_vae.hierarchical import hvae_optimum
-from linear_vae.joint_moments import JointMoments
-from linear_vae.metrics import optimum_collapse_metrics
-from linear_vae.optimum import (
+from linear_vae.core.validation import check_latent_dim, check_positive, validate_data
+from linear_vae.data.joint_moments import JointMoments
+from linear_vae.data.problem import Problem
+from linear_vae.theory.conditional import cvae_optimum, scaled_prior_optimum
+from linear_vae.theory.hierarchical import hvae_optimum
+from linear_vae.theory.metrics import optimum_collapse_metrics
+from linear_vae.theory.optimum import (
     BetaElboOptimum,
     beta_elbo_optimum,
     collapse_thresholds,
     learned_sigma2,
     threshold_distance,
 )
-from linear_vae.problem import Problem
-from linear_vae.validation import check_latent_dim, check_positive, validate_data
 
 
 class Analysis(NamedTuple):
-    """The closed-form optimum of the beta-ELBO on one data set (a :class:`~linear_vae.problem.Problem`).
+    """The closed-form optimum of the beta-ELBO on one data set (a :class:`~linear_vae.data.problem.Problem`).
 
     The problem carries all ``d`` eigenpairs of ``S`` (solver ``"full"``) or its top
     ``min(k + 1, d)`` with ``tr S`` and ``d`` (solver ``"top"``); both give the same report.
@@ -41,7 +41,7 @@ class Analysis(NamedTuple):
     optimum: BetaElboOptimum
 
     def nearest_threshold_distance(self) -> float:
-        """See :func:`linear_vae.optimum.threshold_distance`.
+        """See :func:`linear_vae.theory.optimum.threshold_distance`.
 
         >>> X = np.random.default_rng(0).normal(size=(500, 4)) * np.sqrt([4.0, 2.0, 1.0, 0.5])
         >>> round(analyze(X, 2, beta=1.0, sigma2=1.5).nearest_threshold_distance(), 4)  # lambda_2 = 1.759
@@ -54,7 +54,7 @@ class Analysis(NamedTuple):
 
         Its last keys are the optimum's collapse metrics (rate, distortion, Gaussian mutual
         information and marginal KL, active units), from the eigenvalues, ``tr S`` and ``d`` only
-        (:func:`linear_vae.metrics.optimum_collapse_metrics`; docs/theory.md (T11.4)).
+        (:func:`linear_vae.theory.metrics.optimum_collapse_metrics`; docs/theory.md (T11.4)).
 
         >>> X = np.random.default_rng(0).normal(size=(500, 4)) * np.sqrt([4.0, 2.0, 1.0, 0.5])
         >>> report = analyze(X, 2, beta=1.0, sigma2=1.5).to_dict()
@@ -103,14 +103,14 @@ def analyze(
     """Closed-form optimum of the beta-ELBO of a linear VAE with ``latent_dim`` latents on ``X``.
 
     ``sigma2=None`` means sigma2 is learned: its closed-form optimum
-    (:func:`linear_vae.optimum.learned_sigma2`; the pPCA MLE at beta = 1).
+    (:func:`linear_vae.theory.optimum.learned_sigma2`; the pPCA MLE at beta = 1).
 
     ``solver``: ``"full"`` forms the d x d ``S`` and all its eigenpairs; ``"top"`` takes the top
     ``k + 1`` eigenpairs and ``tr S`` from the data matrix (the N x N Gram matrix when ``d > N``);
     ``"auto"`` (the default) is ``"top"`` iff ``d > N``, i.e. ``S`` is formed only when it is no
-    larger than ``X`` (costs in :meth:`linear_vae.problem.Problem.from_dataset`).  The two agree
+    larger than ``X`` (costs in :meth:`linear_vae.data.problem.Problem.from_dataset`).  The two agree
     to float64 round-off (measured <= 1e-11 relative on every number of the report).  Raises
-    ``ValueError`` for bad arguments (see :mod:`linear_vae.validation`).
+    ``ValueError`` for bad arguments (see :mod:`linear_vae.core.validation`).
 
     >>> X = np.random.default_rng(0).normal(size=(500, 4)) * np.sqrt([4.0, 2.0, 1.0, 0.5])
     >>> analysis = analyze(X, latent_dim=2)  # sigma2 learned: the mean of the two smallest eigenvalues
@@ -132,7 +132,7 @@ def analyze(
 
 
 def analyze_problem(problem: Problem, latent_dim: int, beta: float, sigma2: float | None) -> Analysis:
-    """:func:`analyze` for a :class:`~linear_vae.problem.Problem` (valid arguments assumed).
+    """:func:`analyze` for a :class:`~linear_vae.data.problem.Problem` (valid arguments assumed).
 
     >>> X = np.random.default_rng(0).normal(size=(500, 4)) * np.sqrt([4.0, 2.0, 1.0, 0.5])
     >>> round(analyze_problem(Problem.from_data(X), 2, 1.0, None).optimum.sigma2, 4)

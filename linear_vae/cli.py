@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from linear_vae import __version__, io
+from linear_vae import __version__
+from linear_vae.core import io
 
 
 class UsageError(Exception):
@@ -79,7 +80,7 @@ def _add_optimizer_options(
     parser, optimizer_default: str | None, optimizer_help: str, lr_default: float, steps_help: str = ""
 ) -> None:
     """``--optimizer``, ``--steps`` and ``--lr``, with the trainer's choices and per-optimiser defaults."""
-    from linear_vae.solvers import OPTIMIZERS, SOLVERS
+    from linear_vae.training.solvers import OPTIMIZERS, SOLVERS
 
     per_optimizer = "; ".join(f"{name} {solver.default_steps}" for name, solver in SOLVERS.items())
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=optimizer_default, help=optimizer_help)
@@ -110,7 +111,7 @@ def _add_model_options(parser: argparse.ArgumentParser, latent_required: bool = 
 def _add_pair_options(parser: argparse.ArgumentParser) -> None:
     """The conditional and hierarchical models of docs/theory.md (T17), and where their ``x`` comes from."""
     from linear_vae.analysis import MODELS
-    from linear_vae.conditioning import SPLITS
+    from linear_vae.data.conditioning import SPLITS
 
     group = parser.add_argument_group("conditional and hierarchical models (docs/theory.md (T17))")
     group.add_argument(
@@ -144,8 +145,8 @@ def _add_pair_options(parser: argparse.ArgumentParser) -> None:
 
 def _pairs(args, dataset):
     """``(x, y)`` of ``--condition``/``--split`` (``x = y`` = the data when neither is given)."""
-    from linear_vae.conditioning import image_split
-    from linear_vae.datasets import load_data
+    from linear_vae.data.conditioning import image_split
+    from linear_vae.data.datasets import load_data
 
     if args.condition and args.split:
         raise ValueError("give --condition FILE or --split, not both")
@@ -159,7 +160,7 @@ def _pairs(args, dataset):
 
 
 def _load(args):
-    from linear_vae.datasets import load_data
+    from linear_vae.data.datasets import load_data
 
     return load_data(args.data, n=args.n, subset_seed=args.subset_seed, key=args.key, synthetic_seed=args.data_seed)
 
@@ -319,8 +320,8 @@ def _parse_values(text: str, name: str, cast=float) -> list:
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    from linear_vae.problem import BASES
-    from linear_vae.train import OBJECTIVES, SCHEDULES, TrainConfig
+    from linear_vae.data.problem import BASES
+    from linear_vae.training.train import OBJECTIVES, SCHEDULES, TrainConfig
 
     defaults = TrainConfig(latent_dim=1)
     group = parser.add_argument_group("training")
@@ -395,8 +396,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args, latent_dim: int, learn_sigma2: bool):
-    """The :class:`~linear_vae.train.TrainConfig` the training options describe."""
-    from linear_vae.train import TrainConfig
+    """The :class:`~linear_vae.training.train.TrainConfig` the training options describe."""
+    from linear_vae.training.train import TrainConfig
 
     optimizer = args.optimizer or ("newton" if args.objective == "exact" else "adam")
     return TrainConfig(
@@ -419,7 +420,7 @@ def _train_config(args, latent_dim: int, learn_sigma2: bool):
 def _learning_rate(args, optimizer: str, default: float) -> float:
     """``--lr``, or ``default`` when it is not given; refused with a solver that has no step size
     (Newton; it would otherwise be accepted and silently ignored)."""
-    from linear_vae.solvers import resolve
+    from linear_vae.training.solvers import resolve
 
     if args.lr is None:
         return default
@@ -431,7 +432,7 @@ def _learning_rate(args, optimizer: str, default: float) -> float:
 
 
 def _default_sigma2_init(args, problem) -> float:
-    from linear_vae.validation import check_positive
+    from linear_vae.core.validation import check_positive
 
     if args.sigma2_init is not None:
         return check_positive("sigma2_init", args.sigma2_init)
@@ -439,8 +440,8 @@ def _default_sigma2_init(args, problem) -> float:
 
 
 def _progress(args, label: str):
-    """A :class:`linear_vae.progress.Progress` on stderr for the task ``label`` (silent with ``--quiet``)."""
-    from linear_vae.progress import Progress
+    """A :class:`linear_vae.core.progress.Progress` on stderr for the task ``label`` (silent with ``--quiet``)."""
+    from linear_vae.core.progress import Progress
 
     progress = Progress(enabled=not args.quiet)
     progress.task(label)
@@ -450,9 +451,9 @@ def _progress(args, label: str):
 def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2, on_divergence: str):
     """Train the Cartesian product of ``betas x sigma2s x seeds`` in one compiled call and compare."""
 
-    from linear_vae.compare import train_and_compare_grid
-    from linear_vae.problem import Problem
-    from linear_vae.validation import check_positive
+    from linear_vae.core.validation import check_positive
+    from linear_vae.data.problem import Problem
+    from linear_vae.verification.compare import train_and_compare_grid
 
     for beta in betas:
         check_positive("beta", beta)
@@ -483,7 +484,7 @@ def _run_sweep(args, latent_dim, betas, sigma2s, seeds, learn_sigma2, on_diverge
 
 
 def _print_reports(reports: list[dict], as_json: bool, single: bool = False) -> None:
-    from linear_vae.compare import ROUNDOFF_GAP
+    from linear_vae.verification.compare import ROUNDOFF_GAP
 
     if as_json:
         print(io.dumps(reports[0] if single else reports))
@@ -517,8 +518,8 @@ def _print_reports(reports: list[dict], as_json: bool, single: bool = False) -> 
 
 
 def _gap_cell(report: dict, key: str) -> str:
-    """A gap column: ``~ 0`` where the gap is below zero by round-off only (:func:`linear_vae.compare.gap_text`)."""
-    from linear_vae.compare import gap_text
+    """A gap column: ``~ 0`` where the gap is below zero by round-off only (:func:`linear_vae.verification.compare.gap_text`)."""
+    from linear_vae.verification.compare import gap_text
 
     gap = report[key]
     return _cell(gap, 10, ".2e") if gap is None else gap_text(gap, report["optimal_elbo"])
@@ -552,9 +553,9 @@ def _uses_pairs(args) -> bool:
 
 def _pair_settings(args) -> tuple:
     """``(moments, settings)`` of ``--model cvae|hvae``: the joint moments of ``(x, y)`` and the keyword
-    arguments of :func:`linear_vae.model_verify.train_and_compare` the options give."""
-    from linear_vae.joint_moments import JointMoments
-    from linear_vae.model_objective import MODEL_SOLVERS
+    arguments of :func:`linear_vae.verification.model_verify.train_and_compare` the options give."""
+    from linear_vae.data.joint_moments import JointMoments
+    from linear_vae.training.model_objective import MODEL_SOLVERS
 
     optimizer = args.optimizer or "newton"
     if optimizer not in MODEL_SOLVERS:
@@ -644,7 +645,7 @@ def _model_report_text(report: dict) -> str:
             "spectrum: theta_i^2, squared singular values of C^T A^{-1/2} (variance units); a z1 mode is active iff "
             f"theta_i^2 > its z1 threshold; {z2_rule}; a_i: the variance of z1 along mode i; KL: nats per datapoint"
         )
-    from linear_vae.compare import gap_text
+    from linear_vae.verification.compare import gap_text
 
     lines = [
         f"{report['model']}: {setting}, sigma2 = {report['sigma2']:.6g}, prior variance {report['prior_variance']:.6g}, "
@@ -662,7 +663,7 @@ def _model_report_text(report: dict) -> str:
 
 
 def _train_pairs(args, configurations: list[dict], moments) -> list[dict]:
-    from linear_vae.model_verify import train_and_compare
+    from linear_vae.verification.model_verify import train_and_compare
 
     if args.sigma2 is None:
         raise ValueError(f"--model {args.model} needs a fixed --sigma2 (the decoder variance eta_dec^2)")
@@ -753,9 +754,9 @@ def cmd_score(args) -> int:
     >>> status, round(score["elbo"], 6), round(score["log_likelihood"], 6), score["active_units"]  # ELBO = MLL at the optimum
     (0, -6.154357, -6.154357, 2)
     """
+    from linear_vae.data.moments import compute_moments
     from linear_vae.estimator import LinearVAE
-    from linear_vae.metrics import collapse_metrics
-    from linear_vae.moments import compute_moments
+    from linear_vae.theory.metrics import collapse_metrics
 
     model = LinearVAE.load(args.model)
     dataset = _load(args)
@@ -866,11 +867,11 @@ def _sweep_pairs(args, betas, sigma2s, seeds) -> int:
 
 
 def _verify_pairs(args) -> int:
-    """``verify --model cvae|hvae``: the configurations of :func:`linear_vae.model_verify.plan`, each trained and judged."""
+    """``verify --model cvae|hvae``: the configurations of :func:`linear_vae.verification.model_verify.plan`, each trained and judged."""
     import numpy as np
 
-    from linear_vae.conditional import cvae_optimum
-    from linear_vae.model_verify import overall_verdict, plan
+    from linear_vae.theory.conditional import cvae_optimum
+    from linear_vae.verification.model_verify import overall_verdict, plan
 
     moments, settings = _pair_settings(args)
     if args.sigma2 is None:
@@ -894,7 +895,7 @@ def cmd_verify(args) -> int:
     disagrees or did not converge).
 
     Its options are checked before anything is trained (a whole run: the example of
-    :func:`linear_vae.verify.run_verification`); an error names the option to change:
+    :func:`linear_vae.verification.verify.run_verification`); an error names the option to change:
 
     >>> import os, tempfile
     >>> import numpy as np
@@ -906,7 +907,7 @@ def cmd_verify(args) -> int:
     linear-vae: error: --gap-tol must be finite and > 0, got -1.0; pass a positive number
     2
     """
-    from linear_vae.verify import VERIFY_DEFAULTS, run_verification
+    from linear_vae.verification.verify import VERIFY_DEFAULTS, run_verification
 
     if _uses_pairs(args):
         return _verify_pairs(args)
@@ -966,8 +967,8 @@ def cmd_reproduce(args) -> int:
     folder = os.path.join(out_arg, "")  # as given, with one trailing slash
 
     from linear_vae import interrupts
+    from linear_vae.core.progress import Progress
     from linear_vae.experiments.runner import EXPERIMENTS, run_experiment
-    from linear_vae.progress import Progress
 
     names = args.only or list(EXPERIMENTS)  # argparse's choices have refused unknown names
     if args.quick and not args.force:
@@ -1122,7 +1123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help=cmd_verify.__doc__, description=cmd_verify.__doc__)
     _add_data_options(verify)
-    from linear_vae.verify import LEARNED_STEPS_FACTOR, VERIFY_DEFAULTS
+    from linear_vae.verification.verify import LEARNED_STEPS_FACTOR, VERIFY_DEFAULTS
 
     _add_latent_dim(verify, VERIFY_DEFAULTS["latent_dim"])
     verify.add_argument(
@@ -1201,7 +1202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: The option that sets each library parameter.  Library error messages name parameters in
-#: backquotes (:mod:`linear_vae.validation`); the CLI shows the option instead.
+#: backquotes (:mod:`linear_vae.core.validation`); the CLI shows the option instead.
 OPTIONS = {
     "latent_dim": "--latent-dim",
     "beta": "--beta",

@@ -15,7 +15,7 @@ What is cached: every program that took at least :data:`MIN_COMPILE_SECONDS` to 
 those that call back into Python, which JAX does not store; no program of the package does.  (The
 k x k eigendecompositions of the Newton optimiser and of the convergence test once ran on the host
 through ``jax.pure_callback``, which kept every Newton program out of the cache: a warm MNIST
-16-beta sweep still compiled for 7-8 s.  :func:`linear_vae.spd.eigh` now maps LAPACK over the
+16-beta sweep still compiled for 7-8 s.  :func:`linear_vae.core.spd.eigh` now maps LAPACK over the
 configurations inside the program, and the same warm sweep compiles for 1.5 s.)
 """
 

@@ -2,7 +2,7 @@
 ``FactorAnalysis``: ``LinearVAE(latent_dim).fit(X)``, then ``transform``, ``score``, ``sample``,
 ``save`` and ``load``.
 
-``fit`` trains one configuration through :func:`linear_vae.compare.train_and_compare_zipped` (Newton on
+``fit`` trains one configuration through :func:`linear_vae.verification.compare.train_and_compare_zipped` (Newton on
 the exact ELBO by default; the trainer, the convergence test and the comparison with the closed
 form are the library's own) and keeps what a user asks of a fitted model as attributes with a
 trailing underscore.  The model is::
@@ -41,10 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from linear_vae.elbo import LinearVAEParams
-from linear_vae.io import atomic_write_bytes
-from linear_vae.moments import LOG_2PI
-from linear_vae.validation import check_latent_dim, check_positive, validate_data
+from linear_vae.core.io import atomic_write_bytes
+from linear_vae.core.validation import check_latent_dim, check_positive, validate_data
+from linear_vae.data.moments import LOG_2PI
+from linear_vae.theory.elbo import LinearVAEParams
 
 #: Version of the ``.npz`` layout written by :meth:`LinearVAE.save`.
 SAVE_FORMAT = 1
@@ -97,7 +97,7 @@ class LinearVAE:
         The start of a learned ``sigma2`` (default: the mean variance of the data); not allowed
         with a fixed ``sigma2``.
     optimizer : {"newton", "adam", "sgd"}, default "newton"
-        See :class:`linear_vae.train.TrainConfig`.
+        See :class:`linear_vae.training.train.TrainConfig`.
     steps, learning_rate : optional
         The optimiser's budget and step size (defaults: the optimiser's own; Newton has no step size).
     seed : int, default 0
@@ -114,11 +114,11 @@ class LinearVAE:
     encoder_ : tuple ``(V, D)``
         Encoder weights (k, d) and diagonal variances (k,).
     converged_ : bool
-        Whether training met the convergence test (:mod:`linear_vae.newton`).
+        Whether training met the convergence test (:mod:`linear_vae.training.newton`).
     gap_ : float
         Closed-form optimum minus the trained ELBO, nats per datapoint.
     verdict_ : str
-        :func:`linear_vae.compare.verdict`: "agrees", "not converged", ...
+        :func:`linear_vae.verification.compare.verdict`: "agrees", "not converged", ...
     active_dims_ : int
         Latent dimensions in use, by column norm (docs/theory.md (T5.2)).
     report_ : dict
@@ -203,10 +203,10 @@ class LinearVAE:
         >>> model.converged_, round(model.noise_variance_, 6), abs(model.gap_) < 1e-9
         (True, 0.5, True)
         """
-        from linear_vae import solvers
-        from linear_vae.compare import train_and_compare_zipped
-        from linear_vae.problem import Problem
-        from linear_vae.train import TrainConfig
+        from linear_vae.data.problem import Problem
+        from linear_vae.training import solvers
+        from linear_vae.training.train import TrainConfig
+        from linear_vae.verification.compare import train_and_compare_zipped
 
         X = _as_data(X)
         validate_data(X)
@@ -231,13 +231,13 @@ class LinearVAE:
         return self.take_trained(result, 0, report, problem)
 
     def take_trained(self, result, index: int, report: dict, problem) -> "LinearVAE":
-        """Become configuration ``index`` of a trained sweep (:class:`linear_vae.sweep.SweepResult`,
-        with its ``report`` from :func:`linear_vae.compare.compare_sweep` and the ``problem`` it was
+        """Become configuration ``index`` of a trained sweep (:class:`linear_vae.training.sweep.SweepResult`,
+        with its ``report`` from :func:`linear_vae.verification.compare.compare_sweep` and the ``problem`` it was
         trained on): how ``fit`` and ``linear-vae train --save-model`` make a model.  Returns ``self``.
 
-        >>> from linear_vae.compare import train_and_compare_zipped
-        >>> from linear_vae.problem import Problem
-        >>> from linear_vae.train import TrainConfig
+        >>> from linear_vae.verification.compare import train_and_compare_zipped
+        >>> from linear_vae.data.problem import Problem
+        >>> from linear_vae.training.train import TrainConfig
         >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [3.0, 2.0, 1.0, 0.5, 0.5]
         >>> problem = Problem.from_data(X)
         >>> result, (report,) = train_and_compare_zipped(problem, TrainConfig(2), betas=1.0, sigma2s=0.5)
@@ -367,8 +367,8 @@ class LinearVAE:
         >>> round(model.log_likelihood(X), 6)  # = score(X): at beta = 1 the optimum's bound is tight
         -7.582551
         """
-        from linear_vae.moments import compute_moments
-        from linear_vae.ppca import log_marginal_likelihood
+        from linear_vae.data.moments import compute_moments
+        from linear_vae.theory.ppca import log_marginal_likelihood
 
         X = self._fitted(X)
         moments = compute_moments(X)
@@ -391,7 +391,7 @@ class LinearVAE:
 
     def closed_form(self):
         """The closed-form optimum for the same ``latent_dim``, ``beta`` and ``sigma2`` (learned: its
-        own optimum) on the training spectrum (:class:`linear_vae.optimum.BetaElboOptimum`).
+        own optimum) on the training spectrum (:class:`linear_vae.theory.optimum.BetaElboOptimum`).
 
         >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [3.0, 2.0, 1.0, 0.5, 0.5]
         >>> model = LinearVAE(latent_dim=2, sigma2=0.5).fit(X)
@@ -399,7 +399,7 @@ class LinearVAE:
         >>> optimum.active_dims, round(optimum.elbo, 6)
         (2, -7.582551)
         """
-        from linear_vae.optimum import beta_elbo_optimum, learned_sigma2
+        from linear_vae.theory.optimum import beta_elbo_optimum, learned_sigma2
 
         self._fitted()
         s = self.spectrum_

@@ -17,7 +17,7 @@ SIGTERM's default action kills the process at once, so no clean-up runs.
 :func:`run_guarded` therefore runs the command on a worker thread and keeps the main thread
 waiting in short ``join`` calls, where a signal is handled within 0.1 s.  The handler never
 raises into the work: it removes the temporary files of the writes in progress
-(:func:`linear_vae.io.abort_writes`, which also refuses any later write), prints one line and
+(:func:`linear_vae.core.io.abort_writes`, which also refuses any later write), prints one line and
 leaves with ``os._exit`` (exit status 130 for SIGINT, 143 for SIGTERM), skipping the interpreter
 shutdown that would otherwise wait for, or tear down under, XLA's threads.
 """
@@ -59,7 +59,7 @@ def stop(signum: int, _frame=None) -> None:
     >>> done.returncode, done.stderr
     (143, 'linear-vae: interrupted; nothing partial left\\n')
     """
-    from linear_vae.io import abort_writes
+    from linear_vae.core.io import abort_writes
 
     for sig in EXIT_STATUS:  # a second Ctrl-C while cleaning up changes nothing
         signal.signal(sig, signal.SIG_IGN)

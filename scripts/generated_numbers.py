@@ -36,7 +36,7 @@ Usage::
     python scripts/generated_numbers.py            # rewrite every block of README.md and docs/*.md
     python scripts/generated_numbers.py --check    # exit 1 naming each stale block
 
-Pages are rewritten atomically, with the usual permissions (:func:`linear_vae.io.atomic_write_bytes`).
+Pages are rewritten atomically, with the usual permissions (:func:`linear_vae.core.io.atomic_write_bytes`).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from linear_vae.io import atomic_write_bytes
+from linear_vae.core.io import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"(<!-- numbers\n(?P<template>.*?)\n-->\n)(?P<text>.*?)(<!-- /numbers -->)", re.S)

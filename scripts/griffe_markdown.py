@@ -6,7 +6,7 @@ that Markdown would mangle render as meant, without changing a docstring.
   becomes a fenced ``pycon`` block.  numpy style parses ``>>>`` only in an *Examples* section;
   elsewhere Markdown would run the lines together into one paragraph, and an output such as
   ``[(1.0, 0, 'agrees')]`` would be read as a cross-reference.
-* A Sphinx role (``:func:`linear_vae.train.train_sweep```, ``:class:`...```, ``:mod:`...```, ...)
+* A Sphinx role (``:func:`linear_vae.training.train.train_sweep```, ``:class:`...```, ``:mod:`...```, ...)
   becomes inline code.
 
 ``mkdocs.yml`` loads it under the python handler's ``extensions``; it needs nothing but griffe.

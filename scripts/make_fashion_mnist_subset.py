@@ -19,8 +19,8 @@ sets are interchangeable: 500 images of each class, drawn at random with
 in label order), each class's 500 kept in training-file order, the classes stacked in ten blocks
 of 500 (rows 0..499 are class 0, 500..999 class 1, ...).  As for MNIST, the first *n* rows are
 therefore NOT a representative sample: always subset at random
-(:func:`linear_vae.datasets.random_subset`).  Pixels are stored as uint8 and scaled to [0, 1]
-(``/ 255``) by :func:`linear_vae.datasets.load_fashion_mnist`.
+(:func:`linear_vae.data.datasets.random_subset`).  Pixels are stored as uint8 and scaled to [0, 1]
+(``/ 255``) by :func:`linear_vae.data.datasets.load_fashion_mnist`.
 
 Output: ``images`` (uint8, (5000, 784), each 28x28 image unrolled row by row), ``labels``
 (uint8, (5000,)) and ``source`` (a 1-element string array: the Debian package, source checksums,
@@ -61,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
-from linear_vae.io import atomic_write_bytes
+from linear_vae.core.io import atomic_write_bytes
 
 IMAGES_NAME = "train-images-idx3-ubyte.gz"
 LABELS_NAME = "train-labels-idx1-ubyte.gz"

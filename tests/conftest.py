@@ -46,8 +46,8 @@ def closed_form_active_epsilon_delta():
 
     ``problem`` has ``eigenvalues``, ``moments``, ``spectrum`` and ``X``.
     """
-    from linear_vae.collapse import encoder_kl_matrix, epsilon_delta_collapsed
-    from linear_vae.optimum import beta_elbo_optimum
+    from linear_vae.theory.collapse import encoder_kl_matrix, epsilon_delta_collapsed
+    from linear_vae.theory.optimum import beta_elbo_optimum
 
     def active(problem, k, beta, sigma2):
         optimum = beta_elbo_optimum(problem.eigenvalues, k, beta, sigma2)

@@ -10,7 +10,7 @@ Newton"), followed by the best of 30 halvings of the step (an exact line search 
 isolated minimum with a positive-definite Hessian it converges quadratically, so the value it reaches is the
 minimum to float64 round-off; directions of exact symmetry (zero curvature, zero gradient) are left alone.
 JAX differentiates the objective; every start of one point runs in one compiled program (``lax.map``,
-sequential: no batched LAPACK call, see linear_vae/spd.py).
+sequential: no batched LAPACK call, see linear_vae/core/spd.py).
 """
 
 from __future__ import annotations

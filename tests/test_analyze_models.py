@@ -18,9 +18,9 @@ import pytest
 from reference import cvae_objective
 
 from linear_vae.cli import main
-from linear_vae.conditional import cvae_optimum
-from linear_vae.conditioning import image_split
-from linear_vae.joint_moments import JointMoments
+from linear_vae.data.conditioning import image_split
+from linear_vae.data.joint_moments import JointMoments
+from linear_vae.theory.conditional import cvae_optimum
 
 #: 6 x 6 "images": a random non-diagonal covariance, so every quarter carries information on the rest.
 SIDE, N = 6, 400

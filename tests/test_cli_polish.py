@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 import linear_vae
-from linear_vae import io
 from linear_vae.cli import build_parser, main
+from linear_vae.core import io
 from linear_vae.experiments import runner
-from linear_vae.plotting import QUICK_NOTE, mark_quick, new_figure
+from linear_vae.experiments.plotting import QUICK_NOTE, mark_quick, new_figure
 
 
 def _stderr_lines(text: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""How :mod:`linear_vae.compare` words its numbers for people: a gap below zero by round-off only is
+"""How :mod:`linear_vae.verification.compare` words its numbers for people: a gap below zero by round-off only is
 not shown as the trained model beating the optimum, and a predicted gain that does not exist is not
 shown as ``inf``."""
 
@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from linear_vae.compare import ROUNDOFF_GAP, gain_text, gap_text, verdict
+from linear_vae.verification.compare import ROUNDOFF_GAP, gain_text, gap_text, verdict
 
 
 def test_a_gap_below_zero_by_round_off_only_reads_as_zero():
@@ -43,10 +43,10 @@ def test_an_undefined_predicted_gain_is_explained_not_printed_as_inf():
 
 # --- the Python API: a grid or zipped lists, and a learned sigma2's start by its own name -----------
 def test_misreadable_arguments_are_refused_before_training():
-    from linear_vae.compare import train_and_compare_grid, train_and_compare_zipped
-    from linear_vae.datasets import make_synthetic
-    from linear_vae.problem import Problem
-    from linear_vae.train import TrainConfig
+    from linear_vae.data.datasets import make_synthetic
+    from linear_vae.data.problem import Problem
+    from linear_vae.training.train import TrainConfig
+    from linear_vae.verification.compare import train_and_compare_grid, train_and_compare_zipped
 
     problem = Problem.from_dataset(make_synthetic(n=200))
     fixed, learned = TrainConfig(latent_dim=2), TrainConfig(latent_dim=2, learn_sigma2=True)
@@ -64,7 +64,7 @@ def test_misreadable_arguments_are_refused_before_training():
 def test_an_unconverged_run_is_described_by_what_stopped_it():
     """A decayed schedule stopped the run: no "more steps at that rate"; otherwise the rate reads as
     a percentage (never "x1" for a rate just below 1) and the step count with separators."""
-    from linear_vae.compare import progress_text
+    from linear_vae.verification.compare import progress_text
 
     base = {"converged": False, "predicted_gain": 3e-4, "steps_used": 4000, "convergence_rate": 0.9999988}
     text = progress_text({**base, "schedule": "cosine", "steps_needed": 884119})

@@ -20,10 +20,10 @@ from multistart import exact_data, newton_minimiser, random_starts, singular_val
 from reference import cvae_objective, scaled_prior_objective
 
 import linear_vae  # noqa: F401  (float64)
-from linear_vae.conditional import cvae_optimum, mode_gain, scaled_prior_optimum
-from linear_vae.joint_moments import JointMoments, residual_moment
-from linear_vae.moments import compute_moments, eigen_decomposition
-from linear_vae.optimum import beta_elbo_optimum
+from linear_vae.data.joint_moments import JointMoments, residual_moment
+from linear_vae.data.moments import compute_moments, eigen_decomposition
+from linear_vae.theory.conditional import cvae_optimum, mode_gain, scaled_prior_optimum
+from linear_vae.theory.optimum import beta_elbo_optimum
 
 STARTS = 6
 VALUE_TOLERANCE = 1e-10  # see the module docstring

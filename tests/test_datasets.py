@@ -1,4 +1,4 @@
-"""Tests of the data layer (:mod:`linear_vae.datasets`): shipped MNIST, exact synthetic
+"""Tests of the data layer (:mod:`linear_vae.data.datasets`): shipped MNIST, exact synthetic
 spectra, file loaders and their one-line errors.  Everything written to disk goes to
 ``tmp_path``."""
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from linear_vae.cli import main
-from linear_vae.datasets import (
+from linear_vae.data.datasets import (
     Dataset,
     default_synthetic_spectrum,
     load_data,

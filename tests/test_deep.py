@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from linear_vae.analysis import analyze
-from linear_vae.collapse import epsilon_delta_collapsed
-from linear_vae.datasets import make_synthetic
-from linear_vae.deep import DTYPE, DeepConfig, DeepHyper, train_grid
-from linear_vae.divergence import DivergenceError
+from linear_vae.data.datasets import make_synthetic
+from linear_vae.deep.deep import DTYPE, DeepConfig, DeepHyper, train_grid
+from linear_vae.theory.collapse import epsilon_delta_collapsed
+from linear_vae.training.divergence import DivergenceError
 
 SIGMA2S = np.array([1.0, 3.0, 5.0])  # 5, 4 and 2 of the top eigenvalues 8 * 0.75**i above them
 K = 4
@@ -95,7 +95,7 @@ def test_equal_beta_sigma2_product_is_the_same_run(equal_product_pair):
     import jax
     import jax.numpy as jnp
 
-    from linear_vae.deep import init_params, one_sample_elbo_terms
+    from linear_vae.deep.deep import init_params, one_sample_elbo_terms
 
     X, _, config, result = equal_product_pair
     d = X.shape[1]
@@ -130,7 +130,7 @@ def test_best_checkpoint_is_the_best_recorded_held_out_objective(equal_product_p
     import jax
     import jax.numpy as jnp
 
-    from linear_vae.deep import OBJECTIVE_KEY, one_sample_elbo_terms
+    from linear_vae.deep.deep import OBJECTIVE_KEY, one_sample_elbo_terms
 
     _, held, config, result = equal_product_pair
     for i, beta in enumerate((BETA, 1.0)):
@@ -151,12 +151,12 @@ def test_heldout_measures_of_the_linear_optimum_are_exact():
     standard error of the exact one."""
     import jax
 
-    from linear_vae import metrics
-    from linear_vae.metrics import heldout_measures
-    from linear_vae.moments import compute_moments
-    from linear_vae.optimum import beta_elbo_optimum
-    from linear_vae.ppca import log_marginal_likelihood
-    from linear_vae.problem import Problem
+    from linear_vae.data.moments import compute_moments
+    from linear_vae.data.problem import Problem
+    from linear_vae.theory import metrics
+    from linear_vae.theory.metrics import heldout_measures
+    from linear_vae.theory.optimum import beta_elbo_optimum
+    from linear_vae.theory.ppca import log_marginal_likelihood
 
     X = make_synthetic().X
     train, held = X[:1500], X[1500:]
@@ -178,7 +178,7 @@ def test_heldout_measures_of_the_linear_optimum_are_exact():
 
 
 def test_cosine_schedule_decays_the_step_size_from_its_base_to_zero_and_constant_keeps_it():
-    from linear_vae.deep import step_size
+    from linear_vae.deep.deep import step_size
 
     cosine = step_size(1e-3, DeepConfig(steps=1000, schedule="cosine"))
     # optax's cosine decay: base * (1 + cos(pi t / steps)) / 2 -- 1e-3 at the start, half way at

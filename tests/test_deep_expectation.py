@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from linear_vae.datasets import make_synthetic
-from linear_vae.deep import DeepConfig, DeepHyper, init_params, one_sample_elbo_terms, train_grid
+from linear_vae.data.datasets import make_synthetic
+from linear_vae.deep.deep import DeepConfig, DeepHyper, init_params, one_sample_elbo_terms, train_grid
 
 
 def test_the_analytic_expectation_is_the_mean_of_the_one_sample_term():

@@ -192,4 +192,6 @@ def test_learned_runs_that_never_settle_are_compared_only_with_the_settling_cond
     assert "5 of the 6 met its ELBO condition" in text
     assert "(test images at the best validation checkpoint, sigma2 unsettled)" in text
     assert "Adam at 0.001, from 10 (3 of 3 runs against 2 of 3): test ELBO lower" in text
-    assert text.endswith("Every update leaves a large start with a lower test ELBO: the deficit does not depend on the step size.")
+    assert text.endswith(
+        "Every update leaves a large start with a lower test ELBO: the deficit does not depend on the step size."
+    )

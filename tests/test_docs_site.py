@@ -53,9 +53,9 @@ def griffe_markdown():
 
 
 def test_doctests_are_fenced_and_roles_become_code(griffe_markdown):
-    text = "Train:\n>>> f(1)\n[(1.0, 'agrees')]\n\nSee :func:`linear_vae.train.train_sweep` and :mod:`~a.b`."
+    text = "Train:\n>>> f(1)\n[(1.0, 'agrees')]\n\nSee :func:`linear_vae.training.train.train_sweep` and :mod:`~a.b`."
     assert griffe_markdown.to_markdown(text) == (
-        "Train:\n\n```pycon\n>>> f(1)\n[(1.0, 'agrees')]\n```\n\nSee `linear_vae.train.train_sweep` and `a.b`."
+        "Train:\n\n```pycon\n>>> f(1)\n[(1.0, 'agrees')]\n```\n\nSee `linear_vae.training.train.train_sweep` and `a.b`."
     )
     fenced = "```pycon\n>>> f(1)\n```"
     assert griffe_markdown.to_markdown(fenced) == fenced

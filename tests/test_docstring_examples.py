@@ -1,7 +1,8 @@
 """Every public function and method of the documented modules shows a worked example in its
 docstring (the suite runs them: ``--doctest-modules`` over ``linear_vae`` in pyproject.toml).
 
-:data:`DOCUMENTED` lists the modules held to that so far; a module joins it once every public
+:data:`DOCUMENTED` lists the modules held to that so far (by path in the package, without
+``.py``: ``"theory/elbo"`` is :mod:`linear_vae.theory.elbo`); a module joins it once every public
 function of it has an example, and from then on a new function without one fails here.
 """
 
@@ -14,12 +15,17 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "linear_vae"
 DOCUMENTED = [
-    "__init__", "analysis", "cli", "collapse", "compare", "compilation_cache", "conditional", "conditioning",
-    "convergence", "cvae_training", "datasets", "deep", "divergence", "elbo", "escape", "estimator", "estimators",
-    "gradient_solvers", "hard_cases", "hierarchical", "hvae_training", "interrupts", "io", "joint_expectations",
-    "joint_moments", "loop", "metrics", "model_objective", "model_verify", "moments", "newton", "optimum", "plotting",
-    "ppca", "precision", "problem", "progress", "projected", "readers", "solver", "solvers", "spd", "stationary",
-    "stopping", "sweep", "train", "validation", "verify",
+    "__init__", "analysis", "cli", "compilation_cache", "core/io", "core/precision", "core/progress",
+    "core/spd", "core/validation", "data/conditioning", "data/datasets", "data/joint_expectations",
+    "data/joint_moments", "data/moments", "data/problem", "data/readers", "deep/deep", "deep/stopping",
+    "estimator", "experiments/plotting", "interrupts", "theory/collapse", "theory/conditional", "theory/elbo",
+    "theory/escape", "theory/estimators", "theory/hierarchical", "theory/metrics", "theory/optimum",
+    "theory/ppca", "training/convergence", "training/cvae_training", "training/divergence",
+    "training/gradient_solvers", "training/hvae_training", "training/loop", "training/model_objective",
+    "training/newton", "training/projected", "training/solver", "training/solvers", "training/stationary",
+    "training/sweep", "training/train", "verification/compare", "verification/hard_cases",
+    "verification/model_verify", "verification/verify",
+    "core/__init__", "data/__init__", "deep/__init__", "theory/__init__", "training/__init__", "verification/__init__",
     # The experiments: the shared helpers, the closed-form landscape, kl_per_dim at a tiny config (one
     # small Newton sweep), and the modules that only set a CONFIG for another's run and plot.
     "experiments/__init__", "experiments/common", "experiments/deep_vae_fashion", "experiments/kl_per_dim",

@@ -1,4 +1,4 @@
-"""Tests of :mod:`linear_vae.elbo` and :mod:`linear_vae.optimum`: the linear VAE's beta-ELBO in
+"""Tests of :mod:`linear_vae.theory.elbo` and :mod:`linear_vae.theory.optimum`: the linear VAE's beta-ELBO in
 closed form, its Monte-Carlo estimator, the optimal encoder, the closed-form global optimum and
 posterior collapse (docs/theory.md (T3); Lucas et al. 2019, Section 4.2 and Appendix C).
 
@@ -22,8 +22,9 @@ from jax.flatten_util import ravel_pytree
 from reference import dense_elbo_terms, dense_mll, optimal_beta_elbo, optimal_decoder, optimal_kl_per_dim
 
 import linear_vae  # noqa: F401  (float64)
-from linear_vae.datasets import make_synthetic
-from linear_vae.elbo import (
+from linear_vae.data.datasets import make_synthetic
+from linear_vae.data.moments import compute_moments, eigen_decomposition
+from linear_vae.theory.elbo import (
     DataStats,
     LinearVAEParams,
     elbo_gap_optimal_encoder,
@@ -34,9 +35,8 @@ from linear_vae.elbo import (
     optimal_encoder,
     with_optimal_encoder,
 )
-from linear_vae.moments import compute_moments, eigen_decomposition
-from linear_vae.optimum import beta_elbo_optimum, collapse_thresholds, learned_sigma2
-from linear_vae.ppca import log_marginal_likelihood, mle_sigma2, stationary_points
+from linear_vae.theory.optimum import beta_elbo_optimum, collapse_thresholds, learned_sigma2
+from linear_vae.theory.ppca import log_marginal_likelihood, mle_sigma2, stationary_points
 
 # Jitted once at module level; shapes are fixed per test group so each compiles once or twice.
 _elbo = jax.jit(exact_elbo)

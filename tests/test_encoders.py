@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 from reference import dense_mll
 
-from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo, optimal_encoder
+from linear_vae.data.moments import compute_moments
 from linear_vae.experiments.encoders import exact_elbo_linear_decoder, heldout_mll
-from linear_vae.moments import compute_moments
+from linear_vae.theory.elbo import DataStats, LinearVAEParams, exact_elbo, optimal_encoder
 
 
 def data(n=400, d=5, seed=0):

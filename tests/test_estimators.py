@@ -1,6 +1,6 @@
-"""Tests of the sampling estimators of :mod:`linear_vae.estimators` (docs/theory.md (T12)) against the
-exact values of :mod:`linear_vae.metrics` (docs/theory.md (T11)) and the pPCA log density, and of the
-rate-distortion frontier of :mod:`linear_vae.metrics` (docs/theory.md (T11.5)).
+"""Tests of the sampling estimators of :mod:`linear_vae.theory.estimators` (docs/theory.md (T12)) against the
+exact values of :mod:`linear_vae.theory.metrics` (docs/theory.md (T11)) and the pPCA log density, and of the
+rate-distortion frontier of :mod:`linear_vae.theory.metrics` (docs/theory.md (T11.5)).
 
 The model is a linear VAE on Gaussian data (d = 6, k = 3, fixed seeds), where every metric is known:
 on a fixed sample of rows the rate, distortion and active-unit variances are exact functions of the
@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 
 import linear_vae  # noqa: F401  (float64)
-from linear_vae import metrics
-from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo, with_optimal_encoder
-from linear_vae.estimators import (
+from linear_vae.data.moments import LOG_2PI
+from linear_vae.theory import metrics
+from linear_vae.theory.elbo import DataStats, LinearVAEParams, exact_elbo, with_optimal_encoder
+from linear_vae.theory.estimators import (
     active_by_encoder_mean,
     active_unit_variances,
     distortion_mc,
@@ -29,8 +30,7 @@ from linear_vae.estimators import (
     linear_model,
     mutual_information_minibatch,
 )
-from linear_vae.moments import LOG_2PI
-from linear_vae.optimum import beta_elbo_optimum
+from linear_vae.theory.optimum import beta_elbo_optimum
 
 D_DIM, K = 6, 3
 
@@ -249,7 +249,7 @@ def test_bad_sample_counts_and_shapes_are_refused_with_the_parameter_named(call,
         call(m, log_var)
 
 
-# --- the rate-distortion frontier of linear_vae.metrics (docs/theory.md (T11.5)) --------------------
+# --- the rate-distortion frontier of linear_vae.theory.metrics (docs/theory.md (T11.5)) --------------------
 def frontier_problem(seed=0, d=7):
     rng = np.random.default_rng(seed)
     L = rng.standard_normal((d, d))

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from reference import dense_mll, optimal_beta_elbo, optimal_decoder, ppca_mle
 
-from linear_vae.datasets import load_data
+from linear_vae.data.datasets import load_data
 from linear_vae.experiments import deep_vae
 from linear_vae.experiments.runner import EXPERIMENTS, experiment_config, run_experiment, versions
 
@@ -504,7 +504,7 @@ def check_encoders(payload: dict, strict: bool) -> None:
 
 def first_stop(history: dict, rule: dict, every: int, learned: bool, warmup: int):
     """The record index at which the stopping rule of docs/theory.md (T16.1) first holds, and why
-    (written here from its statement, apart from ``linear_vae.stopping``); ``None`` if it never does."""
+    (written here from its statement, apart from ``linear_vae.deep.stopping``); ``None`` if it never does."""
     steps, objective = np.array(history["step"]), np.array(history["validation_objective"], dtype=float)
     log_sigma2 = np.array(history["mean_log_sigma2"], dtype=float)
     window = rule["window"] // every
@@ -873,8 +873,8 @@ def check_hvae_collapse(payload: dict, strict: bool) -> None:
 
 def check_conditional_information(payload: dict, strict: bool) -> None:
     config, r = payload["config"], payload["results"]
-    from linear_vae.conditioning import correlated_condition
-    from linear_vae.datasets import make_synthetic
+    from linear_vae.data.conditioning import correlated_condition
+    from linear_vae.data.datasets import make_synthetic
 
     Y = make_synthetic(n=config["n"], seed=config["data_seed"]).X
     k, t = config["latent_dim"], config["beta"] * config["sigma2"]
@@ -1024,8 +1024,8 @@ def test_deep_vae_report_states_a_direction_only_when_the_intervals_separate(qui
     """The generated deep-VAE text, on the quick run's payload with its runs marked converged and
     their active-unit counts set: 95% t-intervals (n - 1 degrees of freedom) that separate give a
     direction, overlapping ones "no difference"; a run that did not converge is left out."""
+    from linear_vae.deep.stopping import interval
     from linear_vae.experiments.deep_vae import report
-    from linear_vae.stopping import interval
 
     low = interval([1.0, 2.0, 3.0])
     half = 4.30265273 / np.sqrt(3)  # t_{0.975, 2} = 4.30265273 (tables, 9 digits), standard deviation 1

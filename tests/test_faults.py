@@ -21,13 +21,14 @@ import time
 import numpy as np
 import pytest
 
-from linear_vae import divergence, io
 from linear_vae.cli import _cell, main
-from linear_vae.datasets import load_data
-from linear_vae.divergence import DivergenceError
-from linear_vae.problem import Problem
-from linear_vae.sweep import train_sweep
-from linear_vae.train import TrainConfig, TrainData, record_steps
+from linear_vae.core import io
+from linear_vae.data.datasets import load_data
+from linear_vae.data.problem import Problem
+from linear_vae.training import divergence
+from linear_vae.training.divergence import DivergenceError
+from linear_vae.training.sweep import train_sweep
+from linear_vae.training.train import TrainConfig, TrainData, record_steps
 
 #: The installed console script; ``python -m linear_vae_launcher`` (the same entry point) when it is
 #: not on the PATH (a virtual environment used without activating it).
@@ -253,7 +254,7 @@ def test_table_cell_keeps_fixed_point_when_it_fits():
 def test_progress_lines_in_a_log(monkeypatch):
     import io as std_io
 
-    from linear_vae import progress as progress_module
+    from linear_vae.core import progress as progress_module
 
     clock = iter(np.arange(0.0, 1000.0, 4.0))  # every reading of the clock is 4 s after the last
     monkeypatch.setattr(progress_module.time, "perf_counter", lambda: float(next(clock)))
@@ -277,8 +278,8 @@ def test_progress_lines_in_a_log(monkeypatch):
 def test_progress_bar_on_a_terminal_is_cleared_at_the_end(monkeypatch):
     import io as std_io
 
-    from linear_vae import progress as progress_module
-    from linear_vae.progress import Progress
+    from linear_vae.core import progress as progress_module
+    from linear_vae.core.progress import Progress
 
     monkeypatch.setattr(progress_module, "BAR_DELAY", 0.0)  # draw at once, as after a second of a long run
     stream = std_io.StringIO()
@@ -333,7 +334,7 @@ def test_progress_on_a_real_terminal_leaves_whole_lines_only(monkeypatch):
     import struct
     import termios
 
-    from linear_vae import progress as progress_module
+    from linear_vae.core import progress as progress_module
 
     monkeypatch.setattr(progress_module, "BAR_DELAY", 0.0)  # draw at once, as a long run would
     master, slave = pty.openpty()
@@ -385,7 +386,7 @@ def test_progress_rate_counts_only_the_steps_run_since_the_first_report(monkeypa
     time since then, not the resumed total over this process's time."""
     import io as std_io
 
-    from linear_vae import progress as progress_module
+    from linear_vae.core import progress as progress_module
 
     clock = iter([0.0, 100.0, 200.0, 300.0])
     monkeypatch.setattr(progress_module.time, "perf_counter", lambda: next(clock))
@@ -403,10 +404,10 @@ def test_newton_progress_counts_iterations_and_shows_the_worst_gain(monkeypatch)
     skipped, the largest predicted gain after a check, then how many have converged."""
     import io as std_io
 
-    from linear_vae import progress as progress_module
-    from linear_vae.problem import Problem
-    from linear_vae.sweep import train_sweep
-    from linear_vae.train import TrainConfig, TrainData
+    from linear_vae.core import progress as progress_module
+    from linear_vae.data.problem import Problem
+    from linear_vae.training.sweep import train_sweep
+    from linear_vae.training.train import TrainConfig, TrainData
 
     monkeypatch.setattr(progress_module, "LINE_INTERVAL", 0.0)  # a line per chunk
     stream = std_io.StringIO()
@@ -426,7 +427,7 @@ def test_newton_progress_counts_iterations_and_shows_the_worst_gain(monkeypatch)
 
 
 def test_the_worst_gain_shown_is_that_of_the_running_configurations():
-    from linear_vae.sweep import _worst_gain_text
+    from linear_vae.training.sweep import _worst_gain_text
 
     converged = np.array([True, False, False])
     assert (

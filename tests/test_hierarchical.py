@@ -17,8 +17,8 @@ from multistart import exact_data, newton_minimiser, random_starts, singular_val
 from reference import hvae_objective
 
 import linear_vae  # noqa: F401  (float64)
-from linear_vae.hierarchical import hvae_optimum
-from linear_vae.joint_moments import JointMoments
+from linear_vae.data.joint_moments import JointMoments
+from linear_vae.theory.hierarchical import hvae_optimum
 
 STARTS = 6
 VALUE_TOLERANCE = 1e-10

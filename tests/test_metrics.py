@@ -1,4 +1,4 @@
-"""Tests of the exact collapse metrics of :mod:`linear_vae.metrics` (docs/theory.md (T11)).
+"""Tests of the exact collapse metrics of :mod:`linear_vae.theory.metrics` (docs/theory.md (T11)).
 
 Each general formula is checked against an independent computation: dense algebra with the full
 d x d ``A = I - W V``, Monte Carlo on Gaussian data (``x ~ N(mean, S)``, ``z ~ q(z|x)``, fixed seeds,
@@ -18,9 +18,10 @@ import pytest
 import linear_vae  # noqa: F401  (float64)
 from linear_vae.analysis import analyze
 from linear_vae.cli import main
-from linear_vae.datasets import load_data
-from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo, with_optimal_encoder
-from linear_vae.metrics import (
+from linear_vae.data.datasets import load_data
+from linear_vae.data.moments import LOG_2PI, eigen_decomposition
+from linear_vae.theory.elbo import DataStats, LinearVAEParams, exact_elbo, with_optimal_encoder
+from linear_vae.theory.metrics import (
     METRIC_KEYS,
     active_by_unit_variance,
     aggregate_posterior_gaussian,
@@ -32,8 +33,7 @@ from linear_vae.metrics import (
     optimum_collapse_metrics,
     rate,
 )
-from linear_vae.moments import LOG_2PI, eigen_decomposition
-from linear_vae.optimum import beta_elbo_optimum
+from linear_vae.theory.optimum import beta_elbo_optimum
 
 D_DIM, K = 6, 3
 
@@ -260,10 +260,10 @@ def test_a_trained_model_reports_its_metrics_on_the_rate_distortion_identity():
     exact beta-ELBO through ELBO = -d/2 log(2 pi sigma2) - D / (2 sigma2) - beta R (T11.1) to
     1e-10 relative, and a converged Newton run (gap <= 1e-6 nats) sits at the optimum's (R, D):
     each can be off by about the square root of the gap, so 1e-3 is a generous bound."""
-    from linear_vae.compare import train_and_compare_zipped
-    from linear_vae.datasets import load_data
-    from linear_vae.problem import Problem
-    from linear_vae.train import TrainConfig
+    from linear_vae.data.datasets import load_data
+    from linear_vae.data.problem import Problem
+    from linear_vae.training.train import TrainConfig
+    from linear_vae.verification.compare import train_and_compare_zipped
 
     problem = Problem.from_dataset(load_data("synthetic"))
     beta, sigma2 = 1.5, 0.5

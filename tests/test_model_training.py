@@ -3,8 +3,8 @@
 
 Claims:
 
-* each model's exact objective (:func:`linear_vae.cvae_training.cvae_negative_elbo`,
-  :func:`linear_vae.hvae_training.hvae_negative_elbo`), evaluated from the moments, equals the
+* each model's exact objective (:func:`linear_vae.training.cvae_training.cvae_negative_elbo`,
+  :func:`linear_vae.training.hvae_training.hvae_negative_elbo`), evaluated from the moments, equals the
   independent per-row reference of ``tests/reference.py`` at the trained parameters (so the reported
   values are the objective of the model's definition, not of its reduction);
 * trained by trust-region Newton from a random start on hard synthetic pairs (near-equal residual
@@ -16,7 +16,7 @@ Claims:
 Tolerances.  ``GAP_TOL = 1e-6`` nats per datapoint is the issue's and the linear VAE's verify
 tolerance; Newton stops at a predicted gain of 1e-8 and converges quadratically, so measured gaps
 are round-off (about 1e-14).  Trained values may lie below the optimum only by float64 round-off,
-``1e-9 (1 + |ELBO*|)`` (:func:`linear_vae.compare.roundoff`).  The reference objective agrees with
+``1e-9 (1 + |ELBO*|)`` (:func:`linear_vae.verification.compare.roundoff`).  The reference objective agrees with
 the moment form to 1e-9 relative: both sum the same terms in float64, one over rows and one over
 second moments, whose round-off differs at ``1e-16 * E||y||^2 / eta^2`` per term.
 
@@ -33,10 +33,10 @@ import numpy as np
 import pytest
 from reference import cvae_objective, hvae_objective
 
-from linear_vae.compare import GAP_TOL, roundoff
-from linear_vae.conditional import cvae_optimum
-from linear_vae.joint_moments import JointMoments
-from linear_vae.model_verify import overall_verdict, train_and_compare
+from linear_vae.data.joint_moments import JointMoments
+from linear_vae.theory.conditional import cvae_optimum
+from linear_vae.verification.compare import GAP_TOL, roundoff
+from linear_vae.verification.model_verify import overall_verdict, train_and_compare
 
 
 def rotation(d, rng):
@@ -130,8 +130,8 @@ def test_cvae_trains_when_x_explains_all_of_y():
 
 
 def test_cvae_exact_objective_is_the_reference_at_the_trained_model():
-    from linear_vae.cvae_training import cvae_model
-    from linear_vae.model_objective import fit
+    from linear_vae.training.cvae_training import cvae_model
+    from linear_vae.training.model_objective import fit
 
     rng = np.random.default_rng(2)
     X, Y = pairs_with_residual(np.array([2.0, 1.5, 0.8, 0.6, 0.3, 0.1]), rng, mean=1.5)
@@ -159,7 +159,7 @@ def hvae_far_settings(m, s1, beta1, z2_variance=None):
     """``(beta2, eta^2)`` with the z2 threshold at the geometric mean of theta_1^2 and theta_2^2
     (``beta2^2 c^4 sigma2^4 / (beta1 sigma1^2)``, ``c^2 sigma2^2 = eta^2`` when learned, ``eta^2 sigma2^2`` when
     fixed at ``eta_enc = 1``); the configuration is chosen from the closed form, which training never sees."""
-    from linear_vae.hierarchical import hvae_optimum
+    from linear_vae.theory.hierarchical import hvae_optimum
 
     theta2 = hvae_optimum(m, HVAE_DIMS, 1.0, 1.0, s1, 1.0).spectrum
     eta2 = 0.5 * theta2[2] / beta1
@@ -199,9 +199,9 @@ def test_hvae_with_both_variances_fixed_trains_to_the_closed_form():
 
 
 def test_hvae_exact_objective_is_the_reference_at_the_trained_model():
-    from linear_vae.hierarchical import hvae_optimum
-    from linear_vae.hvae_training import hvae_model
-    from linear_vae.model_objective import fit
+    from linear_vae.theory.hierarchical import hvae_optimum
+    from linear_vae.training.hvae_training import hvae_model
+    from linear_vae.training.model_objective import fit
 
     rng = np.random.default_rng(5)
     X, Y = hvae_pairs(rng, mean=1.5)
@@ -285,7 +285,7 @@ def test_train_cvae_reports_each_mode_against_the_closed_form(capsys, pair_files
 
 
 def test_train_hvae_reports_both_levels(capsys, pair_files):
-    from linear_vae.hierarchical import hvae_optimum
+    from linear_vae.theory.hierarchical import hvae_optimum
 
     m = JointMoments.from_data(np.load(pair_files["xh"]), np.load(pair_files["yh"]))
     beta2, eta2 = hvae_far_settings(m, 0.05, 1.0)

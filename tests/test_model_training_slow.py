@@ -13,13 +13,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from linear_vae.compare import GAP_TOL, roundoff
-from linear_vae.conditional import cvae_optimum
-from linear_vae.conditioning import image_split
-from linear_vae.datasets import load_data
-from linear_vae.hierarchical import hvae_optimum
-from linear_vae.joint_moments import JointMoments
-from linear_vae.model_verify import train_and_compare
+from linear_vae.data.conditioning import image_split
+from linear_vae.data.datasets import load_data
+from linear_vae.data.joint_moments import JointMoments
+from linear_vae.theory.conditional import cvae_optimum
+from linear_vae.theory.hierarchical import hvae_optimum
+from linear_vae.verification.compare import GAP_TOL, roundoff
+from linear_vae.verification.model_verify import train_and_compare
 
 pytestmark = pytest.mark.slow
 

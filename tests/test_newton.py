@@ -1,17 +1,17 @@
-"""Tests of the trust-region Newton optimiser (:mod:`linear_vae.newton`), the honesty of the
-trained-versus-analytic verdict (:mod:`linear_vae.compare`) and the constructed hard problems
-(:mod:`linear_vae.hard_cases`).
+"""Tests of the trust-region Newton optimiser (:mod:`linear_vae.training.newton`), the honesty of the
+trained-versus-analytic verdict (:mod:`linear_vae.verification.compare`) and the constructed hard problems
+(:mod:`linear_vae.verification.hard_cases`).
 
 The contract under test: on the exact objective, training with DEFAULT
 settings reaches the closed-form optimum to within 1e-6 nats per datapoint, with exact active
 counts and the verdict "agrees", wherever the problem is well posed (every top-k eigenvalue at
 least 2% from ``beta sigma2``).  The shipped data are benign, so the convergence claims run on
-:func:`linear_vae.hard_cases.hard_cases`: near-equal eigenvalue pairs inside the active set, across
+:func:`linear_vae.verification.hard_cases.hard_cases`: near-equal eigenvalue pairs inside the active set, across
 the latent boundary and around the threshold, spectra over three decades, raw-scale data with
 constant columns, d = 200, fixed and learned sigma2, beta in {0.5, 1, 3, 30}.
 
 References are independent of the code under test: the closed form
-(:mod:`linear_vae.optimum`), the exact ELBO of :mod:`linear_vae.elbo`, the pPCA likelihood,
+(:mod:`linear_vae.theory.optimum`), the exact ELBO of :mod:`linear_vae.theory.elbo`, the pPCA likelihood,
 ``jnp.linalg`` and finite differences, ``jax.hessian`` of dense objectives, numpy ``eigh`` of
 explicit matrices.
 
@@ -30,16 +30,22 @@ import pytest
 from reference import optimal_learned_sigma2
 
 import linear_vae  # noqa: F401  (float64)
-from linear_vae import convergence, projected
-from linear_vae.compare import GAP_TOL as COMPARE_GAP_TOL
-from linear_vae.compare import compare_one, train_and_compare_zipped, verdict
-from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo, optimal_encoder
-from linear_vae.hard_cases import WELL_POSED_MARGIN, HardCase, check_well_posed, hard_cases, initial_sigma2s
-from linear_vae.moments import LOG_2PI
-from linear_vae.optimum import beta_elbo_optimum, learned_sigma2, threshold_distance
-from linear_vae.ppca import log_marginal_likelihood
-from linear_vae.problem import Problem
-from linear_vae.train import TrainConfig
+from linear_vae.data.moments import LOG_2PI
+from linear_vae.data.problem import Problem
+from linear_vae.theory.elbo import DataStats, LinearVAEParams, exact_elbo, optimal_encoder
+from linear_vae.theory.optimum import beta_elbo_optimum, learned_sigma2, threshold_distance
+from linear_vae.theory.ppca import log_marginal_likelihood
+from linear_vae.training import convergence, projected
+from linear_vae.training.train import TrainConfig
+from linear_vae.verification.compare import GAP_TOL as COMPARE_GAP_TOL
+from linear_vae.verification.compare import compare_one, train_and_compare_zipped, verdict
+from linear_vae.verification.hard_cases import (
+    WELL_POSED_MARGIN,
+    HardCase,
+    check_well_posed,
+    hard_cases,
+    initial_sigma2s,
+)
 
 # Tolerances of the contract (fixed by the claim above), not measured from this implementation.
 GAP_TOL = 1e-6  # nats per datapoint: trained within 1e-6 of the closed-form optimum

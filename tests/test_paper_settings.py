@@ -16,7 +16,8 @@ import pytest
 from reference import dense_mll
 from sklearn.decomposition import PCA
 
-from linear_vae.datasets import load_data
+from linear_vae.data.datasets import load_data
+from linear_vae.data.problem import Problem
 from linear_vae.experiments import (
     landscape,
     landscape_paper,
@@ -25,8 +26,7 @@ from linear_vae.experiments import (
     training_curves,
     training_curves_paper,
 )
-from linear_vae.ppca import ppca_optimum, unbiased_covariance_mle, unbiased_covariance_shift
-from linear_vae.problem import Problem
+from linear_vae.theory.ppca import ppca_optimum, unbiased_covariance_mle, unbiased_covariance_shift
 
 K = 200  # the notebook's latent dimension
 

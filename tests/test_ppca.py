@@ -1,4 +1,4 @@
-"""Tests of :mod:`linear_vae.ppca`: the pPCA log marginal likelihood, its maximum-likelihood
+"""Tests of :mod:`linear_vae.theory.ppca`: the pPCA log marginal likelihood, its maximum-likelihood
 solution and its stationary points (docs/theory.md (T2); Tipping & Bishop 1999; Lucas et al. 2019,
 Section 4.1).
 
@@ -20,9 +20,9 @@ from reference import LOG_2PI, dense_mll, ppca_mle
 from sklearn.decomposition import PCA
 
 import linear_vae  # noqa: F401  (float64)
-from linear_vae.datasets import load_data, make_synthetic
-from linear_vae.moments import compute_moments, eigen_decomposition
-from linear_vae.ppca import (
+from linear_vae.data.datasets import load_data, make_synthetic
+from linear_vae.data.moments import compute_moments, eigen_decomposition
+from linear_vae.theory.ppca import (
     collapsed_curvature,
     log_marginal_likelihood,
     mle_sigma2,

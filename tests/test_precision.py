@@ -1,4 +1,4 @@
-"""Tests of the float64 switch (:mod:`linear_vae.precision`, docs/theory.md (T6)).
+"""Tests of the float64 switch (:mod:`linear_vae.core.precision`, docs/theory.md (T6)).
 
 Importing :mod:`linear_vae` must turn on ``jax_enable_x64`` and full-precision matmuls, and the
 science paths must then really run in float64: the numerical tests below pass at ~1e-15 in
@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 import linear_vae  # noqa: F401
-from linear_vae.datasets import load_data, load_mnist
-from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo
-from linear_vae.moments import compute_moments, eigen_decomposition
-from linear_vae.optimum import beta_elbo_optimum, learned_sigma2
-from linear_vae.ppca import log_marginal_likelihood
-from linear_vae.precision import assert_float64
+from linear_vae.core.precision import assert_float64
+from linear_vae.data.datasets import load_data, load_mnist
+from linear_vae.data.moments import compute_moments, eigen_decomposition
+from linear_vae.theory.elbo import DataStats, LinearVAEParams, exact_elbo
+from linear_vae.theory.optimum import beta_elbo_optimum, learned_sigma2
+from linear_vae.theory.ppca import log_marginal_likelihood
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_eigenvalues_of_mnist_subset_match_singular_values_of_centred_data():
 
 
 def test_importing_after_jax_has_run_warns_once_and_a_clean_import_is_silent():
-    """The float64 switch is global (linear_vae/precision.py says why); importing the package after
+    """The float64 switch is global (linear_vae/core/precision.py says why); importing the package after
     JAX made float32 arrays warns, and a first import does not."""
     import subprocess
     import sys

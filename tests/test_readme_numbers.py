@@ -259,8 +259,6 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "pool (jaxlib 0.10.2",
         "builds from 0.11.1",
     ),
-    # sizes of the examples and of the tests
-    "docs/python.md": ("(mean, 1/N",),
     # the data subset and the notebook's digit count, set in the configurations
     "docs/results.md": (
         "seeded random 1,000",

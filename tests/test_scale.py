@@ -1,8 +1,8 @@
 """Tests of the closed form at scale: ``analyze`` from the top eigenpairs of the data matrix.
 
-:func:`linear_vae.moments.top_eigenpairs` gives the top ``m`` eigenpairs of ``S`` and ``tr S``
+:func:`linear_vae.data.moments.top_eigenpairs` gives the top ``m`` eigenpairs of ``S`` and ``tr S``
 from the N x N Gram matrix when ``d > N``, and the closed forms take them in place of the full
-spectrum (:func:`linear_vae.ppca.spectrum_totals`).  Checked here: the ``"top"`` solver reproduces
+spectrum (:func:`linear_vae.theory.ppca.spectrum_totals`).  Checked here: the ``"top"`` solver reproduces
 the d x d ``"full"`` solver on every key of the JSON report (N < d and N > d, learned and fixed
 sigma2, several beta, exact-zero eigenvalues); the closed-form functions give the same numbers
 from the full spectrum and from its top plus ``(trace, d)``; the ``"top"`` path never allocates a
@@ -19,12 +19,12 @@ import pytest
 from reference import LOG_2PI, ppca_mle
 
 import linear_vae  # noqa: F401
-from linear_vae import problem as problem_module
 from linear_vae.analysis import analyze
 from linear_vae.cli import main
-from linear_vae.moments import compute_moments, eigen_decomposition, top_eigenpairs
-from linear_vae.optimum import beta_elbo_optimum, learned_sigma2
-from linear_vae.ppca import mll_in_eigenbasis
+from linear_vae.data import problem as problem_module
+from linear_vae.data.moments import compute_moments, eigen_decomposition, top_eigenpairs
+from linear_vae.theory.optimum import beta_elbo_optimum, learned_sigma2
+from linear_vae.theory.ppca import mll_in_eigenbasis
 
 #: Two float64 routes to the same numbers (eigh of S against syevr of the Gram matrix) agree to
 #: ~1e-14 relative on every value built from non-negligible eigenvalues; 1e-9 is the required agreement.
@@ -291,7 +291,7 @@ def test_cli_on_a_wide_npy_matches_a_gram_matrix_reference(capsys, tmp_path, wid
 )
 def wide_problem(request):
     """Wide data; the d = 20,000 case takes about 40 s per training test, so it is marked slow."""
-    from linear_vae.problem import Problem
+    from linear_vae.data.problem import Problem
 
     n, d = request.param[1], request.param[0]
     return Problem.from_data(low_rank_data(n, d, seed=3, zero_columns=10))
@@ -309,7 +309,7 @@ def test_wide_problem_is_the_eigenbasis_of_the_data_span(wide_problem):
     assert wide_problem.trace == pytest.approx(np.sum(centred**2) / wide_problem.n, rel=1e-12)
     with pytest.raises(ValueError, match="eigenbasis"):
         wide_problem.check_basis("data")
-    from linear_vae.problem import Problem
+    from linear_vae.data.problem import Problem
 
     truncated = Problem.from_dataset(wide_problem.dataset, form_covariance=False, eigenpairs=3)
     with pytest.raises(ValueError, match="fewer than the min"):  # 3 eigenvectors cannot hold the data
@@ -320,8 +320,8 @@ def test_wide_problem_is_the_eigenbasis_of_the_data_span(wide_problem):
 def test_training_on_wide_data_reaches_the_closed_form_without_a_d_by_d_matrix(monkeypatch, wide_problem, learn_sigma2):
     """Newton in the N-dimensional eigen-coordinates converges and agrees with the closed form
     (whose d enters only as a number) to 1e-6 nats; the d x d path is never taken."""
-    from linear_vae.compare import train_and_compare_zipped
-    from linear_vae.train import TrainConfig
+    from linear_vae.training.train import TrainConfig
+    from linear_vae.verification.compare import train_and_compare_zipped
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the d x d path was used")

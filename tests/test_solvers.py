@@ -1,4 +1,4 @@
-"""Claims about the solver interface (:mod:`linear_vae.solver`, docs/theory.md (T7)):
+"""Claims about the solver interface (:mod:`linear_vae.training.solver`, docs/theory.md (T7)):
 
 * an optimiser defined outside the package (here, plain gradient ascent with a fixed step) trains
   a sweep through the interface alone, and reproduces the package's own SGD at a constant rate;
@@ -21,16 +21,16 @@ import numpy as np
 import pytest
 
 import linear_vae
-from linear_vae import newton
-from linear_vae.problem import Problem
-from linear_vae.solver import Solver
-from linear_vae.solvers import SOLVERS
-from linear_vae.sweep import train_sweep
-from linear_vae.train import Hyper, TrainConfig, TrainData, init_state, run_steps
+from linear_vae.data.problem import Problem
+from linear_vae.training import newton
+from linear_vae.training.solver import Solver
+from linear_vae.training.solvers import SOLVERS
+from linear_vae.training.sweep import train_sweep
+from linear_vae.training.train import Hyper, TrainConfig, TrainData, init_state, run_steps
 
 PACKAGE = Path(linear_vae.__file__).parent
 #: The solvers' own modules: the interface, the registry and the implementations.
-SOLVER_MODULES = {"solver.py", "solvers.py", "newton.py", "gradient_solvers.py"}
+SOLVER_MODULES = {"training/solver.py", "training/solvers.py", "training/newton.py", "training/gradient_solvers.py"}
 BETAS, SIGMA2S, SEEDS = [0.5, 1.0, 3.0], [1.0, 0.8, 1.2], [0, 1, 2]
 
 
@@ -146,7 +146,7 @@ def library_modules():
     property of the algorithm they named."""
     for path in sorted(PACKAGE.rglob("*.py")):
         relative = path.relative_to(PACKAGE)
-        if (len(relative.parts) == 1 and relative.name in SOLVER_MODULES) or relative.parts[0] == "experiments":
+        if relative.as_posix() in SOLVER_MODULES or relative.parts[0] == "experiments":
             continue
         yield relative, ast.parse(path.read_text())
 
@@ -203,7 +203,7 @@ def test_state_field_uses_finds_reads_and_writes():
 
 
 def test_no_field_of_a_solver_state_is_touched_outside_its_solver():
-    # Newton's state is :class:`linear_vae.newton.NewtonState`; optax's states are reached only
+    # Newton's state is :class:`linear_vae.training.newton.NewtonState`; optax's states are reached only
     # through ``solver_state``, which the first clause of state_field_uses covers.
     fields = set(newton.NewtonState._fields)
     found = {str(path): lines for path, tree in library_modules() if (lines := state_field_uses(tree, fields))}

@@ -1,4 +1,4 @@
-"""Tests of :mod:`linear_vae.spd` (k x k SPD algebra in plain XLA ops) against numpy's LAPACK, and
+"""Tests of :mod:`linear_vae.core.spd` (k x k SPD algebra in plain XLA ops) against numpy's LAPACK, and
 that the trainer's compiled programs contain no LAPACK call (jaxlib 0.10's batched LAPACK kernels
 deadlock XLA's CPU thread pool; see the module docstring)."""
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import linear_vae  # noqa: F401  (float64)
-from linear_vae import spd
-from linear_vae.datasets import make_synthetic
-from linear_vae.problem import Problem
-from linear_vae.train import Hyper, TrainConfig, TrainData, init_state, record_steps, run_steps
+from linear_vae.core import spd
+from linear_vae.data.datasets import make_synthetic
+from linear_vae.data.problem import Problem
+from linear_vae.training.train import Hyper, TrainConfig, TrainData, init_state, record_steps, run_steps
 
 #: Backward-stable factorisations of matrices with condition number <= ~1e3 agree with LAPACK to
 #: ~1e-13 relative; 1e-10 leaves room without hiding a wrong formula (those are off by O(1)).
@@ -73,7 +73,7 @@ def batched_lapack_calls(hlo: str) -> list[str]:
 
 def test_compiled_sweep_makes_no_batched_lapack_call():
     """The vmapped Adam sweep (whose final state is read through the k x k eigendecomposition of
-    :func:`linear_vae.projected.represented_vae`) and a vmapped eigendecomposition call LAPACK one
+    :func:`linear_vae.training.projected.represented_vae`) and a vmapped eigendecomposition call LAPACK one
     matrix at a time, never with a batch."""
     dataset = make_synthetic(seed=0)
     data = TrainData.build(Problem.from_dataset(dataset), "data")
@@ -85,7 +85,9 @@ def test_compiled_sweep_makes_no_batched_lapack_call():
     stack = jnp.stack([jnp.eye(3)] * 4)
     hlo = jax.jit(jax.vmap(jax.vmap(spd.eigh))).lower(jnp.stack([stack] * 2)).compile().as_text()
     assert 'custom_call_target="lapack' in hlo and not batched_lapack_calls(hlo)
-    assert batched_lapack_calls(jax.jit(jax.vmap(jnp.linalg.eigh)).lower(stack).compile().as_text())  # the check sees one
+    assert batched_lapack_calls(
+        jax.jit(jax.vmap(jnp.linalg.eigh)).lower(stack).compile().as_text()
+    )  # the check sees one
 
 
 def test_eigh_under_vmap_equals_numpy_one_matrix_at_a_time():

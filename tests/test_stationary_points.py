@@ -11,9 +11,9 @@ import pytest
 from jax.flatten_util import ravel_pytree
 from reference import dense_mll
 
-from linear_vae import stationary
-from linear_vae.elbo import DataStats, LinearVAEParams, exact_elbo
-from linear_vae.ppca import log_marginal_likelihood, stationary_points
+from linear_vae.theory.elbo import DataStats, LinearVAEParams, exact_elbo
+from linear_vae.theory.ppca import log_marginal_likelihood, stationary_points
+from linear_vae.training import stationary
 
 LAM = np.array([4.0, 2.0, 1.4, 0.5])  # distinct; sigma2 = 1 between 1.4 and 0.5
 SIGMA2, K = 1.0, 2
@@ -58,7 +58,7 @@ def test_mll_hessian_is_that_of_the_likelihood_and_its_null_space_is_the_rotatio
     point = next(p for p in stationary_points(LAM, K, SIGMA2) if p.directions == (0,))  # one zero column
     W = point.weights(Q)
     # The projected objective it differentiates is the MLL of (T2.1), to round-off.
-    from linear_vae.projected import projected_elbo
+    from linear_vae.training.projected import projected_elbo
 
     np.testing.assert_allclose(
         float(projected_elbo(jnp.asarray(W), jnp.log(SIGMA2), 1.0, stats)),

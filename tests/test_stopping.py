@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from linear_vae import loop
-from linear_vae.datasets import load_data, make_synthetic, three_way_split
-from linear_vae.deep import DeepConfig, DeepHyper, batched_hyper, init_state, train_step, train_until_stopped
-from linear_vae.stopping import CAP, CONVERGED, NONFINITE, RUNNING, StoppingRule, decide
+from linear_vae.data.datasets import load_data, make_synthetic, three_way_split
+from linear_vae.deep.deep import DeepConfig, DeepHyper, batched_hyper, init_state, train_step, train_until_stopped
+from linear_vae.deep.stopping import CAP, CONVERGED, NONFINITE, RUNNING, StoppingRule, decide
+from linear_vae.training import loop
 
 RULE = StoppingRule(patience=300, tolerance=0.1, window=200, sigma2_tolerance=0.01, max_steps=2000)
 EVERY = 100

@@ -1,7 +1,7 @@
-"""Tests of the JAX trainer (:mod:`linear_vae.train`), its comparison with the closed form
-(:mod:`linear_vae.compare`) and the ``train`` / ``sweep`` / ``verify`` commands.
+"""Tests of the JAX trainer (:mod:`linear_vae.training.train`), its comparison with the closed form
+(:mod:`linear_vae.verification.compare`) and the ``train`` / ``sweep`` / ``verify`` commands.
 
-Everything runs on the synthetic data of :func:`linear_vae.datasets.make_synthetic` (d = 20,
+Everything runs on the synthetic data of :func:`linear_vae.data.datasets.make_synthetic` (d = 20,
 sample spectrum exactly ``8 * 0.75**i``), so every collapse threshold ``lambda_i = beta sigma2``
 is known exactly and neighbouring thresholds are 25% apart.  Each JAX compilation costs a few
 seconds on CPU, so trained sweeps are module-scoped fixtures shared between tests, and the
@@ -13,8 +13,8 @@ MNIST scale: the same tests, parametrised over a second data set, 1000 shipped M
 (d = 784, 121 constant pixels, a spectrum with close neighbours).  Those cases are marked
 ``slow`` (minutes on CPU; ``pytest -m slow``).
 
-References are computed independently of the trainer and of :mod:`linear_vae.optimum` /
-:mod:`linear_vae.ppca`: the closed-form optimum and the pPCA MLE written out in numpy
+References are computed independently of the trainer and of :mod:`linear_vae.theory.optimum` /
+:mod:`linear_vae.theory.ppca`: the closed-form optimum and the pPCA MLE written out in numpy
 (tests/reference.py), the ELBO of the trained parameters per datapoint (dense numpy), and the
 eigenvectors of ``S``.
 """
@@ -36,16 +36,16 @@ import pytest
 from reference import dense_beta_elbo, optimal_beta_elbo, ppca_mle
 
 import linear_vae  # noqa: F401  (float64 switch)
-import linear_vae.sweep as sweep_module
-import linear_vae.train as train_module
+import linear_vae.training.sweep as sweep_module
+import linear_vae.training.train as train_module
 from linear_vae.cli import for_the_command_line, main
-from linear_vae.compare import compare_sweep
-from linear_vae.datasets import load_data, make_synthetic
-from linear_vae.divergence import DivergenceError
-from linear_vae.moments import compute_moments, eigen_decomposition
-from linear_vae.problem import Problem
-from linear_vae.sweep import train_single, train_sweep
-from linear_vae.train import TrainConfig, TrainData
+from linear_vae.data.datasets import load_data, make_synthetic
+from linear_vae.data.moments import compute_moments, eigen_decomposition
+from linear_vae.data.problem import Problem
+from linear_vae.training.divergence import DivergenceError
+from linear_vae.training.sweep import train_single, train_sweep
+from linear_vae.training.train import TrainConfig, TrainData
+from linear_vae.verification.compare import compare_sweep
 
 K = 8  # latent dimensions of the main sweep (thresholds lambda_1..lambda_8 = 8 .. 1.07)
 SIGMA2 = 1.0  # fixed sigma2 of the main sweep: beta* = lambda_i
@@ -541,14 +541,14 @@ SHARDED_SCRIPT = textwrap.dedent("""
     import jax
     import numpy as np
     import linear_vae
-    from linear_vae import train
-    from linear_vae import sweep as sweep_module
-    from linear_vae.datasets import make_synthetic
-    from linear_vae.problem import Problem
+    from linear_vae.training import train
+    from linear_vae.training import sweep as sweep_module
+    from linear_vae.data.datasets import make_synthetic
+    from linear_vae.data.problem import Problem
 
     ds = make_synthetic()
     data = train.TrainData.build(Problem.from_dataset(ds))
-    from linear_vae import loop
+    from linear_vae.training import loop
     padded_hyper, sharding = loop.shard_configurations(train.Hyper(*(jax.numpy.zeros(3) for _ in range(3))), 3)
     padded = padded_hyper.beta.shape[0]
     result = sweep_module.train_sweep(data, train.TrainConfig(latent_dim=4, steps=2000, optimizer="adam"), *{sweep})
@@ -1056,7 +1056,7 @@ def test_newton_skips_exactly_the_checks_at_which_some_configuration_still_gains
     """A check is skipped iff some configuration not yet found converged gained more than
     NEWTON_SKIP_GAIN in the last iteration before it (docs/theory.md (T7.3)), read off the
     recorded ELBOs: the sweep cannot stop there."""
-    from linear_vae.newton import SKIP_CHECK_GAIN as NEWTON_SKIP_GAIN
+    from linear_vae.training.newton import SKIP_CHECK_GAIN as NEWTON_SKIP_GAIN
 
     result, _ = main_sweep
     elbo = np.column_stack([result.start_objective, result.history.elbo])  # column s: after s iterations

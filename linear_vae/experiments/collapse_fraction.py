@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from linear_vae.collapse import collapsed_fraction_curve, encoder_kl_matrix
-from linear_vae.elbo import LinearVAEParams
 from linear_vae.experiments.common import data_description, load_problem, newton_config, train
-from linear_vae.optimum import beta_elbo_optimum
-from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
+from linear_vae.experiments.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
+from linear_vae.theory.collapse import collapsed_fraction_curve, encoder_kl_matrix
+from linear_vae.theory.elbo import LinearVAEParams
+from linear_vae.theory.optimum import beta_elbo_optimum
 
 NAME = "collapse_fraction"
 TITLE = "(epsilon, delta)-collapsed fraction of the latent dimensions against epsilon: closed form and trained"

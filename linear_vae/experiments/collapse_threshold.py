@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from linear_vae.experiments.common import data_description, load_problem, newton_config, train
-from linear_vae.optimum import active_by_threshold, beta_elbo_optimum
-from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
+from linear_vae.experiments.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
+from linear_vae.theory.optimum import active_by_threshold, beta_elbo_optimum
 
 NAME = "collapse_threshold"
 TITLE = "Active latent dimensions against beta and sigma2: closed-form staircase and trained linear VAEs"

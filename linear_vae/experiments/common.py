@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from linear_vae.compare import train_and_compare_zipped
-from linear_vae.datasets import load_data
-from linear_vae.deep import DeepConfig
-from linear_vae.problem import Problem
-from linear_vae.progress import Progress
-from linear_vae.sweep import SweepResult
-from linear_vae.train import TrainConfig
+from linear_vae.core.progress import Progress
+from linear_vae.data.datasets import load_data
+from linear_vae.data.problem import Problem
+from linear_vae.deep.deep import DeepConfig
+from linear_vae.training.sweep import SweepResult
+from linear_vae.training.train import TrainConfig
+from linear_vae.verification.compare import train_and_compare_zipped
 
 
 def load_problem(config: dict) -> Problem:
     """Load ``config['data']`` (``n``, ``subset_seed`` as in the CLI) and decompose its covariance.
 
-    >>> problem = load_problem({"data": "synthetic", "n": 200})  # the known spectrum of linear_vae.datasets
+    >>> problem = load_problem({"data": "synthetic", "n": 200})  # the known spectrum of linear_vae.data.datasets
     >>> problem.n, problem.d, problem.eigenvalues[:3].round(6)
     (200, 20, array([8. , 6. , 4.5]))
     """
@@ -39,7 +39,7 @@ DEEP_TRAINING_KEYS = ("steps", "log_every", "batch_size", "learning_rate", "sigm
 
 
 def deep_config(config: dict, **architecture) -> DeepConfig:
-    """A :class:`~linear_vae.deep.DeepConfig` with the training settings of ``config``
+    """A :class:`~linear_vae.deep.deep.DeepConfig` with the training settings of ``config``
     (:data:`DEEP_TRAINING_KEYS`) and the given architecture (``latent_dim``, ``hidden``, ...).
 
     >>> config = deep_config({"data": "mnist", "steps": 100, "batch_size": 50}, latent_dim=2, hidden=(8,))
@@ -59,7 +59,7 @@ def train(
     progress: Progress | None = None,
     label: str = "",
 ) -> tuple[SweepResult, list[dict]]:
-    """:func:`linear_vae.compare.train_and_compare_zipped` in ``basis``, shown on ``progress`` as the task ``label``.
+    """:func:`linear_vae.verification.compare.train_and_compare_zipped` in ``basis``, shown on ``progress`` as the task ``label``.
 
     >>> problem = load_problem({"data": "synthetic", "n": 200})
     >>> result, reports = train(problem, TrainConfig(latent_dim=1), [1.0], [0.5], [0], basis="eigen")

@@ -6,11 +6,11 @@ whose second moment is ``S = B - C^T A^+ C``; mode ``i`` collapses iff its eigen
 eta_dec^2``.  The more of ``y``'s variance ``x`` explains (``tr S`` against ``tr B``), the more modes
 collapse at a fixed ``beta``: none beyond the plain VAE's when ``x`` is independent of ``y`` (``S = B``,
 (T17.2)), all of them when ``x = y`` (``S = 0``).  On the synthetic families of Dang et al. (2024,
-Section 5), ``x = a y + sqrt(1 - a^2) e`` (:func:`linear_vae.conditioning.correlated_condition`) with
+Section 5), ``x = a y + sqrt(1 - a^2) e`` (:func:`linear_vae.data.conditioning.correlated_condition`) with
 ``a`` = 1/8, 1/4, 1/2, plus ``x`` independent of ``y`` (``a = 0``) and ``x = y`` (``a = 1``), the figure
 draws the collapsed count against ``a`` (closed form on a fine grid of ``a``, the same noise draw)
 with trained CVAEs (the exact objective, trust-region Newton,
-:func:`linear_vae.model_verify.train_and_compare`, docs/theory.md (T7.2, T7.3)) as markers, and each
+:func:`linear_vae.verification.model_verify.train_and_compare`, docs/theory.md (T7.2, T7.3)) as markers, and each
 family's residual spectrum against the threshold.
 """
 
@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from linear_vae.conditioning import correlated_condition
-from linear_vae.datasets import make_synthetic
+from linear_vae.data.conditioning import correlated_condition
+from linear_vae.data.datasets import make_synthetic
+from linear_vae.data.joint_moments import JointMoments, residual_moment
 from linear_vae.experiments.pairs import one_blas_thread, summary
-from linear_vae.joint_moments import JointMoments, residual_moment
-from linear_vae.model_verify import train_and_compare
-from linear_vae.plotting import COLORS, PREDICTION_STYLE, new_figure
+from linear_vae.experiments.plotting import COLORS, PREDICTION_STYLE, new_figure
+from linear_vae.verification.model_verify import train_and_compare
 
 NAME = "conditional_information"
 TITLE = "Linear CVAE: the share of y's variance x explains decides collapse (synthetic families of Dang et al.)"

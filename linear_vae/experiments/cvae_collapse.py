@@ -10,7 +10,7 @@ decoder variance.  On active modes the encoder std is ``s_i = sqrt(beta) eta_enc
 instead (a variance against a standard deviation, error 1 of (T17.6)), which gives the wrong ``s_i``
 between the two thresholds; the right panel draws both rules and shades where they differ.
 
-Trained CVAEs (the exact objective, trust-region Newton, :func:`linear_vae.model_verify.train_and_compare`,
+Trained CVAEs (the exact objective, trust-region Newton, :func:`linear_vae.verification.model_verify.train_and_compare`,
 docs/theory.md (T7.2, T7.3)) are drawn as markers: their active counts on the staircase, and the std
 of their encoder's latents (sorted, smallest first, which is the modes' order at the optimum) on
 the exact rule.  Configurations within 2% of a threshold would be drawn hollow grey.
@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from linear_vae.data.joint_moments import residual_moment
 from linear_vae.experiments.pairs import image_pairs, one_blas_thread, summary
-from linear_vae.joint_moments import residual_moment
-from linear_vae.model_verify import train_and_compare
-from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
+from linear_vae.experiments.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
+from linear_vae.verification.model_verify import train_and_compare
 
 NAME = "cvae_collapse"
 TITLE = "Linear CVAE on MNIST quarters: active modes and encoder std against beta, closed form and trained"

@@ -9,13 +9,13 @@ initial ``sigma2`` still collapses, and KL annealing only delays collapse.
 
 The set-up (docs/theory.md (T16)):
 
-* **three disjoint splits** of the shipped 5,000 images (:func:`linear_vae.datasets.three_way_split`,
+* **three disjoint splits** of the shipped 5,000 images (:func:`linear_vae.data.datasets.three_way_split`,
   class-balanced): 4,000 train the networks and fit the linear closed form, 500 validation images
   decide when a run stops and which checkpoint it is reported at, 500 test images are only measured;
-* **a stopping rule** (:mod:`linear_vae.stopping`): a run stops once its validation ELBO has not
+* **a stopping rule** (:mod:`linear_vae.deep.stopping`): a run stops once its validation ELBO has not
   improved by more than 0.1 nats for 3,000 steps and, when sigma2 is learned, its window means of
   log sigma2 have settled; a run that reaches 20,000 steps first is *not converged* and no claim
-  rests on it.  Finished runs leave the vmapped grid (:func:`linear_vae.loop.run_until_stopped`)
+  rests on it.  Finished runs leave the vmapped grid (:func:`linear_vae.training.loop.run_until_stopped`)
   and the grid is checkpointed beside the output, so ``--resume`` continues an interrupted study;
 * **learned sigma2 with the step size as a factor**: starts 0.01, 3 and 10, each under Adam on
   log sigma2 at several step sizes and under the exact update (sigma2 set to the minibatch's squared
@@ -23,7 +23,7 @@ The set-up (docs/theory.md (T16)):
 * **annealing** at sigma2 = 1, against the fixed-sigma2 runs at 1 with the same seeds.
 
 Every run is measured at its best validation checkpoint on the test images by
-:func:`linear_vae.metrics.heldout_measures` (counts, per-dimension KL, rate, distortion, ELBO, IWAE,
+:func:`linear_vae.theory.metrics.heldout_measures` (counts, per-dimension KL, rate, distortion, ELBO, IWAE,
 MI).  The linear VAE is the closed-form optimum on the training images, measured on the same test
 images exactly and by the same estimators.  Seed summaries are means with 95% t-intervals
 (:func:`interval`), and the generated claims state a direction only where two intervals do not
@@ -43,25 +43,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FuncFormatter
 
-from linear_vae import metrics
-from linear_vae.collapse import (
-    DEFAULT_DELTA,
-    DEFAULT_EPSILON,
-    collapsed_fraction_curve,
-    encoder_kl_matrix,
-    epsilon_delta_collapsed,
-)
-from linear_vae.datasets import load_data, three_way_split
-from linear_vae.deep import DeepHyper, measure_grid, train_until_stopped
-from linear_vae.experiments.common import data_name, deep_config
-from linear_vae.io import atomic_write_json
-from linear_vae.metrics import heldout_measures
-from linear_vae.moments import compute_moments
-from linear_vae.optimum import active_by_threshold, beta_elbo_optimum, learned_sigma2
-from linear_vae.plotting import COLORS, PREDICTION_STYLE, draw_frontier, log_axis, mark_quick, new_figure
-from linear_vae.ppca import log_marginal_likelihood
-from linear_vae.problem import Problem
-from linear_vae.stopping import (
+from linear_vae.core.io import atomic_write_json
+from linear_vae.data.datasets import load_data, three_way_split
+from linear_vae.data.moments import compute_moments
+from linear_vae.data.problem import Problem
+from linear_vae.deep.deep import DeepHyper, measure_grid, train_until_stopped
+from linear_vae.deep.stopping import (
     CAP,
     CONVERGED,
     RULE_VERSION,
@@ -71,6 +58,19 @@ from linear_vae.stopping import (
     interval,
     separated,
 )
+from linear_vae.experiments.common import data_name, deep_config
+from linear_vae.experiments.plotting import COLORS, PREDICTION_STYLE, draw_frontier, log_axis, mark_quick, new_figure
+from linear_vae.theory import metrics
+from linear_vae.theory.collapse import (
+    DEFAULT_DELTA,
+    DEFAULT_EPSILON,
+    collapsed_fraction_curve,
+    encoder_kl_matrix,
+    epsilon_delta_collapsed,
+)
+from linear_vae.theory.metrics import heldout_measures
+from linear_vae.theory.optimum import active_by_threshold, beta_elbo_optimum, learned_sigma2
+from linear_vae.theory.ppca import log_marginal_likelihood
 
 NAME = "deep_vae"
 TITLE = (
@@ -248,7 +248,7 @@ LAST_RECORDS = 10
 
 def train(config: dict, splits, part: str, progress=None, checkpoint=None):
     """Train every configuration of one part of :func:`grid` until it stops by rule
-    (:func:`linear_vae.deep.train_until_stopped`), resuming from ``checkpoint`` if it exists."""
+    (:func:`linear_vae.deep.deep.train_until_stopped`), resuming from ``checkpoint`` if it exists."""
     configs = grid(config, part)
     hyper = DeepHyper(
         np.array([g["sigma2"] for g in configs]),
@@ -401,7 +401,7 @@ def study_part(config: dict, splits, epsilons, part: str, progress, checkpoint) 
 def linear_study(config: dict, problem: Problem, k: int, X_test, epsilons) -> dict:
     """The closed-form linear VAE on the training images at each fixed sigma2 and at the learned
     (maximum-likelihood) sigma2, measured on the test images: exactly from their moments, and by the
-    deep VAE's estimators (:func:`linear_vae.metrics.heldout_measures`, float64 here)."""
+    deep VAE's estimators (:func:`linear_vae.theory.metrics.heldout_measures`, float64 here)."""
     spectrum = problem.spectrum
     test = compute_moments(np.asarray(X_test, dtype=np.float64))
     X_test = np.asarray(X_test, dtype=np.float64)
@@ -534,7 +534,7 @@ def summary_by_setting(entries: list[dict]) -> dict:
 
 def cap_decision(run: dict, config: dict):
     """The stopping rule (docs/theory.md (T16.1)) read on a run's whole record
-    (:func:`linear_vae.stopping.decide` at its last record)."""
+    (:func:`linear_vae.deep.stopping.decide` at its last record)."""
     h = run["history"]
     return decide(StoppingRule(**config["rule"]), config["log_every"], h["step"], h["validation_objective"],
                   h["mean_log_sigma2"], learned=run["kind"] == "learned", warmup=run["warmup"])  # fmt: skip
@@ -671,7 +671,7 @@ def _missing_parts(missing: list) -> str:
 
 def cap_diagnosis(runs: list, config: dict) -> str:
     """Which condition of the stopping rule (docs/theory.md (T16.1)) the runs at the cap missed,
-    from their records (:func:`linear_vae.stopping.decide` at the last record): the validation
+    from their records (:func:`linear_vae.deep.stopping.decide` at the last record): the validation
     ELBO's patience, or only the settling of a learned sigma2; "" when no run reached the cap."""
     rule = StoppingRule(**config["rule"])
     at_cap = [r for r in runs if r["stop_reason"] == CAP]

@@ -8,7 +8,7 @@ With a linear decoder ``p(x|z) = N(W z + b, sigma2 I)`` the ELBO is at most the 
 
 Set-up.  MNIST training digits (the shipped 5,000-image subset, split 4,000 / 1,000), K = 16,
 sigma2 learned from 1.  Three encoders under the same linear decoder
-(:class:`linear_vae.deep.DeepConfig` with ``decoder_hidden=()``): linear (no hidden layer),
+(:class:`linear_vae.deep.deep.DeepConfig` with ``decoder_hidden=()``): linear (no hidden layer),
 deep linear (two hidden layers of 64, identity activation) and MLP (the same, ReLU).  Each is
 trained in two ways (``CONFIG["training"]``), Adam at constant step sizes on minibatches of 100:
 
@@ -26,8 +26,8 @@ map; the deep ones carry it exactly through ``2K`` of their hidden units (``u = 
 ``relu(u) - relu(-u) = u``), their other units as initialised, with zero weights out.  That run
 starts at the ELBO's global maximum (ELBO = MLL*), and the question is whether training stays there.
 
-Stopping: every run stops by the rule of :mod:`linear_vae.stopping` (docs/theory.md (T16.1);
-:func:`linear_vae.deep.train_until_stopped`) with ``CONFIG["rule"]``: its recorded objective, every
+Stopping: every run stops by the rule of :mod:`linear_vae.deep.stopping` (docs/theory.md (T16.1);
+:func:`linear_vae.deep.deep.train_until_stopped`) with ``CONFIG["rule"]``: its recorded objective, every
 ``log_every`` steps, is the **training** ELBO of all 4,000 training digits (the question is one of
 optimisation: does training reach the training digits' MLE), exact for the analytic runs and the
 one-sample estimate with the same noise at every record for the others.  A run stops when that
@@ -54,22 +54,22 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
-from linear_vae import stopping
-from linear_vae.compare import max_principal_angle_deg
-from linear_vae.datasets import load_data, train_heldout_split
-from linear_vae.deep import DeepHyper, DeepVAE, dtype_of, encode, init_params, train_until_stopped
-from linear_vae.elbo import optimal_encoder, standard_normal_kl
+from linear_vae.data.datasets import load_data, train_heldout_split
+from linear_vae.data.moments import LOG_2PI, compute_moments
+from linear_vae.data.problem import Problem
+from linear_vae.deep import stopping
+from linear_vae.deep.deep import DeepHyper, DeepVAE, dtype_of, encode, init_params, train_until_stopped
 from linear_vae.experiments.common import deep_config
-from linear_vae.moments import LOG_2PI, compute_moments
-from linear_vae.plotting import COLORS, new_figure
-from linear_vae.ppca import log_marginal_likelihood, ppca_optimum
-from linear_vae.problem import Problem
+from linear_vae.experiments.plotting import COLORS, new_figure
+from linear_vae.theory.elbo import optimal_encoder, standard_normal_kl
+from linear_vae.theory.ppca import log_marginal_likelihood, ppca_optimum
+from linear_vae.verification.compare import max_principal_angle_deg
 
 NAME = "encoders"
 TITLE = "Figure 4 analogue: a linear decoder reaches the pPCA MLE with a linear, deep linear or MLP encoder"
 #: The full-budget run keeps each (encoder, training) grid's state beside ``encoders.checkpoint.pkl``
 #: (``encoders.grid<j>.checkpoint.pkl``, every minute), and ``reproduce --only encoders --resume``
-#: continues from them, bitwise (:func:`linear_vae.loop.run_until_stopped`); the files stay after a
+#: continues from them, bitwise (:func:`linear_vae.training.loop.run_until_stopped`); the files stay after a
 #: finished run, so that ``--resume`` measures and draws it again without training.
 RESUMABLE = True
 CHECKPOINT_SECONDS = 60.0
@@ -143,7 +143,7 @@ def heldout_mll(W, b, sigma2, heldout: np.ndarray) -> float:
 def start_at_mle(config, trainer, d: int, hyper: DeepHyper, W, b, sigma2) -> DeepVAE:
     """Parameters at the pPCA MLE: the decoder ``(W, b, sigma2)`` and the encoder at its optimal map
     for it (T3.2), carried through the first ``2K`` hidden units of a deep encoder; the rest of a
-    deep encoder as :func:`~linear_vae.deep.init_params` draws it for ``hyper``, with zero weights out."""
+    deep encoder as :func:`~linear_vae.deep.deep.init_params` draws it for ``hyper``, with zero weights out."""
     k = W.shape[1]
     V, D = (np.asarray(a, np.float64) for a in optimal_encoder(W, sigma2, 1.0))
     shift = -V @ b  # the mean is V (x - b)

@@ -14,7 +14,7 @@ Plain gradient ascent (``optimizer="sgd"``, constant step ``lr``) on the MLL (pP
 is the step at which ``||w||^2`` first reaches ``fraction * (lambda_1 - sigma2)`` (a fraction of its
 optimal value), interpolated between records.
 
-Prediction (drawn as lines; computed by :mod:`linear_vae.escape`).  Along ``w = eps u_1`` the MLL is
+Prediction (drawn as lines; computed by :mod:`linear_vae.theory.escape`).  Along ``w = eps u_1`` the MLL is
 ``-1/2 [log(sigma2 + u) + lambda_1 / (sigma2 + u)]`` with ``u = eps^2``, so gradient flow gives
 ``du/dt = 2 lr u (a - u) / (sigma2 + u)^2`` with ``a = lambda_1 - sigma2``.  Integrating from the
 initial ``u_0 = (u_1^T w_0)^2`` to the target ``u_T = fraction * a`` (partial fractions),
@@ -48,12 +48,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from linear_vae.elbo import DataStats, LinearVAEParams, elbo_terms
-from linear_vae.escape import elbo_growth_rate, initial_amplitude_sq, predicted_escape_steps
 from linear_vae.experiments.common import data_description, load_problem, train
-from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
-from linear_vae.ppca import collapsed_curvature
-from linear_vae.train import Hyper, TrainConfig, TrainData, init_state
+from linear_vae.experiments.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
+from linear_vae.theory.elbo import DataStats, LinearVAEParams, elbo_terms
+from linear_vae.theory.escape import elbo_growth_rate, initial_amplitude_sq, predicted_escape_steps
+from linear_vae.theory.ppca import collapsed_curvature
+from linear_vae.training.train import Hyper, TrainConfig, TrainData, init_state
 
 NAME = "escape_time"
 TITLE = "Steps to escape a collapsed saddle against lambda_1 - sigma2: gradient ascent (ELBO, MLL) and Adam"
@@ -80,7 +80,7 @@ QUICK = {"gaps": [0.3, 2.0, 5], "sgd_steps": 15000, "adam_steps": 4000, "adam_ob
 OBJECTIVE_LABELS = {"exact": "ELBO", "mll": "MLL"}
 
 
-# --- closed form (the prediction itself lives in linear_vae.escape, docs/theory.md (T9)) ----------
+# --- closed form (the prediction itself lives in linear_vae.theory.escape, docs/theory.md (T9)) ----------
 def elbo_hessian_rates(problem, sigma2s):
     """Largest eigenvalue of ``jax.hessian`` of the exact ELBO in ``(W, V)`` (k = 1, all ``2 d``
     parameters) at the collapsed point ``W = 0, V = 0, D = 1, mu = mean``, for each sigma2: the

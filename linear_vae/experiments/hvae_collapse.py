@@ -7,7 +7,7 @@ singular values of ``C^T A^{-1/2}`` (variance units), a ``z1`` mode ``i <= min(d
 (then every one is: the ``z2`` level models ``z1``'s fixed noise) or ``theta_i^2 > beta2^2 eta_dec^4 /
 (beta1 sigma1^2)``.  The figure draws both counts over ``(beta1, beta2)`` at two ``sigma1^2``, the
 line ``beta1 sigma1^2 = beta2 eta_dec^2`` where ``z2`` switches between the two regimes, and trained
-HVAEs (the exact objective, trust-region Newton, :func:`linear_vae.model_verify.train_and_compare`,
+HVAEs (the exact objective, trust-region Newton, :func:`linear_vae.verification.model_verify.train_and_compare`,
 docs/theory.md (T7.2, T7.3)) as labelled markers: the trained count, green when it equals the closed form's.
 """
 
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from linear_vae.data.joint_moments import cross_spectrum
 from linear_vae.experiments.pairs import image_pairs, one_blas_thread, summary
-from linear_vae.joint_moments import cross_spectrum
-from linear_vae.model_verify import train_and_compare
-from linear_vae.plotting import COLORS, new_figure
+from linear_vae.experiments.plotting import COLORS, new_figure
+from linear_vae.verification.model_verify import train_and_compare
 
 NAME = "hvae_collapse"
 TITLE = "Two-level linear HVAE on MNIST quarters: active z1 and z2 modes over (beta1, beta2), closed form and trained"

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from linear_vae.compare import max_principal_angle_deg, off_diagonal_ratio
 from linear_vae.experiments.common import data_description, load_problem, train
-from linear_vae.plotting import COLORS, PREDICTION_STYLE, new_figure
-from linear_vae.ppca import ppca_optimum
-from linear_vae.train import TrainConfig
+from linear_vae.experiments.plotting import COLORS, PREDICTION_STYLE, new_figure
+from linear_vae.theory.ppca import ppca_optimum
+from linear_vae.training.train import TrainConfig
+from linear_vae.verification.compare import max_principal_angle_deg, off_diagonal_ratio
 
 NAME = "identifiability"
 TITLE = "Identifiability: the linear VAE's columns are the principal directions, pPCA's are rotated"

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from linear_vae.experiments.common import data_description, data_name, load_problem, newton_config, train
-from linear_vae.optimum import optimal_kl_per_dim
-from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
+from linear_vae.experiments.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
+from linear_vae.theory.optimum import optimal_kl_per_dim
 
 NAME = "kl_per_dim"
 TITLE = "Per-dimension KL against beta: closed-form curves and trained linear VAEs"

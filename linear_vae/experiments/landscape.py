@@ -4,7 +4,7 @@ Claim (Lucas et al. Section 4.1, Figure 1; docs/theory.md (T2.4)): at a fixed ``
 ``W0`` whose first columns are ``u_j sqrt(lambda_j - sigma2)`` (``j`` in ``used_directions``) and whose
 last column is ZERO is a stationary point of the pPCA marginal likelihood.  Moving the zero column along an unused principal
 direction ``u_i`` changes the MLL by ``1/2 (lambda_i - sigma2) / sigma2^2 * a^2`` to second
-order (:func:`linear_vae.ppca.collapsed_curvature`): the collapsed point is a saddle while some
+order (:func:`linear_vae.theory.ppca.collapsed_curvature`): the collapsed point is a saddle while some
 unused ``lambda_i > sigma2`` and becomes a local maximum once ``sigma2`` exceeds every unused
 eigenvalue.  The ELBO with the optimal encoder (beta = 1) inherits this landscape: on the slice
 ``a u_2 + b u_3`` the columns stay orthogonal (``W^T W`` diagonal), so it equals the MLL exactly
@@ -31,10 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 
-from linear_vae.elbo import DataStats, exact_elbo, with_optimal_encoder
 from linear_vae.experiments.common import data_description, load_problem
-from linear_vae.plotting import COLORS, PREDICTION_STYLE, TRAINED_STYLE, new_figure
-from linear_vae.ppca import collapsed_curvature, log_marginal_likelihood
+from linear_vae.experiments.plotting import COLORS, PREDICTION_STYLE, TRAINED_STYLE, new_figure
+from linear_vae.theory.elbo import DataStats, exact_elbo, with_optimal_encoder
+from linear_vae.theory.ppca import collapsed_curvature, log_marginal_likelihood
 
 NAME = "landscape"
 TITLE = "MLL and ELBO around a collapsed stationary point: saddle below the eigenvalues, maximum above"

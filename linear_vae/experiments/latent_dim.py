@@ -7,8 +7,8 @@ dimension ``i`` is active iff ``lambda_i > sigma2``.  So adding latent dimension
 and the ELBO and MLL stop improving.  With ``sigma2`` learned (``sigma2* = mean(lambda_{K+1..d})``
 shrinks as K grows) every dimension stays active and both keep improving.
 
-The closed form (:func:`linear_vae.optimum.beta_elbo_optimum` at every K from 1 to 64,
-:func:`linear_vae.optimum.learned_sigma2` for learned sigma2) is drawn as lines; linear VAEs
+The closed form (:func:`linear_vae.theory.optimum.beta_elbo_optimum` at every K from 1 to 64,
+:func:`linear_vae.theory.optimum.learned_sigma2` for learned sigma2) is drawn as lines; linear VAEs
 trained on MNIST-1000 with the exact ELBO (trust-region Newton, random initialisation) are drawn as markers at a
 few K, one vmapped sweep over the fixed sigma2 per K plus one learned-sigma2 run per K.  The fixed
 ``sigma2`` are read off the MNIST spectrum so that they cut it at 6, 12 and 26 eigenvalues, each
@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 from linear_vae.experiments.common import data_description, load_problem, newton_config, train
-from linear_vae.optimum import beta_elbo_optimum, learned_sigma2
-from linear_vae.plotting import COLORS, PREDICTION_STYLE, new_figure
+from linear_vae.experiments.plotting import COLORS, PREDICTION_STYLE, new_figure
+from linear_vae.theory.optimum import beta_elbo_optimum, learned_sigma2
 
 NAME = "latent_dim"
 TITLE = "ELBO and marginal likelihood against the number of latent dimensions: extra dimensions collapse"

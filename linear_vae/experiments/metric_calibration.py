@@ -25,8 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from linear_vae.elbo import kl_per_datapoint
-from linear_vae.estimators import (
+from linear_vae.data.moments import LOG_2PI
+from linear_vae.experiments.common import data_description, load_problem
+from linear_vae.experiments.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
+from linear_vae.theory.elbo import kl_per_datapoint
+from linear_vae.theory.estimators import (
     MI_ROW_BLOCK,
     active_unit_variances,
     diagonal_gaussian_log_density,
@@ -37,11 +40,8 @@ from linear_vae.estimators import (
     mutual_information_minibatch,
     posterior_chi2_at_optimum,
 )
-from linear_vae.experiments.common import data_description, load_problem
-from linear_vae.metrics import AU_THRESHOLD, collapse_metrics, optimum_collapse_metrics
-from linear_vae.moments import LOG_2PI
-from linear_vae.optimum import beta_elbo_optimum
-from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
+from linear_vae.theory.metrics import AU_THRESHOLD, collapse_metrics, optimum_collapse_metrics
+from linear_vae.theory.optimum import beta_elbo_optimum
 
 NAME = "metric_calibration"
 TITLE = "Collapse-metric estimators against their exact values: bias and spread against batch size and samples"

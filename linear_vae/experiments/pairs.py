@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 
-from linear_vae.conditioning import image_split
-from linear_vae.datasets import load_data
-from linear_vae.joint_moments import JointMoments
+from linear_vae.data.conditioning import image_split
+from linear_vae.data.datasets import load_data
+from linear_vae.data.joint_moments import JointMoments
 
 
 def image_pairs(config: dict) -> tuple[JointMoments, dict]:
@@ -51,7 +51,7 @@ def one_blas_thread():
     return threadpool_limits(limits=1)
 
 
-#: The keys of a trained report (:func:`linear_vae.model_verify.train_and_compare`) the JSON keeps.
+#: The keys of a trained report (:func:`linear_vae.verification.model_verify.train_and_compare`) the JSON keeps.
 REPORT_KEYS = (
     "status",
     "reasons",

@@ -14,7 +14,7 @@ MNIST-1000 with the exact ELBO (trust-region Newton, one vmapped sweep over beta
 drawn as markers, with their height above the frontier in a second panel.  The water levels are
 chosen between consecutive eigenvalues (the geometric mean of ``lambda_c`` and ``lambda_{c+1}``, so
 that ``c`` units are active for ``k >= c``), as far from every threshold as the spectrum allows.
-:func:`linear_vae.plotting.draw_frontier` draws a frontier on any axes (the deep-VAE study puts its estimated points
+:func:`linear_vae.experiments.plotting.draw_frontier` draws a frontier on any axes (the deep-VAE study puts its estimated points
 beside it).
 """
 
@@ -23,8 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from linear_vae.experiments.common import data_description, load_problem, newton_config, train
-from linear_vae.metrics import frontier_distortion, rate_distortion_frontier
-from linear_vae.plotting import (
+from linear_vae.experiments.plotting import (
     COLORS,
     PREDICTION_STYLE,
     TRAINED_STYLE,
@@ -32,6 +31,7 @@ from linear_vae.plotting import (
     log_axis,
     new_figure,
 )
+from linear_vae.theory.metrics import frontier_distortion, rate_distortion_frontier
 
 NAME = "rate_distortion"
 TITLE = "The rate-distortion frontier of the linear VAE on MNIST: reverse water-filling, and trained models on it"

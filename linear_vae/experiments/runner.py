@@ -16,10 +16,10 @@ import platform
 import time
 from pathlib import Path
 
+from linear_vae.core.io import atomic_write_json
+from linear_vae.core.progress import Progress
 from linear_vae.experiments import EXPERIMENTS  # noqa: F401  (experiment modules in figure order)
-from linear_vae.io import atomic_write_json
-from linear_vae.plotting import mark_quick, save_png
-from linear_vae.progress import Progress
+from linear_vae.experiments.plotting import mark_quick, save_png
 
 
 def load(name: str):
@@ -113,9 +113,9 @@ def run_experiment(
 ) -> dict:
     """Run ``name``, write ``out_dir/name.json`` and ``out_dir/name.png``, return the JSON payload.
 
-    ``progress`` (:class:`linear_vae.progress.Progress`) is shown each training task and the drawing.
+    ``progress`` (:class:`linear_vae.core.progress.Progress`) is shown each training task and the drawing.
 
-    With ``quick`` every figure carries :data:`linear_vae.plotting.QUICK_NOTE` on the image.
+    With ``quick`` every figure carries :data:`linear_vae.experiments.plotting.QUICK_NOTE` on the image.
 
     A resumable experiment (the deep-VAE studies) checkpoints its full-budget training to
     :func:`checkpoint_path` every few minutes (a quick run, a minute or two, keeps none).  If that
@@ -130,7 +130,7 @@ def run_experiment(
 
     >>> import os, tempfile, types
     >>> from unittest import mock
-    >>> from linear_vae.plotting import new_figure
+    >>> from linear_vae.experiments.plotting import new_figure
     >>> def plot(results, config):
     ...     fig, axes = new_figure(width=3.0, height=2.0)
     ...     axes[0, 0].plot(results["x"], results["y"])

@@ -23,7 +23,7 @@ On each:
    Hessian of the MLL in ``W`` and of the ELBO in all parameters (float64), against the predicted
    inertia (T15.2).
 2. The whole tied-column family of the ELBO's stationary points (T15.3), enumerated in closed form (T15.4)
-   (:func:`linear_vae.stationary.tied_family`, the MLL's points among them), each checked stationary
+   (:func:`linear_vae.training.stationary.tied_family`, the MLL's points among them), each checked stationary
    by the autodiff gradient and classified by the autodiff Hessian: saddle (an ascent direction),
    local maximum (none, and no zero direction) or degenerate (no ascent direction, some zero ones).
 3. A direct search: Levenberg-Marquardt on ``grad ELBO = 0`` in all parameters from random starts
@@ -46,11 +46,11 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from matplotlib.ticker import MaxNLocator
 
-from linear_vae import stationary
-from linear_vae.elbo import DataStats, exact_elbo
-from linear_vae.moments import eigen_decomposition
-from linear_vae.plotting import COLORS, PREDICTION_STYLE, TRAINED_STYLE, new_figure
-from linear_vae.ppca import log_marginal_likelihood, stationary_points
+from linear_vae.data.moments import eigen_decomposition
+from linear_vae.experiments.plotting import COLORS, PREDICTION_STYLE, TRAINED_STYLE, new_figure
+from linear_vae.theory.elbo import DataStats, exact_elbo
+from linear_vae.theory.ppca import log_marginal_likelihood, stationary_points
+from linear_vae.training import stationary
 
 NAME = "stationary_points"
 TITLE = "Theorem 1: the ELBO's only local maximum is the MLL's global one"

@@ -27,9 +27,9 @@ from __future__ import annotations
 import numpy as np
 
 from linear_vae.experiments.common import data_description, load_problem, train
-from linear_vae.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
-from linear_vae.ppca import ppca_optimum, unbiased_covariance_mle, unbiased_covariance_shift
-from linear_vae.train import TrainConfig
+from linear_vae.experiments.plotting import COLORS, PREDICTION_STYLE, log_axis, new_figure
+from linear_vae.theory.ppca import ppca_optimum, unbiased_covariance_mle, unbiased_covariance_shift
+from linear_vae.training.train import TrainConfig
 
 NAME = "training_curves"
 TITLE = "ELBO and marginal likelihood during training (learned sigma2), against the pPCA MLE"
