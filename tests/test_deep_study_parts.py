@@ -193,5 +193,28 @@ def test_learned_runs_that_never_settle_are_compared_only_with_the_settling_cond
     assert "(test images at the best validation checkpoint, sigma2 unsettled)" in text
     assert "Adam at 0.001, from 10 (3 of 3 runs against 2 of 3): test ELBO lower" in text
     assert text.endswith(
-        "Every update leaves a large start with a lower test ELBO: the deficit does not depend on the step size."
+        "- **test ELBO**: a deficit under Adam at 0.001 from every large start compared.\n"
+        "- **rate**: a deficit under no update; none under Adam at 0.001.\n"
+        "- **active units**: a deficit under no update; none under Adam at 0.001."
     )
+
+
+def test_the_deficit_answer_names_the_updates_and_concludes_only_from_a_clean_pattern():
+    """Two updates, two large starts: a deficit from both under Adam and from neither under the
+    exact update is a step-size effect; a missing setting gives no conclusion and is named, and a
+    setting of one seed (no interval) gives no direction."""
+    steps, large = ["0.001", "exact"], [3.0, 10.0]
+    clean = {("m", "0.001", 3.0): -1, ("m", "0.001", 10.0): -1, ("m", "exact", 3.0): 0, ("m", "exact", 10.0): 1}
+    assert deep_vae._deficit_answer(clean, "m", "active units", steps, large) == (
+        "- **active units**: a deficit under Adam at 0.001 from every large start compared; none under the exact "
+        "update: it depends on how fast sigma2 may move, not on the objective alone."
+    )
+    gap = {**clean, ("m", "exact", 10.0): None}
+    assert deep_vae._deficit_answer(gap, "m", "active units", steps, large).endswith(
+        "none under the exact update; not comparable: the exact update from 10."
+    )
+    everywhere = dict.fromkeys(clean, -1)
+    assert deep_vae._deficit_answer(everywhere, "m", "rate", steps, large).endswith(
+        "under Adam at 0.001, the exact update from every large start compared: it does not depend on the step size."
+    )
+    assert deep_vae.separated(deep_vae.interval([400.0]), deep_vae.interval([480.0, 482.0, 481.0])) == 0

@@ -132,21 +132,28 @@ def interval(values) -> dict:
 
 
 def format_interval(iv: dict, fmt: str = ".1f") -> str:
-    """``mean [low, high]`` of an :func:`interval`, each number formatted by ``fmt``.
+    """``mean [low, high]`` of an :func:`interval`, each number formatted by ``fmt`` (``mean (one
+    seed)`` when it rests on one value).
 
-    >>> format_interval(interval([1.0, 1.2, 0.9]), ".2f")
-    '1.03 [0.65, 1.41]'
+    >>> format_interval(interval([1.0, 1.2, 0.9]), ".2f"), format_interval(interval([2.0]))
+    ('1.03 [0.65, 1.41]', '2.0 (one seed)')
     """
+    if iv.get("n", 2) < 2:
+        return f"{iv['mean']:{fmt}} (one seed)"
     return f"{iv['mean']:{fmt}} [{iv['low']:{fmt}}, {iv['high']:{fmt}}]"
 
 
 def separated(a: dict, b: dict) -> int:
     """+1 when interval ``a`` lies wholly above ``b``, -1 when wholly below, 0 when they overlap (no
-    direction at this number of seeds).
+    direction at this number of seeds), and 0 when either rests on one seed, which has no interval.
 
     >>> separated(interval([2.0, 2.1, 1.95]), interval([1.0, 1.2, 0.9])), separated(interval([1.0, 1.2, 0.9]), interval([1.1, 1.0, 1.3]))
     (1, 0)
+    >>> separated(interval([5.0]), interval([1.0, 1.2, 0.9]))  # one seed: no direction
+    0
 
     References: docs/theory.md (T16.3).
     """
+    if min(a.get("n", 2), b.get("n", 2)) < 2:
+        return 0
     return 1 if a["low"] > b["high"] else -1 if a["high"] < b["low"] else 0

@@ -586,9 +586,7 @@ def half_units(results: dict, config: dict) -> dict:
 
 
 def _fmt(iv: dict | None, fmt: str) -> str:
-    if iv is None:
-        return "none converged"
-    return f"{iv['mean']:{fmt}} [{iv['low']:{fmt}}, {iv['high']:{fmt}}]"
+    return "none converged" if iv is None else format_interval(iv, fmt)
 
 
 SETTING_NAMES = {"fixed": "fixed", "learned": "learned from", "annealed": "fixed, annealed"}
@@ -640,17 +638,20 @@ def table(results: dict) -> str:
 
 
 # --- the deep-VAE page's text (docs/deep-vae.md), generated from the JSON ------------------------------
-def _iv(iv: dict | None, fmt: str = ".1f") -> str:
-    """``mean [low, high]``, or "no converged run"."""
-    return "no converged run" if iv is None else format_interval(iv, fmt)
+def _iv(iv: dict | None, fmt: str = ".1f", runs: str = "converged") -> str:
+    """``mean [low, high]``, or "no converged run" (``runs``: what the summaries are over)."""
+    return f"no {runs} run" if iv is None else format_interval(iv, fmt)
 
 
-def _compare(a: dict | None, b: dict | None, more: str, less: str, fmt: str = ".1f") -> str:
+def _compare(a: dict | None, b: dict | None, more: str, less: str, fmt: str = ".1f", runs: str = "converged") -> str:
     """ "``more``"/"``less``" when the 95% intervals of ``a`` and ``b`` separate, else "no difference at
-    this number of seeds", with both intervals."""
+    this number of seeds", with both intervals (``runs``: what the summaries are over)."""
     if a is None or b is None:
-        return "not comparable (a setting has no converged run)"
-    word = {1: more, -1: less, 0: "no difference at this number of seeds"}[separated(a, b)]
+        return f"not comparable (a setting has no {runs} run)"
+    if min(a["n"], b["n"]) < 2:
+        word = "no direction from one seed"
+    else:
+        word = {1: more, -1: less, 0: "no difference at this number of seeds"}[separated(a, b)]
     return f"{word} ({_iv(a, fmt)} against {_iv(b, fmt)})"
 
 
@@ -658,6 +659,8 @@ def _against_point(iv: dict | None, value: float, fmt: str = ".1f") -> str:
     """Where an interval lies against one exact value (the linear optimum's)."""
     if iv is None:
         return "no converged run"
+    if iv["n"] < 2:
+        return f"from one seed, no interval ({_iv(iv, fmt)} against {value:{fmt}})"
     where = "above" if iv["low"] > value else "below" if iv["high"] < value else "consistent with"
     if where != "consistent with" and f"{iv['low']:{fmt}}" == f"{value:{fmt}}" == f"{iv['high']:{fmt}}":
         fmt = ".2g"  # a separation below the shown precision: show the digits that carry it
@@ -801,50 +804,83 @@ def _learned_text(results: dict, summary: dict, config: dict) -> str:
         "sigma2 (see **At the cap**). Read at their best validation checkpoint with that condition waived, and only so, "
         "they compare as follows; no claim of this study rests on these lines.\n\n"
     )
-    return head + _learned_comparison(at_plateau, starts, steps, " at the best validation checkpoint, sigma2 unsettled")
+    return head + _learned_comparison(
+        at_plateau, starts, steps, " at the best validation checkpoint, sigma2 unsettled", runs="admitted"
+    )
 
 
-def _learned_comparison(summary: dict, starts: list, steps: list, qualifier: str) -> str:
+#: The measures of a lasting deficit from a large start: (key, name, word for more, word for less).
+DEFICIT_MEASURES = (("test_elbo", "test ELBO", "higher", "lower"), ("rate", "rate", "higher", "lower"),
+                    ("active_units", "active units", "more", "fewer"))  # fmt: skip
+
+
+def _update_name(step: str) -> str:
+    return "the exact update" if step == "exact" else f"Adam at {float(step):g}"
+
+
+def _learned_comparison(summary: dict, starts: list, steps: list, qualifier: str, runs: str = "converged") -> str:
     """The large starts of each update of log sigma2 against the small start: test ELBO, rate and
-    active units, a direction only where the 95% intervals separate."""
+    active units, a direction only where the 95% intervals separate; then, per measure, under which
+    updates a large start leaves a deficit (:func:`_deficit_answer`)."""
     small = starts[0]
     lines = [
         f"**Learned sigma2: a large start against a start at {small:g}**, per update of log sigma2 (test images"
         f"{qualifier}):"
     ]
-    verdicts = {}
+    deficits = {}  # (measure, step, start) -> -1 / 0 / +1, or None where not comparable
     for step in steps:
-        name = "the exact update" if step == "exact" else f"Adam at {float(step):g}"
         for start in starts[1:]:
             a, b = summary[("learned", start, step)], summary[("learned", small, step)]
-            deficit = [separated(a[m], b[m]) if a[m] and b[m] else None for m in ("test_elbo", "rate", "active_units")]
-            verdicts[(step, start)] = deficit
+            for key, *_ in DEFICIT_MEASURES:
+                deficits[(key, step, start)] = separated(a[key], b[key]) if a[key] and b[key] else None
             lines.append(
-                f"- {name}, from {start:g} ({a['admitted']} of {a['runs']} runs against {b['admitted']} of "
-                f"{b['runs']}): test ELBO {_compare(a['test_elbo'], b['test_elbo'], 'higher', 'lower')}; "
-                f"rate {_compare(a['rate'], b['rate'], 'higher', 'lower')}; active units "
-                f"{_compare(a['active_units'], b['active_units'], 'more', 'fewer')}; sigma2 at the checkpoint "
-                f"{_iv(a['sigma2_at_best'], '.3g')} against {_iv(b['sigma2_at_best'], '.3g')}"
+                f"- {_update_name(step)}, from {start:g} ({a['admitted']} of {a['runs']} runs against "
+                f"{b['admitted']} of {b['runs']}): "
+                + "; ".join(
+                    f"{name} {_compare(a[key], b[key], more, less, runs=runs)}"
+                    for key, name, more, less in DEFICIT_MEASURES
+                )
+                + f"; sigma2 at the checkpoint {_iv(a['sigma2_at_best'], '.3g', runs)} against "
+                f"{_iv(b['sigma2_at_best'], '.3g', runs)}"
             )
-    worse = {key for key, d in verdicts.items() if d[0] == -1}
-    if not verdicts or any(None in d for d in verdicts.values()):
-        answer = "Not every setting has runs to compare, so the question stays open here."
-    elif not worse:
-        answer = "No update leaves a large start with a test ELBO below the small start's at this number of seeds."
-    elif all((step, start) in worse for step in steps for start in starts[1:]):
-        answer = (
-            "Every update leaves a large start with a lower test ELBO: the deficit does not depend on the step size."
-        )
-    else:
-        fast = [s for s in steps if not any((s, start) in worse for start in starts[1:])]
-        answer = (
-            "The deficit in test ELBO depends on the update: it is there under "
-            + ", ".join(sorted({("the exact update" if s == "exact" else f"Adam at {float(s):g}") for s, _ in worse}))
-            + " and not under "
-            + ", ".join("the exact update" if s == "exact" else f"Adam at {float(s):g}" for s in fast)
-            + ", so here it is an effect of how fast sigma2 may move, not of the objective."
-        )
-    return "\n".join(lines + ["", answer])
+    lines.append("")
+    lines += [_deficit_answer(deficits, key, name, steps, starts[1:]) for key, name, *_ in DEFICIT_MEASURES]
+    return "\n".join(lines)
+
+
+def _deficit_answer(deficits: dict, key: str, name: str, steps: list, large: list) -> str:
+    """One line per measure: under which updates a large start leaves it lower (a deficit: the
+    intervals separate), under which not, and which pairs cannot be compared; a conclusion about
+    the step size only where every update is comparable and the deficit is all-or-none per update."""
+    per_update = {}
+    for step in steps:
+        verdicts = [deficits[(key, step, start)] for start in large]
+        comparable = [v for v in verdicts if v is not None]
+        per_update[step] = (
+            None if not comparable else "all" if all(v == -1 for v in comparable)
+            else "none" if all(v != -1 for v in comparable) else "some"
+        )  # fmt: skip
+    names = lambda kind: ", ".join(_update_name(s) for s in steps if per_update[s] == kind)  # noqa: E731
+    missing = [f"{_update_name(step)} from {start:g}" for step in steps for start in large
+               if deficits[(key, step, start)] is None]  # fmt: skip
+    parts = []
+    if names("all"):
+        parts.append(f"under {names('all')} from every large start compared")
+    if names("some"):
+        parts.append(f"under {names('some')} from some large starts")
+    text = f"- **{name}**: a deficit " + (" and ".join(parts) if parts else "under no update")
+    if names("none"):
+        text += f"; none under {names('none')}"
+    if missing:
+        text += f"; not comparable: {', '.join(missing)}"
+    kinds = set(per_update.values())
+    if missing or "some" in kinds or len(steps) < 2:
+        return text + "."
+    if kinds == {"all"}:
+        return text + ": it does not depend on the step size."
+    if kinds == {"all", "none"}:
+        return text + ": it depends on how fast sigma2 may move, not on the objective alone."
+    return text + "."
 
 
 def _annealing_text(results: dict, summary: dict) -> str:
