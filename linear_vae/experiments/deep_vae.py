@@ -831,8 +831,9 @@ def _learned_comparison(summary: dict, starts: list, steps: list, qualifier: str
     for step in steps:
         for start in starts[1:]:
             a, b = summary[("learned", start, step)], summary[("learned", small, step)]
-            for key, *_ in DEFICIT_MEASURES:
-                deficits[(key, step, start)] = separated(a[key], b[key]) if a[key] and b[key] else None
+            for key, *_ in DEFICIT_MEASURES:  # not comparable without runs, or from one seed (no interval)
+                comparable = a[key] and b[key] and min(a[key]["n"], b[key]["n"]) >= 2
+                deficits[(key, step, start)] = separated(a[key], b[key]) if comparable else None
             lines.append(
                 f"- {_update_name(step)}, from {start:g} ({a['admitted']} of {a['runs']} runs against "
                 f"{b['admitted']} of {b['runs']}): "
@@ -850,7 +851,7 @@ def _learned_comparison(summary: dict, starts: list, steps: list, qualifier: str
 
 def _deficit_answer(deficits: dict, key: str, name: str, steps: list, large: list) -> str:
     """One line per measure: under which updates a large start leaves it lower (a deficit: the
-    intervals separate), under which not, and which pairs cannot be compared; a conclusion about
+    intervals separate), under which not, and which pairs cannot be compared (no run, or one seed); a conclusion about
     the step size only where every update is comparable and the deficit is all-or-none per update."""
     per_update = {}
     for step in steps:
