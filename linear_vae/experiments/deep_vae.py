@@ -800,9 +800,10 @@ def _learned_text(results: dict, summary: dict, config: dict) -> str:
     head = (
         f"**Learned sigma2: no answer under the rule.** {n_converged} of {len(learned)} learned-sigma2 runs "
         f"converged, so the rule leaves the question open. {n_plateau} of the {len(learned)} met its ELBO condition "
-        f"(no gain of more than {rule['tolerance']:g} nats for {rule['patience']:,} steps) but not the settling of "
-        "sigma2 (see **At the cap**). Read at their best validation checkpoint with that condition waived, and only so, "
-        "they compare as follows; no claim of this study rests on these lines.\n\n"
+        f"(no gain of more than {rule['tolerance']:g} nats for {rule['patience']:,} steps): the {n_converged} converged "
+        f"and {n_plateau - n_converged} that missed only the settling of sigma2 (see **At the cap**). Read at their best "
+        "validation checkpoint with that condition waived, and only so, they compare as follows; no claim of this study "
+        "rests on these lines.\n\n"
     )
     return head + _learned_comparison(
         at_plateau, starts, steps, " at the best validation checkpoint, sigma2 unsettled", runs="admitted"
