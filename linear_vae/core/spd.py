@@ -14,6 +14,10 @@ O(d^2 k) step of the ELBO for the k of a linear VAE, differentiable, and batched
 into ordinary vector operations.  Each function is jitted so that eager calls (outside a
 compiled training loop) reuse one compiled loop per shape instead of retracing it.
 
+The eigendecompositions Newton needs (:func:`eigh`) have no short textbook loop, so they call
+LAPACK after all, one matrix at a time: under ``vmap`` a ``lax.map`` of the unbatched call, which
+never takes the batched path above.
+
 References: docs/theory.md (T8.5); Golub & Van Loan, *Matrix Computations*, Alg. 4.2.1, 3.1.1-3.1.2.
 """
 
@@ -120,9 +124,10 @@ def eigh(A):
 
     Unbatched, this is ``jnp.linalg.eigh``.  Under ``vmap`` it maps the unbatched call over the
     configurations (``jax.lax.map``) instead of letting XLA issue one *batched* LAPACK call, which
-    deadlocks on CPU with jaxlib 0.10 (module docstring).  The loop costs nothing next to an ELBO
-    step (k x k matrices, k <= d), and, unlike a host callback, keeps the program cacheable on disk
-    (:mod:`linear_vae.compilation_cache`).  Not differentiable (nothing differentiates through it).
+    deadlocks on CPU with jaxlib 0.10 (module docstring).  Newton calls it a few times per
+    iteration, never per Hessian-vector product, and, unlike the host callback it replaces, it
+    keeps the program cacheable on disk (:mod:`linear_vae.compilation_cache`).  Not differentiated
+    (nothing differentiates through it).
 
     >>> values, vectors = jax.vmap(eigh)(jnp.array([jnp.diag(jnp.array([3.0, 1.0])), jnp.eye(2)]))
     >>> values
