@@ -189,7 +189,9 @@ def test_learned_runs_that_never_settle_are_compared_only_with_the_settling_cond
     summary = deep_vae.summary_by_setting(deep_vae.summaries(results))
     text = deep_vae._learned_text(results, summary, config)
     assert text.startswith("**Learned sigma2: no answer under the rule.** 0 of 6 learned-sigma2 runs converged")
-    assert "5 of the 6 met its ELBO condition (no gain of more than 0.1 nats for 300 steps): the 0 converged and 5" in text
+    assert (
+        "5 of the 6 met its ELBO condition (no gain of more than 0.1 nats for 300 steps): the 0 converged and 5" in text
+    )
     assert "(test images at the best validation checkpoint, sigma2 unsettled)" in text
     assert "Adam at 0.001, from 10 (3 of 3 runs against 2 of 3): test ELBO lower" in text
     assert text.endswith(
