@@ -138,7 +138,7 @@ def format_interval(iv: dict, fmt: str = ".1f") -> str:
     >>> format_interval(interval([1.0, 1.2, 0.9]), ".2f"), format_interval(interval([2.0]))
     ('1.03 [0.65, 1.41]', '2.0 (one seed)')
     """
-    if iv.get("n", 2) < 2:
+    if iv["n"] < 2:
         return f"{iv['mean']:{fmt}} (one seed)"
     return f"{iv['mean']:{fmt}} [{iv['low']:{fmt}}, {iv['high']:{fmt}}]"
 
@@ -154,6 +154,6 @@ def separated(a: dict, b: dict) -> int:
 
     References: docs/theory.md (T16.3).
     """
-    if min(a.get("n", 2), b.get("n", 2)) < 2:
+    if min(a["n"], b["n"]) < 2:
         return 0
     return 1 if a["low"] > b["high"] else -1 if a["high"] < b["low"] else 0
